@@ -1,0 +1,274 @@
+//! The signed envelope that carries every licd message.
+//!
+//! Layout of protocol v1 (big-endian integers), in this order:
+//!
+//! | size | field |
+//! |---|---|
+//! | 1 | version (= [`PROTOCOL_VERSION`]) |
+//! | 1 | kind ([`MessageKind`]) |
+//! | 32 | signer public key |
+//! | 2 | certificate length `n` (0 = no certificate) |
+//! | n | signer certificate ([`crate::cert`], 145 bytes when present) |
+//! | 4 | payload length `m` |
+//! | m | payload (postcard) |
+//! | 64 | ed25519 signature by the signer over [`DOMAIN`] ‖ kind ‖ payload |
+//!
+//! Nothing may follow the signature. Receiving is three steps in a fixed order: the size limit
+//! before parsing, the signature over the exact received payload bytes before decoding, and
+//! only then postcard decoding — the payload is never re-serialized before it is verified.
+
+use alloc::vec::Vec;
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::cert::SignerCertificate;
+use crate::error::Error;
+use crate::keys::{verify_strict, PublicKey};
+use crate::limits::{MAX_CERT_LEN, MAX_ENVELOPE_LEN};
+use crate::messages::{DeviceReport, GrantBundle};
+use crate::trust::{SignerInfo, TrustStore};
+use crate::UnixTime;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Domain-separation prefix of every envelope signature, so a signature made for a licd
+/// message can never be taken for one made in another context (or another version).
+pub const DOMAIN: &[u8] = b"licd/v1 envelope\0";
+
+/// Fixed bytes around the certificate and payload: version, kind, signer, two lengths,
+/// signature.
+const OVERHEAD: usize = 1 + 1 + 32 + 2 + 4 + 64;
+
+/// What an envelope carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// A [`DeviceReport`], signed by the device key.
+    Report,
+    /// A [`GrantBundle`], signed by a controller signing key.
+    Grants,
+}
+
+impl MessageKind {
+    /// The kind's wire byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            MessageKind::Report => 1,
+            MessageKind::Grants => 2,
+        }
+    }
+
+    /// Parses a wire byte.
+    pub fn from_byte(b: u8) -> Result<Self, Error> {
+        match b {
+            1 => Ok(MessageKind::Report),
+            2 => Ok(MessageKind::Grants),
+            other => Err(Error::UnknownKind(other)),
+        }
+    }
+}
+
+/// A parsed, not yet verified envelope borrowing the received bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// Message kind.
+    pub kind: MessageKind,
+    /// The key that signed it.
+    pub signer: PublicKey,
+    /// Certificate for `signer`, when the signer is a certified signing key.
+    pub cert: Option<SignerCertificate>,
+    /// Payload bytes exactly as received.
+    pub payload: &'a [u8],
+    signature: [u8; 64],
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Error> {
+        if self.rest.len() < n {
+            return Err(Error::Truncated(what));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses the framing. Checks, in order: size limit, version, kind, lengths. Verifies
+    /// nothing cryptographic.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(Error::Oversized {
+                len: bytes.len(),
+                max: MAX_ENVELOPE_LEN,
+            });
+        }
+        let mut r = Reader { rest: bytes };
+        let version = r.take(1, "missing version byte")?[0];
+        if version != PROTOCOL_VERSION {
+            return Err(Error::BadVersion {
+                got: version,
+                supported: PROTOCOL_VERSION,
+            });
+        }
+        let kind = MessageKind::from_byte(r.take(1, "missing kind byte")?[0])?;
+        let mut signer = [0u8; 32];
+        signer.copy_from_slice(r.take(32, "missing signer key")?);
+        let cert_len = read_u16(r.take(2, "missing certificate length")?) as usize;
+        if cert_len > MAX_CERT_LEN {
+            return Err(Error::Invalid("certificate length over the limit"));
+        }
+        let cert = match cert_len {
+            0 => None,
+            n => Some(SignerCertificate::parse(
+                r.take(n, "certificate shorter than announced")?,
+            )?),
+        };
+        let payload_len = read_u32(r.take(4, "missing payload length")?) as usize;
+        let payload = r.take(payload_len, "payload shorter than announced")?;
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(r.take(64, "missing signature")?);
+        if !r.rest.is_empty() {
+            return Err(Error::Truncated("bytes after the signature"));
+        }
+        Ok(Self {
+            kind,
+            signer: PublicKey(signer),
+            cert,
+            payload,
+            signature,
+        })
+    }
+
+    /// Checks that this is a `kind` message.
+    pub fn expect_kind(&self, kind: MessageKind) -> Result<(), Error> {
+        if self.kind != kind {
+            return Err(Error::WrongKind {
+                expected: kind,
+                got: self.kind,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies the signer's signature over the received payload bytes. Says nothing about
+    /// whether the signer is trusted.
+    pub fn verify_signature(&self) -> Result<(), Error> {
+        verify_strict(
+            &self.signer.0,
+            &signing_input(self.kind, self.payload),
+            &self.signature,
+        )
+    }
+
+    /// Decodes the payload. Call only after [`Envelope::verify_signature`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        let (value, rest) = postcard::take_from_bytes::<T>(self.payload)?;
+        if !rest.is_empty() {
+            return Err(Error::Decode("bytes after the payload"));
+        }
+        Ok(value)
+    }
+}
+
+fn read_u16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn read_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The exact bytes a signature covers: [`DOMAIN`] ‖ kind byte ‖ payload.
+pub fn signing_input(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(DOMAIN.len() + 1 + payload.len());
+    v.extend_from_slice(DOMAIN);
+    v.push(kind.to_byte());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Frames and signs already-encoded payload bytes.
+pub fn seal_bytes(
+    kind: MessageKind,
+    signer: &SigningKey,
+    cert: Option<&SignerCertificate>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let cert = cert.map(SignerCertificate::to_bytes).unwrap_or_default();
+    let signature = signer.sign(&signing_input(kind, payload)).to_bytes();
+    let mut out = Vec::with_capacity(OVERHEAD + cert.len() + payload.len());
+    out.push(PROTOCOL_VERSION);
+    out.push(kind.to_byte());
+    out.extend_from_slice(&signer.verifying_key().to_bytes());
+    // Lengths are bounded: certificates are 145 bytes, payloads are built from bounded messages.
+    out.extend_from_slice(&(cert.len() as u16).to_be_bytes());
+    out.extend_from_slice(&cert);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&signature);
+    out
+}
+
+fn seal<T: Serialize>(
+    kind: MessageKind,
+    signer: &SigningKey,
+    cert: Option<&SignerCertificate>,
+    value: &T,
+) -> Vec<u8> {
+    // postcard cannot fail on these types (no maps with non-string keys, no unsized data).
+    let payload = postcard::to_allocvec(value).unwrap_or_default();
+    seal_bytes(kind, signer, cert, &payload)
+}
+
+/// Encodes and signs a report with the device key.
+pub fn seal_report(report: &DeviceReport, device_key: &SigningKey) -> Vec<u8> {
+    seal(MessageKind::Report, device_key, None, report)
+}
+
+/// Verifies and decodes a report: the envelope's signer must be the device key named inside.
+/// Whether that key is the one pinned for the device is the controller's decision.
+pub fn open_report(bytes: &[u8]) -> Result<DeviceReport, Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::Report)?;
+    env.verify_signature()?;
+    let report: DeviceReport = env.decode()?;
+    if report.device_key != env.signer {
+        return Err(Error::Invalid("report is not signed by the device key it names"));
+    }
+    report.validate()?;
+    Ok(report)
+}
+
+/// Encodes and signs a bundle with a certified signing key.
+pub fn seal_bundle(
+    bundle: &GrantBundle,
+    signing_key: &SigningKey,
+    cert: &SignerCertificate,
+) -> Vec<u8> {
+    seal(MessageKind::Grants, signing_key, Some(cert), bundle)
+}
+
+/// Verifies and decodes a bundle: signature, then the signer's certificate chain to a trusted
+/// root at time `now`, then decoding and content rules. Device binding, `seq` and freshness
+/// are the receiving agent's rules, applied on the result.
+pub fn open_bundle(
+    bytes: &[u8],
+    trust: &TrustStore,
+    now: UnixTime,
+) -> Result<(GrantBundle, SignerInfo), Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::Grants)?;
+    env.verify_signature()?;
+    let signer = trust.authorize(&env, now)?;
+    let bundle: GrantBundle = env.decode()?;
+    bundle.validate()?;
+    Ok((bundle, signer))
+}

@@ -1,0 +1,113 @@
+//! The one error type of the protocol crate: a variant per reason a message is refused.
+
+use crate::envelope::MessageKind;
+use crate::id::IdError;
+use crate::keys::KeyId;
+use crate::UnixTime;
+
+/// Why a message, certificate or topic was refused. Tests assert the exact variant, so a
+/// refusal for the wrong reason fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The envelope is larger than [`crate::limits::MAX_ENVELOPE_LEN`].
+    #[error("message of {len} bytes is over the {max}-byte limit")]
+    Oversized {
+        /// Size received.
+        len: usize,
+        /// Limit in force.
+        max: usize,
+    },
+    /// The bytes end before the structure they announce (or have bytes left over after it).
+    #[error("message truncated or malformed framing: {0}")]
+    Truncated(&'static str),
+    /// A protocol version this build does not speak.
+    #[error("protocol version {got} not supported, this build speaks {supported}")]
+    BadVersion {
+        /// Version byte received.
+        got: u8,
+        /// Version this build speaks.
+        supported: u8,
+    },
+    /// A message kind byte this build does not know.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The message is of another kind than the one expected here.
+    #[error("expected a {expected:?} message, got {got:?}")]
+    WrongKind {
+        /// Kind the caller asked for.
+        expected: MessageKind,
+        /// Kind on the wire.
+        got: MessageKind,
+    },
+    /// The signature does not verify (strict ed25519: malleable and small-order forms refused).
+    #[error("bad signature")]
+    BadSignature,
+    /// The signer certificate's own signature (by its issuer) does not verify.
+    #[error("signer certificate signature does not verify")]
+    BadCertificateSignature,
+    /// A public key that is not a valid ed25519 point (or a weak, small-order one).
+    #[error("invalid public key")]
+    BadPublicKey,
+    /// The signer is neither a trusted root nor certified by one.
+    #[error("signer {0} is not trusted (no certificate chaining to a pinned root)")]
+    UnknownSigner(KeyId),
+    /// The certificate names a signing key other than the envelope's signer.
+    #[error("certificate is for key {certified}, but the message is signed by {signer}")]
+    CertificateMismatch {
+        /// Key named in the certificate.
+        certified: KeyId,
+        /// Key that signed the message.
+        signer: KeyId,
+    },
+    /// The signer certificate's validity window ended.
+    #[error("signer certificate expired at {not_after} (now {now})")]
+    CertificateExpired {
+        /// End of validity.
+        not_after: UnixTime,
+        /// Time it was evaluated at.
+        now: UnixTime,
+    },
+    /// The signer certificate's validity window has not begun.
+    #[error("signer certificate not valid before {not_before} (now {now})")]
+    CertificateNotYetValid {
+        /// Start of validity.
+        not_before: UnixTime,
+        /// Time it was evaluated at.
+        now: UnixTime,
+    },
+    /// The signing key was revoked by a root.
+    #[error("signer {0} has been revoked")]
+    SignerRevoked(KeyId),
+    /// The payload's postcard encoding is invalid for the announced kind.
+    #[error("payload does not decode: {0}")]
+    Decode(&'static str),
+    /// The payload decoded but breaks a rule of the protocol (lengths, counts, ids).
+    #[error("invalid content: {0}")]
+    Invalid(&'static str),
+    /// An identifier that is not `[A-Za-z0-9._-]{1,64}`.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// A topic that is not a licd v1 topic.
+    #[error("bad topic: {0}")]
+    BadTopic(&'static str),
+}
+
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Self {
+        use postcard::Error as P;
+        Error::Decode(match e {
+            P::DeserializeUnexpectedEnd => "unexpected end of payload",
+            P::DeserializeBadVarint => "bad varint",
+            P::DeserializeBadBool => "bad bool",
+            P::DeserializeBadChar => "bad char",
+            P::DeserializeBadUtf8 => "bad utf-8",
+            P::DeserializeBadOption => "bad option tag",
+            P::DeserializeBadEnum => "bad enum tag",
+            P::DeserializeBadEncoding => "bad encoding",
+            P::DeserializeBadCrc => "bad crc",
+            P::SerdeDeCustom => "field value refused",
+            _ => "malformed payload",
+        })
+    }
+}

@@ -1,0 +1,36 @@
+//! `licd-protocol`: the licd wire protocol, version 1.
+//!
+//! Everything the agent and the controller exchange is defined here: validated identifiers
+//! ([`id`]), the MQTT topic scheme ([`topic`]), the messages ([`messages`]), signing-key
+//! certificates ([`cert`]) and the signed envelope that carries every message ([`envelope`]).
+//!
+//! The crate is pure: no I/O, no clock, no randomness. Time is always an argument (unix seconds),
+//! so every time-dependent check is testable. It builds for `no_std` + `alloc` (disable the
+//! default `std` feature) so a microcontroller can speak the protocol too.
+//!
+//! The byte-level format is documented in `docs/PROTOCOL.md`.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod cert;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod keys;
+pub mod limits;
+pub mod messages;
+pub mod topic;
+pub mod trust;
+
+pub use cert::{CertBody, SignerCertificate};
+pub use envelope::{Envelope, MessageKind, PROTOCOL_VERSION};
+pub use error::Error;
+pub use id::{DeviceId, IdError, LicenseId, ServiceName, Sku, TenantId};
+pub use keys::{KeyId, PublicKey};
+pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldReason};
+pub use topic::{Topic, TopicKind};
+pub use trust::{SignerInfo, TrustStore};
+
+/// Unix time in whole seconds (UTC). Every timestamp on the wire uses it.
+pub type UnixTime = u64;

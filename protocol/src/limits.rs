@@ -1,0 +1,18 @@
+//! Hard limits of protocol v1. They are checked before any decoding so that a hostile peer
+//! cannot make a device allocate or work in proportion to what it sends.
+
+/// Largest envelope accepted, checked before anything else is parsed. A 5-service bundle is
+/// about 500 bytes; 64 KiB leaves room for 64 services with certificates and long texts.
+pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
+
+/// Largest signer certificate inside an envelope.
+pub const MAX_CERT_LEN: usize = 1024;
+
+/// Most services one bundle may grant (and one report may ask for).
+pub const MAX_SERVICES: usize = 64;
+
+/// Longest free-text field (model, serial, product class, versions).
+pub const MAX_TEXT_LEN: usize = 128;
+
+/// Longest identifier (tenant, device, service, SKU, license id).
+pub const MAX_ID_LEN: usize = 64;

@@ -1,0 +1,183 @@
+//! The MQTT topic scheme of protocol v1:
+//! `licd/v1/{tenant}/{device}/{report|grants|presence}`.
+//!
+//! Building from validated ids cannot produce a wildcard; parsing refuses wildcards, wrong
+//! arity and unknown leaves, so a topic from the broker is checked before it is trusted.
+
+use alloc::format;
+use alloc::string::String;
+
+use crate::error::Error;
+use crate::id::{DeviceId, TenantId};
+
+/// First two levels of every licd v1 topic.
+pub const PREFIX: &str = "licd/v1";
+
+/// Default group name controllers share their report subscription under.
+pub const DEFAULT_SHARE_GROUP: &str = "licd-controllers";
+
+/// The leaf of a device topic: what flows on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TopicKind {
+    /// Agent → controller, signed [`crate::DeviceReport`], QoS 1.
+    Report,
+    /// Controller → agent, signed [`crate::GrantBundle`], QoS 1, retained.
+    Grants,
+    /// Agent's retained `online` / last-will `offline`.
+    Presence,
+}
+
+impl TopicKind {
+    /// The topic leaf.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopicKind::Report => "report",
+            TopicKind::Grants => "grants",
+            TopicKind::Presence => "presence",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "report" => TopicKind::Report,
+            "grants" => TopicKind::Grants,
+            "presence" => TopicKind::Presence,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed device topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Topic {
+    /// Tenant level.
+    pub tenant: TenantId,
+    /// Device level.
+    pub device: DeviceId,
+    /// Leaf.
+    pub kind: TopicKind,
+}
+
+impl Topic {
+    /// A topic for `device` of `tenant`.
+    pub fn new(tenant: &TenantId, device: &DeviceId, kind: TopicKind) -> Self {
+        Self {
+            tenant: tenant.clone(),
+            device: device.clone(),
+            kind,
+        }
+    }
+
+    /// The topic string, e.g. `licd/v1/acme/ap-1/grants`.
+    pub fn to_topic_string(&self) -> String {
+        format!(
+            "{PREFIX}/{}/{}/{}",
+            self.tenant,
+            self.device,
+            self.kind.as_str()
+        )
+    }
+
+    /// Parses a topic received from the broker. Refuses anything that is not exactly
+    /// `licd/v1/{id}/{id}/{leaf}`.
+    pub fn parse(topic: &str) -> Result<Self, Error> {
+        if topic.contains(['+', '#']) {
+            return Err(Error::BadTopic("wildcards are not allowed in a topic name"));
+        }
+        let mut parts = topic.split('/');
+        let (Some("licd"), Some("v1")) = (parts.next(), parts.next()) else {
+            return Err(Error::BadTopic("topic does not start with licd/v1/"));
+        };
+        let (Some(tenant), Some(device), Some(leaf), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::BadTopic(
+                "expected licd/v1/{tenant}/{device}/{leaf}",
+            ));
+        };
+        let kind = TopicKind::parse(leaf).ok_or(Error::BadTopic("unknown topic leaf"))?;
+        Ok(Self {
+            tenant: TenantId::new(tenant)?,
+            device: DeviceId::new(device)?,
+            kind,
+        })
+    }
+}
+
+impl core::fmt::Display for Topic {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.to_topic_string())
+    }
+}
+
+/// The filter a controller subscribes to for every device's reports, shared among the
+/// replicas of `group` so that a clustered broker splits the load between them:
+/// `$share/{group}/licd/v1/+/+/report`.
+pub fn shared_report_filter(group: &str) -> String {
+    format!("$share/{group}/{PREFIX}/+/+/report")
+}
+
+/// The same filter without the shared-subscription prefix, for brokers that lack it or for a
+/// single controller.
+pub fn report_filter() -> String {
+    format!("{PREFIX}/+/+/report")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (TenantId, DeviceId) {
+        (TenantId::new("acme").unwrap(), DeviceId::new("ap-1").unwrap())
+    }
+
+    #[test]
+    fn build_then_parse_round_trips_for_every_kind() {
+        let (t, d) = ids();
+        for kind in [TopicKind::Report, TopicKind::Grants, TopicKind::Presence] {
+            let topic = Topic::new(&t, &d, kind);
+            assert_eq!(Topic::parse(&topic.to_topic_string()).unwrap(), topic);
+        }
+        assert_eq!(
+            Topic::new(&t, &d, TopicKind::Grants).to_topic_string(),
+            "licd/v1/acme/ap-1/grants"
+        );
+    }
+
+    #[test]
+    fn parse_refuses_wildcards_arity_prefix_and_bad_ids() {
+        let bad = [
+            ("licd/v1/+/ap-1/grants", "wildcards"),
+            ("licd/v1/acme/#", "wildcards"),
+            ("licd/v1/acme/ap-1", "expected"),
+            ("licd/v1/acme/ap-1/grants/x", "expected"),
+            ("licd/v2/acme/ap-1/grants", "start"),
+            ("other/v1/acme/ap-1/grants", "start"),
+            ("licd/v1/acme/ap-1/nope", "leaf"),
+            ("", "start"),
+        ];
+        for (topic, why) in bad {
+            match Topic::parse(topic) {
+                Err(Error::BadTopic(msg)) => assert!(msg.contains(why), "{topic}: {msg}"),
+                other => panic!("{topic}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Topic::parse("licd/v1//ap-1/grants"),
+            Err(Error::Id(crate::IdError::Empty))
+        ));
+        assert!(matches!(
+            Topic::parse("licd/v1/ac me/ap-1/grants"),
+            Err(Error::Id(crate::IdError::BadChar(' ')))
+        ));
+    }
+
+    #[test]
+    fn shared_filter_has_the_share_prefix() {
+        assert_eq!(
+            shared_report_filter(DEFAULT_SHARE_GROUP),
+            "$share/licd-controllers/licd/v1/+/+/report"
+        );
+    }
+}
