@@ -1,0 +1,4 @@
+//! `licd`: the license-enforcement agent binary.
+fn main() {
+    println!("licd: not yet");
+}
