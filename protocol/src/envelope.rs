@@ -241,7 +241,9 @@ pub fn open_report(bytes: &[u8]) -> Result<DeviceReport, Error> {
     env.verify_signature()?;
     let report: DeviceReport = env.decode()?;
     if report.device_key != env.signer {
-        return Err(Error::Invalid("report is not signed by the device key it names"));
+        return Err(Error::Invalid(
+            "report is not signed by the device key it names",
+        ));
     }
     report.validate()?;
     Ok(report)

@@ -163,6 +163,9 @@ mod tests {
         let bytes = postcard::to_allocvec(&"a/b".to_string()).unwrap();
         assert!(postcard::from_bytes::<DeviceId>(&bytes).is_err());
         let bytes = postcard::to_allocvec(&"ok".to_string()).unwrap();
-        assert_eq!(postcard::from_bytes::<DeviceId>(&bytes).unwrap().as_str(), "ok");
+        assert_eq!(
+            postcard::from_bytes::<DeviceId>(&bytes).unwrap().as_str(),
+            "ok"
+        );
     }
 }

@@ -8,7 +8,9 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 
 /// An ed25519 public key (32 bytes, compressed Edwards point) as carried in messages.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
@@ -64,7 +66,9 @@ impl fmt::Display for PublicKey {
 /// A 16-byte key id (truncated SHA-256 of the public key). Used to name keys in logs, in
 /// revocation lists and as the device-key binding of a bundle. Never used to *verify*: the
 /// full key is always at hand where a signature is checked.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct KeyId(pub [u8; 16]);
 
 impl KeyId {
@@ -108,6 +112,18 @@ fn from_hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+/// Strict ed25519 verification — the one signature check every envelope and certificate goes
+/// through. Refuses keys that are not canonical or are of small order, non-canonical `s`,
+/// small-order `R`, and signatures that are not exactly 64 bytes.
+pub fn verify_strict(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), Error> {
+    let key: [u8; 32] = public_key.try_into().map_err(|_| Error::BadPublicKey)?;
+    let key = PublicKey(key).to_verifying_key()?;
+    let sig: [u8; 64] = signature.try_into().map_err(|_| Error::BadSignature)?;
+    let sig = ed25519_dalek::Signature::from_bytes(&sig);
+    key.verify_strict(message, &sig)
+        .map_err(|_| Error::BadSignature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,18 +141,9 @@ mod tests {
         // The identity point: every signature with R = identity and s = 0 would verify.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert_eq!(PublicKey(identity).to_verifying_key(), Err(Error::BadPublicKey));
+        assert_eq!(
+            PublicKey(identity).to_verifying_key(),
+            Err(Error::BadPublicKey)
+        );
     }
-}
-
-/// Strict ed25519 verification — the one signature check every envelope and certificate goes
-/// through. Refuses keys that are not canonical or are of small order, non-canonical `s`,
-/// small-order `R`, and signatures that are not exactly 64 bytes.
-pub fn verify_strict(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), Error> {
-    let key: [u8; 32] = public_key.try_into().map_err(|_| Error::BadPublicKey)?;
-    let key = PublicKey(key).to_verifying_key()?;
-    let sig: [u8; 64] = signature.try_into().map_err(|_| Error::BadSignature)?;
-    let sig = ed25519_dalek::Signature::from_bytes(&sig);
-    key.verify_strict(message, &sig)
-        .map_err(|_| Error::BadSignature)
 }

@@ -127,7 +127,10 @@ impl DeviceReport {
         check_text(&self.model, "model longer than 128 bytes")?;
         check_text(&self.serial, "serial longer than 128 bytes")?;
         check_text(&self.product_class, "product class longer than 128 bytes")?;
-        check_text(&self.firmware_version, "firmware version longer than 128 bytes")?;
+        check_text(
+            &self.firmware_version,
+            "firmware version longer than 128 bytes",
+        )?;
         check_text(&self.agent_version, "agent version longer than 128 bytes")?;
         if self.services_wanted.len() > MAX_SERVICES {
             return Err(Error::Invalid("more than 64 services wanted"));

@@ -92,9 +92,7 @@ impl Topic {
         let (Some(tenant), Some(device), Some(leaf), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(Error::BadTopic(
-                "expected licd/v1/{tenant}/{device}/{leaf}",
-            ));
+            return Err(Error::BadTopic("expected licd/v1/{tenant}/{device}/{leaf}"));
         };
         let kind = TopicKind::parse(leaf).ok_or(Error::BadTopic("unknown topic leaf"))?;
         Ok(Self {
@@ -129,7 +127,10 @@ mod tests {
     use super::*;
 
     fn ids() -> (TenantId, DeviceId) {
-        (TenantId::new("acme").unwrap(), DeviceId::new("ap-1").unwrap())
+        (
+            TenantId::new("acme").unwrap(),
+            DeviceId::new("ap-1").unwrap(),
+        )
     }
 
     #[test]
