@@ -1,0 +1,116 @@
+//! The acceptance rules for a grant bundle: what a bundle must prove before it can change any
+//! license state. Pure: trust anchors, the held bundle and the time are passed in.
+
+use licd_protocol::envelope::open_bundle;
+use licd_protocol::{DeviceId, GrantBundle, KeyId, SignerInfo, TrustStore, UnixTime};
+
+/// Why a bundle was refused. The state is unchanged after any of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Framing, signature, trust chain or content (the protocol's precise reason).
+    #[error("{0}")]
+    Protocol(#[from] licd_protocol::Error),
+    /// The bundle is for another device.
+    #[error("bundle is for device {got}, this is {expected}")]
+    WrongDevice {
+        /// Device named in the bundle.
+        got: DeviceId,
+        /// This device.
+        expected: DeviceId,
+    },
+    /// The bundle is bound to another device key (copied from another device, or issued
+    /// before this device's key changed).
+    #[error("bundle is bound to device key {got}, this device's key is {expected}")]
+    WrongDeviceKey {
+        /// Key id in the bundle.
+        got: KeyId,
+        /// This device's key id.
+        expected: KeyId,
+    },
+    /// Not newer than the bundle held: a replay or an out-of-order delivery.
+    #[error("bundle seq {seq} is not newer than the held seq {held}")]
+    Stale {
+        /// Seq of the refused bundle.
+        seq: u64,
+        /// Seq held.
+        held: u64,
+    },
+    /// Issued further in the future than the tolerance allows.
+    #[error("bundle issued at {issued_at}, more than {tolerance}s after now ({now})")]
+    FromTheFuture {
+        /// The bundle's `issued_at`.
+        issued_at: UnixTime,
+        /// Evaluation time.
+        now: UnixTime,
+        /// Tolerance in force.
+        tolerance: u64,
+    },
+}
+
+impl Refusal {
+    /// A stable short code for status output and counters.
+    pub fn code(&self) -> &'static str {
+        use licd_protocol::Error as E;
+        match self {
+            Refusal::Protocol(e) => match e {
+                E::Oversized { .. } => "oversized",
+                E::Truncated(_) | E::Decode(_) | E::Invalid(_) | E::Id(_) => "malformed",
+                E::BadVersion { .. } => "bad_version",
+                E::UnknownKind(_) | E::WrongKind { .. } => "wrong_kind",
+                E::BadSignature | E::BadPublicKey | E::BadCertificateSignature => "bad_signature",
+                E::UnknownSigner(_) | E::CertificateMismatch { .. } => "untrusted_signer",
+                E::CertificateExpired { .. } | E::CertificateNotYetValid { .. } => {
+                    "certificate_validity"
+                }
+                E::SignerRevoked(_) => "signer_revoked",
+                _ => "refused",
+            },
+            Refusal::WrongDevice { .. } => "wrong_device",
+            Refusal::WrongDeviceKey { .. } => "wrong_device_key",
+            Refusal::Stale { .. } => "stale",
+            Refusal::FromTheFuture { .. } => "from_the_future",
+        }
+    }
+}
+
+/// What a bundle is checked against.
+#[derive(Debug, Clone)]
+pub struct AcceptanceRules {
+    /// Pinned roots (and revocations).
+    pub trust: TrustStore,
+    /// This device.
+    pub device: DeviceId,
+    /// This device's key id.
+    pub device_key: KeyId,
+    /// How far `issued_at` may lie ahead of the evaluation time (controller clock skew).
+    pub future_tolerance: u64,
+}
+
+impl AcceptanceRules {
+    /// Checks everything but freshness against a held bundle: signature and chain at `now`,
+    /// device binding, and `issued_at` not too far ahead of `now`.
+    pub fn check(&self, bytes: &[u8], now: UnixTime) -> Result<(GrantBundle, SignerInfo), Refusal> {
+        let (bundle, signer) = open_bundle(bytes, &self.trust, now)?;
+        if bundle.device != self.device {
+            return Err(Refusal::WrongDevice {
+                got: bundle.device,
+                expected: self.device.clone(),
+            });
+        }
+        if bundle.device_key != self.device_key {
+            return Err(Refusal::WrongDeviceKey {
+                got: bundle.device_key,
+                expected: self.device_key,
+            });
+        }
+        if bundle.issued_at > now.saturating_add(self.future_tolerance) {
+            return Err(Refusal::FromTheFuture {
+                issued_at: bundle.issued_at,
+                now,
+                tolerance: self.future_tolerance,
+            });
+        }
+        Ok((bundle, signer))
+    }
+}

@@ -1,0 +1,398 @@
+//! The enforcement state machine. Pure: no tokio, no files, no clock — every call takes `now`
+//! (trusted time, see [`crate::clock::TrustedTime`]) and returns [`Effect`]s for the shell to
+//! carry out. [`Enforcer::next_deadline`] says when time alone changes a state.
+
+mod accept;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use licd_protocol::{GrantBundle, ServiceName, SignerInfo, UnixTime};
+use serde::Serialize;
+
+pub use accept::{AcceptanceRules, Refusal};
+pub use state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
+
+/// Something that happened, for the enforcer to decide on.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A signed bundle arrived (bytes exactly as received).
+    Bundle(&'a [u8]),
+    /// The VM probe gave a new reading (`None`: unknown).
+    VmCount(Option<u32>),
+    /// Time passed (a deadline was reached, or a periodic tick).
+    Tick,
+}
+
+/// Why the shell should send a report now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportCause {
+    /// The VM count changed.
+    VmCountChanged,
+    /// A service entered grace: the controller should hear about it.
+    GraceStarted,
+}
+
+/// What the shell must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write this signed bundle to the cache (it was accepted).
+    Persist(Vec<u8>),
+    /// A bundle was accepted.
+    Accepted {
+        /// Its seq.
+        seq: u64,
+        /// Who signed it.
+        signer: SignerInfo,
+    },
+    /// A bundle was refused; nothing changed.
+    Refused(Refusal),
+    /// A service changed state (run hooks, publish events).
+    Changed {
+        /// The service.
+        service: ServiceName,
+        /// Previous state (`None` the first time the service is evaluated).
+        from: Option<ServiceState>,
+        /// New state.
+        to: ServiceState,
+    },
+    /// Send a report to the controller.
+    Report(ReportCause),
+}
+
+/// The bundle currently in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Decoded content.
+    pub bundle: GrantBundle,
+    /// The signed bytes (what the cache stores).
+    pub raw: Vec<u8>,
+    /// Who signed it.
+    pub signer: SignerInfo,
+}
+
+/// Counts of refused bundles, for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefusalStats {
+    /// Bundles refused since start.
+    pub total: u64,
+    /// Code of the last refusal.
+    pub last_code: Option<&'static str>,
+    /// Message of the last refusal.
+    pub last_message: Option<String>,
+    /// When it happened.
+    pub last_at: Option<UnixTime>,
+}
+
+/// One service in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    /// The service.
+    pub service: ServiceName,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: ServiceState,
+    /// License id and SKU when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+}
+
+/// Facts about the held bundle, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundleInfo {
+    /// Its seq.
+    pub seq: u64,
+    /// When it was issued.
+    pub issued_at: UnixTime,
+    /// When the device should report again.
+    pub refresh_after: UnixTime,
+    /// Signing key id.
+    pub signer: String,
+    /// End of the signer's certificate.
+    pub signer_cert_not_after: UnixTime,
+}
+
+/// A read-only picture of the enforcer, for the local API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Time the states were evaluated at.
+    pub evaluated_at: UnixTime,
+    /// Every known service.
+    pub services: Vec<ServiceStatus>,
+    /// The bundle in force.
+    pub bundle: Option<BundleInfo>,
+    /// Last VM count reading.
+    pub vm_count: Option<u32>,
+    /// Refused bundles.
+    pub refusals: RefusalStats,
+}
+
+impl Snapshot {
+    /// The state of `service` (unlicensed, never granted, when unknown).
+    pub fn state(&self, service: &str) -> ServiceState {
+        self.services
+            .iter()
+            .find(|s| s.service.as_str() == service)
+            .map(|s| s.state)
+            .unwrap_or(ServiceState::Unlicensed {
+                reason: Reason::NeverGranted,
+            })
+    }
+}
+
+/// The per-device enforcement state machine.
+#[derive(Debug)]
+pub struct Enforcer {
+    rules: AcceptanceRules,
+    wanted: BTreeSet<ServiceName>,
+    held: Option<Held>,
+    ever_granted: BTreeSet<ServiceName>,
+    vm_count: Option<u32>,
+    over_vm_since: BTreeMap<ServiceName, UnixTime>,
+    states: BTreeMap<ServiceName, ServiceState>,
+    next_deadline: Option<UnixTime>,
+    evaluated_at: UnixTime,
+    refusals: RefusalStats,
+}
+
+impl Enforcer {
+    /// An enforcer holding no bundle, for the `wanted` services.
+    pub fn new(rules: AcceptanceRules, wanted: impl IntoIterator<Item = ServiceName>) -> Self {
+        Self {
+            rules,
+            wanted: wanted.into_iter().collect(),
+            held: None,
+            ever_granted: BTreeSet::new(),
+            vm_count: None,
+            over_vm_since: BTreeMap::new(),
+            states: BTreeMap::new(),
+            next_deadline: None,
+            evaluated_at: 0,
+            refusals: RefusalStats::default(),
+        }
+    }
+
+    /// Loads a bundle from the cache at start-up: the same checks as a live bundle (the disk is
+    /// not trusted), except that there is nothing to be newer than. Returns the effects of the
+    /// first evaluation; on refusal the enforcer holds nothing and the caller sets the file aside.
+    pub fn restore(&mut self, raw: &[u8], now: UnixTime) -> Result<Vec<Effect>, Refusal> {
+        let (bundle, signer) = self.rules.check(raw, now)?;
+        self.install(bundle, raw.to_vec(), signer, now);
+        Ok(self.reevaluate(now))
+    }
+
+    /// Handles one input at trusted time `now`.
+    pub fn handle(&mut self, now: UnixTime, input: Input<'_>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match input {
+            Input::Bundle(raw) => match self.accept(raw, now) {
+                Ok(None) => return effects,
+                Ok(Some((bundle, signer))) => {
+                    let seq = bundle.seq;
+                    self.install(bundle, raw.to_vec(), signer, now);
+                    effects.push(Effect::Persist(raw.to_vec()));
+                    effects.push(Effect::Accepted { seq, signer });
+                }
+                Err(refusal) => {
+                    self.refusals.total += 1;
+                    self.refusals.last_code = Some(refusal.code());
+                    self.refusals.last_message = Some(refusal.to_string());
+                    self.refusals.last_at = Some(now);
+                    effects.push(Effect::Refused(refusal));
+                    return effects;
+                }
+            },
+            Input::VmCount(count) => {
+                if count != self.vm_count {
+                    self.vm_count = count;
+                    effects.push(Effect::Report(ReportCause::VmCountChanged));
+                }
+            }
+            Input::Tick => {}
+        }
+        effects.extend(self.reevaluate(now));
+        effects
+    }
+
+    /// `Ok(None)`: the very bundle already held (a retained message delivered again).
+    fn accept(
+        &self,
+        raw: &[u8],
+        now: UnixTime,
+    ) -> Result<Option<(GrantBundle, SignerInfo)>, Refusal> {
+        if self.held.as_ref().is_some_and(|h| h.raw == raw) {
+            return Ok(None);
+        }
+        let (bundle, signer) = self.rules.check(raw, now)?;
+        if let Some(held) = &self.held {
+            if bundle.seq <= held.bundle.seq {
+                return Err(Refusal::Stale {
+                    seq: bundle.seq,
+                    held: held.bundle.seq,
+                });
+            }
+        }
+        Ok(Some((bundle, signer)))
+    }
+
+    fn install(&mut self, bundle: GrantBundle, raw: Vec<u8>, signer: SignerInfo, now: UnixTime) {
+        self.ever_granted
+            .extend(bundle.grants.iter().map(|g| g.service.clone()));
+        // A new bundle restarts the over-allowance clock only for services whose allowance it
+        // changes; an unchanged allowance keeps counting from when the host first went over.
+        let over: BTreeMap<_, _> = std::mem::take(&mut self.over_vm_since);
+        for g in &bundle.grants {
+            if let Some(since) = over.get(&g.service) {
+                let same = self
+                    .held
+                    .as_ref()
+                    .and_then(|h| h.bundle.grant(&g.service))
+                    .is_some_and(|old| old.vm_allowance == g.vm_allowance);
+                self.over_vm_since
+                    .insert(g.service.clone(), if same { *since } else { now });
+            }
+        }
+        self.held = Some(Held {
+            bundle,
+            raw,
+            signer,
+        });
+    }
+
+    fn update_vm_overuse(&mut self, now: UnixTime) {
+        let Some(held) = &self.held else {
+            self.over_vm_since.clear();
+            return;
+        };
+        for g in &held.bundle.grants {
+            let over = matches!((self.vm_count, g.vm_allowance), (Some(n), Some(a)) if n > a);
+            if over {
+                self.over_vm_since.entry(g.service.clone()).or_insert(now);
+            } else {
+                self.over_vm_since.remove(&g.service);
+            }
+        }
+        self.over_vm_since
+            .retain(|s, _| held.bundle.grant(s).is_some());
+    }
+
+    fn reevaluate(&mut self, now: UnixTime) -> Vec<Effect> {
+        self.update_vm_overuse(now);
+        self.evaluated_at = now;
+        let mut effects = Vec::new();
+        let mut deadline = None;
+        let services: BTreeSet<ServiceName> = self
+            .wanted
+            .iter()
+            .chain(&self.ever_granted)
+            .cloned()
+            .collect();
+        for service in services {
+            let eval = self.evaluate_one(&service, now);
+            deadline = min_opt(deadline, eval.next_change);
+            let old = self.states.insert(service.clone(), eval.state);
+            if old != Some(eval.state) {
+                if matches!(eval.state, ServiceState::Grace { .. })
+                    && !matches!(old, Some(ServiceState::Grace { .. }))
+                    && !effects.contains(&Effect::Report(ReportCause::GraceStarted))
+                {
+                    effects.push(Effect::Report(ReportCause::GraceStarted));
+                }
+                effects.push(Effect::Changed {
+                    service,
+                    from: old,
+                    to: eval.state,
+                });
+            }
+        }
+        self.next_deadline = deadline;
+        effects
+    }
+
+    fn evaluate_one(&self, service: &ServiceName, now: UnixTime) -> Evaluation {
+        let unlicensed = |reason| Evaluation {
+            state: ServiceState::Unlicensed { reason },
+            next_change: None,
+        };
+        let Some(held) = &self.held else {
+            return unlicensed(Reason::NeverGranted);
+        };
+        if let Some(grant) = held.bundle.grant(service) {
+            return evaluate(grant, now, self.over_vm_since.get(service).copied());
+        }
+        if let Some(w) = held.bundle.withheld.iter().find(|w| &w.service == service) {
+            return unlicensed(w.reason.into());
+        }
+        if self.ever_granted.contains(service) {
+            return unlicensed(Reason::Revoked);
+        }
+        unlicensed(Reason::NeverGranted)
+    }
+
+    /// When time alone next changes a state (wake the shell then).
+    pub fn next_deadline(&self) -> Option<UnixTime> {
+        self.next_deadline
+    }
+
+    /// The bundle in force.
+    pub fn held(&self) -> Option<&Held> {
+        self.held.as_ref()
+    }
+
+    /// Seq of the bundle in force (0: none).
+    pub fn held_seq(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.bundle.seq)
+    }
+
+    /// The services this device asks for.
+    pub fn wanted(&self) -> impl Iterator<Item = &ServiceName> {
+        self.wanted.iter()
+    }
+
+    /// Last VM count reading.
+    pub fn vm_count(&self) -> Option<u32> {
+        self.vm_count
+    }
+
+    /// State of `service` at the last evaluation.
+    pub fn state(&self, service: &ServiceName) -> ServiceState {
+        self.states
+            .get(service)
+            .copied()
+            .unwrap_or(ServiceState::Unlicensed {
+                reason: Reason::NeverGranted,
+            })
+    }
+
+    /// A read-only picture for the local API.
+    pub fn snapshot(&self) -> Snapshot {
+        let held = self.held.as_ref();
+        Snapshot {
+            evaluated_at: self.evaluated_at,
+            services: self
+                .states
+                .iter()
+                .map(|(service, state)| ServiceStatus {
+                    service: service.clone(),
+                    state: *state,
+                    license: held
+                        .and_then(|h| h.bundle.grant(service))
+                        .map(|g| format!("{} ({})", g.license, g.sku)),
+                })
+                .collect(),
+            bundle: held.map(|h| BundleInfo {
+                seq: h.bundle.seq,
+                issued_at: h.bundle.issued_at,
+                refresh_after: h.bundle.refresh_after,
+                signer: h.signer.signer.to_hex(),
+                signer_cert_not_after: h.signer.cert_not_after,
+            }),
+            vm_count: self.vm_count,
+            refusals: self.refusals.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! A service's license state and the pure rule that computes it from one grant at one time.
+
+use std::fmt;
+
+use licd_protocol::{ServiceGrant, UnixTime, WithheldReason};
+use serde::Serialize;
+
+/// Why a service is in grace or unlicensed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No bundle has ever granted it.
+    NeverGranted,
+    /// The controller has not renewed the lease in time (unreachable too long).
+    LeaseExpired,
+    /// The entitlement term ended.
+    TermEnded,
+    /// The entitlement term has not started yet.
+    NotYetValid,
+    /// The host runs more VMs than the license covers.
+    OverVmAllowance,
+    /// A newer bundle no longer grants it.
+    Revoked,
+    /// The controller has no entitlement for it.
+    NotEntitled,
+    /// The controller paused assignment: fewer seats than devices.
+    SeatsExhausted,
+    /// An operator removed the license from this device.
+    Unassigned,
+    /// The controller does not know this device's tenant.
+    UnknownTenant,
+}
+
+impl From<WithheldReason> for Reason {
+    fn from(r: WithheldReason) -> Self {
+        match r {
+            WithheldReason::NotEntitled => Reason::NotEntitled,
+            WithheldReason::SeatsExhausted => Reason::SeatsExhausted,
+            WithheldReason::Unassigned => Reason::Unassigned,
+            WithheldReason::UnknownTenant => Reason::UnknownTenant,
+        }
+    }
+}
+
+impl Reason {
+    /// A short human explanation.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::NeverGranted => "never granted by the controller",
+            Reason::LeaseExpired => "controller not heard from before the lease ended",
+            Reason::TermEnded => "license term ended",
+            Reason::NotYetValid => "license term has not started",
+            Reason::OverVmAllowance => "more VMs running than the license allows",
+            Reason::Revoked => "revoked by a newer grant bundle",
+            Reason::NotEntitled => "no subscription covers this service",
+            Reason::SeatsExhausted => "assignment paused: not enough seats",
+            Reason::Unassigned => "license removed from this device by an operator",
+            Reason::UnknownTenant => "controller does not know this device's tenant",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Whether a service may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Licensed until `until` (the earlier of lease end and term end).
+    Licensed {
+        /// When the license needs renewal (or the term ends).
+        until: UnixTime,
+    },
+    /// Still allowed to run until `until`, because of `reason`.
+    Grace {
+        /// End of grace.
+        until: UnixTime,
+        /// What started the grace period.
+        reason: Reason,
+    },
+    /// Not allowed to run.
+    Unlicensed {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+impl ServiceState {
+    /// Licensed or in grace: the service may run.
+    pub fn may_run(&self) -> bool {
+        !matches!(self, ServiceState::Unlicensed { .. })
+    }
+
+    /// Short name: `licensed`, `grace`, `unlicensed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceState::Licensed { .. } => "licensed",
+            ServiceState::Grace { .. } => "grace",
+            ServiceState::Unlicensed { .. } => "unlicensed",
+        }
+    }
+
+    /// How bad the state is, for combining two verdicts on one service.
+    fn severity(&self) -> (u8, UnixTime) {
+        match *self {
+            ServiceState::Licensed { until } => (0, UnixTime::MAX - until),
+            ServiceState::Grace { until, .. } => (1, UnixTime::MAX - until),
+            ServiceState::Unlicensed { .. } => (2, 0),
+        }
+    }
+
+    /// The worse of two states (unlicensed over grace over licensed; the earlier end first).
+    pub fn worst(self, other: ServiceState) -> ServiceState {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceState::Licensed { until } => write!(f, "licensed until {until}"),
+            ServiceState::Grace { until, reason } => write!(f, "grace until {until}: {reason}"),
+            ServiceState::Unlicensed { reason } => write!(f, "unlicensed: {reason}"),
+        }
+    }
+}
+
+/// A verdict and the next time it can change by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The state at the evaluated time.
+    pub state: ServiceState,
+    /// When to evaluate again (None: nothing changes with time alone).
+    pub next_change: Option<UnixTime>,
+}
+
+/// The state of one granted service at `now`, given whether (and since when) the host is over
+/// the grant's VM allowance. Boundaries: licensed while `now < end`, grace while
+/// `end <= now < end + grace`, unlicensed from `end + grace` on, where `end` is the earlier of
+/// `lease_until` and `not_after`.
+pub fn evaluate(
+    grant: &ServiceGrant,
+    now: UnixTime,
+    over_vm_since: Option<UnixTime>,
+) -> Evaluation {
+    if now < grant.not_before {
+        return Evaluation {
+            state: ServiceState::Unlicensed {
+                reason: Reason::NotYetValid,
+            },
+            next_change: Some(grant.not_before),
+        };
+    }
+    let (end, reason) = if grant.not_after <= grant.lease_until {
+        (grant.not_after, Reason::TermEnded)
+    } else {
+        (grant.lease_until, Reason::LeaseExpired)
+    };
+    let by_time = window(now, end, grant.grace, reason);
+    match over_vm_since {
+        None => by_time,
+        Some(since) => {
+            let by_vm = window(now, since, grant.grace, Reason::OverVmAllowance);
+            Evaluation {
+                state: by_time.state.worst(by_vm.state),
+                next_change: min_opt(by_time.next_change, by_vm.next_change),
+            }
+        }
+    }
+}
+
+fn window(now: UnixTime, end: UnixTime, grace: u64, reason: Reason) -> Evaluation {
+    let grace_end = end.saturating_add(grace);
+    if now < end {
+        Evaluation {
+            state: ServiceState::Licensed { until: end },
+            next_change: Some(end),
+        }
+    } else if now < grace_end {
+        Evaluation {
+            state: ServiceState::Grace {
+                until: grace_end,
+                reason,
+            },
+            next_change: Some(grace_end),
+        }
+    } else {
+        Evaluation {
+            state: ServiceState::Unlicensed { reason },
+            next_change: None,
+        }
+    }
+}
+
+/// The earlier of two optional times.
+pub fn min_opt(a: Option<UnixTime>, b: Option<UnixTime>) -> Option<UnixTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

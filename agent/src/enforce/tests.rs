@@ -1,0 +1,389 @@
+//! Table-driven tests of the enforcement core with real signatures and a hand-set time.
+
+use super::*;
+use ed25519_dalek::SigningKey;
+use licd_protocol::envelope::seal_bundle;
+use licd_protocol::{
+    DeviceId, LicenseId, PublicKey, ServiceGrant, SignerCertificate, Sku, TenantId, TrustStore,
+    Withheld, WithheldReason,
+};
+
+const T0: UnixTime = 1_800_000_000;
+const LEASE: u64 = 3_600;
+const GRACE: u64 = 600;
+
+struct Fixture {
+    signing: SigningKey,
+    cert: SignerCertificate,
+    device_key: SigningKey,
+    rules: AcceptanceRules,
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn svc(s: &str) -> ServiceName {
+    ServiceName::new(s).unwrap()
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let root = key(1);
+        let signing = key(2);
+        let cert = SignerCertificate::issue(
+            &root,
+            PublicKey::from(&signing.verifying_key()),
+            T0 - 86_400,
+            T0 + 365 * 86_400,
+        );
+        let device_key = key(3);
+        let rules = AcceptanceRules {
+            trust: TrustStore::new(vec![PublicKey::from(&root.verifying_key())]),
+            device: DeviceId::new("ap-1").unwrap(),
+            device_key: PublicKey::from(&device_key.verifying_key()).id(),
+            future_tolerance: 300,
+        };
+        Self {
+            signing,
+            cert,
+            device_key,
+            rules,
+        }
+    }
+
+    fn enforcer(&self, wanted: &[&str]) -> Enforcer {
+        Enforcer::new(self.rules.clone(), wanted.iter().map(|s| svc(s)))
+    }
+
+    fn bundle(&self, seq: u64, issued_at: UnixTime, grants: Vec<ServiceGrant>) -> GrantBundle {
+        GrantBundle {
+            device: self.rules.device.clone(),
+            device_key: PublicKey::from(&self.device_key.verifying_key()).id(),
+            tenant: TenantId::new("acme").unwrap(),
+            seq,
+            issued_at,
+            refresh_after: issued_at + LEASE / 2,
+            grants,
+            withheld: vec![],
+        }
+    }
+
+    fn seal(&self, b: &GrantBundle) -> Vec<u8> {
+        seal_bundle(b, &self.signing, &self.cert)
+    }
+}
+
+fn grant(service: &str, issued_at: UnixTime) -> ServiceGrant {
+    ServiceGrant {
+        service: svc(service),
+        license: LicenseId::new("lic-1").unwrap(),
+        sku: Sku::new("SKU-1").unwrap(),
+        not_before: issued_at - 10,
+        not_after: issued_at + 365 * 86_400,
+        lease_until: issued_at + LEASE,
+        grace: GRACE,
+        vm_allowance: None,
+    }
+}
+
+fn state_after(e: &mut Enforcer, now: UnixTime, service: &str) -> ServiceState {
+    e.handle(now, Input::Tick);
+    e.state(&svc(service))
+}
+
+#[test]
+fn a_service_nobody_granted_is_unlicensed_never_granted() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let effects = e.handle(T0, Input::Tick);
+    assert_eq!(
+        effects,
+        vec![Effect::Changed {
+            service: svc("wifi"),
+            from: None,
+            to: ServiceState::Unlicensed {
+                reason: Reason::NeverGranted
+            }
+        }]
+    );
+    assert_eq!(e.next_deadline(), None);
+}
+
+#[test]
+fn lease_boundaries_are_exact() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let raw = f.seal(&f.bundle(1, T0, vec![grant("wifi", T0)]));
+    let effects = e.handle(T0, Input::Bundle(&raw));
+    assert!(effects.contains(&Effect::Persist(raw.clone())));
+    assert_eq!(e.next_deadline(), Some(T0 + LEASE));
+    let cases = [
+        (T0, ServiceState::Licensed { until: T0 + LEASE }),
+        (T0 + LEASE - 1, ServiceState::Licensed { until: T0 + LEASE }),
+        (
+            T0 + LEASE,
+            ServiceState::Grace {
+                until: T0 + LEASE + GRACE,
+                reason: Reason::LeaseExpired,
+            },
+        ),
+        (
+            T0 + LEASE + GRACE - 1,
+            ServiceState::Grace {
+                until: T0 + LEASE + GRACE,
+                reason: Reason::LeaseExpired,
+            },
+        ),
+        (
+            T0 + LEASE + GRACE,
+            ServiceState::Unlicensed {
+                reason: Reason::LeaseExpired,
+            },
+        ),
+    ];
+    for (now, expected) in cases {
+        assert_eq!(state_after(&mut e, now, "wifi"), expected, "at {now}");
+    }
+}
+
+#[test]
+fn entering_grace_asks_for_a_report_once() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi", "poe"]);
+    let raw = f.seal(&f.bundle(1, T0, vec![grant("wifi", T0), grant("poe", T0)]));
+    e.handle(T0, Input::Bundle(&raw));
+    let effects = e.handle(T0 + LEASE, Input::Tick);
+    let reports = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Report(ReportCause::GraceStarted)))
+        .count();
+    assert_eq!(reports, 1);
+    assert!(e.handle(T0 + LEASE + 1, Input::Tick).is_empty());
+}
+
+#[test]
+fn term_end_before_lease_end_reads_term_ended() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let mut g = grant("wifi", T0);
+    g.not_after = T0 + 100;
+    e.handle(T0, Input::Bundle(&f.seal(&f.bundle(1, T0, vec![g]))));
+    assert_eq!(
+        state_after(&mut e, T0 + 100, "wifi"),
+        ServiceState::Grace {
+            until: T0 + 100 + GRACE,
+            reason: Reason::TermEnded
+        }
+    );
+    assert_eq!(
+        state_after(&mut e, T0 + 100 + GRACE, "wifi"),
+        ServiceState::Unlicensed {
+            reason: Reason::TermEnded
+        }
+    );
+}
+
+#[test]
+fn a_term_that_has_not_started_is_unlicensed_until_it_does() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let mut g = grant("wifi", T0);
+    g.not_before = T0 + 50;
+    e.handle(T0, Input::Bundle(&f.seal(&f.bundle(1, T0, vec![g]))));
+    assert_eq!(
+        e.state(&svc("wifi")),
+        ServiceState::Unlicensed {
+            reason: Reason::NotYetValid
+        }
+    );
+    assert_eq!(e.next_deadline(), Some(T0 + 50));
+    assert!(state_after(&mut e, T0 + 50, "wifi").may_run());
+}
+
+#[test]
+fn vm_count_over_the_allowance_starts_grace_and_back_under_restores_the_license() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["hv"]);
+    let mut g = grant("hv", T0);
+    g.vm_allowance = Some(4);
+    e.handle(T0, Input::Bundle(&f.seal(&f.bundle(1, T0, vec![g]))));
+    let effects = e.handle(T0 + 10, Input::VmCount(Some(5)));
+    assert!(effects.contains(&Effect::Report(ReportCause::VmCountChanged)));
+    assert_eq!(
+        e.state(&svc("hv")),
+        ServiceState::Grace {
+            until: T0 + 10 + GRACE,
+            reason: Reason::OverVmAllowance
+        }
+    );
+    // Still over at the end of grace: unlicensed.
+    assert_eq!(
+        state_after(&mut e, T0 + 10 + GRACE, "hv"),
+        ServiceState::Unlicensed {
+            reason: Reason::OverVmAllowance
+        }
+    );
+    // Back under: licensed again.
+    e.handle(T0 + 10 + GRACE + 1, Input::VmCount(Some(4)));
+    assert_eq!(
+        e.state(&svc("hv")),
+        ServiceState::Licensed { until: T0 + LEASE }
+    );
+    // Unknown VM count is not counted as over.
+    e.handle(T0 + 700, Input::VmCount(None));
+    assert!(e.state(&svc("hv")).may_run());
+}
+
+#[test]
+fn a_newer_bundle_without_a_service_revokes_it_at_once() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    e.handle(
+        T0,
+        Input::Bundle(&f.seal(&f.bundle(1, T0, vec![grant("wifi", T0), grant("poe", T0)]))),
+    );
+    assert!(e.state(&svc("poe")).may_run());
+    e.handle(
+        T0 + 5,
+        Input::Bundle(&f.seal(&f.bundle(2, T0 + 5, vec![grant("wifi", T0 + 5)]))),
+    );
+    assert_eq!(
+        e.state(&svc("poe")),
+        ServiceState::Unlicensed {
+            reason: Reason::Revoked
+        }
+    );
+}
+
+#[test]
+fn a_withheld_service_carries_the_controllers_reason() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let mut b = f.bundle(1, T0, vec![]);
+    b.withheld.push(Withheld {
+        service: svc("wifi"),
+        reason: WithheldReason::SeatsExhausted,
+    });
+    e.handle(T0, Input::Bundle(&f.seal(&b)));
+    assert_eq!(
+        e.state(&svc("wifi")),
+        ServiceState::Unlicensed {
+            reason: Reason::SeatsExhausted
+        }
+    );
+}
+
+#[test]
+fn a_bundle_arriving_in_grace_renews_the_license() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    e.handle(
+        T0,
+        Input::Bundle(&f.seal(&f.bundle(1, T0, vec![grant("wifi", T0)]))),
+    );
+    assert!(matches!(
+        state_after(&mut e, T0 + LEASE + 1, "wifi"),
+        ServiceState::Grace { .. }
+    ));
+    let now = T0 + LEASE + 2;
+    let effects = e.handle(
+        now,
+        Input::Bundle(&f.seal(&f.bundle(2, now, vec![grant("wifi", now)]))),
+    );
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Changed {
+            to: ServiceState::Licensed { .. },
+            ..
+        }
+    )));
+    assert_eq!(
+        e.state(&svc("wifi")),
+        ServiceState::Licensed { until: now + LEASE }
+    );
+}
+
+#[test]
+fn refused_bundles_change_nothing_and_say_why() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let first = f.seal(&f.bundle(5, T0, vec![grant("wifi", T0)]));
+    e.handle(T0, Input::Bundle(&first));
+    let before = e.snapshot();
+
+    let mut other_device = f.bundle(6, T0, vec![]);
+    other_device.device = DeviceId::new("ap-2").unwrap();
+    let mut other_key = f.bundle(6, T0, vec![]);
+    other_key.device_key = PublicKey([9; 32]).id();
+    let forged = {
+        let mut raw = f.seal(&f.bundle(6, T0, vec![]));
+        let n = raw.len();
+        raw[n - 1] ^= 1;
+        raw
+    };
+    let unknown_root = {
+        let rogue = key(7);
+        let cert =
+            SignerCertificate::issue(&rogue, PublicKey::from(&rogue.verifying_key()), 0, u64::MAX);
+        seal_bundle(&f.bundle(6, T0, vec![]), &rogue, &cert)
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (f.seal(&f.bundle(4, T0, vec![])), "stale"),
+        (f.seal(&f.bundle(5, T0, vec![])), "stale"),
+        (f.seal(&other_device), "wrong_device"),
+        (f.seal(&other_key), "wrong_device_key"),
+        (f.seal(&f.bundle(6, T0 + 302, vec![])), "from_the_future"),
+        (forged, "bad_signature"),
+        (unknown_root, "untrusted_signer"),
+        (b"garbage".to_vec(), "bad_version"),
+        (vec![1u8; 70 * 1024], "oversized"),
+        (vec![], "malformed"),
+    ];
+    for (i, (raw, code)) in cases.iter().enumerate() {
+        let effects = e.handle(T0 + 1, Input::Bundle(raw));
+        match effects.as_slice() {
+            [Effect::Refused(r)] => assert_eq!(r.code(), *code, "case {i}: {r}"),
+            other => panic!("case {i}: {other:?}"),
+        }
+    }
+    let after = e.snapshot();
+    assert_eq!(after.services, before.services);
+    assert_eq!(after.bundle, before.bundle);
+    assert_eq!(after.refusals.total, cases.len() as u64);
+}
+
+#[test]
+fn the_same_retained_bundle_delivered_again_is_ignored_quietly() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let raw = f.seal(&f.bundle(1, T0, vec![grant("wifi", T0)]));
+    e.handle(T0, Input::Bundle(&raw));
+    assert!(e.handle(T0 + 1, Input::Bundle(&raw)).is_empty());
+    assert_eq!(e.snapshot().refusals.total, 0);
+}
+
+#[test]
+fn restore_applies_the_same_rules_as_a_live_bundle() {
+    let f = Fixture::new();
+    let raw = f.seal(&f.bundle(3, T0, vec![grant("wifi", T0)]));
+    let mut e = f.enforcer(&["wifi"]);
+    e.restore(&raw, T0 + 10).unwrap();
+    assert!(e.state(&svc("wifi")).may_run());
+    assert_eq!(e.held_seq(), 3);
+    // Only a newer bundle replaces it.
+    let r = e.handle(T0 + 11, Input::Bundle(&f.seal(&f.bundle(3, T0, vec![]))));
+    assert!(matches!(
+        r.as_slice(),
+        [Effect::Refused(Refusal::Stale { .. })]
+    ));
+
+    let mut other = f.bundle(3, T0, vec![]);
+    other.device = DeviceId::new("ap-9").unwrap();
+    let mut e = f.enforcer(&["wifi"]);
+    assert!(matches!(
+        e.restore(&f.seal(&other), T0),
+        Err(Refusal::WrongDevice { .. })
+    ));
+    assert!(e.held().is_none());
+}
