@@ -5,3 +5,4 @@
 
 pub mod clock;
 pub mod enforce;
+pub mod store;
