@@ -189,7 +189,9 @@ fn keys_and_certificate_match_the_golden_vector() {
     let bytes = hex_field(stored_cert, "bytes");
     let parsed = licd_protocol::SignerCertificate::parse(&bytes).expect("stored cert parses");
     assert_eq!(parsed, cert);
-    parsed.verify().expect("stored certificate signature verifies");
+    parsed
+        .verify()
+        .expect("stored certificate signature verifies");
     verify_strict(
         &hex_field(stored_cert, "issuer"),
         &hex_field(stored_cert, "signing_input"),
@@ -227,7 +229,10 @@ fn check_report_vector(file: &str, comment: &str, report: &DeviceReport) -> usiz
 
     // Opening the stored bytes gives exactly the message.
     let envelope = check_stored_framing(&stored, MessageKind::Report);
-    assert_eq!(&open_report(&envelope).expect("stored report opens"), report);
+    assert_eq!(
+        &open_report(&envelope).expect("stored report opens"),
+        report
+    );
     let from_payload: DeviceReport =
         postcard::from_bytes(&hex_field(&stored, "payload")).expect("stored payload decodes");
     assert_eq!(&from_payload, report);
@@ -304,7 +309,9 @@ fn bundle_with_vm_allowance_and_withheld_services_matches_the_golden_vector_both
 /// The figures quoted in docs/PROTOCOL.md. Run with `--nocapture` to see them.
 #[test]
 fn encoded_sizes_of_the_typical_report_and_the_five_service_bundle() {
-    let report_payload = postcard::to_allocvec(&typical_report()).expect("encodes").len();
+    let report_payload = postcard::to_allocvec(&typical_report())
+        .expect("encodes")
+        .len();
     let report = seal_report(&typical_report(), &device_key()).len();
     let bundle_payload = postcard::to_allocvec(&five_service_bundle())
         .expect("encodes")
