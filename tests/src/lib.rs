@@ -1,1 +1,29 @@
-//! licd-tests
+//! `licd-tests`: the end-to-end test harness for licd.
+//!
+//! Helpers for tests that run real brokers and real processes on loopback:
+//! - [`pki`]: a throwaway CA with server and client certificates as PEM files (rcgen);
+//! - [`mosquitto`]: a real mosquitto on a free 127.0.0.1 port, plain, TLS or mutual TLS, that
+//!   can be stopped and restarted on the same port;
+//! - [`wait`]: waiting on a condition with a timeout (no fixed sleeps);
+//! - [`net`]: free loopback ports;
+//! - [`state`]: a temporary state directory for an agent;
+//! - [`process`]: the freshly built `licd` binary and child processes that are killed on drop.
+//!
+//! Every helper returns [`HarnessError`] with enough context (log excerpts, paths) for a failing
+//! test to explain itself. The scenarios themselves live in `tests/tests/`.
+
+pub mod error;
+pub mod mosquitto;
+pub mod net;
+pub mod pki;
+pub mod process;
+pub mod state;
+pub mod wait;
+
+pub use error::{HarnessError, Result};
+pub use mosquitto::{BrokerSecurity, Mosquitto, MosquittoConfig};
+pub use net::free_port;
+pub use pki::{CertFiles, Pki};
+pub use process::{licd_bin, TestProcess};
+pub use state::TempState;
+pub use wait::{wait_for, wait_for_async};

@@ -1,0 +1,424 @@
+//! A real mosquitto broker for tests: its own generated config on a free 127.0.0.1 port, plain,
+//! TLS or mutual TLS; stoppable and restartable on the same port; killed on drop.
+//!
+//! The broker's output goes to `mosquitto.log` in its private directory; every error from this
+//! module carries the log, so a failing test shows what the broker saw.
+
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::net::{free_port, is_listening};
+use crate::pki::{CertFiles, Pki};
+use crate::state::read_lossy;
+use crate::wait::POLL_INTERVAL;
+use crate::{HarnessError, Result};
+
+/// Where Debian's `mosquitto` package installs the broker; `PATH` is searched when absent.
+pub const DEFAULT_BINARY: &str = "/usr/sbin/mosquitto";
+
+/// How long a starting broker gets to accept TCP connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping broker gets to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fresh ports tried when the one picked was taken by someone else in the meantime.
+const PORT_ATTEMPTS: usize = 5;
+
+/// How clients must connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerSecurity {
+    /// Plain TCP, anonymous clients allowed.
+    Plain,
+    /// TLS with the given server certificate; anonymous clients allowed, no client certificate.
+    Tls {
+        /// CA certificate (PEM) that signed the server certificate.
+        ca_cert: PathBuf,
+        /// The server certificate and key.
+        server: CertFiles,
+    },
+    /// TLS where clients must present a certificate signed by `ca_cert`; the certificate's CN
+    /// becomes the MQTT user name and anonymous clients are refused.
+    MutualTls {
+        /// CA certificate (PEM) for the server certificate and the client certificates.
+        ca_cert: PathBuf,
+        /// The server certificate and key.
+        server: CertFiles,
+    },
+}
+
+/// What goes into the generated `mosquitto.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MosquittoConfig {
+    /// Plain, TLS or mutual TLS.
+    pub security: BrokerSecurity,
+    /// Keep retained messages and sessions across [`Mosquitto::stop`]/[`Mosquitto::restart`]
+    /// (written on a clean stop). Off by default: a restarted broker starts empty.
+    pub persistence: bool,
+    /// `max_inflight_messages` per client (see [`MosquittoConfig::plain`] for why it is set).
+    pub max_inflight_messages: u32,
+    /// `max_queued_messages` per client (see [`MosquittoConfig::plain`] for why it is set).
+    pub max_queued_messages: u32,
+    /// Extra lines appended verbatim (ACLs, bridges, …).
+    pub extra_lines: Vec<String>,
+}
+
+impl MosquittoConfig {
+    /// Plain TCP, anonymous clients.
+    ///
+    /// Queue limits are set deliberately: mosquitto's defaults (`max_inflight_messages 20`,
+    /// `max_queued_messages 1000`) make it drop QoS 1 messages ("Outgoing messages are being
+    /// dropped") for a subscriber behind a fast publisher, and tests publish in bursts. The
+    /// limits stay bounded so a stuck client cannot eat the machine's memory, and nothing in
+    /// licd may rely on a broker queueing without bound.
+    pub fn plain() -> Self {
+        Self {
+            security: BrokerSecurity::Plain,
+            persistence: false,
+            max_inflight_messages: 100,
+            max_queued_messages: 100_000,
+            extra_lines: Vec::new(),
+        }
+    }
+
+    /// TLS with `pki`'s server certificate; clients need no certificate.
+    pub fn tls(pki: &Pki) -> Self {
+        Self {
+            security: BrokerSecurity::Tls {
+                ca_cert: pki.ca_cert.clone(),
+                server: pki.server.clone(),
+            },
+            ..Self::plain()
+        }
+    }
+
+    /// Mutual TLS: clients must present a certificate signed by `pki`'s CA.
+    pub fn mutual_tls(pki: &Pki) -> Self {
+        Self {
+            security: BrokerSecurity::MutualTls {
+                ca_cert: pki.ca_cert.clone(),
+                server: pki.server.clone(),
+            },
+            ..Self::plain()
+        }
+    }
+
+    /// Turns persistence on or off (see [`MosquittoConfig::persistence`]).
+    pub fn with_persistence(mut self, on: bool) -> Self {
+        self.persistence = on;
+        self
+    }
+
+    /// Appends a raw config line.
+    pub fn with_line(mut self, line: impl Into<String>) -> Self {
+        self.extra_lines.push(line.into());
+        self
+    }
+
+    /// The config file text for a broker on 127.0.0.1:`port` with its files in `dir`.
+    pub fn render(&self, port: u16, dir: &Path) -> String {
+        let mut c = String::new();
+        // `writeln!` into a String cannot fail; the results are ignored on purpose.
+        let _ = writeln!(
+            c,
+            "# Generated by licd-tests (tests/src/mosquitto.rs) for one test."
+        );
+        let _ = writeln!(
+            c,
+            "# mosquitto 2 started as root drops to user `mosquitto`, which then cannot read the\n\
+             # key files in the test's private temp dir: stay root."
+        );
+        let _ = writeln!(c, "user root");
+        let _ = writeln!(c, "per_listener_settings false");
+        let _ = writeln!(c, "listener {port} 127.0.0.1");
+        let _ = writeln!(c, "set_tcp_nodelay true");
+        let _ = writeln!(c, "log_dest stderr");
+        for t in ["error", "warning", "notice", "information"] {
+            let _ = writeln!(c, "log_type {t}");
+        }
+        let _ = writeln!(c, "log_timestamp true");
+        let _ = writeln!(c, "log_timestamp_format %H:%M:%S");
+        let _ = writeln!(c, "connection_messages true");
+        let _ = writeln!(
+            c,
+            "# Deliberate queue limits: the defaults (20 in flight, 1000 queued) drop QoS 1\n\
+             # messages behind a fast publisher; bounded so a stuck client cannot eat memory."
+        );
+        let _ = writeln!(c, "max_inflight_messages {}", self.max_inflight_messages);
+        let _ = writeln!(c, "max_queued_messages {}", self.max_queued_messages);
+        if self.persistence {
+            let _ = writeln!(c, "persistence true");
+            let _ = writeln!(c, "persistence_location {}/", dir.display());
+            let _ = writeln!(c, "autosave_interval 1");
+        } else {
+            let _ = writeln!(c, "persistence false");
+        }
+        match &self.security {
+            BrokerSecurity::Plain => {
+                let _ = writeln!(c, "allow_anonymous true");
+            }
+            BrokerSecurity::Tls { ca_cert, server } => {
+                let _ = writeln!(c, "allow_anonymous true");
+                write_tls(&mut c, ca_cert, server);
+            }
+            BrokerSecurity::MutualTls { ca_cert, server } => {
+                let _ = writeln!(c, "allow_anonymous false");
+                write_tls(&mut c, ca_cert, server);
+                let _ = writeln!(c, "require_certificate true");
+                let _ = writeln!(c, "use_identity_as_username true");
+            }
+        }
+        for line in &self.extra_lines {
+            let _ = writeln!(c, "{line}");
+        }
+        c
+    }
+}
+
+fn write_tls(c: &mut String, ca_cert: &Path, server: &CertFiles) {
+    let _ = writeln!(c, "cafile {}", ca_cert.display());
+    let _ = writeln!(c, "certfile {}", server.cert.display());
+    let _ = writeln!(c, "keyfile {}", server.key.display());
+}
+
+/// A running (or stopped) mosquitto owned by one test.
+#[derive(Debug)]
+pub struct Mosquitto {
+    config: MosquittoConfig,
+    port: u16,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with `config` on a free 127.0.0.1 port and waits until it accepts TCP
+    /// connections. If the port was taken in the meantime, tries a few fresh ports.
+    pub fn start(config: MosquittoConfig) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("licd-mosquitto-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("create the broker's temporary directory", e))?;
+        let mut broker = Self {
+            config,
+            port: 0,
+            config_path: dir.path().join("mosquitto.conf"),
+            log_path: dir.path().join("mosquitto.log"),
+            dir,
+            child: None,
+            starts: 0,
+        };
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            broker.port = free_port()?;
+            match broker.spawn_and_wait() {
+                Ok(()) => return Ok(broker),
+                Err(e) if broker.log().contains("Address already in use") => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| broker.error("could not be started")))
+    }
+
+    /// The port the broker listens on (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The host to connect to.
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// `mqtt://127.0.0.1:PORT` or `mqtts://127.0.0.1:PORT`, as the agent's config wants it.
+    pub fn url(&self) -> String {
+        let scheme = match self.config.security {
+            BrokerSecurity::Plain => "mqtt",
+            BrokerSecurity::Tls { .. } | BrokerSecurity::MutualTls { .. } => "mqtts",
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The config it was started with.
+    pub fn config(&self) -> &MosquittoConfig {
+        &self.config
+    }
+
+    /// The generated config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The broker's log file (all starts, appended).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.log_path)
+    }
+
+    /// The broker's private directory (config, log, persistence file).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the broker process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Stops the broker cleanly (SIGTERM; it saves persistence and closes connections), killing
+    /// it if it has not exited after [`STOP_TIMEOUT`]. A no-op when it is not running.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return Ok(());
+        }
+        let pid = rustix::process::Pid::from_child(&child);
+        if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            // Already gone between try_wait and kill: fine.
+            if e != rustix::io::Errno::SRCH {
+                return Err(HarnessError::io("send SIGTERM to mosquitto", e.into()));
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL_INTERVAL),
+                _ => return kill_and_reap(&mut child),
+            }
+        }
+    }
+
+    /// Kills the broker abruptly (SIGKILL): clients see their connection reset and no state is
+    /// saved. A no-op when it is not running.
+    pub fn kill(&mut self) -> Result<()> {
+        match self.child.take() {
+            Some(mut child) => kill_and_reap(&mut child),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the broker if it runs, then starts it again with the same config on the same port
+    /// and waits until it accepts connections.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.start_again()
+    }
+
+    /// Starts a stopped broker again on the same port; an error if it is still running.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.is_running() {
+            return Err(self.error("is already running"));
+        }
+        self.spawn_and_wait()
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<()> {
+        let text = self.config.render(self.port, self.dir.path());
+        fs::write(&self.config_path, text)
+            .map_err(|e| HarnessError::io(format!("write {}", self.config_path.display()), e))?;
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| HarnessError::io(format!("open {}", self.log_path.display()), e))?;
+        writeln!(
+            log,
+            "==== licd-tests: start #{} on port {} ====",
+            self.starts, self.port
+        )
+        .map_err(|e| HarnessError::io("write the broker log header", e))?;
+        let stderr = log
+            .try_clone()
+            .map_err(|e| HarnessError::io("duplicate the broker log handle", e))?;
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| HarnessError::io(format!("spawn {}", binary().display()), e))?;
+        self.child = Some(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(self.error(&format!("exited during start-up ({status})")));
+                }
+            }
+            if is_listening(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.kill();
+                return Err(self.error(&format!(
+                    "did not accept connections within {START_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn error(&self, problem: &str) -> HarnessError {
+        HarnessError::Broker {
+            port: self.port,
+            problem: problem.to_owned(),
+            config: self.config_path.clone(),
+            log: self.log(),
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn kill_and_reap(child: &mut Child) -> Result<()> {
+    // Errors from kill mean it has exited already; wait() reaps it either way.
+    let _ = child.kill();
+    child
+        .wait()
+        .map(|_| ())
+        .map_err(|e| HarnessError::io("wait for mosquitto to exit", e))
+}
+
+/// The mosquitto binary: [`DEFAULT_BINARY`] when it exists, else `mosquitto` from `PATH`.
+pub fn binary() -> PathBuf {
+    let default = Path::new(DEFAULT_BINARY);
+    if default.exists() {
+        default.to_path_buf()
+    } else {
+        PathBuf::from("mosquitto")
+    }
+}
+
+/// Whether a mosquitto binary can be found (for a clear failure message before starting one).
+pub fn is_installed() -> bool {
+    Command::new(binary())
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
