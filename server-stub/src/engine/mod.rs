@@ -1,0 +1,258 @@
+//! The licensing engine: customers, subscriptions, auto-licensing, per-VM counting and
+//! compliance with the seed semantics (see `shared/seeds/README.md`), as pure logic.
+//!
+//! No I/O, no clock: every call takes `now` (unix seconds) and returns what the shell must do
+//! ([`Effects`]: bundles to sign and publish), the way `rumqttc`'s state machine returns
+//! packets to send. What changed is tracked in a [`Dirty`] set that the ledger drains after
+//! each call and writes in one transaction — before the shell publishes anything, so a
+//! bundle's `seq` is on disk before any device can see it.
+
+pub mod compliance;
+pub mod model;
+pub mod select;
+pub mod views;
+
+mod alloc;
+mod bundle;
+mod ops;
+mod report;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use licd_protocol::{GrantBundle, KeyId, LicenseId, ServiceName, Sku, TenantId};
+use serde::{Deserialize, Serialize};
+
+pub use model::{
+    AutoLicense, BundleBasis, BundleState, CatalogEntry, Customer, CustomerKind, Device, DeviceKey,
+    Entitlement, GrantBasis, Seat, Subscription, SubscriptionStatus,
+};
+pub use select::Selection;
+
+/// One day in seconds.
+const DAY: u64 = 24 * 60 * 60;
+
+/// How long grants last and how much slack devices get (policy, not protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasePolicy {
+    /// Seconds a bundle's lease runs from its issue: the device must hear from the controller
+    /// again by then. Default 7 days.
+    pub lease_secs: u64,
+    /// Seconds a service keeps running after its lease or term ends. Default 30 days.
+    pub grace_secs: u64,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        Self {
+            lease_secs: 7 * DAY,
+            grace_secs: 30 * DAY,
+        }
+    }
+}
+
+impl LeasePolicy {
+    /// Seconds after issue when the device should report again: half the lease, so one missed
+    /// refresh still leaves half a lease.
+    pub fn refresh_secs(&self) -> u64 {
+        (self.lease_secs / 2).max(1)
+    }
+}
+
+/// Why an operation on the engine was refused. Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No such customer.
+    #[error("unknown customer {0}")]
+    UnknownCustomer(TenantId),
+    /// A customer with that id exists.
+    #[error("customer {0} already exists")]
+    CustomerExists(TenantId),
+    /// There is already an MSP.
+    #[error("there is already an MSP customer ({0})")]
+    MspExists(TenantId),
+    /// No such subscription.
+    #[error("unknown subscription {0}")]
+    UnknownSubscription(LicenseId),
+    /// A subscription with that id exists.
+    #[error("subscription {0} already exists")]
+    SubscriptionExists(LicenseId),
+    /// The term ends before it starts.
+    #[error("subscription term ends ({end}) before it starts ({start})")]
+    InvalidTerm {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// No subscription has that claim key.
+    #[error("no subscription has this claim key")]
+    UnknownClaimKey,
+    /// Another subscription already uses that claim key.
+    #[error("claim key already used by subscription {0}")]
+    ClaimKeyInUse(LicenseId),
+    /// The subscription was claimed already.
+    #[error("subscription {0} is already claimed")]
+    AlreadyClaimed(LicenseId),
+    /// A SKU not in the catalogue.
+    #[error("unknown SKU {0}")]
+    UnknownSku(Sku),
+    /// A SKU already in the catalogue.
+    #[error("SKU {0} is already in the catalogue")]
+    SkuExists(Sku),
+    /// A service no SKU of the catalogue licenses.
+    #[error("no SKU in the catalogue licenses service {0}")]
+    UnknownService(ServiceName),
+    /// The request names no service (`services` is required).
+    #[error("services is required and must not be empty")]
+    NoServices,
+    /// No such device.
+    #[error("unknown device {1} of tenant {0}")]
+    UnknownDevice(TenantId, licd_protocol::DeviceId),
+    /// The device's `seq` cannot be raised any further.
+    #[error("bundle seq exhausted for this device")]
+    SeqExhausted,
+}
+
+/// Why a device report was refused. The report changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportRefused {
+    /// The report is signed by another key than the one pinned for the device.
+    #[error("device key {got} differs from the pinned key {pinned}")]
+    KeyMismatch {
+        /// Pinned key.
+        pinned: KeyId,
+        /// Key of the report.
+        got: KeyId,
+    },
+    /// The device's `seq` cannot be raised any further (it reported `u64::MAX`).
+    #[error("bundle seq exhausted for this device")]
+    SeqExhausted,
+}
+
+/// What the shell must do after an engine call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use = "bundles in Effects must be signed and published"]
+pub struct Effects {
+    /// New bundles, each to be sealed and published retained to its device's grants topic
+    /// (after the ledger has stored the engine's changes).
+    pub publish: Vec<GrantBundle>,
+}
+
+/// Records changed since the last [`Engine::take_dirty`], by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dirty {
+    /// Customers.
+    pub customers: BTreeSet<TenantId>,
+    /// Catalogue entries.
+    pub catalog: BTreeSet<Sku>,
+    /// Subscriptions.
+    pub subscriptions: BTreeSet<LicenseId>,
+    /// Auto-licensing policies.
+    pub policies: BTreeSet<ServiceName>,
+    /// Devices (identity, key, seats, bundle state).
+    pub devices: BTreeSet<DeviceKey>,
+}
+
+impl Dirty {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+            && self.catalog.is_empty()
+            && self.subscriptions.is_empty()
+            && self.policies.is_empty()
+            && self.devices.is_empty()
+    }
+}
+
+/// Everything the engine knows; what the ledger stores and loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// Customers by id.
+    pub customers: BTreeMap<TenantId, Customer>,
+    /// Catalogue by SKU.
+    pub catalog: BTreeMap<Sku, CatalogEntry>,
+    /// Subscriptions by id.
+    pub subscriptions: BTreeMap<LicenseId, Subscription>,
+    /// Auto-licensing policy per service.
+    pub policies: BTreeMap<ServiceName, AutoLicense>,
+    /// Devices by (tenant, device).
+    pub devices: BTreeMap<DeviceKey, Device>,
+}
+
+/// The licensing engine. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    state: State,
+    lease: LeasePolicy,
+    /// Seats assigned per (subscription, SKU); derived from the devices' seats.
+    assigned: BTreeMap<(LicenseId, Sku), u32>,
+    dirty: Dirty,
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(lease: LeasePolicy) -> Self {
+        Self::from_state(State::default(), lease)
+    }
+
+    /// An engine over `state` (as loaded by the ledger).
+    pub fn from_state(state: State, lease: LeasePolicy) -> Self {
+        let mut assigned: BTreeMap<(LicenseId, Sku), u32> = BTreeMap::new();
+        for d in state.devices.values() {
+            for seat in d.seats.values() {
+                *assigned
+                    .entry((seat.subscription.clone(), seat.sku.clone()))
+                    .or_default() += 1;
+            }
+        }
+        Self {
+            state,
+            lease,
+            assigned,
+            dirty: Dirty::default(),
+        }
+    }
+
+    /// Read access to every record.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The lease policy in force.
+    pub fn lease_policy(&self) -> LeasePolicy {
+        self.lease
+    }
+
+    /// Changes the lease policy; bundles issued from now on use it.
+    pub fn set_lease_policy(&mut self, lease: LeasePolicy) {
+        self.lease = lease;
+    }
+
+    /// Drains the set of records changed since the last call.
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Seats assigned from `sku` of subscription `sub`.
+    pub fn assigned_seats(&self, sub: &LicenseId, sku: &Sku) -> u32 {
+        self.assigned
+            .get(&(sub.clone(), sku.clone()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The MSP customer, if there is one.
+    pub fn msp(&self) -> Option<&Customer> {
+        self.state
+            .customers
+            .values()
+            .find(|c| c.kind == CustomerKind::Msp)
+    }
+}

@@ -1,0 +1,139 @@
+//! Handling a verified device report: pin the device key on first contact (and refuse a
+//! report signed by any other key after that), record the device, give it seats where
+//! auto-licensing says so, and decide whether it needs a new bundle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use licd_protocol::{DeviceReport, UnixTime};
+
+use super::model::{BundleState, Device, DeviceKey, SubscriptionStatus};
+use super::{Effects, Engine, ReportRefused};
+
+impl Engine {
+    /// Applies a report whose signature the shell has verified (and whose topic matched its
+    /// tenant and device). A bundle is issued when the device's entitlements changed, when its
+    /// refresh time has come, or when it does not hold the newest bundle.
+    pub fn handle_report(
+        &mut self,
+        report: &DeviceReport,
+        now: UnixTime,
+    ) -> Result<Effects, ReportRefused> {
+        let key: DeviceKey = (report.tenant.clone(), report.device.clone());
+        if let Some(d) = self.state.devices.get(&key) {
+            if d.key != report.device_key {
+                return Err(ReportRefused::KeyMismatch {
+                    pinned: d.key.id(),
+                    got: report.device_key.id(),
+                });
+            }
+            if d.bundle.seq.max(report.bundle_seq) == u64::MAX {
+                return Err(ReportRefused::SeqExhausted);
+            }
+        } else if report.bundle_seq == u64::MAX {
+            return Err(ReportRefused::SeqExhausted);
+        }
+        self.record(report, now);
+
+        let mut touched = BTreeSet::new();
+        for service in &report.services_wanted {
+            touched.extend(self.reconcile_for(service, &key, now));
+        }
+        self.update_violations(&key, now);
+        touched.remove(&key);
+        let mut publish = self.refresh_bundles(&touched, now);
+
+        let Some(basis) = self.basis(&key) else {
+            return Ok(Effects { publish });
+        };
+        let due = self.state.devices.get(&key).is_some_and(|d| {
+            d.bundle.basis.as_ref() != Some(&basis)
+                || now >= d.bundle.refresh_after
+                || d.reported_seq != d.bundle.seq
+        });
+        if due {
+            publish.extend(self.issue(&key, basis, now));
+        }
+        Ok(Effects { publish })
+    }
+
+    fn record(&mut self, r: &DeviceReport, now: UnixTime) {
+        let key: DeviceKey = (r.tenant.clone(), r.device.clone());
+        let d = self.state.devices.entry(key.clone()).or_insert_with(|| {
+            tracing::info!(tenant = %r.tenant, device = %r.device, key = %r.device_key.id(), "new device, key pinned");
+            Device {
+                tenant: r.tenant.clone(),
+                id: r.device.clone(),
+                key: r.device_key,
+                model: String::new(),
+                serial: String::new(),
+                product_class: String::new(),
+                firmware_version: String::new(),
+                agent_version: String::new(),
+                vm_count: None,
+                services_wanted: BTreeSet::new(),
+                first_seen: now,
+                last_report_at: now,
+                reported_clock: 0,
+                clock_rollback: false,
+                reported_seq: 0,
+                seats: BTreeMap::new(),
+                unassigned: BTreeSet::new(),
+                violation_since: BTreeMap::new(),
+                bundle: BundleState::default(),
+            }
+        });
+        d.model.clone_from(&r.model);
+        d.serial.clone_from(&r.serial);
+        d.product_class.clone_from(&r.product_class);
+        d.firmware_version.clone_from(&r.firmware_version);
+        d.agent_version.clone_from(&r.agent_version);
+        d.vm_count = r.vm_count;
+        d.services_wanted = r.services_wanted.iter().cloned().collect();
+        d.last_report_at = now;
+        d.reported_clock = r.clock;
+        d.clock_rollback = r.clock_rollback;
+        d.reported_seq = r.bundle_seq;
+        self.dirty.devices.insert(key);
+    }
+
+    /// Updates since when each wanted service of the device has been out of compliance: no
+    /// seat, a seat whose term ended, or more VMs than the seat allows.
+    pub(super) fn update_violations(&mut self, key: &DeviceKey, now: UnixTime) {
+        let Some(d) = self.state.devices.get(key) else {
+            return;
+        };
+        let violated: BTreeSet<_> = d
+            .services_wanted
+            .iter()
+            .filter(|s| match d.seats.get(*s) {
+                None => true,
+                Some(seat) => {
+                    let ended = self
+                        .state
+                        .subscriptions
+                        .get(&seat.subscription)
+                        .is_none_or(|sub| sub.status(now) == SubscriptionStatus::Expired);
+                    let allowance = self
+                        .state
+                        .catalog
+                        .get(&seat.sku)
+                        .and_then(|c| c.vms_per_seat);
+                    let over = matches!((d.vm_count, allowance), (Some(n), Some(a)) if n > a);
+                    ended || over
+                }
+            })
+            .cloned()
+            .collect();
+        let Some(d) = self.state.devices.get_mut(key) else {
+            return;
+        };
+        let before = d.violation_since.clone();
+        d.violation_since.retain(|s, _| violated.contains(s));
+        for s in violated {
+            d.violation_since.entry(s).or_insert(now);
+        }
+        if d.violation_since != before {
+            self.dirty.devices.insert(key.clone());
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Table-like unit tests of the engine's rules, one behaviour per test.
+
+use licd_protocol::{
+    DeviceId, DeviceReport, LicenseId, PublicKey, ServiceName, Sku, TenantId, WithheldReason,
+};
+
+use super::*;
+
+pub(super) const T0: u64 = 1_700_000_000;
+const YEAR: u64 = 365 * DAY;
+
+pub(super) fn t(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+pub(super) fn svc(s: &str) -> ServiceName {
+    ServiceName::new(s).unwrap()
+}
+fn sku(s: &str) -> Sku {
+    Sku::new(s).unwrap()
+}
+fn lic(s: &str) -> LicenseId {
+    LicenseId::new(s).unwrap()
+}
+
+/// MSP `msp`, tenants `a` and `b`; SKUs for `wifi` on class `ap` and per-VM `hv` on `server`.
+pub(super) fn fixture() -> Engine {
+    let mut e = Engine::new(LeasePolicy::default());
+    let _ = e
+        .add_customer(t("msp"), "MSP", CustomerKind::Msp, T0)
+        .unwrap();
+    let _ = e
+        .add_customer(t("a"), "Tenant A", CustomerKind::Tenant, T0)
+        .unwrap();
+    let _ = e
+        .add_customer(t("b"), "Tenant B", CustomerKind::Tenant, T0)
+        .unwrap();
+    e.add_catalog_entry(CatalogEntry {
+        sku: sku("LIC-AP"),
+        name: "AP foundation".into(),
+        service: svc("wifi"),
+        product_class: "ap".into(),
+        vms_per_seat: None,
+    })
+    .unwrap();
+    e.add_catalog_entry(CatalogEntry {
+        sku: sku("LIC-HV-4"),
+        name: "Hypervisor, 4 VMs".into(),
+        service: svc("hv"),
+        product_class: "server".into(),
+        vms_per_seat: Some(4),
+    })
+    .unwrap();
+    e
+}
+
+pub(super) fn add_sub(e: &mut Engine, id: &str, owner: &str, sku_: &str, seats: u32) -> Effects {
+    e.add_subscription(
+        Subscription {
+            id: lic(id),
+            name: id.into(),
+            owner: Some(t(owner)),
+            claim_key: None,
+            start: T0 - DAY,
+            end: T0 + YEAR,
+            entitlements: vec![Entitlement {
+                sku: sku(sku_),
+                limit: seats,
+            }],
+        },
+        T0,
+    )
+    .unwrap()
+}
+
+pub(super) fn key_of(n: u8) -> PublicKey {
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[n; 32]);
+    PublicKey::from(&sk.verifying_key())
+}
+
+pub(super) fn report(tenant: &str, device: &str, class: &str, services: &[&str]) -> DeviceReport {
+    DeviceReport {
+        device: DeviceId::new(device).unwrap(),
+        tenant: t(tenant),
+        device_key: key_of(device.len() as u8 + device.as_bytes()[0]),
+        model: "m".into(),
+        serial: "s".into(),
+        product_class: class.into(),
+        firmware_version: "1".into(),
+        agent_version: "0.1".into(),
+        vm_count: None,
+        services_wanted: services.iter().map(|s| svc(s)).collect(),
+        bundle_seq: 0,
+        clock: T0,
+        uptime: 1,
+        clock_rollback: false,
+    }
+}
+
+fn granted(b: &GrantBundle) -> Vec<&str> {
+    b.grants.iter().map(|g| g.service.as_str()).collect()
+}
+
+#[test]
+fn a_reporting_tenant_device_gets_a_seat_when_auto_licensing_covers_it() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let r = e
+        .enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0)
+        .unwrap();
+    assert!(r.paused.is_empty());
+    let fx = e
+        .handle_report(&report("a", "ap1", "ap", &["wifi"]), T0)
+        .unwrap();
+    assert_eq!(fx.publish.len(), 1);
+    let b = &fx.publish[0];
+    assert_eq!(b.seq, 1);
+    assert_eq!(granted(b), ["wifi"]);
+    let g = &b.grants[0];
+    assert_eq!(g.license.as_str(), "S1");
+    assert_eq!(g.lease_until, T0 + 7 * DAY);
+    assert_eq!(g.grace, 30 * DAY);
+    assert_eq!(g.not_after, T0 + YEAR);
+    assert_eq!(b.refresh_after, T0 + 7 * DAY / 2);
+    assert_eq!(e.assigned_seats(&lic("S1"), &sku("LIC-AP")), 1);
+}
+
+#[test]
+fn a_report_from_a_device_holding_the_newest_bundle_before_refresh_issues_nothing() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let mut r = report("a", "ap1", "ap", &["wifi"]);
+    let first = e.handle_report(&r, T0).unwrap().publish;
+    r.bundle_seq = first[0].seq;
+    assert!(e.handle_report(&r, T0 + 60).unwrap().publish.is_empty());
+    // Past refresh_after: a new lease with a higher seq.
+    let again = e.handle_report(&r, first[0].refresh_after).unwrap().publish;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].seq, 2);
+    assert!(again[0].grants[0].lease_until > first[0].grants[0].lease_until);
+}
+
+#[test]
+fn a_device_reporting_a_higher_seq_than_the_ledger_gets_a_bundle_above_it() {
+    let mut e = fixture();
+    let mut r = report("a", "ap1", "ap", &["wifi"]);
+    r.bundle_seq = 41;
+    let b = e.handle_report(&r, T0).unwrap().publish;
+    assert_eq!(b[0].seq, 42);
+}
+
+#[test]
+fn too_few_seats_pauses_the_service_instead_of_assigning_some() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 1);
+    for d in ["ap1", "ap2"] {
+        let _ = e
+            .handle_report(&report("a", d, "ap", &["wifi"]), T0)
+            .unwrap();
+    }
+    let r = e
+        .enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0)
+        .unwrap();
+    assert_eq!(r.paused, [svc("wifi")]);
+    assert_eq!(r.seats_assigned, 0);
+    assert_eq!(r.insufficient_entitlements[0].quantity, 1);
+    assert_eq!(e.assigned_seats(&lic("S1"), &sku("LIC-AP")), 0);
+    for b in &r.effects.publish {
+        assert!(b.grants.is_empty());
+        assert_eq!(b.withheld[0].reason, WithheldReason::SeatsExhausted);
+    }
+    let c = e.compliance(&t("a"), T0).unwrap();
+    assert!(!c.compliant);
+    assert_eq!(c.paused_services, [svc("wifi")]);
+    assert_eq!(c.violations[0].product_class, "ap");
+    assert_eq!(c.violations[0].missing[0].quantity, 2);
+    assert_eq!(c.violations[0].grace_period_ends_at, T0 + 30 * DAY);
+
+    // One more seat: unpaused, both devices get a seat and a new bundle.
+    let fx = add_sub(&mut e, "S2", "msp", "LIC-AP", 1);
+    assert_eq!(fx.publish.len(), 2);
+    assert!(fx
+        .publish
+        .iter()
+        .all(|b| granted(b) == ["wifi"] && b.seq == 3));
+    assert!(e.compliance(&t("a"), T0).unwrap().compliant);
+}
+
+#[test]
+fn a_tenant_created_after_an_all_customers_enable_inherits_it() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    // A device of a tenant that does not exist yet: recorded, answered with an empty bundle.
+    let b = e
+        .handle_report(&report("c", "ap1", "ap", &["wifi"]), T0)
+        .unwrap()
+        .publish;
+    assert!(b[0].grants.is_empty());
+    assert_eq!(b[0].withheld[0].reason, WithheldReason::UnknownTenant);
+    let fx = e
+        .add_customer(t("c"), "C", CustomerKind::Tenant, T0)
+        .unwrap();
+    assert_eq!(granted(&fx.publish[0]), ["wifi"]);
+    assert_eq!(fx.publish[0].seq, 2);
+}
+
+#[test]
+fn an_enable_with_an_exclude_list_is_not_inherited_and_skips_excluded() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.handle_report(&report("a", "ap1", "ap", &["wifi"]), T0);
+    let _ = e.handle_report(&report("b", "ap2", "ap", &["wifi"]), T0);
+    let _ = e
+        .enable_auto_licensing(&Selection::all_except([t("a")]), &[svc("wifi")], false, T0)
+        .unwrap();
+    let va = e
+        .device_view(&t("a"), &DeviceId::new("ap1").unwrap())
+        .unwrap();
+    let vb = e
+        .device_view(&t("b"), &DeviceId::new("ap2").unwrap())
+        .unwrap();
+    assert!(matches!(
+        va.services[&svc("wifi")],
+        views::ServiceState::Withheld {
+            reason: WithheldReason::NotEntitled
+        }
+    ));
+    assert!(matches!(
+        vb.services[&svc("wifi")],
+        views::ServiceState::Granted { .. }
+    ));
+    let fx = e
+        .add_customer(t("c"), "C", CustomerKind::Tenant, T0)
+        .unwrap();
+    assert!(fx.publish.is_empty());
+    assert!(!e.state().policies[&svc("wifi")].customers.contains(&t("c")));
+}
+
+#[test]
+fn naming_an_unknown_customer_or_no_service_is_refused() {
+    let mut e = fixture();
+    assert_eq!(
+        e.enable_auto_licensing(&Selection::only([t("zz")]), &[svc("wifi")], false, T0),
+        Err(EngineError::UnknownCustomer(t("zz")))
+    );
+    assert_eq!(
+        e.unassign(&Selection::all(), &[], T0),
+        Err(EngineError::NoServices)
+    );
+    assert_eq!(
+        e.enable_auto_licensing(&Selection::all(), &[svc("nope")], false, T0),
+        Err(EngineError::UnknownService(svc("nope")))
+    );
+}
+
+#[test]
+fn unassign_removes_seats_from_msp_devices_too_with_a_higher_seq() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let b1 = e
+        .handle_report(&report("msp", "ap0", "ap", &["wifi"]), T0)
+        .unwrap()
+        .publish;
+    assert_eq!(granted(&b1[0]), ["wifi"]);
+    let fx = e
+        .unassign(&Selection::all(), &[svc("wifi")], T0 + 5)
+        .unwrap();
+    assert_eq!(fx.publish.len(), 1);
+    let b2 = &fx.publish[0];
+    assert!(b2.seq > b1[0].seq);
+    assert!(b2.grants.is_empty());
+    assert_eq!(b2.withheld[0].reason, WithheldReason::Unassigned);
+    assert_eq!(e.assigned_seats(&lic("S1"), &sku("LIC-AP")), 0);
+    // Not re-assigned on the next report, nor inherited by a new tenant.
+    let mut r = report("msp", "ap0", "ap", &["wifi"]);
+    r.bundle_seq = b2.seq;
+    assert!(e.handle_report(&r, T0 + 6).unwrap().publish.is_empty());
+    assert!(!e.state().policies[&svc("wifi")].inherit_to_new_tenants);
+}
+
+#[test]
+fn a_report_signed_by_another_key_than_the_pinned_one_is_refused_and_changes_nothing() {
+    let mut e = fixture();
+    let r = report("a", "ap1", "ap", &["wifi"]);
+    let _ = e.handle_report(&r, T0).unwrap();
+    let _ = e.take_dirty();
+    let before = e.state().clone();
+    let mut evil = r.clone();
+    evil.device_key = key_of(200);
+    evil.services_wanted.clear();
+    assert_eq!(
+        e.handle_report(&evil, T0 + 1),
+        Err(ReportRefused::KeyMismatch {
+            pinned: r.device_key.id(),
+            got: key_of(200).id()
+        })
+    );
+    assert_eq!(e.state(), &before);
+    assert!(e.take_dirty().is_empty());
+    // After an operator re-pins, the new key is accepted.
+    e.repin_device_key(&t("a"), &r.device, key_of(200)).unwrap();
+    let b = e.handle_report(&evil, T0 + 2).unwrap().publish;
+    assert_eq!(b[0].device_key, key_of(200).id());
+}
+
+#[test]
+fn a_host_over_its_vm_allowance_shows_in_compliance_and_its_grant_carries_the_allowance() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "a", "LIC-HV-4", 2);
+    let _ = e.enable_auto_licensing(&Selection::only([t("a")]), &[svc("hv")], false, T0);
+    let mut r = report("a", "host1", "server", &["hv"]);
+    r.vm_count = Some(3);
+    let b = e.handle_report(&r, T0).unwrap().publish;
+    assert_eq!(b[0].grants[0].vm_allowance, Some(4));
+    assert!(e.compliance(&t("a"), T0).unwrap().compliant);
+    r.vm_count = Some(9);
+    r.bundle_seq = b[0].seq;
+    let _ = e.handle_report(&r, T0 + 10).unwrap();
+    let c = e.compliance(&t("a"), T0 + 20).unwrap();
+    assert!(!c.compliant);
+    assert_eq!(c.vm_overuse.len(), 1);
+    assert_eq!(
+        (c.vm_overuse[0].vm_count, c.vm_overuse[0].allowance),
+        (9, 4)
+    );
+    assert_eq!(c.violations[0].missing[0].quantity, 2);
+    assert_eq!(c.violations[0].missing[0].sku, Some(sku("LIC-HV-4")));
+    assert_eq!(c.violations[0].grace_period_ends_at, T0 + 10 + 30 * DAY);
+    let v = e.device_view(&t("a"), &r.device).unwrap();
+    assert!(matches!(
+        v.services[&svc("hv")],
+        views::ServiceState::Granted {
+            over_vm_allowance: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn claim_validate_changes_nothing_and_a_second_claim_is_refused() {
+    let mut e = fixture();
+    let _ = e
+        .add_subscription(
+            Subscription {
+                id: lic("S9"),
+                name: "claimable".into(),
+                owner: None,
+                claim_key: Some("K-1".into()),
+                start: T0,
+                end: T0 + YEAR,
+                entitlements: vec![Entitlement {
+                    sku: sku("LIC-AP"),
+                    limit: 3,
+                }],
+            },
+            T0,
+        )
+        .unwrap();
+    let _ = e.take_dirty();
+    let (view, fx) = e.claim("K-1", &t("a"), true, T0).unwrap();
+    assert_eq!(view.owner, Some(t("a")));
+    assert_eq!(view.seats.available, 3);
+    assert!(fx.publish.is_empty());
+    assert!(e.take_dirty().is_empty());
+    assert_eq!(e.state().subscriptions[&lic("S9")].owner, None);
+    let (view, _) = e.claim("K-1", &t("a"), false, T0).unwrap();
+    assert_eq!(view.status, SubscriptionStatus::Active);
+    assert_eq!(
+        e.claim("K-1", &t("b"), false, T0),
+        Err(EngineError::AlreadyClaimed(lic("S9")))
+    );
+    assert_eq!(
+        e.claim("nope", &t("b"), true, T0),
+        Err(EngineError::UnknownClaimKey)
+    );
+}
+
+#[test]
+fn enable_validate_is_a_dry_run() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 1);
+    let _ = e.handle_report(&report("a", "ap1", "ap", &["wifi"]), T0);
+    let _ = e.handle_report(&report("a", "ap2", "ap", &["wifi"]), T0);
+    let _ = e.take_dirty();
+    let before = e.state().clone();
+    let r = e
+        .enable_auto_licensing(&Selection::all(), &[svc("wifi")], true, T0)
+        .unwrap();
+    assert_eq!(r.paused, [svc("wifi")]);
+    assert!(r.effects.publish.is_empty());
+    assert_eq!(e.state(), &before);
+    assert!(e.take_dirty().is_empty());
+}
+
+#[test]
+fn an_expired_subscription_is_a_violation_from_its_end_and_a_new_one_renews_the_seat() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 1);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let r = report("a", "ap1", "ap", &["wifi"]);
+    let _ = e.handle_report(&r, T0).unwrap();
+    let later = T0 + YEAR + 10;
+    let c = e.compliance(&t("a"), later).unwrap();
+    assert_eq!(c.violations[0].grace_period_ends_at, T0 + YEAR + 30 * DAY);
+    // A renewal subscription: the device moves to it at its next report.
+    e.add_subscription(
+        Subscription {
+            id: lic("S2"),
+            name: "renewal".into(),
+            owner: Some(t("msp")),
+            claim_key: None,
+            start: T0 + YEAR - DAY,
+            end: T0 + 2 * YEAR,
+            entitlements: vec![Entitlement {
+                sku: sku("LIC-AP"),
+                limit: 1,
+            }],
+        },
+        later,
+    )
+    .unwrap()
+    .publish
+    .iter()
+    .for_each(|b| assert_eq!(b.grants[0].license.as_str(), "S2"));
+    assert!(e.compliance(&t("a"), later).unwrap().compliant);
+}
+
+#[test]
+fn seat_counts_follow_assignments() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 3);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let _ = e.handle_report(&report("a", "ap1", "ap", &["wifi"]), T0);
+    let v = e.subscription_view(&lic("S1"), T0).unwrap();
+    assert_eq!(
+        v.seats,
+        views::SeatCounts {
+            assigned: 1,
+            available: 2,
+            limit: 3
+        }
+    );
+}
