@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's test command: installs the system packages the tests need when they are
+# missing, then runs the whole test suite. README's Quick start and .ci/run call this script;
+# add new steps here, not there. Extra arguments go to `cargo test` (e.g. `-- --nocapture`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# --- System packages ------------------------------------------------------------------------
+# mosquitto: the e2e tests (tests/) start their own brokers from /usr/sbin/mosquitto.
+missing=()
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    missing+=(mosquitto)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test.sh: installing ${missing[*]}" >&2
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || {
+            echo "test.sh: need root (or sudo) to install: ${missing[*]}" >&2
+            exit 1
+        }
+        sudo=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+
+    # The package's own service (port 1883) is not what the tests use: every test starts its
+    # own broker on a free loopback port with a generated config. Do not leave one running
+    # that we installed only for the tests.
+    if [[ " ${missing[*]} " == *" mosquitto "* ]] && [ -d /run/systemd/system ]; then
+        "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    fi
+fi
+
+# --- Tests ----------------------------------------------------------------------------------
+cargo test --workspace --locked "$@"
