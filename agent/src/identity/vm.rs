@@ -1,0 +1,654 @@
+//! The VM count: how many guests this host runs, for per-VM licenses.
+//!
+//! The probe is chosen in the `[vm]` table of the config ([`VmProbeConfig`]). Whatever happens,
+//! a probe yields a [`VmCount`]: a failing, garbled or hanging probe is `Unknown` with a reason,
+//! never a crash or a hang — every probe runs under a timeout (the command probe's child is
+//! killed; the process listing runs on an abandoned-if-stuck thread, see [`super::bounded`]).
+//!
+//! What this leaves to others: when to probe and what a changed count means for enforcement
+//! (daemon and `enforce`).
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::bounded::{run_bounded, BoundedError};
+use super::ConfigError;
+
+/// Default time a probe may take before it is killed or abandoned.
+pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
+
+/// The longest configurable probe timeout: a probe that needs longer blocks a report cycle.
+pub const MAX_PROBE_TIMEOUT_SECS: u64 = 300;
+
+/// Bytes of a command's stdout kept for parsing; a count is at most 10 digits, the rest is
+/// room for whitespace. Further output is read and discarded so the child never blocks on a
+/// full pipe.
+const MAX_STDOUT: usize = 64;
+
+/// Bytes of a command's stderr kept for the reason of a failure.
+const MAX_STDERR: usize = 512;
+
+/// How long to wait for a killed command to be reaped before leaving it to tokio's orphan
+/// reaper.
+const REAP_GRACE: Duration = Duration::from_secs(1);
+
+/// Process-name prefixes of hypervisor guests counted by the `processes` probe by default:
+/// QEMU/KVM (`qemu-system-x86_64`, RHEL's `qemu-kvm`, kvmtool's `lkvm`), Firecracker,
+/// Cloud Hypervisor, crosvm, VirtualBox and VMware guest processes.
+pub const DEFAULT_GUEST_PROCESS_NAMES: &[&str] = &[
+    "qemu-system-",
+    "qemu-kvm",
+    "lkvm",
+    "firecracker",
+    "cloud-hypervisor",
+    "crosvm",
+    "VBoxHeadless",
+    "VirtualBoxVM",
+    "vmware-vmx",
+];
+
+/// Linux keeps only the first 15 bytes of a process name (`comm`).
+const COMM_LEN: usize = 15;
+
+fn default_guest_process_names() -> Vec<String> {
+    DEFAULT_GUEST_PROCESS_NAMES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+fn default_timeout_secs() -> u64 {
+    DEFAULT_PROBE_TIMEOUT_SECS
+}
+
+/// How to count VMs: the `[vm]` table of the agent config, selected by its `probe` key.
+///
+/// ```toml
+/// # No VM counting (the default, also when [vm] is absent):
+/// [vm]
+/// probe = "none"
+///
+/// # A number the integrator knows:
+/// [vm]
+/// probe = "fixed"
+/// count = 4
+///
+/// # Count running hypervisor guest processes (names are process-name prefixes;
+/// # leave `names` out for the built-in list of QEMU/KVM, Firecracker, Cloud Hypervisor, …):
+/// [vm]
+/// probe = "processes"
+/// names = ["qemu-system-", "firecracker"]
+/// timeout_secs = 10
+///
+/// # Run a command that prints a single number (e.g. `virsh list --name | grep -c .`
+/// # wrapped in a script):
+/// [vm]
+/// probe = "command"
+/// argv = ["/usr/libexec/licd/vm-count", "--running"]
+/// timeout_secs = 10
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "probe", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VmProbeConfig {
+    /// No probe: the report carries no VM count.
+    #[default]
+    None,
+    /// A fixed number.
+    Fixed {
+        /// The VM count to report.
+        count: u32,
+    },
+    /// Count running processes whose name starts with one of `names`.
+    Processes {
+        /// Process-name prefixes, matched against the process name and the file name of its
+        /// `argv[0]`. Default: [`DEFAULT_GUEST_PROCESS_NAMES`].
+        #[serde(default = "default_guest_process_names")]
+        names: Vec<String>,
+        /// Seconds the process listing may take (default 10, at most 300).
+        #[serde(default = "default_timeout_secs")]
+        timeout_secs: u64,
+    },
+    /// Run a command (no shell) whose stdout is a single decimal number.
+    Command {
+        /// Program and arguments; the program is looked up in `PATH` unless it has a `/`.
+        argv: Vec<String>,
+        /// Seconds before the command is killed (default 10, at most 300).
+        #[serde(default = "default_timeout_secs")]
+        timeout_secs: u64,
+    },
+}
+
+impl VmProbeConfig {
+    /// Checks the probe's settings; the config module calls this once at load.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check_timeout = |value: u64| {
+            if value == 0 || value > MAX_PROBE_TIMEOUT_SECS {
+                Err(ConfigError::BadTimeout {
+                    value,
+                    max: MAX_PROBE_TIMEOUT_SECS,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Self::None | Self::Fixed { .. } => Ok(()),
+            Self::Processes {
+                names,
+                timeout_secs,
+            } => {
+                if names.is_empty() || names.iter().any(|n| n.is_empty()) {
+                    return Err(ConfigError::EmptyProcessNames);
+                }
+                check_timeout(*timeout_secs)
+            }
+            Self::Command { argv, timeout_secs } => {
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(ConfigError::EmptyArgv);
+                }
+                check_timeout(*timeout_secs)
+            }
+        }
+    }
+}
+
+/// The outcome of a VM probe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmCount {
+    /// No probe is configured.
+    NotConfigured,
+    /// The probe counted this many VMs.
+    Known(u32),
+    /// The probe failed; the count is not known.
+    Unknown {
+        /// Why, for status and logs.
+        reason: String,
+    },
+}
+
+impl VmCount {
+    /// The value for the report's `vm_count`: `None` unless known.
+    pub fn for_report(&self) -> Option<u32> {
+        match self {
+            Self::Known(n) => Some(*n),
+            Self::NotConfigured | Self::Unknown { .. } => None,
+        }
+    }
+}
+
+/// Why a VM probe gave no count.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VmProbeError {
+    /// The probe's config is invalid.
+    #[error("invalid VM probe config: {0}")]
+    Config(#[from] ConfigError),
+    /// The command could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The command did not finish in time and was killed.
+    #[error("{program} did not finish within {}s and was killed", .after.as_secs())]
+    TimedOut {
+        /// The program.
+        program: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Reading the command's output or waiting for it failed.
+    #[error("running {program}: {source}")]
+    Io {
+        /// The program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The command exited unsuccessfully.
+    #[error("{program} failed ({status}){}", stderr_suffix(.stderr))]
+    Failed {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// The start of its stderr, cleaned.
+        stderr: String,
+    },
+    /// The command's output is not a single number.
+    #[error("{program} printed {output:?}; expected a single number")]
+    NotANumber {
+        /// The program.
+        program: String,
+        /// The start of its stdout, cleaned.
+        output: String,
+    },
+    /// The command printed far more than a number.
+    #[error("{program} printed more than {MAX_STDOUT} bytes; expected a single number")]
+    OutputTooLong {
+        /// The program.
+        program: String,
+    },
+    /// The process listing hung, panicked or could not start.
+    #[error(transparent)]
+    Listing(#[from] BoundedError),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
+/// Runs the configured probe: `Ok(None)` when none is configured, `Ok(Some(n))` with a count,
+/// or why there is none. Bounded by the probe's timeout.
+pub async fn run_vm_probe(config: &VmProbeConfig) -> Result<Option<u32>, VmProbeError> {
+    config.validate()?;
+    match config {
+        VmProbeConfig::None => Ok(None),
+        VmProbeConfig::Fixed { count } => Ok(Some(*count)),
+        VmProbeConfig::Processes {
+            names,
+            timeout_secs,
+        } => {
+            let names = names.clone();
+            let pids = run_bounded(
+                "VM process listing",
+                Duration::from_secs(*timeout_secs),
+                move || guest_pids(&names),
+            )
+            .await?;
+            Ok(Some(u32::try_from(pids.len()).unwrap_or(u32::MAX)))
+        }
+        VmProbeConfig::Command { argv, timeout_secs } => {
+            run_count_command(argv, Duration::from_secs(*timeout_secs))
+                .await
+                .map(Some)
+        }
+    }
+}
+
+/// Runs the configured probe and turns any failure into [`VmCount::Unknown`] (logged at
+/// `warn`). This is what the daemon calls.
+pub async fn probe_vm_count(config: &VmProbeConfig) -> VmCount {
+    match run_vm_probe(config).await {
+        Ok(None) => VmCount::NotConfigured,
+        Ok(Some(n)) => VmCount::Known(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "VM count probe failed; reporting the count as unknown");
+            VmCount::Unknown {
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+/// PIDs of running guest processes matching `names`. Blocking: walks `/proc`.
+fn guest_pids(names: &[String]) -> Vec<u32> {
+    use sysinfo::{
+        ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, ThreadKind, UpdateKind,
+    };
+
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::All,
+        true,
+        // Threads would count one guest many times; argv[0] catches guests whose process
+        // name was changed (qemu's `-name process=…`) or cut to 15 bytes.
+        ProcessRefreshKind::nothing()
+            .without_tasks()
+            .with_cmd(UpdateKind::Always),
+    );
+    let mut pids: Vec<u32> = sys
+        .processes()
+        .values()
+        .filter(|p| p.thread_kind().is_none_or(|k| k != ThreadKind::Kernel))
+        .filter(|p| !matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead))
+        .filter(|p| {
+            let argv0 = p.cmd().first().and_then(|a| Path::new(a).file_name());
+            is_guest_process(p.name(), argv0, names)
+        })
+        .map(|p| p.pid().as_u32())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Whether a process named `name` (its `comm`) with `argv0` (file name of `argv[0]`) matches
+/// one of the `prefixes`.
+fn is_guest_process(name: &OsStr, argv0: Option<&OsStr>, prefixes: &[String]) -> bool {
+    let name = name.to_string_lossy();
+    let argv0 = argv0.map(|a| a.to_string_lossy());
+    prefixes.iter().any(|prefix| {
+        name.starts_with(prefix.as_str())
+            // `comm` is cut to 15 bytes: `cloud-hypervisor` runs as `cloud-hyperviso`.
+            || (name.len() == COMM_LEN && prefix.starts_with(name.as_ref()))
+            || argv0.as_deref().is_some_and(|a| a.starts_with(prefix.as_str()))
+    })
+}
+
+/// Reads `reader` to the end, keeping the first `keep` bytes; says whether more came.
+async fn drain(mut reader: impl AsyncRead + Unpin, keep: usize) -> io::Result<(Vec<u8>, bool)> {
+    let mut kept = Vec::new();
+    let mut overflow = false;
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, overflow));
+        }
+        let room = keep - kept.len();
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        overflow |= n > room;
+    }
+}
+
+/// Printable text for a reason: control characters dropped, cut to `max` characters.
+fn excerpt(bytes: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Runs `argv` (no shell), kills it after `timeout`, and parses its stdout as one `u32`.
+async fn run_count_command(argv: &[String], timeout: Duration) -> Result<u32, VmProbeError> {
+    let program = argv.first().cloned().unwrap_or_default();
+    let mut child = tokio::process::Command::new(&program)
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Also kills the child if the daemon drops this future (shutdown, a newer probe).
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| VmProbeError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let io_err = |source| VmProbeError::Io {
+        program: program.clone(),
+        source,
+    };
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io_err(io::Error::other("child has no stdout/stderr pipe")));
+    };
+
+    let finished = tokio::time::timeout(timeout, async {
+        let (out, err, status) = tokio::join!(
+            drain(stdout, MAX_STDOUT),
+            drain(stderr, MAX_STDERR),
+            child.wait()
+        );
+        Ok::<_, io::Error>((out?, err?, status?))
+    })
+    .await;
+
+    let ((out, out_overflow), (err, _), status) = match finished {
+        Ok(result) => result.map_err(io_err)?,
+        Err(_) => {
+            // The direct child only: grandchildren of a script keep running until they exit;
+            // a probe script should `exec` its last command.
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
+            return Err(VmProbeError::TimedOut {
+                program,
+                after: timeout,
+            });
+        }
+    };
+
+    if !status.success() {
+        return Err(VmProbeError::Failed {
+            program,
+            status,
+            stderr: excerpt(&err, 200),
+        });
+    }
+    if out_overflow {
+        return Err(VmProbeError::OutputTooLong { program });
+    }
+    let text = String::from_utf8_lossy(&out);
+    let trimmed = text.trim();
+    // `u32::from_str` accepts a leading `+`; a count is plain digits.
+    match trimmed.parse::<u32>() {
+        Ok(n) if trimmed.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(VmProbeError::NotANumber {
+            program,
+            output: excerpt(&out, 64),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn command(argv: &[&str], timeout_secs: u64) -> VmProbeConfig {
+        VmProbeConfig::Command {
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            timeout_secs,
+        }
+    }
+
+    fn sh(script: &str) -> VmProbeConfig {
+        command(&["sh", "-c", script], 5)
+    }
+
+    #[test]
+    fn vm_config_reads_nicely_from_toml() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            vm: VmProbeConfig,
+        }
+        let parse = |s: &str| toml::from_str::<Doc>(s).map(|d| d.vm);
+        assert_eq!(parse("").ok(), Some(VmProbeConfig::None));
+        assert_eq!(
+            parse("[vm]\nprobe = \"none\"").ok(),
+            Some(VmProbeConfig::None)
+        );
+        assert_eq!(
+            parse("[vm]\nprobe = \"fixed\"\ncount = 4").ok(),
+            Some(VmProbeConfig::Fixed { count: 4 })
+        );
+        assert_eq!(
+            parse("[vm]\nprobe = \"processes\"").ok(),
+            Some(VmProbeConfig::Processes {
+                names: default_guest_process_names(),
+                timeout_secs: DEFAULT_PROBE_TIMEOUT_SECS,
+            })
+        );
+        assert_eq!(
+            parse("[vm]\nprobe = \"command\"\nargv = [\"/usr/sbin/vm-count\"]\ntimeout_secs = 3")
+                .ok(),
+            Some(command(&["/usr/sbin/vm-count"], 3))
+        );
+        assert!(parse("[vm]\nprobe = \"fixed\"\ncount = 4\ncuont = 5").is_err());
+        assert!(parse("[vm]\nprobe = \"hyperv\"").is_err());
+        assert!(parse("[vm]\nprobe = \"fixed\"").is_err());
+    }
+
+    #[test]
+    fn vm_config_validation_refuses_unusable_probes() {
+        assert!(matches!(
+            command(&[], 5).validate(),
+            Err(ConfigError::EmptyArgv)
+        ));
+        assert!(matches!(
+            command(&["x"], 0).validate(),
+            Err(ConfigError::BadTimeout { value: 0, .. })
+        ));
+        assert!(matches!(
+            command(&["x"], 301).validate(),
+            Err(ConfigError::BadTimeout { value: 301, .. })
+        ));
+        let p = VmProbeConfig::Processes {
+            names: vec![String::new()],
+            timeout_secs: 5,
+        };
+        assert!(matches!(p.validate(), Err(ConfigError::EmptyProcessNames)));
+    }
+
+    #[tokio::test]
+    async fn none_and_fixed_probes_need_no_host() {
+        assert_eq!(
+            probe_vm_count(&VmProbeConfig::None).await,
+            VmCount::NotConfigured
+        );
+        assert_eq!(
+            probe_vm_count(&VmProbeConfig::Fixed { count: 7 }).await,
+            VmCount::Known(7)
+        );
+        assert_eq!(VmCount::Known(7).for_report(), Some(7));
+        assert_eq!(VmCount::NotConfigured.for_report(), None);
+    }
+
+    #[tokio::test]
+    async fn command_printing_a_number_gives_that_count() {
+        assert_eq!(probe_vm_count(&sh("echo 3")).await, VmCount::Known(3));
+        assert_eq!(
+            probe_vm_count(&sh("printf '  12\\n\\n'")).await,
+            VmCount::Known(12)
+        );
+    }
+
+    #[tokio::test]
+    async fn command_printing_garbage_is_unknown_with_the_output_in_the_reason() {
+        let e = run_vm_probe(&sh("echo '3 VMs'"))
+            .await
+            .expect_err("garbage");
+        assert!(
+            matches!(&e, VmProbeError::NotANumber { output, .. } if output == "3 VMs"),
+            "{e}"
+        );
+        for script in [
+            "true",
+            "echo -1",
+            "echo +3",
+            "echo 99999999999",
+            "echo 1; echo 2",
+        ] {
+            let r = run_vm_probe(&sh(script)).await;
+            assert!(
+                matches!(r, Err(VmProbeError::NotANumber { .. })),
+                "{script}: {r:?}"
+            );
+        }
+        let VmCount::Unknown { reason } = probe_vm_count(&sh("echo lots")).await else {
+            panic!("expected unknown");
+        };
+        assert!(
+            reason.contains("\"lots\"") && reason.contains("single number"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn command_that_fails_is_unknown_with_its_status_and_stderr() {
+        let e = run_vm_probe(&sh("echo 'virsh: cannot connect' >&2; exit 3")).await;
+        let Err(VmProbeError::Failed { status, stderr, .. }) = e else {
+            panic!("wrong result {e:?}");
+        };
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(stderr, "virsh: cannot connect");
+    }
+
+    #[tokio::test]
+    async fn command_that_cannot_start_is_unknown() {
+        let r = run_vm_probe(&command(&["/nonexistent/licd-vm-count"], 5)).await;
+        assert!(matches!(r, Err(VmProbeError::Spawn { .. })), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn command_flooding_stdout_is_refused_without_buffering_it() {
+        let r = run_vm_probe(&sh("head -c 1000000 /dev/zero | tr '\\0' 1")).await;
+        assert!(
+            matches!(r, Err(VmProbeError::OutputTooLong { .. })),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn command_sleeping_past_its_timeout_is_killed_and_unknown_quickly() {
+        let started = Instant::now();
+        let r = run_vm_probe(&command(&["sleep", "30"], 1)).await;
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(&r, Err(VmProbeError::TimedOut { after, .. }) if *after == Duration::from_secs(1)),
+            "{r:?}"
+        );
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    }
+
+    #[test]
+    fn guest_process_names_match_by_prefix_and_through_comm_truncation() {
+        let names = default_guest_process_names();
+        let m = |name: &str, argv0: Option<&str>| {
+            is_guest_process(OsStr::new(name), argv0.map(OsStr::new), &names)
+        };
+        assert!(m("qemu-system-x86", Some("qemu-system-x86_64")));
+        assert!(m("qemu-system-x86", None));
+        assert!(m("cloud-hyperviso", None));
+        assert!(m("vm-web-01", Some("qemu-system-aarch64")));
+        assert!(m("firecracker", None));
+        assert!(!m("sshd", Some("/usr/sbin/sshd")));
+        assert!(!m("qemu-ga", None)); // the guest agent inside a VM is not a guest
+        assert!(!m("cloud", None)); // a short name is not a cut one
+    }
+
+    /// Spawns `program`, retrying while another test thread's fork still holds the copied file
+    /// open for writing (ETXTBSY).
+    fn spawn_retrying(program: &Path) -> std::process::Child {
+        for _ in 0..50 {
+            match std::process::Command::new(program).arg("30").spawn() {
+                Ok(child) => return child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("spawn {}: {e}", program.display()),
+            }
+        }
+        panic!("{} stayed busy", program.display());
+    }
+
+    #[tokio::test]
+    async fn processes_probe_counts_a_running_guest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake_qemu = dir.path().join("qemu-system-x86_64");
+        std::fs::copy("/bin/sleep", &fake_qemu).expect("copy sleep");
+        let mut child = spawn_retrying(&fake_qemu);
+        let pid = child.id();
+
+        let names = vec!["qemu-system-".to_owned()];
+        let pids = tokio::task::spawn_blocking(move || guest_pids(&names))
+            .await
+            .expect("join");
+        let count = probe_vm_count(&VmProbeConfig::Processes {
+            names: vec!["qemu-system-".into()],
+            timeout_secs: 10,
+        })
+        .await;
+
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(pids.contains(&pid), "pid {pid} not in {pids:?}");
+        assert!(matches!(count, VmCount::Known(n) if n >= 1), "{count:?}");
+        // Our own test process is not a guest.
+        assert!(!pids.contains(&std::process::id()));
+    }
+}
