@@ -6,3 +6,5 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod keys;
+pub mod ledger;

@@ -1,0 +1,476 @@
+//! The ledger: the engine's records in a SQLite file (bundled SQLite via `rusqlite`).
+//!
+//! Created and migrated on open ([`schema::MIGRATIONS`], `PRAGMA user_version`). The engine
+//! stays the in-memory authority; after each engine call the shell hands the changed keys
+//! ([`Dirty`]) to [`Ledger::save`], which writes them in one transaction — before any bundle
+//! is published, so a restart never hands out a `seq` twice. WAL journal with
+//! `synchronous=NORMAL`: an application crash loses nothing; an OS crash or power cut may lose
+//! the last few commits, and a device that then reports a `seq` above the ledger's gets its
+//! next bundle above its own (see `Engine::handle_report`).
+
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use licd_protocol::{PublicKey, TenantId, UnixTime};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::engine::{
+    AutoLicense, BundleState, CatalogEntry, Customer, CustomerKind, Device, DeviceKey, Dirty,
+    Entitlement, Seat, State, Subscription,
+};
+
+/// Why the ledger failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// SQLite reported an error.
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row does not hold what this version wrote (hand-edited or damaged file).
+    #[error("ledger row is invalid: {0}")]
+    Corrupt(String),
+    /// The file was written by a newer licd-stub.
+    #[error("ledger schema version {found} is newer than this build's {supported}")]
+    NewerSchema {
+        /// Version in the file.
+        found: u32,
+        /// Newest this build knows.
+        supported: u32,
+    },
+}
+
+/// Most refused reports kept in the ledger (older ones are dropped).
+const MAX_REFUSED_KEPT: i64 = 1000;
+
+/// A refused report as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedReport {
+    /// Controller time.
+    pub at: UnixTime,
+    /// Tenant claimed by the report.
+    pub tenant: String,
+    /// Device claimed by the report.
+    pub device: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// An open ledger file.
+#[derive(Debug)]
+pub struct Ledger {
+    conn: Connection,
+}
+
+fn to_i(x: u64) -> i64 {
+    // Bit-preserving: SQLite integers are signed 64-bit; `to_u` reverses it exactly.
+    x as i64
+}
+
+fn to_u(x: i64) -> u64 {
+    x as u64
+}
+
+fn corrupt(what: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt(what.to_string())
+}
+
+fn id<T: TryFrom<String, Error = licd_protocol::IdError>>(s: String) -> Result<T, LedgerError> {
+    T::try_from(s).map_err(corrupt)
+}
+
+fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, LedgerError> {
+    serde_json::from_str(s).map_err(corrupt)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    /// A ledger in memory (tests, benches).
+    pub fn open_in_memory() -> Result<Self, LedgerError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, LedgerError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = MIGRATIONS_LEN;
+        if found > supported {
+            return Err(LedgerError::NewerSchema { found, supported });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "ledger schema migrated");
+        }
+        Ok(Self { conn })
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<u32, LedgerError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Loads every record.
+    pub fn load(&self) -> Result<State, LedgerError> {
+        let mut state = State::default();
+        let c = &self.conn;
+
+        let mut q = c.prepare("SELECT id, name, kind, created_at FROM customers")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: TenantId = id(r.get(0)?)?;
+            let kind = match r.get::<_, String>(2)?.as_str() {
+                "msp" => CustomerKind::Msp,
+                "tenant" => CustomerKind::Tenant,
+                other => return Err(corrupt(format!("customer kind {other}"))),
+            };
+            state.customers.insert(
+                id.clone(),
+                Customer {
+                    id,
+                    name: r.get(1)?,
+                    kind,
+                    created_at: to_u(r.get(3)?),
+                },
+            );
+        }
+
+        let mut q =
+            c.prepare("SELECT sku, name, service, product_class, vms_per_seat FROM catalog")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let e = CatalogEntry {
+                sku: id(r.get(0)?)?,
+                name: r.get(1)?,
+                service: id(r.get(2)?)?,
+                product_class: r.get(3)?,
+                vms_per_seat: r.get(4)?,
+            };
+            state.catalog.insert(e.sku.clone(), e);
+        }
+
+        let mut q = c.prepare(
+            "SELECT id, name, owner, claim_key, term_start, term_end FROM subscriptions",
+        )?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let s = Subscription {
+                id: id(r.get(0)?)?,
+                name: r.get(1)?,
+                owner: r.get::<_, Option<String>>(2)?.map(id).transpose()?,
+                claim_key: r.get(3)?,
+                start: to_u(r.get(4)?),
+                end: to_u(r.get(5)?),
+                entitlements: Vec::new(),
+            };
+            state.subscriptions.insert(s.id.clone(), s);
+        }
+        let mut q = c.prepare(
+            "SELECT subscription, sku, seat_limit FROM entitlements ORDER BY subscription, rowid",
+        )?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let sub = id(r.get(0)?)?;
+            let e = Entitlement {
+                sku: id(r.get(1)?)?,
+                limit: r.get(2)?,
+            };
+            state
+                .subscriptions
+                .get_mut(&sub)
+                .ok_or_else(|| corrupt(format!("entitlement of unknown subscription {sub}")))?
+                .entitlements
+                .push(e);
+        }
+
+        let mut q = c.prepare("SELECT service, inherit, paused, customers FROM auto_license")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let customers: BTreeSet<TenantId> = json(&r.get::<_, String>(3)?)?;
+            state.policies.insert(
+                id(r.get(0)?)?,
+                AutoLicense {
+                    inherit_to_new_tenants: r.get(1)?,
+                    paused: r.get(2)?,
+                    customers,
+                },
+            );
+        }
+
+        let mut q = c.prepare(
+            "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
+                    agent_version, vm_count, services_wanted, first_seen, last_report_at,
+                    reported_clock, clock_rollback, reported_seq, bundle_seq, bundle_issued_at,
+                    bundle_refresh, bundle_basis, unassigned, violation_since
+             FROM devices",
+        )?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let key: Vec<u8> = r.get(2)?;
+            let key: [u8; 32] = key
+                .try_into()
+                .map_err(|_| corrupt("device key is not 32 bytes"))?;
+            let basis: Option<String> = r.get(18)?;
+            let d = Device {
+                tenant: id(r.get(0)?)?,
+                id: id(r.get(1)?)?,
+                key: PublicKey(key),
+                model: r.get(3)?,
+                serial: r.get(4)?,
+                product_class: r.get(5)?,
+                firmware_version: r.get(6)?,
+                agent_version: r.get(7)?,
+                vm_count: r.get(8)?,
+                services_wanted: json(&r.get::<_, String>(9)?)?,
+                first_seen: to_u(r.get(10)?),
+                last_report_at: to_u(r.get(11)?),
+                reported_clock: to_u(r.get(12)?),
+                clock_rollback: r.get(13)?,
+                reported_seq: to_u(r.get(14)?),
+                seats: BTreeMap::new(),
+                unassigned: json(&r.get::<_, String>(19)?)?,
+                violation_since: json(&r.get::<_, String>(20)?)?,
+                bundle: BundleState {
+                    seq: to_u(r.get(15)?),
+                    issued_at: to_u(r.get(16)?),
+                    refresh_after: to_u(r.get(17)?),
+                    basis: basis.as_deref().map(json).transpose()?,
+                },
+            };
+            state.devices.insert(d.key(), d);
+        }
+        let mut q =
+            c.prepare("SELECT tenant, device, service, subscription, sku, since FROM seats")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+            let seat = Seat {
+                subscription: id(r.get(3)?)?,
+                sku: id(r.get(4)?)?,
+                since: to_u(r.get(5)?),
+            };
+            state
+                .devices
+                .get_mut(&key)
+                .ok_or_else(|| corrupt("seat of an unknown device"))?
+                .seats
+                .insert(id(r.get(2)?)?, seat);
+        }
+        Ok(state)
+    }
+
+    /// Writes the records named in `dirty` (as they are in `state`) in one transaction.
+    pub fn save(&mut self, state: &State, dirty: &Dirty) -> Result<(), LedgerError> {
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for id in &dirty.customers {
+            if let Some(c) = state.customers.get(id) {
+                let kind = match c.kind {
+                    CustomerKind::Msp => "msp",
+                    CustomerKind::Tenant => "tenant",
+                };
+                tx.execute(
+                    "INSERT OR REPLACE INTO customers (id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![c.id.as_str(), c.name, kind, to_i(c.created_at)],
+                )?;
+            }
+        }
+        for sku in &dirty.catalog {
+            if let Some(e) = state.catalog.get(sku) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO catalog (sku, name, service, product_class, vms_per_seat)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![e.sku.as_str(), e.name, e.service.as_str(), e.product_class, e.vms_per_seat],
+                )?;
+            }
+        }
+        for id in &dirty.subscriptions {
+            if let Some(s) = state.subscriptions.get(id) {
+                save_subscription(&tx, s)?;
+            }
+        }
+        for service in &dirty.policies {
+            if let Some(p) = state.policies.get(service) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO auto_license (service, inherit, paused, customers)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        service.as_str(),
+                        p.inherit_to_new_tenants,
+                        p.paused,
+                        to_json(&p.customers)?
+                    ],
+                )?;
+            }
+        }
+        for key in &dirty.devices {
+            if let Some(d) = state.devices.get(key) {
+                save_device(&tx, d)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a refused report (keeps the newest [`MAX_REFUSED_KEPT`]).
+    pub fn record_refused(
+        &mut self,
+        at: UnixTime,
+        tenant: &str,
+        device: &str,
+        reason: &str,
+    ) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO refused_reports (at, tenant, device, reason) VALUES (?1, ?2, ?3, ?4)",
+            params![to_i(at), tenant, device, reason],
+        )?;
+        tx.execute(
+            "DELETE FROM refused_reports WHERE rowid <= (SELECT MAX(rowid) FROM refused_reports) - ?1",
+            params![MAX_REFUSED_KEPT],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest refused reports, newest first.
+    pub fn refused_reports(&self, limit: u32) -> Result<Vec<RefusedReport>, LedgerError> {
+        let mut q = self.conn.prepare(
+            "SELECT at, tenant, device, reason FROM refused_reports ORDER BY rowid DESC LIMIT ?1",
+        )?;
+        let rows = q.query_map(params![limit], |r| {
+            Ok(RefusedReport {
+                at: to_u(r.get(0)?),
+                tenant: r.get(1)?,
+                device: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stored bundle `seq` of a device (tests and diagnostics).
+    pub fn device_seq(&self, key: &DeviceKey) -> Result<Option<u64>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT bundle_seq FROM devices WHERE tenant = ?1 AND device = ?2",
+                params![key.0.as_str(), key.1.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(to_u))
+    }
+}
+
+const MIGRATIONS_LEN: u32 = schema::MIGRATIONS.len() as u32;
+
+fn save_subscription(tx: &Transaction<'_>, s: &Subscription) -> Result<(), LedgerError> {
+    tx.execute(
+        "INSERT INTO subscriptions (id, name, owner, claim_key, term_start, term_end)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, owner = excluded.owner,
+             claim_key = excluded.claim_key, term_start = excluded.term_start,
+             term_end = excluded.term_end",
+        params![
+            s.id.as_str(),
+            s.name,
+            s.owner.as_ref().map(|o| o.as_str()),
+            s.claim_key,
+            to_i(s.start),
+            to_i(s.end)
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM entitlements WHERE subscription = ?1",
+        params![s.id.as_str()],
+    )?;
+    for e in &s.entitlements {
+        tx.execute(
+            "INSERT INTO entitlements (subscription, sku, seat_limit) VALUES (?1, ?2, ?3)",
+            params![s.id.as_str(), e.sku.as_str(), e.limit],
+        )?;
+    }
+    Ok(())
+}
+
+fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
+    let basis = d.bundle.basis.as_ref().map(to_json).transpose()?;
+    tx.execute(
+        "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
+             firmware_version, agent_version, vm_count, services_wanted, first_seen,
+             last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
+             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19, ?20, ?21)
+         ON CONFLICT(tenant, device) DO UPDATE SET device_key = excluded.device_key,
+             model = excluded.model, serial = excluded.serial,
+             product_class = excluded.product_class, firmware_version = excluded.firmware_version,
+             agent_version = excluded.agent_version, vm_count = excluded.vm_count,
+             services_wanted = excluded.services_wanted, last_report_at = excluded.last_report_at,
+             reported_clock = excluded.reported_clock, clock_rollback = excluded.clock_rollback,
+             reported_seq = excluded.reported_seq, bundle_seq = excluded.bundle_seq,
+             bundle_issued_at = excluded.bundle_issued_at, bundle_refresh = excluded.bundle_refresh,
+             bundle_basis = excluded.bundle_basis, unassigned = excluded.unassigned,
+             violation_since = excluded.violation_since",
+        params![
+            d.tenant.as_str(),
+            d.id.as_str(),
+            &d.key.0[..],
+            d.model,
+            d.serial,
+            d.product_class,
+            d.firmware_version,
+            d.agent_version,
+            d.vm_count,
+            to_json(&d.services_wanted)?,
+            to_i(d.first_seen),
+            to_i(d.last_report_at),
+            to_i(d.reported_clock),
+            d.clock_rollback,
+            to_i(d.reported_seq),
+            to_i(d.bundle.seq),
+            to_i(d.bundle.issued_at),
+            to_i(d.bundle.refresh_after),
+            basis,
+            to_json(&d.unassigned)?,
+            to_json(&d.violation_since)?,
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM seats WHERE tenant = ?1 AND device = ?2",
+        params![d.tenant.as_str(), d.id.as_str()],
+    )?;
+    for (service, seat) in &d.seats {
+        tx.execute(
+            "INSERT INTO seats (tenant, device, service, subscription, sku, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                d.tenant.as_str(),
+                d.id.as_str(),
+                service.as_str(),
+                seat.subscription.as_str(),
+                seat.sku.as_str(),
+                to_i(seat.since)
+            ],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The ledger's SQL schema as an ordered list of migrations. `PRAGMA user_version` holds how
+//! many have been applied; each runs once, in its own transaction, in order. Never edit a
+//! shipped migration: add the next one.
+
+/// Migrations, oldest first. Index + 1 = the `user_version` after it ran.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+CREATE TABLE customers (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('msp', 'tenant')),
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE catalog (
+    sku           TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    product_class TEXT NOT NULL,
+    vms_per_seat  INTEGER
+);
+CREATE TABLE subscriptions (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    owner      TEXT,
+    claim_key  TEXT UNIQUE,
+    term_start INTEGER NOT NULL,
+    term_end   INTEGER NOT NULL
+);
+CREATE TABLE entitlements (
+    subscription TEXT NOT NULL REFERENCES subscriptions(id) ON DELETE CASCADE,
+    sku          TEXT NOT NULL,
+    seat_limit   INTEGER NOT NULL,
+    PRIMARY KEY (subscription, sku)
+);
+CREATE TABLE auto_license (
+    service   TEXT PRIMARY KEY,
+    inherit   INTEGER NOT NULL,
+    paused    INTEGER NOT NULL,
+    customers TEXT NOT NULL            -- JSON array of customer ids
+);
+CREATE TABLE devices (
+    tenant           TEXT NOT NULL,
+    device           TEXT NOT NULL,
+    device_key       BLOB NOT NULL,    -- pinned ed25519 public key, 32 bytes
+    model            TEXT NOT NULL,
+    serial           TEXT NOT NULL,
+    product_class    TEXT NOT NULL,
+    firmware_version TEXT NOT NULL,
+    agent_version    TEXT NOT NULL,
+    vm_count         INTEGER,
+    services_wanted  TEXT NOT NULL,    -- JSON array
+    first_seen       INTEGER NOT NULL,
+    last_report_at   INTEGER NOT NULL,
+    reported_clock   INTEGER NOT NULL,
+    clock_rollback   INTEGER NOT NULL,
+    reported_seq     INTEGER NOT NULL,
+    bundle_seq       INTEGER NOT NULL, -- never goes backwards
+    bundle_issued_at INTEGER NOT NULL,
+    bundle_refresh   INTEGER NOT NULL,
+    bundle_basis     TEXT,             -- JSON of what the last bundle said
+    unassigned       TEXT NOT NULL,    -- JSON array of services
+    violation_since  TEXT NOT NULL,    -- JSON object service -> unix time
+    PRIMARY KEY (tenant, device)
+);
+CREATE TABLE seats (
+    tenant       TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    sku          TEXT NOT NULL,
+    since        INTEGER NOT NULL,
+    PRIMARY KEY (tenant, device, service),
+    FOREIGN KEY (tenant, device) REFERENCES devices(tenant, device) ON DELETE CASCADE
+);
+CREATE INDEX seats_by_subscription ON seats (subscription, sku);
+CREATE TABLE refused_reports (
+    at     INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    device TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+"#,
+];
