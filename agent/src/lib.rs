@@ -1,8 +1,19 @@
 //! `licd-agent`: the license-enforcement agent.
 //!
-//! The pure core ([`clock::TrustedTime`], [`enforce`]) takes time as an argument and does no
-//! I/O; thin shells around it do the files ([`store`]), the MQTT session and the local API.
+//! The pure core ([`clock::TrustedTime`], [`enforce`], [`backoff`]) takes time and randomness
+//! as arguments and does no I/O. Thin shells around it do the files ([`store`]), the MQTT
+//! session ([`session`]), the local API ([`api`]), hooks ([`hooks`]) and tie them together
+//! ([`daemon`]).
 
+pub mod api;
+pub mod backoff;
 pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod enforce;
+pub mod hooks;
+pub mod identity;
+pub mod session;
+pub mod status;
 pub mod store;
+pub mod tls;

@@ -1,4 +1,268 @@
-//! `licd`: the license-enforcement agent binary.
-fn main() {
-    println!("licd: not yet");
+//! `licd`: the license-enforcement agent. A thin binary: CLI parsing, logging, signals; the
+//! work is in the `licd_agent` library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use licd_agent::api::{check_answer, query};
+use licd_agent::clock::SystemClock;
+use licd_agent::config::{LogFormat, Settings, DEFAULT_CONFIG_PATH};
+use licd_agent::status::fmt_time;
+use serde_json::{json, Value};
+
+/// Exit code: the service may not run.
+const EXIT_UNLICENSED: u8 = 1;
+/// Exit code: in grace, with `--strict`.
+const EXIT_GRACE_STRICT: u8 = 3;
+/// Exit code: licd itself failed (config, state dir…).
+const EXIT_ERROR: u8 = 4;
+
+/// How long `check`/`status` wait for the daemon before answering from the cache.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Parser)]
+#[command(
+    name = "licd",
+    version,
+    about = "License-enforcement agent: reports this device to the licensing controller, \
+             receives signed license grants and says which services may run.",
+    after_help = "Exit codes of `check`: 0 licensed (or in grace), 1 unlicensed, \
+                  3 in grace with --strict, 4 error.\n\
+                  Config reference: licd.example.toml next to the binary's docs."
+)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short, global = true, env = "LICD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Log format (overrides log.format of the config).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent daemon (the default when no command is given).
+    Run,
+    /// Is SERVICE licensed? Asks the daemon, or evaluates the cache if it is not running.
+    Check {
+        /// The service, e.g. wifi-ap.
+        service: String,
+        /// Print one JSON object instead of a line of text.
+        #[arg(long)]
+        json: bool,
+        /// Exit 3 (not 0) while the service is in grace.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Identity, every service's state with deadlines and reasons, cache and clock facts.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run_daemon(&cli.config, cli.log_format),
+        Command::Check {
+            service,
+            json,
+            strict,
+        } => check(&cli.config, &service, json, strict),
+        Command::Status { json } => status(&cli.config, json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("licd: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn load(config: &Path) -> anyhow::Result<Settings> {
+    Settings::load(config).context(
+        "cannot load the configuration (see licd.example.toml; use --config PATH or LICD_CONFIG)",
+    )
+}
+
+fn init_logging(settings: &Settings, format: Option<LogFormat>) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    // rumqttc logs through `log`; route it into tracing.
+    let _ = tracing_log::LogTracer::init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format.unwrap_or(settings.log.format) {
+        #[cfg(feature = "json-logs")]
+        LogFormat::Json => builder.json().init(),
+        #[cfg(not(feature = "json-logs"))]
+        LogFormat::Json => {
+            builder.init();
+            tracing::warn!("built without the json-logs feature; logging as text");
+        }
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn run_daemon(config: &Path, format: Option<LogFormat>) -> anyhow::Result<u8> {
+    let settings = load(config)?;
+    init_logging(&settings, format);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let shutdown = async {
+            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+            match term {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        licd_agent::daemon::run(settings, Arc::new(SystemClock), shutdown).await
+    })
+    .context("licd could not start")?;
+    Ok(0)
+}
+
+/// The daemon's answer to `request`, or `None` when no daemon answers.
+fn ask_daemon(settings: &Settings, request: Value) -> Option<Value> {
+    let path = settings.socket.as_ref()?;
+    query(path, &request, SOCKET_TIMEOUT).ok()
+}
+
+fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::Result<u8> {
+    let settings = load(config)?;
+    let answer = match ask_daemon(
+        &settings,
+        json!({"v": 1, "op": "check", "service": service}),
+    ) {
+        Some(a) => a,
+        None => {
+            let status = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
+                .context("cannot evaluate the cache")?;
+            check_answer(&status, service)
+        }
+    };
+    if answer["ok"] != json!(true) {
+        anyhow::bail!(
+            "{}",
+            answer["error"]
+                .as_str()
+                .unwrap_or("daemon refused the request")
+        );
+    }
+    if as_json {
+        println!("{answer}");
+    } else {
+        println!("{service}: {}", describe_state(&answer));
+    }
+    Ok(match answer["state"].as_str() {
+        Some("licensed") => 0,
+        Some("grace") if strict => EXIT_GRACE_STRICT,
+        Some("grace") => 0,
+        _ => EXIT_UNLICENSED,
+    })
+}
+
+fn describe_state(v: &Value) -> String {
+    let until = v["until"].as_u64().map(fmt_time).unwrap_or_default();
+    let reason = v["reason"].as_str().unwrap_or_default().replace('_', " ");
+    match v["state"].as_str() {
+        Some("licensed") => format!("licensed until {until}"),
+        Some("grace") => format!("GRACE until {until} ({reason})"),
+        Some("unlicensed") => format!("UNLICENSED ({reason})"),
+        _ => "unknown".into(),
+    }
+}
+
+fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
+    let settings = load(config)?;
+    let status = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
+        Some(a) if a["ok"] == json!(true) => a["status"].clone(),
+        _ => {
+            let s = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
+                .context("cannot evaluate the cache")?;
+            serde_json::to_value(s).context("cannot render status")?
+        }
+    };
+    if as_json {
+        println!("{status:#}");
+        return Ok(0);
+    }
+    let s = |k: &str| status[k].as_str().unwrap_or("?").to_string();
+    println!("device      {} (tenant {})", s("device"), s("tenant"));
+    println!("device key  {}", s("device_key"));
+    println!("source      {}", s("source"));
+    let clock = &status["clock"];
+    println!(
+        "clock       now {}  mark {}{}",
+        clock["now"].as_u64().map(fmt_time).unwrap_or_default(),
+        clock["mark"].as_u64().map(fmt_time).unwrap_or_default(),
+        if clock["rollback"] == json!(true) {
+            "  CLOCK SET BACK"
+        } else {
+            ""
+        }
+    );
+    if let Some(c) = status.get("connection").filter(|c| !c.is_null()) {
+        println!(
+            "broker      {} {}{}",
+            c["broker"].as_str().unwrap_or("?"),
+            if c["connected"] == json!(true) {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            c["last_error"]
+                .as_str()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    match status.get("bundle").filter(|b| !b.is_null()) {
+        Some(b) => println!(
+            "bundle      seq {} issued {} signer {}",
+            b["seq"],
+            b["issued_at"].as_u64().map(fmt_time).unwrap_or_default(),
+            b["signer"].as_str().unwrap_or("?")
+        ),
+        None => println!("bundle      none"),
+    }
+    let refusals = &status["refusals"];
+    if refusals["total"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "refused     {} bundle(s), last: {}",
+            refusals["total"],
+            refusals["last_message"].as_str().unwrap_or("?")
+        );
+    }
+    for svc in status["services"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} {}",
+            svc["service"].as_str().unwrap_or("?"),
+            describe_state(svc)
+        );
+    }
+    Ok(0)
 }

@@ -1,0 +1,93 @@
+//! Reconnect backoff: exponential from 1 s to a 5 min cap with full jitter (AWS architecture
+//! blog, "Exponential Backoff And Jitter"), so 100k devices that lost the same broker do not
+//! come back in lockstep. Pure: the random number is passed in.
+
+use std::time::Duration;
+
+/// First retry delay bound.
+pub const BASE: Duration = Duration::from_secs(1);
+/// Largest retry delay bound.
+pub const CAP: Duration = Duration::from_secs(300);
+/// A connection that lasted at least this long resets the backoff; a broker that accepts and
+/// drops at once keeps it growing.
+pub const RESET_AFTER: Duration = Duration::from_secs(30);
+
+/// Exponential backoff state.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// The delay before the next attempt: uniform in `[0, min(CAP, BASE·2^attempt)]`, given a
+    /// uniformly random `random`.
+    pub fn next_delay(&mut self, random: u64) -> Duration {
+        let bound = BASE.saturating_mul(1u32 << self.attempt.min(20)).min(CAP);
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = bound.as_millis() as u64;
+        Duration::from_millis(random % (millis + 1))
+    }
+
+    /// Attempts since the last reset.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Starts over (after a connection that held).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// A uniformly random u64 from the OS (for jitter; never for keys).
+pub fn os_random() -> u64 {
+    let mut b = [0u8; 8];
+    // If the OS has no randomness we fall back to the clock: jitter matters, not secrecy.
+    if getrandom::fill(&mut b).is_err() {
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    }
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_double_from_one_second_to_the_cap() {
+        let mut b = Backoff::default();
+        let maxima: Vec<u64> = (0..12)
+            .map(|_| b.next_delay(u64::MAX).as_millis() as u64)
+            .collect();
+        // random = u64::MAX is not the max of the range, so check bounds with a modulus-free value.
+        let mut b = Backoff::default();
+        let bounds: Vec<u64> = (0..12)
+            .map(|i| {
+                let bound = (1000u64 << i).min(300_000);
+                let d = b.next_delay(bound).as_millis() as u64;
+                assert_eq!(d, bound, "attempt {i}");
+                d
+            })
+            .collect();
+        assert_eq!(bounds[0], 1_000);
+        assert_eq!(bounds[8], 256_000);
+        assert_eq!(bounds[9], 300_000);
+        assert_eq!(bounds[11], 300_000);
+        assert!(maxima.iter().zip(&bounds).all(|(m, b)| m <= b));
+    }
+
+    #[test]
+    fn full_jitter_can_be_zero_and_reset_starts_over() {
+        let mut b = Backoff::default();
+        for _ in 0..5 {
+            b.next_delay(1);
+        }
+        assert_eq!(b.next_delay(0), Duration::ZERO);
+        b.reset();
+        assert_eq!(b.attempt(), 0);
+        assert!(b.next_delay(u64::MAX) <= BASE);
+    }
+}

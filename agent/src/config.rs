@@ -1,0 +1,568 @@
+//! The agent's configuration: the TOML file as written (`Config`, unknown keys refused) and the
+//! typed, validated [`Settings`] the rest of the agent uses. Validation happens once, here, so
+//! a bad value is reported at start-up with the key that holds it.
+//!
+//! The documented example is `agent/licd.example.toml`; a test keeps it loadable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use licd_protocol::{PublicKey, ServiceName, TenantId};
+use serde::Deserialize;
+
+use crate::identity::{IdentityConfig, VmProbeConfig};
+use crate::tls::TlsSettings;
+
+/// Default path of the config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/licd/licd.toml";
+
+/// A config that cannot be used, naming the key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, …).
+    #[error("config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of range or malformed.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The key, e.g. `broker.url`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The config file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Tenant (customer) this device belongs to.
+    pub tenant: String,
+    /// Services this device wants licensed.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Where the device key, the cached bundle and the time mark live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Pinned root public keys (hex), from `licd-stub keys export-root` or the vendor.
+    pub roots: Vec<String>,
+    /// Broker connection.
+    pub broker: BrokerConfig,
+    /// Local API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Hook commands.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    /// Enforcement tolerances and intervals.
+    #[serde(default)]
+    pub enforce: EnforceConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Device identity overrides.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// VM count probe.
+    #[serde(default)]
+    pub vm: VmProbeConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/licd")
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `mqtts://host[:port]` (default port 8883) or, with `allow_insecure`, `mqtt://host[:port]`.
+    pub url: String,
+    /// Allow plain `mqtt://` (no TLS). For labs only.
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// CA certificate(s) to trust (PEM); default: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub client_key: Option<PathBuf>,
+    /// TLS server name to verify instead of the URL's host.
+    pub server_name: Option<String>,
+    /// MQTT user name.
+    pub username: Option<String>,
+    /// File holding the MQTT password (kept out of the config so the config can be world-readable).
+    pub password_file: Option<PathBuf>,
+    /// MQTT keep-alive.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+}
+
+fn default_keep_alive() -> u64 {
+    60
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket path; empty string disables the socket.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/licd/licd.sock")
+}
+
+/// `[hooks]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Command (argv) run on every state change, with `LICD_SERVICE`, `LICD_STATE`,
+    /// `LICD_REASON`, `LICD_UNTIL` in its environment.
+    #[serde(default)]
+    pub on_change: Vec<String>,
+    /// How long a hook may run before it is killed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_hook_timeout() -> u64 {
+    10
+}
+
+/// `[enforce]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforceConfig {
+    /// How far a bundle's `issued_at` may lie ahead of trusted time (controller clock skew).
+    #[serde(default = "default_tolerance")]
+    pub future_tolerance_secs: u64,
+    /// How far the wall clock may fall behind the high-water mark before it counts as set back.
+    #[serde(default = "default_tolerance")]
+    pub rollback_tolerance_secs: u64,
+    /// Report interval while no bundle says when to report (`refresh_after`).
+    #[serde(default = "default_report_interval")]
+    pub report_interval_secs: u64,
+    /// How often the VM probe runs.
+    #[serde(default = "default_vm_interval")]
+    pub vm_probe_interval_secs: u64,
+}
+
+impl Default for EnforceConfig {
+    fn default() -> Self {
+        Self {
+            future_tolerance_secs: default_tolerance(),
+            rollback_tolerance_secs: default_tolerance(),
+            report_interval_secs: default_report_interval(),
+            vm_probe_interval_secs: default_vm_interval(),
+        }
+    }
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+fn default_report_interval() -> u64 {
+    3_600
+}
+fn default_vm_interval() -> u64 {
+    60
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level filter (`RUST_LOG` syntax); `RUST_LOG` in the environment wins.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where and how to reach the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS settings; `None` = plain TCP (only with `allow_insecure`).
+    pub tls: Option<TlsSettings>,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Wanted services.
+    pub services: Vec<ServiceName>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Pinned roots.
+    pub roots: Vec<PublicKey>,
+    /// Broker.
+    pub broker: BrokerSettings,
+    /// Socket path (`None`: disabled).
+    pub socket: Option<PathBuf>,
+    /// Hook argv (empty: none).
+    pub hook: Vec<String>,
+    /// Hook timeout.
+    pub hook_timeout: Duration,
+    /// See [`EnforceConfig::future_tolerance_secs`].
+    pub future_tolerance: u64,
+    /// See [`EnforceConfig::rollback_tolerance_secs`].
+    pub rollback_tolerance: u64,
+    /// See [`EnforceConfig::report_interval_secs`].
+    pub report_interval: Duration,
+    /// See [`EnforceConfig::vm_probe_interval_secs`].
+    pub vm_probe_interval: Duration,
+    /// Logging.
+    pub log: LogConfig,
+    /// Identity overrides.
+    pub identity: IdentityConfig,
+    /// VM probe.
+    pub vm: VmProbeConfig,
+}
+
+impl Settings {
+    /// Reads and validates the config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            source,
+        })?;
+        Self::validate(config)
+    }
+
+    /// Validates a parsed config.
+    pub fn validate(c: Config) -> Result<Self, ConfigError> {
+        let tenant = TenantId::new(c.tenant.as_str())
+            .map_err(|e| invalid("tenant", format!("{:?}: {e}", c.tenant)))?;
+        let mut services = Vec::new();
+        for s in &c.services {
+            let s = ServiceName::new(s.as_str())
+                .map_err(|e| invalid("services", format!("{s:?}: {e}")))?;
+            if !services.contains(&s) {
+                services.push(s);
+            }
+        }
+        if services.len() > licd_protocol::limits::MAX_SERVICES {
+            return Err(invalid("services", "more than 64 services"));
+        }
+        if c.roots.is_empty() {
+            return Err(invalid(
+                "roots",
+                "pin at least one root public key (hex, from `licd-stub keys export-root` or your vendor)",
+            ));
+        }
+        let roots = c
+            .roots
+            .iter()
+            .map(|r| {
+                let key = PublicKey::from_hex(r)
+                    .map_err(|_| invalid("roots", format!("{r:?} is not 64 hex digits")))?;
+                key.to_verifying_key()
+                    .map_err(|_| invalid("roots", format!("{r:?} is not a valid ed25519 key")))?;
+                Ok(key)
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        if c.state_dir.as_os_str().is_empty() {
+            return Err(invalid("state_dir", "must not be empty"));
+        }
+        let broker = broker_settings(&c.broker)?;
+        let socket = (!c.api.socket.as_os_str().is_empty()).then_some(c.api.socket);
+        if c.hooks.timeout_secs == 0 {
+            return Err(invalid("hooks.timeout_secs", "must be at least 1"));
+        }
+        let e = &c.enforce;
+        if e.report_interval_secs < 10 {
+            return Err(invalid(
+                "enforce.report_interval_secs",
+                "must be at least 10",
+            ));
+        }
+        if e.vm_probe_interval_secs == 0 {
+            return Err(invalid(
+                "enforce.vm_probe_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&c.log.level)
+            .map_err(|err| invalid("log.level", format!("{:?}: {err}", c.log.level)))?;
+        c.identity
+            .validate()
+            .map_err(|err| invalid("identity", err.to_string()))?;
+        c.vm.validate()
+            .map_err(|err| invalid("vm", err.to_string()))?;
+        Ok(Settings {
+            tenant,
+            services,
+            state_dir: c.state_dir,
+            roots,
+            broker,
+            socket,
+            hook: c.hooks.on_change,
+            hook_timeout: Duration::from_secs(c.hooks.timeout_secs),
+            future_tolerance: e.future_tolerance_secs,
+            rollback_tolerance: e.rollback_tolerance_secs,
+            report_interval: Duration::from_secs(e.report_interval_secs),
+            vm_probe_interval: Duration::from_secs(e.vm_probe_interval_secs),
+            log: c.log,
+            identity: c.identity,
+            vm: c.vm,
+        })
+    }
+}
+
+fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
+    let (scheme, rest) = b.url.split_once("://").ok_or_else(|| {
+        invalid(
+            "broker.url",
+            format!("{:?}: expected mqtts://host[:port]", b.url),
+        )
+    })?;
+    let tls = match scheme {
+        "mqtts" => true,
+        "mqtt" if b.allow_insecure => false,
+        "mqtt" => {
+            return Err(invalid(
+                "broker.url",
+                "plain mqtt:// sends licenses unencrypted; use mqtts:// or set broker.allow_insecure = true (labs only)",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                "broker.url",
+                format!("unknown scheme {other:?}; use mqtts:// (or mqtt:// with allow_insecure)"),
+            ))
+        }
+    };
+    let (host, port) = split_host_port(rest.trim_end_matches('/'))
+        .ok_or_else(|| invalid("broker.url", format!("{:?}: expected host[:port]", b.url)))?;
+    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
+    let credentials = match (&b.username, &b.password_file) {
+        (None, None) => None,
+        (Some(user), Some(file)) => {
+            let pw = std::fs::read_to_string(file)
+                .map_err(|e| invalid("broker.password_file", format!("{}: {e}", file.display())))?;
+            Some((user.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (Some(user), None) => Some((user.clone(), String::new())),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "broker.username",
+                "password_file is set without a username",
+            ))
+        }
+    };
+    if b.client_cert.is_some() != b.client_key.is_some() {
+        return Err(invalid(
+            "broker.client_cert",
+            "client_cert and client_key go together: set both for mutual TLS, or neither",
+        ));
+    }
+    if b.keep_alive_secs < 5 {
+        return Err(invalid("broker.keep_alive_secs", "must be at least 5"));
+    }
+    Ok(BrokerSettings {
+        host,
+        port,
+        tls: tls.then(|| TlsSettings {
+            ca_file: b.ca_file.clone(),
+            client_cert: b.client_cert.clone(),
+            client_key: b.client_key.clone(),
+            server_name: b.server_name.clone(),
+        }),
+        credentials,
+        keep_alive: Duration::from_secs(b.keep_alive_secs),
+    })
+}
+
+/// Splits `host[:port]`, `[v6][:port]`.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse().ok()?)),
+        None => (s, None),
+    };
+    if host.is_empty() || host.contains(['/', '@', ':', ' ']) {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn minimal(broker: &str) -> String {
+        format!("tenant = \"acme\"\nroots = [\"{ROOT}\"]\nservices = [\"wifi\", \"wifi\"]\n[broker]\n{broker}\n")
+    }
+
+    #[test]
+    fn a_minimal_config_gets_sane_defaults() {
+        let s = Settings::from_toml(&minimal("url = \"mqtts://broker.example.com\"")).unwrap();
+        assert_eq!(s.broker.host, "broker.example.com");
+        assert_eq!(s.broker.port, 8883);
+        assert!(s.broker.tls.is_some());
+        assert_eq!(s.services.len(), 1, "duplicates are folded");
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/licd"));
+        assert_eq!(s.socket, Some(PathBuf::from("/run/licd/licd.sock")));
+        assert_eq!(s.future_tolerance, 300);
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("licd.example.toml");
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.tenant.as_str(), "acme");
+    }
+
+    #[test]
+    fn plain_mqtt_needs_allow_insecure() {
+        let err = Settings::from_toml(&minimal("url = \"mqtt://127.0.0.1:1883\"")).unwrap_err();
+        assert!(err.to_string().contains("allow_insecure"), "{err}");
+        let s = Settings::from_toml(&minimal(
+            "url = \"mqtt://127.0.0.1:1884\"\nallow_insecure = true",
+        ))
+        .unwrap();
+        assert_eq!((s.broker.port, s.broker.tls.is_none()), (1884, true));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (minimal("url = \"http://x\""), "broker.url"),
+            (minimal("url = \"mqtts://\""), "broker.url"),
+            (minimal("url = \"mqtts://h:99999\""), "broker.url"),
+            (
+                minimal("url = \"mqtts://h\"\nclient_cert = \"/c.pem\""),
+                "broker.client_cert",
+            ),
+            (
+                format!("tenant = \"a/b\"\nroots = [\"{ROOT}\"]\n[broker]\nurl = \"mqtts://h\"\n"),
+                "tenant",
+            ),
+            (
+                "tenant = \"a\"\nroots = [\"abc\"]\n[broker]\nurl = \"mqtts://h\"\n".to_string(),
+                "roots",
+            ),
+            (
+                "tenant = \"a\"\nroots = []\n[broker]\nurl = \"mqtts://h\"\n".to_string(),
+                "roots",
+            ),
+        ];
+        for (text, key) in cases {
+            match Settings::from_toml(&text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Settings::from_toml(&format!("{}colour = 1\n", minimal("url = \"mqtts://h\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_hosts_parse() {
+        assert_eq!(
+            split_host_port("[::1]:8883"),
+            Some(("::1".to_string(), Some(8883)))
+        );
+        assert_eq!(split_host_port("[::1]"), Some(("::1".to_string(), None)));
+        assert_eq!(split_host_port("h:1"), Some(("h".to_string(), Some(1))));
+        assert_eq!(split_host_port("a:b:c"), None);
+    }
+}

@@ -1,0 +1,574 @@
+//! The daemon: loads the state, then one `select!` over the MQTT session's events, the next
+//! enforcement deadline, the report and VM-probe timers and shutdown. It turns what happens
+//! into enforcer inputs and carries out the effects; the licensing decisions are the
+//! enforcer's. Also the read-only, from-cache evaluation that `licd check` uses when no daemon
+//! answers.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use licd_protocol::envelope::seal_report;
+use licd_protocol::{DeviceReport, UnixTime};
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::api::{ApiError, ApiServer, Event};
+use crate::backoff::os_random;
+use crate::clock::{Clock, TrustedTime};
+use crate::config::Settings;
+use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input};
+use crate::hooks::Hooks;
+use crate::identity::{
+    probe_vm_count, resolve_identity, resolve_identity_blocking, DeviceKey, HostRoot, Identity,
+    IdentityError, KeyError, VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
+};
+use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
+use crate::status::{ClockStatus, ConnectionStatus, Source, Status, AGENT_VERSION};
+use crate::store::{Store, StoreError};
+use crate::tls::TlsError;
+
+/// Longest the daemon sleeps without looking at the clock: catches wall-clock jumps and
+/// persists the time mark. One wakeup a minute when idle.
+const HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// The time mark is persisted at most this often while it only advances with the clock
+/// (flash wear), and at once when a bundle raises it.
+const MARK_SAVE_EVERY: u64 = 3_600;
+/// First retry of a report nobody answered; doubles up to the report interval.
+const FIRST_REPORT_RETRY: Duration = Duration::from_secs(30);
+/// Refusals are logged at most this often (a flood of bad messages must not flood the log).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long a clean shutdown waits for "offline" to reach the broker.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+
+/// Why the daemon could not start (it does not stop for anything after that).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// State directory or cache.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Device key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// TLS set-up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Local API socket.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// What both the daemon and the from-cache path load.
+struct Core {
+    store: Store,
+    key: DeviceKey,
+    identity: Identity,
+    time: TrustedTime,
+    enforcer: Enforcer,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+impl Core {
+    fn rules(settings: &Settings, identity: &Identity, key: &DeviceKey) -> AcceptanceRules {
+        AcceptanceRules {
+            trust: licd_protocol::TrustStore::new(settings.roots.clone()),
+            device: identity.device.id.clone(),
+            device_key: key.id(),
+            future_tolerance: settings.future_tolerance,
+        }
+    }
+
+    /// Loads the mark and the cached bundle. `writable`: set aside what fails to load.
+    fn restore(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        store: Store,
+        key: DeviceKey,
+        identity: Identity,
+        writable: bool,
+    ) -> (Self, Vec<Effect>) {
+        let boot = clock.boot();
+        let mark = match store.load_mark() {
+            Ok(m) => m.unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "time mark unreadable; starting from the cached bundle's time");
+                if writable {
+                    let _ = store.set_aside_mark(clock.wall());
+                }
+                0
+            }
+        };
+        let mut time = TrustedTime::new(mark, boot, settings.rollback_tolerance);
+        let mut enforcer = Enforcer::new(
+            Self::rules(&settings, &identity, &key),
+            settings.services.clone(),
+        );
+        let now = time.observe(clock.wall(), clock.boot()).now;
+        let mut effects = Vec::new();
+        match store.load_bundle() {
+            Ok(None) => {}
+            Ok(Some(raw)) => match enforcer.restore(&raw, now) {
+                Ok(e) => effects = e,
+                Err(refusal) => {
+                    tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it");
+                    if writable {
+                        if let Ok(to) = store.set_aside_bundle(now) {
+                            tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
+                        }
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cache unreadable; starting without it");
+                if writable && matches!(e, StoreError::Corrupt { .. }) {
+                    let _ = store.set_aside_bundle(now);
+                }
+            }
+        }
+        if let Some(held) = enforcer.held() {
+            time.witness(held.bundle.issued_at, clock.boot());
+        }
+        let now = time.observe(clock.wall(), clock.boot()).now;
+        effects.extend(enforcer.handle(now, Input::Tick));
+        (
+            Self {
+                store,
+                key,
+                identity,
+                time,
+                enforcer,
+                clock,
+                settings,
+            },
+            effects,
+        )
+    }
+
+    fn now(&mut self) -> UnixTime {
+        let r = self.time.observe(self.clock.wall(), self.clock.boot());
+        r.now
+    }
+
+    fn status(&self, source: Source, connection: Option<ConnectionStatus>) -> Status {
+        Status {
+            source,
+            device: self.identity.device.id.to_string(),
+            tenant: self.settings.tenant.to_string(),
+            device_key: self.key.id().to_hex(),
+            agent_version: AGENT_VERSION,
+            clock: ClockStatus {
+                now: self.time.mark(),
+                wall: self.clock.wall(),
+                mark: self.time.mark(),
+                rollback: self.time.rollback(),
+            },
+            connection,
+            enforcement: self.enforcer.snapshot(),
+        }
+    }
+}
+
+/// Evaluates the cache read-only, as `licd check` does when the daemon is not running. Creates
+/// and moves nothing; a missing device key means nothing was ever granted.
+pub fn status_from_cache(settings: Settings, clock: Arc<dyn Clock>) -> Result<Status, RunError> {
+    let store = Store::open_read_only(&settings.state_dir);
+    let key = DeviceKey::load(&DeviceKey::path_in(&settings.state_dir))?;
+    let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())?;
+    let (core, _) = Core::restore(settings, clock, store, key, identity, false);
+    Ok(core.status(Source::Cache, None))
+}
+
+/// Runs the daemon until `shutdown` resolves. Returns an error only for start-up failures
+/// (state dir, key, identity, TLS files, socket); after that it keeps running through broker
+/// outages, bad messages and disk errors.
+pub async fn run(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let store = Store::open(&settings.state_dir)?;
+    let key = DeviceKey::load_or_create(&settings.state_dir)?;
+    let identity = resolve_identity(
+        &settings.identity,
+        &HostRoot::system(),
+        DEFAULT_RESOLVE_TIMEOUT,
+    )
+    .await?;
+    tracing::info!(
+        device = %identity.device.id,
+        source = ?identity.device.source,
+        tenant = %settings.tenant,
+        device_key = %key.id(),
+        "licd {AGENT_VERSION} starting"
+    );
+    let (core, effects) = Core::restore(settings, clock, store, key, identity, true);
+    let topics = DeviceTopics::new(&core.settings.tenant, &core.identity.device.id);
+    let client_id = format!("licd-{}-{}", core.settings.tenant, core.identity.device.id);
+    let options = session::mqtt_options(&core.settings.broker, &client_id, &topics)?;
+    if core.settings.broker.tls.is_none() {
+        tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
+    }
+
+    let (events, _) = broadcast::channel(256);
+    let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let api_task = match &core.settings.socket {
+        Some(path) => {
+            let server = ApiServer::bind(path).await?;
+            let mut stop = stop_rx.clone();
+            let events = events.clone();
+            Some(tokio::spawn(server.serve(status_rx, events, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
+
+    let (tx, rx) = mpsc::channel(64);
+    let (client, session_task) = session::start(options, topics.clone(), tx);
+    let hooks = Hooks::start(core.settings.hook.clone(), core.settings.hook_timeout);
+    let broker = format!(
+        "{}:{}",
+        core.settings.broker.host, core.settings.broker.port
+    );
+    let mut daemon = Daemon {
+        core,
+        client,
+        topics,
+        events,
+        hooks,
+        status_tx,
+        connection: ConnectionStatus {
+            broker,
+            ..Default::default()
+        },
+        next_report: None,
+        unanswered: 0,
+        mark_saved: 0,
+        refusal_logged: None,
+        refusals_suppressed: 0,
+    };
+    daemon.apply(effects);
+    daemon.log_summary("enforcing from cache");
+    daemon.save_mark();
+    daemon.main_loop(rx, shutdown).await;
+
+    // Clean shutdown: "offline" (the broker sends no will for a clean disconnect), then
+    // disconnect, flush, socket removal.
+    if daemon.connection.connected {
+        let _ = daemon.client.try_publish(
+            daemon.topics.presence.clone(),
+            QoS::AtLeastOnce,
+            true,
+            OFFLINE.to_vec(),
+        );
+        let _ = daemon.client.try_disconnect();
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, session_task).await;
+    } else {
+        session_task.abort();
+    }
+    daemon.save_mark();
+    let _ = stop_tx.send(true);
+    if let Some(t) = api_task {
+        let _ = t.await;
+    }
+    tracing::info!("licd stopped");
+    Ok(())
+}
+
+struct Daemon {
+    core: Core,
+    client: AsyncClient,
+    topics: DeviceTopics,
+    events: broadcast::Sender<Event>,
+    hooks: Hooks,
+    status_tx: watch::Sender<Arc<Status>>,
+    connection: ConnectionStatus,
+    /// When to report next (`None`: not connected).
+    next_report: Option<Instant>,
+    /// Reports sent since the last bundle, for the retry schedule.
+    unanswered: u32,
+    mark_saved: UnixTime,
+    refusal_logged: Option<Instant>,
+    refusals_suppressed: u64,
+}
+
+impl Daemon {
+    async fn main_loop(
+        &mut self,
+        mut rx: mpsc::Receiver<SessionEvent>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let vm_config = self.core.settings.vm.clone();
+        let vm_enabled = !matches!(vm_config, VmProbeConfig::None);
+        let mut vm_task: Option<JoinHandle<VmCount>> = None;
+        let mut next_vm = Instant::now();
+        loop {
+            let now = self.core.now();
+            let wake = self
+                .core
+                .enforcer
+                .next_deadline()
+                .map(|d| Duration::from_secs(d.saturating_sub(now)) + Duration::from_millis(5))
+                .unwrap_or(HOUSEKEEPING)
+                .min(HOUSEKEEPING);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.on_session(ev),
+                    None => {
+                        tracing::error!("MQTT session task ended unexpectedly");
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep(wake) => {
+                    let now = self.core.now();
+                    let effects = self.core.enforcer.handle(now, Input::Tick);
+                    self.apply(effects);
+                    if now >= self.mark_saved + MARK_SAVE_EVERY {
+                        self.save_mark();
+                    }
+                }
+                _ = sleep_until_opt(self.next_report) => self.send_report("scheduled"),
+                _ = tokio::time::sleep_until(next_vm), if vm_enabled && vm_task.is_none() => {
+                    let cfg = vm_config.clone();
+                    vm_task = Some(tokio::spawn(async move { probe_vm_count(&cfg).await }));
+                }
+                res = async { vm_task.as_mut().expect("guarded").await }, if vm_task.is_some() => {
+                    vm_task = None;
+                    next_vm = Instant::now() + self.core.settings.vm_probe_interval;
+                    let count = match res {
+                        Ok(c) => c,
+                        Err(e) => VmCount::Unknown { reason: format!("probe task failed: {e}") },
+                    };
+                    self.on_vm_count(count);
+                }
+            }
+        }
+        if let Some(t) = vm_task {
+            t.abort();
+        }
+    }
+
+    fn on_session(&mut self, ev: SessionEvent) {
+        let now = self.core.now();
+        match ev {
+            SessionEvent::Connected => {
+                tracing::info!(broker = %self.connection.broker, "connected to broker");
+                self.connection.connected = true;
+                self.connection.since = now;
+                self.connection.last_error = None;
+                self.send_report("connected");
+            }
+            SessionEvent::Disconnected { error, retry_in } => {
+                if self.connection.connected
+                    || self.connection.last_error.as_deref() != Some(&error)
+                {
+                    tracing::warn!(broker = %self.connection.broker, %error, retry_in_ms = retry_in.as_millis() as u64, "broker connection lost or refused; retrying with backoff");
+                } else {
+                    tracing::debug!(%error, retry_in_ms = retry_in.as_millis() as u64, "reconnect failed");
+                }
+                if self.connection.connected {
+                    self.connection.since = now;
+                }
+                self.connection.connected = false;
+                self.connection.last_error = Some(error);
+                self.next_report = None;
+                self.publish_status();
+            }
+            SessionEvent::Grants(bytes) => {
+                let effects = self.core.enforcer.handle(now, Input::Bundle(&bytes));
+                self.apply(effects);
+            }
+        }
+    }
+
+    fn on_vm_count(&mut self, count: VmCount) {
+        if let VmCount::Unknown { reason } = &count {
+            tracing::debug!(%reason, "VM count unknown");
+        }
+        let now = self.core.now();
+        let effects = self
+            .core
+            .enforcer
+            .handle(now, Input::VmCount(count.for_report()));
+        self.apply(effects);
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        let mut report = None;
+        for effect in effects {
+            match effect {
+                Effect::Persist(raw) => {
+                    if let Err(e) = self.core.store.save_bundle(&raw) {
+                        tracing::error!(error = %e, "cannot write the cache; the new bundle is enforced from memory and will be lost at restart");
+                    }
+                }
+                Effect::Accepted { seq, signer } => {
+                    tracing::info!(seq, signer = %signer.signer, "grant bundle accepted");
+                    let now = self.core.now();
+                    self.connection.last_bundle_at = Some(now);
+                    self.unanswered = 0;
+                    if let Some(held) = self.core.enforcer.held() {
+                        self.core
+                            .time
+                            .witness(held.bundle.issued_at, self.core.clock.boot());
+                    }
+                    self.save_mark();
+                    self.schedule_report();
+                }
+                Effect::Refused(refusal) => self.log_refusal(&refusal),
+                Effect::Changed { service, from, to } => {
+                    match from {
+                        Some(from) => {
+                            tracing::info!(%service, from = from.name(), to = %to, "license state changed")
+                        }
+                        None => tracing::debug!(%service, state = %to, "license state"),
+                    }
+                    let ev = Event {
+                        service: service.to_string(),
+                        state: to,
+                    };
+                    self.hooks.notify(ev.clone());
+                    let _ = self.events.send(ev);
+                }
+                Effect::Report(cause) => report = Some(cause),
+            }
+        }
+        if let Some(cause) = report {
+            let cause = match cause {
+                crate::enforce::ReportCause::VmCountChanged => "vm count changed",
+                crate::enforce::ReportCause::GraceStarted => "grace started",
+            };
+            self.send_report(cause);
+        }
+        self.publish_status();
+    }
+
+    fn log_refusal(&mut self, refusal: &crate::enforce::Refusal) {
+        let due = self
+            .refusal_logged
+            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
+        if due {
+            tracing::warn!(
+                reason = %refusal,
+                code = refusal.code(),
+                suppressed = self.refusals_suppressed,
+                "grant bundle refused; license state unchanged"
+            );
+            self.refusal_logged = Some(Instant::now());
+            self.refusals_suppressed = 0;
+        } else {
+            tracing::debug!(reason = %refusal, "grant bundle refused");
+            self.refusals_suppressed += 1;
+        }
+    }
+
+    fn send_report(&mut self, why: &str) {
+        if !self.connection.connected {
+            self.next_report = None;
+            return;
+        }
+        let now = self.core.now();
+        let id = &self.core.identity;
+        let report = DeviceReport {
+            device: id.device.id.clone(),
+            tenant: self.core.settings.tenant.clone(),
+            device_key: self.core.key.public(),
+            model: id.product.model.value.clone(),
+            serial: id.product.serial.value.clone(),
+            product_class: id.product.product_class.value.clone(),
+            firmware_version: id.product.firmware_version.value.clone(),
+            agent_version: AGENT_VERSION.to_string(),
+            vm_count: self.core.enforcer.vm_count(),
+            services_wanted: self.core.enforcer.wanted().cloned().collect(),
+            bundle_seq: self.core.enforcer.held_seq(),
+            clock: now,
+            uptime: self.core.clock.boot().as_secs(),
+            clock_rollback: self.core.time.rollback(),
+        };
+        let bytes = seal_report(&report, &self.core.key.signing);
+        match self
+            .client
+            .try_publish(self.topics.report.clone(), QoS::AtLeastOnce, false, bytes)
+        {
+            Ok(()) => {
+                tracing::debug!(why, seq = report.bundle_seq, "report sent");
+                self.connection.reports_sent += 1;
+                self.unanswered = self.unanswered.saturating_add(1);
+            }
+            Err(e) => tracing::warn!(error = %e, why, "report not queued"),
+        }
+        self.schedule_report();
+    }
+
+    /// Next report: at the bundle's `refresh_after` when it has been answered, else a retry
+    /// that doubles from 30 s up to the report interval; with 0–10 % jitter either way.
+    fn schedule_report(&mut self) {
+        if !self.connection.connected {
+            return;
+        }
+        let now = self.core.now();
+        let interval = self.core.settings.report_interval;
+        let base = match self.core.enforcer.held() {
+            Some(h) if self.unanswered == 0 => {
+                Duration::from_secs(h.bundle.refresh_after.saturating_sub(now).max(10))
+                    .min(interval)
+            }
+            _ => FIRST_REPORT_RETRY
+                .saturating_mul(1 << self.unanswered.saturating_sub(1).min(16))
+                .min(interval),
+        };
+        let jitter = base.mul_f64((os_random() % 1000) as f64 / 10_000.0);
+        self.next_report = Some(Instant::now() + base - jitter);
+        self.publish_status();
+    }
+
+    fn save_mark(&mut self) {
+        let mark = self.core.time.mark();
+        match self.core.store.save_mark(mark) {
+            Ok(()) => self.mark_saved = mark,
+            Err(e) => tracing::warn!(error = %e, "cannot persist the time mark"),
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = self
+            .core
+            .status(Source::Daemon, Some(self.connection.clone()));
+        self.status_tx.send_replace(Arc::new(status));
+    }
+
+    fn log_summary(&self, what: &str) {
+        let snap = self.core.enforcer.snapshot();
+        let licensed = snap.services.iter().filter(|s| s.state.may_run()).count();
+        tracing::info!(
+            seq = snap.bundle.as_ref().map_or(0, |b| b.seq),
+            services = snap.services.len(),
+            may_run = licensed,
+            clock_rollback = self.core.time.rollback(),
+            "{what}"
+        );
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `path` looks like a config that exists (for friendlier CLI errors).
+pub fn config_exists(path: &Path) -> bool {
+    path.is_file()
+}

@@ -1,0 +1,163 @@
+//! The MQTT connection: one task that drives rumqttc's event loop, reconnects forever with
+//! jittered exponential backoff, re-subscribes and re-announces presence on every ConnAck
+//! (the session is clean, so the broker forgets subscriptions), and forwards what matters to
+//! the daemon as [`SessionEvent`]s. It makes no licensing decision.
+
+use std::time::{Duration, Instant};
+
+use licd_protocol::{DeviceId, TenantId, Topic, TopicKind};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::backoff::{os_random, Backoff, RESET_AFTER};
+use crate::config::BrokerSettings;
+use crate::tls::{transport, TlsError};
+
+/// Retained presence payloads.
+pub const ONLINE: &[u8] = b"online";
+/// See [`ONLINE`]; also the last will.
+pub const OFFLINE: &[u8] = b"offline";
+
+/// Largest MQTT packet accepted from the broker. Bigger than the protocol's 64 KiB envelope
+/// limit on purpose: an oversized grant payload must reach the envelope check and be refused
+/// with a reason, rather than make rumqttc drop the connection (and, the message being
+/// retained, drop it again on every reconnect).
+const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+
+/// Generous connect timeout: TLS handshakes on slow device CPUs take seconds.
+const CONNECT_TIMEOUT_SECS: u64 = 30;
+
+/// What the connection task tells the daemon.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// Connected (subscribed, presence published).
+    Connected,
+    /// The connection failed or dropped; the task retries after `retry_in`.
+    Disconnected {
+        /// The error, as rumqttc words it.
+        error: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// A message arrived on this device's grants topic.
+    Grants(Vec<u8>),
+}
+
+/// The device's topics.
+#[derive(Debug, Clone)]
+pub struct DeviceTopics {
+    /// Where reports go.
+    pub report: String,
+    /// Where grants arrive.
+    pub grants: String,
+    /// Presence.
+    pub presence: String,
+}
+
+impl DeviceTopics {
+    /// Topics of `device` in `tenant`.
+    pub fn new(tenant: &TenantId, device: &DeviceId) -> Self {
+        let t = |k| Topic::new(tenant, device, k).to_topic_string();
+        Self {
+            report: t(TopicKind::Report),
+            grants: t(TopicKind::Grants),
+            presence: t(TopicKind::Presence),
+        }
+    }
+}
+
+/// rumqttc options for this device: clean session, last will `offline` (retained), TLS.
+pub fn mqtt_options(
+    broker: &BrokerSettings,
+    client_id: &str,
+    topics: &DeviceTopics,
+) -> Result<MqttOptions, TlsError> {
+    let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+    o.set_keep_alive(broker.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, 256 * 1024)
+        .set_last_will(LastWill::new(
+            topics.presence.clone(),
+            OFFLINE.to_vec(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(tls) = &broker.tls {
+        o.set_transport(transport(tls)?);
+    }
+    if let Some((user, pass)) = &broker.credentials {
+        o.set_credentials(user.clone(), pass.clone());
+    }
+    Ok(o)
+}
+
+/// Starts the connection task. Events go to `tx`; the task ends when the daemon drops the
+/// receiver or after a clean disconnect.
+pub fn start(
+    options: MqttOptions,
+    topics: DeviceTopics,
+    tx: mpsc::Sender<SessionEvent>,
+) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let mut net = eventloop.network_options();
+    net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+    eventloop.set_network_options(net);
+    let task_client = client.clone();
+    let handle = tokio::spawn(async move { drive(&mut eventloop, task_client, topics, tx).await });
+    (client, handle)
+}
+
+async fn drive(
+    eventloop: &mut EventLoop,
+    client: AsyncClient,
+    topics: DeviceTopics,
+    tx: mpsc::Sender<SessionEvent>,
+) {
+    let mut backoff = Backoff::default();
+    let mut connected_at: Option<Instant> = None;
+    loop {
+        let sent = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected_at = Some(Instant::now());
+                // Queue subscribe before presence so the retained bundle is on its way at once.
+                let _ = client.try_subscribe(topics.grants.clone(), QoS::AtLeastOnce);
+                let _ = client.try_publish(
+                    topics.presence.clone(),
+                    QoS::AtLeastOnce,
+                    true,
+                    ONLINE.to_vec(),
+                );
+                tx.send(SessionEvent::Connected).await
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.grants => {
+                tx.send(SessionEvent::Grants(p.payload.to_vec())).await
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                tracing::debug!(topic = %p.topic, "ignoring message on an unexpected topic");
+                Ok(())
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if connected_at.is_some_and(|t| t.elapsed() >= RESET_AFTER) {
+                    backoff.reset();
+                }
+                connected_at = None;
+                let retry_in = backoff.next_delay(os_random());
+                let sent = tx
+                    .send(SessionEvent::Disconnected {
+                        error: e.to_string(),
+                        retry_in,
+                    })
+                    .await;
+                if sent.is_ok() {
+                    tokio::time::sleep(retry_in).await;
+                }
+                sent
+            }
+        };
+        if sent.is_err() {
+            return; // the daemon is gone
+        }
+    }
+}
