@@ -145,7 +145,7 @@ fn default_socket() -> PathBuf {
 }
 
 /// `[hooks]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HooksConfig {
     /// Command (argv) run on every state change, with `LICD_SERVICE`, `LICD_STATE`,
@@ -155,6 +155,15 @@ pub struct HooksConfig {
     /// How long a hook may run before it is killed.
     #[serde(default = "default_hook_timeout")]
     pub timeout_secs: u64,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            on_change: Vec::new(),
+            timeout_secs: default_hook_timeout(),
+        }
+    }
 }
 
 fn default_hook_timeout() -> u64 {
