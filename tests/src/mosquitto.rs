@@ -354,7 +354,13 @@ impl Mosquitto {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr))
             .spawn()
-            .map_err(|e| HarnessError::io(format!("spawn {}", binary().display()), e))?;
+            .map_err(|e| {
+                let what = format!(
+                    "spawn {} (is mosquitto installed? scripts/test.sh installs it)",
+                    binary().display()
+                );
+                HarnessError::io(what, e)
+            })?;
         self.child = Some(child);
 
         let deadline = Instant::now() + START_TIMEOUT;

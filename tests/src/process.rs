@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::state::read_lossy;
+use crate::state::{read_lossy, TempState};
 use crate::wait::POLL_INTERVAL;
 use crate::{HarnessError, Result};
 
@@ -67,6 +67,18 @@ fn build_bin(package: &str, bin: &str) -> std::result::Result<PathBuf, String> {
         .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin)
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
         .ok_or_else(|| format!("cargo built no executable named {bin}"))
+}
+
+/// Spawns the `licd` under test ([`licd_bin`]) with `args`, working directory `state`, and
+/// its output in `state/licd.log` (appended across restarts of the agent).
+pub fn spawn_licd(state: &TempState, args: &[&str]) -> Result<TestProcess> {
+    let mut command = Command::new(licd_bin()?);
+    command.args(args).current_dir(state.path());
+    TestProcess::spawn(
+        &format!("licd {}", args.join(" ")),
+        command,
+        &state.join("licd.log"),
+    )
 }
 
 /// A child process whose stdout and stderr go to one log file, killed (SIGKILL) on drop.

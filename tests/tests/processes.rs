@@ -1,10 +1,9 @@
 //! The process helpers against the real `licd` binary: it is built (or taken from `LICD_BIN`)
 //! once per test run, spawned with its output captured, and never outlives the test.
 
-use std::process::Command;
 use std::time::Duration;
 
-use licd_tests::{licd_bin, TempState, TestProcess};
+use licd_tests::{licd_bin, spawn_licd, TempState};
 
 #[test]
 fn licd_bin_gives_a_fresh_executable_that_answers_help() {
@@ -14,9 +13,7 @@ fn licd_bin_gives_a_fresh_executable_that_answers_help() {
     assert_eq!(licd_bin().unwrap(), bin);
 
     let state = TempState::new("help").unwrap();
-    let mut cmd = Command::new(&bin);
-    cmd.arg("--help");
-    let mut licd = TestProcess::spawn("licd --help", cmd, &state.join("licd.log")).unwrap();
+    let mut licd = spawn_licd(&state, &["--help"]).unwrap();
     let status = licd.wait_exit(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{status}; log:\n{}", licd.log());
     assert!(!licd.log().is_empty());
