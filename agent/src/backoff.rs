@@ -13,16 +13,28 @@ pub const CAP: Duration = Duration::from_secs(300);
 pub const RESET_AFTER: Duration = Duration::from_secs(30);
 
 /// Exponential backoff state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     attempt: u32,
+    cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::with_cap(CAP)
+    }
 }
 
 impl Backoff {
-    /// The delay before the next attempt: uniform in `[0, min(CAP, BASE·2^attempt)]`, given a
+    /// Backoff bounded by `cap` instead of [`CAP`].
+    pub fn with_cap(cap: Duration) -> Self {
+        Self { attempt: 0, cap }
+    }
+
+    /// The delay before the next attempt: uniform in `[0, min(cap, BASE·2^attempt)]`, given a
     /// uniformly random `random`.
     pub fn next_delay(&mut self, random: u64) -> Duration {
-        let bound = BASE.saturating_mul(1u32 << self.attempt.min(20)).min(CAP);
+        let bound = BASE.saturating_mul(1u32 << self.attempt.min(20)).min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let millis = bound.as_millis() as u64;
         Duration::from_millis(random % (millis + 1))

@@ -117,6 +117,13 @@ pub struct BrokerConfig {
     /// MQTT keep-alive.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// Upper bound of the reconnect backoff (full jitter below it).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: u64,
+}
+
+fn default_reconnect_max() -> u64 {
+    300
 }
 
 fn default_keep_alive() -> u64 {
@@ -258,6 +265,8 @@ pub struct BrokerSettings {
     pub credentials: Option<(String, String)>,
     /// Keep-alive interval.
     pub keep_alive: Duration,
+    /// Reconnect backoff cap.
+    pub reconnect_max: Duration,
 }
 
 /// Validated settings.
@@ -447,6 +456,9 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
             "client_cert and client_key go together: set both for mutual TLS, or neither",
         ));
     }
+    if b.reconnect_max_secs == 0 {
+        return Err(invalid("broker.reconnect_max_secs", "must be at least 1"));
+    }
     if b.keep_alive_secs < 5 {
         return Err(invalid("broker.keep_alive_secs", "must be at least 5"));
     }
@@ -461,6 +473,7 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
         }),
         credentials,
         keep_alive: Duration::from_secs(b.keep_alive_secs),
+        reconnect_max: Duration::from_secs(b.reconnect_max_secs),
     })
 }
 

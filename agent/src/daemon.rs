@@ -39,6 +39,8 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 const MARK_SAVE_EVERY: u64 = 3_600;
 /// First retry of a report nobody answered; doubles up to the report interval.
 const FIRST_REPORT_RETRY: Duration = Duration::from_secs(30);
+/// Reports are never closer together than this, whatever a bundle's `refresh_after` says.
+const MIN_REPORT_GAP: u64 = 2;
 /// Refusals are logged at most this often (a flood of bad messages must not flood the log).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for "offline" to reach the broker.
@@ -233,7 +235,12 @@ pub async fn run(
     };
 
     let (tx, rx) = mpsc::channel(64);
-    let (client, session_task) = session::start(options, topics.clone(), tx);
+    let (client, session_task) = session::start(
+        options,
+        core.settings.broker.reconnect_max,
+        topics.clone(),
+        tx,
+    );
     let hooks = Hooks::start(core.settings.hook.clone(), core.settings.hook_timeout);
     let broker = format!(
         "{}:{}",
@@ -521,7 +528,7 @@ impl Daemon {
         let interval = self.core.settings.report_interval;
         let base = match self.core.enforcer.held() {
             Some(h) if self.unanswered == 0 => {
-                Duration::from_secs(h.bundle.refresh_after.saturating_sub(now).max(10))
+                Duration::from_secs(h.bundle.refresh_after.saturating_sub(now).max(MIN_REPORT_GAP))
                     .min(interval)
             }
             _ => FIRST_REPORT_RETRY

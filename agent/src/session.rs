@@ -95,6 +95,7 @@ pub fn mqtt_options(
 /// receiver or after a clean disconnect.
 pub fn start(
     options: MqttOptions,
+    reconnect_max: Duration,
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
@@ -103,17 +104,20 @@ pub fn start(
     net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
     eventloop.set_network_options(net);
     let task_client = client.clone();
-    let handle = tokio::spawn(async move { drive(&mut eventloop, task_client, topics, tx).await });
+    let handle = tokio::spawn(async move {
+        let backoff = Backoff::with_cap(reconnect_max);
+        drive(&mut eventloop, backoff, task_client, topics, tx).await
+    });
     (client, handle)
 }
 
 async fn drive(
     eventloop: &mut EventLoop,
+    mut backoff: Backoff,
     client: AsyncClient,
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
 ) {
-    let mut backoff = Backoff::default();
     let mut connected_at: Option<Instant> = None;
     loop {
         let sent = match eventloop.poll().await {

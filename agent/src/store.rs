@@ -140,7 +140,11 @@ impl Store {
 
     /// Persists the high-water mark atomically.
     pub fn save_mark(&self, mark: UnixTime) -> Result<(), StoreError> {
-        write_atomic(&self.dir.join(MARK_FILE), format!("{mark}\n").as_bytes(), 0o600)
+        write_atomic(
+            &self.dir.join(MARK_FILE),
+            format!("{mark}\n").as_bytes(),
+            0o600,
+        )
     }
 
     /// Moves a corrupt mark file aside.
@@ -223,7 +227,11 @@ mod tests {
         store.save_bundle(b"one").unwrap();
         store.save_bundle(b"two").unwrap();
         assert_eq!(store.load_bundle().unwrap().as_deref(), Some(&b"two"[..]));
-        let mode = fs::metadata(store.bundle_path()).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(store.bundle_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         // No temp file is left behind.
         let names: Vec<_> = fs::read_dir(store.dir())
@@ -238,9 +246,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         fs::write(store.bundle_path(), vec![0u8; MAX_ENVELOPE_LEN + 10]).unwrap();
-        assert!(matches!(store.load_bundle(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.load_bundle(),
+            Err(StoreError::Corrupt { .. })
+        ));
         let aside = store.set_aside_bundle(42).unwrap();
-        assert!(aside.to_string_lossy().ends_with("bundle.v1.bin.rejected-42"));
+        assert!(aside
+            .to_string_lossy()
+            .ends_with("bundle.v1.bin.rejected-42"));
         assert_eq!(store.load_bundle().unwrap(), None);
     }
 

@@ -6,6 +6,11 @@
 //! `std::thread` is simply abandoned. To keep abandoned threads from piling up when the same
 //! probe hangs on every tick, at most [`MAX_STUCK`] of them may be outstanding at a time; after
 //! that, probes are refused until one finishes.
+//!
+//! Deadlines are measured in real time ([`real_time_deadline`]), not with tokio's timer: under
+//! `#[tokio::test(start_paused = true)]` tokio jumps its clock forward whenever the runtime is
+//! idle — which it is while it waits for a probe thread or a child process — so a tokio timeout
+//! would fire at once and every real probe would "time out" in the daemon's paused-time tests.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -89,11 +94,13 @@ where
         RUNNING.fetch_sub(1, Ordering::AcqRel);
         return Err(BoundedError::Spawn { what, source });
     }
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(value)) => Ok(value),
-        // The sender was dropped without a send: only a panic in `f` does that.
-        Ok(Err(_)) => Err(BoundedError::Panicked { what }),
-        Err(_) => {
+    tokio::select! {
+        result = rx => match result {
+            Ok(value) => Ok(value),
+            // The sender was dropped without a send: only a panic in `f` does that.
+            Err(_) => Err(BoundedError::Panicked { what }),
+        },
+        () = real_time_deadline(timeout) => {
             tracing::warn!(
                 probe = what,
                 ?timeout,
@@ -103,6 +110,31 @@ where
                 what,
                 after: timeout,
             })
+        }
+    }
+}
+
+/// Stack for deadline threads, which only sleep.
+const DEADLINE_STACK_SIZE: usize = 64 * 1024;
+
+/// Completes after `timeout` of real (monotonic) time, also under tokio's paused test clock
+/// (see the module docs). A small detached thread sleeps for it; if no thread can be started,
+/// falls back to tokio's timer.
+pub(crate) fn real_time_deadline(timeout: Duration) -> impl std::future::Future<Output = ()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("licd-deadline".into())
+        .stack_size(DEADLINE_STACK_SIZE)
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            let _ = tx.send(());
+        })
+        .is_ok();
+    async move {
+        if spawned {
+            let _ = rx.await;
+        } else {
+            tokio::time::sleep(timeout).await;
         }
     }
 }
@@ -133,6 +165,28 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(2));
         drop(release_tx);
+    }
+
+    #[test]
+    fn deadlines_run_on_real_time_not_on_tokios_clock() {
+        // A runtime without a time driver: any tokio timer would panic here. Passing shows the
+        // deadline cannot be skipped ahead by a paused test clock either (see module docs).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let v = run_bounded("slow", Duration::from_secs(5), || {
+                std::thread::sleep(Duration::from_millis(50));
+                7
+            })
+            .await;
+            assert_eq!(v.ok(), Some(7));
+            let r = run_bounded("hang", Duration::from_millis(100), || {
+                std::thread::sleep(Duration::from_secs(2));
+            })
+            .await;
+            assert!(matches!(r, Err(BoundedError::TimedOut { .. })), "{r:?}");
+        });
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::bounded::{run_bounded, BoundedError};
+use super::bounded::{real_time_deadline, run_bounded, BoundedError};
 use super::ConfigError;
 
 /// Default time a probe may take before it is killed or abandoned.
@@ -387,23 +387,30 @@ async fn run_count_command(argv: &[String], timeout: Duration) -> Result<u32, Vm
         return Err(io_err(io::Error::other("child has no stdout/stderr pipe")));
     };
 
-    let finished = tokio::time::timeout(timeout, async {
-        let (out, err, status) = tokio::join!(
-            drain(stdout, MAX_STDOUT),
-            drain(stderr, MAX_STDERR),
-            child.wait()
-        );
-        Ok::<_, io::Error>((out?, err?, status?))
-    })
-    .await;
+    // A real-time deadline, so the probe also works under tokio's paused test clock (see
+    // `bounded`).
+    let finished = tokio::select! {
+        result = async {
+            let (out, err, status) = tokio::join!(
+                drain(stdout, MAX_STDOUT),
+                drain(stderr, MAX_STDERR),
+                child.wait()
+            );
+            Ok::<_, io::Error>((out?, err?, status?))
+        } => Some(result),
+        () = real_time_deadline(timeout) => None,
+    };
 
     let ((out, out_overflow), (err, _), status) = match finished {
-        Ok(result) => result.map_err(io_err)?,
-        Err(_) => {
+        Some(result) => result.map_err(io_err)?,
+        None => {
             // The direct child only: grandchildren of a script keep running until they exit;
             // a probe script should `exec` its last command.
             let _ = child.start_kill();
-            let _ = tokio::time::timeout(REAP_GRACE, child.wait()).await;
+            tokio::select! {
+                _ = child.wait() => {}
+                () = real_time_deadline(REAP_GRACE) => {}
+            }
             return Err(VmProbeError::TimedOut {
                 program,
                 after: timeout,
@@ -556,6 +563,21 @@ mod tests {
             reason.contains("\"lots\"") && reason.contains("single number"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn command_probe_deadline_runs_on_real_time_not_on_tokios_clock() {
+        // IO (for the child) but no time driver: a tokio timer would panic. So a paused test
+        // clock in the daemon's tests cannot make a real probe time out early either.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            assert_eq!(probe_vm_count(&sh("echo 5")).await, VmCount::Known(5));
+            let r = run_vm_probe(&command(&["sleep", "30"], 1)).await;
+            assert!(matches!(r, Err(VmProbeError::TimedOut { .. })), "{r:?}");
+        });
     }
 
     #[tokio::test]
