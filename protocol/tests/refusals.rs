@@ -527,3 +527,62 @@ fn error_messages_read_clearly() {
         assert_eq!(err.to_string(), text);
     }
 }
+
+#[test]
+fn the_largest_valid_messages_fit_well_within_the_envelope_limit() {
+    // Every limit at its maximum: 64-byte identifiers, 128-byte texts, 64 services, the largest
+    // integers. A controller can never build a valid bundle its agents refuse as oversized.
+    let id = |i: usize| format!("{i:03}{}", "x".repeat(61));
+    let mut report = typical_report();
+    report.device = licd_protocol::DeviceId::new(id(0)).unwrap();
+    report.tenant = licd_protocol::TenantId::new(id(1)).unwrap();
+    for text in [
+        &mut report.model,
+        &mut report.serial,
+        &mut report.product_class,
+        &mut report.firmware_version,
+        &mut report.agent_version,
+    ] {
+        *text = "é".repeat(64); // 128 bytes
+    }
+    report.vm_count = Some(u32::MAX);
+    report.services_wanted = (0..64).map(|i| svc(&id(i))).collect();
+    (report.bundle_seq, report.clock, report.uptime) = (u64::MAX, u64::MAX, u64::MAX);
+    let sealed = seal_report(&report, &device_key());
+    assert_eq!(open_report(&sealed).unwrap(), report);
+
+    let mut bundle = five_service_bundle();
+    bundle.device = report.device.clone();
+    bundle.tenant = report.tenant.clone();
+    (bundle.seq, bundle.issued_at, bundle.refresh_after) = (u64::MAX, u64::MAX, u64::MAX);
+    bundle.grants = (0..64)
+        .map(|i| licd_protocol::ServiceGrant {
+            service: svc(&id(i)),
+            license: licd_protocol::LicenseId::new(id(i)).unwrap(),
+            sku: licd_protocol::Sku::new(id(i)).unwrap(),
+            not_before: u64::MAX,
+            not_after: u64::MAX,
+            lease_until: u64::MAX,
+            grace: u64::MAX,
+            vm_allowance: Some(u32::MAX),
+        })
+        .collect();
+    bundle.withheld = (0..64)
+        .map(|i| licd_protocol::Withheld {
+            service: svc(&id(i + 64)),
+            reason: licd_protocol::WithheldReason::UnknownTenant,
+        })
+        .collect();
+    let sealed_bundle = seal_bundle(&bundle, &signing_key(), &signing_cert());
+    assert_eq!(
+        open_bundle(&sealed_bundle, &trust(), NOW).unwrap().0,
+        bundle
+    );
+    println!(
+        "largest valid report: {} bytes, largest valid bundle: {} bytes (limit {MAX_ENVELOPE_LEN})",
+        sealed.len(),
+        sealed_bundle.len()
+    );
+    assert!(sealed.len() < MAX_ENVELOPE_LEN / 4);
+    assert!(sealed_bundle.len() < MAX_ENVELOPE_LEN / 2);
+}
