@@ -24,8 +24,8 @@ use std::path::Path;
 use licd_protocol::{DeviceId, IdError};
 
 use super::facts::read_small;
-use super::sha256::{hex, sha256};
 use super::HostRoot;
+use sha2::{Digest, Sha256};
 
 /// Hex digits of the hash in a derived id: 80 bits keeps collisions negligible in any fleet
 /// (about 4·10⁻¹³ for a million devices) while the id stays short enough to read out over the
@@ -296,10 +296,17 @@ impl HostIdFacts {
 
 /// `licd/<domain>/v1` + NUL + value, hashed; the first `digits` hex digits.
 fn digest(domain: &str, value: &str, digits: usize) -> String {
-    let h = sha256(&[b"licd/", domain.as_bytes(), b"/v1\0", value.as_bytes()]);
-    let mut s = hex(&h);
-    s.truncate(digits);
-    s
+    let h = Sha256::new()
+        .chain_update(b"licd/")
+        .chain_update(domain.as_bytes())
+        .chain_update(b"/v1\0")
+        .chain_update(value.as_bytes())
+        .finalize();
+    h.iter()
+        .flat_map(|b| [b >> 4, b & 0x0f])
+        .take(digits)
+        .map(|nibble| char::from_digit(u32::from(nibble), 16).unwrap_or('0'))
+        .collect()
 }
 
 fn derived_id(fact: FingerprintFact, value: &str) -> DeviceId {
@@ -590,16 +597,13 @@ mod tests {
             &format!("  {}\n", MACHINE_ID.to_uppercase()),
         );
         assert_eq!(h2.resolve().expect("id").id, a.id);
-        // Pinned: a change of the derivation would silently rename every device in the field.
+        // Pinned (computed independently: Python's hashlib.sha256 over
+        // "licd/device-id/machine-id/v1\0" + the machine id): a change of the derivation
+        // would silently rename every device in the field.
+        assert_eq!(a.id.as_str(), "m-19f419116feff98b9e47");
         assert_eq!(
-            a.id.as_str(),
-            format!(
-                "m-{}",
-                &hex(&sha256(&[
-                    b"licd/device-id/machine-id/v1\0",
-                    MACHINE_ID.as_bytes()
-                ]))[..20]
-            )
+            a.fingerprint.machine_id.as_deref(),
+            Some("ab34928c7eb9355c")
         );
     }
 

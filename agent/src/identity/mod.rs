@@ -20,7 +20,6 @@ pub mod bounded;
 pub mod device_id;
 pub mod facts;
 pub mod key;
-mod sha256;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
