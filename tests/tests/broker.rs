@@ -2,18 +2,13 @@
 //! TLS code: plain, TLS and mutual-TLS round trips, refusals, and a broker that goes away and
 //! comes back on the same port.
 //!
-//! `agent/src/tls.rs` is compiled into this test by path until `licd_agent` exports it (its own
-//! unit tests run here meanwhile); then this file should use `licd_agent::tls` instead.
-
-#[allow(dead_code)]
-#[path = "../../agent/src/tls.rs"]
-mod tls;
+//! The clients are configured by `licd_agent::tls`, the same code the agent connects with.
 
 use std::time::Duration;
 
+use licd_agent::tls::{self, Scheme, TlsSettings};
 use licd_tests::{BrokerSecurity, Mosquitto, MosquittoConfig, Pki};
 use rumqttc::{AsyncClient, ConnAck, ConnectReturnCode, Event, MqttOptions, Packet, Publish, QoS};
-use tls::{Scheme, TlsSettings};
 use tokio::sync::mpsc;
 
 /// Upper bound for anything a healthy loopback broker should do (connect, deliver).
