@@ -12,6 +12,8 @@
 //! Every helper returns [`HarnessError`] with enough context (log excerpts, paths) for a failing
 //! test to explain itself. The scenarios themselves live in `tests/tests/`.
 
+pub mod agent;
+pub mod controller;
 pub mod error;
 pub mod mosquitto;
 pub mod net;

@@ -1,0 +1,221 @@
+//! A minimal controller for agent scenarios: it subscribes to every report on a broker, checks
+//! it with the real protocol code, and answers with a bundle signed by a real certified key,
+//! granting what the test says with lease and grace lengths in seconds. Tests that need the
+//! ledger and licensing rules use `licd-stub`; this one lets a test control every byte (short
+//! leases, forged or replayed bundles, silence).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use licd_protocol::envelope::{open_report, seal_bundle};
+use licd_protocol::{
+    DeviceReport, GrantBundle, LicenseId, PublicKey, ServiceGrant, ServiceName, SignerCertificate,
+    Sku, Topic, TopicKind,
+};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// What the controller grants when a report comes in.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Services granted (to every device).
+    pub services: Vec<String>,
+    /// Lease length, seconds.
+    pub lease: u64,
+    /// Grace length, seconds.
+    pub grace: u64,
+    /// VM allowance on every grant.
+    pub vm_allowance: Option<u32>,
+    /// Answer reports at all (false: the controller is "down" while the broker is up).
+    pub answer: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            services: vec!["wifi".into()],
+            lease: 3_600,
+            grace: 600,
+            vm_allowance: None,
+            answer: true,
+        }
+    }
+}
+
+/// Keys of a test controller: a root (agents pin it) and a signing key it certified.
+pub struct ControllerKeys {
+    /// Root key.
+    pub root: SigningKey,
+    /// Signing key.
+    pub signing: SigningKey,
+    /// Certificate of the signing key.
+    pub cert: SignerCertificate,
+}
+
+impl ControllerKeys {
+    /// Keys from fixed seeds (deterministic across runs).
+    pub fn fixed() -> Self {
+        let root = SigningKey::from_bytes(&[11; 32]);
+        let signing = SigningKey::from_bytes(&[12; 32]);
+        let cert = SignerCertificate::issue(
+            &root,
+            PublicKey::from(&signing.verifying_key()),
+            0,
+            u64::MAX,
+        );
+        Self {
+            root,
+            signing,
+            cert,
+        }
+    }
+
+    /// The root public key in hex, for the agent's `roots`.
+    pub fn root_hex(&self) -> String {
+        PublicKey::from(&self.root.verifying_key()).to_hex()
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Shared {
+    reports: Vec<DeviceReport>,
+    seq: u64,
+    policy: Policy,
+}
+
+/// A running test controller.
+pub struct TestController {
+    client: AsyncClient,
+    keys: Arc<ControllerKeys>,
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestController {
+    /// Connects to the plain broker at 127.0.0.1:`port` and starts answering reports.
+    pub fn start(port: u16, keys: ControllerKeys, policy: Policy) -> Self {
+        let mut opts = MqttOptions::new("test-controller", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let keys = Arc::new(keys);
+        let shared = Arc::new(Mutex::new(Shared {
+            policy,
+            ..Default::default()
+        }));
+        let (c, k, s) = (client.clone(), keys.clone(), shared.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c.subscribe("licd/v1/+/+/report", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(report) = open_report(&p.payload) {
+                            let answer = {
+                                let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
+                                g.reports.push(report.clone());
+                                g.policy.answer.then(|| {
+                                    g.seq += 1;
+                                    bundle_for(&report, g.seq, &g.policy)
+                                })
+                            };
+                            if let Some(bundle) = answer {
+                                let raw = seal_bundle(&bundle, &k.signing, &k.cert);
+                                let topic =
+                                    Topic::new(&report.tenant, &report.device, TopicKind::Grants);
+                                let _ = c
+                                    .publish(topic.to_topic_string(), QoS::AtLeastOnce, true, raw)
+                                    .await;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        Self {
+            client,
+            keys,
+            shared,
+            task,
+        }
+    }
+
+    /// Changes the policy for the next reports.
+    pub fn set_policy(&self, f: impl FnOnce(&mut Policy)) {
+        f(&mut self.shared.lock().unwrap_or_else(|e| e.into_inner()).policy);
+    }
+
+    /// Reports received so far.
+    pub fn reports(&self) -> Vec<DeviceReport> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reports
+            .clone()
+    }
+
+    /// The controller's keys.
+    pub fn keys(&self) -> &ControllerKeys {
+        &self.keys
+    }
+
+    /// Publishes raw bytes on a device's grants topic (retained), as an attacker on the broker
+    /// or a misbehaving controller would.
+    pub async fn publish_raw(&self, topic: &str, bytes: Vec<u8>) {
+        let _ = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, bytes)
+            .await;
+    }
+
+    /// Highest seq issued so far.
+    pub fn seq(&self) -> u64 {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).seq
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The bundle `policy` grants for `report`.
+pub fn bundle_for(report: &DeviceReport, seq: u64, policy: &Policy) -> GrantBundle {
+    let now = unix_now();
+    GrantBundle {
+        device: report.device.clone(),
+        device_key: report.device_key.id(),
+        tenant: report.tenant.clone(),
+        seq,
+        issued_at: now,
+        refresh_after: now + policy.lease / 2,
+        grants: policy
+            .services
+            .iter()
+            .filter_map(|s| ServiceName::new(s.as_str()).ok())
+            .map(|service| ServiceGrant {
+                service,
+                license: LicenseId::new("lic-test").expect("valid id"),
+                sku: Sku::new("SKU-TEST").expect("valid id"),
+                not_before: now.saturating_sub(60),
+                not_after: now + 365 * 86_400,
+                lease_until: now + policy.lease,
+                grace: policy.grace,
+                vm_allowance: policy.vm_allowance,
+            })
+            .collect(),
+        withheld: vec![],
+    }
+}

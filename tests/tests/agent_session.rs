@@ -1,0 +1,285 @@
+//! The agent's MQTT session end to end: a real `licd` process, a real mosquitto (plain, TLS,
+//! mutual TLS) and a test controller that signs real bundles. Short leases (seconds) let the
+//! lease → grace → unlicensed path run in a few seconds; every wait is on a condition with a
+//! timeout.
+
+use std::time::{Duration, Instant};
+
+use licd_protocol::envelope::seal_bundle;
+use licd_protocol::{Topic, TopicKind};
+use licd_tests::agent::{Agent, AgentOptions};
+use licd_tests::controller::{bundle_for, ControllerKeys, Policy, TestController};
+use licd_tests::{wait_for, Mosquitto, MosquittoConfig, Pki};
+
+const T: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn grants_topic() -> String {
+    Topic::new(
+        &"acme".parse().unwrap(),
+        &"ap-1".parse().unwrap(),
+        TopicKind::Grants,
+    )
+    .to_topic_string()
+}
+
+#[test]
+fn first_boot_reports_gets_a_grant_and_is_licensed_and_check_agrees() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let controller = TestController::start(broker.port(), keys, Policy::default());
+    let started = Instant::now();
+    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    eprintln!(
+        "cold start to first grant applied (plain): {:?}",
+        started.elapsed()
+    );
+
+    let report = &controller.reports()[0];
+    assert_eq!(report.device.as_str(), "ap-1");
+    assert_eq!(report.model, "AP-TEST");
+    assert_eq!(report.services_wanted[0].as_str(), "wifi");
+    // The CLI asks the daemon and agrees.
+    let (code, answer) = agent.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, answer["state"].as_str()), (0, Some("licensed")));
+    assert_eq!(answer["source"], "daemon");
+    let (code, _) = agent.check_cli("not-wanted", &[]).unwrap();
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn broker_down_keeps_the_license_then_grace_then_unlicensed_and_renews_when_back() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let policy = Policy {
+        lease: 4,
+        grace: 3,
+        ..Policy::default()
+    };
+    let controller = TestController::start(broker.port(), keys, policy);
+    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    // Renewals keep it licensed while the controller answers (refresh at half the lease).
+    wait_for("a renewal", T, || controller.seq() >= 3).unwrap();
+    assert_eq!(agent.state_of("wifi").as_deref(), Some("licensed"));
+
+    broker.stop().unwrap();
+    agent.wait_state("wifi", "grace", T).unwrap();
+    let answer = agent.check("wifi").unwrap();
+    assert_eq!(answer["reason"], "lease_expired");
+    agent.wait_state("wifi", "unlicensed", T).unwrap();
+    assert_eq!(agent.check("wifi").unwrap()["reason"], "lease_expired");
+
+    broker.start_again().unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    let log = agent.log();
+    assert!(log.contains("broker connection lost"), "{log}");
+    assert!(log.contains("connected to broker"), "{log}");
+}
+
+#[test]
+fn an_agent_restarted_with_the_broker_down_enforces_from_its_cache() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let controller = TestController::start(broker.port(), keys, Policy::default());
+    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    drop(controller);
+    broker.stop().unwrap();
+    assert!(agent.stop().unwrap(), "clean exit 0 on SIGTERM");
+
+    // With no daemon, `licd check` evaluates the cache itself.
+    let (code, answer) = agent.check_cli("wifi", &[]).unwrap();
+    assert_eq!(
+        (code, answer["source"].as_str()),
+        (0, Some("cache")),
+        "{answer}"
+    );
+
+    let started = Instant::now();
+    agent.restart().unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    eprintln!(
+        "cold start to enforcing from cache (broker down): {:?}",
+        started.elapsed()
+    );
+    assert!(agent.log().contains("enforcing from cache"));
+}
+
+#[test]
+fn the_retained_bundle_is_delivered_on_reconnect_and_a_forged_one_changes_nothing() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let controller = TestController::start(broker.port(), keys, Policy::default());
+    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+
+    // Forged: signed by a key no root certified; and a valid bundle for another device.
+    let rogue = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
+    let rogue_cert = licd_protocol::SignerCertificate::issue(
+        &rogue,
+        licd_protocol::PublicKey::from(&rogue.verifying_key()),
+        0,
+        u64::MAX,
+    );
+    let report = controller.reports()[0].clone();
+    let forged = seal_bundle(
+        &bundle_for(
+            &report,
+            1_000,
+            &Policy {
+                services: vec![],
+                ..Policy::default()
+            },
+        ),
+        &rogue,
+        &rogue_cert,
+    );
+    rt.block_on(controller.publish_raw(&grants_topic(), forged));
+    wait_for("the forged bundle to be refused", T, || {
+        agent.status().is_some_and(|s| s["refusals"]["total"] == 1)
+    })
+    .unwrap();
+    let status = agent.status().unwrap();
+    assert_eq!(
+        status["refusals"]["last_code"], "untrusted_signer",
+        "{status}"
+    );
+    assert_eq!(agent.state_of("wifi").as_deref(), Some("licensed"));
+    rt.block_on(controller.publish_raw(&grants_topic(), b"\x01garbage".to_vec()));
+    wait_for("garbage to be refused", T, || {
+        agent.status().is_some_and(|s| s["refusals"]["total"] == 2)
+    })
+    .unwrap();
+    assert_eq!(agent.state_of("wifi").as_deref(), Some("licensed"));
+
+    // A real bundle retained on the broker reaches a restarted agent before any report is
+    // answered: stop answering, restart, and the retained one still arrives.
+    let mut good = bundle_for(&report, controller.seq() + 10, &Policy::default());
+    good.grants.clear();
+    let raw = seal_bundle(&good, &controller.keys().signing, &controller.keys().cert);
+    controller.set_policy(|p| p.answer = false);
+    rt.block_on(controller.publish_raw(&grants_topic(), raw));
+    agent.wait_state("wifi", "unlicensed", T).unwrap();
+    assert_eq!(agent.check("wifi").unwrap()["reason"], "revoked");
+    agent.restart().unwrap();
+    wait_for("the restarted agent to hold the retained seq", T, || {
+        agent
+            .status()
+            .is_some_and(|s| s["bundle"]["seq"] == good.seq && s["connection"]["connected"] == true)
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_vm_count_change_triggers_a_new_report() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let controller = TestController::start(broker.port(), keys, Policy::default());
+    let mut options = AgentOptions::plain(broker.port(), &root);
+    let vm_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(vm_file.path(), "2\n").unwrap();
+    options.extra = format!(
+        "[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
+        vm_file.path().display().to_string()
+    );
+    options.extra.push_str("");
+    let agent = Agent::start(&options.clone()).unwrap();
+    let _ = &agent;
+    // vm_probe_interval_secs lives in [enforce]; the default (60 s) is too slow for a test.
+    drop(agent);
+    options.extra = format!("[enforce]\nvm_probe_interval_secs = 1\n\n{}", options.extra);
+    let agent = Agent::start(&options).unwrap();
+    wait_for("a report with 2 VMs", T, || {
+        controller.reports().iter().any(|r| r.vm_count == Some(2))
+    })
+    .unwrap();
+    std::fs::write(vm_file.path(), "7\n").unwrap();
+    wait_for("a report with 7 VMs", T, || {
+        controller.reports().iter().any(|r| r.vm_count == Some(7))
+    })
+    .map_err(|e| format!("{e}\n{}", agent.log()))
+    .unwrap();
+}
+
+#[test]
+fn tls_with_the_generated_ca_licenses_the_device() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let pki = Pki::generate().unwrap();
+    let tls = Mosquitto::start(MosquittoConfig::tls(&pki)).unwrap();
+    // The controller connects to a plain listener of the same broker.
+    let plain_port = licd_tests::free_port().unwrap();
+    let broker = Mosquitto::start(MosquittoConfig::tls(&pki).with_line(format!(
+        "listener {plain_port} 127.0.0.1\nallow_anonymous true"
+    )));
+    drop(tls);
+    let broker = broker.unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let _controller = TestController::start(plain_port, keys, Policy::default());
+    let mut options = AgentOptions::plain(broker.port(), &root);
+    options.broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
+    options.ca_file = Some(pki.ca_cert.clone());
+    let started = Instant::now();
+    let agent = Agent::start(&options).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    eprintln!(
+        "cold start to first grant applied (TLS): {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn mutual_tls_refuses_an_agent_without_a_client_certificate_and_accepts_one_with_it() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let pki = Pki::generate().unwrap();
+    let plain_port = licd_tests::free_port().unwrap();
+    let broker = Mosquitto::start(MosquittoConfig::mutual_tls(&pki).with_line(format!(
+        "listener {plain_port} 127.0.0.1\nallow_anonymous true"
+    )))
+    .unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let _controller = TestController::start(plain_port, keys, Policy::default());
+    let mut options = AgentOptions::plain(broker.port(), &root);
+    options.broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
+    options.ca_file = Some(pki.ca_cert.clone());
+
+    let without = Agent::start(&options).unwrap();
+    wait_for("the connection error to show in status", T, || {
+        without
+            .status()
+            .is_some_and(|s| s["connection"]["last_error"].is_string())
+    })
+    .unwrap();
+    assert_eq!(without.state_of("wifi").as_deref(), Some("unlicensed"));
+
+    options.client_cert = Some((pki.client.cert.clone(), pki.client.key.clone()));
+    let with = Agent::start(&options).unwrap();
+    with.wait_state("wifi", "licensed", T).unwrap();
+}
