@@ -238,6 +238,11 @@ pub fn seal_report(report: &DeviceReport, device_key: &SigningKey) -> Vec<u8> {
 pub fn open_report(bytes: &[u8]) -> Result<DeviceReport, Error> {
     let env = Envelope::parse(bytes)?;
     env.expect_kind(MessageKind::Report)?;
+    if env.cert.is_some() {
+        // Reports are self-signed; a certificate would only make one report encodable as
+        // several byte strings.
+        return Err(Error::Invalid("a report carries no signer certificate"));
+    }
     env.verify_signature()?;
     let report: DeviceReport = env.decode()?;
     if report.device_key != env.signer {

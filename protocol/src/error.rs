@@ -49,7 +49,8 @@ pub enum Error {
     /// A public key that is not a valid ed25519 point (or a weak, small-order one).
     #[error("invalid public key")]
     BadPublicKey,
-    /// The signer is neither a trusted root nor certified by one.
+    /// The signer carries no certificate from a pinned root (roots themselves do not sign
+    /// bundles: they certify signing keys).
     #[error("signer {0} is not trusted (no certificate chaining to a pinned root)")]
     UnknownSigner(KeyId),
     /// The certificate names a signing key other than the envelope's signer.

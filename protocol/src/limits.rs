@@ -2,7 +2,7 @@
 //! cannot make a device allocate or work in proportion to what it sends.
 
 /// Largest envelope accepted, checked before anything else is parsed. A 5-service bundle is
-/// about 500 bytes; 64 KiB leaves room for 64 services with certificates and long texts.
+/// 584 bytes with its certificate; 64 KiB leaves room for 64 services with certificates and long texts.
 pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 
 /// Largest signer certificate inside an envelope.

@@ -118,6 +118,10 @@ fn check_text(s: &str, what: &'static str) -> Result<(), Error> {
     if s.len() > MAX_TEXT_LEN {
         return Err(Error::Invalid(what));
     }
+    // Control characters would let a device forge lines in the controller's logs.
+    if s.chars().any(char::is_control) {
+        return Err(Error::Invalid("control character in a text field"));
+    }
     Ok(())
 }
 
@@ -145,6 +149,15 @@ impl GrantBundle {
         if self.grants.len() > MAX_SERVICES || self.withheld.len() > MAX_SERVICES {
             return Err(Error::Invalid("more than 64 services in a bundle"));
         }
+        for (i, w) in self.withheld.iter().enumerate() {
+            if self.withheld[..i].iter().any(|o| o.service == w.service)
+                || self.grant(&w.service).is_some()
+            {
+                return Err(Error::Invalid(
+                    "a service is withheld twice or both granted and withheld",
+                ));
+            }
+        }
         for (i, g) in self.grants.iter().enumerate() {
             if self.grants[..i].iter().any(|o| o.service == g.service) {
                 return Err(Error::Invalid("a service is granted twice"));
@@ -159,5 +172,51 @@ impl GrantBundle {
     /// The grant for `service`, if any.
     pub fn grant(&self, service: &ServiceName) -> Option<&ServiceGrant> {
         self.grants.iter().find(|g| &g.service == service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn bundle() -> GrantBundle {
+        GrantBundle {
+            device: DeviceId::new("d").unwrap(),
+            device_key: PublicKey([1; 32]).id(),
+            tenant: TenantId::new("t").unwrap(),
+            seq: 1,
+            issued_at: 0,
+            refresh_after: 0,
+            grants: vec![ServiceGrant {
+                service: ServiceName::new("wifi").unwrap(),
+                license: LicenseId::new("l").unwrap(),
+                sku: Sku::new("s").unwrap(),
+                not_before: 0,
+                not_after: 10,
+                lease_until: 5,
+                grace: 1,
+                vm_allowance: None,
+            }],
+            withheld: vec![],
+        }
+    }
+
+    #[test]
+    fn a_service_both_granted_and_withheld_is_invalid() {
+        let mut b = bundle();
+        assert_eq!(b.validate(), Ok(()));
+        b.withheld.push(Withheld {
+            service: ServiceName::new("wifi").unwrap(),
+            reason: WithheldReason::Unassigned,
+        });
+        assert!(matches!(b.validate(), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn control_characters_in_report_texts_are_invalid() {
+        assert_eq!(check_text("AP-515 rev.2", "x"), Ok(()));
+        assert!(check_text("AP\n2024-01-01 forged log line", "x").is_err());
+        assert!(check_text("\u{1b}[31m", "x").is_err());
     }
 }

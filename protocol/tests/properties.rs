@@ -27,8 +27,8 @@ fn id_string() -> impl Strategy<Value = String> {
 }
 
 fn text() -> impl Strategy<Value = String> {
-    // Any Unicode, at most 32 chars = at most 128 bytes of UTF-8.
-    ".{0,32}".prop_filter("at most 128 bytes", |s| s.len() <= MAX_TEXT_LEN)
+    // Any printable Unicode (control characters are refused), at most 128 bytes of UTF-8.
+    "\\PC{0,32}".prop_filter("at most 128 bytes", |s| s.len() <= MAX_TEXT_LEN)
 }
 
 fn service() -> impl Strategy<Value = ServiceName> {

@@ -586,3 +586,42 @@ fn the_largest_valid_messages_fit_well_within_the_envelope_limit() {
     assert!(sealed.len() < MAX_ENVELOPE_LEN / 4);
     assert!(sealed_bundle.len() < MAX_ENVELOPE_LEN / 2);
 }
+
+#[test]
+fn a_report_carrying_a_certificate_is_refused() {
+    let device = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let root = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let cert = licd_protocol::SignerCertificate::issue(
+        &root,
+        licd_protocol::PublicKey::from(&device.verifying_key()),
+        0,
+        u64::MAX,
+    );
+    let report = licd_protocol::DeviceReport {
+        device: "d".parse().unwrap(),
+        tenant: "t".parse().unwrap(),
+        device_key: licd_protocol::PublicKey::from(&device.verifying_key()),
+        model: String::new(),
+        serial: String::new(),
+        product_class: String::new(),
+        firmware_version: String::new(),
+        agent_version: String::new(),
+        vm_count: None,
+        services_wanted: vec![],
+        bundle_seq: 0,
+        clock: 0,
+        uptime: 0,
+        clock_rollback: false,
+    };
+    let payload = postcard::to_allocvec(&report).unwrap();
+    let raw = licd_protocol::envelope::seal_bytes(
+        licd_protocol::MessageKind::Report,
+        &device,
+        Some(&cert),
+        &payload,
+    );
+    assert!(matches!(
+        licd_protocol::envelope::open_report(&raw),
+        Err(licd_protocol::Error::Invalid(_))
+    ));
+}

@@ -202,16 +202,11 @@ fn a_vm_count_change_triggers_a_new_report() {
     let mut options = AgentOptions::plain(broker.port(), &root);
     let vm_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(vm_file.path(), "2\n").unwrap();
+    // vm_probe_interval_secs lives in [enforce]; the default (60 s) is too slow for a test.
     options.extra = format!(
-        "[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
+        "[enforce]\nvm_probe_interval_secs = 1\n\n[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
         vm_file.path().display().to_string()
     );
-    options.extra.push_str("");
-    let agent = Agent::start(&options.clone()).unwrap();
-    let _ = &agent;
-    // vm_probe_interval_secs lives in [enforce]; the default (60 s) is too slow for a test.
-    drop(agent);
-    options.extra = format!("[enforce]\nvm_probe_interval_secs = 1\n\n{}", options.extra);
     let agent = Agent::start(&options).unwrap();
     wait_for("a report with 2 VMs", T, || {
         controller.reports().iter().any(|r| r.vm_count == Some(2))
