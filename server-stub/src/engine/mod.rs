@@ -14,7 +14,7 @@ pub mod views;
 
 mod alloc;
 mod bundle;
-mod ops;
+pub mod ops;
 mod report;
 
 #[cfg(test)]
@@ -238,6 +238,15 @@ impl Engine {
     /// Drains the set of records changed since the last call.
     pub fn take_dirty(&mut self) -> Dirty {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// Marks records changed again (after the ledger failed to store them).
+    pub fn mark_dirty(&mut self, dirty: Dirty) {
+        self.dirty.customers.extend(dirty.customers);
+        self.dirty.catalog.extend(dirty.catalog);
+        self.dirty.subscriptions.extend(dirty.subscriptions);
+        self.dirty.policies.extend(dirty.policies);
+        self.dirty.devices.extend(dirty.devices);
     }
 
     /// Seats assigned from `sku` of subscription `sub`.

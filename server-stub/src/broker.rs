@@ -1,0 +1,169 @@
+//! The embedded MQTT broker: rumqttd 0.20 on its own OS thread.
+//!
+//! rumqttd's `start()` blocks, has no shutdown handle and no "ready" signal, and its listener
+//! must be a concrete socket address. So: a port is picked first (bind `127.0.0.1:0`, read
+//! the port, drop the socket), the broker thread is started, and we wait until the port
+//! accepts TCP, with a timeout. The thread lives until the process exits. Shared subscriptions
+//! (`$share/…`) work in rumqttd 0.20 (round-robin among the group); retained messages are not
+//! sent to shared subscribers, which is fine: only agents read retained grants.
+//!
+//! Measured limits (issue 5): 10,000 idle connections cost rumqttd ~445 MB that it never
+//! returns (mosquitto: ~16 MB). Use it for demos, CI and small labs; fleets and load tests
+//! should use an external broker (`--broker`).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use licd_protocol::limits::MAX_ENVELOPE_LEN;
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+/// Largest MQTT payload the embedded broker accepts: one envelope plus slack.
+pub const MAX_PAYLOAD: usize = MAX_ENVELOPE_LEN + 1024;
+
+/// Why the embedded broker did not come up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// No free port could be picked.
+    #[error("cannot pick a free port: {0}")]
+    PickPort(std::io::Error),
+    /// The broker thread could not be spawned.
+    #[error("cannot spawn the broker thread: {0}")]
+    Spawn(std::io::Error),
+    /// The port did not accept connections in time (taken by another process, or rumqttd
+    /// failed; its own log says why).
+    #[error("embedded broker did not start listening on {0} in time")]
+    NotListening(SocketAddr),
+    /// TLS was asked for in a build without the `broker-tls` feature.
+    #[error("this build has no TLS listener for the embedded broker (feature broker-tls)")]
+    NoTls,
+}
+
+/// TLS listener of the embedded broker (feature `broker-tls`).
+#[derive(Debug, Clone)]
+pub struct EmbeddedTls {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// A running embedded broker.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedBroker {
+    /// Plain MQTT listener.
+    pub addr: SocketAddr,
+    /// TLS listener, when configured.
+    pub tls_addr: Option<SocketAddr>,
+}
+
+/// `addr` itself, or `addr` with a free port if its port is 0.
+pub fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l = TcpListener::bind(addr).map_err(BrokerError::PickPort)?;
+    l.local_addr().map_err(BrokerError::PickPort)
+}
+
+fn server(name: &str, listen: SocketAddr) -> ServerSettings {
+    ServerSettings {
+        name: name.to_string(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: MAX_PAYLOAD,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    }
+}
+
+/// Starts rumqttd with a plain v4 listener on `listen` (port 0 = a free one) and optionally a
+/// TLS listener, and waits up to `timeout` until it accepts connections.
+pub fn start(
+    listen: SocketAddr,
+    tls: Option<EmbeddedTls>,
+    timeout: Duration,
+) -> Result<EmbeddedBroker, BrokerError> {
+    let addr = concrete_addr(listen)?;
+    let mut v4 = HashMap::new();
+    v4.insert("1".to_string(), server("licd-plain", addr));
+    let tls_addr = match tls {
+        None => None,
+        Some(tls) => Some(add_tls_listener(&mut v4, tls)?),
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 10_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 10,
+            ..RouterConfig::default()
+        },
+        v4: Some(v4),
+        ..Config::default()
+    };
+    std::thread::Builder::new()
+        .name("licd-broker".into())
+        .spawn(move || {
+            let mut broker = Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .map_err(BrokerError::Spawn)?;
+    wait_listening(addr, timeout)?;
+    if let Some(a) = tls_addr {
+        wait_listening(a, timeout)?;
+    }
+    tracing::info!(%addr, tls = ?tls_addr, "embedded broker listening");
+    Ok(EmbeddedBroker { addr, tls_addr })
+}
+
+#[cfg(feature = "broker-tls")]
+fn add_tls_listener(
+    v4: &mut HashMap<String, ServerSettings>,
+    tls: EmbeddedTls,
+) -> Result<SocketAddr, BrokerError> {
+    let a = concrete_addr(tls.listen)?;
+    let mut s = server("licd-tls", a);
+    s.tls = Some(rumqttd::TlsConfig::Rustls {
+        capath: None,
+        certpath: tls.cert.display().to_string(),
+        keypath: tls.key.display().to_string(),
+    });
+    v4.insert("2".to_string(), s);
+    Ok(a)
+}
+
+#[cfg(not(feature = "broker-tls"))]
+fn add_tls_listener(
+    _v4: &mut HashMap<String, ServerSettings>,
+    _tls: EmbeddedTls,
+) -> Result<SocketAddr, BrokerError> {
+    Err(BrokerError::NoTls)
+}
+
+/// Waits until `addr` accepts a TCP connection (polling every 20 ms), up to `timeout`.
+pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BrokerError::NotListening(addr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,307 @@
+//! Configuration: the typed [`StubConfig`] the library runs on, and the TOML file form
+//! ([`FileConfig`], unknown keys refused) the binary reads and validates into it once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use licd_protocol::topic::DEFAULT_SHARE_GROUP;
+use licd_protocol::UnixTime;
+use serde::Deserialize;
+
+use crate::engine::LeasePolicy;
+use crate::keys::Signer;
+
+/// Default address of the embedded broker's plain MQTT listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+
+/// Where the controller's time comes from. Terms, leases and certificates use wall time.
+#[derive(Clone)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A clock the caller sets (tests, demos that fast-forward).
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `now`, with the handle that moves it.
+    pub fn manual(now: UnixTime) -> (Self, Arc<AtomicU64>) {
+        let cell = Arc::new(AtomicU64::new(now));
+        (Self::Manual(cell.clone()), cell)
+    }
+
+    /// Current unix time in seconds.
+    pub fn now(&self) -> UnixTime {
+        match self {
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            Clock::Manual(c) => c.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Clock::System => f.write_str("Clock::System"),
+            Clock::Manual(c) => write!(f, "Clock::Manual({})", c.load(Ordering::SeqCst)),
+        }
+    }
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone)]
+pub enum LedgerLocation {
+    /// A SQLite file, created on first start.
+    File(PathBuf),
+    /// In memory: lost on exit (tests, throwaway demos).
+    InMemory,
+}
+
+/// Where the signing keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A key directory made by `licd-stub keys init`.
+    Dir(PathBuf),
+    /// A given signer (tests: [`Signer::ephemeral`]).
+    Signer(Signer),
+}
+
+/// Which broker the controller talks to.
+#[derive(Debug, Clone)]
+pub enum BrokerMode {
+    /// Start rumqttd in this process, plain MQTT on `listen` (port 0 = pick a free port).
+    Embedded {
+        /// Listener address.
+        listen: SocketAddr,
+    },
+    /// Connect to a running broker: `mqtt://host:port` or `mqtts://host:port`.
+    External {
+        /// Broker URL.
+        url: String,
+        /// PEM file of CA certificates for `mqtts://` (default: the system's roots).
+        ca_file: Option<PathBuf>,
+        /// Username and password, if the broker wants them.
+        credentials: Option<(String, String)>,
+    },
+}
+
+/// How the controller subscribes to reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportSubscription {
+    /// `$share/{group}/licd/v1/+/+/report`: replicas split the load.
+    Shared(String),
+    /// `licd/v1/+/+/report`: a single controller, or a broker without shared subscriptions.
+    Plain,
+}
+
+/// Everything [`crate::Stub::start`] needs, validated.
+#[derive(Debug, Clone)]
+pub struct StubConfig {
+    /// Ledger location.
+    pub ledger: LedgerLocation,
+    /// Keys.
+    pub keys: KeySource,
+    /// Lease and grace lengths.
+    pub lease: LeasePolicy,
+    /// Broker.
+    pub broker: BrokerMode,
+    /// Report subscription.
+    pub subscription: ReportSubscription,
+    /// MQTT client id of the controller.
+    pub client_id: String,
+    /// Reports queued between the MQTT loop and the worker; beyond it reports are dropped
+    /// (devices report again).
+    pub queue_capacity: usize,
+    /// How long `start` waits for the broker and the subscription.
+    pub connect_timeout: Duration,
+    /// Wall clock.
+    pub clock: Clock,
+}
+
+impl StubConfig {
+    /// In-memory ledger, the given signer, embedded broker on a free loopback port, default
+    /// policy: what tests start from.
+    pub fn for_tests(signer: Signer) -> Self {
+        Self {
+            ledger: LedgerLocation::InMemory,
+            keys: KeySource::Signer(signer),
+            lease: LeasePolicy::default(),
+            broker: BrokerMode::Embedded {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            subscription: ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string()),
+            client_id: "licd-stub".to_string(),
+            queue_capacity: 1024,
+            connect_timeout: Duration::from_secs(10),
+            clock: Clock::System,
+        }
+    }
+}
+
+/// The TOML configuration file. Every key is optional; unknown keys are an error.
+///
+/// ```toml
+/// ledger = "/var/lib/licd-stub/ledger.db"   # SQLite file, created on first start
+/// key_dir = "/var/lib/licd-stub/keys"       # made by `licd-stub keys init`
+/// lease_secs = 604800                       # 7 days
+/// grace_secs = 2592000                      # 30 days
+/// listen = "127.0.0.1:1883"                 # embedded broker (ignored with `broker`)
+/// # broker = "mqtt://127.0.0.1:1883"        # use an external broker instead
+/// # ca_file = "/etc/licd-stub/ca.pem"       # for mqtts:// brokers
+/// # username = "licd-stub"
+/// # password = "..."
+/// shared_subscription = true                # $share/<share_group>/licd/v1/+/+/report
+/// share_group = "licd-controllers"
+/// client_id = "licd-stub"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Ledger file.
+    pub ledger: Option<PathBuf>,
+    /// Key directory.
+    pub key_dir: Option<PathBuf>,
+    /// Lease length in seconds.
+    pub lease_secs: Option<u64>,
+    /// Grace length in seconds.
+    pub grace_secs: Option<u64>,
+    /// Embedded broker listener.
+    pub listen: Option<SocketAddr>,
+    /// External broker URL.
+    pub broker: Option<String>,
+    /// CA file for `mqtts://`.
+    pub ca_file: Option<PathBuf>,
+    /// Broker username.
+    pub username: Option<String>,
+    /// Broker password.
+    pub password: Option<String>,
+    /// Use a shared subscription for reports.
+    pub shared_subscription: Option<bool>,
+    /// Shared-subscription group.
+    pub share_group: Option<String>,
+    /// MQTT client id.
+    pub client_id: Option<String>,
+}
+
+/// Why a configuration is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("{path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Error.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Validates into a [`StubConfig`] (system clock, keys from `key_dir`).
+    pub fn into_config(self) -> Result<StubConfig, ConfigError> {
+        let defaults = LeasePolicy::default();
+        let lease = LeasePolicy {
+            lease_secs: self.lease_secs.unwrap_or(defaults.lease_secs),
+            grace_secs: self.grace_secs.unwrap_or(defaults.grace_secs),
+        };
+        if lease.lease_secs == 0 {
+            return Err(ConfigError::Invalid("lease_secs must be at least 1".into()));
+        }
+        let broker = match self.broker {
+            Some(url) => {
+                if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
+                    return Err(ConfigError::Invalid(format!(
+                        "broker {url:?}: expected mqtt://host:port or mqtts://host:port"
+                    )));
+                }
+                BrokerMode::External {
+                    url,
+                    ca_file: self.ca_file,
+                    credentials: self
+                        .username
+                        .map(|u| (u, self.password.unwrap_or_default())),
+                }
+            }
+            None => BrokerMode::Embedded {
+                listen: self.listen.unwrap_or_else(|| {
+                    DEFAULT_LISTEN
+                        .parse()
+                        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1883)))
+                }),
+            },
+        };
+        let group = self
+            .share_group
+            .unwrap_or_else(|| DEFAULT_SHARE_GROUP.to_string());
+        if group.is_empty() || group.contains(['/', '+', '#']) {
+            return Err(ConfigError::Invalid(format!(
+                "share_group {group:?} must be non-empty without / + #"
+            )));
+        }
+        Ok(StubConfig {
+            ledger: LedgerLocation::File(
+                self.ledger.unwrap_or_else(|| PathBuf::from("licd-stub.db")),
+            ),
+            keys: KeySource::Dir(self.key_dir.unwrap_or_else(|| PathBuf::from("keys"))),
+            lease,
+            broker,
+            subscription: if self.shared_subscription.unwrap_or(true) {
+                ReportSubscription::Shared(group)
+            } else {
+                ReportSubscription::Plain
+            },
+            client_id: self.client_id.unwrap_or_else(|| "licd-stub".to_string()),
+            queue_capacity: 1024,
+            connect_timeout: Duration::from_secs(10),
+            clock: Clock::System,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_and_defaults_fill_the_rest() {
+        assert!(toml::from_str::<FileConfig>("lease = 3").is_err());
+        let c: FileConfig = toml::from_str("lease_secs = 5\nshared_subscription = false").unwrap();
+        let c = c.into_config().unwrap();
+        assert_eq!(c.lease.lease_secs, 5);
+        assert_eq!(c.lease.grace_secs, LeasePolicy::default().grace_secs);
+        assert_eq!(c.subscription, ReportSubscription::Plain);
+        assert!(matches!(c.broker, BrokerMode::Embedded { .. }));
+        let bad: FileConfig = toml::from_str("broker = \"tcp://x:1\"").unwrap();
+        assert!(bad.into_config().is_err());
+    }
+}

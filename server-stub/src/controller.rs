@@ -1,0 +1,178 @@
+//! The controller core, without the network: verify a report received on a topic, apply it to
+//! the engine, store the changes in the ledger, and seal the resulting bundles into
+//! [`Publication`]s for the MQTT session to send. Operator operations go through
+//! [`Controller::apply`] so they follow the same order: engine, ledger, then signatures.
+
+use licd_protocol::envelope::open_report;
+use licd_protocol::limits::MAX_ENVELOPE_LEN;
+use licd_protocol::{DeviceReport, GrantBundle, Topic, TopicKind, UnixTime};
+
+use crate::engine::{Effects, Engine, EngineError, LeasePolicy, ReportRefused};
+use crate::keys::Signer;
+use crate::ledger::{Ledger, LedgerError};
+
+/// A sealed bundle to publish, QoS 1 and retained, on its device's grants topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// `licd/v1/{tenant}/{device}/grants`.
+    pub topic: String,
+    /// The signed envelope.
+    pub payload: Vec<u8>,
+    /// The bundle's `seq` (for logs).
+    pub seq: u64,
+}
+
+/// Why a received report was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// Larger than the protocol's envelope limit; not parsed at all.
+    #[error("report of {0} bytes is over the envelope limit")]
+    Oversized(usize),
+    /// Not a licd v1 report topic.
+    #[error("not a report topic: {0}")]
+    Topic(licd_protocol::Error),
+    /// The envelope or its signature is invalid.
+    #[error("invalid report: {0}")]
+    Envelope(licd_protocol::Error),
+    /// The report names another tenant or device than its topic.
+    #[error("report for {tenant}/{device} arrived on another device's topic")]
+    TopicMismatch {
+        /// Tenant in the report.
+        tenant: String,
+        /// Device in the report.
+        device: String,
+    },
+    /// The engine refused it (e.g. the device key is not the pinned one).
+    #[error(transparent)]
+    Refused(#[from] ReportRefused),
+    /// The ledger could not store the result; nothing was published.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Why an operator operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The engine refused it; nothing changed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The ledger could not store it; nothing was published.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Engine + ledger + signer. Not thread-safe on its own; the runtime keeps it in a mutex.
+#[derive(Debug)]
+pub struct Controller {
+    engine: Engine,
+    ledger: Ledger,
+    signer: Signer,
+}
+
+impl Controller {
+    /// Loads the engine's state from `ledger`.
+    pub fn open(ledger: Ledger, signer: Signer, lease: LeasePolicy) -> Result<Self, LedgerError> {
+        let state = ledger.load()?;
+        tracing::info!(
+            customers = state.customers.len(),
+            subscriptions = state.subscriptions.len(),
+            devices = state.devices.len(),
+            "ledger loaded"
+        );
+        Ok(Self {
+            engine: Engine::from_state(state, lease),
+            ledger,
+            signer,
+        })
+    }
+
+    /// The engine (read-only).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The ledger (read-only).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The signer.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// Checks, verifies and applies a report received on `topic`. Order: size, topic, envelope
+    /// and signature, topic/report agreement, engine (pinned key), ledger, then sealing.
+    pub fn handle_report_message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<(DeviceReport, Vec<Publication>), ReportError> {
+        if payload.len() > MAX_ENVELOPE_LEN {
+            return Err(ReportError::Oversized(payload.len()));
+        }
+        let t = Topic::parse(topic).map_err(ReportError::Topic)?;
+        if t.kind != TopicKind::Report {
+            return Err(ReportError::Topic(licd_protocol::Error::BadTopic(
+                "not a report topic",
+            )));
+        }
+        let report = open_report(payload).map_err(ReportError::Envelope)?;
+        if report.tenant != t.tenant || report.device != t.device {
+            return Err(ReportError::TopicMismatch {
+                tenant: report.tenant.to_string(),
+                device: report.device.to_string(),
+            });
+        }
+        let effects = match self.engine.handle_report(&report, now) {
+            Ok(e) => e,
+            Err(refused) => {
+                let reason = refused.to_string();
+                if let Err(e) = self.ledger.record_refused(
+                    now,
+                    report.tenant.as_str(),
+                    report.device.as_str(),
+                    &reason,
+                ) {
+                    tracing::warn!(error = %e, "could not record a refused report");
+                }
+                return Err(refused.into());
+            }
+        };
+        let pubs = self.commit(effects)?;
+        Ok((report, pubs))
+    }
+
+    /// Runs an operator operation on the engine, stores its changes, and seals its bundles.
+    pub fn apply<T>(
+        &mut self,
+        now: UnixTime,
+        op: impl FnOnce(&mut Engine, UnixTime) -> Result<(T, Effects), EngineError>,
+    ) -> Result<(T, Vec<Publication>), ApplyError> {
+        let (value, effects) = op(&mut self.engine, now)?;
+        Ok((value, self.commit(effects)?))
+    }
+
+    /// Stores what changed, then seals. If storing fails, the changes stay marked dirty (the
+    /// next commit retries them) and nothing is published.
+    fn commit(&mut self, effects: Effects) -> Result<Vec<Publication>, LedgerError> {
+        let dirty = self.engine.take_dirty();
+        if let Err(e) = self.ledger.save(self.engine.state(), &dirty) {
+            self.engine.mark_dirty(dirty);
+            return Err(e);
+        }
+        Ok(effects.publish.iter().map(|b| self.seal(b)).collect())
+    }
+
+    /// Seals one bundle.
+    pub fn seal(&self, b: &GrantBundle) -> Publication {
+        Publication {
+            topic: Topic::new(&b.tenant, &b.device, TopicKind::Grants).to_topic_string(),
+            payload: self.signer.seal(b),
+            seq: b.seq,
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The controller's MQTT session: one task polls the rumqttc event loop (reconnecting with
+//! jittered exponential backoff, never exiting on a broker error, re-subscribing on every
+//! ConnAck), and hands reports to a worker task through a bounded queue; the worker runs the
+//! [`Controller`] and publishes the sealed bundles QoS 1, retained.
+//!
+//! The poll loop never waits on the worker (a full queue drops the report — devices report
+//! again), and the worker's publishes are drained by the poll loop, so the two bounded
+//! channels cannot deadlock each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use licd_protocol::limits::MAX_ENVELOPE_LEN;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{BrokerMode, Clock};
+use crate::controller::{Controller, Publication, ReportError};
+use crate::error::StubError;
+
+/// First reconnect delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// MQTT keep-alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Requests (publishes, subscribes) queued in the rumqttc client.
+const REQUEST_CAPACITY: usize = 256;
+
+/// Counters of the session, for tests and the admin API.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Report messages received from the broker.
+    pub reports_received: AtomicU64,
+    /// Reports applied.
+    pub reports_applied: AtomicU64,
+    /// Reports refused (bad envelope, topic mismatch, key mismatch, …).
+    pub reports_refused: AtomicU64,
+    /// Reports dropped because the worker queue was full.
+    pub reports_dropped: AtomicU64,
+    /// Bundles handed to the MQTT client.
+    pub bundles_published: AtomicU64,
+    /// Connections (ConnAcks) to the broker so far.
+    pub connections: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// See [`Stats::reports_received`].
+    pub reports_received: u64,
+    /// See [`Stats::reports_applied`].
+    pub reports_applied: u64,
+    /// See [`Stats::reports_refused`].
+    pub reports_refused: u64,
+    /// See [`Stats::reports_dropped`].
+    pub reports_dropped: u64,
+    /// See [`Stats::bundles_published`].
+    pub bundles_published: u64,
+    /// See [`Stats::connections`].
+    pub connections: u64,
+}
+
+impl Stats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            reports_received: g(&self.reports_received),
+            reports_applied: g(&self.reports_applied),
+            reports_refused: g(&self.reports_refused),
+            reports_dropped: g(&self.reports_dropped),
+            bundles_published: g(&self.bundles_published),
+            connections: g(&self.connections),
+        }
+    }
+}
+
+/// MQTT options for the controller's client.
+pub(crate) fn mqtt_options(
+    broker: &BrokerMode,
+    embedded: Option<std::net::SocketAddr>,
+    client_id: &str,
+) -> Result<MqttOptions, StubError> {
+    let mut opts = match (broker, embedded) {
+        (_, Some(addr)) => MqttOptions::new(client_id, addr.ip().to_string(), addr.port()),
+        (
+            BrokerMode::External {
+                url,
+                ca_file,
+                credentials,
+            },
+            None,
+        ) => {
+            let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+                (true, r)
+            } else if let Some(r) = url.strip_prefix("mqtt://") {
+                (false, r)
+            } else {
+                return Err(StubError::Config(format!("unsupported broker URL {url}")));
+            };
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| StubError::Config(format!("bad port in {url}")))?,
+                ),
+                None => (rest, if tls { 8883 } else { 1883 }),
+            };
+            let mut o = MqttOptions::new(client_id, host.trim_matches(['[', ']']), port);
+            if tls {
+                o.set_transport(Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(crate::tls::client_config(
+                        ca_file.as_deref(),
+                    )?),
+                ));
+            }
+            if let Some((u, p)) = credentials {
+                o.set_credentials(u.clone(), p.clone());
+            }
+            o
+        }
+        (BrokerMode::Embedded { .. }, None) => {
+            return Err(StubError::Config("embedded broker not started".into()))
+        }
+    };
+    opts.set_keep_alive(KEEP_ALIVE)
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_ENVELOPE_LEN + 4096, MAX_ENVELOPE_LEN + 4096)
+        .set_request_channel_capacity(REQUEST_CAPACITY);
+    Ok(opts)
+}
+
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u16::from_le_bytes(b)
+    } else {
+        0
+    };
+    // 80 % .. 120 % of d.
+    d.mul_f64(0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX))
+}
+
+/// A received report, queued for the worker.
+pub(crate) struct Incoming {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// Polls the event loop until shutdown.
+pub(crate) async fn run_eventloop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filter: String,
+    work_tx: mpsc::Sender<Incoming>,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::info!(connection = n, %filter, "connected to broker, subscribing to reports");
+                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "could not queue the report subscription");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::debug!(?ack.return_codes, "subscribed");
+                ready.send_replace(true);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                stats.reports_received.fetch_add(1, Ordering::Relaxed);
+                if p.payload.len() > MAX_ENVELOPE_LEN {
+                    stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %p.topic, len = p.payload.len(), "report over the size limit refused");
+                    continue;
+                }
+                let item = Incoming {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                };
+                if work_tx.try_send(item).is_err() {
+                    let n = stats.reports_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            dropped = n,
+                            "controller overloaded: reports dropped (devices will report again)"
+                        );
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ready.send_replace(false);
+                let wait = jitter(backoff);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker connection failed");
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    tracing::debug!("MQTT session stopped");
+}
+
+/// Applies queued reports and publishes their bundles, until the queue closes.
+pub(crate) async fn run_worker(
+    core: Arc<Mutex<Controller>>,
+    client: AsyncClient,
+    clock: Clock,
+    mut work_rx: mpsc::Receiver<Incoming>,
+    stats: Arc<Stats>,
+) {
+    while let Some(item) = work_rx.recv().await {
+        let now = clock.now();
+        let result = match core.lock() {
+            Ok(mut c) => c.handle_report_message(&item.topic, &item.payload, now),
+            Err(_) => {
+                tracing::error!("controller state poisoned; stopping the worker");
+                return;
+            }
+        };
+        match result {
+            Ok((report, pubs)) => {
+                stats.reports_applied.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tenant = %report.tenant, device = %report.device, bundles = pubs.len(), "report applied");
+                publish_all(&client, pubs, &stats).await;
+            }
+            Err(e) => {
+                stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    ReportError::Ledger(e) => {
+                        tracing::error!(topic = %item.topic, error = %e, "ledger write failed; report not applied")
+                    }
+                    e => tracing::warn!(topic = %item.topic, reason = %e, "report refused"),
+                }
+            }
+        }
+    }
+}
+
+/// Publishes sealed bundles QoS 1, retained.
+pub(crate) async fn publish_all(client: &AsyncClient, pubs: Vec<Publication>, stats: &Stats) {
+    for p in pubs {
+        tracing::info!(topic = %p.topic, seq = p.seq, "bundle published");
+        match client
+            .publish(p.topic, QoS::AtLeastOnce, true, p.payload)
+            .await
+        {
+            Ok(()) => {
+                stats.bundles_published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "MQTT client closed; bundle not published"),
+        }
+    }
+}
