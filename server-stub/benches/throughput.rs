@@ -1,1 +1,212 @@
-fn main() {}
+//! Controller throughput without the network, and ledger size.
+//!
+//! `cargo bench -p licd-stub --bench throughput` (optimized) or, for a quick check,
+//! `cargo test -p licd-stub --bench throughput` is not used: run the binary directly with
+//! `LICD_BENCH_DEVICES=N` to change the fleet size (default 10,000).
+//!
+//! Prints: bare ed25519 signatures/s; bundles sealed/s by the controller (postcard + sign +
+//! envelope); reports processed/s for new devices (verify, pin, seat, bundle, SQLite write,
+//! seal) and for known devices holding their newest bundle (verify, record, SQLite write); and
+//! the ledger file size for the fleet.
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer as _, SigningKey};
+use licd_protocol::envelope::seal_report;
+use licd_protocol::{
+    DeviceId, DeviceReport, LicenseId, PublicKey, ServiceName, Sku, TenantId, Topic, TopicKind,
+};
+use licd_stub::controller::Controller;
+use licd_stub::engine::{
+    CatalogEntry, CustomerKind, Entitlement, LeasePolicy, Selection, Subscription,
+};
+use licd_stub::ledger::Ledger;
+use licd_stub::Signer;
+
+const T0: u64 = 1_800_000_000;
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn svc(s: &str) -> ServiceName {
+    ServiceName::new(s).expect("valid")
+}
+
+fn setup(c: &mut Controller, devices: u32) {
+    c.apply(T0, |e, now| {
+        let _ = e.add_customer(
+            TenantId::new("msp").expect("id"),
+            "MSP",
+            CustomerKind::Msp,
+            now,
+        )?;
+        let _ = e.add_customer(
+            TenantId::new("acme").expect("id"),
+            "Acme",
+            CustomerKind::Tenant,
+            now,
+        )?;
+        for (sku, service) in [("LIC-AP", "wifi"), ("LIC-SEC", "security")] {
+            e.add_catalog_entry(CatalogEntry {
+                sku: Sku::new(sku).expect("id"),
+                name: sku.into(),
+                service: svc(service),
+                product_class: "ap".into(),
+                vms_per_seat: None,
+            })?;
+        }
+        let _ = e.add_subscription(
+            Subscription {
+                id: LicenseId::new("S1").expect("id"),
+                name: "bench".into(),
+                owner: Some(TenantId::new("msp").expect("id")),
+                claim_key: None,
+                start: T0 - 10,
+                end: T0 + 10_000_000,
+                entitlements: vec![
+                    Entitlement {
+                        sku: Sku::new("LIC-AP").expect("id"),
+                        limit: devices,
+                    },
+                    Entitlement {
+                        sku: Sku::new("LIC-SEC").expect("id"),
+                        limit: devices,
+                    },
+                ],
+            },
+            now,
+        )?;
+        let r = e.enable_auto_licensing(
+            &Selection::all(),
+            &[svc("wifi"), svc("security")],
+            false,
+            now,
+        )?;
+        Ok(((), r.effects))
+    })
+    .expect("setup");
+}
+
+fn reports(n: u32, seq: u64) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let key = SigningKey::from_bytes(&seed);
+            let r = DeviceReport {
+                device: DeviceId::new(format!("ap-{i:05}")).expect("id"),
+                tenant: TenantId::new("acme").expect("id"),
+                device_key: PublicKey::from(&key.verifying_key()),
+                model: "AP-515".into(),
+                serial: format!("SN{i}"),
+                product_class: "ap".into(),
+                firmware_version: "10.4.0".into(),
+                agent_version: "0.1.0".into(),
+                vm_count: None,
+                services_wanted: vec![svc("wifi"), svc("security")],
+                bundle_seq: seq,
+                clock: T0,
+                uptime: 100,
+                clock_rollback: false,
+            };
+            let topic = Topic::new(&r.tenant, &r.device, TopicKind::Report).to_topic_string();
+            (topic, seal_report(&r, &key))
+        })
+        .collect()
+}
+
+fn main() {
+    let n: u32 = std::env::var("LICD_BENCH_DEVICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let signer = Signer::ephemeral(T0).expect("keys");
+
+    // Bare ed25519 over a bundle-sized message.
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let msg = vec![0x5au8; 400];
+    let k = 20_000usize;
+    let t = Instant::now();
+    for _ in 0..k {
+        std::hint::black_box(key.sign(std::hint::black_box(&msg)));
+    }
+    let bare = rate(k, t.elapsed());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let mut c = Controller::open(
+        Ledger::open(&path).expect("ledger"),
+        signer,
+        LeasePolicy::default(),
+    )
+    .expect("controller");
+    setup(&mut c, n);
+
+    let first = reports(n, 0);
+    let t = Instant::now();
+    let mut bundles = Vec::new();
+    for (topic, bytes) in &first {
+        let (_, pubs) = c.handle_report_message(topic, bytes, T0).expect("report");
+        bundles.extend(pubs);
+    }
+    let new_rate = rate(first.len(), t.elapsed());
+    assert_eq!(bundles.len(), n as usize);
+
+    let steady = reports(n, 1);
+    let t = Instant::now();
+    for (topic, bytes) in &steady {
+        let (_, pubs) = c
+            .handle_report_message(topic, bytes, T0 + 60)
+            .expect("report");
+        assert!(pubs.is_empty());
+    }
+    let steady_rate = rate(steady.len(), t.elapsed());
+
+    // Sealing alone: the controller's share of issuing a bundle.
+    let sample = c
+        .engine()
+        .state()
+        .devices
+        .keys()
+        .next()
+        .cloned()
+        .expect("a device");
+    let mut fx = Vec::new();
+    c.apply(T0 + 61, |e, now| {
+        let f = e.reissue(&sample.0, &sample.1, now)?;
+        fx = f.publish.clone();
+        Ok(((), f))
+    })
+    .expect("reissue");
+    let bundle = &fx[0];
+    let t = Instant::now();
+    for _ in 0..k {
+        std::hint::black_box(c.seal(std::hint::black_box(bundle)));
+    }
+    let seal_rate = rate(k, t.elapsed());
+    let envelope_len = c.seal(bundle).payload.len();
+
+    drop(c);
+    // Fold the WAL into the main file before measuring it.
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").ok();
+    drop(conn);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+
+    println!("devices:                          {n}");
+    println!("bare ed25519 sign/s:              {bare:>10.0}");
+    println!("bundles sealed/s (controller):    {seal_rate:>10.0}  ({:.2} of bare; envelope {envelope_len} bytes)", seal_rate / bare);
+    println!(
+        "reports/s, new devices:           {new_rate:>10.0}  ({:.2} of bare signing)",
+        new_rate / bare
+    );
+    println!(
+        "reports/s, steady state:          {steady_rate:>10.0}  ({:.2} of bare signing)",
+        steady_rate / bare
+    );
+    println!(
+        "ledger size for {n} devices:   {size:>10} bytes ({:.0} bytes/device)",
+        size as f64 / f64::from(n.max(1))
+    );
+}

@@ -154,11 +154,13 @@ fn add_tls_listener(
     Err(BrokerError::NoTls)
 }
 
-/// Waits until `addr` accepts a TCP connection (polling every 20 ms), up to `timeout`.
+/// Waits until `addr` answers an MQTT CONNECT with a CONNACK (polling every 20 ms), up to
+/// `timeout`. A bare TCP probe would work too, but rumqttd logs every connection closed before
+/// its CONNECT as an error.
 pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError> {
     let deadline = Instant::now() + timeout;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if mqtt_probe(addr).is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -166,4 +168,24 @@ pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerE
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id `licd-probe`), then
+/// closes (a DISCONNECT makes rumqttd log a spurious error).
+fn mqtt_probe(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    const CONNECT: &[u8] = &[
+        0x10, 22, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 10, b'l', b'i', b'c', b'd',
+        b'-', b'p', b'r', b'o', b'b', b'e',
+    ];
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.write_all(CONNECT)?;
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack)?;
+    if ack[0] != 0x20 || ack[3] != 0 {
+        return Err(std::io::Error::other("not an accepting MQTT broker"));
+    }
+    drop(s);
+    Ok(())
 }

@@ -1,1 +1,170 @@
-fn main() {}
+//! `licd-stub`: the stub licensing controller for licd agents (binary). Thin: parses the
+//! command line, sets up logging, and calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use licd_stub::config::FileConfig;
+
+/// Stub licensing controller for licd agents: an embedded MQTT broker (or an external one), a
+/// SQLite ledger of customers, subscriptions, auto-licensing and devices, and an ed25519
+/// signer that sends every device its signed grant bundle.
+///
+/// First run:
+///   licd-stub keys init                 # root + signing key in ./keys (mode 0600)
+///   licd-stub keys export-root          # the root public key agents must pin
+///   licd-stub serve                     # embedded broker on 127.0.0.1:1883, ledger ./licd-stub.db
+///
+/// For fleets and load tests use an external broker (mosquitto): --broker mqtt://host:1883.
+#[derive(Debug, Parser)]
+#[command(name = "licd-stub", version, verbatim_doc_comment)]
+struct Cli {
+    /// TOML configuration file (keys: ledger, key_dir, lease_secs, grace_secs, listen, broker,
+    /// ca_file, username, password, shared_subscription, share_group, client_id). Command-line
+    /// options override it.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller until ctrl-c.
+    Serve(ServeArgs),
+    /// Manage the controller's keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Use this external broker (mqtt://host:port or mqtts://host:port) instead of the
+    /// embedded one.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Listener of the embedded broker (port 0 = any free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Ledger file (SQLite), created on first start.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// Key directory made by `keys init`.
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+    /// Lease of each bundle in seconds (default 604800 = 7 days).
+    #[arg(long)]
+    lease_secs: Option<u64>,
+    /// Grace after lease or term end in seconds (default 2592000 = 30 days).
+    #[arg(long)]
+    grace_secs: Option<u64>,
+    /// Subscribe to licd/v1/+/+/report instead of the shared $share/<group>/… filter (for
+    /// brokers without shared subscriptions).
+    #[arg(long)]
+    no_shared_subscription: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create the root key and a signing key certified by it (refuses to overwrite).
+    Init {
+        /// Key directory (created with mode 0700).
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+    },
+    /// Print the root public key (hex) that agents pin.
+    ExportRoot {
+        /// Key directory.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))?;
+    // rumqttc logs through `log`. tracing-subscriber installs the bridge itself when its
+    // `tracing-log` feature is on (rumqttd turns it on); otherwise install it here.
+    let _ = tracing_log::LogTracer::init();
+    Ok(())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format)?;
+    let mut file = match &cli.config {
+        Some(p) => FileConfig::read(p).context("reading the configuration file")?,
+        None => FileConfig::default(),
+    };
+    match cli.command {
+        Command::Keys(KeysCommand::Init { key_dir }) => {
+            let dir = key_dir
+                .or(file.key_dir)
+                .unwrap_or_else(|| PathBuf::from("keys"));
+            let root = licd_stub::keys::init(&dir, now())
+                .with_context(|| format!("creating keys in {}", dir.display()))?;
+            println!("{}", root.to_hex());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::ExportRoot { key_dir }) => {
+            let dir = key_dir
+                .or(file.key_dir)
+                .unwrap_or_else(|| PathBuf::from("keys"));
+            let root = licd_stub::keys::root_public_key(&dir).with_context(|| {
+                format!(
+                    "reading the root key in {} (run `licd-stub keys init`?)",
+                    dir.display()
+                )
+            })?;
+            println!("{}", root.to_hex());
+            Ok(())
+        }
+        Command::Serve(args) => {
+            file.broker = args.broker.or(file.broker);
+            file.listen = args.listen.or(file.listen);
+            file.ledger = args.ledger.or(file.ledger);
+            file.key_dir = args.key_dir.or(file.key_dir);
+            file.lease_secs = args.lease_secs.or(file.lease_secs);
+            file.grace_secs = args.grace_secs.or(file.grace_secs);
+            if args.no_shared_subscription {
+                file.shared_subscription = Some(false);
+            }
+            let config = file.into_config().context("invalid configuration")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime
+                .block_on(licd_stub::serve(config, async {
+                    if let Err(e) = tokio::signal::ctrl_c().await {
+                        tracing::error!(error = %e, "cannot listen for ctrl-c; stopping");
+                    }
+                }))
+                .context("licd-stub serve")
+        }
+    }
+}
