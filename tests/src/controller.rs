@@ -87,6 +87,7 @@ pub fn unix_now() -> u64 {
 #[derive(Default)]
 struct Shared {
     reports: Vec<DeviceReport>,
+    presence: Vec<(String, Vec<u8>)>,
     seq: u64,
     policy: Policy,
 }
@@ -117,6 +118,11 @@ impl TestController {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = c.subscribe("licd/v1/+/+/report", QoS::AtLeastOnce).await;
+                        let _ = c.subscribe("licd/v1/+/+/presence", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/presence") => {
+                        let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
+                        g.presence.push((p.topic.clone(), p.payload.to_vec()));
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Ok(report) = open_report(&p.payload) {
@@ -162,6 +168,15 @@ impl TestController {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .reports
+            .clone()
+    }
+
+    /// Presence messages seen so far: (topic, payload).
+    pub fn presence(&self) -> Vec<(String, Vec<u8>)> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .presence
             .clone()
     }
 

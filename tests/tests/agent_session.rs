@@ -278,3 +278,52 @@ fn mutual_tls_refuses_an_agent_without_a_client_certificate_and_accepts_one_with
     let with = Agent::start(&options).unwrap();
     with.wait_state("wifi", "licensed", T).unwrap();
 }
+
+#[test]
+fn presence_is_online_then_offline_on_a_clean_stop_and_the_will_says_offline_after_a_kill() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let controller = TestController::start(broker.port(), keys, Policy::default());
+    let mut options = AgentOptions::plain(broker.port(), &root);
+    let hook_out = tempfile::NamedTempFile::new().unwrap();
+    options.extra = format!(
+        "[hooks]\non_change = [\"sh\", \"-c\", \"echo $LICD_SERVICE $LICD_STATE >> {}\"]\n",
+        hook_out.path().display()
+    );
+    let mut agent = Agent::start(&options).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    let last_presence = |c: &TestController| c.presence().last().map(|(_, p)| p.clone());
+    wait_for("presence online", T, || {
+        last_presence(&controller).as_deref() == Some(b"online")
+    })
+    .unwrap();
+    // The hook saw the change to licensed.
+    wait_for("the hook to run", T, || {
+        std::fs::read_to_string(hook_out.path()).is_ok_and(|s| s.contains("wifi licensed"))
+    })
+    .unwrap();
+
+    let t = Instant::now();
+    assert!(agent.stop().unwrap());
+    eprintln!("clean stop took {:?}", t.elapsed());
+    wait_for("presence offline after SIGTERM", T, || {
+        last_presence(&controller).as_deref() == Some(b"offline")
+    })
+    .unwrap();
+
+    agent.restart().unwrap();
+    wait_for("presence online again", T, || {
+        last_presence(&controller).as_deref() == Some(b"online")
+    })
+    .unwrap();
+    let t = Instant::now();
+    agent.kill().unwrap();
+    wait_for("the last will after SIGKILL", T, || {
+        last_presence(&controller).as_deref() == Some(b"offline")
+    })
+    .unwrap();
+    eprintln!("will after kill took {:?}", t.elapsed());
+}
