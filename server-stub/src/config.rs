@@ -69,7 +69,7 @@ pub enum KeySource {
     /// A key directory made by `licd-stub keys init`.
     Dir(PathBuf),
     /// A given signer (tests: [`Signer::ephemeral`]).
-    Signer(Signer),
+    Signer(Box<Signer>),
 }
 
 /// Which broker the controller talks to.
@@ -130,7 +130,7 @@ impl StubConfig {
     pub fn for_tests(signer: Signer) -> Self {
         Self {
             ledger: LedgerLocation::InMemory,
-            keys: KeySource::Signer(signer),
+            keys: KeySource::Signer(Box::new(signer)),
             lease: LeasePolicy::default(),
             broker: BrokerMode::Embedded {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),

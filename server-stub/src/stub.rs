@@ -50,7 +50,7 @@ impl Stub {
     /// passes). Must run inside a tokio runtime.
     pub async fn start(config: StubConfig) -> Result<StubHandle, StubError> {
         let signer = match &config.keys {
-            KeySource::Signer(s) => s.clone(),
+            KeySource::Signer(s) => (**s).clone(),
             KeySource::Dir(dir) => crate::keys::load_signer(dir)?,
         };
         let ledger = match &config.ledger {

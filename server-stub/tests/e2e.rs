@@ -3,6 +3,9 @@
 //! retained bundle against the pinned root; an unassign revokes one service with a higher
 //! `seq`; a report under a foreign key is refused and recorded.
 
+// Test helpers outside #[test] fns unwrap too: a panic is a test failure (see clippy.toml).
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;

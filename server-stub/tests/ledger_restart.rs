@@ -2,6 +2,9 @@
 //! auto-licensing, devices with their pinned keys, seats and bundle `seq` (which must never go
 //! backwards, or agents would refuse the next bundle).
 
+// Test helpers outside #[test] fns unwrap too: a panic is a test failure (see clippy.toml).
+#![allow(clippy::unwrap_used)]
+
 use ed25519_dalek::SigningKey;
 use licd_protocol::envelope::seal_report;
 use licd_protocol::{
