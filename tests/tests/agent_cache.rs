@@ -112,10 +112,7 @@ impl Scene {
         self.broker.start_again().unwrap();
         let fresh = self.sealed(&self.report, self.controller.seq() + 100);
         let topic = Topic::new(&self.report.tenant, &self.report.device, TopicKind::Grants);
-        rt.block_on(
-            self.controller
-                .publish_raw(&topic.to_topic_string(), fresh),
-        );
+        rt.block_on(self.controller.publish_raw(&topic.to_topic_string(), fresh));
         self.agent.wait_state("wifi", "licensed", T).unwrap();
         let raw = fs::read(self.state_file(BUNDLE_FILE)).unwrap();
         let trust = TrustStore::new(vec![PublicKey::from(
@@ -166,7 +163,11 @@ fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
         "{answer}"
     );
     assert_eq!(answer["reason"], "never_granted", "{answer}");
-    assert_eq!(fs::read(&path).unwrap(), bad, "licd check must not touch the cache");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bad,
+        "licd check must not touch the cache"
+    );
 
     // The daemon, broker down: alive, unlicensed (never granted), the file moved aside.
     let from = scene.restart_offline();
@@ -178,11 +179,18 @@ fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     let log = scene.log_since(from);
     assert!(log.contains(line), "expected {line:?} in\n{log}");
     if let Some(code) = code {
-        assert!(log.contains(code), "expected refusal code {code:?} in\n{log}");
+        assert!(
+            log.contains(code),
+            "expected refusal code {code:?} in\n{log}"
+        );
     }
     let aside = rejected(&scene.agent.state_dir(), BUNDLE_FILE);
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(fs::read(&aside[0]).unwrap(), bad, "moved aside, not changed");
+    assert_eq!(
+        fs::read(&aside[0]).unwrap(),
+        bad,
+        "moved aside, not changed"
+    );
     assert!(!path.exists(), "the damaged cache is no longer in place");
 
     scene.broker_back_and_licensed_again(&rt);
