@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use licd_protocol::{DeviceId, ServiceName};
+use licd_protocol::ServiceName;
 use proptest::prelude::*;
 
 use super::tests::{add_sub, fixture, key_of, report, svc, t, T0};
@@ -225,21 +225,21 @@ proptest! {
     #[test]
     fn a_report_under_a_foreign_key_is_refused_and_changes_nothing(
         ops in proptest::collection::vec(op(), 0..20),
-        device in 0..6u8,
-        tenant in 0..4usize,
+        pick in any::<usize>(),
         evil in 100..200u8,
     ) {
         let mut e = fixture();
         let (mut now, mut subs, mut tenants) = (T0, 0, 0);
-        for op in &ops {
+        // At least one device exists.
+        let first = Op::Report { tenant: 1, device: 0, server: false, wifi: true, hv: false, vms: None };
+        for op in std::iter::once(&first).chain(&ops) {
             let _ = apply(&mut e, op, &mut now, &mut subs, &mut tenants);
         }
-        let id = DeviceId::new(format!("d{device}")).unwrap();
-        let key = (t(TENANTS[tenant]), id.clone());
-        prop_assume!(e.state().devices.contains_key(&key));
+        let keys: Vec<DeviceKey> = e.state().devices.keys().cloned().collect();
+        let (tenant, id) = keys[pick % keys.len()].clone();
         let _ = e.take_dirty();
         let before = e.state().clone();
-        let mut r = report(TENANTS[tenant], id.as_str(), "ap", &["wifi", "hv"]);
+        let mut r = report(tenant.as_str(), id.as_str(), "ap", &["wifi", "hv"]);
         r.device_key = key_of(evil);
         let refused = matches!(e.handle_report(&r, now + 1), Err(ReportRefused::KeyMismatch { .. }));
         prop_assert!(refused);

@@ -35,6 +35,14 @@ impl Engine {
         self.record(report, now);
 
         let mut touched = BTreeSet::new();
+        for service in self.release_stale_seats(&key) {
+            let r = self.reconcile(&service, now);
+            if r.pause_changed {
+                touched.extend(self.devices_wanting(&service));
+            } else {
+                touched.extend(r.changed);
+            }
+        }
         for service in &report.services_wanted {
             touched.extend(self.reconcile_for(service, &key, now));
         }
@@ -94,6 +102,31 @@ impl Engine {
         d.clock_rollback = r.clock_rollback;
         d.reported_seq = r.bundle_seq;
         self.dirty.devices.insert(key);
+    }
+
+    /// Returns to the pool the seats of services the device no longer wants, or whose SKU is
+    /// for another product class than the device now reports. Returns those services.
+    fn release_stale_seats(&mut self, key: &DeviceKey) -> Vec<licd_protocol::ServiceName> {
+        let Some(d) = self.state.devices.get(key) else {
+            return Vec::new();
+        };
+        let stale: Vec<_> = d
+            .seats
+            .iter()
+            .filter(|(service, seat)| {
+                !d.services_wanted.contains(*service)
+                    || self
+                        .state
+                        .catalog
+                        .get(&seat.sku)
+                        .is_none_or(|c| c.product_class != d.product_class)
+            })
+            .map(|(service, _)| service.clone())
+            .collect();
+        for service in &stale {
+            self.release_seat(key, service);
+        }
+        stale
     }
 
     /// Updates since when each wanted service of the device has been out of compliance: no

@@ -443,3 +443,29 @@ fn seat_counts_follow_assignments() {
         }
     );
 }
+
+#[test]
+fn a_device_that_stops_wanting_a_service_gives_its_seat_back() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 1);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let b1 = e
+        .handle_report(&report("a", "ap1", "ap", &["wifi"]), T0)
+        .unwrap()
+        .publish;
+    let fx = e
+        .handle_report(&report("b", "ap2", "ap", &["wifi"]), T0)
+        .unwrap();
+    assert_eq!(
+        fx.publish[0].withheld[0].reason,
+        WithheldReason::SeatsExhausted
+    );
+    let mut r = report("a", "ap1", "ap", &[]);
+    r.bundle_seq = b1[0].seq;
+    let fx = e.handle_report(&r, T0 + 1).unwrap();
+    // ap1's new bundle grants nothing; ap2 takes the freed seat and the pause lifts.
+    let by_device = |d: &str| fx.publish.iter().find(|b| b.device.as_str() == d).unwrap();
+    assert!(by_device("ap1").grants.is_empty());
+    assert_eq!(granted(by_device("ap2")), ["wifi"]);
+    assert!(!e.state().policies[&svc("wifi")].paused);
+}
