@@ -104,6 +104,10 @@ typedef enum licd_event_kind {
   LICD_EVENT_CHANGED = 0,
   // The watcher fell behind and `missed` events were dropped: re-check your services.
   LICD_EVENT_LAGGED = 1,
+  // Sent once, first: the agent confirmed the subscription. Check the services you care
+  // about now (`licd_check` may be called from the callback): every later change arrives
+  // as an event.
+  LICD_EVENT_WATCHING = 2,
 } licd_event_kind;
 
 // A service's state, written by [`licd_check`] into caller memory.
@@ -124,10 +128,10 @@ typedef struct licd_state {
 typedef struct licd_event {
   // What happened.
   enum licd_event_kind kind;
-  // The service (`LICD_EVENT_CHANGED`), NUL-terminated; NULL for `LICD_EVENT_LAGGED`.
+  // The service (`LICD_EVENT_CHANGED`), NUL-terminated; NULL for the other kinds.
   // Points into the library's memory, valid until the callback returns: copy it to keep it.
   const char *service;
-  // The new state (`LICD_EVENT_CHANGED`); meaningless for `LICD_EVENT_LAGGED`.
+  // The new state (`LICD_EVENT_CHANGED`); meaningless for the other kinds.
   struct licd_state state;
   // Events dropped (`LICD_EVENT_LAGGED`), else 0.
   uint64_t missed;
@@ -177,15 +181,17 @@ enum licd_error licd_check_with_fallback(const char *config_path,
                                          const char *service,
                                          struct licd_state *out);
 
-// Watches state changes: connects, then calls `callback(event, user_data)` for each change
-// on the calling thread, blocking until the callback returns non-zero (then `LICD_OK`) or
-// the connection fails (`LICD_ERR_CLOSED` when the agent stops or restarts: re-check your
-// services and call `licd_watch` again).
+// Watches state changes: connects, calls `callback(event, user_data)` once with
+// `LICD_EVENT_WATCHING` when the agent confirmed the subscription, then once per change, all
+// on the calling thread. Blocks until the callback returns non-zero (then `LICD_OK`) or the
+// connection fails (`LICD_ERR_CLOSED` when the agent stops or restarts: call `licd_watch`
+// again, and re-check at its `LICD_EVENT_WATCHING`).
 //
-// Only changes are reported: call `licd_watch` from a dedicated thread and then
-// `licd_check` the services you care about, so no change falls between the two. Several
-// threads may watch at once (a connection each). To stop a watch from another thread, have
-// the callback check a flag of yours; it runs at the next event.
+// Only changes are reported, so read the initial state at `LICD_EVENT_WATCHING` (with
+// `licd_check`, which uses a connection of its own): no change can fall between the two.
+// Run it on a dedicated thread; several threads may watch at once (a connection each). To
+// stop a watch from another thread, have the callback check a flag of yours: it runs at the
+// next event.
 //
 // # Safety
 // `callback` is a valid function pointer; `user_data` is passed to it untouched.

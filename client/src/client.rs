@@ -2,7 +2,7 @@
 //! when the agent closed it in between), and [`Watch`], a connection of its own that streams
 //! state changes.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -127,7 +127,7 @@ impl Client {
                 .conn
                 .insert(open(&self.path, self.timeout).map_err(Failure::Open)?),
         };
-        conn.get_mut().write_all(line).map_err(Failure::from_io)?;
+        send_all(conn.get_ref(), line).map_err(Failure::from_io)?;
         let mut buf = Vec::new();
         match read_line(conn, &mut buf).map_err(Failure::from_io)? {
             Line::Complete => serde_json::from_slice(&buf)
@@ -203,6 +203,21 @@ fn open(path: &Path, timeout: Duration) -> Result<BufReader<UnixStream>, ClientE
     Ok(BufReader::new(stream))
 }
 
+/// Writes all of `buf` with `MSG_NOSIGNAL`: a closed peer is an `EPIPE` error, never a
+/// `SIGPIPE` that would kill the calling process (C programs do not ignore it as Rust does).
+fn send_all(stream: &UnixStream, mut buf: &[u8]) -> io::Result<()> {
+    use rustix::net::{send, SendFlags};
+    while !buf.is_empty() {
+        match send(stream, buf, SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// What [`read_line`] found.
 enum Line {
     /// `buf` holds a whole line (newline stripped).
@@ -252,10 +267,7 @@ impl Watch {
         let fail = |f: Failure| f.into_error(&path, timeout);
         let mut line = json!({"v": API_VERSION, "op": "watch"}).to_string();
         line.push('\n');
-        reader
-            .get_mut()
-            .write_all(line.as_bytes())
-            .map_err(|e| fail(Failure::from_io(e)))?;
+        send_all(reader.get_ref(), line.as_bytes()).map_err(|e| fail(Failure::from_io(e)))?;
         let mut buf = Vec::new();
         match read_line(&mut reader, &mut buf).map_err(|e| fail(Failure::from_io(e)))? {
             Line::Complete => {}

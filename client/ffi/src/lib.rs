@@ -140,6 +140,10 @@ pub enum licd_event_kind {
     LICD_EVENT_CHANGED = 0,
     /// The watcher fell behind and `missed` events were dropped: re-check your services.
     LICD_EVENT_LAGGED = 1,
+    /// Sent once, first: the agent confirmed the subscription. Check the services you care
+    /// about now (`licd_check` may be called from the callback): every later change arrives
+    /// as an event.
+    LICD_EVENT_WATCHING = 2,
 }
 
 /// One event passed to a [`licd_watch_cb`]. Valid only during the callback.
@@ -148,10 +152,10 @@ pub enum licd_event_kind {
 pub struct licd_event {
     /// What happened.
     pub kind: licd_event_kind,
-    /// The service (`LICD_EVENT_CHANGED`), NUL-terminated; NULL for `LICD_EVENT_LAGGED`.
+    /// The service (`LICD_EVENT_CHANGED`), NUL-terminated; NULL for the other kinds.
     /// Points into the library's memory, valid until the callback returns: copy it to keep it.
     pub service: *const c_char,
-    /// The new state (`LICD_EVENT_CHANGED`); meaningless for `LICD_EVENT_LAGGED`.
+    /// The new state (`LICD_EVENT_CHANGED`); meaningless for the other kinds.
     pub state: licd_state,
     /// Events dropped (`LICD_EVENT_LAGGED`), else 0.
     pub missed: u64,
@@ -416,15 +420,17 @@ pub unsafe extern "C" fn licd_check_with_fallback(
     })
 }
 
-/// Watches state changes: connects, then calls `callback(event, user_data)` for each change
-/// on the calling thread, blocking until the callback returns non-zero (then `LICD_OK`) or
-/// the connection fails (`LICD_ERR_CLOSED` when the agent stops or restarts: re-check your
-/// services and call `licd_watch` again).
+/// Watches state changes: connects, calls `callback(event, user_data)` once with
+/// `LICD_EVENT_WATCHING` when the agent confirmed the subscription, then once per change, all
+/// on the calling thread. Blocks until the callback returns non-zero (then `LICD_OK`) or the
+/// connection fails (`LICD_ERR_CLOSED` when the agent stops or restarts: call `licd_watch`
+/// again, and re-check at its `LICD_EVENT_WATCHING`).
 ///
-/// Only changes are reported: call `licd_watch` from a dedicated thread and then
-/// `licd_check` the services you care about, so no change falls between the two. Several
-/// threads may watch at once (a connection each). To stop a watch from another thread, have
-/// the callback check a flag of yours; it runs at the next event.
+/// Only changes are reported, so read the initial state at `LICD_EVENT_WATCHING` (with
+/// `licd_check`, which uses a connection of its own): no change can fall between the two.
+/// Run it on a dedicated thread; several threads may watch at once (a connection each). To
+/// stop a watch from another thread, have the callback check a flag of yours: it runs at the
+/// next event.
 ///
 /// # Safety
 /// `callback` is a valid function pointer; `user_data` is passed to it untouched.
@@ -439,6 +445,17 @@ pub unsafe extern "C" fn licd_watch(callback: licd_watch_cb, user_data: *mut c_v
             Ok(w) => w,
             Err(e) => return client_error(e),
         };
+        let watching = licd_event {
+            kind: licd_event_kind::LICD_EVENT_WATCHING,
+            service: std::ptr::null(),
+            state: NO_STATE,
+            missed: 0,
+        };
+        // SAFETY: `callback` is a valid function pointer (caller's guarantee); `watching`
+        // lives until after the call returns.
+        if unsafe { callback(&watching, user_data) } != 0 {
+            return licd_error::LICD_OK;
+        }
         for item in watch {
             let event = match item {
                 Ok(e) => e,
@@ -618,10 +635,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("licd-ffi-test-{}", std::process::id()));
         let path = CString::new(dir.join("none.sock").to_string_lossy().as_bytes()).unwrap();
         // SAFETY: a valid C string.
-        assert_eq!(
-            unsafe { licd_set_socket_path(path.as_ptr()) },
-            licd_error::LICD_OK
-        );
+        let rc = unsafe { licd_set_socket_path(path.as_ptr()) };
+        assert_eq!(rc, licd_error::LICD_OK);
         let mut out = NO_STATE;
         // SAFETY: a valid C string and a writable licd_state.
         let rc = unsafe { licd_check(c"wifi".as_ptr(), &mut out) };
@@ -658,10 +673,8 @@ mod tests {
         let s = unsafe { CStr::from_ptr(buf.as_ptr()) };
         assert_eq!(s.to_bytes(), b"licd");
         // SAFETY: len 0 with NULL only asks for the length.
-        assert_eq!(
-            unsafe { licd_last_error_message(std::ptr::null_mut(), 0) },
-            n
-        );
+        let full = unsafe { licd_last_error_message(std::ptr::null_mut(), 0) };
+        assert_eq!(full, n);
     }
 
     #[test]

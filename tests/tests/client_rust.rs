@@ -1,0 +1,170 @@
+//! `licd-client` (Rust) against a real `licd` on a real mosquitto with the test controller:
+//! check, status, watch seeing a revocation, "not running" and the cache fallback once the
+//! agent stops. Also measures check latency through the client (printed; run with
+//! `--nocapture` to see it). Every wait is on a condition with a timeout.
+
+use std::time::{Duration, Instant};
+
+use licd_client::{Client, ClientError, Event, Reason, Source, State};
+use licd_tests::agent::{Agent, AgentOptions};
+use licd_tests::controller::{unix_now, ControllerKeys, Policy, TestController};
+use licd_tests::{Mosquitto, MosquittoConfig};
+
+const T: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn socket(agent: &Agent) -> std::path::PathBuf {
+    agent.state.join("licd.sock")
+}
+
+#[test]
+fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agrees() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let _controller = TestController::start(broker.port(), keys, Policy::default());
+    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+
+    let mut client = Client::connect(socket(&agent)).unwrap();
+    let verdict = client.verdict("wifi").unwrap();
+    assert_eq!(verdict.source, Source::Daemon);
+    assert_eq!(verdict.service, "wifi");
+    match verdict.state {
+        State::Licensed { until } => assert!(until > unix_now(), "{until}"),
+        other => panic!("wifi should be licensed: {other:?}"),
+    }
+    assert_eq!(
+        client.check("never-heard-of").unwrap(),
+        State::Unlicensed {
+            reason: Reason::NeverGranted
+        }
+    );
+    let status = client.status().unwrap();
+    assert_eq!(status["device"], "ap-1", "{status}");
+    assert_eq!(status["source"], "daemon", "{status}");
+
+    // Latency through the client: one kept connection, and a connection per check (what the
+    // C library's licd_check does).
+    let timed = |n: usize, mut f: Box<dyn FnMut() + '_>| {
+        let mut samples: Vec<Duration> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect();
+        samples.sort();
+        (samples[n / 2], samples[n * 99 / 100])
+    };
+    let (p50, p99) = timed(
+        2000,
+        Box::new(|| {
+            client.check("wifi").unwrap();
+        }),
+    );
+    eprintln!("check latency, kept connection, 2000 calls: p50 {p50:?} p99 {p99:?}");
+    let path = socket(&agent);
+    let (p50, p99) = timed(
+        2000,
+        Box::new(|| {
+            Client::connect(&path).unwrap().check("wifi").unwrap();
+        }),
+    );
+    eprintln!("check latency, connection per call, 2000 calls: p50 {p50:?} p99 {p99:?}");
+
+    // The agent stops: a clear "not running", for a kept connection and a new one alike.
+    assert!(agent.stop().unwrap());
+    match client.check("wifi") {
+        Err(ClientError::NotRunning { path, .. }) => assert_eq!(path, socket(&agent)),
+        other => panic!("expected NotRunning, got {other:?}"),
+    }
+    let err = Client::connect(socket(&agent)).unwrap_err();
+    assert!(err.is_not_running(), "{err:?}");
+    assert!(err.to_string().contains("licd is not running"), "{err}");
+
+    // The fallback evaluates the cache with the agent's rules, as `licd check` does.
+    let verdict = licd_client::fallback::check(&agent.config_path(), "wifi").unwrap();
+    assert_eq!(verdict.source, Source::Cache);
+    assert!(
+        matches!(verdict.state, State::Licensed { .. }),
+        "{verdict:?}"
+    );
+    let (code, cli) = agent.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, cli["source"].as_str()), (0, Some("cache")));
+    assert_eq!(Some(verdict.state.name()), cli["state"].as_str());
+    assert_eq!(verdict.state.until(), cli["until"].as_u64());
+    let unknown = licd_client::fallback::check(&agent.config_path(), "never-heard-of").unwrap();
+    assert_eq!(
+        unknown.state,
+        State::Unlicensed {
+            reason: Reason::NeverGranted
+        }
+    );
+}
+
+#[test]
+fn a_watch_sees_the_revocation_when_the_controller_stops_granting() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let keys = ControllerKeys::fixed();
+    let root = keys.root_hex();
+    let policy = Policy {
+        lease: 4,
+        grace: 2,
+        ..Policy::default()
+    };
+    let controller = TestController::start(broker.port(), keys, policy);
+    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+
+    let mut client = Client::connect(socket(&agent)).unwrap();
+    let mut watch = client.watch().unwrap();
+    // The watch is confirmed: from here no change can be missed.
+    assert!(client.check("wifi").unwrap().may_run());
+    watch.set_timeout(Some(T)).unwrap();
+    controller.set_policy(|p| p.services.clear());
+
+    let deadline = Instant::now() + T;
+    let mut seen = Vec::new();
+    let last = loop {
+        assert!(Instant::now() < deadline, "no revocation seen: {seen:?}");
+        match watch.next() {
+            Some(Ok(Event::Changed { service, state })) if service == "wifi" => {
+                seen.push(state.clone());
+                if !state.may_run() {
+                    break state;
+                }
+            }
+            Some(Ok(other)) => seen.push(State::Unlicensed {
+                reason: Reason::Other(format!("{other:?}")),
+            }),
+            other => panic!("watch ended: {other:?} after {seen:?}\n{}", agent.log()),
+        }
+    };
+    assert_eq!(
+        last,
+        State::Unlicensed {
+            reason: Reason::Revoked
+        },
+        "{seen:?}"
+    );
+    assert_eq!(client.check("wifi").unwrap(), last);
+
+    // A stopper ends the watch from another thread.
+    let stopper = watch.stopper().unwrap();
+    watch.set_timeout(None).unwrap();
+    let waiter = std::thread::spawn(move || watch.next().is_none());
+    stopper.stop();
+    assert!(waiter.join().unwrap(), "a stopped watch ends with None");
+}
