@@ -153,6 +153,15 @@ fn main() -> Result<()> {
                 file.shared_subscription = Some(false);
             }
             let config = file.into_config().context("invalid configuration")?;
+            if let licd_stub::KeySource::Dir(dir) = &config.keys {
+                if !dir.join("signing.key").exists() {
+                    anyhow::bail!(
+                        "no signing key in {}: run `licd-stub keys init --key-dir {}` first",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -144,6 +144,11 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX))
 }
 
+/// Held from an engine call until its bundles are queued in the MQTT client, so bundles for
+/// one device reach the broker in `seq` order even when the worker and an operator operation
+/// run at the same time (the retained bundle is then always the newest).
+pub(crate) type PublishOrder = tokio::sync::Mutex<()>;
+
 /// A received report, queued for the worker.
 pub(crate) struct Incoming {
     topic: String,
@@ -213,19 +218,31 @@ pub(crate) async fn run_eventloop(
             }
         }
     }
-    let _ = client.try_disconnect();
+    // Say goodbye politely: queue a DISCONNECT and turn the loop until it is out (or 1 s).
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(ev) = eventloop.poll().await {
+                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     tracing::debug!("MQTT session stopped");
 }
 
 /// Applies queued reports and publishes their bundles, until the queue closes.
 pub(crate) async fn run_worker(
     core: Arc<Mutex<Controller>>,
+    order: Arc<PublishOrder>,
     client: AsyncClient,
     clock: Clock,
     mut work_rx: mpsc::Receiver<Incoming>,
     stats: Arc<Stats>,
 ) {
     while let Some(item) = work_rx.recv().await {
+        let _turn = order.lock().await;
         let now = clock.now();
         let result = match core.lock() {
             Ok(mut c) => c.handle_report_message(&item.topic, &item.payload, now),

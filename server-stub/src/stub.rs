@@ -40,6 +40,7 @@ pub struct StubHandle {
     root: PublicKey,
     clock: Clock,
     stats: Arc<Stats>,
+    order: Arc<session::PublishOrder>,
     ready: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -84,6 +85,7 @@ impl Stub {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
         let core = Arc::new(Mutex::new(core));
+        let order = Arc::new(session::PublishOrder::default());
         let tasks = vec![
             tokio::spawn(session::run_eventloop(
                 eventloop,
@@ -96,6 +98,7 @@ impl Stub {
             )),
             tokio::spawn(session::run_worker(
                 core.clone(),
+                order.clone(),
                 client.clone(),
                 config.clock.clone(),
                 work_rx,
@@ -110,6 +113,7 @@ impl Stub {
             root,
             clock: config.clock.clone(),
             stats,
+            order,
             ready: ready.clone(),
             shutdown_tx,
             tasks,
@@ -171,6 +175,7 @@ impl StubHandle {
         &self,
         op: impl FnOnce(&mut Engine, UnixTime) -> Result<(T, Effects), EngineError>,
     ) -> Result<T, StubError> {
+        let _turn = self.order.lock().await;
         let now = self.now();
         let (value, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
