@@ -1,8 +1,8 @@
 //! Controller throughput without the network, and ledger size.
 //!
-//! `cargo bench -p licd-stub --bench throughput` (optimized) or, for a quick check,
-//! `cargo test -p licd-stub --bench throughput` is not used: run the binary directly with
-//! `LICD_BENCH_DEVICES=N` to change the fleet size (default 10,000).
+//! `cargo bench -p licd-stub --bench throughput` (optimized; `LICD_BENCH_DEVICES=N` changes the
+//! fleet size, default 10,000). Add `CARGO_PROFILE_BENCH_LTO=false
+//! CARGO_PROFILE_BENCH_CODEGEN_UNITS=16` to skip the release profile's LTO when building.
 //!
 //! Prints: bare ed25519 signatures/s; bundles sealed/s by the controller (postcard + sign +
 //! envelope); reports processed/s for new devices (verify, pin, seat, bundle, SQLite write,
@@ -163,6 +163,36 @@ fn main() {
     }
     let steady_rate = rate(steady.len(), t.elapsed());
 
+    // The same with the worker's batching (64 reports per ledger transaction), on a fresh
+    // ledger.
+    let batch_dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = Controller::open(
+        Ledger::open(&batch_dir.path().join("ledger.db")).expect("ledger"),
+        Signer::ephemeral(T0).expect("keys"),
+        LeasePolicy::default(),
+    )
+    .expect("controller");
+    setup(&mut cb, n);
+    let batched = |cb: &mut Controller, reps: &[(String, Vec<u8>)], now: u64| {
+        let t = Instant::now();
+        let mut published = 0;
+        for chunk in reps.chunks(64) {
+            let items: Vec<(&str, &[u8])> = chunk
+                .iter()
+                .map(|(t, b)| (t.as_str(), b.as_slice()))
+                .collect();
+            let (results, pubs) = cb.handle_report_batch(&items, now).expect("batch");
+            assert!(results.iter().all(|r| r.is_ok()));
+            published += pubs.len();
+        }
+        (rate(reps.len(), t.elapsed()), published)
+    };
+    let (new_batched, published) = batched(&mut cb, &first, T0);
+    assert_eq!(published, n as usize);
+    let (steady_batched, published) = batched(&mut cb, &steady, T0 + 60);
+    assert_eq!(published, 0);
+    drop(cb);
+
     // Sealing alone: the controller's share of issuing a bundle.
     let sample = c
         .engine()
@@ -204,6 +234,14 @@ fn main() {
     println!(
         "reports/s, steady state:          {steady_rate:>10.0}  ({:.2} of bare signing)",
         steady_rate / bare
+    );
+    println!(
+        "reports/s, new, batched by 64:    {new_batched:>10.0}  ({:.2} of bare signing)",
+        new_batched / bare
+    );
+    println!(
+        "reports/s, steady, batched by 64: {steady_batched:>10.0}  ({:.2} of bare signing)",
+        steady_batched / bare
     );
     println!(
         "ledger size for {n} devices:   {size:>10} bytes ({:.0} bytes/device)",

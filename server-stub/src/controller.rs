@@ -111,6 +111,44 @@ impl Controller {
         payload: &[u8],
         now: UnixTime,
     ) -> Result<(DeviceReport, Vec<Publication>), ReportError> {
+        let (mut results, pubs) = self.handle_report_batch(&[(topic, payload)], now)?;
+        match results.pop() {
+            Some(Ok(report)) => Ok((report, pubs)),
+            Some(Err(e)) => Err(e),
+            None => Err(ReportError::Topic(licd_protocol::Error::BadTopic(
+                "empty batch",
+            ))),
+        }
+    }
+
+    /// Applies several reports, then stores all their changes in one transaction and seals
+    /// the bundles: the same steps as [`Controller::handle_report_message`], with one commit
+    /// per batch instead of one per report. Returns each report's outcome, in order.
+    #[allow(clippy::type_complexity)]
+    pub fn handle_report_batch(
+        &mut self,
+        items: &[(&str, &[u8])],
+        now: UnixTime,
+    ) -> Result<(Vec<Result<DeviceReport, ReportError>>, Vec<Publication>), LedgerError> {
+        let mut effects = Effects::default();
+        let results = items
+            .iter()
+            .map(|(topic, payload)| {
+                let (report, fx) = self.apply_report(topic, payload, now)?;
+                effects.publish.extend(fx.publish);
+                Ok(report)
+            })
+            .collect();
+        let pubs = self.commit(effects)?;
+        Ok((results, pubs))
+    }
+
+    fn apply_report(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<(DeviceReport, Effects), ReportError> {
         if payload.len() > MAX_ENVELOPE_LEN {
             return Err(ReportError::Oversized(payload.len()));
         }
@@ -127,8 +165,8 @@ impl Controller {
                 device: report.device.to_string(),
             });
         }
-        let effects = match self.engine.handle_report(&report, now) {
-            Ok(e) => e,
+        match self.engine.handle_report(&report, now) {
+            Ok(effects) => Ok((report, effects)),
             Err(refused) => {
                 let reason = refused.to_string();
                 if let Err(e) = self.ledger.record_refused(
@@ -139,11 +177,9 @@ impl Controller {
                 ) {
                     tracing::warn!(error = %e, "could not record a refused report");
                 }
-                return Err(refused.into());
+                Err(refused.into())
             }
-        };
-        let pubs = self.commit(effects)?;
-        Ok((report, pubs))
+        }
     }
 
     /// Runs an operator operation on the engine, stores its changes, and seals its bundles.

@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{BrokerMode, Clock};
-use crate::controller::{Controller, Publication, ReportError};
+use crate::controller::{Controller, Publication};
 use crate::error::StubError;
 
 /// First reconnect delay.
@@ -25,6 +25,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// MQTT keep-alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Most reports applied in one ledger transaction.
+const MAX_BATCH: usize = 64;
 /// Requests (publishes, subscribes) queued in the rumqttc client.
 const REQUEST_CAPACITY: usize = 256;
 
@@ -241,32 +243,51 @@ pub(crate) async fn run_worker(
     mut work_rx: mpsc::Receiver<Incoming>,
     stats: Arc<Stats>,
 ) {
-    while let Some(item) = work_rx.recv().await {
+    while let Some(first) = work_rx.recv().await {
+        // Take what is queued, up to a batch: one ledger transaction for all of it.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match work_rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
         let _turn = order.lock().await;
         let now = clock.now();
+        let items: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|i| (i.topic.as_str(), i.payload.as_slice()))
+            .collect();
         let result = match core.lock() {
-            Ok(mut c) => c.handle_report_message(&item.topic, &item.payload, now),
+            Ok(mut c) => c.handle_report_batch(&items, now),
             Err(_) => {
                 tracing::error!("controller state poisoned; stopping the worker");
                 return;
             }
         };
-        match result {
-            Ok((report, pubs)) => {
-                stats.reports_applied.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(tenant = %report.tenant, device = %report.device, bundles = pubs.len(), "report applied");
-                publish_all(&client, pubs, &stats).await;
-            }
+        let (results, pubs) = match result {
+            Ok(r) => r,
             Err(e) => {
-                stats.reports_refused.fetch_add(1, Ordering::Relaxed);
-                match e {
-                    ReportError::Ledger(e) => {
-                        tracing::error!(topic = %item.topic, error = %e, "ledger write failed; report not applied")
-                    }
-                    e => tracing::warn!(topic = %item.topic, reason = %e, "report refused"),
+                stats
+                    .reports_refused
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, reports = batch.len(), "ledger write failed; reports not applied");
+                continue;
+            }
+        };
+        for (item, r) in batch.iter().zip(results) {
+            match r {
+                Ok(report) => {
+                    stats.reports_applied.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(tenant = %report.tenant, device = %report.device, "report applied");
+                }
+                Err(e) => {
+                    stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %item.topic, reason = %e, "report refused");
                 }
             }
         }
+        publish_all(&client, pubs, &stats).await;
     }
 }
 
