@@ -223,13 +223,20 @@ pub async fn run(
     let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let api_task = match &core.settings.socket {
-        Some(path) => {
+        Some(path) if cfg!(feature = "socket-api") => {
             let server = ApiServer::bind(path).await?;
             let mut stop = stop_rx.clone();
             let events = events.clone();
             Some(tokio::spawn(server.serve(status_rx, events, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })))
+        }
+        Some(path) => {
+            tracing::warn!(
+                socket = %path.display(),
+                "built without the socket-api feature: no socket; `licd check` reads the cache"
+            );
+            None
         }
         None => None,
     };

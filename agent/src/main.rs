@@ -147,6 +147,9 @@ fn run_daemon(config: &Path, format: Option<LogFormat>) -> anyhow::Result<u8> {
 
 /// The daemon's answer to `request`, or `None` when no daemon answers.
 fn ask_daemon(settings: &Settings, request: Value) -> Option<Value> {
+    if !cfg!(feature = "socket-api") {
+        return None;
+    }
     let path = settings.socket.as_ref()?;
     query(path, &request, SOCKET_TIMEOUT).ok()
 }

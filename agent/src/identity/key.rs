@@ -18,7 +18,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ed25519_dalek::SigningKey;
 use licd_protocol::{KeyId, PublicKey};
@@ -251,7 +251,8 @@ impl DeviceKey {
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         // Unique per process and call, so racing starts never share a temp file.
-        static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+        // AtomicUsize, not AtomicU64: 32-bit MIPS has no 64-bit atomics.
+        static NEXT_TMP: AtomicUsize = AtomicUsize::new(0);
         let tmp = dir.join(format!(
             ".{KEY_FILE_NAME}.tmp.{}.{}",
             std::process::id(),

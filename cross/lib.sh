@@ -1,0 +1,173 @@
+# Shared by cross/*.sh (sourced, not run): the targets, how each is built, what each needs
+# installed, and the size budgets. Expects ROOT (the workspace root) to be set.
+
+ALL_TARGETS=(
+    x86_64-unknown-linux-musl
+    aarch64-unknown-linux-musl
+    armv7-unknown-linux-musleabihf
+    mipsel-unknown-linux-musl
+)
+
+# Pinned so a firmware build is reproducible; both are PyPI packages (zig ships inside the
+# ziglang wheel; the cargo-zigbuild wheel is its prebuilt binary, seconds instead of a
+# `cargo install` of ~2 minutes, which stays the fallback).
+ZIGLANG_VERSION="${LICD_ZIGLANG_VERSION:-0.17.1}"
+ZIGBUILD_VERSION="${LICD_ZIGBUILD_VERSION:-0.24.1}"
+NIGHTLY="${LICD_NIGHTLY:-nightly}"
+CROSS_CACHE="${LICD_CROSS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/licd-cross}"
+VENV="$CROSS_CACHE/venv"
+
+# `stable`: rustup ships std, Debian's gcc links. `zig`: nightly -Z build-std + cargo-zigbuild.
+target_kind() {
+    case "$1" in
+        x86_64-unknown-linux-musl | aarch64-unknown-linux-musl) echo stable ;;
+        armv7-unknown-linux-musleabihf | mipsel-unknown-linux-musl) echo zig ;;
+        *) return 1 ;;
+    esac
+}
+
+# Size budget in bytes of the stripped default-feature binary. aarch64 is the one issue 7 and
+# issue 11 set (3 MiB; stretch 2 MiB); ARM and x86_64 get the same ceiling so a regression on
+# any of them fails the build too. MIPS code is ~25% larger than ARM for the same source
+# (fixed 32-bit instructions, no conditional execution, more code for 64-bit arithmetic).
+target_budget() {
+    case "$1" in
+        mipsel-*) echo $((3584 * 1024)) ;;
+        *) echo $((3 * 1024 * 1024)) ;;
+    esac
+}
+
+# The qemu-user binary that runs TARGET's executables.
+target_qemu() {
+    case "$1" in
+        aarch64-*) echo qemu-aarch64-static ;;
+        armv7-*) echo qemu-arm-static ;;
+        mipsel-*) echo qemu-mipsel-static ;;
+        x86_64-*) echo "" ;;
+    esac
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
+
+# Debian packages each target needs (readelf comes with every cross gcc's binutils).
+target_packages() {
+    case "$(target_kind "$1")/$1" in
+        stable/x86_64-*) echo musl-tools binutils ;;
+        stable/aarch64-*) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils ;;
+        zig/*) echo binutils ;;
+    esac
+}
+
+have_pkg() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+# apt-get install PACKAGES that are missing (apt-get update first, once).
+apt_install() {
+    local missing=() p sudo=()
+    for p in "$@"; do have_pkg "$p" || missing+=("$p"); done
+    [ "${#missing[@]}" -gt 0 ] || return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || {
+            echo "cross: need root (or sudo) to install: ${missing[*]}" >&2
+            return 1
+        }
+        sudo=(sudo)
+    fi
+    echo "cross: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+zig_ok() {
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m ziglang version >/dev/null 2>&1 &&
+        { [ -x "$VENV/bin/cargo-zigbuild" ] || command -v cargo-zigbuild >/dev/null 2>&1; }
+}
+
+nightly_ok() {
+    local sysroot
+    sysroot="$(rustup run "$NIGHTLY" rustc --print sysroot 2>/dev/null)" &&
+        [ -d "$sysroot/lib/rustlib/src/rust/library/std" ]
+}
+
+# Installs what building TARGETS needs; quick when everything is there.
+ensure_tools() {
+    local t pkgs=() stable=() zig=0 installed
+    for t in "$@"; do
+        # shellcheck disable=SC2207
+        pkgs+=($(target_packages "$t"))
+        case "$(target_kind "$t")" in
+            stable) stable+=("$t") ;;
+            zig) zig=1 ;;
+        esac
+    done
+    apt_install "${pkgs[@]}"
+    if [ "${#stable[@]}" -gt 0 ]; then
+        installed="$(rustup target list --installed)"
+        for t in "${stable[@]}"; do
+            grep -qx "$t" <<<"$installed" || rustup target add "$t"
+        done
+    fi
+    [ "$zig" = 1 ] || return 0
+    if ! nightly_ok; then
+        rustup run "$NIGHTLY" rustc --version >/dev/null 2>&1 ||
+            rustup toolchain install "$NIGHTLY" --profile minimal
+        rustup component add rust-src --toolchain "$NIGHTLY"
+    fi
+    if ! zig_ok; then
+        echo "cross: setting up zig in $VENV" >&2
+        if ! python3 -m venv "$VENV" 2>/dev/null; then
+            apt_install python3-venv
+            python3 -m venv "$VENV"
+        fi
+        "$VENV/bin/pip" install -q --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
+        "$VENV/bin/pip" install -q --disable-pip-version-check "cargo-zigbuild==$ZIGBUILD_VERSION" ||
+            cargo install cargo-zigbuild --locked --version "$ZIGBUILD_VERSION" --root "$VENV"
+    fi
+}
+
+# Fails with what is missing, installs nothing (--no-install).
+check_tools() {
+    local t p ok=1
+    for t in "$@"; do
+        for p in $(target_packages "$t"); do
+            have_pkg "$p" || { echo "cross: missing Debian package $p ($t)" >&2; ok=0; }
+        done
+        case "$(target_kind "$t")" in
+            stable)
+                rustup target list --installed | grep -qx "$t" ||
+                    { echo "cross: missing rustup target $t" >&2; ok=0; } ;;
+            zig)
+                nightly_ok || { echo "cross: missing $NIGHTLY with rust-src" >&2; ok=0; }
+                zig_ok || { echo "cross: missing zig/cargo-zigbuild in $VENV" >&2; ok=0; } ;;
+        esac
+    done
+    [ "$ok" = 1 ]
+}
+
+# build_licd TARGET [cargo args...]: the release build of bin `licd` for TARGET into
+# $CARGO_TARGET_DIR/TARGET/release/licd. Rustflags, linkers and CC come from .cargo/config.toml.
+build_licd() {
+    local t="$1"
+    shift
+    local args=(--release --locked -p licd-agent --bin licd --target "$t" "$@")
+    case "$(target_kind "$t")" in
+        stable) cargo build "${args[@]}" ;;
+        zig)
+            PATH="$VENV/bin:$PATH" cargo "+$NIGHTLY" zigbuild "${args[@]}" \
+                -Z build-std=std,panic_abort ;;
+    esac
+}
+
+# Firmware wants a static, stripped executable: no ELF interpreter, no symbol table.
+check_static_stripped() {
+    if readelf -lW "$1" | grep -q INTERP; then
+        echo "cross: $1 is dynamically linked" >&2
+        return 1
+    fi
+    if readelf -SW "$1" | grep -q '\.symtab'; then
+        echo "cross: $1 is not stripped" >&2
+        return 1
+    fi
+}
