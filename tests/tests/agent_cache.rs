@@ -7,6 +7,9 @@
 //! Each case has its own broker and agent so a failure names its case; cases run in parallel.
 //! Randomness (random bytes, which bit to flip) comes from a fixed seed.
 
+// Helpers outside #[test] fns unwrap too: a failed step is a test failure with a backtrace.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,6 +11,9 @@
 //! SIGKILL tests process crashes (what the page cache holds survives); power cuts additionally
 //! rely on the fsyncs, which this test cannot observe.
 
+// Helpers outside #[test] fns unwrap too: a failed step is a test failure with a backtrace.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
