@@ -34,7 +34,9 @@ impl Backoff {
     /// The delay before the next attempt: uniform in `[0, min(cap, BASE·2^attempt)]`, given a
     /// uniformly random `random`.
     pub fn next_delay(&mut self, random: u64) -> Duration {
-        let bound = BASE.saturating_mul(1u32 << self.attempt.min(20)).min(self.cap);
+        let bound = BASE
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let millis = bound.as_millis() as u64;
         Duration::from_millis(random % (millis + 1))

@@ -130,8 +130,17 @@ impl Core {
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cache unreadable; starting without it");
-                if writable && matches!(e, StoreError::Corrupt { .. }) {
-                    let _ = store.set_aside_bundle(now);
+                // Whatever sits at the cache path (garbage, a directory, an unreadable file)
+                // would also make every later write fail: move it out of the way.
+                if writable {
+                    match store.set_aside_bundle(now) {
+                        Ok(to) => {
+                            tracing::warn!(moved_to = %to.display(), "cached bundle set aside")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot set the unreadable cache aside; new bundles will not survive a restart")
+                        }
+                    }
                 }
             }
         }
@@ -534,10 +543,13 @@ impl Daemon {
         let now = self.core.now();
         let interval = self.core.settings.report_interval;
         let base = match self.core.enforcer.held() {
-            Some(h) if self.unanswered == 0 => {
-                Duration::from_secs(h.bundle.refresh_after.saturating_sub(now).max(MIN_REPORT_GAP))
-                    .min(interval)
-            }
+            Some(h) if self.unanswered == 0 => Duration::from_secs(
+                h.bundle
+                    .refresh_after
+                    .saturating_sub(now)
+                    .max(MIN_REPORT_GAP),
+            )
+            .min(interval),
             _ => FIRST_REPORT_RETRY
                 .saturating_mul(1 << self.unanswered.saturating_sub(1).min(16))
                 .min(interval),

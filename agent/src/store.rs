@@ -154,9 +154,20 @@ impl Store {
 }
 
 fn set_aside(path: &Path, now: UnixTime) -> Result<PathBuf, StoreError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".rejected-{now}"));
-    let to = PathBuf::from(name);
+    // Never overwrite an earlier rejected file: it is evidence. Same-second rejections get a
+    // counter.
+    let mut to = PathBuf::new();
+    for n in 0u32.. {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".rejected-{now}"));
+        if n > 0 {
+            name.push(format!(".{n}"));
+        }
+        to = PathBuf::from(name);
+        if fs::symlink_metadata(&to).is_err() || n >= 1000 {
+            break;
+        }
+    }
     fs::rename(path, &to).map_err(io_err("rename", path))?;
     Ok(to)
 }
