@@ -79,6 +79,8 @@ pub enum BrokerMode {
     Embedded {
         /// Listener address.
         listen: SocketAddr,
+        /// An extra TLS listener (builds with the `broker-tls` feature only).
+        tls: Option<crate::broker::EmbeddedTls>,
     },
     /// Connect to a running broker: `mqtt://host:port` or `mqtts://host:port`.
     External {
@@ -134,6 +136,7 @@ impl StubConfig {
             lease: LeasePolicy::default(),
             broker: BrokerMode::Embedded {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                tls: None,
             },
             subscription: ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string()),
             client_id: "licd-stub".to_string(),
@@ -152,6 +155,9 @@ impl StubConfig {
 /// lease_secs = 604800                       # 7 days
 /// grace_secs = 2592000                      # 30 days
 /// listen = "127.0.0.1:1883"                 # embedded broker (ignored with `broker`)
+/// # tls_listen = "127.0.0.1:8883"           # embedded TLS listener (feature broker-tls)
+/// # tls_cert = "server.pem"
+/// # tls_key = "server.key"
 /// # broker = "mqtt://127.0.0.1:1883"        # use an external broker instead
 /// # ca_file = "/etc/licd-stub/ca.pem"       # for mqtts:// brokers
 /// # username = "licd-stub"
@@ -173,6 +179,12 @@ pub struct FileConfig {
     pub grace_secs: Option<u64>,
     /// Embedded broker listener.
     pub listen: Option<SocketAddr>,
+    /// TLS listener of the embedded broker (feature `broker-tls`); needs `tls_cert`/`tls_key`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_listen`.
+    pub tls_key: Option<PathBuf>,
     /// External broker URL.
     pub broker: Option<String>,
     /// CA file for `mqtts://`.
@@ -258,6 +270,17 @@ impl FileConfig {
                         .parse()
                         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1883)))
                 }),
+                tls: match (self.tls_listen, self.tls_cert, self.tls_key) {
+                    (None, None, None) => None,
+                    (Some(listen), Some(cert), Some(key)) => {
+                        Some(crate::broker::EmbeddedTls { listen, cert, key })
+                    }
+                    _ => {
+                        return Err(ConfigError::Invalid(
+                            "tls_listen, tls_cert and tls_key go together".into(),
+                        ))
+                    }
+                },
             },
         };
         let group = self

@@ -36,6 +36,7 @@ pub struct StubHandle {
     core: Arc<Mutex<Controller>>,
     client: AsyncClient,
     broker_addr: Option<SocketAddr>,
+    broker_tls_addr: Option<SocketAddr>,
     broker_url: String,
     root: PublicKey,
     clock: Clock,
@@ -61,15 +62,16 @@ impl Stub {
         let root = signer.root_public_key();
         let core = Controller::open(ledger, signer, config.lease)?;
 
+        let mut broker_tls_addr = None;
         let (embedded, broker_url) = match &config.broker {
-            BrokerMode::Embedded { listen } => {
-                let listen = *listen;
+            BrokerMode::Embedded { listen, tls } => {
+                let (listen, tls) = (*listen, tls.clone());
                 let timeout = config.connect_timeout;
-                let b = tokio::task::spawn_blocking(move || {
-                    crate::broker::start(listen, None, timeout)
-                })
-                .await
-                .map_err(|e| StubError::Config(format!("broker start task: {e}")))??;
+                let b =
+                    tokio::task::spawn_blocking(move || crate::broker::start(listen, tls, timeout))
+                        .await
+                        .map_err(|e| StubError::Config(format!("broker start task: {e}")))??;
+                broker_tls_addr = b.tls_addr;
                 (Some(b.addr), format!("mqtt://{}", b.addr))
             }
             BrokerMode::External { url, .. } => (None, url.clone()),
@@ -109,6 +111,7 @@ impl Stub {
             core,
             client,
             broker_addr: embedded,
+            broker_tls_addr,
             broker_url,
             root,
             clock: config.clock.clone(),
@@ -141,6 +144,11 @@ impl StubHandle {
     /// Address of the embedded broker's plain listener (`None` with an external broker).
     pub fn broker_addr(&self) -> Option<SocketAddr> {
         self.broker_addr
+    }
+
+    /// Address of the embedded broker's TLS listener, when one was configured.
+    pub fn broker_tls_addr(&self) -> Option<SocketAddr> {
+        self.broker_tls_addr
     }
 
     /// The broker URL agents should use, e.g. `mqtt://127.0.0.1:40123`.
