@@ -176,7 +176,18 @@ impl Enforcer {
     /// Loads a bundle from the cache at start-up: the same checks as a live bundle (the disk is
     /// not trusted), except that there is nothing to be newer than. Returns the effects of the
     /// first evaluation; on refusal the enforcer holds nothing and the caller sets the file aside.
+    ///
+    /// The checks run at `max(now, issued_at)`: a cached bundle was accepted once, at a time not
+    /// before its `issued_at`, so a clock behind that (a device booting in 1970 whose time mark
+    /// was lost) is a clock to correct, not a bundle "from the future" to discard. The
+    /// `issued_at` read before verification is only a candidate: if the bundle does not verify
+    /// at that time it is refused, and if it does, `issued_at` was signed by a trusted signer.
+    /// Moving evaluation time forward can only end validity sooner.
     pub fn restore(&mut self, raw: &[u8], now: UnixTime) -> Result<Vec<Effect>, Refusal> {
+        let issued_at = licd_protocol::Envelope::parse(raw)
+            .and_then(|env| env.decode::<GrantBundle>())
+            .map_or(0, |b| b.issued_at);
+        let now = now.max(issued_at);
         let (bundle, signer) = self.rules.check(raw, now)?;
         self.install(bundle, raw.to_vec(), signer, now);
         Ok(self.reevaluate(now))

@@ -387,3 +387,28 @@ fn restore_applies_the_same_rules_as_a_live_bundle() {
     ));
     assert!(e.held().is_none());
 }
+
+#[test]
+fn a_cached_bundle_restored_with_the_clock_in_1970_is_evaluated_at_its_signed_issue_time() {
+    let f = Fixture::new();
+    let raw = f.seal(&f.bundle(3, T0, vec![grant("wifi", T0)]));
+    let mut e = f.enforcer(&["wifi"]);
+    // No time mark and a wall clock at the epoch: the bundle's issued_at is the best time known.
+    e.restore(&raw, 0).unwrap();
+    assert!(e.state(&svc("wifi")).may_run());
+    assert_eq!(e.snapshot().evaluated_at, T0);
+    // A forged bundle gains nothing from the same rule: it still has to verify.
+    let mut forged = raw.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let mut e = f.enforcer(&["wifi"]);
+    assert!(matches!(
+        e.restore(&forged, 0),
+        Err(Refusal::Protocol(licd_protocol::Error::BadSignature))
+    ));
+    // Nor does a live bundle: what arrives over the network is checked at the time in hand
+    // (here its certificate is not valid yet in 1970).
+    let mut e = f.enforcer(&["wifi"]);
+    let r = e.handle(0, Input::Bundle(&raw));
+    assert!(matches!(r.as_slice(), [Effect::Refused(_)]), "{r:?}");
+}

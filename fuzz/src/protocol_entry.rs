@@ -1,0 +1,102 @@
+//! Fuzz entries for the wire protocol (`licd-protocol` only): envelope decoding and topic
+//! parsing. Included by the fuzz crate and by `protocol/tests/fuzz_corpus.rs`.
+//!
+//! The keys are the golden vectors' seeds (`protocol/tests/vectors/keys.json`), so the
+//! vectors' envelopes open completely and make good seeds.
+
+use std::sync::OnceLock;
+
+use ed25519_dalek::SigningKey;
+use licd_protocol::envelope::{open_bundle, open_report, seal_bundle, seal_bytes, seal_report};
+use licd_protocol::{
+    DeviceReport, Envelope, GrantBundle, MessageKind, PublicKey, SignerCertificate, Topic,
+    TrustStore, UnixTime,
+};
+
+/// 2026-01-01T00:00:00Z, the golden vectors' evaluation time.
+pub const NOW: UnixTime = 1_767_225_600;
+
+struct Keys {
+    trust: TrustStore,
+    signing: SigningKey,
+    cert: SignerCertificate,
+    device: SigningKey,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let root = SigningKey::from_bytes(&[0x11; 32]);
+        let signing = SigningKey::from_bytes(&[0x22; 32]);
+        let cert = SignerCertificate::issue(
+            &root,
+            PublicKey::from(&signing.verifying_key()),
+            1_735_689_600,
+            1_798_761_600,
+        );
+        Keys {
+            trust: TrustStore::new(vec![PublicKey::from(&root.verifying_key())]),
+            signing,
+            cert,
+            device: SigningKey::from_bytes(&[0x33; 32]),
+        }
+    })
+}
+
+/// Envelope decoding, three ways:
+///
+/// 1. `data` as a received message: [`open_bundle`], [`open_report`] and the framing alone
+///    ([`Envelope::parse`]) with both payload decoders — what a hostile broker can send;
+/// 2. `data` as the payload of a bundle signed by the trusted signing key, so that postcard
+///    decoding and the content rules are reached (a holder of a signing key — a leaked key —
+///    controls these bytes);
+/// 3. the same as a device report signed by the key it names.
+///
+/// Invariants: nothing panics; a message that opens re-encodes to a message that opens to the
+/// same value.
+pub fn envelope(data: &[u8]) {
+    let k = keys();
+    let _ = open_bundle(data, &k.trust, NOW);
+    let _ = open_report(data);
+    if let Ok(env) = Envelope::parse(data) {
+        let _ = env.expect_kind(MessageKind::Grants);
+        if let Ok(b) = env.decode::<GrantBundle>() {
+            let _ = b.validate();
+        }
+        if let Ok(r) = env.decode::<DeviceReport>() {
+            let _ = r.validate();
+        }
+    }
+
+    let sealed = seal_bytes(MessageKind::Grants, &k.signing, Some(&k.cert), data);
+    if let Ok((bundle, _)) = open_bundle(&sealed, &k.trust, NOW) {
+        let again = seal_bundle(&bundle, &k.signing, &k.cert);
+        let (reopened, _) = open_bundle(&again, &k.trust, NOW).expect("a re-encoded bundle opens");
+        assert_eq!(reopened, bundle, "bundle round trip");
+    }
+
+    let sealed = seal_bytes(MessageKind::Report, &k.device, None, data);
+    if let Ok(report) = open_report(&sealed) {
+        // A report that opened was signed by the key it names; re-sealing needs that key,
+        // which is ours only when it is the device key.
+        if report.device_key == PublicKey::from(&k.device.verifying_key()) {
+            let again = seal_report(&report, &k.device);
+            assert_eq!(
+                open_report(&again).expect("re-encoded report opens"),
+                report
+            );
+        }
+    }
+}
+
+/// Topic parsing: arbitrary (UTF-8) text through [`Topic::parse`]. Invariant: whatever parses
+/// is exactly the topic it prints as (no wildcard, prefix or level can hide in it).
+pub fn topic(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(topic) = Topic::parse(text) {
+        assert_eq!(topic.to_topic_string(), text, "topic round trip");
+        assert!(!text.contains(['+', '#']), "wildcard accepted: {text:?}");
+    }
+}
