@@ -124,7 +124,7 @@ pub fn start(
         .map_err(BrokerError::Spawn)?;
     wait_listening(addr, timeout)?;
     if let Some(a) = tls_addr {
-        wait_listening(a, timeout)?;
+        wait_accepting(a, timeout)?;
     }
     tracing::info!(%addr, tls = ?tls_addr, "embedded broker listening");
     Ok(EmbeddedBroker { addr, tls_addr })
@@ -168,6 +168,18 @@ pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerE
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until `addr` accepts TCP (the TLS listener: an MQTT probe would need a TLS client).
+fn wait_accepting(addr: SocketAddr, timeout: Duration) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if Instant::now() >= deadline {
+            return Err(BrokerError::NotListening(addr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s, client id `licd-probe`), then

@@ -100,3 +100,44 @@ async fn a_device_of_an_unknown_tenant_gets_an_empty_bundle() {
     assert!(stub.devices(None).unwrap().iter().any(|d| d.unknown_tenant));
     stub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_stub_remembers_the_device_and_keeps_its_seq_rising() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config();
+    config.ledger = licd_stub::LedgerLocation::File(dir.path().join("ledger.db"));
+    let stub = common::setup_with(config.clone()).await;
+    let trust = TrustStore::new(vec![stub.root_public_key()]);
+    let mut dev = Device::connect(&stub, "acme", "ap-1", 7).await;
+    dev.send(&dev.report(&["wifi", "security"], 0), &dev.key.clone())
+        .await;
+    let b1 = dev.next_bundle(&trust).await;
+    stub.shutdown().await;
+    drop(dev);
+
+    // Same ledger and keys, a new embedded broker (rumqttd cannot be stopped, so a new port).
+    let stub = licd_stub::Stub::start(config).await.unwrap();
+    let view = stub
+        .device(
+            &TenantId::new("acme").unwrap(),
+            &DeviceId::new("ap-1").unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.bundle_seq, b1.seq);
+    assert_eq!(
+        view.key,
+        PublicKey::from(&SigningKey::from_bytes(&[7; 32]).verifying_key()).to_hex()
+    );
+    let mut dev = Device::connect(&stub, "acme", "ap-1", 7).await;
+    stub.unassign(
+        &Selection::only([TenantId::new("acme").unwrap()]),
+        &[svc("wifi")],
+    )
+    .await
+    .unwrap();
+    let b2 = dev.next_bundle(&trust).await;
+    assert!(b2.seq > b1.seq);
+    assert!(b2.grant(&svc("wifi")).is_none());
+    stub.shutdown().await;
+}
