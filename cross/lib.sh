@@ -26,13 +26,13 @@ target_kind() {
     esac
 }
 
-# Size budget in bytes of the stripped default-feature binary. aarch64 is the one issue 7 and
-# issue 11 set (3 MiB; stretch 2 MiB); ARM and x86_64 get the same ceiling so a regression on
-# any of them fails the build too. MIPS code is ~25% larger than ARM for the same source
-# (fixed 32-bit instructions, no conditional execution, more code for 64-bit arithmetic).
+# Size budget in bytes of the stripped default-feature binary. aarch64's is the one issues 7
+# and 11 set (3 MiB; stretch 2 MiB) and armv7 gets the same. x86_64 (servers, no flash limit)
+# and MIPS (32-bit fixed-length instructions, 64-bit arithmetic in software) come out ~25%
+# larger for the same source: 3.5 MiB, so a regression there fails the build too.
 target_budget() {
     case "$1" in
-        mipsel-*) echo $((3584 * 1024)) ;;
+        x86_64-* | mipsel-*) echo $((3584 * 1024)) ;;
         *) echo $((3 * 1024 * 1024)) ;;
     esac
 }
