@@ -1,8 +1,17 @@
 //! `licd-stub`: the stub controller that plays the vendor cloud for licd agents in tests, labs
-//! and demos.
+//! and demos (see `docs/STUB.md`).
 //!
 //! - [`engine`]: the licensing engine — pure logic with the seed semantics (Meraki
-//!   subscriptions and compliance, Aruba auto-licensing, Snow per-VM counting).
+//!   subscriptions, claim keys and compliance; Aruba auto-licensing with include/exclude,
+//!   inheritance and pause; Snow per-VM counting). Calls take `now` and return [`engine::Effects`].
+//! - [`ledger`]: the engine's records in SQLite, with schema migrations.
+//! - [`keys`]: root and signing keys on disk, and the [`Signer`] that seals bundles.
+//! - [`controller`]: engine + ledger + signer without the network: report bytes in, sealed
+//!   publications out.
+//! - [`broker`]: the embedded rumqttd broker; [`session`]: the MQTT client loop and worker;
+//!   [`tls`]: rustls client config for `mqtts://`.
+//! - [`stub`]: [`Stub::start`] → [`StubHandle`] (tests, admin API, demos) and [`serve`] (the
+//!   binary); [`config`]: [`StubConfig`] and the TOML file form.
 #![forbid(unsafe_code)]
 
 pub mod broker;

@@ -329,7 +329,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records a refused report (keeps the newest [`MAX_REFUSED_KEPT`]).
+    /// Records a refused report (keeps the newest 1000).
     pub fn record_refused(
         &mut self,
         at: UnixTime,
