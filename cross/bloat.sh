@@ -37,6 +37,8 @@ nm -C -S -t d "$bin" | awk 'NF >= 4 && $3 ~ /^[tTwW]$/ {
         sub(/^[<&_([]+/, "", c)
         sub(/^(dyn |mut |impl )+/, "", c)
         sub(/^[<&_([]+/, "", c)
+        sub(/^[A-Za-z_0-9]+ as /, "", c)   # <T as core::fmt::Debug>: a generic, count the trait
+        sub(/^(bool|void|int|unsigned|char|long) /, "", c)   # C++ return types (libunwind)
         if (c ~ /^ring_core_/ || c ~ /^(ChaCha20|GFp|aes_|gcm_|bn_|ecp_|x25519|p256|p384|LIMBS_|CRYPTO_|poly1305)/)
             c = "ring (C/asm)"
         else if (index(c, "::") > 0)
