@@ -141,3 +141,26 @@ async fn a_restarted_stub_remembers_the_device_and_keeps_its_seq_rising() {
     assert!(b2.grant(&svc("wifi")).is_none());
     stub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_after_refresh_time_renews_the_lease_with_a_manual_clock() {
+    let mut config = common::test_config();
+    let (clock, hand) = licd_stub::Clock::manual(common::now());
+    config.clock = clock;
+    let stub = common::setup_with(config).await;
+    let trust = TrustStore::new(vec![stub.root_public_key()]);
+    let mut dev = Device::connect(&stub, "acme", "ap-1", 7).await;
+    dev.send(&dev.report(&["wifi"], 0), &dev.key.clone()).await;
+    let b1 = dev.next_bundle(&trust).await;
+    assert_eq!(b1.refresh_after, b1.issued_at + 30);
+
+    // Past refresh_after (lease 60 s → refresh at 30 s) the same report gets a new lease.
+    hand.fetch_add(31, std::sync::atomic::Ordering::SeqCst);
+    dev.send(&dev.report(&["wifi"], b1.seq), &dev.key.clone())
+        .await;
+    let b2 = dev.next_bundle(&trust).await;
+    assert_eq!(b2.seq, b1.seq + 1);
+    assert_eq!(b2.issued_at, b1.issued_at + 31);
+    assert_eq!(b2.grants[0].lease_until, b2.issued_at + 60);
+    stub.shutdown().await;
+}
