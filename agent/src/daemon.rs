@@ -220,6 +220,12 @@ pub async fn run(
         device_key = %key.id(),
         "licd {AGENT_VERSION} starting"
     );
+    // The identity this start used, for `licd diag`'s drift check (informational only).
+    let record =
+        crate::diag::record::IdentityRecord::new(&identity, key.id().to_hex(), clock.wall());
+    if let Err(e) = crate::diag::record::save(&settings.state_dir, &record) {
+        tracing::warn!(error = %e, "cannot write the identity record (used by licd diag)");
+    }
     let (core, effects) = Core::restore(settings, clock, store, key, identity, true);
     let topics = DeviceTopics::new(&core.settings.tenant, &core.identity.device.id);
     let client_id = format!("licd-{}-{}", core.settings.tenant, core.identity.device.id);

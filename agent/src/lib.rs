@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod diag;
 pub mod enforce;
 pub mod hooks;
 pub mod identity;

@@ -67,6 +67,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Walk the licensing path step by step (config, state, identity, clock, cache, DNS, TCP,
+    /// TLS, MQTT, grant round trip, services), each with a verdict, a figure and a hint.
+    /// Exit 0 all ok, 1 warnings only, 2 something failed, 4 diag could not run.
+    Diag {
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Skip the network steps (DNS, TCP, TLS, MQTT, round trip).
+        #[arg(long)]
+        offline: bool,
+        /// Seconds to wait for each network step (connect, handshake, CONNACK, the grant).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +93,11 @@ fn main() -> ExitCode {
             strict,
         } => check(&cli.config, &service, json, strict),
         Command::Status { json } => status(&cli.config, json),
+        Command::Diag {
+            json,
+            offline,
+            timeout,
+        } => diag(&cli.config, json, offline, timeout),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -96,24 +115,30 @@ fn load(config: &Path) -> anyhow::Result<Settings> {
 }
 
 fn init_logging(settings: &Settings, format: Option<LogFormat>) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.level));
+    use tracing_subscriber::filter::Targets;
+    // RUST_LOG wins over log.level when it parses; both were validated the same way.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .or_else(|| settings.log.level.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     // rumqttc logs through `log`; route it into tracing.
     let _ = tracing_log::LogTracer::init();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     match format.unwrap_or(settings.log.format) {
         #[cfg(feature = "json-logs")]
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
         #[cfg(not(feature = "json-logs"))]
         LogFormat::Json => {
-            builder.init();
+            registry.with(layer).init();
             tracing::warn!("built without the json-logs feature; logging as text");
         }
-        LogFormat::Human => builder.init(),
+        LogFormat::Human => registry.with(layer).init(),
     }
 }
 
@@ -268,4 +293,26 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let options = licd_agent::diag::Options {
+        offline,
+        timeout: Duration::from_secs(timeout),
+    };
+    let report = rt.block_on(licd_agent::diag::run(config, &options, &SystemClock));
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("cannot render the report")?
+        );
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", licd_agent::diag::render::human(&report, colour));
+    }
+    Ok(report.exit_code)
 }
