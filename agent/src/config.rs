@@ -382,7 +382,9 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        tracing_subscriber::EnvFilter::try_new(&c.log.level)
+        c.log
+            .level
+            .parse::<tracing_subscriber::filter::Targets>()
             .map_err(|err| invalid("log.level", format!("{:?}: {err}", c.log.level)))?;
         c.identity
             .validate()
