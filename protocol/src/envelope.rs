@@ -50,6 +50,10 @@ pub enum MessageKind {
     Report,
     /// A [`GrantBundle`], signed by a controller signing key.
     Grants,
+    /// A revocation list of signing keys, signed by a root (trust-chain issue).
+    Revocations,
+    /// A root rotation statement, signed by the old and the new root (trust-chain issue).
+    RootRotation,
 }
 
 impl MessageKind {
@@ -58,6 +62,8 @@ impl MessageKind {
         match self {
             MessageKind::Report => 1,
             MessageKind::Grants => 2,
+            MessageKind::Revocations => 3,
+            MessageKind::RootRotation => 4,
         }
     }
 
@@ -66,6 +72,8 @@ impl MessageKind {
         match b {
             1 => Ok(MessageKind::Report),
             2 => Ok(MessageKind::Grants),
+            3 => Ok(MessageKind::Revocations),
+            4 => Ok(MessageKind::RootRotation),
             other => Err(Error::UnknownKind(other)),
         }
     }

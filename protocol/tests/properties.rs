@@ -151,8 +151,9 @@ fn flip_is_refused_for_the_right_reason(
     let signature_start = payload_start + payload_len;
     match byte {
         0 => matches!(err, Error::BadVersion { supported: 1, .. }),
-        // 1 and 2 differ in two bits: one flip never turns a kind into the other.
-        1 => matches!(err, Error::UnknownKind(_)),
+        // A flipped kind is unknown, or another known kind (3 = 2^1 turns Grants into
+        // Revocations, 3 = 1^2 turns Report into it too): refused as the wrong kind.
+        1 => matches!(err, Error::UnknownKind(_) | Error::WrongKind { .. }),
         2..=33 => matches!(err, Error::BadSignature | Error::BadPublicKey),
         34 | 35 => matches!(err, Error::Truncated(_) | Error::Invalid(_)),
         b if b < payload_len_at => {
