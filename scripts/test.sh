@@ -11,6 +11,14 @@ missing=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     missing+=(mosquitto)
 fi
+# faketime: tests/tests/clock_attacks.rs runs the agent under libfaketime (LD_PRELOAD).
+have_faketime=0
+for lib in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
+    [ -e "$lib" ] && have_faketime=1
+done
+if [ "$have_faketime" -eq 0 ]; then
+    missing+=(faketime)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "test.sh: installing ${missing[*]}" >&2
