@@ -195,6 +195,7 @@ fn classify(e: &io::Error) -> TlsFailure {
     match inner {
         Some(rustls::Error::InvalidCertificate(c)) => match c {
             CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+            CertificateError::BadSignature => TlsFailure::WrongCaKey,
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 TlsFailure::Expired
             }
@@ -271,6 +272,7 @@ fn tls_blocking(
             if matches!(
                 failure,
                 TlsFailure::UnknownIssuer
+                    | TlsFailure::WrongCaKey
                     | TlsFailure::Expired
                     | TlsFailure::NotYetValid
                     | TlsFailure::NameMismatch

@@ -662,6 +662,9 @@ pub enum TlsFailure {
     Setup(String),
     /// The chain does not lead to a trusted CA.
     UnknownIssuer,
+    /// A trusted CA has the issuer's name, but its key did not sign the certificate (another
+    /// CA with the same name: a lab CA regenerated, a staging CA).
+    WrongCaKey,
     /// The server certificate expired.
     Expired,
     /// The server certificate is not valid yet.
@@ -740,6 +743,10 @@ pub fn judge_tls(f: &TlsFacts, now: UnixTime) -> Step {
         Err(TlsFailure::UnknownIssuer) => fail(
             "certificate not signed by a trusted CA".into(),
             "broker.ca_file does not hold the CA that signed the broker's certificate (or the system roots lack it)",
+        ),
+        Err(TlsFailure::WrongCaKey) => fail(
+            "certificate not signed by the trusted CA (same issuer name, different key)".into(),
+            "broker.ca_file holds another CA of the same name (regenerated?): install the CA that signed the broker's certificate",
         ),
         Err(TlsFailure::Expired) => fail("server certificate expired".into(), "renew the broker certificate; also check this device's clock"),
         Err(TlsFailure::NotYetValid) => fail("server certificate not valid yet".into(), "check this device's clock (NTP), then the certificate dates"),
