@@ -287,3 +287,21 @@ pub fn open_bundle(
     bundle.validate()?;
     Ok((bundle, signer))
 }
+
+/// Verifies and decodes a bundle under the cache rule ([`TrustStore::authorize_as_issued`]):
+/// the signature first, then — because the rule needs the signed `issued_at` — decoding, and
+/// then the chain evaluated at that `issued_at` (certificate valid then, issuer a root that was
+/// current then, signer not revoked now). For a bundle loaded from disk, which was accepted
+/// live once; live bundles go through [`open_bundle`] at trusted now.
+pub fn open_bundle_as_issued(
+    bytes: &[u8],
+    trust: &TrustStore,
+) -> Result<(GrantBundle, SignerInfo), Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::Grants)?;
+    env.verify_signature()?;
+    let bundle: GrantBundle = env.decode()?;
+    let signer = trust.authorize_as_issued(&env, bundle.issued_at)?;
+    bundle.validate()?;
+    Ok((bundle, signer))
+}

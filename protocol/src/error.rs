@@ -80,6 +80,40 @@ pub enum Error {
     /// The signing key was revoked by a root.
     #[error("signer {0} has been revoked")]
     SignerRevoked(KeyId),
+    /// A revocation list or root rotation is signed by a key that is not a pinned root (a
+    /// signing key, a stranger, or a root rotated away).
+    #[error("signed by {0}, which is not a pinned root")]
+    NotSignedByRoot(KeyId),
+    /// A bundle's certificate was issued by a root that a rotation statement retired (and,
+    /// for a cached bundle, the bundle was issued after the rotation).
+    #[error("signer certificate issued by root {0}, which has been rotated away")]
+    RetiredRoot(KeyId),
+    /// A revocation list not newer than the one held: a rollback to a list that revoked less.
+    #[error("revocation list version {version} is not newer than the held version {current}")]
+    RevocationRollback {
+        /// Version of the refused list.
+        version: u64,
+        /// Version held.
+        current: u64,
+    },
+    /// A root rotation statement lacks the signature of one of its two roots (`missing`):
+    /// the envelope is not signed by the new root, or the old root's signature is bad.
+    #[error("root rotation is not signed by both roots: signature of {missing} missing or bad")]
+    RotationNotSignedByBoth {
+        /// The root whose signature is missing or does not verify.
+        missing: KeyId,
+    },
+    /// A root rotation away from a root that is not pinned (never was, or already rotated).
+    #[error("root rotation away from {0}, which is not a pinned root")]
+    RotationFromUnknownRoot(KeyId),
+    /// A root rotation not newer than the last one applied (a replay or an old statement).
+    #[error("root rotation seq {seq} is not newer than the applied seq {current}")]
+    RotationRollback {
+        /// Seq of the refused statement.
+        seq: u64,
+        /// Seq of the last rotation applied.
+        current: u64,
+    },
     /// The payload's postcard encoding is invalid for the announced kind.
     #[error("payload does not decode: {0}")]
     Decode(&'static str),

@@ -2,7 +2,9 @@
 //!
 //! Everything the agent and the controller exchange is defined here: validated identifiers
 //! ([`id`]), the MQTT topic scheme ([`topic`]), the messages ([`messages`]), signing-key
-//! certificates ([`cert`]) and the signed envelope that carries every message ([`envelope`]).
+//! certificates ([`cert`]), the signed envelope that carries every message ([`envelope`]), and
+//! the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
+//! root rotations signed by the old and the new root ([`rotation`]).
 //!
 //! The crate is pure: no I/O, no clock, no randomness. Time is always an argument (unix seconds),
 //! so every time-dependent check is testable. It builds for `no_std` + `alloc` (disable the
@@ -20,6 +22,8 @@ pub mod id;
 pub mod keys;
 pub mod limits;
 pub mod messages;
+pub mod revocation;
+pub mod rotation;
 pub mod topic;
 pub mod trust;
 
@@ -29,8 +33,10 @@ pub use error::Error;
 pub use id::{DeviceId, IdError, LicenseId, ServiceName, Sku, TenantId};
 pub use keys::{KeyId, PublicKey};
 pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldReason};
-pub use topic::{Topic, TopicKind};
-pub use trust::{SignerInfo, TrustStore};
+pub use revocation::RevocationList;
+pub use rotation::RootRotation;
+pub use topic::{Topic, TopicKind, TrustTopic};
+pub use trust::{RetiredRoot, SignerInfo, TrustStore};
 
 /// Unix time in whole seconds (UTC). Every timestamp on the wire uses it.
 pub type UnixTime = u64;

@@ -16,3 +16,7 @@ pub const MAX_TEXT_LEN: usize = 128;
 
 /// Longest identifier (tenant, device, service, SKU, license id).
 pub const MAX_ID_LEN: usize = 64;
+
+/// Most signing-key ids one revocation list may name (16 bytes each: 16 KiB at most, well
+/// within [`MAX_ENVELOPE_LEN`]).
+pub const MAX_REVOKED: usize = 1024;

@@ -1,5 +1,7 @@
 //! The MQTT topic scheme of protocol v1:
-//! `licd/v1/{tenant}/{device}/{report|grants|presence}`.
+//! `licd/v1/{tenant}/{device}/{report|grants|presence}` per device, and two global, retained
+//! trust topics of four levels, `licd/v1/trust/{revocations|roots}` ([`TrustTopic`]), which can
+//! never be mistaken for a five-level device topic.
 //!
 //! Building from validated ids cannot produce a wildcard; parsing refuses wildcards, wrong
 //! arity and unknown leaves, so a topic from the broker is checked before it is trusted.
@@ -109,6 +111,62 @@ impl core::fmt::Display for Topic {
     }
 }
 
+/// The retained topic of the newest root-signed revocation list (kind 3).
+pub const TRUST_REVOCATIONS: &str = "licd/v1/trust/revocations";
+
+/// The retained topic of the newest root rotation statement (kind 4).
+pub const TRUST_ROOTS: &str = "licd/v1/trust/roots";
+
+/// A global trust topic: `licd/v1/trust/{revocations|roots}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TrustTopic {
+    /// [`TRUST_REVOCATIONS`]: a [`crate::RevocationList`], signed by a root.
+    Revocations,
+    /// [`TRUST_ROOTS`]: a [`crate::RootRotation`], signed by the old and the new root.
+    Roots,
+}
+
+impl TrustTopic {
+    /// The topic string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustTopic::Revocations => TRUST_REVOCATIONS,
+            TrustTopic::Roots => TRUST_ROOTS,
+        }
+    }
+
+    /// The message kind carried on this topic.
+    pub fn kind(self) -> crate::MessageKind {
+        match self {
+            TrustTopic::Revocations => crate::MessageKind::Revocations,
+            TrustTopic::Roots => crate::MessageKind::RootRotation,
+        }
+    }
+
+    /// Parses a topic received from the broker: exactly one of the two trust topics
+    /// (case-sensitive, no wildcards, no trailing level).
+    pub fn parse(topic: &str) -> Result<Self, Error> {
+        if topic.contains(['+', '#']) {
+            return Err(Error::BadTopic("wildcards are not allowed in a topic name"));
+        }
+        match topic {
+            TRUST_REVOCATIONS => Ok(TrustTopic::Revocations),
+            TRUST_ROOTS => Ok(TrustTopic::Roots),
+            _ if topic.starts_with("licd/v1/trust/") => Err(Error::BadTopic("unknown trust topic")),
+            _ => Err(Error::BadTopic(
+                "expected licd/v1/trust/{revocations|roots}",
+            )),
+        }
+    }
+}
+
+impl core::fmt::Display for TrustTopic {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The filter a controller subscribes to for every device's reports, shared among the
 /// replicas of `group` so that a clustered broker splits the load between them:
 /// `$share/{group}/licd/v1/+/+/report`.
@@ -172,6 +230,28 @@ mod tests {
             Topic::parse("licd/v1/ac me/ap-1/grants"),
             Err(Error::Id(crate::IdError::BadChar(' ')))
         ));
+    }
+
+    #[test]
+    fn trust_topics_round_trip_and_never_parse_as_device_topics() {
+        for t in [TrustTopic::Revocations, TrustTopic::Roots] {
+            assert_eq!(TrustTopic::parse(t.as_str()), Ok(t));
+            // Four levels: a device-topic parser refuses them.
+            assert!(Topic::parse(t.as_str()).is_err());
+        }
+        for bad in [
+            "licd/v1/trust/keys",
+            "licd/v1/trust/roots/",
+            "licd/v1/trust/+",
+            "licd/v1/Trust/roots",
+            "licd/v1/trust/revocations/grants",
+            "licd/v1/acme/ap-1/grants",
+        ] {
+            assert!(
+                matches!(TrustTopic::parse(bad), Err(Error::BadTopic(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
