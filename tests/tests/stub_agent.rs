@@ -1,0 +1,105 @@
+//! The real stub controller (embedded broker, ledger, licensing rules) and real agent
+//! processes together: auto-licensing grants the agent its services, an unassign revokes one
+//! and the agent sees it revoked with the controller's reason, the seat is back in the ledger.
+
+use std::time::Duration;
+
+use licd_protocol::{LicenseId, ServiceName, Sku, TenantId};
+use licd_stub::engine::{
+    CatalogEntry, CustomerKind, Entitlement, LeasePolicy, Selection, Subscription,
+};
+use licd_stub::{Signer, Stub, StubConfig};
+use licd_tests::agent::{Agent, AgentOptions};
+
+const T: Duration = Duration::from_secs(30);
+
+fn svc(s: &str) -> ServiceName {
+    ServiceName::new(s).unwrap()
+}
+
+#[test]
+fn the_stub_grants_a_real_agent_its_services_and_an_unassign_revokes_one() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = licd_tests::controller::unix_now();
+    let mut config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
+    config.lease = LeasePolicy {
+        lease_secs: 60,
+        grace_secs: 60,
+    };
+    let stub = rt.block_on(async {
+        let stub = Stub::start(config).await.unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        stub.add_customer(TenantId::new("msp").unwrap(), "MSP", CustomerKind::Msp)
+            .await
+            .unwrap();
+        stub.add_customer(acme.clone(), "Acme", CustomerKind::Tenant)
+            .await
+            .unwrap();
+        for (sku, service) in [("LIC-WIFI", "wifi"), ("LIC-POE", "poe")] {
+            stub.add_catalog_entry(CatalogEntry {
+                sku: Sku::new(sku).unwrap(),
+                name: sku.into(),
+                service: svc(service),
+                product_class: "wireless".into(),
+                vms_per_seat: None,
+            })
+            .await
+            .unwrap();
+        }
+        stub.add_subscription(Subscription {
+            id: LicenseId::new("SUB-1").unwrap(),
+            name: "acme".into(),
+            owner: Some(acme.clone()),
+            claim_key: None,
+            start: now - 60,
+            end: now + 86_400,
+            entitlements: vec![
+                Entitlement {
+                    sku: Sku::new("LIC-WIFI").unwrap(),
+                    limit: 5,
+                },
+                Entitlement {
+                    sku: Sku::new("LIC-POE").unwrap(),
+                    limit: 5,
+                },
+            ],
+        })
+        .await
+        .unwrap();
+        stub.enable_auto_licensing(&Selection::all(), &[svc("wifi"), svc("poe")], false)
+            .await
+            .unwrap();
+        stub
+    });
+    let port = stub.broker_addr().unwrap().port();
+    let mut options = AgentOptions::plain(port, &stub.root_public_key().to_hex());
+    options.services = vec!["wifi".into(), "poe".into()];
+    let agent = Agent::start(&options).unwrap();
+    agent.wait_state("wifi", "licensed", T).unwrap();
+    agent.wait_state("poe", "licensed", T).unwrap();
+    let check = agent.check("poe").unwrap();
+    assert_eq!(check["may_run"], true);
+
+    rt.block_on(stub.unassign(
+        &Selection::only([TenantId::new("acme").unwrap()]),
+        &[svc("poe")],
+    ))
+    .unwrap();
+    agent.wait_state("poe", "unlicensed", T).unwrap();
+    assert_eq!(agent.check("poe").unwrap()["reason"], "unassigned");
+    assert_eq!(agent.state_of("wifi").as_deref(), Some("licensed"));
+
+    // The controller's view agrees: the device holds one seat, for wifi.
+    let devices = stub.devices(None).unwrap();
+    let device = devices
+        .iter()
+        .find(|d| d.device.as_str() == "ap-1")
+        .expect("the agent is registered");
+    let dump = format!("{device:?}");
+    assert!(dump.contains("wifi"), "{dump}");
+    rt.block_on(stub.shutdown());
+}
