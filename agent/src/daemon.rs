@@ -191,10 +191,20 @@ impl Core {
 /// and moves nothing; a missing device key means nothing was ever granted.
 pub fn status_from_cache(settings: Settings, clock: Arc<dyn Clock>) -> Result<Status, RunError> {
     let store = Store::open_read_only(&settings.state_dir);
-    let key = DeviceKey::load(&DeviceKey::path_in(&settings.state_dir))?;
+    let (key, has_key) = match DeviceKey::load(&DeviceKey::path_in(&settings.state_dir)) {
+        Ok(k) => (k, true),
+        // Never started: nothing can have been granted. A throwaway key binds nothing, so
+        // whatever lies in the cache is refused and every service reads "never granted".
+        Err(KeyError::Missing { .. }) => (DeviceKey::generate()?, false),
+        Err(e) => return Err(e.into()),
+    };
     let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())?;
     let (core, _) = Core::restore(settings, clock, store, key, identity, false);
-    Ok(core.status(Source::Cache, None))
+    let mut status = core.status(Source::Cache, None);
+    if !has_key {
+        status.device_key = "none (the daemon has not run yet)".into();
+    }
+    Ok(status)
 }
 
 /// Runs the daemon until `shutdown` resolves. Returns an error only for start-up failures
