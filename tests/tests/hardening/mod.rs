@@ -42,13 +42,16 @@ pub fn seal(keys: &ControllerKeys, bundle: &GrantBundle) -> Vec<u8> {
     seal_bundle(bundle, &keys.signing, &keys.cert)
 }
 
+/// Messages a [`Publisher`] received: (topic, payload).
+type Inbox = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A raw MQTT client (QoS 1) that counts acknowledgements and received messages. Packets up to
 /// 4 MiB both ways, so it can send payloads the test controller's client refuses to.
 pub struct Publisher {
     client: AsyncClient,
     acks: Arc<AtomicU64>,
     subacks: Arc<std::sync::Mutex<Vec<Vec<rumqttc::SubscribeReasonCode>>>>,
-    received: Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    received: Inbox,
     connacks: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,7 +75,7 @@ impl Publisher {
         let acks = Arc::new(AtomicU64::new(0));
         let connacks = Arc::new(AtomicU64::new(0));
         let subacks = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let received: Inbox = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (a, c, s, r) = (
             acks.clone(),
             connacks.clone(),
