@@ -30,6 +30,7 @@ use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
 use crate::status::{ClockStatus, ConnectionStatus, Source, Status, AGENT_VERSION};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
+use crate::trust::{Accepted, TrustState};
 
 /// Longest the daemon sleeps without looking at the clock: catches wall-clock jumps and
 /// persists the time mark. One wakeup a minute when idle.
@@ -76,12 +77,19 @@ struct Core {
     enforcer: Enforcer,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    /// Roots and revocations (config roots moved forward by accepted trust messages).
+    trust: TrustState,
 }
 
 impl Core {
-    fn rules(settings: &Settings, identity: &Identity, key: &DeviceKey) -> AcceptanceRules {
+    fn rules(
+        settings: &Settings,
+        identity: &Identity,
+        key: &DeviceKey,
+        trust: &TrustState,
+    ) -> AcceptanceRules {
         AcceptanceRules {
-            trust: licd_protocol::TrustStore::new(settings.roots.clone()),
+            trust: trust.store().clone(),
             device: identity.device.id.clone(),
             device_key: key.id(),
             future_tolerance: settings.future_tolerance,
@@ -109,8 +117,16 @@ impl Core {
             }
         };
         let mut time = TrustedTime::new(mark, boot, settings.rollback_tolerance);
+        // Trust first: the cached bundle is judged against the roots and revocations in force.
+        let (trust, dropped, problem) = crate::trust::load(store.dir(), settings.roots.clone());
+        if let Some(problem) = problem {
+            tracing::warn!(%problem, "trust state unreadable; starting from the config roots");
+        }
+        for d in dropped {
+            tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped");
+        }
         let mut enforcer = Enforcer::new(
-            Self::rules(&settings, &identity, &key),
+            Self::rules(&settings, &identity, &key, &trust),
             settings.services.clone(),
         );
         let now = time.observe(clock.wall(), clock.boot()).now;
@@ -158,6 +174,7 @@ impl Core {
                 enforcer,
                 clock,
                 settings,
+                trust,
             },
             effects,
         )
@@ -428,6 +445,49 @@ impl Daemon {
                 let effects = self.core.enforcer.handle(now, Input::Bundle(&bytes));
                 self.apply(effects);
             }
+            SessionEvent::Trust(topic, bytes) => self.on_trust(topic, &bytes),
+        }
+    }
+
+    /// A message on a trust topic: the trust module decides; an accepted change is persisted
+    /// and handed to the enforcer (which re-checks the held bundle); a refusal is logged and
+    /// counted in the status like a refused bundle.
+    fn on_trust(&mut self, topic: licd_protocol::TrustTopic, bytes: &[u8]) {
+        let now = self.core.now();
+        match self.core.trust.handle(topic, bytes) {
+            Ok(Accepted::AlreadyHeld) => {}
+            Ok(accepted) => {
+                match accepted {
+                    Accepted::Rotation {
+                        seq,
+                        previous,
+                        next,
+                        revocations,
+                    } => tracing::warn!(
+                        seq,
+                        previous = %previous.id(),
+                        next = %next.id(),
+                        ?revocations,
+                        "root rotation accepted: the previous root is no longer trusted"
+                    ),
+                    Accepted::Revocations { version, revoked } => {
+                        tracing::info!(version, revoked, "revocation list accepted")
+                    }
+                    Accepted::AlreadyHeld => {}
+                }
+                if let Err(e) = crate::trust::save(self.core.store.dir(), &self.core.trust) {
+                    tracing::error!(error = %e, "cannot write the trust state; it is enforced from memory and will be fetched again at restart");
+                }
+                let store = self.core.trust.store().clone();
+                let effects = self.core.enforcer.set_trust(store, now);
+                self.apply(effects);
+            }
+            Err(e) => {
+                let refusal = crate::enforce::Refusal::Protocol(e);
+                tracing::warn!(topic = %topic, reason = %refusal, code = refusal.code(), "trust message refused; trust unchanged");
+                self.core.enforcer.note_refusal(&refusal, now);
+                self.publish_status();
+            }
         }
     }
 
@@ -466,6 +526,12 @@ impl Daemon {
                     self.schedule_report();
                 }
                 Effect::Refused(refusal) => self.log_refusal(&refusal),
+                Effect::Distrusted { seq, refusal } => tracing::warn!(
+                    seq,
+                    reason = %refusal,
+                    code = refusal.code(),
+                    "held grant bundle is no longer trusted; its services are unlicensed until a trusted bundle arrives"
+                ),
                 Effect::Changed { service, from, to } => {
                     match from {
                         Some(from) => {
@@ -487,6 +553,7 @@ impl Daemon {
             let cause = match cause {
                 crate::enforce::ReportCause::VmCountChanged => "vm count changed",
                 crate::enforce::ReportCause::GraceStarted => "grace started",
+                crate::enforce::ReportCause::BundleDistrusted => "held bundle distrusted",
             };
             self.send_report(cause);
         }

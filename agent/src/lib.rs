@@ -1,6 +1,6 @@
 //! `licd-agent`: the license-enforcement agent.
 //!
-//! The pure core ([`clock::TrustedTime`], [`enforce`], [`backoff`]) takes time and randomness
+//! The pure core ([`clock::TrustedTime`], [`enforce`], [`trust`], [`backoff`]) takes time and randomness
 //! as arguments and does no I/O. Thin shells around it do the files ([`store`]), the MQTT
 //! session ([`session`]), the local API ([`api`]), hooks ([`hooks`]) and tie them together
 //! ([`daemon`]).
@@ -18,3 +18,4 @@ pub mod session;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod trust;

@@ -2,10 +2,14 @@
 //! jittered exponential backoff, re-subscribes and re-announces presence on every ConnAck
 //! (the session is clean, so the broker forgets subscriptions), and forwards what matters to
 //! the daemon as [`SessionEvent`]s. It makes no licensing decision.
+//!
+//! Subscriptions: the device's grants topic, and the two global retained trust topics
+//! (`licd/v1/trust/roots`, then `licd/v1/trust/revocations`) that move the agent's roots and
+//! revoked signing keys forward (see [`crate::trust`]).
 
 use std::time::{Duration, Instant};
 
-use licd_protocol::{DeviceId, TenantId, Topic, TopicKind};
+use licd_protocol::{DeviceId, TenantId, Topic, TopicKind, TrustTopic};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -41,6 +45,8 @@ pub enum SessionEvent {
     },
     /// A message arrived on this device's grants topic.
     Grants(Vec<u8>),
+    /// A message arrived on a global trust topic (a root rotation or a revocation list).
+    Trust(TrustTopic, Vec<u8>),
 }
 
 /// The device's topics.
@@ -125,6 +131,11 @@ async fn drive(
                 connected_at = Some(Instant::now());
                 // Queue subscribe before presence so the retained bundle is on its way at once.
                 let _ = client.try_subscribe(topics.grants.clone(), QoS::AtLeastOnce);
+                // Roots before revocations: a list signed by a new root usually finds the
+                // rotation that pins it already applied (the agent copes with either order).
+                for t in [TrustTopic::Roots, TrustTopic::Revocations] {
+                    let _ = client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                }
                 let _ = client.try_publish(
                     topics.presence.clone(),
                     QoS::AtLeastOnce,
@@ -136,10 +147,13 @@ async fn drive(
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.grants => {
                 tx.send(SessionEvent::Grants(p.payload.to_vec())).await
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                tracing::debug!(topic = %p.topic, "ignoring message on an unexpected topic");
-                Ok(())
-            }
+            Ok(Event::Incoming(Packet::Publish(p))) => match TrustTopic::parse(&p.topic) {
+                Ok(t) => tx.send(SessionEvent::Trust(t, p.payload.to_vec())).await,
+                Err(_) => {
+                    tracing::debug!(topic = %p.topic, "ignoring message on an unexpected topic");
+                    Ok(())
+                }
+            },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => Ok(()),
             Err(e) => {

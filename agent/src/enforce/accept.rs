@@ -1,7 +1,7 @@
 //! The acceptance rules for a grant bundle: what a bundle must prove before it can change any
 //! license state. Pure: trust anchors, the held bundle and the time are passed in.
 
-use licd_protocol::envelope::open_bundle;
+use licd_protocol::envelope::{open_bundle, open_bundle_as_issued};
 use licd_protocol::{DeviceId, GrantBundle, KeyId, SignerInfo, TrustStore, UnixTime};
 
 /// Why a bundle was refused. The state is unchanged after any of these.
@@ -64,6 +64,12 @@ impl Refusal {
                     "certificate_validity"
                 }
                 E::SignerRevoked(_) => "signer_revoked",
+                E::RetiredRoot(_) => "retired_root",
+                E::NotSignedByRoot(_) => "not_signed_by_root",
+                E::RevocationRollback { .. } => "revocation_rollback",
+                E::RotationNotSignedByBoth { .. } => "rotation_not_signed_by_both",
+                E::RotationFromUnknownRoot(_) => "rotation_from_unknown_root",
+                E::RotationRollback { .. } => "rotation_rollback",
                 _ => "refused",
             },
             Refusal::WrongDevice { .. } => "wrong_device",
@@ -91,7 +97,29 @@ impl AcceptanceRules {
     /// Checks everything but freshness against a held bundle: signature and chain at `now`,
     /// device binding, and `issued_at` not too far ahead of `now`.
     pub fn check(&self, bytes: &[u8], now: UnixTime) -> Result<(GrantBundle, SignerInfo), Refusal> {
-        let (bundle, signer) = open_bundle(bytes, &self.trust, now)?;
+        let opened = open_bundle(bytes, &self.trust, now)?;
+        self.bind(opened, now)
+    }
+
+    /// The cache rule, for a bundle accepted once and read back from disk (or held while the
+    /// trust changes): the signer's chain is evaluated at the bundle's signed `issued_at`
+    /// ([`licd_protocol::TrustStore::authorize_as_issued`]: certificate valid then, issued by
+    /// a root current then, signer not revoked now), then the same device binding and
+    /// future check at `now`.
+    pub fn check_as_issued(
+        &self,
+        bytes: &[u8],
+        now: UnixTime,
+    ) -> Result<(GrantBundle, SignerInfo), Refusal> {
+        let opened = open_bundle_as_issued(bytes, &self.trust)?;
+        self.bind(opened, now)
+    }
+
+    fn bind(
+        &self,
+        (bundle, signer): (GrantBundle, SignerInfo),
+        now: UnixTime,
+    ) -> Result<(GrantBundle, SignerInfo), Refusal> {
         if bundle.device != self.device {
             return Err(Refusal::WrongDevice {
                 got: bundle.device,

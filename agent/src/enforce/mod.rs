@@ -7,7 +7,7 @@ mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use licd_protocol::{GrantBundle, ServiceName, SignerInfo, UnixTime};
+use licd_protocol::{GrantBundle, ServiceName, SignerInfo, TrustStore, UnixTime};
 use serde::Serialize;
 
 pub use accept::{AcceptanceRules, Refusal};
@@ -32,6 +32,9 @@ pub enum ReportCause {
     VmCountChanged,
     /// A service entered grace: the controller should hear about it.
     GraceStarted,
+    /// The held bundle's signer is no longer trusted (revoked): the controller should send a
+    /// bundle from a trusted signer (the report says the device holds none).
+    BundleDistrusted,
 }
 
 /// What the shell must do after an input.
@@ -48,6 +51,15 @@ pub enum Effect {
     },
     /// A bundle was refused; nothing changed.
     Refused(Refusal),
+    /// The held bundle stopped being trusted after a trust change (its signer was revoked, or
+    /// its root retired before it was issued) and was dropped: its services are unlicensed
+    /// (reason `revoked`) until a bundle from a trusted signer arrives.
+    Distrusted {
+        /// Seq of the dropped bundle (later bundles must still be newer).
+        seq: u64,
+        /// Why.
+        refusal: Refusal,
+    },
     /// A service changed state (run hooks, publish events).
     Changed {
         /// The service.
@@ -113,6 +125,36 @@ pub struct BundleInfo {
     pub signer_cert_not_after: UnixTime,
 }
 
+/// The trust in force, for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TrustInfo {
+    /// Key ids of the pinned roots (config roots moved forward by accepted rotations).
+    pub roots: Vec<String>,
+    /// Key ids of roots rotated away (trusted only for cached bundles issued before).
+    pub retired_roots: Vec<String>,
+    /// `seq` of the last root rotation applied (0: none).
+    pub rotation_seq: u64,
+    /// Version of the revocation list in force (0: none).
+    pub revocations_version: u64,
+    /// Key ids of revoked signing keys.
+    pub revoked: Vec<String>,
+}
+
+impl TrustInfo {
+    fn of(t: &TrustStore) -> Self {
+        Self {
+            roots: t.roots().iter().map(|r| r.id().to_hex()).collect(),
+            retired_roots: t.retired().iter().map(|r| r.key.id().to_hex()).collect(),
+            rotation_seq: t.rotation_seq(),
+            revocations_version: t.revocations_version(),
+            revoked: t
+                .revocations()
+                .map(|l| l.revoked.iter().map(|k| k.to_hex()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A read-only picture of the enforcer, for the local API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
@@ -124,8 +166,10 @@ pub struct Snapshot {
     pub bundle: Option<BundleInfo>,
     /// Last VM count reading.
     pub vm_count: Option<u32>,
-    /// Refused bundles.
+    /// Refused bundles (and refused trust messages).
     pub refusals: RefusalStats,
+    /// Roots and revocations in force.
+    pub trust: TrustInfo,
 }
 
 impl Snapshot {
@@ -154,6 +198,9 @@ pub struct Enforcer {
     next_deadline: Option<UnixTime>,
     evaluated_at: UnixTime,
     refusals: RefusalStats,
+    /// Seq of a bundle dropped because its signer stopped being trusted: anti-replay still
+    /// counts from it.
+    floor_seq: u64,
 }
 
 impl Enforcer {
@@ -170,27 +217,69 @@ impl Enforcer {
             next_deadline: None,
             evaluated_at: 0,
             refusals: RefusalStats::default(),
+            floor_seq: 0,
         }
     }
 
     /// Loads a bundle from the cache at start-up: the same checks as a live bundle (the disk is
-    /// not trusted), except that there is nothing to be newer than. Returns the effects of the
+    /// not trusted), except that there is nothing to be newer than, and the signer's chain is
+    /// judged by the cache rule ([`AcceptanceRules::check_as_issued`]): certificate valid at the
+    /// bundle's signed `issued_at`, issued by a root current then, signer not revoked now. So a
+    /// bundle cached under a signing key that has since been rotated out (its certificate
+    /// expired) still loads; one whose signer was revoked does not. Returns the effects of the
     /// first evaluation; on refusal the enforcer holds nothing and the caller sets the file aside.
     ///
-    /// The checks run at `max(now, issued_at)`: a cached bundle was accepted once, at a time not
-    /// before its `issued_at`, so a clock behind that (a device booting in 1970 whose time mark
-    /// was lost) is a clock to correct, not a bundle "from the future" to discard. The
-    /// `issued_at` read before verification is only a candidate: if the bundle does not verify
-    /// at that time it is refused, and if it does, `issued_at` was signed by a trusted signer.
-    /// Moving evaluation time forward can only end validity sooner.
+    /// The grants are evaluated at `max(now, issued_at)`: a cached bundle was accepted once, at a
+    /// time not before its `issued_at`, so a clock behind that (a device booting in 1970 whose
+    /// time mark was lost) is a clock to correct, not a bundle "from the future" to discard. The
+    /// `issued_at` read before verification is only a candidate; once the bundle verifies it was
+    /// signed by a trusted signer. Moving evaluation time forward can only end validity sooner.
     pub fn restore(&mut self, raw: &[u8], now: UnixTime) -> Result<Vec<Effect>, Refusal> {
         let issued_at = licd_protocol::Envelope::parse(raw)
             .and_then(|env| env.decode::<GrantBundle>())
             .map_or(0, |b| b.issued_at);
         let now = now.max(issued_at);
-        let (bundle, signer) = self.rules.check(raw, now)?;
+        let (bundle, signer) = self.rules.check_as_issued(raw, now)?;
         self.install(bundle, raw.to_vec(), signer, now);
         Ok(self.reevaluate(now))
+    }
+
+    /// Puts new trust in force (after an accepted root rotation or revocation list) and
+    /// re-checks the held bundle by the cache rule: a bundle whose signer is now revoked (or
+    /// whose root was retired before it was issued) is dropped — its services become
+    /// unlicensed with reason `revoked`, a report is asked for, and later bundles must still
+    /// have a higher seq than the dropped one.
+    pub fn set_trust(&mut self, trust: TrustStore, now: UnixTime) -> Vec<Effect> {
+        self.rules.trust = trust;
+        let mut effects = Vec::new();
+        if let Some(held) = &self.held {
+            if let Err(refusal) = self
+                .rules
+                .check_as_issued(&held.raw, now.max(held.bundle.issued_at))
+            {
+                let seq = held.bundle.seq;
+                self.floor_seq = self.floor_seq.max(seq);
+                self.held = None;
+                self.note_refusal(&refusal, now);
+                effects.push(Effect::Distrusted { seq, refusal });
+                effects.push(Effect::Report(ReportCause::BundleDistrusted));
+            }
+        }
+        effects.extend(self.reevaluate(now));
+        effects
+    }
+
+    /// The trust in force.
+    pub fn trust(&self) -> &TrustStore {
+        &self.rules.trust
+    }
+
+    /// Counts a refusal in the status (bundles, and trust messages the shell refused).
+    pub fn note_refusal(&mut self, refusal: &Refusal, now: UnixTime) {
+        self.refusals.total += 1;
+        self.refusals.last_code = Some(refusal.code());
+        self.refusals.last_message = Some(refusal.to_string());
+        self.refusals.last_at = Some(now);
     }
 
     /// Handles one input at trusted time `now`.
@@ -206,10 +295,7 @@ impl Enforcer {
                     effects.push(Effect::Accepted { seq, signer });
                 }
                 Err(refusal) => {
-                    self.refusals.total += 1;
-                    self.refusals.last_code = Some(refusal.code());
-                    self.refusals.last_message = Some(refusal.to_string());
-                    self.refusals.last_at = Some(now);
+                    self.note_refusal(&refusal, now);
                     effects.push(Effect::Refused(refusal));
                     return effects;
                 }
@@ -236,13 +322,12 @@ impl Enforcer {
             return Ok(None);
         }
         let (bundle, signer) = self.rules.check(raw, now)?;
-        if let Some(held) = &self.held {
-            if bundle.seq <= held.bundle.seq {
-                return Err(Refusal::Stale {
-                    seq: bundle.seq,
-                    held: held.bundle.seq,
-                });
-            }
+        let held = self.held_seq().max(self.floor_seq);
+        if (self.held.is_some() || self.floor_seq > 0) && bundle.seq <= held {
+            return Err(Refusal::Stale {
+                seq: bundle.seq,
+                held,
+            });
         }
         Ok(Some((bundle, signer)))
     }
@@ -327,6 +412,10 @@ impl Enforcer {
             next_change: None,
         };
         let Some(held) = &self.held else {
+            // No bundle, but one granted it before: that bundle was dropped as distrusted.
+            if self.ever_granted.contains(service) {
+                return unlicensed(Reason::Revoked);
+            }
             return unlicensed(Reason::NeverGranted);
         };
         if let Some(grant) = held.bundle.grant(service) {
@@ -401,6 +490,7 @@ impl Enforcer {
             }),
             vm_count: self.vm_count,
             refusals: self.refusals.clone(),
+            trust: TrustInfo::of(&self.rules.trust),
         }
     }
 }

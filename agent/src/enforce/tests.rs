@@ -412,3 +412,109 @@ fn a_cached_bundle_restored_with_the_clock_in_1970_is_evaluated_at_its_signed_is
     let r = e.handle(0, Input::Bundle(&raw));
     assert!(matches!(r.as_slice(), [Effect::Refused(_)]), "{r:?}");
 }
+
+fn revoking(root: &SigningKey, version: u64, revoked: Vec<licd_protocol::KeyId>) -> Vec<u8> {
+    licd_protocol::revocation::seal_revocations(
+        &licd_protocol::RevocationList {
+            version,
+            issued_at: T0,
+            revoked,
+        },
+        root,
+    )
+}
+
+#[test]
+fn a_held_bundle_whose_signer_gets_revoked_is_dropped_and_its_services_are_unlicensed() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    e.handle(
+        T0,
+        Input::Bundle(&f.seal(&f.bundle(5, T0, vec![grant("wifi", T0)]))),
+    );
+    assert!(e.state(&svc("wifi")).may_run());
+    let signer = PublicKey::from(&f.signing.verifying_key()).id();
+    let mut trust = e.trust().clone();
+    trust
+        .accept_revocations(&revoking(&key(1), 1, vec![signer]))
+        .unwrap();
+    let effects = e.set_trust(trust, T0 + 5);
+    assert!(
+        effects.iter().any(|x| matches!(
+            x,
+            Effect::Distrusted {
+                seq: 5,
+                refusal: Refusal::Protocol(licd_protocol::Error::SignerRevoked(_))
+            }
+        )),
+        "{effects:?}"
+    );
+    assert!(effects.contains(&Effect::Report(ReportCause::BundleDistrusted)));
+    assert_eq!(
+        e.state(&svc("wifi")),
+        ServiceState::Unlicensed {
+            reason: Reason::Revoked
+        }
+    );
+    assert_eq!(e.held_seq(), 0);
+    assert_eq!(e.snapshot().refusals.last_code, Some("signer_revoked"));
+    assert_eq!(e.snapshot().trust.revoked, vec![signer.to_hex()]);
+    // The revoked key is refused live; anti-replay still counts from the dropped seq.
+    let r = e.handle(T0 + 6, Input::Bundle(&f.seal(&f.bundle(6, T0, vec![]))));
+    assert_eq!(
+        r[0].clone(),
+        Effect::Refused(Refusal::Protocol(licd_protocol::Error::SignerRevoked(
+            signer
+        )))
+    );
+    let new_key = key(7);
+    let cert = SignerCertificate::issue(
+        &key(1),
+        PublicKey::from(&new_key.verifying_key()),
+        T0 - 10,
+        T0 + 86_400,
+    );
+    let old_seq = seal_bundle(&f.bundle(4, T0, vec![grant("wifi", T0)]), &new_key, &cert);
+    assert!(matches!(
+        e.handle(T0 + 7, Input::Bundle(&old_seq)).as_slice(),
+        [Effect::Refused(Refusal::Stale { seq: 4, held: 5 })]
+    ));
+    let next = seal_bundle(&f.bundle(6, T0, vec![grant("wifi", T0)]), &new_key, &cert);
+    e.handle(T0 + 8, Input::Bundle(&next));
+    assert!(e.state(&svc("wifi")).may_run());
+}
+
+#[test]
+fn a_cached_bundle_loads_if_its_certificate_was_valid_when_it_was_issued() {
+    let f = Fixture::new();
+    // The certificate ended a day after the bundle was issued; the agent restarts a week later.
+    let short = SignerCertificate::issue(
+        &key(1),
+        PublicKey::from(&f.signing.verifying_key()),
+        T0 - 10,
+        T0 + 86_400,
+    );
+    let b = f.bundle(3, T0, vec![grant("wifi", T0)]);
+    let raw = seal_bundle(&b, &f.signing, &short);
+    let later = T0 + 7 * 86_400;
+    let mut e = f.enforcer(&["wifi"]);
+    e.restore(&raw, later).unwrap();
+    assert_eq!(e.held_seq(), 3);
+    // The same bytes arriving live at that time are refused: the certificate has expired.
+    let mut e = f.enforcer(&["wifi"]);
+    assert!(matches!(
+        e.handle(later, Input::Bundle(&raw)).as_slice(),
+        [Effect::Refused(Refusal::Protocol(
+            licd_protocol::Error::CertificateExpired { .. }
+        ))]
+    ));
+    // Issued after the certificate ended: refused from the cache too.
+    let late = seal_bundle(&f.bundle(4, T0 + 2 * 86_400, vec![]), &f.signing, &short);
+    let mut e = f.enforcer(&["wifi"]);
+    assert!(matches!(
+        e.restore(&late, later),
+        Err(Refusal::Protocol(
+            licd_protocol::Error::CertificateExpired { .. }
+        ))
+    ));
+}
