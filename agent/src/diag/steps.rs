@@ -474,11 +474,13 @@ pub fn judge_cache(facts: &CacheFacts, now: UnixTime) -> Vec<Step> {
                 ),
             )
             .detail(json!({"seq": seq, "issued_at": issued_at, "signer": signer}));
-            let window = format!(
-                "{signer}: valid {} .. {}",
-                fmt_time(*cert_not_before),
+            // Past year 9999 reads as "no end" (test and lab certificates use u64::MAX).
+            let end = if *cert_not_after >= 253_402_300_800 {
+                "no end".to_string()
+            } else {
                 fmt_time(*cert_not_after)
-            );
+            };
+            let window = format!("{signer}: valid {} .. {end}", fmt_time(*cert_not_before));
             let cert = if cert_not_after.saturating_sub(now) < CERT_WARN_BEFORE {
                 Step::new(
                     "signer_cert",
