@@ -170,8 +170,8 @@ async fn ntp_sync() -> NtpSync {
     }
 }
 
-/// The cached bundle judged like the daemon judges it at start: signature and chain at `now`,
-/// then (when the key is known) the device binding and `issued_at`.
+/// The cached bundle judged like the daemon judges it at start: signature, the chain as of the
+/// bundle's `issued_at`, then (when the key is known) the device binding and `issued_at`.
 pub fn cache_facts(
     raw: Result<Option<Vec<u8>>, String>,
     trust: &TrustStore,
@@ -183,7 +183,8 @@ pub fn cache_facts(
         Ok(None) => return CacheFacts::Missing,
         Ok(Some(r)) => r,
     };
-    let opened = licd_protocol::envelope::open_bundle(&raw, trust, now);
+    // The cache rule: the chain as of the bundle's `issued_at` (as the daemon loads it).
+    let opened = licd_protocol::envelope::open_bundle_as_issued(&raw, trust);
     let (bundle, signer) = match opened {
         Ok(b) => b,
         Err(e) => {
@@ -195,7 +196,7 @@ pub fn cache_facts(
         }
     };
     if let Some(rules) = rules {
-        if let Err(r) = rules.check(&raw, now) {
+        if let Err(r) = rules.check_as_issued(&raw, now) {
             return CacheFacts::Refused {
                 code: r.code(),
                 message: r.to_string(),
@@ -374,7 +375,12 @@ pub async fn run(config_path: &Path, options: &Options, clock: &dyn Clock) -> Re
     ));
 
     // Cache.
-    let trust = TrustStore::new(settings.roots.clone());
+    // The config roots moved forward by accepted rotations/revocations (trust.v1.bin), as
+    // the daemon uses them.
+    let trust = crate::trust::load(dir, settings.roots.clone())
+        .0
+        .store()
+        .clone();
     let rules = match (&identity, &key) {
         (Some(id), Some(k)) => Some(AcceptanceRules {
             trust: trust.clone(),
