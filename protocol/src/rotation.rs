@@ -86,7 +86,7 @@ pub struct RootRotation {
     /// Strictly increasing over every rotation a vendor publishes (one counter for all its
     /// roots); an agent accepts only a higher `seq` than the last rotation it applied.
     pub seq: u64,
-    /// When the statement was made. Bundles issued before it under `previous` still load from
+    /// When the statement was made. Bundles issued until then under `previous` still load from
     /// an agent's cache (see `docs/PROTOCOL.md` §11); nothing new signed by `previous` does.
     pub issued_at: UnixTime,
     /// The root being retired.

@@ -10,7 +10,7 @@
 //!   retired vouches for nothing new ([`Error::RetiredRoot`]);
 //! - [`TrustStore::authorize_as_issued`] (the cache rule) evaluates the chain at the bundle's
 //!   own `issued_at`: certificate valid then, issued by a root that was current then (pinned,
-//!   or retired by a rotation made after `issued_at`), signer not revoked **now**;
+//!   or retired by a rotation made at or after `issued_at`), signer not revoked **now**;
 //! - revocation lists only move forward (`version` strictly increasing) and rotations too
 //!   (`seq` strictly increasing).
 
@@ -28,7 +28,7 @@ use crate::UnixTime;
 pub struct RetiredRoot {
     /// The retired root.
     pub key: PublicKey,
-    /// The rotation statement's `issued_at`: bundles issued before it still load from a cache.
+    /// The rotation statement's `issued_at`: bundles issued until then still load from a cache.
     pub retired_at: UnixTime,
 }
 
@@ -108,7 +108,7 @@ impl TrustStore {
 
     /// The cache rule: like [`TrustStore::authorize`], but the certificate is evaluated at the
     /// bundle's signed `issued_at`, and a root retired by a rotation made *after* `issued_at`
-    /// still counts. Revocation is checked against the current list: a revoked signer is
+    /// (or in the same second) still counts. Revocation is checked against the current list: a revoked signer is
     /// refused whenever it signed.
     pub fn authorize_as_issued(
         &self,
@@ -135,7 +135,7 @@ impl TrustStore {
         let issuer = cert.body.issuer;
         if !self.roots.contains(&issuer) {
             return match self.retired.iter().find(|r| r.key == issuer) {
-                Some(r) if as_issued && at < r.retired_at => {
+                Some(r) if as_issued && at <= r.retired_at => {
                     self.finish(cert, signer, at) // the root was current when it was issued
                 }
                 Some(_) => Err(Error::RetiredRoot(issuer.id())),
@@ -381,8 +381,9 @@ mod tests {
         );
         // ... loads from the cache only when issued before the rotation.
         assert!(t.authorize_as_issued(&env, 499).is_ok());
+        assert!(t.authorize_as_issued(&env, 500).is_ok());
         assert_eq!(
-            t.authorize_as_issued(&env, 500),
+            t.authorize_as_issued(&env, 501),
             Err(Error::RetiredRoot(public(&old).id()))
         );
         // Certified by the new root: fine.
