@@ -3,7 +3,8 @@
 //! [`Signer`] that seals bundles with them.
 //!
 //! Layout of the key directory: `root.key` (root secret seed), `signing.key` (signing secret
-//! seed), `signing.cert` (the 145-byte certificate), each one line of lower-case hex.
+//! seed), `signing.cert` (the 145-byte certificate), each one line of lower-case hex. Rotation,
+//! revocation and root rotation (and their files) are in [`trust`].
 
 use std::fs;
 use std::io::Write;
@@ -13,8 +14,9 @@ use ed25519_dalek::SigningKey;
 use licd_protocol::envelope::seal_bundle;
 use licd_protocol::{GrantBundle, PublicKey, SignerCertificate, UnixTime};
 
-/// Default validity of a signing-key certificate: one year. Rotation (`keys rotate`) is
-/// issue 9's.
+pub mod trust;
+
+/// Default validity of a signing-key certificate: one year (`keys rotate` issues the next).
 pub const DEFAULT_CERT_VALIDITY_SECS: u64 = 365 * 24 * 60 * 60;
 
 /// How far back a new certificate's validity starts, so an agent whose clock is a little behind

@@ -107,6 +107,125 @@ enum KeysCommand {
         #[arg(long)]
         key_dir: Option<PathBuf>,
     },
+    /// Replace the signing key by a new one certified by the root (the old one stays valid
+    /// until its certificate ends unless revoked). Restart `serve` to sign with it.
+    Rotate {
+        /// Key directory.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+    },
+    /// Revoke a signing key (32 hex digits, its key id): a new root-signed revocation list,
+    /// saved in the key directory and published retained on licd/v1/trust/revocations.
+    Revoke {
+        /// Key id of the signing key to revoke.
+        key_id: String,
+        /// Key directory.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+        /// Broker to publish on (mqtt://host:port); without it, only the file is written
+        /// (publish later with `keys publish`).
+        #[arg(long)]
+        broker: Option<String>,
+    },
+    /// Replace the root: a statement signed by the old and the new root, the signing key
+    /// re-certified by the new root, the revocation list re-signed; published retained on
+    /// licd/v1/trust/roots (and revocations). Restart `serve` afterwards.
+    RotateRoot {
+        /// Key directory.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+        /// Broker to publish on (mqtt://host:port).
+        #[arg(long)]
+        broker: Option<String>,
+    },
+    /// (Re)publish the saved trust messages (root rotation, revocation list), retained.
+    Publish {
+        /// Key directory.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+        /// Broker to publish on (mqtt://host:port).
+        #[arg(long)]
+        broker: String,
+    },
+}
+
+/// `keys rotate | revoke | rotate-root | publish` (see `licd_stub::keys::trust`).
+fn run_trust_keys(command: KeysCommand, default_dir: Option<PathBuf>) -> Result<()> {
+    use licd_stub::keys::trust;
+    let dir_of = |d: Option<PathBuf>| {
+        d.or(default_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("keys"))
+    };
+    let publish = |broker: Option<String>, dir: &std::path::Path| -> Result<()> {
+        let Some(url) = broker else {
+            println!("not published (no --broker): run `licd-stub keys publish --broker URL`");
+            return Ok(());
+        };
+        let messages = trust::trust_messages(dir)?;
+        let n = messages.len();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        rt.block_on(trust::publish_retained(
+            &url,
+            messages,
+            std::time::Duration::from_secs(10),
+        ))
+        .with_context(|| format!("publishing to {url}"))?;
+        println!("published {n} trust message(s), retained, to {url}");
+        Ok(())
+    };
+    match command {
+        KeysCommand::Rotate { key_dir } => {
+            let dir = dir_of(key_dir);
+            let r = trust::rotate_signing_key(&dir, now())
+                .with_context(|| format!("rotating the signing key in {}", dir.display()))?;
+            println!(
+                "old signing key {}
+new signing key {}",
+                r.old, r.new
+            );
+            println!("restart `licd-stub serve` to sign new bundles with it");
+            Ok(())
+        }
+        KeysCommand::Revoke {
+            key_id,
+            key_dir,
+            broker,
+        } => {
+            let dir = dir_of(key_dir);
+            let id = trust::parse_key_id(&key_id)
+                .with_context(|| format!("{key_id:?} is not a key id (32 hex digits)"))?;
+            let (list, _) = trust::revoke(&dir, id, now())
+                .with_context(|| format!("revoking {key_id} with the root in {}", dir.display()))?;
+            println!(
+                "revocation list version {} revokes {} key(s)",
+                list.version,
+                list.revoked.len()
+            );
+            publish(broker, &dir)
+        }
+        KeysCommand::RotateRoot { key_dir, broker } => {
+            let dir = dir_of(key_dir);
+            let r = trust::rotate_root(&dir, now())
+                .with_context(|| format!("rotating the root in {}", dir.display()))?;
+            println!(
+                "root rotation {}: {} -> {}
+new root (pin it in new firmware/config): {}",
+                r.seq,
+                r.old.id(),
+                r.new.id(),
+                r.new.to_hex()
+            );
+            publish(broker, &dir)
+        }
+        KeysCommand::Publish { key_dir, broker } => {
+            let dir = dir_of(key_dir);
+            publish(Some(broker), &dir)
+        }
+        KeysCommand::Init { .. } | KeysCommand::ExportRoot { .. } => Ok(()),
+    }
 }
 
 fn init_logging(format: &str) -> Result<()> {
@@ -194,6 +313,12 @@ fn main() -> Result<()> {
             println!("{}", root.to_hex());
             Ok(())
         }
+        Command::Keys(
+            command @ (KeysCommand::Rotate { .. }
+            | KeysCommand::Revoke { .. }
+            | KeysCommand::RotateRoot { .. }
+            | KeysCommand::Publish { .. }),
+        ) => run_trust_keys(command, file.key_dir),
         Command::Demo { .. } | Command::Agent { .. } => Ok(()),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);
