@@ -47,10 +47,17 @@ impl Hooks {
 
 /// Environment passed to the hook for one change.
 pub fn hook_env(ev: &Event) -> Vec<(&'static str, String)> {
+    // The same spelling as `licd check --json` (`lease_expired`), so scripts match one form.
+    let name = |r: crate::enforce::Reason| {
+        serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
     let (until, reason) = match ev.state {
         ServiceState::Licensed { until } => (until.to_string(), String::new()),
-        ServiceState::Grace { until, reason } => (until.to_string(), format!("{reason:?}")),
-        ServiceState::Unlicensed { reason } => (String::new(), format!("{reason:?}")),
+        ServiceState::Grace { until, reason } => (until.to_string(), name(reason)),
+        ServiceState::Unlicensed { reason } => (String::new(), name(reason)),
     };
     vec![
         ("LICD_SERVICE", ev.service.clone()),
@@ -91,5 +98,25 @@ async fn run_one(argv: &[String], timeout: Duration, ev: &Event) {
         Err(_) => {
             tracing::warn!(hook = %program, timeout_secs = timeout.as_secs(), "hook timed out and was killed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enforce::Reason;
+
+    #[test]
+    fn the_hook_environment_spells_reasons_like_the_json_api() {
+        let env = hook_env(&Event {
+            service: "wifi".into(),
+            state: ServiceState::Grace {
+                until: 42,
+                reason: Reason::LeaseExpired,
+            },
+        });
+        assert!(env.contains(&("LICD_REASON", "lease_expired".to_string())));
+        assert!(env.contains(&("LICD_STATE", "grace".to_string())));
+        assert!(env.contains(&("LICD_UNTIL", "42".to_string())));
     }
 }
