@@ -10,10 +10,13 @@
 //!   publications out.
 //! - [`broker`]: the embedded rumqttd broker; [`session`]: the MQTT client loop and worker;
 //!   [`tls`]: rustls client config for `mqtts://`.
+//! - [`admin`]: the admin HTTP/JSON API (axum) over a running stub, its tokens and its
+//!   OpenAPI document.
 //! - [`stub`]: [`Stub::start`] → [`StubHandle`] (tests, admin API, demos) and [`serve`] (the
 //!   binary); [`config`]: [`StubConfig`] and the TOML file form.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod controller;

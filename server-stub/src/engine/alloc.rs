@@ -45,8 +45,8 @@ impl Engine {
             && !self.has_valid_seat(d, service, now)
     }
 
-    /// Seats `d` could take for `service`, best first: its own customer's subscriptions before
-    /// the MSP's, then the earliest-ending, then by id and SKU. Each with its free seats.
+    /// Seats `d` could take for `service`, best first: its own customer's subscriptions, then
+    /// those it is bound to, then the MSP's, then the earliest-ending, then by id and SKU. Each with its free seats.
     fn candidates(
         &self,
         service: &ServiceName,
@@ -60,10 +60,21 @@ impl Engine {
                 continue;
             }
             let Some(owner) = &sub.owner else { continue };
-            let own = owner == &d.tenant;
-            if !own && Some(owner) != msp.as_ref() {
+            let bound = self
+                .state
+                .bindings
+                .get(&sub.id)
+                .is_some_and(|b| b.contains(&d.tenant));
+            // Own subscriptions first, then those the tenant is bound to, then the MSP's.
+            let rank: u8 = if owner == &d.tenant {
+                0
+            } else if bound {
+                1
+            } else if Some(owner) == msp.as_ref() {
+                2
+            } else {
                 continue;
-            }
+            };
             for ent in &sub.entitlements {
                 let Some(cat) = self.state.catalog.get(&ent.sku) else {
                     continue;
@@ -74,7 +85,7 @@ impl Engine {
                 let free = ent
                     .limit
                     .saturating_sub(self.assigned_seats(&sub.id, &ent.sku));
-                out.push((!own, sub.end, sub.id.clone(), ent.sku.clone(), free));
+                out.push((rank, sub.end, sub.id.clone(), ent.sku.clone(), free));
             }
         }
         out.sort();

@@ -14,9 +14,12 @@ pub mod views;
 
 mod alloc;
 mod bundle;
+pub mod manage;
 pub mod ops;
 mod report;
 
+#[cfg(test)]
+mod manage_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -117,6 +120,28 @@ pub enum EngineError {
     /// The device's `seq` cannot be raised any further.
     #[error("bundle seq exhausted for this device")]
     SeqExhausted,
+    /// The request names no customer.
+    #[error("customer_ids is required and must not be empty")]
+    NoCustomers,
+    /// The subscription has no owner yet (claim it first).
+    #[error("subscription {0} is not claimed; claim it before binding customers to it")]
+    Unclaimed(LicenseId),
+    /// The customer still owns subscriptions or has devices.
+    #[error("customer {0} is in use: {1}")]
+    CustomerInUse(TenantId, String),
+    /// The subscription has no entitlement for that SKU.
+    #[error("subscription {0} has no entitlement for SKU {1}")]
+    NotEntitled(LicenseId, Sku),
+    /// A seat limit below the seats already assigned.
+    #[error("{assigned} seats of {sku} are assigned; a limit of {limit} would take seats away (unassign first)")]
+    SeatsInUse {
+        /// SKU.
+        sku: Sku,
+        /// Seats assigned now.
+        assigned: u32,
+        /// Limit asked for.
+        limit: u32,
+    },
 }
 
 /// Why a device report was refused. The report changed nothing.
@@ -184,6 +209,10 @@ pub struct State {
     pub policies: BTreeMap<ServiceName, AutoLicense>,
     /// Devices by (tenant, device).
     pub devices: BTreeMap<DeviceKey, Device>,
+    /// Customers bound to a subscription they do not own (Meraki bind): their devices may use
+    /// its seats after their own subscriptions' and before the MSP's. Stored with the
+    /// subscription (a subscription in [`Dirty::subscriptions`] has its bindings written too).
+    pub bindings: BTreeMap<LicenseId, BTreeSet<TenantId>>,
 }
 
 /// The licensing engine. See the module docs.

@@ -322,7 +322,7 @@ impl Engine {
     }
 
     /// Reconciles every auto-licensed service, then issues bundles where entitlements changed.
-    fn settle_all(&mut self, now: UnixTime) -> Effects {
+    pub(super) fn settle_all(&mut self, now: UnixTime) -> Effects {
         let services: Vec<ServiceName> = self.state.policies.keys().cloned().collect();
         for s in &services {
             let _ = self.reconcile(s, now);

@@ -197,6 +197,13 @@ impl Ledger {
                 .entitlements
                 .push(e);
         }
+        let mut q = c.prepare("SELECT subscription, customer FROM subscription_bindings")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let sub: licd_protocol::LicenseId = id(r.get(0)?)?;
+            let customer: TenantId = id(r.get(1)?)?;
+            state.bindings.entry(sub).or_default().insert(customer);
+        }
 
         let mut q = c.prepare("SELECT service, inherit, paused, customers FROM auto_license")?;
         let mut rows = q.query([])?;
@@ -290,6 +297,8 @@ impl Ledger {
                     "INSERT OR REPLACE INTO customers (id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4)",
                     params![c.id.as_str(), c.name, kind, to_i(c.created_at)],
                 )?;
+            } else {
+                tx.execute("DELETE FROM customers WHERE id = ?1", params![id.as_str()])?;
             }
         }
         for sku in &dirty.catalog {
@@ -304,6 +313,16 @@ impl Ledger {
         for id in &dirty.subscriptions {
             if let Some(s) = state.subscriptions.get(id) {
                 save_subscription(&tx, s)?;
+            }
+            tx.execute(
+                "DELETE FROM subscription_bindings WHERE subscription = ?1",
+                params![id.as_str()],
+            )?;
+            for customer in state.bindings.get(id).into_iter().flatten() {
+                tx.execute(
+                    "INSERT INTO subscription_bindings (subscription, customer) VALUES (?1, ?2)",
+                    params![id.as_str(), customer.as_str()],
+                )?;
             }
         }
         for service in &dirty.policies {

@@ -81,4 +81,12 @@ CREATE TABLE refused_reports (
     reason TEXT NOT NULL
 );
 "#,
+    // 2: customers bound to subscriptions they do not own (admin API bind, issue 6).
+    r#"
+CREATE TABLE subscription_bindings (
+    subscription TEXT NOT NULL,
+    customer     TEXT NOT NULL,
+    PRIMARY KEY (subscription, customer)
+);
+"#,
 ];

@@ -1,0 +1,823 @@
+//! The admin API's JSON shapes, named as the seeds name them: camelCase Meraki fields for
+//! subscriptions, entitlements and compliance (with "customer" where Meraki says
+//! "organization"), the Aruba snake_case body for auto-licensing, Snow fields for licenses and
+//! assignments. Conversions from the engine's views live here too; the OpenAPI document is
+//! derived from these types.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::query::{format_time, Link, Pagination};
+
+/// Whether a customer is the MSP or a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CustomerKind {
+    /// The managed-service provider (at most one).
+    Msp,
+    /// A tenant of the MSP.
+    Tenant,
+}
+
+/// A customer (Aruba MSP or tenant; Meraki organization).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    /// Id: also the tenant level of its devices' MQTT topics.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// MSP or tenant.
+    pub kind: CustomerKind,
+    /// When it was created (ISO 8601).
+    pub created_at: String,
+    /// Devices it has.
+    pub devices: u32,
+    /// Subscriptions it owns.
+    pub subscriptions: u32,
+}
+
+/// A new customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewCustomer {
+    /// Id (`[A-Za-z0-9._-]{1,64}`).
+    pub id: String,
+    /// Display name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Default `tenant`.
+    #[serde(default)]
+    pub kind: Option<CustomerKind>,
+}
+
+/// A change to a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CustomerUpdate {
+    /// New display name.
+    pub name: String,
+}
+
+/// A SKU of the entitlements catalogue (Meraki `getAdministeredLicensingSubscriptionEntitlements`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Entitlement {
+    /// SKU.
+    pub sku: String,
+    /// Name.
+    pub name: String,
+    /// Product type (the device product class it is for).
+    pub product_type: String,
+    /// Product class (same as the product type in this stub).
+    pub product_class: String,
+    /// Feature tier (not modelled: always null).
+    pub feature_tier: Option<String>,
+    /// Add-on (not modelled: always false).
+    pub is_add_on: bool,
+    /// Free (always false).
+    pub is_free: bool,
+    /// The service a seat licenses.
+    pub service: String,
+    /// VMs one seat covers (per-VM SKUs, Snow `numberOfSupportedVirtualMachines`).
+    pub vms_per_seat: Option<u32>,
+}
+
+/// A new SKU for the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewEntitlement {
+    /// SKU.
+    pub sku: String,
+    /// Name (default: the SKU).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Service a seat licenses.
+    pub service: String,
+    /// Product class of the devices it is for (matched against their reports).
+    pub product_class: String,
+    /// VMs one seat covers, for per-VM licenses.
+    #[serde(default)]
+    pub vms_per_seat: Option<u32>,
+}
+
+/// Seat counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Seats {
+    /// In use.
+    pub assigned: u32,
+    /// Free.
+    pub available: u32,
+    /// Bought.
+    pub limit: u32,
+}
+
+impl From<crate::engine::views::SeatCounts> for Seats {
+    fn from(s: crate::engine::views::SeatCounts) -> Self {
+        Self {
+            assigned: s.assigned,
+            available: s.available,
+            limit: s.limit,
+        }
+    }
+}
+
+/// A SKU of a subscription with its seats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionEntitlement {
+    /// SKU.
+    pub sku: String,
+    /// Service it licenses (null if the SKU left the catalogue).
+    pub service: Option<String>,
+    /// Product class.
+    pub product_class: String,
+    /// Seats.
+    pub seats: Seats,
+}
+
+/// Counts of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionCounts {
+    /// Seats over all SKUs.
+    pub seats: Seats,
+    /// Customers using it: the owner and those bound to it.
+    pub customers: u32,
+}
+
+/// A subscription (Meraki shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// Id (the license id in grants).
+    pub subscription_id: String,
+    /// Name.
+    pub name: String,
+    /// `unclaimed`, `inactive`, `active` or `expired`.
+    pub status: String,
+    /// Owner (null until claimed).
+    pub customer_id: Option<String>,
+    /// Customers bound to it besides the owner.
+    pub bound_customer_ids: Vec<String>,
+    /// Term start (ISO 8601).
+    pub start_date: String,
+    /// Term end (ISO 8601).
+    pub end_date: String,
+    /// `termed` (every subscription of the stub has a term).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Product types it has entitlements for.
+    pub product_types: Vec<String>,
+    /// Seats per SKU.
+    pub entitlements: Vec<SubscriptionEntitlement>,
+    /// Totals.
+    pub counts: SubscriptionCounts,
+}
+
+impl Subscription {
+    /// From the engine's view and the bound customers.
+    pub fn from_view(v: crate::engine::views::SubscriptionView, bound: Vec<String>) -> Self {
+        let customers = u32::from(v.owner.is_some()) + u32::try_from(bound.len()).unwrap_or(0);
+        Self {
+            subscription_id: v.id.to_string(),
+            name: v.name,
+            status: status_str(v.status).to_string(),
+            customer_id: v.owner.map(|o| o.to_string()),
+            bound_customer_ids: bound,
+            start_date: format_time(v.start),
+            end_date: format_time(v.end),
+            kind: "termed".into(),
+            product_types: v.product_classes,
+            entitlements: v
+                .entitlements
+                .into_iter()
+                .map(|e| SubscriptionEntitlement {
+                    sku: e.sku.to_string(),
+                    service: e.service.map(|s| s.to_string()),
+                    product_class: e.product_class,
+                    seats: e.seats.into(),
+                })
+                .collect(),
+            counts: SubscriptionCounts {
+                seats: v.seats.into(),
+                customers,
+            },
+        }
+    }
+}
+
+/// Status word of a subscription.
+pub fn status_str(s: crate::engine::SubscriptionStatus) -> &'static str {
+    use crate::engine::SubscriptionStatus as S;
+    match s {
+        S::Unclaimed => "unclaimed",
+        S::Inactive => "inactive",
+        S::Active => "active",
+        S::Expired => "expired",
+    }
+}
+
+/// Seats of one SKU in a new subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewSubscriptionEntitlement {
+    /// SKU (must be in the catalogue).
+    pub sku: String,
+    /// Seats.
+    pub limit: u32,
+}
+
+/// A new subscription (labs: what the vendor's order system would create).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSubscription {
+    /// Id.
+    pub subscription_id: String,
+    /// Name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Owner; leave out and give a `claimKey` for a subscription to claim later.
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// Claim key.
+    #[serde(default)]
+    pub claim_key: Option<String>,
+    /// Term start (ISO 8601 or unix seconds; default now).
+    #[serde(default)]
+    pub start_date: Option<String>,
+    /// Term end (ISO 8601 or unix seconds).
+    pub end_date: String,
+    /// Seats per SKU.
+    pub entitlements: Vec<NewSubscriptionEntitlement>,
+}
+
+/// Claim a subscription by claim key (`?validate=true`: dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRequest {
+    /// The subscription's claim key.
+    pub claim_key: String,
+    /// The customer claiming it.
+    pub customer_id: String,
+}
+
+/// Find a subscription by claim key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimKeyRequest {
+    /// The claim key.
+    pub claim_key: String,
+}
+
+/// Bind customers to a subscription (`?validate=true`: dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindRequest {
+    /// Customers whose devices may use the subscription's seats.
+    pub customer_ids: Vec<String>,
+}
+
+/// A customer named in a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CustomerRef {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Seats of a SKU (Meraki `insufficientEntitlements` item).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SkuQuantity {
+    /// SKU.
+    pub sku: String,
+    /// Seats.
+    pub quantity: u32,
+}
+
+/// Result of a bind (Meraki `bindAdministeredLicensingSubscriptionSubscription`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindResponse {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Customers bound to it (after the bind, or as they would be).
+    pub customers: Vec<CustomerRef>,
+    /// Licensing problems, in words.
+    pub errors: Vec<String>,
+    /// Seats missing.
+    pub insufficient_entitlements: Vec<SkuQuantity>,
+    /// Whether this was a dry run.
+    pub validate: bool,
+}
+
+/// A subscription in a compliance status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionRef {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: String,
+}
+
+/// Missing seats of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MissingEntitlement {
+    /// SKU that would cover it (null if the catalogue has none for the class).
+    pub sku: Option<String>,
+    /// Service.
+    pub service: String,
+    /// Seats missing.
+    pub quantity: u32,
+}
+
+/// What is missing for a product class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Missing {
+    /// Entitlements.
+    pub entitlements: Vec<MissingEntitlement>,
+}
+
+/// Violations of one product class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductClassViolation {
+    /// Product class.
+    pub product_class: String,
+    /// When the earliest violation runs out of grace (ISO 8601).
+    pub grace_period_ends_at: String,
+    /// Devices concerned.
+    pub devices: u32,
+    /// What is missing.
+    pub missing: Missing,
+}
+
+/// Violations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Violations {
+    /// By product class.
+    pub by_product_class: Vec<ProductClassViolation>,
+}
+
+/// A host running more VMs than its seat covers (Snow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmOveruse {
+    /// Device.
+    pub device_id: String,
+    /// Service.
+    pub service: String,
+    /// VMs it runs.
+    pub vm_count: u32,
+    /// VMs its seat covers.
+    pub allowance: u32,
+}
+
+/// Compliance of a customer (Meraki `complianceStatuses`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComplianceStatus {
+    /// Customer.
+    pub customer_id: String,
+    /// Nothing missing, paused or over-used.
+    pub compliant: bool,
+    /// Its subscriptions.
+    pub subscriptions: Vec<SubscriptionRef>,
+    /// Violations.
+    pub violations: Violations,
+    /// Auto-licensed services paused for lack of seats.
+    pub paused_services: Vec<String>,
+    /// VM over-use.
+    pub vm_overuse: Vec<VmOveruse>,
+}
+
+impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
+    fn from(r: crate::engine::compliance::ComplianceReport) -> Self {
+        Self {
+            customer_id: r.customer.to_string(),
+            compliant: r.compliant,
+            subscriptions: r
+                .subscriptions
+                .into_iter()
+                .map(|s| SubscriptionRef {
+                    id: s.id.to_string(),
+                    name: s.name,
+                    status: status_str(s.status).into(),
+                })
+                .collect(),
+            violations: Violations {
+                by_product_class: r
+                    .violations
+                    .into_iter()
+                    .map(|v| ProductClassViolation {
+                        product_class: v.product_class,
+                        grace_period_ends_at: format_time(v.grace_period_ends_at),
+                        devices: v.devices,
+                        missing: Missing {
+                            entitlements: v
+                                .missing
+                                .into_iter()
+                                .map(|m| MissingEntitlement {
+                                    sku: m.sku.map(|s| s.to_string()),
+                                    service: m.service.to_string(),
+                                    quantity: m.quantity,
+                                })
+                                .collect(),
+                        },
+                    })
+                    .collect(),
+            },
+            paused_services: r.paused_services.iter().map(|s| s.to_string()).collect(),
+            vm_overuse: r
+                .vm_overuse
+                .into_iter()
+                .map(|o| VmOveruse {
+                    device_id: o.device.to_string(),
+                    service: o.service.to_string(),
+                    vm_count: o.vm_count,
+                    allowance: o.allowance,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Aruba auto-licensing body (seeds 000 and 001): `services` required; neither list = every
+/// customer (for enable: future tenants too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AutoLicenseRequest {
+    /// Services, e.g. `["wifi", "security"]`. Required, non-empty.
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+    /// Only these customers.
+    #[serde(default)]
+    pub include_customers: Option<Vec<String>>,
+    /// Every customer but these.
+    #[serde(default)]
+    pub exclude_customers: Option<Vec<String>>,
+}
+
+/// Seats missing for a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Insufficient {
+    /// Service.
+    pub service: String,
+    /// Product class of the devices short of seats.
+    pub product_class: String,
+    /// SKU that would cover them.
+    pub sku: Option<String>,
+    /// Seats missing.
+    pub quantity: u32,
+}
+
+/// Result of enabling auto-licensing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AutoLicenseResponse {
+    /// Services enabled.
+    pub services: Vec<String>,
+    /// Customers selected.
+    pub customers: Vec<String>,
+    /// Whether tenants created later inherit it (neither list given).
+    pub inherit_to_new_tenants: bool,
+    /// Services whose assignment is paused: fewer seats than devices.
+    pub paused: Vec<String>,
+    /// Seats missing to un-pause them.
+    pub insufficient_entitlements: Vec<Insufficient>,
+    /// Seats assigned by this call.
+    pub seats_assigned: u32,
+    /// Whether this was a dry run.
+    pub validate: bool,
+}
+
+/// Result of an unassign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnassignResponse {
+    /// Services unassigned.
+    pub services: Vec<String>,
+    /// Customers selected.
+    pub customers: Vec<String>,
+    /// Seats released.
+    pub seats_released: u32,
+}
+
+/// Auto-licensing of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Policy {
+    /// Service.
+    pub service: String,
+    /// Customers it is enabled for.
+    pub customers: Vec<String>,
+    /// Enabled for all: new tenants inherit it.
+    pub inherit_to_new_tenants: bool,
+    /// Paused for lack of seats.
+    pub paused: bool,
+}
+
+/// One service of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceService {
+    /// Service.
+    pub service: String,
+    /// `granted` or `withheld`.
+    pub state: String,
+    /// Subscription of the grant.
+    pub subscription_id: Option<String>,
+    /// SKU of the grant.
+    pub sku: Option<String>,
+    /// VMs the grant covers (per-VM SKUs).
+    pub vm_allowance: Option<u32>,
+    /// The host runs more VMs than the grant covers.
+    pub over_vm_allowance: bool,
+    /// Why it is withheld (`NotEntitled`, `SeatsExhausted`, `Unassigned`, `UnknownTenant`).
+    pub reason: Option<String>,
+}
+
+/// The newest bundle of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleInfo {
+    /// `seq` of the newest bundle issued (0 = none yet).
+    pub seq: u64,
+    /// `seq` the device said it holds.
+    pub reported_seq: u64,
+    /// When it was issued (ISO 8601; null if none).
+    pub issued_at: Option<String>,
+    /// When the device should report again.
+    pub refresh_after: Option<String>,
+}
+
+/// A device (list item and detail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// Tenant (customer id).
+    pub tenant_id: String,
+    /// Device id.
+    pub device_id: String,
+    /// Pinned device key (hex).
+    pub device_key: String,
+    /// Model.
+    pub model: String,
+    /// Serial.
+    pub serial: String,
+    /// Product class.
+    pub product_class: String,
+    /// Firmware version.
+    pub firmware_version: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// VMs running, as last reported.
+    pub vm_count: Option<u32>,
+    /// First report (ISO 8601).
+    pub first_seen: String,
+    /// Last report (ISO 8601).
+    pub last_report_at: String,
+    /// The device flagged a clock rollback.
+    pub clock_rollback: bool,
+    /// The tenant is not a known customer.
+    pub unknown_tenant: bool,
+    /// Its newest bundle.
+    pub bundle: BundleInfo,
+    /// Each service wanted or held.
+    pub services: Vec<DeviceService>,
+}
+
+impl Device {
+    /// From the engine's record and view.
+    pub fn new(d: &crate::engine::Device, v: crate::engine::views::DeviceView) -> Self {
+        use crate::engine::views::ServiceState;
+        let has_bundle = d.bundle.seq > 0;
+        Self {
+            tenant_id: d.tenant.to_string(),
+            device_id: d.id.to_string(),
+            device_key: v.key,
+            model: d.model.clone(),
+            serial: d.serial.clone(),
+            product_class: d.product_class.clone(),
+            firmware_version: d.firmware_version.clone(),
+            agent_version: d.agent_version.clone(),
+            vm_count: d.vm_count,
+            first_seen: format_time(d.first_seen),
+            last_report_at: format_time(d.last_report_at),
+            clock_rollback: d.clock_rollback,
+            unknown_tenant: v.unknown_tenant,
+            bundle: BundleInfo {
+                seq: d.bundle.seq,
+                reported_seq: d.reported_seq,
+                issued_at: has_bundle.then(|| format_time(d.bundle.issued_at)),
+                refresh_after: has_bundle.then(|| format_time(d.bundle.refresh_after)),
+            },
+            services: v
+                .services
+                .into_iter()
+                .map(|(service, s)| match s {
+                    ServiceState::Granted {
+                        license,
+                        sku,
+                        vm_allowance,
+                        over_vm_allowance,
+                    } => DeviceService {
+                        service: service.to_string(),
+                        state: "granted".into(),
+                        subscription_id: Some(license.to_string()),
+                        sku: Some(sku.to_string()),
+                        vm_allowance,
+                        over_vm_allowance,
+                        reason: None,
+                    },
+                    ServiceState::Withheld { reason } => DeviceService {
+                        service: service.to_string(),
+                        state: "withheld".into(),
+                        subscription_id: None,
+                        sku: None,
+                        vm_allowance: None,
+                        over_vm_allowance: false,
+                        reason: Some(format!("{reason:?}")),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A page of devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DevicePage {
+    /// Devices.
+    pub items: Vec<Device>,
+    /// Where this page is.
+    pub pagination: Pagination,
+    /// Other pages.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+}
+
+/// A license (Snow): the seats of one SKU in one subscription. Its id is
+/// `<subscriptionId>:<sku>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct License {
+    /// `<subscriptionId>:<sku>`.
+    pub id: String,
+    /// Subscription.
+    pub subscription_id: String,
+    /// SKU.
+    pub sku: String,
+    /// Service.
+    pub service: Option<String>,
+    /// Product class.
+    pub product_class: String,
+    /// Owner.
+    pub customer_id: Option<String>,
+    /// Seats bought (what bulk update sets).
+    pub quantity: u32,
+    /// Seats assigned.
+    pub assigned: u32,
+    /// Seats free.
+    pub available: u32,
+    /// Counted per VM.
+    pub has_vm_use_rights: bool,
+    /// VMs one seat covers.
+    pub number_of_supported_virtual_machines: Option<u32>,
+    /// Term start (ISO 8601).
+    pub subscription_valid_from: String,
+    /// Term end (ISO 8601).
+    pub subscription_valid_to: String,
+    /// Status of the subscription.
+    pub status: String,
+}
+
+/// A page of licenses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LicensePage {
+    /// Licenses.
+    pub items: Vec<License>,
+    /// Where this page is.
+    pub pagination: Pagination,
+    /// Other pages.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+}
+
+/// A license assigned to a device (Snow assignment to a computer). Its id is
+/// `<tenant>:<device>:<service>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    /// `<tenant>:<device>:<service>`.
+    pub id: String,
+    /// License (`<subscriptionId>:<sku>`).
+    pub license_id: String,
+    /// Subscription.
+    pub subscription_id: String,
+    /// SKU.
+    pub sku: String,
+    /// Service.
+    pub service: String,
+    /// Tenant of the device.
+    pub customer_id: String,
+    /// Device (Snow `computerId`).
+    pub computer_id: String,
+    /// Seats the device holds for it (one).
+    pub quantity: u32,
+    /// Counted per VM.
+    pub has_vm_use_rights: bool,
+    /// VMs the seat covers.
+    pub number_of_supported_virtual_machines: Option<u32>,
+    /// VMs the host runs.
+    pub virtual_machines: Option<u32>,
+    /// More VMs than covered.
+    pub over_vm_allowance: bool,
+    /// Since when (ISO 8601).
+    pub assigned_at: String,
+}
+
+/// A page of assignments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AssignmentPage {
+    /// Assignments.
+    pub items: Vec<Assignment>,
+    /// Where this page is.
+    pub pagination: Pagination,
+    /// Other pages.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+}
+
+/// Which licenses a bulk update touches (Snow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Scope {
+    /// Only the ids given.
+    Only,
+    /// Every license (that matches the filter, if given).
+    All,
+    /// Every license but the ids given.
+    AllExcept,
+}
+
+/// The update a bulk update applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LicenseUpdate {
+    /// New seat count of each license (refused for a license with more seats assigned).
+    pub quantity: u32,
+}
+
+/// Snow bulk update of licenses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BulkUpdateRequest {
+    /// Narrows the licenses further, e.g. `sku -eq "LIC-AP"`.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Which licenses.
+    pub scope: Scope,
+    /// License ids for `Only` / `AllExcept`.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// The update.
+    pub body: LicenseUpdate,
+}
+
+/// A license the update failed for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Failure {
+    /// License id.
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Result of a bulk update (Snow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkUpdateResponse {
+    /// Licenses updated.
+    pub success_count: u32,
+    /// Licenses not updated.
+    pub failed_count: u32,
+    /// Each failure.
+    pub failed: Vec<Failure>,
+    /// The first failure's reason (Snow's summary field).
+    pub failure_reason: Option<String>,
+}
+
+/// A re-issued bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReissueResponse {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Device.
+    pub device_id: String,
+    /// `seq` of the new bundle.
+    pub bundle_seq: u64,
+}
+
+/// Liveness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Whether the controller is connected to its broker and subscribed.
+    pub broker_connected: bool,
+}

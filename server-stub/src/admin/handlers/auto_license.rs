@@ -1,0 +1,149 @@
+//! Aruba MSP auto-licensing (seeds 000 and 001): enable for `services` with
+//! `include_customers` / `exclude_customers` (neither = everyone, future tenants too), unassign
+//! with the same body, and the policies in force.
+
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use licd_protocol::{ServiceName, TenantId};
+
+use crate::admin::dto::{AutoLicenseRequest, AutoLicenseResponse, Insufficient, Policy, UnassignResponse};
+use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::query::Params;
+use crate::admin::App;
+use crate::engine::{Effects, Selection};
+
+use super::{service, tenant_ids};
+
+/// The checked parts of an auto-licensing body.
+fn parse(req: &AutoLicenseRequest) -> ApiResult<(Selection, Vec<ServiceName>)> {
+    let services = req.services.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            "services is required: list the services to license, e.g. {\"services\": [\"wifi\"]}",
+        )
+    })?;
+    if services.is_empty() {
+        return Err(ApiError::bad_request(
+            "services is required and must not be empty",
+        ));
+    }
+    let services = services
+        .iter()
+        .map(|s| service(s))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let selection = Selection {
+        include_customers: tenant_ids(req.include_customers.as_deref().unwrap_or_default())?,
+        exclude_customers: tenant_ids(req.exclude_customers.as_deref().unwrap_or_default())?,
+    };
+    Ok((selection, services))
+}
+
+fn strings<T: ToString>(v: impl IntoIterator<Item = T>) -> Vec<String> {
+    v.into_iter().map(|x| x.to_string()).collect()
+}
+
+/// Enable auto-licensing of `services` for the selected customers and assign seats to their
+/// devices. Assignment is paused for a service when the seats are fewer than the devices
+/// that need them (`paused`, `insufficient_entitlements`). `validate=true`: dry run.
+#[utoipa::path(post, path = "/api/v1/auto-licensing/enable", tag = "auto-licensing",
+    params(("validate" = Option<bool>, Query, description = "Only report what would happen")),
+    request_body = AutoLicenseRequest,
+    responses((status = 200, body = AutoLicenseResponse),
+              (status = 400, description = "services missing or empty", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, description = "Unknown customer or service", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn enable(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+    ApiJson(req): ApiJson<AutoLicenseRequest>,
+) -> ApiResult<Json<AutoLicenseResponse>> {
+    let validate = Params::parse(q.as_deref()).flag("validate")?;
+    let (selection, services) = parse(&req)?;
+    let customers: Vec<TenantId> = app
+        .stub()
+        .with_engine(|e| selection.resolve(&e.state().customers))??
+        .into_iter()
+        .collect();
+    let r = app
+        .stub()
+        .enable_auto_licensing(&selection, &services, validate)
+        .await?;
+    Ok(Json(AutoLicenseResponse {
+        services: strings(&services),
+        customers: strings(&customers),
+        inherit_to_new_tenants: selection.is_all(),
+        paused: strings(&r.paused),
+        insufficient_entitlements: r
+            .insufficient_entitlements
+            .into_iter()
+            .map(|i| Insufficient {
+                service: i.service.to_string(),
+                product_class: i.product_class,
+                sku: i.sku.map(|s| s.to_string()),
+                quantity: i.quantity,
+            })
+            .collect(),
+        seats_assigned: r.seats_assigned,
+        validate,
+    }))
+}
+
+/// Remove the licenses of `services` from every device of the selected customers (MSP
+/// devices included) and turn their auto-licensing off.
+#[utoipa::path(post, path = "/api/v1/auto-licensing/unassign", tag = "auto-licensing",
+    request_body = AutoLicenseRequest,
+    responses((status = 200, body = UnassignResponse),
+              (status = 400, description = "services missing or empty", body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, description = "Unknown customer or service", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn unassign(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<AutoLicenseRequest>,
+) -> ApiResult<Json<UnassignResponse>> {
+    let (selection, services) = parse(&req)?;
+    let (customers, released) = app
+        .stub()
+        .apply(move |e, now| {
+            let customers = selection.resolve(&e.state().customers)?;
+            let seats = |e: &crate::engine::Engine| -> usize {
+                e.state()
+                    .devices
+                    .values()
+                    .map(|d| d.seats.keys().filter(|s| services.contains(s)).count())
+                    .sum()
+            };
+            let before = seats(e);
+            let fx: Effects = e.unassign(&selection, &services, now)?;
+            let released = before.saturating_sub(seats(e));
+            Ok(((customers, (released, services)), fx))
+        })
+        .await?;
+    let (released, services) = released;
+    Ok(Json(UnassignResponse {
+        services: strings(&services),
+        customers: strings(&customers),
+        seats_released: u32::try_from(released).unwrap_or(u32::MAX),
+    }))
+}
+
+/// Auto-licensing policies in force, per service.
+#[utoipa::path(get, path = "/api/v1/auto-licensing", tag = "auto-licensing",
+    responses((status = 200, body = [Policy]), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn policies(State(app): State<App>) -> ApiResult<Json<Vec<Policy>>> {
+    Ok(Json(app.stub().with_engine(|e| {
+        e.state()
+            .policies
+            .iter()
+            .map(|(s, p)| Policy {
+                service: s.to_string(),
+                customers: strings(&p.customers),
+                inherit_to_new_tenants: p.inherit_to_new_tenants,
+                paused: p.paused,
+            })
+            .collect()
+    })?))
+}

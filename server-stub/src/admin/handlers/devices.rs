@@ -1,0 +1,92 @@
+//! Devices: list (filters and page numbers), detail (identity, last report, VM count, each
+//! service's grant and state, bundle seq) and the re-issue action.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+
+use crate::admin::dto::{Device, DevicePage, ReissueResponse};
+use crate::admin::error::{ApiError, ApiResult, ErrorBody};
+use crate::admin::query::{apply_filter, page_numbers, parse_filter, Params};
+use crate::admin::App;
+use crate::engine::Engine;
+
+use super::{device_id, tenant_id};
+
+fn device(e: &Engine, t: &licd_protocol::TenantId, d: &licd_protocol::DeviceId) -> Option<Device> {
+    let rec = e.state().devices.get(&(t.clone(), d.clone()))?;
+    Some(Device::new(rec, e.device_view(t, d)?))
+}
+
+/// List devices (`customerId`; Snow `filter` on any field, e.g. `productClass -eq "ap"`;
+/// `page_number`, `page_size`).
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
+    params(("customerId" = Option<String>, Query, description = "Only this tenant's devices"),
+           ("filter" = Option<String>, Query, description = "e.g. model -eq \"AP-515\" -and productClass -eq \"ap\""),
+           ("page_number" = Option<u32>, Query, description = "Page, from 1 (default 1)"),
+           ("page_size" = Option<u32>, Query, description = "Items per page, 1-1000 (default 100)")),
+    responses((status = 200, body = DevicePage), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<DevicePage>> {
+    let p = Params::parse(q.as_deref());
+    let tenant = p.get("customerId").map(tenant_id).transpose()?;
+    let conds = parse_filter(p.get("filter").unwrap_or(""))?;
+    let items: Vec<Device> = app.stub().with_engine(|e| {
+        e.state()
+            .devices
+            .keys()
+            .filter(|(t, _)| tenant.as_ref().is_none_or(|x| x == t))
+            .filter_map(|(t, d)| device(e, t, d))
+            .collect()
+    })?;
+    let items = apply_filter(items, &conds)?;
+    let (items, pagination, links) = page_numbers(items, &p, "/api/v1/devices")?;
+    Ok(Json(DevicePage {
+        items,
+        pagination,
+        links,
+    }))
+}
+
+/// Show a device.
+#[utoipa::path(get, path = "/api/v1/devices/{tenant}/{device}", tag = "devices",
+    params(("tenant" = String, Path, description = "Tenant id"),
+           ("device" = String, Path, description = "Device id")),
+    responses((status = 200, body = Device), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(app): State<App>,
+    Path((t, d)): Path<(String, String)>,
+) -> ApiResult<Json<Device>> {
+    let (t, d) = (tenant_id(&t)?, device_id(&d)?);
+    app.stub()
+        .with_engine(|e| device(e, &t, &d))?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown device {d} of tenant {t}")))
+}
+
+/// Issue the device a fresh bundle (new `seq`, new lease) even if nothing changed.
+#[utoipa::path(post, path = "/api/v1/devices/{tenant}/{device}/reissue", tag = "devices",
+    params(("tenant" = String, Path, description = "Tenant id"),
+           ("device" = String, Path, description = "Device id")),
+    responses((status = 200, body = ReissueResponse), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "The device's seq is exhausted", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reissue(
+    State(app): State<App>,
+    Path((t, d)): Path<(String, String)>,
+) -> ApiResult<Json<ReissueResponse>> {
+    let (t, d) = (tenant_id(&t)?, device_id(&d)?);
+    app.stub().reissue(&t, &d).await?;
+    let seq = app
+        .stub()
+        .with_engine(|e| e.state().devices.get(&(t.clone(), d.clone())).map(|x| x.bundle.seq))?
+        .unwrap_or(0);
+    Ok(Json(ReissueResponse {
+        tenant_id: t.to_string(),
+        device_id: d.to_string(),
+        bundle_seq: seq,
+    }))
+}

@@ -1,0 +1,288 @@
+//! The admin HTTP/JSON API (issue 6): axum on the stub's tokio runtime, over a running
+//! [`StubHandle`]. It exposes the seed operations — Aruba auto-licensing enable/unassign,
+//! Meraki subscriptions (list with filters and cursor pagination, claim, bind, compliance,
+//! entitlements catalogue), Snow-style licenses and assignments (page numbers, `-eq` filters,
+//! bulk update with scope) — plus customers and devices, and its own OpenAPI document at
+//! `/openapi.json`.
+//!
+//! - [`token`]: bearer tokens (only their SHA-256 is stored), kinds `admin` and `read`;
+//! - [`auth`]: request ids, token check (constant time), per-token rate limit, rights;
+//! - [`error`]: `{ "error": { "code", "message" } }` bodies and the JSON extractor;
+//! - [`query`]: query strings, ISO 8601 times, filters and both pagination styles;
+//! - [`dto`]: the JSON shapes (what the OpenAPI document describes);
+//! - [`handlers`]: one module per seed area; [`openapi`]: the document.
+//!
+//! The API changes the ledger only through [`StubHandle::apply`] and friends, so every change
+//! is stored before any bundle it causes is published. It is loopback-only by default and
+//! speaks plain HTTP: put a TLS proxy in front to expose it.
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod handlers;
+pub mod openapi;
+pub mod query;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::stub::StubHandle;
+
+/// Default address of the admin API: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8180";
+
+/// Default cap on request bodies (413 above it).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// A token bucket per bearer token: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Bucket size.
+    pub burst: u32,
+    /// Tokens added per second.
+    pub per_second: u32,
+}
+
+impl Default for RateLimit {
+    /// 200 at once, 100 per second: far above what a lab script does, low enough that a
+    /// runaway loop is told to slow down.
+    fn default() -> Self {
+        Self {
+            burst: 200,
+            per_second: 100,
+        }
+    }
+}
+
+/// How the admin API runs.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Listener (port 0 = any free port; [`AdminServer::addr`] says which).
+    pub listen: SocketAddr,
+    /// The token store (`admin-tokens.json`, see [`token`]); re-read when it changes.
+    pub token_store: PathBuf,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Rate limit per token.
+    pub rate_limit: RateLimit,
+}
+
+impl AdminConfig {
+    /// Defaults for everything but the listener and the token store.
+    pub fn new(listen: SocketAddr, token_store: PathBuf) -> Self {
+        Self {
+            listen,
+            token_store,
+            body_limit: DEFAULT_BODY_LIMIT,
+            rate_limit: RateLimit::default(),
+        }
+    }
+}
+
+/// Why the admin API did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The listener could not be bound.
+    #[error("admin API: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct App(pub(crate) Arc<AppInner>);
+
+#[derive(Debug)]
+pub(crate) struct AppInner {
+    pub(crate) stub: Arc<StubHandle>,
+    pub(crate) tokens: token::Verifier,
+    pub(crate) buckets: Mutex<auth::Buckets>,
+    pub(crate) rate_limit: RateLimit,
+    pub(crate) request_seq: AtomicU64,
+    pub(crate) request_prefix: u32,
+}
+
+impl App {
+    /// The stub the API runs over.
+    pub fn stub(&self) -> &StubHandle {
+        &self.0.stub
+    }
+}
+
+/// The routes (with authentication, limits and request ids) over `stub`.
+pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
+    let mut prefix = [0u8; 4];
+    // A random prefix keeps request ids of two runs apart; a counter is enough otherwise.
+    let _ = getrandom::fill(&mut prefix);
+    let app = App(Arc::new(AppInner {
+        stub,
+        tokens: token::Verifier::new(config.token_store.clone()),
+        buckets: Mutex::new(auth::Buckets::default()),
+        rate_limit: config.rate_limit,
+        request_seq: AtomicU64::new(0),
+        request_prefix: u32::from_be_bytes(prefix),
+    }));
+    use handlers::{auto_license, customers, devices, licenses, subscriptions};
+    let api = Router::new()
+        .route(
+            "/api/v1/customers",
+            get(customers::list).post(customers::create),
+        )
+        .route(
+            "/api/v1/customers/{id}",
+            get(customers::show)
+                .patch(customers::update)
+                .delete(customers::remove),
+        )
+        .route(
+            "/api/v1/entitlements",
+            get(subscriptions::entitlements).post(subscriptions::add_entitlement),
+        )
+        .route(
+            "/api/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route("/api/v1/subscriptions/claim", post(subscriptions::claim))
+        .route(
+            "/api/v1/subscriptions/claimKey/validate",
+            post(subscriptions::validate_claim_key),
+        )
+        .route("/api/v1/subscriptions/{id}", get(subscriptions::show))
+        .route("/api/v1/subscriptions/{id}/bind", post(subscriptions::bind))
+        .route("/api/v1/compliance", get(subscriptions::compliance))
+        .route("/api/v1/auto-licensing", get(auto_license::policies))
+        .route("/api/v1/auto-licensing/enable", post(auto_license::enable))
+        .route("/api/v1/auto-licensing/unassign", post(auto_license::unassign))
+        .route("/api/v1/devices", get(devices::list))
+        .route("/api/v1/devices/{tenant}/{device}", get(devices::show))
+        .route(
+            "/api/v1/devices/{tenant}/{device}/reissue",
+            post(devices::reissue),
+        )
+        .route("/api/v1/licenses", get(licenses::list))
+        .route("/api/v1/licenses/bulkUpdate", post(licenses::bulk_update))
+        .route(
+            "/api/v1/licenses/{id}/assignments",
+            get(licenses::assignments_of),
+        )
+        .route("/api/v1/assignments", get(licenses::assignments))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::authorize,
+        ));
+    api.route("/openapi.json", get(openapi::serve))
+        .route("/healthz", get(handlers::health))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::request_id,
+        ))
+        .with_state(app)
+}
+
+/// A running admin API.
+#[derive(Debug)]
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `config.listen` and serves the API over `stub` until [`AdminServer::shutdown`].
+    pub async fn start(stub: Arc<StubHandle>, config: AdminConfig) -> Result<Self, AdminError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AdminError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AdminError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        if !config.token_store.exists() {
+            tracing::warn!(
+                store = %config.token_store.display(),
+                "no admin tokens yet: every request is refused until `licd-stub token create`"
+            );
+        }
+        let app = router(stub, &config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+        tracing::info!(%addr, "admin API listening");
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8180`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Runs the stub and its admin API until `shutdown` completes (what `licd-stub serve` runs).
+pub async fn serve_with_admin(
+    config: crate::StubConfig,
+    admin: AdminConfig,
+    shutdown: impl std::future::Future,
+) -> Result<(), crate::StubError> {
+    let stub = Arc::new(crate::Stub::start(config).await?);
+    let server = match AdminServer::start(stub.clone(), admin).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Ok(stub) = Arc::try_unwrap(stub) {
+                stub.shutdown().await;
+            }
+            return Err(crate::StubError::Config(e.to_string()));
+        }
+    };
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    match Arc::try_unwrap(stub) {
+        Ok(stub) => stub.shutdown().await,
+        Err(_) => tracing::warn!("stub still referenced at shutdown; leaving its tasks to exit"),
+    }
+    Ok(())
+}

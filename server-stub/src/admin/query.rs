@@ -1,0 +1,486 @@
+//! Query strings of the admin API: lists in the Meraki forms (`statuses[]=a&statuses[]=b`,
+//! `statuses=a,b`), date ranges (`startDate[gte]=…`), ISO 8601 times, Snow filters
+//! (`status -eq "active" -and sku -eq "LIC-AP"`), and the two pagination styles: Meraki cursors
+//! (`perPage`, `startingAfter`, `endingBefore`, HTTP `Link`) and Snow page numbers
+//! (`page_number`, `page_size`). Pure functions over strings.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+
+/// A parsed query string: its pairs in order.
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses a raw query string (`None` = no query).
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            raw.map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        )
+    }
+
+    /// The last value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key` and `key[]`, commas splitting values; empty items dropped.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        let bracket = format!("{key}[]");
+        self.0
+            .iter()
+            .filter(|(k, _)| *k == key || *k == bracket)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A boolean (`true`/`false`/`1`/`0`), `false` when absent.
+    pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some("true" | "1" | "") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "{key}={other:?}: expected true or false"
+            ))),
+        }
+    }
+
+    /// An integer in `min..=max`, `default` when absent.
+    pub fn int_in(&self, key: &str, default: u32, min: u32, max: u32) -> Result<u32, ApiError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        match v.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "{key}={v:?}: expected an integer from {min} to {max}"
+            ))),
+        }
+    }
+
+    /// A time range from `key`, `key[gt]`, `key[gte]`, `key[lt]`, `key[lte]`.
+    pub fn range(&self, key: &str) -> Result<TimeRange, ApiError> {
+        let get = |suffix: &str| -> Result<Option<u64>, ApiError> {
+            let k = format!("{key}{suffix}");
+            self.get(&k)
+                .map(|v| parse_time(v).map_err(|e| ApiError::bad_request(format!("{k}: {e}"))))
+                .transpose()
+        };
+        Ok(TimeRange {
+            eq: get("")?,
+            gt: get("[gt]")?,
+            gte: get("[gte]")?,
+            lt: get("[lt]")?,
+            lte: get("[lte]")?,
+        })
+    }
+
+    /// The pairs without the given keys, re-encoded (for links to other pages).
+    pub fn encode_without(&self, drop: &[&str]) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter(|(k, _)| !drop.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Bounds on a time (each optional, all must hold).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Equal.
+    pub eq: Option<u64>,
+    /// After.
+    pub gt: Option<u64>,
+    /// At or after.
+    pub gte: Option<u64>,
+    /// Before.
+    pub lt: Option<u64>,
+    /// At or before.
+    pub lte: Option<u64>,
+}
+
+impl TimeRange {
+    /// Whether `t` is in the range.
+    pub fn contains(&self, t: u64) -> bool {
+        self.eq.is_none_or(|x| t == x)
+            && self.gt.is_none_or(|x| t > x)
+            && self.gte.is_none_or(|x| t >= x)
+            && self.lt.is_none_or(|x| t < x)
+            && self.lte.is_none_or(|x| t <= x)
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Formats unix seconds as ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z`.
+pub fn format_time(t: u64) -> String {
+    let t = i64::try_from(t).unwrap_or(i64::MAX);
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Parses `2027-06-30T00:00:00Z` (fraction and `+00:00` accepted), `2027-06-30`, or unix
+/// seconds.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| format!("{s:?}: number out of range"));
+    }
+    let bad = || format!("{s:?}: expected an ISO 8601 UTC time like 2027-06-30T00:00:00Z");
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let y: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let m: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let d: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    let mut secs = 0i64;
+    if let Some(t) = time {
+        let t = t
+            .strip_suffix('Z')
+            .or_else(|| t.strip_suffix("+00:00"))
+            .ok_or_else(|| format!("{s:?}: give the time in UTC (…Z)"))?;
+        let t = t.split('.').next().unwrap_or(t);
+        let mut hms = t.splitn(3, ':');
+        let h: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let mi: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let se: i64 = hms.next().map_or(Some(0), |x| x.parse().ok()).ok_or_else(bad)?;
+        if h > 23 || mi > 59 || se > 60 {
+            return Err(bad());
+        }
+        secs = h * 3600 + mi * 60 + se;
+    }
+    let t = days_from_civil(y, m, d) * 86_400 + secs;
+    u64::try_from(t).map_err(|_| bad())
+}
+
+/// One condition of a Snow filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// Field name (as in the JSON items).
+    pub field: String,
+    /// `true` for `-eq`, `false` for `-ne`.
+    pub equal: bool,
+    /// Value to compare with (case-insensitive).
+    pub value: String,
+}
+
+/// Parses `field -eq "value"` conditions joined by `-and` (values in double or single
+/// quotes; `-ne` for not equal).
+pub fn parse_filter(s: &str) -> Result<Vec<Condition>, ApiError> {
+    let bad = |why: &str| {
+        ApiError::bad_request(format!(
+            "filter {s:?}: {why}; expected e.g. status -eq \"active\" -and sku -eq \"LIC-AP\""
+        ))
+    };
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let (field, r) = rest
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad("incomplete condition"))?;
+        let r = r.trim_start();
+        let (op, r) = r
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad("missing value"))?;
+        let equal = match op.to_ascii_lowercase().as_str() {
+            "-eq" => true,
+            "-ne" => false,
+            _ => return Err(bad(&format!("unsupported operator {op}"))),
+        };
+        let r = r.trim_start();
+        let quote = r
+            .chars()
+            .next()
+            .filter(|c| *c == '"' || *c == '\'')
+            .ok_or_else(|| bad("the value must be quoted"))?;
+        let body = &r[1..];
+        let end = body
+            .find(quote)
+            .ok_or_else(|| bad("unterminated quoted value"))?;
+        out.push(Condition {
+            field: field.to_string(),
+            equal,
+            value: body[..end].to_string(),
+        });
+        rest = body[end + 1..].trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let lower = rest.to_ascii_lowercase();
+        rest = match lower.strip_prefix("-and") {
+            Some(_) => rest[4..].trim_start(),
+            None => return Err(bad("join conditions with -and")),
+        };
+    }
+    Ok(out)
+}
+
+/// Keeps the items matching every condition; a field no item has is a 400.
+pub fn apply_filter<T: Serialize>(items: Vec<T>, conds: &[Condition]) -> Result<Vec<T>, ApiError> {
+    if conds.is_empty() {
+        return Ok(items);
+    }
+    let mut out = Vec::new();
+    for item in items {
+        let v = serde_json::to_value(&item)
+            .map_err(|e| ApiError::internal(format!("filter: {e}")))?;
+        let mut keep = true;
+        for c in conds {
+            let Some(field) = v.get(&c.field) else {
+                let fields: Vec<&str> = v
+                    .as_object()
+                    .map(|o| o.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                return Err(ApiError::bad_request(format!(
+                    "filter: unknown field {:?}; fields: {}",
+                    c.field,
+                    fields.join(", ")
+                )));
+            };
+            let text = match field {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "null".to_string(),
+                other => other.to_string(),
+            };
+            if text.eq_ignore_ascii_case(&c.value) != c.equal {
+                keep = false;
+            }
+        }
+        if keep {
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+/// Page-number pagination (Snow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Pagination {
+    /// Page (from 1).
+    pub page_number: u32,
+    /// Items per page.
+    pub page_size: u32,
+    /// Items over all pages.
+    pub total_items: u32,
+    /// Pages.
+    pub total_pages: u32,
+}
+
+/// A link to another page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Link {
+    /// `self`, `first`, `prev`, `next` or `last`.
+    pub rel: String,
+    /// Path and query.
+    pub href: String,
+}
+
+/// Cuts one page out of `items` by `page_number`/`page_size` (default 1 and 100, size at
+/// most 1000) and makes the links to its neighbours.
+pub fn page_numbers<T>(
+    items: Vec<T>,
+    params: &Params,
+    path: &str,
+) -> Result<(Vec<T>, Pagination, Vec<Link>), ApiError> {
+    let number = params.int_in("page_number", 1, 1, u32::MAX)?;
+    let size = params.int_in("page_size", 100, 1, 1000)?;
+    let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    let pages = total.div_ceil(size).max(1);
+    let start = usize::try_from(u64::from(number - 1) * u64::from(size)).unwrap_or(usize::MAX);
+    let page: Vec<T> = items.into_iter().skip(start).take(size as usize).collect();
+    let link = |rel: &str, n: u32| {
+        let mut pairs = params.encode_without(&["page_number", "page_size"]);
+        pairs.push(("page_number".into(), n.to_string()));
+        pairs.push(("page_size".into(), size.to_string()));
+        Link {
+            rel: rel.to_string(),
+            href: href(path, &pairs),
+        }
+    };
+    let mut links = vec![link("self", number), link("first", 1)];
+    if number > 1 {
+        links.push(link("prev", (number - 1).min(pages)));
+    }
+    if number < pages {
+        links.push(link("next", number + 1));
+    }
+    links.push(link("last", pages));
+    Ok((
+        page,
+        Pagination {
+            page_number: number,
+            page_size: size,
+            total_items: total,
+            total_pages: pages,
+        },
+        links,
+    ))
+}
+
+fn href(path: &str, pairs: &[(String, String)]) -> String {
+    if pairs.is_empty() {
+        return path.to_string();
+    }
+    let q = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    format!("{path}?{q}")
+}
+
+/// Cuts one page out of `items` (sorted by `key`) with Meraki cursors: `perPage` (3..1000,
+/// default 1000), `startingAfter` / `endingBefore` (keys). Returns the page and the value of
+/// an HTTP `Link` header with `first`, `prev` and `next` as they apply.
+pub fn cursor_page<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    params: &Params,
+    path: &str,
+) -> Result<(Vec<T>, String), ApiError> {
+    let per_page = params.int_in("perPage", 1000, 3, 1000)? as usize;
+    let after = params.get("startingAfter");
+    let before = params.get("endingBefore");
+    let keys: Vec<String> = items.iter().map(&key).collect();
+    let (start, end) = match (after, before) {
+        (Some(a), _) => {
+            let start = keys.iter().position(|k| k.as_str() > a).unwrap_or(keys.len());
+            (start, (start + per_page).min(keys.len()))
+        }
+        (None, Some(b)) => {
+            let end = keys.iter().position(|k| k.as_str() >= b).unwrap_or(keys.len());
+            (end.saturating_sub(per_page), end)
+        }
+        (None, None) => (0, per_page.min(keys.len())),
+    };
+    let link = |rel: &str, cursor: Option<(&str, &str)>| {
+        let mut pairs = params.encode_without(&["startingAfter", "endingBefore", "perPage"]);
+        pairs.push(("perPage".into(), per_page.to_string()));
+        if let Some((k, v)) = cursor {
+            pairs.push((k.into(), v.into()));
+        }
+        format!("<{}>; rel={rel}", href(path, &pairs))
+    };
+    let mut links = vec![link("first", None)];
+    if start > 0 {
+        links.push(link("prev", Some(("endingBefore", &keys[start]))));
+    }
+    if end < keys.len() && end > 0 {
+        links.push(link("next", Some(("startingAfter", &keys[end - 1]))));
+    }
+    let page = items
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
+    Ok((page, links.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_iso_8601() {
+        for t in [0u64, 86_399, 951_782_400, 1_700_000_000, 1_814_400_000] {
+            assert_eq!(parse_time(&format_time(t)).unwrap(), t);
+        }
+        assert_eq!(format_time(1_814_400_000), "2027-06-30T00:00:00Z");
+        assert_eq!(parse_time("2027-06-30").unwrap(), 1_814_400_000);
+        assert_eq!(parse_time("2027-06-30T00:00:00.250+00:00").unwrap(), 1_814_400_000);
+        assert_eq!(parse_time("12").unwrap(), 12);
+        assert!(parse_time("2027-13-01").is_err());
+        assert!(parse_time("2027-06-30T00:00:00+02:00").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn lists_take_brackets_repeats_and_commas() {
+        let p = Params::parse(Some("statuses[]=active&statuses[]=expired&skus=A,B&x=1"));
+        assert_eq!(p.list("statuses"), ["active", "expired"]);
+        assert_eq!(p.list("skus"), ["A", "B"]);
+        assert!(p.list("none").is_empty());
+        let r = Params::parse(Some("startDate[gte]=2027-01-01&startDate[lt]=2028-01-01"))
+            .range("startDate")
+            .unwrap();
+        assert!(r.contains(parse_time("2027-06-30").unwrap()));
+        assert!(!r.contains(parse_time("2028-01-01").unwrap()));
+    }
+
+    #[test]
+    fn filters_parse_eq_ne_and_and() {
+        let c = parse_filter(r#"status -eq "active" -and sku -NE 'LIC-AP'"#).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(c[0].equal && !c[1].equal);
+        assert_eq!(c[1].value, "LIC-AP");
+        for bad in ["status", "status -gt \"x\"", "status -eq x", "a -eq \"x\" b -eq \"y\""] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursor_pages_walk_forward_and_back_with_links() {
+        let items: Vec<String> = (1..=7).map(|i| format!("S{i}")).collect();
+        let p = Params::parse(Some("perPage=3"));
+        let (page, link) = cursor_page(items.clone(), |s| s.clone(), &p, "/x").unwrap();
+        assert_eq!(page, ["S1", "S2", "S3"]);
+        assert!(link.contains("startingAfter=S3>; rel=next") && !link.contains("rel=prev"));
+        let p = Params::parse(Some("perPage=3&startingAfter=S3"));
+        let (page, link) = cursor_page(items.clone(), |s| s.clone(), &p, "/x").unwrap();
+        assert_eq!(page, ["S4", "S5", "S6"]);
+        assert!(link.contains("endingBefore=S4>; rel=prev"));
+        let p = Params::parse(Some("perPage=3&endingBefore=S4"));
+        let (page, _) = cursor_page(items.clone(), |s| s.clone(), &p, "/x").unwrap();
+        assert_eq!(page, ["S1", "S2", "S3"]);
+        let p = Params::parse(Some("perPage=2"));
+        assert!(cursor_page(items, |s| s.clone(), &p, "/x").is_err());
+    }
+}
