@@ -232,14 +232,28 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let store = Store::open(&settings.state_dir)?;
-    let key = DeviceKey::load_or_create(&settings.state_dir)?;
     let identity = resolve_identity(
         &settings.identity,
         &HostRoot::system(),
         DEFAULT_RESOLVE_TIMEOUT,
     )
     .await?;
+    run_with(settings, clock, identity, None, shutdown).await
+}
+
+/// [`run`] with the identity already resolved, and optionally the daemon's status published
+/// to `status` on every change (as the local API sees it). For hosts of many simulated agents
+/// in one process (the fleet simulator in `tests/`): resolving the host identity runs a
+/// bounded probe thread per call, and a watch replaces a socket per agent.
+pub async fn run_with(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    identity: Identity,
+    status: Option<watch::Sender<Arc<Status>>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let store = Store::open(&settings.state_dir)?;
+    let key = DeviceKey::load_or_create(&settings.state_dir)?;
     tracing::info!(
         device = %identity.device.id,
         source = ?identity.device.source,
@@ -262,7 +276,15 @@ pub async fn run(
     }
 
     let (events, _) = broadcast::channel(256);
-    let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
+    let initial = Arc::new(core.status(Source::Daemon, None));
+    let status_tx = match status {
+        Some(tx) => {
+            tx.send_replace(initial);
+            tx
+        }
+        None => watch::channel(initial).0,
+    };
+    let status_rx = status_tx.subscribe();
     let (stop_tx, stop_rx) = watch::channel(false);
     let api_task = match &core.settings.socket {
         Some(path) if cfg!(feature = "socket-api") => {
