@@ -14,17 +14,18 @@
 //!   certified signer when nothing is cached.
 //!
 //! Timing alternates subject and baseline call by call (the machine is shared). For figures
-//! that noise cannot move, count instructions with callgrind: `LICD_BENCH_ONLY=<side>` runs
-//! `LICD_BENCH_ITERS` calls of one side only and exits, so the per-call count is
-//! `(Ir(iters) - Ir(0)) / iters`:
+//! that noise cannot move, count instructions with callgrind: `LICD_BENCH_ONLY=<side>` sets up
+//! `LICD_BENCH_ITERS` bundles, runs that many calls of one side only and exits; side `none`
+//! sets up the same and calls nothing, so the per-call count is
+//! `(Ir(side) - Ir(none)) / iters`:
 //!
 //! ```text
 //! cargo bench -p licd-agent --bench accept
 //! B=$(ls -t target/release/deps/accept-* | grep -v '\.d$' | head -1)
-//! for side in check handle verify; do for n in 0 200; do
-//!   LICD_BENCH_ONLY=$side LICD_BENCH_ITERS=$n valgrind --tool=callgrind \
+//! for side in none check handle verify verify2; do
+//!   LICD_BENCH_ONLY=$side LICD_BENCH_ITERS=200 valgrind --tool=callgrind \
 //!     --callgrind-out-file=/dev/null $B 2>&1 | grep 'Collected'
-//! done; done
+//! done
 //! ```
 
 #![allow(missing_docs)] // a bench binary
@@ -217,7 +218,10 @@ fn main() {
                 }
                 "verify" => assert!(bare.verify_envelope()),
                 "verify2" => assert!(bare.verify_envelope() && bare.verify_cert()),
-                other => panic!("LICD_BENCH_ONLY={other}: one of check, handle, verify, verify2"),
+                "none" => {}
+                other => {
+                    panic!("LICD_BENCH_ONLY={other}: one of none, check, handle, verify, verify2")
+                }
             }
         }
         println!("{side}: {iters} calls");

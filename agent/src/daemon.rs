@@ -238,18 +238,19 @@ pub async fn run(
         DEFAULT_RESOLVE_TIMEOUT,
     )
     .await?;
-    run_with(settings, clock, identity, None, shutdown).await
+    run_with(settings, clock, identity, |_| {}, shutdown).await
 }
 
-/// [`run`] with the identity already resolved, and optionally the daemon's status published
-/// to `status` on every change (as the local API sees it). For hosts of many simulated agents
-/// in one process (the fleet simulator in `tests/`): resolving the host identity runs a
-/// bounded probe thread per call, and a watch replaces a socket per agent.
+/// [`run`] with the identity already resolved; `on_status` gets a receiver of the daemon's
+/// status (updated on every change, as the local API sees it) once the state is loaded. For
+/// hosts of many simulated agents in one process (the fleet simulator in `tests/`): resolving
+/// the host identity runs a bounded probe thread per call, and a watch replaces a socket per
+/// agent.
 pub async fn run_with(
     settings: Settings,
     clock: Arc<dyn Clock>,
     identity: Identity,
-    status: Option<watch::Sender<Arc<Status>>>,
+    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let store = Store::open(&settings.state_dir)?;
@@ -276,15 +277,8 @@ pub async fn run_with(
     }
 
     let (events, _) = broadcast::channel(256);
-    let initial = Arc::new(core.status(Source::Daemon, None));
-    let status_tx = match status {
-        Some(tx) => {
-            tx.send_replace(initial);
-            tx
-        }
-        None => watch::channel(initial).0,
-    };
-    let status_rx = status_tx.subscribe();
+    let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
+    on_status(status_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let api_task = match &core.settings.socket {
         Some(path) if cfg!(feature = "socket-api") => {

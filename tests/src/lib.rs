@@ -7,7 +7,9 @@
 //! - [`wait`]: waiting on a condition with a timeout (no fixed sleeps);
 //! - [`net`]: free loopback ports;
 //! - [`state`]: a temporary state directory for an agent;
-//! - [`process`]: the freshly built `licd` binary and child processes that are killed on drop.
+//! - [`process`]: the freshly built `licd` binary and child processes that are killed on drop;
+//! - [`fleet`]: the fleet simulator (N real agents in one process against mosquitto and the
+//!   stub, with a bare-echo baseline; binary `licd-fleet`).
 //!
 //! Every helper returns [`HarnessError`] with enough context (log excerpts, paths) for a failing
 //! test to explain itself. The scenarios themselves live in `tests/tests/`.
@@ -15,6 +17,7 @@
 pub mod agent;
 pub mod controller;
 pub mod error;
+pub mod fleet;
 pub mod mosquitto;
 pub mod net;
 pub mod pki;

@@ -270,6 +270,11 @@ impl Mosquitto {
         self.dir.path()
     }
 
+    /// The broker's process id while it runs (for CPU and memory readings in /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the broker process is alive.
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

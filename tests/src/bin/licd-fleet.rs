@@ -1,0 +1,100 @@
+//! `licd-fleet`: the fleet simulator from the command line (see `licd_tests::fleet`). Runs N
+//! real licd agents in this process against a fresh mosquitto and the stub controller, with a
+//! bare MQTT echo baseline of the same size before and after; prints a progress line while it
+//! runs, then a table (or `--json`).
+//!
+//! ```text
+//! cargo run --profile bench -p licd-tests --bin licd-fleet -- --devices 10000
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use licd_tests::fleet::{run, start_controller, FleetOptions};
+
+/// Fleet simulator: N real licd agents against mosquitto and the stub controller, compared
+/// with a bare MQTT request/response echo of the same size through the same broker.
+#[derive(Debug, Parser)]
+#[command(name = "licd-fleet", version)]
+struct Args {
+    /// Simulated devices (one MQTT connection each; `ulimit -n` must allow them).
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Most clients connecting at once (fleet and baseline alike).
+    #[arg(long, default_value_t = 128)]
+    connect_window: usize,
+    /// Worker threads of the agents' runtime.
+    #[arg(long, default_value_t = 2)]
+    agent_threads: usize,
+    /// Skip the bare echo baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Skip the broker restart.
+    #[arg(long)]
+    no_storm: bool,
+    /// Upper bound of each phase, seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+    /// Print the result as JSON on stdout (no progress line).
+    #[arg(long)]
+    json: bool,
+    /// Only start the stub controller against this broker (mqtt://host:port) with the
+    /// fleet's ledger (tenant `fleet`, services wifi, vpn, ids, guest-portal, mesh, product
+    /// class `wireless`), print `root <hex>` and run until killed (cross/size-report.sh).
+    #[arg(long, value_name = "URL")]
+    controller_only: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(url) = &args.controller_only {
+        return controller_only(url, args.devices);
+    }
+    let opts = FleetOptions {
+        devices: args.devices,
+        connect_window: args.connect_window.max(1),
+        agent_threads: args.agent_threads.max(1),
+        baseline: !args.no_baseline,
+        storm: !args.no_storm,
+        phase_timeout: Duration::from_secs(args.timeout_secs),
+        progress: !args.json,
+        work_dir: None,
+    };
+    match run(&opts) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn controller_only(url: &str, seats: usize) -> ExitCode {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("temp dir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match start_controller(url, seats, dir.path()) {
+        Ok((_runtime, stub)) => {
+            println!("root {}", stub.root_public_key().to_hex());
+            loop {
+                std::thread::park();
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
