@@ -165,6 +165,7 @@ impl StubConfig {
 /// shared_subscription = true                # $share/<share_group>/licd/v1/+/+/report
 /// share_group = "licd-controllers"
 /// client_id = "licd-stub"
+/// admin_listen = "127.0.0.1:8180"           # admin HTTP API (loopback by default)
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +200,8 @@ pub struct FileConfig {
     pub share_group: Option<String>,
     /// MQTT client id.
     pub client_id: Option<String>,
+    /// Listener of the admin HTTP API (`licd-stub serve`; default 127.0.0.1:8180).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Why a configuration is not usable.

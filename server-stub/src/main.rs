@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use licd_stub::config::FileConfig;
 
+mod cli;
 mod demo;
 
 /// Stub licensing controller for licd agents: an embedded MQTT broker (or an external one), a
@@ -18,7 +19,9 @@ mod demo;
 /// First run:
 ///   licd-stub keys init                 # root + signing key in ./keys (mode 0600)
 ///   licd-stub keys export-root          # the root public key agents must pin
-///   licd-stub serve                     # embedded broker on 127.0.0.1:1883, ledger ./licd-stub.db
+///   licd-stub serve                     # embedded broker on 127.0.0.1:1883, ledger ./licd-stub.db,
+///                                       # admin API on 127.0.0.1:8180 (token: keys/admin.token)
+///   licd-stub customers                 # then: subscriptions, auto-license, devices, compliance …
 ///
 /// For fleets and load tests use an external broker (mosquitto): --broker mqtt://host:1883.
 #[derive(Debug, Parser)]
@@ -43,6 +46,8 @@ enum Command {
     /// Manage the controller's keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
     /// Run the demo: the stub with its embedded broker, a demo MSP with two tenants, four real
     /// agents; shows grants, a paused service, an unassign and a controller outage with grace.
     /// Ends by itself in under a minute and removes its files.
@@ -91,6 +96,12 @@ struct ServeArgs {
     /// brokers without shared subscriptions).
     #[arg(long)]
     no_shared_subscription: bool,
+    /// Listener of the admin HTTP API (default 127.0.0.1:8180; port 0 = any free port).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Do not start the admin HTTP API.
+    #[arg(long)]
+    no_admin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,6 +309,9 @@ fn main() -> Result<()> {
             let root = licd_stub::keys::init(&dir, now())
                 .with_context(|| format!("creating keys in {}", dir.display()))?;
             println!("{}", root.to_hex());
+            if let Some(f) = cli::admin_token_after_init(&dir, now())? {
+                eprintln!("admin API token written to {}", f.display());
+            }
             Ok(())
         }
         Command::Keys(KeysCommand::ExportRoot { key_dir }) => {
@@ -320,6 +334,7 @@ fn main() -> Result<()> {
             | KeysCommand::Publish { .. }),
         ) => run_trust_keys(command, file.key_dir),
         Command::Demo { .. } | Command::Agent { .. } => Ok(()),
+        Command::Admin(cmd) => cli::run(cmd, file.key_dir, now()),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);
             file.listen = args.listen.or(file.listen);
@@ -330,6 +345,12 @@ fn main() -> Result<()> {
             if args.no_shared_subscription {
                 file.shared_subscription = Some(false);
             }
+            let admin_listen = match args.admin_listen.or(file.admin_listen) {
+                Some(a) => a,
+                None => licd_stub::admin::DEFAULT_ADMIN_LISTEN
+                    .parse()
+                    .context("default admin listener")?,
+            };
             let config = file.into_config().context("invalid configuration")?;
             if let licd_stub::KeySource::Dir(dir) = &config.keys {
                 if !dir.join("signing.key").exists() {
@@ -345,13 +366,26 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime
-                .block_on(licd_stub::serve(config, async {
-                    if let Err(e) = tokio::signal::ctrl_c().await {
-                        tracing::error!(error = %e, "cannot listen for ctrl-c; stopping");
-                    }
-                }))
-                .context("licd-stub serve")
+            let ctrl_c = async {
+                if let Err(e) = tokio::signal::ctrl_c().await {
+                    tracing::error!(error = %e, "cannot listen for ctrl-c; stopping");
+                }
+            };
+            let store = match &config.keys {
+                licd_stub::KeySource::Dir(dir) => {
+                    dir.join(licd_stub::admin::token::TOKEN_STORE_FILE)
+                }
+                licd_stub::KeySource::Signer(_) => {
+                    PathBuf::from(licd_stub::admin::token::TOKEN_STORE_FILE)
+                }
+            };
+            let admin = licd_stub::admin::AdminConfig::new(admin_listen, store);
+            if args.no_admin {
+                runtime.block_on(licd_stub::serve(config, ctrl_c))
+            } else {
+                runtime.block_on(licd_stub::admin::serve_with_admin(config, admin, ctrl_c))
+            }
+            .context("licd-stub serve")
         }
     }
 }

@@ -138,8 +138,17 @@ impl Lab {
     }
 
     /// A device report applied straight to the engine (as the MQTT worker would).
-    async fn report(&self, tenant: &str, device: &str, class: &str, services: &[&str], vms: Option<u32>) {
-        let seed = device.bytes().fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    async fn report(
+        &self,
+        tenant: &str,
+        device: &str,
+        class: &str,
+        services: &[&str],
+        vms: Option<u32>,
+    ) {
+        let seed = device
+            .bytes()
+            .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
         let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
         let r = DeviceReport {
             device: DeviceId::new(device).unwrap(),
@@ -188,14 +197,27 @@ async fn requests_without_a_valid_token_get_401_and_read_tokens_get_403_on_write
         .await;
     assert_eq!(s, 401);
     assert_eq!(code(&v), "unauthorized");
-    assert!(v["error"]["message"].as_str().unwrap().contains("token create"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("token create"));
     assert!(h.contains_key("x-request-id"));
     let (s, _, _) = lab
-        .call(reqwest::Method::GET, "/api/v1/customers", Some("lst_admin_nope"), None)
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/customers",
+            Some("lst_admin_nope"),
+            None,
+        )
         .await;
     assert_eq!(s, 401);
     let (s, v, _) = lab
-        .call(reqwest::Method::GET, "/api/v1/customers", Some(&lab.read), None)
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/customers",
+            Some(&lab.read),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(v, json!([]));
@@ -242,13 +264,23 @@ async fn a_token_past_its_bucket_gets_429_with_retry_after() {
         assert_eq!(lab.get("/api/v1/customers").await.0, 200);
     }
     let (s, v, h) = lab
-        .call(reqwest::Method::GET, "/api/v1/customers", Some(&lab.admin), None)
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/customers",
+            Some(&lab.admin),
+            None,
+        )
         .await;
     assert_eq!((s, code(&v)), (429, "rate_limited"));
     assert!(h.contains_key("retry-after"));
     // Another token has its own bucket.
     let (s, _, _) = lab
-        .call(reqwest::Method::GET, "/api/v1/customers", Some(&lab.read), None)
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/customers",
+            Some(&lab.read),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     lab.stop().await;
@@ -304,14 +336,24 @@ async fn customers_are_created_listed_shown_renamed_and_removed() {
         .await;
     assert_eq!(s, 409);
     let (s, _, _) = lab
-        .call(reqwest::Method::DELETE, "/api/v1/customers/msp", Some(&lab.admin), None)
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/customers/msp",
+            Some(&lab.admin),
+            None,
+        )
         .await;
     assert_eq!(s, 409);
     // 400: malformed id.
     let (s, v) = lab.post("/api/v1/customers", json!({"id": "bad/id"})).await;
     assert_eq!((s, code(&v)), (400, "invalid_request"));
     let (s, _, _) = lab
-        .call(reqwest::Method::DELETE, "/api/v1/customers/beta", Some(&lab.admin), None)
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/customers/beta",
+            Some(&lab.admin),
+            None,
+        )
         .await;
     assert_eq!(s, 204);
     let (s, v) = lab.get("/api/v1/customers/beta").await;
@@ -416,7 +458,9 @@ async fn subscriptions_filter_and_page_with_cursors_and_link_headers() {
         .map(|s| s["subscriptionId"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["SUB-4", "SUB-5"]);
-    let (_, v) = lab.get("/api/v1/subscriptions?endDate[lt]=2030-01-01").await;
+    let (_, v) = lab
+        .get("/api/v1/subscriptions?endDate[lt]=2030-01-01")
+        .await;
     assert_eq!(v, json!([]));
     // 400s.
     for bad in [
@@ -516,7 +560,10 @@ async fn auto_licensing_needs_services_pauses_without_seats_and_unassigns() {
     lab.seed().await;
     // 400 naming services (missing and empty), 404 unknown customer or service.
     let (s, v) = lab
-        .post("/api/v1/auto-licensing/enable", json!({"include_customers": ["acme"]}))
+        .post(
+            "/api/v1/auto-licensing/enable",
+            json!({"include_customers": ["acme"]}),
+        )
         .await;
     assert_eq!((s, code(&v)), (400, "invalid_request"));
     assert!(v["error"]["message"].as_str().unwrap().contains("services"));
@@ -533,7 +580,10 @@ async fn auto_licensing_needs_services_pauses_without_seats_and_unassigns() {
         .await;
     assert_eq!(s, 404);
     let (s, _) = lab
-        .post("/api/v1/auto-licensing/enable", json!({"services": ["fax"]}))
+        .post(
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["fax"]}),
+        )
         .await;
     assert_eq!(s, 404);
 
@@ -554,7 +604,10 @@ async fn auto_licensing_needs_services_pauses_without_seats_and_unassigns() {
     assert_eq!(lab.get("/api/v1/auto-licensing").await.1, json!([]));
 
     let (s, v) = lab
-        .post("/api/v1/auto-licensing/enable", json!({"services": ["wifi"]}))
+        .post(
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["wifi"]}),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(v["paused"], json!(["wifi"]));
@@ -577,13 +630,19 @@ async fn auto_licensing_needs_services_pauses_without_seats_and_unassigns() {
     // remaining devices get seats.
     lab.report("acme", "ap3", "ap", &[], None).await;
     let (s, v) = lab
-        .post("/api/v1/auto-licensing/enable", json!({"services": ["wifi"]}))
+        .post(
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["wifi"]}),
+        )
         .await;
     assert_eq!((s, v["paused"].clone()), (200, json!([])));
     assert_eq!(v["seats_assigned"], 2);
     let (_, v) = lab.get("/api/v1/compliance").await;
     assert_eq!(v.as_array().unwrap().len(), 3);
-    assert!(v.as_array().unwrap().iter().all(|c| c["compliant"] == true), "{v}");
+    assert!(
+        v.as_array().unwrap().iter().all(|c| c["compliant"] == true),
+        "{v}"
+    );
 
     let (s, v) = lab
         .post(
@@ -637,7 +696,10 @@ async fn bind_validates_then_binds_a_tenant_to_another_customers_subscription() 
     );
     assert_eq!(v["customers"][0]["id"], "beta");
     let (s, v) = lab
-        .post("/api/v1/subscriptions/SUB-A/bind", json!({"customerIds": ["beta"]}))
+        .post(
+            "/api/v1/subscriptions/SUB-A/bind",
+            json!({"customerIds": ["beta"]}),
+        )
         .await;
     assert_eq!((s, v["validate"].as_bool()), (200, Some(false)));
     let (_, v) = lab.get("/api/v1/subscriptions/SUB-A").await;
@@ -647,15 +709,24 @@ async fn bind_validates_then_binds_a_tenant_to_another_customers_subscription() 
     assert_eq!(v[0]["subscriptionId"], "SUB-A");
     // Errors: 400 no customers, 404 unknown subscription/customer, 409 unclaimed.
     let (s, _) = lab
-        .post("/api/v1/subscriptions/SUB-A/bind", json!({"customerIds": []}))
+        .post(
+            "/api/v1/subscriptions/SUB-A/bind",
+            json!({"customerIds": []}),
+        )
         .await;
     assert_eq!(s, 400);
     let (s, _) = lab
-        .post("/api/v1/subscriptions/NOPE/bind", json!({"customerIds": ["beta"]}))
+        .post(
+            "/api/v1/subscriptions/NOPE/bind",
+            json!({"customerIds": ["beta"]}),
+        )
         .await;
     assert_eq!(s, 404);
     let (s, _) = lab
-        .post("/api/v1/subscriptions/SUB-A/bind", json!({"customerIds": ["zz"]}))
+        .post(
+            "/api/v1/subscriptions/SUB-A/bind",
+            json!({"customerIds": ["zz"]}),
+        )
         .await;
     assert_eq!(s, 404);
     let (s, _) = lab
@@ -667,7 +738,10 @@ async fn bind_validates_then_binds_a_tenant_to_another_customers_subscription() 
         .await;
     assert_eq!(s, 201);
     let (s, v) = lab
-        .post("/api/v1/subscriptions/SUB-U/bind", json!({"customerIds": ["beta"]}))
+        .post(
+            "/api/v1/subscriptions/SUB-U/bind",
+            json!({"customerIds": ["beta"]}),
+        )
         .await;
     assert_eq!((s, code(&v)), (409, "conflict"));
     lab.stop().await;
@@ -678,16 +752,22 @@ async fn devices_list_show_and_reissue_with_vm_counts() {
     let lab = Lab::start().await;
     lab.seed().await;
     let (s, _) = lab
-        .post("/api/v1/auto-licensing/enable", json!({"services": ["wifi", "hv"]}))
+        .post(
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["wifi", "hv"]}),
+        )
         .await;
     assert_eq!(s, 200);
     lab.report("acme", "ap1", "ap", &["wifi"], None).await;
-    lab.report("acme", "host1", "server", &["hv"], Some(6)).await;
+    lab.report("acme", "host1", "server", &["hv"], Some(6))
+        .await;
     lab.report("beta", "ap2", "ap", &["wifi"], None).await;
     let (s, v) = lab.get("/api/v1/devices").await;
     assert_eq!(s, 200);
     assert_eq!(v["pagination"]["total_items"], 3);
-    let (_, v) = lab.get("/api/v1/devices?customerId=acme&page_size=1&page_number=2").await;
+    let (_, v) = lab
+        .get("/api/v1/devices?customerId=acme&page_size=1&page_number=2")
+        .await;
     assert_eq!(v["items"][0]["deviceId"], "host1");
     assert_eq!(v["pagination"]["total_pages"], 2);
     assert!(v["_links"]
@@ -695,7 +775,9 @@ async fn devices_list_show_and_reissue_with_vm_counts() {
         .unwrap()
         .iter()
         .any(|l| l["rel"] == "prev"));
-    let (_, v) = lab.get("/api/v1/devices?filter=productClass%20-eq%20%22server%22").await;
+    let (_, v) = lab
+        .get("/api/v1/devices?filter=productClass%20-eq%20%22server%22")
+        .await;
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     let (s, _) = lab.get("/api/v1/devices?filter=nope%20-eq%20%22x%22").await;
     assert_eq!(s, 400);
@@ -712,11 +794,18 @@ async fn devices_list_show_and_reissue_with_vm_counts() {
     let (_, c) = lab.get("/api/v1/compliance?customerIds=acme").await;
     assert_eq!(c[0]["vmOveruse"][0]["deviceId"], "host1");
 
-    let (s, v) = lab.post("/api/v1/devices/acme/host1/reissue", json!({})).await;
+    let (s, v) = lab
+        .post("/api/v1/devices/acme/host1/reissue", json!({}))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["bundleSeq"].as_u64().unwrap(), seq + 1);
     assert_eq!(lab.get("/api/v1/devices/acme/nope").await.0, 404);
-    assert_eq!(lab.post("/api/v1/devices/acme/nope/reissue", json!({})).await.0, 404);
+    assert_eq!(
+        lab.post("/api/v1/devices/acme/nope/reissue", json!({}))
+            .await
+            .0,
+        404
+    );
     lab.stop().await;
 }
 
@@ -733,11 +822,15 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
         .await;
     assert_eq!(s, 201);
     let (s, _) = lab
-        .post("/api/v1/auto-licensing/enable", json!({"services": ["wifi", "hv"]}))
+        .post(
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["wifi", "hv"]}),
+        )
         .await;
     assert_eq!(s, 200);
     lab.report("acme", "ap1", "ap", &["wifi"], None).await;
-    lab.report("acme", "host1", "server", &["hv"], Some(2)).await;
+    lab.report("acme", "host1", "server", &["hv"], Some(2))
+        .await;
 
     let (s, v) = lab.get("/api/v1/licenses").await;
     assert_eq!(s, 200);
@@ -763,7 +856,10 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
     let (s, v) = lab.get("/api/v1/licenses/SUB-2:LIC-AP/assignments").await;
     assert_eq!(s, 200);
     assert_eq!(v["items"][0]["id"], "acme:ap1:wifi");
-    assert_eq!(lab.get("/api/v1/licenses/SUB-9:LIC-AP/assignments").await.0, 404);
+    assert_eq!(
+        lab.get("/api/v1/licenses/SUB-9:LIC-AP/assignments").await.0,
+        404
+    );
     assert_eq!(lab.get("/api/v1/assignments?page_size=0").await.0, 400);
 
     // Only: one id and one unknown. AllExcept: every other. All + filter.
@@ -774,7 +870,10 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["successCount"].as_u64(), v["failedCount"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (v["successCount"].as_u64(), v["failedCount"].as_u64()),
+        (Some(1), Some(1))
+    );
     let (_, v) = lab
         .post(
             "/api/v1/licenses/bulkUpdate",
@@ -813,7 +912,9 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
 #[tokio::test]
 async fn the_openapi_document_is_served_without_a_token() {
     let lab = Lab::start().await;
-    let (s, v, _) = lab.call(reqwest::Method::GET, "/openapi.json", None, None).await;
+    let (s, v, _) = lab
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
     assert_eq!(s, 200);
     assert!(v["openapi"].as_str().unwrap().starts_with("3."));
     assert!(v["paths"]["/api/v1/auto-licensing/enable"]["post"].is_object());
@@ -844,6 +945,9 @@ async fn a_real_fault_is_a_500_with_the_request_id() {
     assert_eq!((s, code(&v)), (500, "internal_error"));
     let id = h["x-request-id"].to_str().unwrap();
     assert_eq!(v["error"]["requestId"], id);
-    assert!(!v["error"]["message"].as_str().unwrap().contains("customers"));
+    assert!(!v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("customers"));
     lab.stop().await;
 }

@@ -46,7 +46,10 @@ fn every_route_of_the_router_is_in_the_document() {
         "/api/v1/licenses/{id}/assignments",
         "/api/v1/assignments",
     ] {
-        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }

@@ -157,12 +157,10 @@ fn a_ledger_from_a_newer_version_is_refused() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
+    let supported = licd_stub::ledger::schema::MIGRATIONS.len() as u32;
     assert!(matches!(
         Ledger::open(&path),
-        Err(LedgerError::NewerSchema {
-            found: 99,
-            supported: 1
-        })
+        Err(LedgerError::NewerSchema { found: 99, supported: s }) if s == supported
     ));
 }
 

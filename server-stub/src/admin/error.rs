@@ -106,11 +106,7 @@ impl ApiError {
 
     /// 500: a real fault (the message is logged with the request id, not sent).
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 }
 
@@ -196,9 +192,9 @@ where
                 StatusCode::PAYLOAD_TOO_LARGE => {
                     ApiError::too_large("request body is over the admin API's size limit")
                 }
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                    ApiError::bad_request("send the body as JSON with Content-Type: application/json")
-                }
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::bad_request(
+                    "send the body as JSON with Content-Type: application/json",
+                ),
                 _ => ApiError::bad_request(rejection.body_text()),
             }),
         }

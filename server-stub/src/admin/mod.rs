@@ -166,7 +166,10 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         .route("/api/v1/compliance", get(subscriptions::compliance))
         .route("/api/v1/auto-licensing", get(auto_license::policies))
         .route("/api/v1/auto-licensing/enable", post(auto_license::enable))
-        .route("/api/v1/auto-licensing/unassign", post(auto_license::unassign))
+        .route(
+            "/api/v1/auto-licensing/unassign",
+            post(auto_license::unassign),
+        )
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/{tenant}/{device}", get(devices::show))
         .route(

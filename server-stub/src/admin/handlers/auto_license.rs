@@ -6,7 +6,9 @@ use axum::extract::{RawQuery, State};
 use axum::Json;
 use licd_protocol::{ServiceName, TenantId};
 
-use crate::admin::dto::{AutoLicenseRequest, AutoLicenseResponse, Insufficient, Policy, UnassignResponse};
+use crate::admin::dto::{
+    AutoLicenseRequest, AutoLicenseResponse, Insufficient, Policy, UnassignResponse,
+};
 use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::admin::query::Params;
 use crate::admin::App;

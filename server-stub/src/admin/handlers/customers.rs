@@ -47,11 +47,7 @@ fn one(app: &App, id: &licd_protocol::TenantId) -> ApiResult<Customer> {
     security(("bearer" = [])))]
 pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<Customer>>> {
     Ok(Json(app.stub().with_engine(|e| {
-        e.state()
-            .customers
-            .values()
-            .map(|c| view(e, c))
-            .collect()
+        e.state().customers.values().map(|c| view(e, c)).collect()
     })?))
 }
 

@@ -82,7 +82,12 @@ pub async fn reissue(
     app.stub().reissue(&t, &d).await?;
     let seq = app
         .stub()
-        .with_engine(|e| e.state().devices.get(&(t.clone(), d.clone())).map(|x| x.bundle.seq))?
+        .with_engine(|e| {
+            e.state()
+                .devices
+                .get(&(t.clone(), d.clone()))
+                .map(|x| x.bundle.seq)
+        })?
         .unwrap_or(0);
     Ok(Json(ReissueResponse {
         tenant_id: t.to_string(),

@@ -186,8 +186,8 @@ pub async fn create(
         Some(s) => parse_time(s).map_err(|e| ApiError::bad_request(format!("startDate: {e}")))?,
         None => app.stub().now(),
     };
-    let end = parse_time(&req.end_date)
-        .map_err(|e| ApiError::bad_request(format!("endDate: {e}")))?;
+    let end =
+        parse_time(&req.end_date).map_err(|e| ApiError::bad_request(format!("endDate: {e}")))?;
     if req.customer_id.is_none() && req.claim_key.is_none() {
         return Err(ApiError::bad_request(
             "give customerId (owned) or claimKey (to claim later)",
@@ -224,10 +224,7 @@ pub async fn create(
     responses((status = 200, body = Subscription), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show(
-    State(app): State<App>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Subscription>> {
+pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Subscription>> {
     let id = license_id(&id)?;
     let now = app.stub().now();
     Ok(Json(app.stub().with_engine(|e| sub_view(e, &id, now))??))
@@ -249,7 +246,10 @@ pub async fn claim(
 ) -> ApiResult<Json<Subscription>> {
     let validate = Params::parse(q.as_deref()).flag("validate")?;
     let customer = tenant_id(&req.customer_id)?;
-    let v = app.stub().claim(&req.claim_key, &customer, validate).await?;
+    let v = app
+        .stub()
+        .claim(&req.claim_key, &customer, validate)
+        .await?;
     let bound = app.stub().with_engine(|e| {
         e.bound_customers(&v.id)
             .iter()

@@ -1,0 +1,164 @@
+//! A small client for the admin API: bearer token, JSON in and out, error bodies turned into
+//! messages that say what to fix, and both pagination styles followed to the end.
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Client of one admin API.
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:8180`).
+    pub fn new(base: &str, token: String) -> Result<Self> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--admin-url {base:?}: expected http://host:port");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(Value, Option<String>)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the admin API at {}: {e}\n  is `licd-stub serve` running? \
+                 (--admin-url or LICD_STUB_ADMIN_URL say where it listens)",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let link = resp
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp
+            .text()
+            .await
+            .context("reading the admin API's answer")?;
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            return Ok((v, link));
+        }
+        let msg = v["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => {
+                "\n  the token was refused: check --token-file, or make one with `licd-stub token create`"
+            }
+            StatusCode::FORBIDDEN => "\n  use an admin token (`licd-stub token create --kind admin`)",
+            StatusCode::TOO_MANY_REQUESTS => "\n  slow down and retry",
+            _ => "",
+        };
+        bail!("{method} {path}: {} {msg}{hint}", status.as_u16())
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.send(Method::GET, path, None).await?.0)
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        Ok(self.send(Method::POST, path, Some(body)).await?.0)
+    }
+
+    /// PATCH a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> Result<Value> {
+        Ok(self.send(Method::PATCH, path, Some(body)).await?.0)
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Result<Value> {
+        Ok(self.send(Method::DELETE, path, None).await?.0)
+    }
+
+    /// GET a Meraki-style list, following the `Link` header's `next` to the end.
+    pub async fn get_all_pages(&self, path: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next.take() {
+            let (v, link) = self.send(Method::GET, &p, None).await?;
+            out.extend(v.as_array().cloned().unwrap_or_default());
+            next = link.as_deref().and_then(next_link);
+        }
+        Ok(out)
+    }
+
+    /// GET a Snow-style list (`items`, `pagination`), every page.
+    pub async fn get_all_numbered(&self, path: &str) -> Result<Vec<Value>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut out = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let v = self
+                .get(&format!("{path}{sep}page_number={page}&page_size=1000"))
+                .await?;
+            out.extend(v["items"].as_array().cloned().unwrap_or_default());
+            let pages = v["pagination"]["total_pages"].as_u64().unwrap_or(1);
+            if page >= pages {
+                return Ok(out);
+            }
+            page += 1;
+        }
+    }
+}
+
+/// The target of `rel=next` in a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        params.contains("rel=next").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let h = "</a?perPage=3>; rel=first, </a?perPage=3&startingAfter=S3>; rel=next";
+        assert_eq!(
+            next_link(h).as_deref(),
+            Some("/a?perPage=3&startingAfter=S3")
+        );
+        assert_eq!(next_link("</a>; rel=first"), None);
+    }
+}
