@@ -27,6 +27,7 @@ use crate::cert::SignerCertificate;
 use crate::error::Error;
 use crate::keys::{verify_strict, PublicKey};
 use crate::limits::{MAX_CERT_LEN, MAX_ENVELOPE_LEN};
+use crate::diag::{DiagRequest, DiagResponse};
 use crate::messages::{DeviceReport, GrantBundle};
 use crate::trust::{SignerInfo, TrustStore};
 use crate::UnixTime;
@@ -54,6 +55,10 @@ pub enum MessageKind {
     Revocations,
     /// A root rotation statement, signed by the old and the new root (trust-chain issue).
     RootRotation,
+    /// A [`DiagRequest`], signed by a controller signing key.
+    DiagRequest,
+    /// A [`DiagResponse`], signed by the device key.
+    DiagResponse,
 }
 
 impl MessageKind {
@@ -64,6 +69,8 @@ impl MessageKind {
             MessageKind::Grants => 2,
             MessageKind::Revocations => 3,
             MessageKind::RootRotation => 4,
+            MessageKind::DiagRequest => 5,
+            MessageKind::DiagResponse => 6,
         }
     }
 
@@ -74,6 +81,8 @@ impl MessageKind {
             2 => Ok(MessageKind::Grants),
             3 => Ok(MessageKind::Revocations),
             4 => Ok(MessageKind::RootRotation),
+            5 => Ok(MessageKind::DiagRequest),
+            6 => Ok(MessageKind::DiagResponse),
             other => Err(Error::UnknownKind(other)),
         }
     }
@@ -279,13 +288,25 @@ pub fn open_bundle(
     trust: &TrustStore,
     now: UnixTime,
 ) -> Result<(GrantBundle, SignerInfo), Error> {
-    let env = Envelope::parse(bytes)?;
-    env.expect_kind(MessageKind::Grants)?;
-    env.verify_signature()?;
-    let signer = trust.authorize(&env, now)?;
-    let bundle: GrantBundle = env.decode()?;
+    let (bundle, signer) = open_certified::<GrantBundle>(bytes, MessageKind::Grants, trust, now)?;
     bundle.validate()?;
     Ok((bundle, signer))
+}
+
+/// The live path of every message signed by a certified controller key: framing and kind,
+/// the signature over the received payload, the chain to a pinned root at `now`
+/// ([`TrustStore::authorize`]), then decoding. Content rules are the caller's.
+fn open_certified<T: DeserializeOwned>(
+    bytes: &[u8],
+    kind: MessageKind,
+    trust: &TrustStore,
+    now: UnixTime,
+) -> Result<(T, SignerInfo), Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(kind)?;
+    env.verify_signature()?;
+    let signer = trust.authorize(&env, now)?;
+    Ok((env.decode()?, signer))
 }
 
 /// Verifies and decodes a bundle under the cache rule ([`TrustStore::authorize_as_issued`]):
@@ -304,4 +325,59 @@ pub fn open_bundle_as_issued(
     let signer = trust.authorize_as_issued(&env, bundle.issued_at)?;
     bundle.validate()?;
     Ok((bundle, signer))
+}
+
+/// Encodes and signs a diagnostic request with a certified controller signing key.
+pub fn seal_diag_request(
+    request: &DiagRequest,
+    signing_key: &SigningKey,
+    cert: &SignerCertificate,
+) -> Vec<u8> {
+    seal(MessageKind::DiagRequest, signing_key, Some(cert), request)
+}
+
+/// Verifies and decodes a diagnostic request exactly like a live bundle: signature, then the
+/// signer's chain to a pinned root at `now` ([`TrustStore::authorize`]), then decoding, then
+/// freshness (`issued_at` within `tolerance` of `now`, [`DiagRequest::check_fresh`]). Whether
+/// it names this device, was seen before or comes too often is the agent's decision.
+pub fn open_diag_request(
+    bytes: &[u8],
+    trust: &TrustStore,
+    now: UnixTime,
+    tolerance: u64,
+) -> Result<(DiagRequest, SignerInfo), Error> {
+    let (request, signer) =
+        open_certified::<DiagRequest>(bytes, MessageKind::DiagRequest, trust, now)?;
+    request.check_fresh(now, tolerance)?;
+    Ok((request, signer))
+}
+
+/// Encodes and signs a diagnostic response with the device key.
+pub fn seal_diag_response(response: &DiagResponse, device_key: &SigningKey) -> Vec<u8> {
+    seal(MessageKind::DiagResponse, device_key, None, response)
+}
+
+/// Verifies and decodes a diagnostic response: no certificate, signed by `device_key` (the
+/// key the controller pinned for the device, else [`Error::NotDeviceKey`]) — checked before
+/// the signature, so a stranger's message costs no signature check — then the signature,
+/// decoding and the size rule. That it names the device and request asked is the caller's
+/// check.
+pub fn open_diag_response(bytes: &[u8], device_key: &PublicKey) -> Result<DiagResponse, Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::DiagResponse)?;
+    if env.cert.is_some() {
+        return Err(Error::Invalid(
+            "a diagnostic response carries no signer certificate",
+        ));
+    }
+    if env.signer != *device_key {
+        return Err(Error::NotDeviceKey {
+            expected: device_key.id(),
+            got: env.signer.id(),
+        });
+    }
+    env.verify_signature()?;
+    let response: DiagResponse = env.decode()?;
+    response.validate()?;
+    Ok(response)
 }

@@ -114,6 +114,31 @@ pub enum Error {
         /// Seq of the last rotation applied.
         current: u64,
     },
+    /// A diagnostic request issued more than the tolerance before the device's trusted now
+    /// (an old request replayed).
+    #[error("diagnostic request issued at {issued_at} is stale (now {now})")]
+    StaleRequest {
+        /// The request's `issued_at`.
+        issued_at: UnixTime,
+        /// The device's trusted now.
+        now: UnixTime,
+    },
+    /// A diagnostic request issued more than the tolerance after the device's trusted now.
+    #[error("diagnostic request issued at {issued_at} is in the future (now {now})")]
+    RequestFromFuture {
+        /// The request's `issued_at`.
+        issued_at: UnixTime,
+        /// The device's trusted now.
+        now: UnixTime,
+    },
+    /// A message that must be signed by a device's pinned key is signed by another key.
+    #[error("signed by {got}, not by the device key {expected}")]
+    NotDeviceKey {
+        /// The key pinned for the device.
+        expected: KeyId,
+        /// The key that signed the message.
+        got: KeyId,
+    },
     /// The payload's postcard encoding is invalid for the announced kind.
     #[error("payload does not decode: {0}")]
     Decode(&'static str),

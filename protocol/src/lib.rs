@@ -2,8 +2,8 @@
 //!
 //! Everything the agent and the controller exchange is defined here: validated identifiers
 //! ([`id`]), the MQTT topic scheme ([`topic`]), the messages ([`messages`]), signing-key
-//! certificates ([`cert`]), the signed envelope that carries every message ([`envelope`]), and
-//! the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
+//! certificates ([`cert`]), the signed envelope that carries every message ([`envelope`]),
+//! remote diagnostics ([`diag`]), and the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
 //! root rotations signed by the old and the new root ([`rotation`]).
 //!
 //! The crate is pure: no I/O, no clock, no randomness. Time is always an argument (unix seconds),
@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod cert;
+pub mod diag;
 pub mod envelope;
 pub mod error;
 pub mod id;
@@ -28,6 +29,7 @@ pub mod topic;
 pub mod trust;
 
 pub use cert::{CertBody, SignerCertificate};
+pub use diag::{DiagRequest, DiagResponse};
 pub use envelope::{Envelope, MessageKind, PROTOCOL_VERSION};
 pub use error::Error;
 pub use id::{DeviceId, IdError, LicenseId, ServiceName, Sku, TenantId};

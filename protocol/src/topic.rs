@@ -1,5 +1,5 @@
 //! The MQTT topic scheme of protocol v1:
-//! `licd/v1/{tenant}/{device}/{report|grants|presence}` per device, and two global, retained
+//! `licd/v1/{tenant}/{device}/{report|grants|presence|diag-request|diag-response}` per device, and two global, retained
 //! trust topics of four levels, `licd/v1/trust/{revocations|roots}` ([`TrustTopic`]), which can
 //! never be mistaken for a five-level device topic.
 //!
@@ -28,6 +28,10 @@ pub enum TopicKind {
     Grants,
     /// Agent's retained `online` / last-will `offline`.
     Presence,
+    /// Controller → agent, signed [`crate::DiagRequest`], QoS 1, not retained.
+    DiagRequest,
+    /// Agent → controller, signed [`crate::DiagResponse`], QoS 1, not retained.
+    DiagResponse,
 }
 
 impl TopicKind {
@@ -37,6 +41,8 @@ impl TopicKind {
             TopicKind::Report => "report",
             TopicKind::Grants => "grants",
             TopicKind::Presence => "presence",
+            TopicKind::DiagRequest => "diag-request",
+            TopicKind::DiagResponse => "diag-response",
         }
     }
 
@@ -45,6 +51,8 @@ impl TopicKind {
             "report" => TopicKind::Report,
             "grants" => TopicKind::Grants,
             "presence" => TopicKind::Presence,
+            "diag-request" => TopicKind::DiagRequest,
+            "diag-response" => TopicKind::DiagResponse,
             _ => return None,
         })
     }
@@ -180,6 +188,12 @@ pub fn report_filter() -> String {
     format!("{PREFIX}/+/+/report")
 }
 
+/// The filter a controller subscribes to for every device's diagnostic responses:
+/// `licd/v1/+/+/diag-response` (plain, not shared: the replica that asked must get the answer).
+pub fn diag_response_filter() -> String {
+    format!("{PREFIX}/+/+/diag-response")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +208,13 @@ mod tests {
     #[test]
     fn build_then_parse_round_trips_for_every_kind() {
         let (t, d) = ids();
-        for kind in [TopicKind::Report, TopicKind::Grants, TopicKind::Presence] {
+        for kind in [
+            TopicKind::Report,
+            TopicKind::Grants,
+            TopicKind::Presence,
+            TopicKind::DiagRequest,
+            TopicKind::DiagResponse,
+        ] {
             let topic = Topic::new(&t, &d, kind);
             assert_eq!(Topic::parse(&topic.to_topic_string()).unwrap(), topic);
         }
@@ -202,6 +222,11 @@ mod tests {
             Topic::new(&t, &d, TopicKind::Grants).to_topic_string(),
             "licd/v1/acme/ap-1/grants"
         );
+        assert_eq!(
+            Topic::new(&t, &d, TopicKind::DiagRequest).to_topic_string(),
+            "licd/v1/acme/ap-1/diag-request"
+        );
+        assert_eq!(diag_response_filter(), "licd/v1/+/+/diag-response");
     }
 
     #[test]
