@@ -311,9 +311,18 @@ pub async fn run_with(
         "{}:{}",
         core.settings.broker.host, core.settings.broker.port
     );
+    let remote_diag = crate::diag::remote::Responder::new(
+        core.settings.clone(),
+        core.clock.clone(),
+        core.identity.device.id.clone(),
+        core.key.signing.clone(),
+        client.clone(),
+        topics.diag_response.clone(),
+    );
     let mut daemon = Daemon {
         core,
         client,
+        remote_diag,
         topics,
         events,
         hooks,
@@ -359,6 +368,8 @@ pub async fn run_with(
 struct Daemon {
     core: Core,
     client: AsyncClient,
+    /// Remote diagnostics (decides and answers; see [`crate::diag::remote`]).
+    remote_diag: crate::diag::remote::Responder,
     topics: DeviceTopics,
     events: broadcast::Sender<Event>,
     hooks: Hooks,
@@ -462,6 +473,10 @@ impl Daemon {
                 self.apply(effects);
             }
             SessionEvent::Trust(topic, bytes) => self.on_trust(topic, &bytes),
+            SessionEvent::DiagRequest(bytes) => {
+                self.remote_diag
+                    .handle(&bytes, self.core.trust.store(), now)
+            }
         }
     }
 

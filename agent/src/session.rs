@@ -5,7 +5,8 @@
 //!
 //! Subscriptions: the device's grants topic, and the two global retained trust topics
 //! (`licd/v1/trust/roots`, then `licd/v1/trust/revocations`) that move the agent's roots and
-//! revoked signing keys forward (see [`crate::trust`]).
+//! revoked signing keys forward (see [`crate::trust`]), and the device's `diag-request` topic
+//! (remote diagnostics, see [`crate::diag::remote`]).
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ pub enum SessionEvent {
     Grants(Vec<u8>),
     /// A message arrived on a global trust topic (a root rotation or a revocation list).
     Trust(TrustTopic, Vec<u8>),
+    /// A message arrived on this device's diag-request topic.
+    DiagRequest(Vec<u8>),
 }
 
 /// The device's topics.
@@ -58,6 +61,10 @@ pub struct DeviceTopics {
     pub grants: String,
     /// Presence.
     pub presence: String,
+    /// Where diagnostic requests arrive.
+    pub diag_request: String,
+    /// Where diagnostic responses go.
+    pub diag_response: String,
 }
 
 impl DeviceTopics {
@@ -68,6 +75,8 @@ impl DeviceTopics {
             report: t(TopicKind::Report),
             grants: t(TopicKind::Grants),
             presence: t(TopicKind::Presence),
+            diag_request: t(TopicKind::DiagRequest),
+            diag_response: t(TopicKind::DiagResponse),
         }
     }
 }
@@ -136,6 +145,7 @@ async fn drive(
                 for t in [TrustTopic::Roots, TrustTopic::Revocations] {
                     let _ = client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
                 }
+                let _ = client.try_subscribe(topics.diag_request.clone(), QoS::AtLeastOnce);
                 let _ = client.try_publish(
                     topics.presence.clone(),
                     QoS::AtLeastOnce,
@@ -146,6 +156,9 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.grants => {
                 tx.send(SessionEvent::Grants(p.payload.to_vec())).await
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.diag_request => {
+                tx.send(SessionEvent::DiagRequest(p.payload.to_vec())).await
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match TrustTopic::parse(&p.topic) {
                 Ok(t) => tx.send(SessionEvent::Trust(t, p.payload.to_vec())).await,

@@ -24,10 +24,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::cert::SignerCertificate;
+use crate::diag::{DiagRequest, DiagResponse};
 use crate::error::Error;
 use crate::keys::{verify_strict, PublicKey};
 use crate::limits::{MAX_CERT_LEN, MAX_ENVELOPE_LEN};
-use crate::diag::{DiagRequest, DiagResponse};
 use crate::messages::{DeviceReport, GrantBundle};
 use crate::trust::{SignerInfo, TrustStore};
 use crate::UnixTime;

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use licd_protocol::diag::{DiagRequest, DiagResponse, MAX_DIAG_REPORT_LEN};
 use licd_protocol::envelope::{
-    open_bundle, open_diag_request, open_diag_response, seal_bundle, seal_bytes,
-    seal_diag_request, seal_diag_response,
+    open_bundle, open_diag_request, open_diag_response, seal_bundle, seal_bytes, seal_diag_request,
+    seal_diag_response,
 };
 use licd_protocol::{Error, MessageKind, SignerCertificate};
 

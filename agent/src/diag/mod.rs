@@ -13,6 +13,7 @@
 
 pub mod net;
 pub mod record;
+pub mod remote;
 pub mod render;
 pub mod steps;
 pub mod x509;
@@ -233,6 +234,37 @@ fn skip_network(steps: &mut Vec<Step>, from: usize, why: &str) {
 
 /// Runs every step for the config at `config_path`.
 pub async fn run(config_path: &Path, options: &Options, clock: &dyn Clock) -> Report {
+    match Settings::load(config_path) {
+        Ok(settings) => {
+            let source = config_path.display().to_string();
+            run_with_settings(&source, &settings, options, clock).await
+        }
+        Err(e) => {
+            let steps = vec![
+                Step::new("config", "config", Verdict::Fail, e.to_string()).hint(
+                    "fix the key named above (licd.example.toml documents every key); nothing else can be checked",
+                ),
+            ];
+            Report::new(
+                AGENT_VERSION,
+                clock.wall(),
+                None,
+                None,
+                options.offline,
+                steps,
+            )
+        }
+    }
+}
+
+/// Runs every step for already loaded `settings`; `source` names where they came from in the
+/// config step (the path, or the daemon's running config for a remote request).
+pub async fn run_with_settings(
+    source: &str,
+    settings: &Settings,
+    options: &Options,
+    clock: &dyn Clock,
+) -> Report {
     let wall = clock.wall();
     let mut steps = Vec::new();
     let report = |steps, device, tenant| {
@@ -240,17 +272,6 @@ pub async fn run(config_path: &Path, options: &Options, clock: &dyn Clock) -> Re
     };
 
     // Config.
-    let settings = match Settings::load(config_path) {
-        Ok(s) => s,
-        Err(e) => {
-            steps.push(
-                Step::new("config", "config", Verdict::Fail, e.to_string()).hint(
-                    "fix the key named above (licd.example.toml documents every key); nothing else can be checked",
-                ),
-            );
-            return report(steps, None, None);
-        }
-    };
     let b = &settings.broker;
     steps.push(Step::new(
         "config",
@@ -258,7 +279,7 @@ pub async fn run(config_path: &Path, options: &Options, clock: &dyn Clock) -> Re
         Verdict::Ok,
         format!(
             "{}: tenant {}, {} service(s), broker {}:{} ({}), {} root(s)",
-            config_path.display(),
+            source,
             settings.tenant,
             settings.services.len(),
             b.host,
