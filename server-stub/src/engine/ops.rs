@@ -144,6 +144,10 @@ impl Engine {
         if validate {
             let mut view = self.subscription_view(&id, now)?;
             view.owner = Some(customer.clone());
+            // The status it would have once claimed (not `unclaimed`).
+            let mut claimed = sub.clone();
+            claimed.owner = Some(customer.clone());
+            view.status = claimed.status(now);
             return Ok((view, Effects::default()));
         }
         if let Some(s) = self.state.subscriptions.get_mut(&id) {
