@@ -516,7 +516,10 @@ async fn a_claim_key_validates_claims_once_then_conflicts() {
         )
         .await;
     assert_eq!((s, v["customerId"].as_str()), (200, Some("acme")));
-    assert_eq!(v["status"], "active", "the status it would have once claimed");
+    assert_eq!(
+        v["status"], "active",
+        "the status it would have once claimed"
+    );
     let (_, v) = lab.get("/api/v1/subscriptions/SUB-C").await;
     assert_eq!(v["status"], "unclaimed", "validate changed nothing");
     let (s, v) = lab
