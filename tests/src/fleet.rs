@@ -1133,18 +1133,21 @@ fn storm(
     let mut reported_at = None;
     let deadline = up + opts.phase_timeout;
     let mut progress = Progress::new(opts.progress, "storm");
-    // Every agent first sees the drop, then connects again.
-    let mut dropped = vec![false; n];
+    // An agent is back when it has sent a report after the restart: it reports on every
+    // ConnAck, and `reports_sent` only grows (a connected → disconnected → connected flip can
+    // fall between two looks at its status watch; the counter cannot).
+    let mut back = vec![false; n];
+    let mut back_count = 0;
     loop {
         while let Ok((i, kind, at)) = rx.try_recv() {
-            if matches!(kind, Kind::Disconnected) && i < n {
-                dropped[i] = true;
+            if matches!(kind, Kind::Report) && at >= t0 && i < n && !back[i] {
+                back[i] = true;
+                back_count += 1;
             }
             tracker.on(i, kind, at);
         }
         let now = Instant::now();
-        let all_back = tracker.connected_now == n && dropped.iter().all(|d| *d);
-        if all_back && reconnected_at.is_none() {
+        if back_count == n && reconnected_at.is_none() {
             reconnected_at = Some(now);
         }
         let reports = stub.stats().reports_received - stats0.reports_received;
@@ -1159,8 +1162,8 @@ fn storm(
         if now >= deadline {
             progress.draw(tracker, true);
             return Err(err(format!(
-                "storm: after {:?} {} of {n} agents connected, {reports} reports",
-                opts.phase_timeout, tracker.connected_now
+                "storm: after {:?} {back_count} of {n} agents back, {reports} reports at the controller",
+                opts.phase_timeout
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
