@@ -106,6 +106,11 @@ impl Signer {
     pub fn seal(&self, bundle: &GrantBundle) -> Vec<u8> {
         seal_bundle(bundle, &self.key, &self.cert)
     }
+
+    /// Encodes and signs a remote diagnostics request (see [`crate::diag`]).
+    pub fn seal_diag_request(&self, request: &licd_protocol::DiagRequest) -> Vec<u8> {
+        licd_protocol::envelope::seal_diag_request(request, &self.key, &self.cert)
+    }
 }
 
 fn random_key() -> Result<SigningKey, KeyError> {

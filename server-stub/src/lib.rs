@@ -8,6 +8,7 @@
 //! - [`keys`]: root and signing keys on disk, and the [`Signer`] that seals bundles.
 //! - [`controller`]: engine + ledger + signer without the network: report bytes in, sealed
 //!   publications out.
+//! - [`diag`]: remote diagnostics — ask a device for its `licd diag` report over MQTT.
 //! - [`broker`]: the embedded rumqttd broker; [`session`]: the MQTT client loop and worker;
 //!   [`tls`]: rustls client config for `mqtts://`.
 //! - [`admin`]: the admin HTTP/JSON API (axum) over a running stub, its tokens and its
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod diag;
 pub mod engine;
 pub mod error;
 pub mod keys;

@@ -158,6 +158,8 @@ pub(crate) struct Incoming {
 }
 
 /// Polls the event loop until shutdown.
+// Each argument is a channel or shared state the loop uses once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_eventloop(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -166,6 +168,7 @@ pub(crate) async fn run_eventloop(
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
+    diag: Arc<crate::diag::DiagWaiters>,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -181,10 +184,17 @@ pub(crate) async fn run_eventloop(
                 if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                     tracing::warn!(error = %e, "could not queue the report subscription");
                 }
+                let diag_filter = licd_protocol::topic::diag_response_filter();
+                if let Err(e) = client.try_subscribe(diag_filter, QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "could not queue the diagnostics subscription");
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(?ack.return_codes, "subscribed");
                 ready.send_replace(true);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/diag-response") => {
+                diag.deliver(&p.topic, &p.payload);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 stats.reports_received.fetch_add(1, Ordering::Relaxed);

@@ -42,6 +42,7 @@ pub struct StubHandle {
     clock: Clock,
     stats: Arc<Stats>,
     order: Arc<session::PublishOrder>,
+    diag: Arc<crate::diag::DiagWaiters>,
     ready: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -88,6 +89,7 @@ impl Stub {
         let stats = Arc::new(Stats::default());
         let core = Arc::new(Mutex::new(core));
         let order = Arc::new(session::PublishOrder::default());
+        let diag = Arc::new(crate::diag::DiagWaiters::default());
         let tasks = vec![
             tokio::spawn(session::run_eventloop(
                 eventloop,
@@ -97,6 +99,7 @@ impl Stub {
                 ready_tx,
                 shutdown_rx,
                 stats.clone(),
+                diag.clone(),
             )),
             tokio::spawn(session::run_worker(
                 core.clone(),
@@ -117,6 +120,7 @@ impl Stub {
             clock: config.clock.clone(),
             stats,
             order,
+            diag,
             ready: ready.clone(),
             shutdown_tx,
             tasks,
@@ -313,6 +317,23 @@ impl StubHandle {
     pub fn refused_reports(&self, limit: u32) -> Result<Vec<RefusedReport>, StubError> {
         let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
         Ok(core.ledger().refused_reports(limit)?)
+    }
+
+    /// Asks `device` of `tenant` for its diagnostic report over MQTT and waits up to `timeout`
+    /// for the answer signed by the device's pinned key (see [`crate::diag`]).
+    pub async fn request_diag(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+        timeout: std::time::Duration,
+    ) -> Result<licd_protocol::DiagResponse, crate::diag::DiagError> {
+        let cx = crate::diag::DiagContext {
+            core: &self.core,
+            client: &self.client,
+            waiters: &self.diag,
+            clock: &self.clock,
+        };
+        crate::diag::request(cx, tenant, device, timeout).await
     }
 
     /// Stops the MQTT session and waits for its tasks. The ledger is closed when the last

@@ -1,0 +1,163 @@
+//! Remote diagnostics end to end: the real stub controller (embedded broker, ledger, signing
+//! key) asks a real agent process for its diagnostic report over MQTT. The answer comes back
+//! signed by the device key the ledger pinned, with the request's id, and carries the agent's
+//! offline `licd diag` document; a second request within the agent's rate limit and a request
+//! signed by a key no pinned root certified are refused (no answer, and the agent says why in
+//! its log).
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use licd_protocol::diag::DiagRequest;
+use licd_protocol::envelope::seal_diag_request;
+use licd_protocol::{DeviceId, PublicKey, SignerCertificate, TenantId, Topic, TopicKind};
+use licd_stub::diag::DiagError;
+use licd_stub::engine::CustomerKind;
+use licd_stub::{Signer, Stub, StubConfig, StubHandle};
+use licd_tests::agent::{Agent, AgentOptions};
+use licd_tests::wait::wait_for;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const T: Duration = Duration::from_secs(30);
+
+fn ids() -> (TenantId, DeviceId) {
+    (
+        TenantId::new("acme").unwrap(),
+        DeviceId::new("ap-1").unwrap(),
+    )
+}
+
+/// Waits until the agent's log contains `needle`, failing with the log.
+fn wait_log(agent: &Agent, needle: &str) {
+    if wait_for(needle, T, || agent.log().contains(needle)).is_err() {
+        panic!("no {needle:?} in the agent log:\n{}", agent.log());
+    }
+}
+
+/// Publishes `payload` on `topic` with a client of its own, and waits for the broker's ack.
+async fn publish_raw(stub: &StubHandle, topic: String, payload: Vec<u8>) {
+    let addr = stub.broker_addr().unwrap();
+    let opts = MqttOptions::new("remote-diag-forger", addr.ip().to_string(), addr.port());
+    let (client, mut eventloop) = AsyncClient::new(opts, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    tokio::time::timeout(T, async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the broker acks the forged request");
+}
+
+/// A request for the agent, signed by a signing key that a root nobody pinned certified.
+fn forged_request(now: u64) -> Vec<u8> {
+    let (tenant, device) = ids();
+    let root = SigningKey::from_bytes(&[0x5a; 32]);
+    let key = SigningKey::from_bytes(&[0x5b; 32]);
+    let cert = SignerCertificate::issue(
+        &root,
+        PublicKey::from(&key.verifying_key()),
+        now - 3_600,
+        now + 3_600,
+    );
+    let request = DiagRequest {
+        device,
+        tenant,
+        request_id: [0x42; 16],
+        issued_at: now,
+    };
+    seal_diag_request(&request, &key, &cert)
+}
+
+#[test]
+fn the_controller_gets_a_signed_diagnostic_report_and_the_agent_refuses_floods_and_forgeries() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = licd_tests::controller::unix_now();
+    let (tenant, device) = ids();
+    let stub = rt.block_on(async {
+        let stub = Stub::start(StubConfig::for_tests(Signer::ephemeral(now).unwrap()))
+            .await
+            .unwrap();
+        stub.add_customer(tenant.clone(), "Acme", CustomerKind::Tenant)
+            .await
+            .unwrap();
+        stub
+    });
+    let port = stub.broker_addr().unwrap().port();
+    let agent = Agent::start(&AgentOptions::plain(port, &stub.root_public_key().to_hex())).unwrap();
+    // The first report pins the device key; the agent subscribed to its diag-request topic
+    // before it sent that report.
+    wait_for("the device to be pinned", T, || {
+        stub.device(&tenant, &device).unwrap().is_some()
+    })
+    .unwrap();
+
+    // A request signed by a key no pinned root certified: refused, not answered.
+    let topic = Topic::new(&tenant, &device, TopicKind::DiagRequest).to_topic_string();
+    rt.block_on(publish_raw(&stub, topic, forged_request(now)));
+    wait_log(&agent, "invalid_request");
+    assert!(
+        agent.log().contains("is not trusted"),
+        "refused for the chain:\n{}",
+        agent.log()
+    );
+
+    // The controller's request: answered, verified against the pinned key, correlated.
+    let response = rt
+        .block_on(stub.request_diag(&tenant, &device, T))
+        .unwrap_or_else(|e| panic!("{e}\n--- agent log ---\n{}", agent.log()));
+    assert_eq!(response.device, device);
+    assert_eq!(response.tenant, tenant);
+    let doc: serde_json::Value = serde_json::from_str(&response.report).unwrap();
+    assert_eq!(doc["device"], "ap-1");
+    assert_eq!(doc["tenant"], "acme");
+    assert_eq!(doc["offline"], true);
+    let steps = doc["steps"].as_array().unwrap();
+    let verdict = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["verdict"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("no step {id} in {doc}"))
+    };
+    assert_eq!(verdict("config"), "ok");
+    assert_eq!(verdict("device_key"), "ok");
+    assert_eq!(verdict("cache"), "ok");
+    assert_eq!(
+        verdict("service.wifi"),
+        "fail",
+        "acme holds no subscription"
+    );
+    assert_eq!(verdict("identity"), "ok");
+    assert_eq!(verdict("daemon"), "ok");
+    assert_eq!(
+        verdict("tcp"),
+        "skip",
+        "network steps are never run remotely"
+    );
+    assert!(steps
+        .iter()
+        .all(|s| ["ok", "warn", "fail", "skip"].contains(&s["verdict"].as_str().unwrap())));
+    let text = licd_stub::diag::render(&response);
+    assert!(text.contains("acme/ap-1"), "{text}");
+    wait_log(&agent, "diagnostic report sent to the controller");
+
+    // A second request within the minute: the agent refuses it and logs why; no answer.
+    let second = rt.block_on(stub.request_diag(&tenant, &device, Duration::from_secs(3)));
+    assert!(
+        matches!(second, Err(DiagError::Timeout { .. })),
+        "{second:?}"
+    );
+    wait_log(&agent, "rate_limited");
+
+    rt.block_on(stub.shutdown());
+}
