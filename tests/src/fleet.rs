@@ -134,6 +134,8 @@ pub struct Convergence {
     pub controller_cpu: Duration,
     /// CPU of mosquitto during the phase.
     pub broker_cpu: Duration,
+    /// CPU of the clients' runtime threads (the agents, or the bare clients) during the phase.
+    pub clients_cpu: Duration,
 }
 
 impl Convergence {
@@ -148,6 +150,7 @@ impl Convergence {
             "messages_per_s": self.messages_per_sec.round(),
             "controller_cpu_s": secs(self.controller_cpu),
             "broker_cpu_s": secs(self.broker_cpu),
+            "clients_cpu_s": secs(self.clients_cpu),
         })
     }
 }
@@ -259,7 +262,7 @@ impl FleetReport {
         );
         let _ = writeln!(
             t,
-            "{:<20} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<20} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "phase",
             "total s",
             "connected s",
@@ -268,12 +271,13 @@ impl FleetReport {
             "max ms",
             "msg/s",
             "ctl cpu s",
-            "mqtt cpu"
+            "mqtt cpu",
+            "clients cpu"
         );
         let mut line = |name: &str, c: &Convergence| {
             let _ = writeln!(
                 t,
-                "{:<20} {:>9.2} {:>11.2} {:>9.1} {:>9.1} {:>9.1} {:>9.0} {:>9.2} {:>9.2}",
+                "{:<20} {:>9.2} {:>11.2} {:>9.1} {:>9.1} {:>9.1} {:>9.0} {:>9.2} {:>9.2} {:>9.2}",
                 name,
                 c.total.as_secs_f64(),
                 c.all_connected.as_secs_f64(),
@@ -283,6 +287,7 @@ impl FleetReport {
                 c.messages_per_sec,
                 c.controller_cpu.as_secs_f64(),
                 c.broker_cpu.as_secs_f64(),
+                c.clients_cpu.as_secs_f64(),
             );
         };
         if let Some(b) = &self.baseline_before {
@@ -779,6 +784,7 @@ fn baseline(
     let request = vec![0x5au8; report_bytes];
     let cpu0 = threads_cpu(CONTROLLER_THREAD);
     let bcpu0 = process_cpu(broker.pid());
+    let acpu0 = threads_cpu(AGENT_THREAD);
     let started = Instant::now();
     let spawn = |i: usize| {
         let tx = tx.clone();
@@ -851,6 +857,7 @@ fn baseline(
         2 * n as u64,
         threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
         process_cpu(broker.pid()).saturating_sub(bcpu0),
+        threads_cpu(AGENT_THREAD).saturating_sub(acpu0),
     );
     stop_tx.send_replace(true);
     clients.shutdown_timeout(Duration::from_secs(5));
@@ -865,6 +872,7 @@ fn summarize(
     messages: u64,
     controller_cpu: Duration,
     broker_cpu: Duration,
+    clients_cpu: Duration,
 ) -> Convergence {
     t.latencies.sort();
     Convergence {
@@ -879,6 +887,7 @@ fn summarize(
         messages_per_sec: messages as f64 / total.as_secs_f64().max(1e-9),
         controller_cpu,
         broker_cpu,
+        clients_cpu,
     }
 }
 
@@ -1021,6 +1030,7 @@ fn fleet(
     let mut failures = Vec::new();
     let cpu0 = threads_cpu(CONTROLLER_THREAD);
     let bcpu0 = process_cpu(broker.pid());
+    let acpu0 = threads_cpu(AGENT_THREAD);
     let stats0 = stub.stats();
     let started = Instant::now();
     let spawn = |i: usize| match device(&settings, &identity, dir, i) {
@@ -1056,6 +1066,7 @@ fn fleet(
         messages,
         threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
         process_cpu(broker.pid()).saturating_sub(bcpu0),
+        threads_cpu(AGENT_THREAD).saturating_sub(acpu0),
     );
     out.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
     out.process_rss = vm_rss("self");
