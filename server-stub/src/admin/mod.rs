@@ -176,6 +176,10 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
             "/api/v1/devices/{tenant}/{device}/reissue",
             post(devices::reissue),
         )
+        .route(
+            "/api/v1/devices/{tenant}/{device}/diag",
+            post(devices::diag),
+        )
         .route("/api/v1/licenses", get(licenses::list))
         .route("/api/v1/licenses/bulkUpdate", post(licenses::bulk_update))
         .route(

@@ -42,6 +42,7 @@ assignments, customers and devices. Every /api route needs `Authorization: Beare
         handlers::devices::list,
         handlers::devices::show,
         handlers::devices::reissue,
+        handlers::devices::diag,
         handlers::licenses::list,
         handlers::licenses::assignments,
         handlers::licenses::assignments_of,

@@ -322,6 +322,18 @@ enum DevicesCmd {
         /// Device id.
         device: String,
     },
+    /// Ask the device for its diagnostic report over MQTT (signed request, answer verified
+    /// against the pinned key); prints each step and verdict, `--json` the raw document.
+    Diag {
+        /// Device id.
+        device: String,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Seconds to wait for the answer (1-25).
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
 }
 
 /// `compliance`.
@@ -1113,6 +1125,30 @@ async fn devices(api: Client, c: Devices) -> Result<()> {
                 ],
                 rows,
             );
+            Ok(())
+        }
+        DevicesCmd::Diag {
+            device,
+            tenant,
+            timeout,
+        } => {
+            let v = api
+                .post(
+                    &format!("/api/v1/devices/{tenant}/{device}/diag?timeoutSecs={timeout}"),
+                    json!({}),
+                )
+                .await?;
+            if json_out {
+                return print_json(&v["report"]);
+            }
+            let response = licd_protocol::DiagResponse {
+                device: licd_protocol::DeviceId::new(&device)?,
+                tenant: licd_protocol::TenantId::new(&tenant)?,
+                request_id: [0; 16],
+                generated_at: v["generatedAt"].as_u64().unwrap_or(0),
+                report: v["report"].to_string(),
+            };
+            print!("{}", licd_stub::diag::render(&response));
             Ok(())
         }
         DevicesCmd::Reissue { tenant, device } => {

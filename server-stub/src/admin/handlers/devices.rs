@@ -1,5 +1,5 @@
 //! Devices: list (filters and page numbers), detail (identity, last report, VM count, each
-//! service's grant and state, bundle seq) and the re-issue action.
+//! service's grant and state, bundle seq), the re-issue action and remote diagnostics.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
@@ -94,4 +94,73 @@ pub async fn reissue(
         device_id: d.to_string(),
         bundle_seq: seq,
     }))
+}
+
+/// A device's diagnostic report, fetched over MQTT (see [`crate::diag`]).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagReport {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Device.
+    pub device_id: String,
+    /// When the device made it (its trusted time).
+    pub generated_at: u64,
+    /// The device's `licd diag --json --offline` document, verified against its pinned key.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+/// Ask the device for its diagnostic report over MQTT and wait for its signed answer
+/// (`timeoutSecs`, 1-25, default 20). 504 when it does not answer in time: offline,
+/// rate-limited (one request a minute) or refused — the device's log says which.
+#[utoipa::path(post, path = "/api/v1/devices/{tenant}/{device}/diag", tag = "devices",
+    params(("tenant" = String, Path, description = "Tenant id"),
+           ("device" = String, Path, description = "Device id"),
+           ("timeoutSecs" = Option<u64>, Query, description = "Seconds to wait, 1-25 (default 20)")),
+    responses((status = 200, body = DiagReport), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody),
+              (status = 504, description = "No answer in time", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn diag(
+    State(app): State<App>,
+    Path((t, d)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<DiagReport>> {
+    let (t, d) = (tenant_id(&t)?, device_id(&d)?);
+    let mut secs = 20;
+    for (k, v) in q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        if k == "timeoutSecs" {
+            secs = v
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=25).contains(s))
+                .ok_or_else(|| ApiError::bad_request("timeoutSecs: a number of seconds, 1-25"))?;
+        }
+    }
+    let timeout = std::time::Duration::from_secs(secs);
+    match app.stub().request_diag(&t, &d, timeout).await {
+        Ok(r) => Ok(Json(DiagReport {
+            tenant_id: r.tenant.to_string(),
+            device_id: r.device.to_string(),
+            generated_at: r.generated_at,
+            report: serde_json::from_str(&r.report).unwrap_or(serde_json::Value::String(r.report)),
+        })),
+        Err(crate::diag::DiagError::UnknownDevice { .. }) => {
+            Err(ApiError::not_found(format!("device {t}/{d} not found")))
+        }
+        Err(e @ crate::diag::DiagError::Timeout { .. }) => Err(ApiError {
+            status: axum::http::StatusCode::GATEWAY_TIMEOUT,
+            code: "timeout",
+            message: e.to_string(),
+            retry_after: None,
+        }),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
 }
