@@ -32,3 +32,14 @@ pub use pki::{CertFiles, Pki};
 pub use process::{licd_bin, spawn_licd, TestProcess};
 pub use state::TempState;
 pub use wait::{wait_for, wait_for_async};
+
+/// The runtime scenario tests run the test controller on: one worker thread, so the test's own
+/// blocking waits (on the main thread) never starve it. Panics if the runtime cannot start (a
+/// test failure with its reason).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test controller")
+}

@@ -29,13 +29,7 @@ const REFUSED: &str = "cached bundle refused";
 /// The log line of a cache file that could not be read as a bundle at all.
 const UNREADABLE: &str = "cache unreadable";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use licd_tests::runtime;
 
 /// SplitMix64: a few lines of deterministic randomness, no dependency.
 struct Rng(u64);

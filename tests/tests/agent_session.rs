@@ -13,13 +13,7 @@ use licd_tests::{wait_for, Mosquitto, MosquittoConfig, Pki};
 
 const T: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use licd_tests::runtime;
 
 fn grants_topic() -> String {
     Topic::new(

@@ -20,13 +20,7 @@ use licd_tests::{wait_for, Mosquitto, MosquittoConfig, TempState, TestProcess};
 
 const T: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use licd_tests::runtime;
 
 /// Builds `licd-client-ffi` (debug) once and returns the path of `liblicd.a` cargo reports.
 fn static_lib() -> &'static Path {

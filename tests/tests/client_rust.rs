@@ -16,13 +16,7 @@ use licd_tests::{Mosquitto, MosquittoConfig};
 
 const T: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use licd_tests::runtime;
 
 fn socket(agent: &Agent) -> std::path::PathBuf {
     agent.state.join("licd.sock")

@@ -15,13 +15,7 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use licd_tests::runtime;
 
 /// Runs `licd diag` with `args`; the exit code, the JSON document (with `--json`) and stdout.
 fn diag(config: &Path, args: &[&str]) -> (i32, Value, String) {
