@@ -243,7 +243,7 @@ fn a_controller_silent_longer_than_the_lease_gives_grace_then_unlicensed_without
     assert_eq!(agent.check("wifi").unwrap()["reason"], "lease_expired");
     let reports = controller.reports().len() - reports_before;
     let window = silent.elapsed();
-    // The agent asks (at refresh_after, when grace starts, then a retry doubling from 30 s),
+    // The agent asks (at refresh_after, when grace starts, then a retry doubling from 5 s),
     // it does not hammer a silent controller.
     assert!(reports <= 4, "{reports} reports in {window:?}");
     assert!(connected(&agent), "the broker connection stayed up");
