@@ -1114,7 +1114,7 @@ pub fn start_controller(
     };
     config.ledger = LedgerLocation::File(dir.join("ledger.db"));
     // Sized for the fleet: every device reports at once, and a dropped report costs that
-    // device a 30 s retry.
+    // device a retry (5 s, doubling).
     config.queue_capacity = seats.max(1024);
     config.client_id = "licd-fleet-controller".into();
     let stub = ctl
