@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::keys::{verify_strict, PublicKey};
 use crate::limits::{MAX_CERT_LEN, MAX_ENVELOPE_LEN};
 use crate::messages::{DeviceReport, GrantBundle};
-use crate::trust::{SignerInfo, TrustStore};
+use crate::trust::{CertMemo, SignerInfo, TrustStore};
 use crate::UnixTime;
 
 /// The protocol version this build speaks.
@@ -289,6 +289,23 @@ pub fn open_bundle(
     now: UnixTime,
 ) -> Result<(GrantBundle, SignerInfo), Error> {
     let (bundle, signer) = open_certified::<GrantBundle>(bytes, MessageKind::Grants, trust, now)?;
+    bundle.validate()?;
+    Ok((bundle, signer))
+}
+
+/// [`open_bundle`] with a [`CertMemo`]: a bundle carrying the certificate that verified last
+/// time skips that second signature check (see [`TrustStore::authorize_memo`]).
+pub fn open_bundle_memo(
+    bytes: &[u8],
+    trust: &TrustStore,
+    now: UnixTime,
+    memo: &mut CertMemo,
+) -> Result<(GrantBundle, SignerInfo), Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::Grants)?;
+    env.verify_signature()?;
+    let signer = trust.authorize_memo(&env, now, memo)?;
+    let bundle: GrantBundle = env.decode()?;
     bundle.validate()?;
     Ok((bundle, signer))
 }

@@ -38,7 +38,7 @@ pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldRe
 pub use revocation::RevocationList;
 pub use rotation::RootRotation;
 pub use topic::{Topic, TopicKind, TrustTopic};
-pub use trust::{RetiredRoot, SignerInfo, TrustStore};
+pub use trust::{CertMemo, RetiredRoot, SignerInfo, TrustStore};
 
 /// Unix time in whole seconds (UTC). Every timestamp on the wire uses it.
 pub type UnixTime = u64;

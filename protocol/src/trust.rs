@@ -42,6 +42,15 @@ pub struct TrustStore {
     rotation_seq: u64,
 }
 
+/// The last signer certificate whose signature verified, for
+/// [`TrustStore::authorize_memo`]. Only a successful verification fills it, so holding one
+/// cannot make a forged certificate pass: a certificate is skipped only if it is byte for byte
+/// (body and signature) the one that verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertMemo {
+    verified: Option<crate::cert::SignerCertificate>,
+}
+
 /// Who signed an accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignerInfo {
@@ -103,7 +112,20 @@ impl TrustStore {
     /// controller at `now`: it must carry a certificate for exactly that key, issued by a
     /// pinned root, validly signed, not revoked and valid at `now`.
     pub fn authorize(&self, env: &Envelope<'_>, now: UnixTime) -> Result<SignerInfo, Error> {
-        self.authorize_inner(env, now, false)
+        self.authorize_inner(env, now, false, None)
+    }
+
+    /// [`TrustStore::authorize`] that skips the certificate's signature check when `memo` holds
+    /// exactly this certificate from an earlier successful check (every bundle of a signing key
+    /// carries the same certificate: this halves the ed25519 work of accepting one). Everything
+    /// else — pinned issuer, revocation, validity at `now` — is checked every time.
+    pub fn authorize_memo(
+        &self,
+        env: &Envelope<'_>,
+        now: UnixTime,
+        memo: &mut CertMemo,
+    ) -> Result<SignerInfo, Error> {
+        self.authorize_inner(env, now, false, Some(memo))
     }
 
     /// The cache rule: like [`TrustStore::authorize`], but the certificate is evaluated at the
@@ -115,7 +137,7 @@ impl TrustStore {
         env: &Envelope<'_>,
         issued_at: UnixTime,
     ) -> Result<SignerInfo, Error> {
-        self.authorize_inner(env, issued_at, true)
+        self.authorize_inner(env, issued_at, true, None)
     }
 
     fn authorize_inner(
@@ -123,6 +145,7 @@ impl TrustStore {
         env: &Envelope<'_>,
         at: UnixTime,
         as_issued: bool,
+        memo: Option<&mut CertMemo>,
     ) -> Result<SignerInfo, Error> {
         let signer = env.signer.id();
         let cert = env.cert.as_ref().ok_or(Error::UnknownSigner(signer))?;
@@ -136,13 +159,13 @@ impl TrustStore {
         if !self.roots.contains(&issuer) {
             return match self.retired.iter().find(|r| r.key == issuer) {
                 Some(r) if as_issued && at <= r.retired_at => {
-                    self.finish(cert, signer, at) // the root was current when it was issued
+                    self.finish(cert, signer, at, memo) // the root was current when issued
                 }
                 Some(_) => Err(Error::RetiredRoot(issuer.id())),
                 None => Err(Error::UnknownSigner(signer)),
             };
         }
-        self.finish(cert, signer, at)
+        self.finish(cert, signer, at, memo)
     }
 
     fn finish(
@@ -150,8 +173,16 @@ impl TrustStore {
         cert: &crate::cert::SignerCertificate,
         signer: KeyId,
         at: UnixTime,
+        memo: Option<&mut CertMemo>,
     ) -> Result<SignerInfo, Error> {
-        cert.verify()?;
+        match memo {
+            Some(m) if m.verified.as_ref() == Some(cert) => {}
+            Some(m) => {
+                cert.verify()?;
+                m.verified = Some(cert.clone());
+            }
+            None => cert.verify()?,
+        }
         if self.is_revoked(&signer) {
             return Err(Error::SignerRevoked(signer));
         }

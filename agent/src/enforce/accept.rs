@@ -1,8 +1,8 @@
 //! The acceptance rules for a grant bundle: what a bundle must prove before it can change any
 //! license state. Pure: trust anchors, the held bundle and the time are passed in.
 
-use licd_protocol::envelope::{open_bundle, open_bundle_as_issued};
-use licd_protocol::{DeviceId, GrantBundle, KeyId, SignerInfo, TrustStore, UnixTime};
+use licd_protocol::envelope::{open_bundle, open_bundle_as_issued, open_bundle_memo};
+use licd_protocol::{CertMemo, DeviceId, GrantBundle, KeyId, SignerInfo, TrustStore, UnixTime};
 
 /// Why a bundle was refused. The state is unchanged after any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +98,18 @@ impl AcceptanceRules {
     /// device binding, and `issued_at` not too far ahead of `now`.
     pub fn check(&self, bytes: &[u8], now: UnixTime) -> Result<(GrantBundle, SignerInfo), Refusal> {
         let opened = open_bundle(bytes, &self.trust, now)?;
+        self.bind(opened, now)
+    }
+
+    /// [`AcceptanceRules::check`] that remembers the signer certificate that verified, so the
+    /// next bundle of the same signing key costs one ed25519 verification instead of two.
+    pub fn check_memo(
+        &self,
+        bytes: &[u8],
+        now: UnixTime,
+        memo: &mut CertMemo,
+    ) -> Result<(GrantBundle, SignerInfo), Refusal> {
+        let opened = open_bundle_memo(bytes, &self.trust, now, memo)?;
         self.bind(opened, now)
     }
 

@@ -201,6 +201,8 @@ pub struct Enforcer {
     /// Seq of a bundle dropped because its signer stopped being trusted: anti-replay still
     /// counts from it.
     floor_seq: u64,
+    /// The signer certificate that verified last (a renewal skips re-verifying it).
+    cert_memo: licd_protocol::CertMemo,
 }
 
 impl Enforcer {
@@ -218,6 +220,7 @@ impl Enforcer {
             evaluated_at: 0,
             refusals: RefusalStats::default(),
             floor_seq: 0,
+            cert_memo: licd_protocol::CertMemo::default(),
         }
     }
 
@@ -314,14 +317,14 @@ impl Enforcer {
 
     /// `Ok(None)`: the very bundle already held (a retained message delivered again).
     fn accept(
-        &self,
+        &mut self,
         raw: &[u8],
         now: UnixTime,
     ) -> Result<Option<(GrantBundle, SignerInfo)>, Refusal> {
         if self.held.as_ref().is_some_and(|h| h.raw == raw) {
             return Ok(None);
         }
-        let (bundle, signer) = self.rules.check(raw, now)?;
+        let (bundle, signer) = self.rules.check_memo(raw, now, &mut self.cert_memo)?;
         let held = self.held_seq().max(self.floor_seq);
         if (self.held.is_some() || self.floor_seq > 0) && bundle.seq <= held {
             return Err(Refusal::Stale {
