@@ -13,9 +13,9 @@ fn key(seed: u8) -> SigningKey {
 
 fn bundle(seq: u64) -> GrantBundle {
     GrantBundle {
-        device: DeviceId::new("ap-1").unwrap(),
+        device: DeviceId::new("ap-1").expect("valid id"),
         device_key: PublicKey([9; 32]).id(),
-        tenant: TenantId::new("acme").unwrap(),
+        tenant: TenantId::new("acme").expect("valid id"),
         seq,
         issued_at: 1_000,
         refresh_after: 1_500,
