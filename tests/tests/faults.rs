@@ -266,10 +266,10 @@ fn a_controller_silent_longer_than_the_lease_gives_grace_then_unlicensed_without
     assert_eq!(
         t,
         [
-            "wifi unlicensed NeverGranted",
+            "wifi unlicensed never_granted",
             "wifi licensed",
-            "wifi grace LeaseExpired",
-            "wifi unlicensed LeaseExpired",
+            "wifi grace lease_expired",
+            "wifi unlicensed lease_expired",
             "wifi licensed",
         ]
     );
