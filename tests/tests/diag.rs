@@ -326,7 +326,8 @@ fn a_clock_behind_the_persisted_time_mark_fails_the_clock_step() {
     assert!(
         clock["figure"]
             .as_str()
-            .is_some_and(|f| f.contains("SET BACK by 9d")),
+            // 10 days less the second or so the test took: "9d 23h" or "10d 0h".
+            .is_some_and(|f| f.contains("SET BACK by 9d") || f.contains("SET BACK by 10d")),
         "{clock}"
     );
     let behind =
