@@ -90,6 +90,21 @@ impl AgentOptions {
     }
 }
 
+/// `licd/v1/{tenant}/{device}/{kind}` for test ids (panics on an invalid id: a test bug).
+pub fn topic(tenant: &str, device: &str, kind: licd_protocol::TopicKind) -> String {
+    licd_protocol::Topic::new(
+        &tenant.parse().expect("valid tenant id"),
+        &device.parse().expect("valid device id"),
+        kind,
+    )
+    .to_topic_string()
+}
+
+/// The grants topic of the default test agent ([`AgentOptions::plain`]: `acme`/`ap-1`).
+pub fn grants_topic() -> String {
+    topic("acme", "ap-1", licd_protocol::TopicKind::Grants)
+}
+
 /// A running agent.
 pub struct Agent {
     /// Its directory (config, state, socket, log).

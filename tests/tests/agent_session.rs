@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use licd_protocol::envelope::seal_bundle;
-use licd_protocol::{Topic, TopicKind};
 use licd_tests::agent::{Agent, AgentOptions};
 use licd_tests::controller::{bundle_for, ControllerKeys, Policy, TestController};
 use licd_tests::{wait_for, Mosquitto, MosquittoConfig, Pki};
@@ -15,14 +14,7 @@ const T: Duration = Duration::from_secs(30);
 
 use licd_tests::runtime;
 
-fn grants_topic() -> String {
-    Topic::new(
-        &"acme".parse().unwrap(),
-        &"ap-1".parse().unwrap(),
-        TopicKind::Grants,
-    )
-    .to_topic_string()
-}
+use licd_tests::agent::grants_topic;
 
 #[test]
 fn first_boot_reports_gets_a_grant_and_is_licensed_and_check_agrees() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use licd_protocol::envelope::seal_bundle;
-use licd_protocol::{GrantBundle, Topic, TopicKind};
+use licd_protocol::{GrantBundle, TopicKind};
 use licd_tests::agent::Agent;
 use licd_tests::controller::{ControllerKeys, TestController};
 use licd_tests::wait_for;
@@ -27,15 +27,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `licd/v1/{tenant}/{device}/{kind}`.
-pub fn topic(tenant: &str, device: &str, kind: TopicKind) -> String {
-    Topic::new(&tenant.parse().unwrap(), &device.parse().unwrap(), kind).to_topic_string()
-}
-
-/// The grants topic of the default test agent (`acme`/`ap-1`).
-pub fn grants_topic() -> String {
-    topic("acme", "ap-1", TopicKind::Grants)
-}
+// Not every test file that includes this module uses both.
+#[allow(unused_imports)]
+pub use licd_tests::agent::{grants_topic, topic};
 
 /// Seals `bundle` with the controller's certified signing key.
 pub fn seal(keys: &ControllerKeys, bundle: &GrantBundle) -> Vec<u8> {
