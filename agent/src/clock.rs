@@ -42,9 +42,12 @@ impl Clock for SystemClock {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn boot_time() -> Duration {
     // std has no CLOCK_BOOTTIME and its monotonic clock stops during suspend, while a grace
-    // period must count time the device was asleep. /proc/uptime is CLOCK_BOOTTIME and reading
-    // it needs no `unsafe`.
-    read_proc_uptime().unwrap_or_else(process_monotonic)
+    // period must count time the device was asleep.
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -52,17 +55,7 @@ fn boot_time() -> Duration {
     process_monotonic()
 }
 
-/// Parses `/proc/uptime` (seconds with two decimals).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn read_proc_uptime() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/uptime").ok()?;
-    let first = s.split_whitespace().next()?;
-    let (secs, frac) = first.split_once('.').unwrap_or((first, "0"));
-    let secs: u64 = secs.parse().ok()?;
-    let centis: u64 = frac.get(..2).unwrap_or(frac).parse().ok()?;
-    Some(Duration::from_secs(secs) + Duration::from_millis(centis * 10))
-}
-
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn process_monotonic() -> Duration {
     use std::sync::OnceLock;
     use std::time::Instant;

@@ -278,7 +278,14 @@ pub async fn run_with(
         tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
     }
 
-    let (events, _) = broadcast::channel(256);
+    // Events feed the socket API's watchers; without a socket nobody reads them, and 10,000
+    // agents in one fleet process should not each allocate 256 slots.
+    let capacity = if core.settings.socket.is_some() {
+        256
+    } else {
+        1
+    };
+    let (events, _) = broadcast::channel(capacity);
     let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
     on_status(status_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -538,13 +545,15 @@ impl Daemon {
 
     fn apply(&mut self, effects: Vec<Effect>) {
         let mut report = None;
+        let mut cached = false;
         for effect in effects {
             match effect {
-                Effect::Persist(raw) => {
-                    if let Err(e) = self.core.store.save_bundle(&raw) {
+                Effect::Persist(raw) => match self.core.store.save_bundle(&raw) {
+                    Ok(()) => cached = true,
+                    Err(e) => {
                         tracing::error!(error = %e, "cannot write the cache; the new bundle is enforced from memory and will be lost at restart");
                     }
-                }
+                },
                 Effect::Accepted { seq, signer } => {
                     tracing::info!(seq, signer = %signer.signer, "grant bundle accepted");
                     let now = self.core.now();
@@ -555,7 +564,11 @@ impl Daemon {
                             .time
                             .witness(held.bundle.issued_at, self.core.clock.boot());
                     }
-                    self.save_mark();
+                    // The cached bundle carries its issued_at and a restart witnesses it, so
+                    // the mark file needs a write only when the cache did not take the bundle.
+                    if !cached {
+                        self.save_mark();
+                    }
                     self.schedule_report();
                 }
                 Effect::Refused(refusal) => self.log_refusal(&refusal),

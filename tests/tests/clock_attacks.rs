@@ -5,10 +5,11 @@
 //! The agent runs with `LD_PRELOAD=libfaketimeMT.so.1` and `FAKETIME_TIMESTAMP_FILE` pointing at
 //! a file the test rewrites (`FAKETIME_NO_CACHE=1`: re-read at every clock call), so its wall
 //! clock can be moved while it runs. `FAKETIME_DONT_FAKE_MONOTONIC=1` keeps tokio's timers on
-//! the real monotonic clock. libfaketime intercepts the libc clock calls only: reading
-//! `/proc/uptime` — the agent's `CLOCK_BOOTTIME` source — still gives the real boot clock
-//! (checked below), which is exactly the device situation the high-water mark is designed for:
-//! a wall clock anyone can set, and a boot clock nobody can.
+//! the real monotonic clock. libfaketime intercepts the libc clock calls only: the agent reads
+//! `CLOCK_BOOTTIME` through the vDSO (rustix), not through libc, so its boot clock stays real
+//! (checked below: the uptime in its report matches `/proc/uptime`), which is exactly the
+//! device situation the high-water mark is designed for: a wall clock anyone can set, and a
+//! boot clock nobody can.
 //!
 //! The daemon samples the clock on every event and at least every 60 s; the tests nudge it with
 //! a garbage message on its grants topic (refused, changes nothing) instead of waiting.
@@ -274,6 +275,25 @@ fn a_clock_set_back_a_year_after_a_grant_gives_no_extra_validity_and_flags_rollb
         controller.reports().iter().any(|r| r.clock_rollback)
     })
     .unwrap();
+    // Its boot clock was not faked with the wall clock.
+    let reported = controller
+        .reports()
+        .iter()
+        .rev()
+        .find(|r| r.clock_rollback)
+        .map(|r| r.uptime)
+        .unwrap();
+    let real_uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+    let real_uptime: f64 = real_uptime
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (reported as f64 - real_uptime).abs() < 30.0,
+        "the agent reported uptime {reported} s under faketime, /proc/uptime says {real_uptime}"
+    );
 }
 
 #[test]
