@@ -3,15 +3,18 @@
 //! (the session is clean, so the broker forgets subscriptions), and forwards what matters to
 //! the daemon as [`SessionEvent`]s. It makes no licensing decision.
 //!
-//! Subscriptions: the device's grants topic, and the two global retained trust topics
-//! (`licd/v1/trust/roots`, then `licd/v1/trust/revocations`) that move the agent's roots and
+//! Subscriptions, in one SUBSCRIBE packet: the device's grants topic, the two global retained
+//! trust topics (`licd/v1/trust/+`: roots and revocations) that move the agent's roots and
 //! revoked signing keys forward (see [`crate::trust`]), and the device's `diag-request` topic
 //! (remote diagnostics, see [`crate::diag::remote`]).
 
 use std::time::{Duration, Instant};
 
+use licd_protocol::topic::TRUST_FILTER;
 use licd_protocol::{DeviceId, TenantId, Topic, TopicKind, TrustTopic};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+};
 use tokio::sync::mpsc;
 
 use crate::backoff::{os_random, Backoff, RESET_AFTER};
@@ -138,14 +141,14 @@ async fn drive(
         let sent = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
-                // Queue subscribe before presence so the retained bundle is on its way at once.
-                let _ = client.try_subscribe(topics.grants.clone(), QoS::AtLeastOnce);
-                // Roots before revocations: a list signed by a new root usually finds the
-                // rotation that pins it already applied (the agent copes with either order).
-                for t in [TrustTopic::Roots, TrustTopic::Revocations] {
-                    let _ = client.try_subscribe(t.as_str(), QoS::AtLeastOnce);
-                }
-                let _ = client.try_subscribe(topics.diag_request.clone(), QoS::AtLeastOnce);
+                // One SUBSCRIBE packet, queued before presence so the retained bundle is on its
+                // way at once. The trust topics come in one filter (see `TRUST_FILTER`), in
+                // whatever order the broker keeps them: a revocation list signed by a root the
+                // agent does not pin yet is kept aside and applied once the rotation arrives
+                // (`crate::trust`).
+                let filters = [topics.grants.as_str(), TRUST_FILTER, &topics.diag_request]
+                    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                let _ = client.try_subscribe_many(filters);
                 let _ = client.try_publish(
                     topics.presence.clone(),
                     QoS::AtLeastOnce,

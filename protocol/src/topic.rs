@@ -125,6 +125,13 @@ pub const TRUST_REVOCATIONS: &str = "licd/v1/trust/revocations";
 /// The retained topic of the newest root rotation statement (kind 4).
 pub const TRUST_ROOTS: &str = "licd/v1/trust/roots";
 
+/// The one filter agents subscribe to for both trust topics. One shared filter instead of two
+/// halves what a broker spends on it: every agent of a fleet subscribes to it, and mosquitto
+/// (2.0) checks each new subscriber against every existing one of the same filter, so a fleet
+/// of N costs it N²/2 comparisons per filter at connect (BENCHMARKS.md, fleet). Messages on
+/// other `licd/v1/trust/` topics are refused by [`TrustTopic::parse`].
+pub const TRUST_FILTER: &str = "licd/v1/trust/+";
+
 /// A global trust topic: `licd/v1/trust/{revocations|roots}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -261,6 +268,10 @@ mod tests {
     fn trust_topics_round_trip_and_never_parse_as_device_topics() {
         for t in [TrustTopic::Revocations, TrustTopic::Roots] {
             assert_eq!(TrustTopic::parse(t.as_str()), Ok(t));
+            // The agents' one filter covers it: same prefix, one more level.
+            let (prefix, last) = t.as_str().rsplit_once('/').unwrap();
+            assert_eq!(TRUST_FILTER, format!("{prefix}/+"));
+            assert!(!last.contains(['/', '+', '#']));
             // Four levels: a device-topic parser refuses them.
             assert!(Topic::parse(t.as_str()).is_err());
         }

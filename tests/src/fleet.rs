@@ -21,6 +21,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +38,9 @@ use licd_protocol::{
     SignerCertificate, Sku, TenantId,
 };
 use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subscription};
+use licd_stub::session::StatsSnapshot;
 use licd_stub::{BrokerMode, LedgerLocation, Signer, Stub, StubConfig, StubHandle};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
@@ -82,6 +84,8 @@ pub struct FleetOptions {
     pub phase_timeout: Duration,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Print the fleet phase's timeline (see [`timeline`]) on stderr.
+    pub timeline: bool,
     /// Where the agents' state directories go (default: /dev/shm when present, else the
     /// system temp dir).
     pub work_dir: Option<PathBuf>,
@@ -98,6 +102,7 @@ impl FleetOptions {
             storm: true,
             phase_timeout: Duration::from_secs(300),
             progress: false,
+            timeline: false,
             work_dir: None,
         }
     }
@@ -796,7 +801,12 @@ fn baseline(
         let (client, mut eventloop) = AsyncClient::new(o, 16);
         let (req, resp) = (format!("{prefix}/{i}/req"), format!("{prefix}/{i}/resp"));
         let presence = format!("{prefix}/{i}/presence");
-        let trust = ["trust/roots", "trust/revocations"].map(|t| format!("{prefix}/{t}"));
+        let filters = [
+            resp.clone(),
+            format!("{prefix}/trust/+"),
+            format!("{prefix}/{i}/diag"),
+        ]
+        .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
         clients.spawn(async move {
             let send = |k| tx.send((i, k, Instant::now()));
             loop {
@@ -806,12 +816,10 @@ fn baseline(
                 };
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        // What the agent does on ConnAck: three subscriptions, a retained
-                        // presence, then its report.
-                        let _ = client.try_subscribe(resp.clone(), QoS::AtLeastOnce);
-                        for t in &trust {
-                            let _ = client.try_subscribe(t.clone(), QoS::AtLeastOnce);
-                        }
+                        // What the agent does on ConnAck: one SUBSCRIBE with its three
+                        // filters (own answers, the fleet-wide trust filter, own diagnostics),
+                        // a retained presence, then its report.
+                        let _ = client.try_subscribe_many(filters.clone());
                         let _ = client.try_publish(
                             presence.clone(),
                             QoS::AtLeastOnce,
@@ -1054,7 +1062,27 @@ fn fleet(
         }
         Err(e) => failures.push(e),
     };
-    let result = drive(opts, "fleet", &rx, &mut tracker, spawn, n, |t| t.done == n);
+    let sampling = AtomicBool::new(true);
+    let (result, samples) = std::thread::scope(|sc| {
+        let sampler = opts.timeline.then(|| {
+            let (stub, sampling) = (&stub, &sampling);
+            sc.spawn(move || {
+                let mut samples = Vec::new();
+                while sampling.load(Ordering::Relaxed) {
+                    samples.push((started.elapsed(), stub.stats()));
+                    std::thread::sleep(PROGRESS_EVERY);
+                }
+                samples.push((started.elapsed(), stub.stats()));
+                samples
+            })
+        });
+        let r = drive(opts, "fleet", &rx, &mut tracker, spawn, n, |t| t.done == n);
+        sampling.store(false, Ordering::Relaxed);
+        (r, sampler.and_then(|h| h.join().ok()).unwrap_or_default())
+    });
+    if opts.timeline {
+        eprint!("{}", timeline(&tracker, started, &stats0, &samples));
+    }
     let total = started.elapsed();
     let stats = stub.stats();
     let messages = (stats.reports_received - stats0.reports_received)
@@ -1093,6 +1121,40 @@ fn fleet(
     agents.shutdown_timeout(Duration::from_secs(5));
     ctl.shutdown_timeout(Duration::from_secs(5));
     Ok(())
+}
+
+/// The fleet phase as cumulative counts every [`PROGRESS_EVERY`]: reports the agents sent, the
+/// controller received and applied, agents licensed. Shows where a stall is (a broker that
+/// stops reading the controller, a controller behind its queue, agents slow to start).
+fn timeline(
+    t: &Tracker,
+    started: Instant,
+    stats0: &StatsSnapshot,
+    samples: &[(Duration, StatsSnapshot)],
+) -> String {
+    let upto = |times: &[Option<Instant>], at: Duration| {
+        times
+            .iter()
+            .flatten()
+            .filter(|x| x.saturating_duration_since(started) <= at)
+            .count()
+    };
+    let mut out = format!(
+        "{:>7} {:>10} {:>10} {:>10} {:>10}\n",
+        "t s", "reported", "received", "applied", "licensed"
+    );
+    for (at, s) in samples {
+        let _ = writeln!(
+            out,
+            "{:>7.2} {:>10} {:>10} {:>10} {:>10}",
+            at.as_secs_f64(),
+            upto(&t.report_at, *at),
+            s.reports_received - stats0.reports_received,
+            s.reports_applied - stats0.reports_applied,
+            upto(&t.done_at, *at),
+        );
+    }
+    out
 }
 
 /// Starts the stub controller against the broker at `url` on its own runtime (threads named

@@ -2,7 +2,7 @@
 //! `docs/mosquitto-acl.conf` (device certificates with CN `<tenant>/<device>`, used as the user
 //! name). Device A (`acme/ap-1`) must not be able to publish device B's (`acme/ap-2`) report
 //! or presence, read B's grants or publish grants at all; a real agent must still work under
-//! the same rules.
+//! the same rules: its grants, the retained trust statements, remote diagnostics.
 //!
 //! Negative checks are made deterministic with markers instead of waits: MQTT keeps the order
 //! of one client's messages, so once a later allowed message has arrived, an earlier denied one
@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 
 use hardening::{runtime, topic, Publisher, T};
 use licd_agent::tls::{self, TlsSettings};
-use licd_protocol::envelope::{open_report, seal_bundle};
-use licd_protocol::TopicKind;
+use licd_protocol::diag::DiagRequest;
+use licd_protocol::envelope::{open_report, seal_bundle, seal_diag_request};
+use licd_protocol::revocation::seal_revocations;
+use licd_protocol::topic::TRUST_REVOCATIONS;
+use licd_protocol::{DeviceId, PublicKey, RevocationList, TenantId, TopicKind};
 use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{bundle_for, ControllerKeys, Policy};
+use licd_tests::controller::{bundle_for, unix_now, ControllerKeys, Policy};
 use licd_tests::{wait_for, CertFiles, Mosquitto, MosquittoConfig, Pki};
 use rumqttc::SubscribeReasonCode;
 
@@ -171,9 +174,30 @@ fn a_real_agent_works_under_the_acl() {
     let c_cert = pki.issue_client("controller", "licd-controller").unwrap();
     let controller = client(&broker, &pki, "controller", &c_cert);
     rt.block_on(controller.subscribe("licd/v1/+/+/report"));
-    wait_for("the subscription", T, || controller.subacks().len() == 1).unwrap();
+    rt.block_on(controller.subscribe("licd/v1/+/+/diag-response"));
+    wait_for("the subscriptions", T, || controller.subacks().len() == 2).unwrap();
+    assert!(
+        controller
+            .subacks()
+            .iter()
+            .flatten()
+            .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+        "{:?}",
+        controller.subacks()
+    );
 
     let keys = ControllerKeys::fixed();
+    // A retained revocation list (revoking a key nobody uses) waits for the agent.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[99; 32]);
+    let list = seal_revocations(
+        &RevocationList {
+            version: 1,
+            issued_at: unix_now(),
+            revoked: vec![PublicKey::from(&stranger.verifying_key()).id()],
+        },
+        &keys.root,
+    );
+    rt.block_on(controller.publish_acked(TRUST_REVOCATIONS, list, true));
     let mut options = AgentOptions::plain(broker.port(), &keys.root_hex());
     options.broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
     options.ca_file = Some(pki.ca_cert.clone());
@@ -200,4 +224,33 @@ fn a_real_agent_works_under_the_acl() {
     );
     rt.block_on(controller.publish_acked(&topic("acme", "ap-1", TopicKind::Grants), bundle, true));
     agent.wait_state("wifi", "licensed", T).unwrap();
+    // The trust filter is readable: the agent took the retained list.
+    wait_for("the revocation list", T, || {
+        agent
+            .status()
+            .is_some_and(|s| s["trust"]["revocations_version"] == 1)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), broker.log()));
+
+    // Remote diagnostics pass the ACL both ways.
+    let request = seal_diag_request(
+        &DiagRequest {
+            device: DeviceId::new("ap-1").unwrap(),
+            tenant: TenantId::new("acme").unwrap(),
+            request_id: [7; 16],
+            issued_at: unix_now(),
+        },
+        &keys.signing,
+        &keys.cert,
+    );
+    let request_topic = topic("acme", "ap-1", TopicKind::DiagRequest);
+    rt.block_on(controller.publish_acked(&request_topic, request, false));
+    let response_topic = topic("acme", "ap-1", TopicKind::DiagResponse);
+    wait_for("the agent's diagnostic response", T, || {
+        controller
+            .received()
+            .iter()
+            .any(|(t, _)| *t == response_topic)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), broker.log()));
 }

@@ -39,6 +39,10 @@ struct Args {
     /// Print the result as JSON on stdout (no progress line).
     #[arg(long)]
     json: bool,
+    /// Also print the fleet phase every 250 ms on stderr: reports sent by the agents,
+    /// received and applied by the controller, agents licensed (to see where a stall is).
+    #[arg(long)]
+    timeline: bool,
     /// Only start the stub controller against this broker (mqtt://host:port) with the
     /// fleet's ledger (tenant `fleet`, services wifi, vpn, ids, guest-portal, mesh, product
     /// class `wireless`), print `root <hex>` and run until killed (cross/size-report.sh).
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         connect_window: args.connect_window.max(1),
         agent_threads: args.agent_threads.max(1),
         baseline: !args.no_baseline,
+        timeline: args.timeline,
         storm: !args.no_storm,
         phase_timeout: Duration::from_secs(args.timeout_secs),
         progress: !args.json,
