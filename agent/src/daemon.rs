@@ -267,7 +267,7 @@ pub async fn run_with(
     // The identity this start used, for `licd diag`'s drift check (informational only).
     let record =
         crate::diag::record::IdentityRecord::new(&identity, key.id().to_hex(), clock.wall());
-    if let Err(e) = crate::diag::record::save(&settings.state_dir, &record) {
+    if let Err(e) = crate::diag::record::save_if_changed(&settings.state_dir, &record) {
         tracing::warn!(error = %e, "cannot write the identity record (used by licd diag)");
     }
     let (core, effects) = Core::restore(settings, clock, store, key, identity, true);

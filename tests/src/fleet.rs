@@ -26,16 +26,18 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer as _, SigningKey};
 use licd_agent::clock::SystemClock;
 use licd_agent::config::Settings;
 use licd_agent::daemon;
+use licd_agent::identity::key::DeviceKey;
 use licd_agent::identity::{resolve_identity_blocking, HostRoot, Identity};
 use licd_agent::status::{Status, AGENT_VERSION};
-use licd_protocol::envelope::{seal_bundle, seal_report};
+use licd_agent::store::Store;
+use licd_protocol::envelope::{open_bundle, open_report, seal_bundle, seal_report};
 use licd_protocol::{
     DeviceId, DeviceReport, GrantBundle, LicenseId, PublicKey, ServiceGrant, ServiceName,
-    SignerCertificate, Sku, TenantId,
+    SignerCertificate, Sku, TenantId, TrustStore, UnixTime,
 };
 use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subscription};
 use licd_stub::session::StatsSnapshot;
@@ -78,6 +80,8 @@ pub struct FleetOptions {
     pub agent_threads: usize,
     /// Run the bare echo baseline (before and after the fleet).
     pub baseline: bool,
+    /// Run the floor phase (see [`baseline`]) after the first baseline.
+    pub floor: bool,
     /// Restart the broker with the fleet connected.
     pub storm: bool,
     /// Upper bound of every phase.
@@ -99,6 +103,7 @@ impl FleetOptions {
             connect_window: 128,
             agent_threads: 2,
             baseline: true,
+            floor: false,
             storm: true,
             phase_timeout: Duration::from_secs(300),
             progress: false,
@@ -192,6 +197,8 @@ pub struct FleetReport {
     pub bundle_bytes: usize,
     /// Baseline before the fleet.
     pub baseline_before: Option<Convergence>,
+    /// The echo clients doing the agent's unavoidable work too (see [`baseline`]).
+    pub floor: Option<Convergence>,
     /// The fleet.
     pub fleet: Convergence,
     /// Baseline after the fleet.
@@ -234,6 +241,7 @@ impl FleetReport {
             "baseline_before": self.baseline_before.as_ref().map(Convergence::json),
             "baseline_after": self.baseline_after.as_ref().map(Convergence::json),
             "baseline_mean_s": self.baseline_total().map(secs),
+            "floor": self.floor.as_ref().map(Convergence::json),
             "ratio_fleet_to_baseline": self.ratio().map(|r| (r * 1000.0).round() / 1000.0),
             "controller_cpu_us_per_device": (self.fleet.controller_cpu.as_secs_f64() * 1e6
                 / self.devices.max(1) as f64).round(),
@@ -298,6 +306,9 @@ impl FleetReport {
         if let Some(b) = &self.baseline_before {
             line("baseline (before)", b);
         }
+        if let Some(f) = &self.floor {
+            line("floor (echo + work)", f);
+        }
         line("fleet (real agents)", &self.fleet);
         if let Some(b) = &self.baseline_after {
             line("baseline (after)", b);
@@ -306,6 +317,14 @@ impl FleetReport {
             let _ = writeln!(
                 t,
                 "convergence ratio fleet / baseline mean: {r:.2}× (goal ≤ 1.5×)"
+            );
+        }
+        if let (Some(f), Some(b)) = (&self.floor, self.baseline_total()) {
+            let _ = writeln!(
+                t,
+                "floor / baseline mean: {:.2}× (what the agent's unavoidable crypto and fsyncs cost on the same cores); fleet / floor: {:.2}×",
+                f.total.as_secs_f64() / b.as_secs_f64().max(1e-9),
+                self.fleet.total.as_secs_f64() / f.total.as_secs_f64().max(1e-9),
             );
         }
         let _ = writeln!(
@@ -462,6 +481,22 @@ fn process_cpu(pid: Option<u32>) -> Duration {
         .and_then(|p| read_stat(Path::new(&format!("/proc/{p}/stat"))))
         .map_or(0, |(_, t)| t);
     Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS)
+}
+
+/// Waits until the broker is idle (under 10 ms of CPU in 250 ms, at most 60 s): the clients
+/// of a phase that just ended are still being cleaned up there (mosquitto removes each from
+/// every subscriber list it was on), and that work must not be billed to the next phase.
+fn settle(broker: &Mosquitto) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = process_cpu(broker.pid());
+    while Instant::now() < deadline {
+        std::thread::sleep(PROGRESS_EVERY);
+        let now = process_cpu(broker.pid());
+        if now.saturating_sub(last) < Duration::from_millis(10) {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// (comm, utime + stime) from a `/proc/.../stat` file.
@@ -632,40 +667,33 @@ pub fn run(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
         .tempdir_in(&base_dir)
         .map_err(|e| err(format!("temp dir in {}: {e}", base_dir.display())))?;
 
-    let (report_bytes, bundle_bytes) = message_sizes();
+    let samples = sample_messages();
     let mut out = FleetReport {
         devices: n,
-        report_bytes,
-        bundle_bytes,
+        report_bytes: samples.report.len(),
+        bundle_bytes: samples.bundle.len(),
         ..Default::default()
     };
     if opts.baseline {
-        out.baseline_before = Some(baseline(
-            opts,
-            &broker,
-            "baseline",
-            1,
-            report_bytes,
-            bundle_bytes,
-        )?);
+        out.baseline_before = Some(baseline(opts, &broker, "baseline", 1, &samples, None)?);
+        settle(&broker);
+    }
+    if opts.floor {
+        let dir = work.path().join("floor");
+        out.floor = Some(baseline(opts, &broker, "floor", 3, &samples, Some(&dir))?);
+        settle(&broker);
     }
     fleet(opts, &mut broker, &url, work.path(), &mut out)?;
     if opts.baseline {
-        out.baseline_after = Some(baseline(
-            opts,
-            &broker,
-            "baseline",
-            2,
-            report_bytes,
-            bundle_bytes,
-        )?);
+        settle(&broker);
+        out.baseline_after = Some(baseline(opts, &broker, "baseline", 2, &samples, None)?);
     }
     Ok(out)
 }
 
-/// Sizes of a report and of a 5-service bundle as the agent and the stub produce them (the
-/// baseline sends the same number of bytes).
-fn message_sizes() -> (usize, usize) {
+/// A report and a 5-service bundle as the agent and the stub produce them (the baseline sends
+/// the same number of bytes; the floor phase opens the bundle), the bundle's root, its time.
+fn sample_messages() -> Samples {
     let key = SigningKey::from_bytes(&[9; 32]);
     let now = 1_800_000_000;
     let report = DeviceReport {
@@ -707,10 +735,35 @@ fn message_sizes() -> (usize, usize) {
             .collect(),
         withheld: vec![],
     };
-    (
-        seal_report(&report, &key).len(),
-        seal_bundle(&bundle, &key, &cert).len(),
-    )
+    Samples {
+        report: seal_report(&report, &key),
+        bundle: seal_bundle(&bundle, &key, &cert),
+        root: PublicKey::from(&key.verifying_key()),
+        at: now,
+        grant: bundle,
+        key,
+        cert,
+    }
+}
+
+/// See [`sample_messages`].
+#[derive(Debug, Clone)]
+struct Samples {
+    report: Vec<u8>,
+    bundle: Vec<u8>,
+    root: PublicKey,
+    at: UnixTime,
+    grant: GrantBundle,
+    key: SigningKey,
+    cert: SignerCertificate,
+}
+
+impl Samples {
+    /// What a controller must do per report at least: check its signature, sign a bundle.
+    fn controller_work(&self) -> Result<Vec<u8>, String> {
+        open_report(&self.report).map_err(|e| e.to_string())?;
+        Ok(seal_bundle(&self.grant, &self.key, &self.cert))
+    }
 }
 
 fn svc(s: &str) -> ServiceName {
@@ -718,14 +771,24 @@ fn svc(s: &str) -> ServiceName {
 }
 
 /// The bare MQTT echo: N clients, one responder, same broker, same sizes, same window.
+///
+/// With `floor` (a directory), each client also does the work any agent must do that bare
+/// messaging does not, with the agent's own code: before connecting it creates its state
+/// directory and device key (generated, written with fsync) and writes its time mark; it signs
+/// its request; on the answer — a real sealed bundle: the responder checks a report's signature
+/// and signs the bundle for every request, the least a controller does — it opens the bundle
+/// (two signature checks, decode) and writes it to its cache with fsync. What is left between
+/// this and the fleet is the implementation's overhead: the agent's (enforcement, status,
+/// identity record, tasks) and the controller's (ledger, seat rules).
 fn baseline(
     opts: &FleetOptions,
     broker: &Mosquitto,
     phase: &'static str,
     round: u32,
-    report_bytes: usize,
-    bundle_bytes: usize,
+    samples: &Samples,
+    floor: Option<&Path>,
 ) -> Result<Convergence, FleetError> {
+    let (report_bytes, bundle_bytes) = (samples.report.len(), samples.bundle.len());
     let n = opts.devices;
     let prefix = format!("fleetbase{round}");
     let ctl = runtime(1, CONTROLLER_THREAD)?;
@@ -742,6 +805,7 @@ fn baseline(
             .set_request_channel_capacity(256);
         let (client, mut eventloop) = AsyncClient::new(o, 256);
         let answer = vec![0xa5u8; bundle_bytes];
+        let work = floor.map(|_| samples.clone());
         let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<String>(n.max(1024));
         let filter = format!("{prefix}/+/req");
         let mut stop = stop_rx.clone();
@@ -770,8 +834,18 @@ fn baseline(
         });
         ctl.spawn(async move {
             while let Some(topic) = work_rx.recv().await {
+                let answer = match &work {
+                    Some(w) => match w.controller_work() {
+                        Ok(sealed) => sealed,
+                        Err(e) => {
+                            eprintln!("floor responder: {e}");
+                            break;
+                        }
+                    },
+                    None => answer.clone(),
+                };
                 if client
-                    .publish(topic, QoS::AtLeastOnce, true, answer.clone())
+                    .publish(topic, QoS::AtLeastOnce, true, answer)
                     .await
                     .is_err()
                 {
@@ -791,10 +865,18 @@ fn baseline(
     let bcpu0 = process_cpu(broker.pid());
     let acpu0 = threads_cpu(AGENT_THREAD);
     let started = Instant::now();
+    let trust = TrustStore::new(vec![samples.root]);
     let spawn = |i: usize| {
         let tx = tx.clone();
         let mut stop = stop_rx.clone();
         let request = request.clone();
+        let floor = floor.map(|d| {
+            (
+                d.join(format!("{prefix}-{i}")),
+                trust.clone(),
+                samples.clone(),
+            )
+        });
         let mut o = MqttOptions::new(format!("{prefix}-{i}"), host.clone(), port);
         o.set_keep_alive(Duration::from_secs(60))
             .set_clean_session(true);
@@ -809,6 +891,14 @@ fn baseline(
         .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce));
         clients.spawn(async move {
             let send = |k| tx.send((i, k, Instant::now()));
+            let floor = match floor.map(|(dir, trust, samples)| floor_start(&dir, trust, samples)) {
+                Some(Ok(f)) => Some(f),
+                Some(Err(e)) => {
+                    eprintln!("floor client {i}: cannot start: {e}");
+                    return;
+                }
+                None => None,
+            };
             loop {
                 let ev = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
@@ -827,6 +917,9 @@ fn baseline(
                             b"online".to_vec(),
                         );
                         let _ = send(Kind::Connected);
+                        if let Some(f) = &floor {
+                            std::hint::black_box(f.key.signing.sign(&request));
+                        }
                         let _ = client.try_publish(
                             req.clone(),
                             QoS::AtLeastOnce,
@@ -836,6 +929,12 @@ fn baseline(
                         let _ = send(Kind::Report);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == resp => {
+                        if let Some(f) = &floor {
+                            if let Err(e) = f.answer(&p.payload) {
+                                eprintln!("floor client {i}: {e}");
+                                continue;
+                            }
+                        }
                         let _ = send(Kind::Done);
                     }
                     Ok(_) => {}
@@ -871,6 +970,34 @@ fn baseline(
     clients.shutdown_timeout(Duration::from_secs(5));
     ctl.shutdown_timeout(Duration::from_secs(5));
     result.map(|()| conv)
+}
+
+/// One floor client's agent-side state (see [`baseline`]).
+struct Floor {
+    store: Store,
+    key: DeviceKey,
+    trust: TrustStore,
+    samples: Samples,
+}
+
+fn floor_start(dir: &Path, trust: TrustStore, samples: Samples) -> Result<Floor, String> {
+    let store = Store::open(dir).map_err(|e| e.to_string())?;
+    let key = DeviceKey::load_or_create(dir).map_err(|e| e.to_string())?;
+    store.save_mark(unix_now()).map_err(|e| e.to_string())?;
+    Ok(Floor {
+        store,
+        key,
+        trust,
+        samples,
+    })
+}
+
+impl Floor {
+    /// What an agent must do with a bundle: open it, keep it.
+    fn answer(&self, raw: &[u8]) -> Result<(), String> {
+        open_bundle(raw, &self.trust, self.samples.at).map_err(|e| e.to_string())?;
+        self.store.save_bundle(raw).map_err(|e| e.to_string())
+    }
 }
 
 fn summarize(

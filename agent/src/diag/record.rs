@@ -1,6 +1,6 @@
 //! The identity record in the state directory (`identity.v1.json`): which device id, key and
-//! host fingerprint the daemon last started with. The daemon writes it at every start; `licd
-//! diag` reads it and compares it with what it finds now (fingerprint drift, a changed id or
+//! host fingerprint the daemon last started with. The daemon writes it at a start that finds it
+//! missing or different (not at every start: flash); `licd diag` reads it and compares it with what it finds now (fingerprint drift, a changed id or
 //! key). It is informational: nothing is refused because of it, and a missing or damaged record
 //! only makes diag say "no record".
 
@@ -31,7 +31,8 @@ pub struct IdentityRecord {
     pub fingerprint: HostFingerprint,
     /// Agent version that wrote it.
     pub agent_version: String,
-    /// When (wall clock, unix seconds) it was written.
+    /// When (wall clock, unix seconds) this identity was first recorded: the daemon rewrites
+    /// the record only when something else in it changed (see [`save_if_changed`]).
     pub written_at: UnixTime,
 }
 
@@ -63,6 +64,22 @@ pub fn save(state_dir: &Path, record: &IdentityRecord) -> Result<(), StoreError>
     })?;
     json.push(b'\n');
     write_atomic(&path, &json, 0o600)
+}
+
+/// Writes the record unless the one on disk already says the same (apart from `written_at`),
+/// so a device that reboots with the same identity does not rewrite its flash at every start.
+/// Returns whether it wrote. An unreadable record is replaced.
+pub fn save_if_changed(state_dir: &Path, record: &IdentityRecord) -> Result<bool, StoreError> {
+    if let Ok(Some(old)) = load(state_dir) {
+        let same = IdentityRecord {
+            written_at: record.written_at,
+            ..old
+        };
+        if same == *record {
+            return Ok(false);
+        }
+    }
+    save(state_dir, record).map(|()| true)
 }
 
 /// Why the record could not be read.
@@ -135,6 +152,34 @@ mod tests {
         assert!(load(dir.path()).unwrap().is_none());
         save(dir.path(), &record()).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(record()));
+    }
+
+    #[test]
+    fn an_unchanged_identity_is_not_rewritten_and_a_changed_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = record();
+        assert!(save_if_changed(dir.path(), &first).unwrap());
+        let later = IdentityRecord {
+            written_at: first.written_at + 86_400,
+            ..first.clone()
+        };
+        assert!(!save_if_changed(dir.path(), &later).unwrap());
+        assert_eq!(
+            load(dir.path()).unwrap(),
+            Some(first.clone()),
+            "kept its first time"
+        );
+        let rekeyed = IdentityRecord {
+            device_key: "11".repeat(16),
+            ..later
+        };
+        assert!(save_if_changed(dir.path(), &rekeyed).unwrap());
+        assert_eq!(load(dir.path()).unwrap(), Some(rekeyed));
+        std::fs::write(path_in(dir.path()), b"{not json").unwrap();
+        assert!(
+            save_if_changed(dir.path(), &first).unwrap(),
+            "a damaged one is replaced"
+        );
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub fn judge_identity(
             "identity",
             T,
             Verdict::Fail,
-            format!("device id changed: {} at {since}, now {device}", rec.device),
+            format!("device id changed: {} since {since}, now {device}", rec.device),
         )
         .hint("the controller knows the old id; set identity.device_id to keep it, or re-register the device")
         .detail(detail);
@@ -260,7 +260,7 @@ pub fn judge_identity(
             T,
             Verdict::Fail,
             format!(
-                "device key changed: {} at {since}, now {key}",
+                "device key changed: {} since {since}, now {key}",
                 rec.device_key
             ),
         )

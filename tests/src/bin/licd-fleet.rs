@@ -30,6 +30,13 @@ struct Args {
     /// Skip the bare echo baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Also run the floor phase after the first baseline: the echo doing the signatures and
+    /// fsyncs the design requires and nothing else. Clients: device key generated and written
+    /// with fsync, time mark written, request signed, the answer (a real sealed bundle) opened
+    /// — two signature checks — and written to a cache with fsync, with the agent's own code;
+    /// responder: a report's signature checked and a bundle signed per request.
+    #[arg(long)]
+    floor: bool,
     /// Skip the broker restart.
     #[arg(long)]
     no_storm: bool,
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
         agent_threads: args.agent_threads.max(1),
         baseline: !args.no_baseline,
         timeline: args.timeline,
+        floor: args.floor,
         storm: !args.no_storm,
         phase_timeout: Duration::from_secs(args.timeout_secs),
         progress: !args.json,
