@@ -170,9 +170,12 @@ impl Convergence {
 pub struct Storm {
     /// SIGTERM to accepting connections again.
     pub broker_down: Duration,
-    /// From the broker accepting again to every agent connected.
+    /// From the broker accepting again to every agent connected and reporting again.
     pub all_reconnected: Duration,
-    /// From the broker accepting again to a report from every agent at the controller.
+    /// From the broker accepting again to as many reports at the controller as there are
+    /// agents. Not "every agent heard from": an agent whose first report after reconnecting
+    /// went unanswered (the retained bundle it already holds came back) reports again, so this
+    /// can come before the last agent is back ([`Storm::all_reconnected`] tracks that).
     pub all_reported: Duration,
     /// Reconnect attempts that failed (agents' `Disconnected` events beyond the first each).
     pub failed_attempts: u64,
@@ -339,7 +342,7 @@ impl FleetReport {
         if let Some(s) = &self.storm {
             let _ = writeln!(
                 t,
-                "broker restart: down {:.2} s; all reconnected {:.2} s and all reported {:.2} s after it was back; {} failed attempts; {} agents lost a license; {} reports dropped; ctl cpu {:.2} s, mqtt cpu {:.2} s",
+                "broker restart: down {:.2} s; every agent reconnected and reported {:.2} s and N reports at the controller {:.2} s after it was back; {} failed attempts; {} agents lost a license; {} reports dropped; ctl cpu {:.2} s, mqtt cpu {:.2} s",
                 s.broker_down.as_secs_f64(),
                 s.all_reconnected.as_secs_f64(),
                 s.all_reported.as_secs_f64(),
