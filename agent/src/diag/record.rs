@@ -1,8 +1,9 @@
 //! The identity record in the state directory (`identity.v1.json`): which device id, key and
 //! host fingerprint the daemon last started with. The daemon writes it at a start that finds it
-//! missing or different (not at every start: flash); `licd diag` reads it and compares it with what it finds now (fingerprint drift, a changed id or
-//! key). It is informational: nothing is refused because of it, and a missing or damaged record
-//! only makes diag say "no record".
+//! missing or different (not at every start: flash wears); `licd diag` reads it and compares it
+//! with what it finds now (fingerprint drift, a changed id or key). It is informational:
+//! nothing is refused because of it, and a missing or damaged record only makes diag say "no
+//! record".
 
 use std::path::{Path, PathBuf};
 
