@@ -15,6 +15,11 @@
 #   --out DIR        where TARGET/licd goes (default: dist)
 #   --no-install     do not install anything; fail if something is missing
 #   --no-budget      report the budgets but do not fail on them
+#   --tiny           the smallest agent: every target through nightly + build-std (std
+#                    optimised for size), panics abort without a message (-Cpanic=immediate-abort)
+#                    and carry no source locations; budget 2 MiB on aarch64/armv7 (the stretch).
+#                    The cost: a panic — a bug, never input — leaves no line in the log.
+#                    Default --out dist-tiny, own target dir.
 #
 # Environment:
 #   LICD_CROSS_CACHE        tools kept between runs: the zig venv (default ~/.cache/licd-cross)
@@ -36,7 +41,8 @@ usage() {
 }
 
 features=()
-out=dist
+out=
+TINY=0
 install=1
 budget=1
 targets=()
@@ -49,6 +55,7 @@ while [ $# -gt 0 ]; do
         --out) out="${2:?--out needs a directory}"; shift ;;
         --no-install) install=0 ;;
         --no-budget) budget=0 ;;
+        --tiny) TINY=1 ;;
         all) targets+=("${ALL_TARGETS[@]}") ;;
         -*) echo "build.sh: unknown option $1" >&2; usage 2 ;;
         *)
@@ -69,7 +76,13 @@ else
     check_tools "${targets[@]}"
 fi
 
-export CARGO_TARGET_DIR="${LICD_CROSS_TARGET_DIR:-$ROOT/target/cross}"
+if [ "$TINY" = 1 ]; then
+    out="${out:-dist-tiny}"
+    export CARGO_TARGET_DIR="${LICD_CROSS_TARGET_DIR:-$ROOT/target/cross-tiny}"
+else
+    out="${out:-dist}"
+    export CARGO_TARGET_DIR="${LICD_CROSS_TARGET_DIR:-$ROOT/target/cross}"
+fi
 declare -A secs=()
 for t in "${targets[@]}"; do
     echo "== build $t ${features[*]}" >&2
@@ -96,7 +109,7 @@ for t in "${targets[@]}"; do
     printf '%-32s %10d %9s %9s %6ss  %s\n' "$t" "$size" "$(mib "$size")" "$(mib "$limit")" \
         "${secs[$t]}" "$status"
 done
-echo "features: ${features[*]:-default}; binaries in $out/TARGET/licd"
+echo "features: ${features[*]:-default}$([ "$TINY" = 1 ] && echo ", tiny"); binaries in $out/TARGET/licd"
 
 if [ "${#over[@]}" -gt 0 ]; then
     for t in "${over[@]}"; do

@@ -3,7 +3,8 @@
 # budgets, then the qemu smoke test, for the targets CI can afford. By default aarch64 and
 # armv7 (the two issue 7 requires under qemu; ~1.5 + ~4.5 min cold, ~1 min smoke); x86_64 and
 # mipsel run locally with `cross/build.sh all` (cross/README.md). LICD_CI_CROSS_TARGETS
-# overrides the list, e.g. "all" or one target.
+# overrides the list, e.g. "all" or one target. Then the same targets again as `--tiny` builds
+# (the 2 MiB stretch budget; ~2 min) and their smoke, so the small variant keeps working.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,3 +18,9 @@ bash cross/build.sh "${targets[@]}"
 
 echo "== qemu smoke: ${targets[*]}"
 bash cross/smoke.sh "${targets[@]}"
+
+echo "== tiny builds (--tiny): ${targets[*]}"
+bash cross/build.sh --tiny "${targets[@]}"
+
+echo "== qemu smoke of the tiny builds: ${targets[*]}"
+LICD_DIST=dist-tiny bash cross/smoke.sh "${targets[@]}"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Proof that the cross-built agent runs on its target: each dist/TARGET/licd runs under
+# Proof that the cross-built agent runs on its target: each $LICD_DIST/TARGET/licd (default
+# dist/; dist-tiny/ for `build.sh --tiny`) runs under
 # qemu-user (called directly; binfmt_misc is not mounted on the build hosts) as the `licd` of
 # the end-to-end tests in tests/, against a real mosquitto and the test controller on
 # 127.0.0.1. Passing means the emulated agent resolved its identity, reported, received and
@@ -19,14 +20,15 @@ source "$ROOT/cross/lib.sh"
 # (ring's assembly for the target, certificate checks).
 SCENARIOS=(first_boot_reports_gets_a_grant tls_with_the_generated_ca_licenses_the_device)
 
+DIST="${LICD_DIST:-dist}"
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf)
 
 need=(mosquitto)
 for t in "${targets[@]}"; do
     target_kind "$t" >/dev/null || { echo "smoke.sh: unsupported target $t" >&2; exit 2; }
-    [ -x "dist/$t/licd" ] || {
-        echo "smoke.sh: dist/$t/licd is missing; run cross/build.sh $t first" >&2
+    [ -x "$DIST/$t/licd" ] || {
+        echo "smoke.sh: $DIST/$t/licd is missing; run cross/build.sh $t first" >&2
         exit 1
     }
     [ -z "$(target_qemu "$t")" ] || need+=(qemu-user-static)
@@ -45,7 +47,7 @@ for t in "${targets[@]}"; do
     # exec: the test harness's SIGTERM/SIGKILL reach qemu, which passes them to the agent.
     # Each call is counted, so a harness that quietly ran some other licd fails the smoke.
     printf '#!/bin/sh\necho "$*" >>"%s"\nexec %s "%s" "$@"\n' \
-        "$wrappers/$t.calls" "$qemu" "$ROOT/dist/$t/licd" >"$wrapper"
+        "$wrappers/$t.calls" "$qemu" "$ROOT/$DIST/$t/licd" >"$wrapper"
     chmod +x "$wrapper"
     echo "== smoke $t (${qemu:-native}): $("$wrapper" --version)" >&2
     start=$(date +%s)
