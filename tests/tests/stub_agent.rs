@@ -1,6 +1,7 @@
 //! The real stub controller (embedded broker, ledger, licensing rules) and real agent
 //! processes together: auto-licensing grants the agent its services, an unassign revokes one
-//! and the agent sees it revoked with the controller's reason, the seat is back in the ledger.
+//! and the agent sees it revoked with the controller's reason, the seat is back in the ledger;
+//! trust statements published with the stub's key tools reach the agent through rumqttd.
 
 use std::time::Duration;
 
@@ -102,4 +103,72 @@ fn the_stub_grants_a_real_agent_its_services_and_an_unassign_revokes_one() {
     let dump = format!("{device:?}");
     assert!(dump.contains("wifi"), "{dump}");
     rt.block_on(stub.shutdown());
+}
+
+/// The lab path of a root rotation: `licd-stub keys revoke` and `keys rotate-root` write the
+/// statements, `keys publish` puts them retained on the stub's embedded broker (rumqttd), and
+/// a real agent — one `licd/v1/trust/+` subscription — takes both, whichever comes first.
+#[test]
+fn the_embedded_broker_delivers_the_retained_trust_statements_to_the_agent_s_one_filter() {
+    use licd_stub::keys::{self, trust};
+    use licd_stub::KeySource;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = licd_tests::controller::unix_now();
+    let dir = tempfile::tempdir().unwrap();
+    let old_root = keys::init(dir.path(), now).unwrap();
+    let mut config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
+    config.keys = KeySource::Dir(dir.path().to_owned());
+    let stub = rt.block_on(Stub::start(config)).unwrap();
+    let port = stub.broker_addr().unwrap().port();
+    let agent = Agent::start(&AgentOptions::plain(port, &old_root.to_hex())).unwrap();
+    wait_status(&agent, "the agent to connect", |s| {
+        s["connection"]["connected"] == true
+    });
+
+    // A revocation list (of a key nobody uses), then a new root: the list is signed by the
+    // old root, the rotation by both.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[99; 32]);
+    let stranger = licd_protocol::PublicKey::from(&stranger.verifying_key()).id();
+    trust::revoke(dir.path(), stranger, now).unwrap();
+    let rotated = trust::rotate_root(dir.path(), now).unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let messages = trust::trust_messages(dir.path()).unwrap();
+    assert_eq!(messages.len(), 2, "a rotation and a revocation list");
+    rt.block_on(trust::publish_retained(&url, messages, T))
+        .unwrap();
+
+    // rotate-root re-signed the list with the new root, as version 2.
+    let s = wait_status(&agent, "both trust statements", |s| {
+        s["trust"]["rotation_seq"] == 1 && s["trust"]["revocations_version"] == 2
+    });
+    assert_eq!(
+        s["trust"]["revoked"],
+        serde_json::json!([stranger.to_hex()]),
+        "{s}"
+    );
+    assert_eq!(
+        s["trust"]["roots"],
+        serde_json::json!([rotated.new.id().to_hex()]),
+        "{s}"
+    );
+    rt.block_on(stub.shutdown());
+}
+
+fn wait_status(
+    agent: &Agent,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = None;
+    licd_tests::wait_for(what, T, || {
+        last = agent.status();
+        last.as_ref().is_some_and(&pred)
+    })
+    .unwrap_or_else(|e| panic!("{e}; last status {last:?}\n{}", agent.log()));
+    last.unwrap()
 }
