@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use licd_tests::fleet::{run, start_controller, FleetOptions};
+use licd_tests::fleet::{run, start_controller, FleetOptions, CONNECT_WINDOW};
 
 /// Fleet simulator: N real licd agents against mosquitto and the stub controller, compared
 /// with a bare MQTT request/response echo of the same size through the same broker.
@@ -21,8 +21,9 @@ struct Args {
     /// Simulated devices (one MQTT connection each; `ulimit -n` must allow them).
     #[arg(long, default_value_t = 1000)]
     devices: usize,
-    /// Most clients connecting at once (fleet and baseline alike).
-    #[arg(long, default_value_t = 128)]
+    /// Most clients connecting at once (fleet and baseline alike); keep it under the broker's
+    /// listen backlog (mosquitto: 100).
+    #[arg(long, default_value_t = CONNECT_WINDOW)]
     connect_window: usize,
     /// Worker threads of the agents' runtime.
     #[arg(long, default_value_t = 2)]
