@@ -15,6 +15,8 @@
 #   --out DIR        where TARGET/licd goes (default: dist)
 #   --no-install     do not install anything; fail if something is missing
 #   --no-budget      report the budgets but do not fail on them
+#   --prune          delete each target's build tree once its binary is in --out (CI: keeps the
+#                    peak disk use to one target's tree; the next build of it starts cold)
 #   --tiny           the smallest agent: every target through nightly + build-std (std
 #                    optimised for size), panics abort without a message (-Cpanic=immediate-abort)
 #                    and carry no source locations; budget 2 MiB on aarch64/armv7 (the stretch).
@@ -45,6 +47,7 @@ out=
 TINY=0
 install=1
 budget=1
+prune=0
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
         --no-install) install=0 ;;
         --no-budget) budget=0 ;;
         --tiny) TINY=1 ;;
+        --prune) prune=1 ;;
         all) targets+=("${ALL_TARGETS[@]}") ;;
         -*) echo "build.sh: unknown option $1" >&2; usage 2 ;;
         *)
@@ -93,6 +97,10 @@ for t in "${targets[@]}"; do
     check_static_stripped "$bin"
     mkdir -p "$out/$t"
     cp "$bin" "$out/$t/licd.tmp" && mv "$out/$t/licd.tmp" "$out/$t/licd"
+    if [ "$prune" = 1 ]; then
+        echo "== prune $CARGO_TARGET_DIR/$t ($(du -sh "$CARGO_TARGET_DIR/$t" | cut -f1))" >&2
+        rm -rf "${CARGO_TARGET_DIR:?}/$t"
+    fi
 done
 
 # --- Report ---------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
 # mipsel run locally with `cross/build.sh all` (cross/README.md). LICD_CI_CROSS_TARGETS
 # overrides the list, e.g. "all" or one target. Then the same targets again as `--tiny` builds
 # (the 2 MiB stretch budget; ~2 min) and their smoke, so the small variant keeps working.
+# Builds run with --prune: each target's build tree (~300-600 MB) is deleted once its binary is
+# in dist/, so the step needs the disk of one tree at a time (CI once ran out of disk here).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,13 +16,13 @@ if [ "${targets[*]}" = all ]; then
 fi
 
 echo "== cross builds: ${targets[*]}"
-bash cross/build.sh "${targets[@]}"
+bash cross/build.sh --prune "${targets[@]}"
 
 echo "== qemu smoke: ${targets[*]}"
 bash cross/smoke.sh "${targets[@]}"
 
 echo "== tiny builds (--tiny): ${targets[*]}"
-bash cross/build.sh --tiny "${targets[@]}"
+bash cross/build.sh --tiny --prune "${targets[@]}"
 
 echo "== qemu smoke of the tiny builds: ${targets[*]}"
 LICD_DIST=dist-tiny bash cross/smoke.sh "${targets[@]}"
