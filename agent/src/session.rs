@@ -35,6 +35,11 @@ const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 /// Generous connect timeout: TLS handshakes on slow device CPUs take seconds.
 const CONNECT_TIMEOUT_SECS: u64 = 30;
 
+/// Most QoS 1 publishes awaiting their PUBACK. A device has a handful at most (report, status,
+/// presence, a diagnostic answer); rumqttc's default of 100 costs a 101-slot table per
+/// connection, ~10 KB of RSS on a device for nothing. Further publishes wait for an ack.
+const MAX_INFLIGHT: u16 = 8;
+
 /// What the connection task tells the daemon.
 #[derive(Debug)]
 pub enum SessionEvent {
@@ -94,6 +99,7 @@ pub fn mqtt_options(
     o.set_keep_alive(broker.keep_alive)
         .set_clean_session(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, 256 * 1024)
+        .set_inflight(MAX_INFLIGHT)
         .set_last_will(LastWill::new(
             topics.presence.clone(),
             OFFLINE.to_vec(),
