@@ -76,11 +76,7 @@ fn forged_request(now: u64) -> Vec<u8> {
 
 #[test]
 fn the_controller_gets_a_signed_diagnostic_report_and_the_agent_refuses_floods_and_forgeries() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = licd_tests::runtime();
     let now = licd_tests::controller::unix_now();
     let (tenant, device) = ids();
     let stub = rt.block_on(async {

@@ -20,11 +20,7 @@ fn svc(s: &str) -> ServiceName {
 
 #[test]
 fn the_stub_grants_a_real_agent_its_services_and_an_unassign_revokes_one() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = licd_tests::runtime();
     let now = licd_tests::controller::unix_now();
     let mut config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
     config.lease = LeasePolicy {
@@ -113,11 +109,7 @@ fn the_embedded_broker_delivers_the_retained_trust_statements_to_the_agent_s_one
     use licd_stub::keys::{self, trust};
     use licd_stub::KeySource;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = licd_tests::runtime();
     let now = licd_tests::controller::unix_now();
     let dir = tempfile::tempdir().unwrap();
     let old_root = keys::init(dir.path(), now).unwrap();

@@ -18,14 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport}
 /// Default wait for anything the agent does in reaction to a message.
 pub const T: Duration = Duration::from_secs(30);
 
-/// A tokio runtime with one worker (the machine has two cores, shared).
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+pub use licd_tests::runtime;
 
 // Not every test file that includes this module uses both.
 #[allow(unused_imports)]
