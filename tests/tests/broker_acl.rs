@@ -52,6 +52,19 @@ fn got(p: &Publisher, topic: &str, payload: &[u8]) -> bool {
     p.received().iter().any(|(t, b)| t == topic && b == payload)
 }
 
+/// The first message `p` received on `topic`, waiting up to `T`; on timeout the test fails with
+/// `logs()` (the agent's and the broker's) beside the reason.
+fn first_on(p: &Publisher, topic: &str, what: &str, logs: impl Fn() -> String) -> Vec<u8> {
+    let first = || {
+        p.received()
+            .into_iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, b)| b)
+    };
+    wait_for(what, T, || first().is_some()).unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    first().unwrap_or_default()
+}
+
 #[test]
 fn device_a_cannot_publish_b_s_report_or_presence_nor_read_b_s_grants() {
     let rt = runtime();
@@ -203,19 +216,9 @@ fn a_real_agent_works_under_the_acl() {
     options.ca_file = Some(pki.ca_cert.clone());
     options.client_cert = Some((agent_cert.cert.clone(), agent_cert.key.clone()));
     let agent = Agent::start(&options).unwrap();
+    let logs = || format!("{}\n{}", agent.log(), broker.log());
     let report_topic = topic("acme", "ap-1", TopicKind::Report);
-    wait_for("the agent's report", T, || {
-        controller
-            .received()
-            .iter()
-            .any(|(t, _)| *t == report_topic)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), broker.log()));
-    let (_, raw) = controller
-        .received()
-        .into_iter()
-        .find(|(t, _)| *t == report_topic)
-        .unwrap();
+    let raw = first_on(&controller, &report_topic, "the agent's report", logs);
     let report = open_report(&raw).unwrap();
     let bundle = seal_bundle(
         &bundle_for(&report, 1, &Policy::default()),
@@ -230,7 +233,7 @@ fn a_real_agent_works_under_the_acl() {
             .status()
             .is_some_and(|s| s["trust"]["revocations_version"] == 1)
     })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), broker.log()));
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
 
     // Remote diagnostics pass the ACL both ways.
     let request = seal_diag_request(
@@ -246,11 +249,10 @@ fn a_real_agent_works_under_the_acl() {
     let request_topic = topic("acme", "ap-1", TopicKind::DiagRequest);
     rt.block_on(controller.publish_acked(&request_topic, request, false));
     let response_topic = topic("acme", "ap-1", TopicKind::DiagResponse);
-    wait_for("the agent's diagnostic response", T, || {
-        controller
-            .received()
-            .iter()
-            .any(|(t, _)| *t == response_topic)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log(), broker.log()));
+    first_on(
+        &controller,
+        &response_topic,
+        "the agent's diagnostic response",
+        logs,
+    );
 }
