@@ -1,16 +1,6 @@
 //! The local API: a unix socket speaking JSON lines, for `licd check`/`status` and for other
-//! processes on the device. Protocol version [`API_VERSION`]:
-//!
-//! ```text
-//! → {"v":1,"op":"check","service":"wifi-ap"}
-//! ← {"v":1,"ok":true,"service":"wifi-ap","state":"licensed","until":1800003600,"may_run":true}
-//! → {"v":1,"op":"status"}
-//! ← {"v":1,"ok":true,"status":{…}}
-//! → {"v":1,"op":"watch"}
-//! ← {"v":1,"ok":true,"watching":true}
-//! ← {"v":1,"event":"changed","service":"wifi-ap","state":"grace","until":…,"reason":"lease_expired"}
-//! ← {"v":1,"ok":false,"error":"…"}         (any refused request; the connection stays open)
-//! ```
+//! processes on the device. The messages are `licd_core::api`'s types (documented there, shared
+//! with `licd-client`); this module is the server: binding, connection limits, reading lines.
 //!
 //! A client sends one request per line and gets one answer per line; after `watch` the
 //! connection carries events until it closes. Requests over 4 KiB, unknown ops and a newer
@@ -22,66 +12,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, watch, Semaphore};
 
-use crate::enforce::ServiceState;
+use licd_core::api::{
+    CheckAnswer, ErrorAnswer, EventLine, Op, Request, StatusAnswer, WatchAck, WatchEvent,
+};
+pub use licd_core::api::{Event, API_VERSION, MAX_REQUEST_LEN};
+
 use crate::status::Status;
 
-/// Version of the socket protocol; a client refuses a higher major version.
-pub const API_VERSION: u32 = 1;
-/// Longest request line accepted.
-pub const MAX_REQUEST_LEN: usize = 4096;
 /// Most concurrent API connections; more wait (mini-redis style back-pressure).
 pub const MAX_CONNECTIONS: usize = 64;
 /// A silent client is dropped after this long (watchers excepted).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A request line.
-#[derive(Debug, Deserialize)]
-struct Request {
-    #[serde(default = "one")]
-    v: u32,
-    op: String,
-    service: Option<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// A state change as streamed to watchers and hooks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Event {
-    /// The service.
-    pub service: String,
-    /// The new state.
-    #[serde(flatten)]
-    pub state: ServiceState,
-}
-
 /// The check answer for one service.
-pub fn check_answer(status: &Status, service: &str) -> serde_json::Value {
-    let state = status.state(service);
-    let mut v = serde_json::to_value(state).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.insert("v".into(), json!(API_VERSION));
-        map.insert("ok".into(), json!(true));
-        map.insert("service".into(), json!(service));
-        map.insert("may_run".into(), json!(state.may_run()));
-        map.insert(
-            "source".into(),
-            serde_json::to_value(status.source).unwrap_or_default(),
-        );
-    }
-    v
-}
-
-fn error_answer(message: impl std::fmt::Display) -> serde_json::Value {
-    json!({"v": API_VERSION, "ok": false, "error": message.to_string()})
+pub fn check_answer(status: &Status, service: &str) -> CheckAnswer {
+    CheckAnswer::new(service, status.state(service), status.source)
 }
 
 /// A bound API socket.
@@ -202,7 +152,7 @@ async fn handle_connection(
         let n = match n {
             Ok(Ok(n)) => n,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                write_json(&mut write, &error_answer("request over 4096 bytes")).await?;
+                write_json(&mut write, &ErrorAnswer::new("request over 4096 bytes")).await?;
                 return Ok(());
             }
             Ok(Err(e)) => return Err(e),
@@ -211,30 +161,31 @@ async fn handle_connection(
         if n == 0 {
             return Ok(());
         }
-        let answer = match serde_json::from_slice::<Request>(&line) {
-            Err(e) => error_answer(format!("malformed request: {e}")),
-            Ok(r) if r.v > API_VERSION => error_answer(format!(
+        let request = match serde_json::from_slice::<Request>(&line) {
+            Err(e) => Err(ErrorAnswer::new(format!(
+                "malformed request: {e} (ops: check with \"service\", status, watch)"
+            ))),
+            Ok(r) if r.v > API_VERSION => Err(ErrorAnswer::new(format!(
                 "api version {} not supported, this agent speaks {API_VERSION}",
                 r.v
-            )),
-            Ok(r) => match (r.op.as_str(), r.service) {
-                ("check", Some(service)) => check_answer(&status.borrow(), &service),
-                ("check", None) => error_answer("check needs \"service\""),
-                ("status", _) => {
-                    json!({"v": API_VERSION, "ok": true, "status": &**status.borrow()})
-                }
-                ("watch", _) => {
-                    write_json(
-                        &mut write,
-                        &json!({"v": API_VERSION, "ok": true, "watching": true}),
-                    )
-                    .await?;
-                    return stream_events(&mut write, &mut events).await;
-                }
-                (op, _) => error_answer(format!("unknown op {op:?}; use check, status or watch")),
-            },
+            ))),
+            Ok(r) => Ok(r.op),
         };
-        write_json(&mut write, &answer).await?;
+        match request {
+            Err(refusal) => write_json(&mut write, &refusal).await?,
+            Ok(Op::Check { service }) => {
+                let answer = check_answer(&status.borrow(), &service);
+                write_json(&mut write, &answer).await?
+            }
+            Ok(Op::Status) => {
+                let status = status.borrow().clone();
+                write_json(&mut write, &StatusAnswer::new(&*status)).await?
+            }
+            Ok(Op::Watch) => {
+                write_json(&mut write, &WatchAck::default()).await?;
+                return stream_events(&mut write, &mut events).await;
+            }
+        }
     }
 }
 
@@ -244,22 +195,11 @@ async fn stream_events(
 ) -> std::io::Result<()> {
     loop {
         match events.recv().await {
-            Ok(ev) => {
-                let mut v = serde_json::to_value(&ev).unwrap_or_default();
-                if let Some(m) = v.as_object_mut() {
-                    m.insert("v".into(), json!(API_VERSION));
-                    m.insert("event".into(), json!("changed"));
-                }
-                write_json(write, &v).await?;
-            }
+            Ok(ev) => write_json(write, &EventLine::new(WatchEvent::Changed(ev))).await?,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 // A slow watcher misses events rather than growing our memory; tell it so it
                 // can re-read the status.
-                write_json(
-                    write,
-                    &json!({"v": API_VERSION, "event": "lagged", "missed": n}),
-                )
-                .await?;
+                write_json(write, &EventLine::new(WatchEvent::Lagged { missed: n })).await?;
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
@@ -296,7 +236,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 
 async fn write_json(
     w: &mut tokio::net::unix::OwnedWriteHalf,
-    v: &serde_json::Value,
+    v: &impl Serialize,
 ) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(v).unwrap_or_default();
     bytes.push(b'\n');

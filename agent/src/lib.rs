@@ -1,21 +1,18 @@
 //! `licd-agent`: the license-enforcement agent.
 //!
-//! The pure core ([`clock::TrustedTime`], [`enforce`], [`trust`], [`backoff`]) takes time and randomness
-//! as arguments and does no I/O. Thin shells around it do the files ([`store`]), the MQTT
-//! session ([`session`]), the local API ([`api`]), hooks ([`hooks`]) and tie them together
-//! ([`daemon`]).
+//! The licensing rules live in `licd-core` ([`enforce`], [`clock`], [`trust`], [`store`],
+//! [`status`], [`backoff`], re-exported here under their old paths); this crate is the daemon
+//! shell around them: the MQTT session ([`session`]), the local API ([`api`]), hooks
+//! ([`hooks`]), identity probes ([`identity`]), TLS ([`tls`]), diagnostics ([`diag`]), and the
+//! loop that ties them together ([`daemon`]).
 
 pub mod api;
-pub mod backoff;
-pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod diag;
-pub mod enforce;
 pub mod hooks;
 pub mod identity;
 pub mod session;
-pub mod status;
-pub mod store;
 pub mod tls;
-pub mod trust;
+
+pub use licd_core::{backoff, clock, enforce, status, store, trust};

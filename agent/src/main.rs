@@ -189,7 +189,8 @@ fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::R
         None => {
             let status = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
                 .context("cannot evaluate the cache")?;
-            check_answer(&status, service)
+            serde_json::to_value(check_answer(&status, service))
+                .context("cannot render the answer")?
         }
     };
     if answer["ok"] != json!(true) {

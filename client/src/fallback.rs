@@ -69,7 +69,8 @@ fn from_cache(settings: Settings, service: &str) -> Result<Verdict, ClientError>
         .map_err(|e| ClientError::Cache(e.to_string()))?;
     // The agent's own answer builder: the cache answer is byte for byte what the daemon
     // would send for the same status.
-    let answer = licd_agent::api::check_answer(&status, service);
+    let answer = serde_json::to_value(licd_agent::api::check_answer(&status, service))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
     check_answer(&answer)?;
     Verdict::from_json(&answer)
 }

@@ -3,12 +3,12 @@
 //! path, so both answer the same way.
 
 use licd_protocol::UnixTime;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::enforce::{ServiceState, Snapshot};
 
 /// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The running daemon.

@@ -3,10 +3,10 @@
 use std::fmt;
 
 use licd_protocol::{ServiceGrant, UnixTime, WithheldReason};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a service is in grace or unlicensed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// No bundle has ever granted it.
@@ -67,7 +67,7 @@ impl fmt::Display for Reason {
 }
 
 /// Whether a service may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ServiceState {
     /// Licensed until `until` (the earlier of lease end and term end).

@@ -1,0 +1,280 @@
+//! The local API's messages as types: what a client sends on the agent's unix socket and every
+//! line the agent answers. The daemon serialises these, `licd-client` (and through it liblicd)
+//! deserialises them, so a renamed field is a compile error on both sides, not an empty value.
+//!
+//! The transport (one JSON object per line, at most [`MAX_REQUEST_LEN`] bytes per request) is
+//! the daemon's and the client's; docs/OPERATIONS.md describes the protocol for other clients.
+//!
+//! ```text
+//! → {"v":1,"op":"check","service":"wifi-ap"}
+//! ← {"v":1,"ok":true,"service":"wifi-ap","state":"licensed","until":1800003600,"may_run":true,"source":"daemon"}
+//! → {"v":1,"op":"status"}
+//! ← {"v":1,"ok":true,"status":{…}}
+//! → {"v":1,"op":"watch"}
+//! ← {"v":1,"ok":true,"watching":true}
+//! ← {"v":1,"event":"changed","service":"wifi-ap","state":"grace","until":…,"reason":"lease_expired"}
+//! ← {"v":1,"event":"lagged","missed":3}
+//! ← {"v":1,"ok":false,"error":"…"}         (any refused request; the connection stays open)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::enforce::ServiceState;
+use crate::status::Source;
+
+/// Version of the socket protocol; a client refuses a higher major version.
+pub const API_VERSION: u32 = 1;
+/// Longest request line the agent accepts.
+pub const MAX_REQUEST_LEN: usize = 4096;
+
+fn one() -> u32 {
+    1
+}
+
+/// A request line: the protocol version and the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version the client speaks (1 when absent: the first clients did not send it).
+    #[serde(default = "one")]
+    pub v: u32,
+    /// What is asked.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    /// A request for `op` at this crate's [`API_VERSION`].
+    pub fn new(op: Op) -> Self {
+        Self { v: API_VERSION, op }
+    }
+}
+
+/// The operations of the local API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// May `service` run?
+    Check {
+        /// The service, e.g. `wifi-ap`.
+        service: String,
+    },
+    /// The whole status.
+    Status,
+    /// Stream state changes on this connection until it closes.
+    Watch,
+}
+
+/// The answer to a `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    /// Protocol version.
+    pub v: u32,
+    /// Always true (refusals are [`ErrorAnswer`]s).
+    pub ok: bool,
+    /// The service asked about.
+    pub service: String,
+    /// Its state, flattened: `state`, `until`, `reason`.
+    #[serde(flatten)]
+    pub state: ServiceState,
+    /// Licensed or in grace.
+    pub may_run: bool,
+    /// The daemon, or its cache read by a client when no daemon answered. Answers without a
+    /// source predate the field and came from the daemon.
+    #[serde(default = "daemon")]
+    pub source: Source,
+}
+
+fn daemon() -> Source {
+    Source::Daemon
+}
+
+impl CheckAnswer {
+    /// The answer for `service` in `state`, decided by `source`.
+    pub fn new(service: &str, state: ServiceState, source: Source) -> Self {
+        Self {
+            v: API_VERSION,
+            ok: true,
+            service: service.to_owned(),
+            may_run: state.may_run(),
+            state,
+            source,
+        }
+    }
+}
+
+/// The answer to a `status`: `status` is a [`crate::status::Status`] on the agent's side; a
+/// client may read it as any type that deserialises from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusAnswer<S> {
+    /// Protocol version.
+    pub v: u32,
+    /// Always true.
+    pub ok: bool,
+    /// The status.
+    pub status: S,
+}
+
+impl<S> StatusAnswer<S> {
+    /// The answer carrying `status`.
+    pub fn new(status: S) -> Self {
+        Self {
+            v: API_VERSION,
+            ok: true,
+            status,
+        }
+    }
+}
+
+/// The first answer to a `watch`; events follow on the same connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchAck {
+    /// Protocol version.
+    pub v: u32,
+    /// Always true.
+    pub ok: bool,
+    /// Always true.
+    pub watching: bool,
+}
+
+impl Default for WatchAck {
+    fn default() -> Self {
+        Self {
+            v: API_VERSION,
+            ok: true,
+            watching: true,
+        }
+    }
+}
+
+/// A refused request; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// Protocol version.
+    pub v: u32,
+    /// Always false.
+    pub ok: bool,
+    /// Why, for a person.
+    pub error: String,
+}
+
+impl ErrorAnswer {
+    /// A refusal saying `error`.
+    pub fn new(error: impl std::fmt::Display) -> Self {
+        Self {
+            v: API_VERSION,
+            ok: false,
+            error: error.to_string(),
+        }
+    }
+}
+
+/// A state change, as streamed to watchers and handed to hooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The service.
+    pub service: String,
+    /// The new state, flattened: `state`, `until`, `reason`.
+    #[serde(flatten)]
+    pub state: ServiceState,
+}
+
+/// One line a watcher receives after the [`WatchAck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLine {
+    /// Protocol version.
+    pub v: u32,
+    /// The event.
+    #[serde(flatten)]
+    pub event: WatchEvent,
+}
+
+impl EventLine {
+    /// The line carrying `event`.
+    pub fn new(event: WatchEvent) -> Self {
+        Self {
+            v: API_VERSION,
+            event,
+        }
+    }
+}
+
+/// What a watcher is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// A service changed state.
+    Changed(Event),
+    /// The watcher fell behind and `missed` events were dropped: re-read the states.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::enforce::Reason;
+
+    #[test]
+    fn requests_read_as_documented_and_v_defaults_to_one() {
+        let r: Request =
+            serde_json::from_value(json!({"v":1,"op":"check","service":"wifi-ap"})).unwrap();
+        assert_eq!(
+            r.op,
+            Op::Check {
+                service: "wifi-ap".into()
+            }
+        );
+        let r: Request = serde_json::from_value(json!({"op":"status"})).unwrap();
+        assert_eq!((r.v, r.op), (1, Op::Status));
+        assert!(serde_json::from_value::<Request>(json!({"op":"check"})).is_err());
+        assert!(serde_json::from_value::<Request>(json!({"op":"reboot"})).is_err());
+    }
+
+    #[test]
+    fn a_check_answer_is_the_documented_line() {
+        let a = CheckAnswer::new(
+            "wifi-ap",
+            ServiceState::Grace {
+                until: 7,
+                reason: Reason::LeaseExpired,
+            },
+            Source::Cache,
+        );
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"v":1,"ok":true,"service":"wifi-ap","state":"grace","until":7,
+                   "reason":"lease_expired","may_run":true,"source":"cache"})
+        );
+        let back: CheckAnswer = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn events_are_the_documented_lines() {
+        let changed = EventLine::new(WatchEvent::Changed(Event {
+            service: "wifi".into(),
+            state: ServiceState::Unlicensed {
+                reason: Reason::Revoked,
+            },
+        }));
+        assert_eq!(
+            serde_json::to_value(&changed).unwrap(),
+            json!({"v":1,"event":"changed","service":"wifi","state":"unlicensed","reason":"revoked"})
+        );
+        let lagged = EventLine::new(WatchEvent::Lagged { missed: 3 });
+        assert_eq!(
+            serde_json::to_value(&lagged).unwrap(),
+            json!({"v":1,"event":"lagged","missed":3})
+        );
+        for line in [changed, lagged] {
+            let text = serde_json::to_string(&line).unwrap();
+            assert_eq!(serde_json::from_str::<EventLine>(&text).unwrap(), line);
+        }
+    }
+}
