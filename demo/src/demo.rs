@@ -1,12 +1,12 @@
-//! `licd-stub demo`: the whole system on one machine in under a minute. It starts the stub
+//! The demo: the whole system on one machine in under a minute. It starts the stub controller
 //! with its embedded broker and a throwaway ledger, sets up an MSP with two tenants and
 //! subscriptions (one with too few seats), starts real agent processes (this binary re-run as
-//! `licd-stub agent`, which runs the licd agent library), and narrates what they do: reports,
+//! `licd-demo agent`, which runs the licd agent library), and narrates what they do: reports,
 //! grants, a paused service, an unassign, a controller outage with grace, and recovery. It
 //! cleans up after itself.
 //!
-//! Also `licd-stub agent --config FILE`: the licd daemon run from this binary, so the demo
-//! needs nothing but `cargo run -p licd-stub`.
+//! Also `licd-demo agent --config FILE`: the licd daemon run from this binary, so the demo
+//! needs nothing but `cargo run -p licd-demo`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -476,7 +476,7 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
     Ok(())
 }
 
-/// `licd-stub agent`: runs the licd agent daemon from this binary until SIGTERM/SIGINT.
+/// `licd-demo agent`: runs the licd agent daemon from this binary until SIGTERM/SIGINT.
 pub fn run_agent(config: &Path) -> Result<()> {
     let settings = licd_agent::config::Settings::load(config)
         .with_context(|| format!("loading {}", config.display()))?;

@@ -1,4 +1,4 @@
-//! The README's first command, `licd-stub demo`, runs to the end on its own: real agents get
+//! The README's first command, `licd-demo`, runs to the end on its own: real agents get
 //! grants, one service pauses, an unassign revokes, an outage shows grace, the controller comes
 //! back. This is the same binary and the same run a new user gets.
 
@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_demo_runs_to_the_end_and_shows_every_phase() {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_licd-stub"))
-        .arg("demo")
+    let out = Command::new(env!("CARGO_BIN_EXE_licd-demo"))
         .output()
         .expect("the demo starts");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use licd_stub::config::FileConfig;
 
 mod cli;
-mod demo;
 
 /// Stub licensing controller for licd agents: an embedded MQTT broker (or an external one), a
 /// SQLite ledger of customers, subscriptions, auto-licensing and devices, and an ed25519
@@ -48,27 +47,6 @@ enum Command {
     Keys(KeysCommand),
     #[command(flatten)]
     Admin(cli::AdminCommand),
-    /// Run the demo: the stub with its embedded broker, a demo MSP with two tenants, four real
-    /// agents; shows grants, a paused service, an unassign and a controller outage with grace.
-    /// Ends by itself in under a minute and removes its files.
-    Demo {
-        /// Lease of each bundle in seconds (short, so the outage shows grace quickly).
-        #[arg(long, default_value_t = 8)]
-        lease_secs: u64,
-        /// Grace after the lease in seconds.
-        #[arg(long, default_value_t = 20)]
-        grace_secs: u64,
-        /// Keep the demo's files (configs, agent logs, ledger) and print where they are.
-        #[arg(long)]
-        keep: bool,
-    },
-    /// Run the licd agent daemon from this binary (used by the demo).
-    #[command(hide = true)]
-    Agent {
-        /// Agent config file.
-        #[arg(long)]
-        config: PathBuf,
-    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,32 +249,7 @@ fn now() -> u64 {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Demo {
-            lease_secs,
-            grace_secs,
-            keep,
-        } => {
-            // The demo narrates on stdout; only problems go to the log.
-            init_logging_with(&cli.log_format, "warn,rumqttd=off,rumqttc=error")?;
-            let options = demo::DemoOptions {
-                lease_secs: *lease_secs,
-                grace_secs: *grace_secs,
-                keep: *keep,
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            return runtime.block_on(demo::run(options));
-        }
-        Command::Agent { config } => {
-            init_logging_with(&cli.log_format, "info,rumqttc=warn")?;
-            return demo::run_agent(config);
-        }
-        _ => init_logging(&cli.log_format)?,
-    }
+    init_logging(&cli.log_format)?;
     let mut file = match &cli.config {
         Some(p) => FileConfig::read(p).context("reading the configuration file")?,
         None => FileConfig::default(),
@@ -333,7 +286,6 @@ fn main() -> Result<()> {
             | KeysCommand::RotateRoot { .. }
             | KeysCommand::Publish { .. }),
         ) => run_trust_keys(command, file.key_dir),
-        Command::Demo { .. } | Command::Agent { .. } => Ok(()),
         Command::Admin(cmd) => cli::run(cmd, file.key_dir, now()),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);
