@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long, short, global = true, env = "LICD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Log format (overrides log.format of the config).
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, global = true, value_name = "human|json")]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,

@@ -31,18 +31,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// Where the TLS trust and client identity come from; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM file with the CA certificate(s) to trust; `None` = the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM file with the client certificate chain (leaf first) for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    /// PEM file with the client private key (PKCS#8, PKCS#1 or SEC1) for mutual TLS.
-    pub client_key: Option<PathBuf>,
-    /// Name the broker certificate must be valid for, instead of the broker host.
-    pub server_name: Option<String>,
-}
+pub use licd_core::config::TlsSettings;
 
 /// The broker URL scheme: TLS (`mqtts://`, the default) or plain TCP (`mqtt://`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

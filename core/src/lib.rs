@@ -7,6 +7,7 @@
 //! answers.
 //!
 //! - [`enforce`]: the per-device state machine — bundle acceptance, service states, deadlines.
+//! - [`config`]: the agent's config file and its validated settings.
 //! - [`clock`]: trusted time (a high-water mark that a wall clock set back cannot undo).
 //! - [`trust`]: the pinned roots and revocations, moved forward by signed trust messages.
 //! - [`store`]: the crash-safe cache files in the state directory.
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod backoff;
 pub mod clock;
+pub mod config;
 pub mod enforce;
 pub mod status;
 pub mod store;

@@ -25,136 +25,19 @@ pub mod vm;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use licd_protocol::limits::MAX_TEXT_LEN;
-use licd_protocol::{DeviceId, IdError};
-
 pub use bounded::BoundedError;
 pub use device_id::{
     DeviceIdError, DeviceIdSource, FingerprintFact, HostFingerprint, ResolvedDeviceId,
 };
 pub use facts::{DmiFacts, FactSource, HostFacts, ProductFact, ProductInfo};
 pub use key::{DeviceKey, KeyCorruption, KeyError};
+/// The `[identity]` and `[vm]` tables are configuration, which lives in `licd-core`.
+pub use licd_core::config::host::{ConfigError, IdentityConfig};
 pub use vm::{probe_vm_count, run_vm_probe, VmCount, VmProbeConfig, VmProbeError};
 
 /// How long [`resolve_identity`] may take in total before it gives up. Reading a handful of
 /// small files and calling `uname` takes milliseconds; anything near this is a wedged system.
 pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The `[identity]` table of the agent config. Every field is optional: whatever is not set is
-/// found on the host (see [`facts`] and [`device_id`] for the order).
-///
-/// ```toml
-/// [identity]
-/// device_id = "ap-0042"          # default: derived from /etc/machine-id, DMI UUID or MAC
-/// model = "AP-515"               # default: DMI product_name, device-tree model, "generic-<arch>"
-/// serial = "CNF7J0T2XY"          # default: DMI product/board serial, device-tree serial, hostname
-/// product_class = "wireless"     # default: "server" on DMI systems, else "device"
-/// firmware_version = "8.11.2.1"  # default: the OS name and version
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// The device id, when the firmware knows a better one than the host facts (e.g. the
-    /// serial). Must match `[A-Za-z0-9._-]{1,64}`. Set it in containers and cloned images, where
-    /// `/etc/machine-id` is shared or changes.
-    pub device_id: Option<String>,
-    /// Hardware model as the controller's catalogue names it, e.g. `AP-515`.
-    pub model: Option<String>,
-    /// Serial number.
-    pub serial: Option<String>,
-    /// Product class as the controller's catalogue names it (`wireless`, `switch`, `server`, …).
-    pub product_class: Option<String>,
-    /// Firmware version; on servers usually left unset (the OS version is used).
-    pub firmware_version: Option<String>,
-}
-
-/// A value in the `[identity]` or `[vm]` table that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `identity.device_id` is not a valid device id.
-    #[error("identity.device_id {value:?} is not a valid device id: {source}")]
-    InvalidDeviceId {
-        /// The configured value.
-        value: String,
-        /// Why it is refused.
-        source: IdError,
-    },
-    /// A text field is empty or only whitespace (leave it out to use the host's value).
-    #[error("{field} is empty; leave it out to use the value found on the host")]
-    Empty {
-        /// The field, e.g. `identity.model`.
-        field: &'static str,
-    },
-    /// A text field is longer than the protocol allows in a report.
-    #[error("{field} is {len} bytes long; reports allow at most {MAX_TEXT_LEN}")]
-    TooLong {
-        /// The field.
-        field: &'static str,
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// A text field contains a control character (it would garble logs and status output).
-    #[error("{field} contains a control character")]
-    ControlChar {
-        /// The field.
-        field: &'static str,
-    },
-    /// `vm.argv` of a command probe is empty.
-    #[error("vm.argv is empty; give the command and its arguments, e.g. [\"/usr/sbin/vm-count\"]")]
-    EmptyArgv,
-    /// `vm.timeout_secs` is out of range.
-    #[error("vm.timeout_secs = {value} is out of range (1..={max})")]
-    BadTimeout {
-        /// The configured value.
-        value: u64,
-        /// The largest allowed value.
-        max: u64,
-    },
-    /// `vm.names` of a processes probe is empty, or one name is empty.
-    #[error("vm.names must list at least one non-empty process name prefix")]
-    EmptyProcessNames,
-}
-
-impl IdentityConfig {
-    /// Checks every set field; the config module calls this once at load so a bad value is
-    /// reported at startup, not at the first report.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(id) = &self.device_id {
-            DeviceId::new(id.as_str()).map_err(|source| ConfigError::InvalidDeviceId {
-                value: id.clone(),
-                source,
-            })?;
-        }
-        for (field, value) in [
-            ("identity.model", &self.model),
-            ("identity.serial", &self.serial),
-            ("identity.product_class", &self.product_class),
-            ("identity.firmware_version", &self.firmware_version),
-        ] {
-            if let Some(v) = value {
-                check_text(field, v)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn check_text(field: &'static str, v: &str) -> Result<(), ConfigError> {
-    if v.trim().is_empty() {
-        return Err(ConfigError::Empty { field });
-    }
-    if v.len() > MAX_TEXT_LEN {
-        return Err(ConfigError::TooLong {
-            field,
-            len: v.len(),
-        });
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ConfigError::ControlChar { field });
-    }
-    Ok(())
-}
 
 /// Where the host's files are: `/` on a real system, a temp dir in tests.
 ///
@@ -287,74 +170,6 @@ pub fn resolve_identity_blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identity_config_reads_from_toml_and_refuses_unknown_fields() {
-        let cfg: IdentityConfig = toml::from_str(
-            r#"
-            device_id = "ap-0042"
-            model = "AP-515"
-            serial = "CNF7J0T2XY"
-            product_class = "wireless"
-            firmware_version = "8.11.2.1"
-            "#,
-        )
-        .expect("parses");
-        assert_eq!(cfg.device_id.as_deref(), Some("ap-0042"));
-        assert_eq!(cfg.model.as_deref(), Some("AP-515"));
-        assert!(cfg.validate().is_ok());
-        assert!(toml::from_str::<IdentityConfig>("modle = \"x\"").is_err());
-        assert_eq!(
-            toml::from_str::<IdentityConfig>("").ok(),
-            Some(IdentityConfig::default())
-        );
-    }
-
-    #[test]
-    fn identity_config_validation_names_the_bad_field() {
-        let cfg = IdentityConfig {
-            device_id: Some("ap/0042".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            cfg.validate(),
-            Err(ConfigError::InvalidDeviceId {
-                value: "ap/0042".into(),
-                source: IdError::BadChar('/'),
-            })
-        );
-        let cfg = IdentityConfig {
-            model: Some("  ".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            cfg.validate(),
-            Err(ConfigError::Empty {
-                field: "identity.model"
-            })
-        );
-        let cfg = IdentityConfig {
-            serial: Some("x".repeat(129)),
-            ..Default::default()
-        };
-        assert_eq!(
-            cfg.validate(),
-            Err(ConfigError::TooLong {
-                field: "identity.serial",
-                len: 129
-            })
-        );
-        let cfg = IdentityConfig {
-            product_class: Some("a\nb".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            cfg.validate(),
-            Err(ConfigError::ControlChar {
-                field: "identity.product_class"
-            })
-        );
-    }
 
     #[test]
     fn host_root_paths_are_under_the_root() {

@@ -18,12 +18,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::bounded::{real_time_deadline, run_bounded, BoundedError};
 use super::ConfigError;
-
-/// Default time a probe may take before it is killed or abandoned.
-pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
-
-/// The longest configurable probe timeout: a probe that needs longer blocks a report cycle.
-pub const MAX_PROBE_TIMEOUT_SECS: u64 = 300;
+pub use licd_core::config::host::{
+    default_guest_process_names, VmProbeConfig, DEFAULT_GUEST_PROCESS_NAMES,
+    DEFAULT_PROBE_TIMEOUT_SECS, MAX_PROBE_TIMEOUT_SECS,
+};
 
 /// Bytes of a command's stdout kept for parsing; a count is at most 10 digits, the rest is
 /// room for whitespace. Further output is read and discarded so the child never blocks on a
@@ -37,125 +35,8 @@ const MAX_STDERR: usize = 512;
 /// reaper.
 const REAP_GRACE: Duration = Duration::from_secs(1);
 
-/// Process-name prefixes of hypervisor guests counted by the `processes` probe by default:
-/// QEMU/KVM (`qemu-system-x86_64`, RHEL's `qemu-kvm`, kvmtool's `lkvm`), Firecracker,
-/// Cloud Hypervisor, crosvm, VirtualBox and VMware guest processes.
-pub const DEFAULT_GUEST_PROCESS_NAMES: &[&str] = &[
-    "qemu-system-",
-    "qemu-kvm",
-    "lkvm",
-    "firecracker",
-    "cloud-hypervisor",
-    "crosvm",
-    "VBoxHeadless",
-    "VirtualBoxVM",
-    "vmware-vmx",
-];
-
 /// Linux keeps only the first 15 bytes of a process name (`comm`).
 const COMM_LEN: usize = 15;
-
-fn default_guest_process_names() -> Vec<String> {
-    DEFAULT_GUEST_PROCESS_NAMES
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
-}
-
-fn default_timeout_secs() -> u64 {
-    DEFAULT_PROBE_TIMEOUT_SECS
-}
-
-/// How to count VMs: the `[vm]` table of the agent config, selected by its `probe` key.
-///
-/// ```toml
-/// # No VM counting (the default, also when [vm] is absent):
-/// [vm]
-/// probe = "none"
-///
-/// # A number the integrator knows:
-/// [vm]
-/// probe = "fixed"
-/// count = 4
-///
-/// # Count running hypervisor guest processes (names are process-name prefixes;
-/// # leave `names` out for the built-in list of QEMU/KVM, Firecracker, Cloud Hypervisor, …):
-/// [vm]
-/// probe = "processes"
-/// names = ["qemu-system-", "firecracker"]
-/// timeout_secs = 10
-///
-/// # Run a command that prints a single number (e.g. `virsh list --name | grep -c .`
-/// # wrapped in a script):
-/// [vm]
-/// probe = "command"
-/// argv = ["/usr/libexec/licd/vm-count", "--running"]
-/// timeout_secs = 10
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "probe", rename_all = "snake_case", deny_unknown_fields)]
-pub enum VmProbeConfig {
-    /// No probe: the report carries no VM count.
-    #[default]
-    None,
-    /// A fixed number.
-    Fixed {
-        /// The VM count to report.
-        count: u32,
-    },
-    /// Count running processes whose name starts with one of `names`.
-    Processes {
-        /// Process-name prefixes, matched against the process name and the file name of its
-        /// `argv[0]`. Default: [`DEFAULT_GUEST_PROCESS_NAMES`].
-        #[serde(default = "default_guest_process_names")]
-        names: Vec<String>,
-        /// Seconds the process listing may take (default 10, at most 300).
-        #[serde(default = "default_timeout_secs")]
-        timeout_secs: u64,
-    },
-    /// Run a command (no shell) whose stdout is a single decimal number.
-    Command {
-        /// Program and arguments; the program is looked up in `PATH` unless it has a `/`.
-        argv: Vec<String>,
-        /// Seconds before the command is killed (default 10, at most 300).
-        #[serde(default = "default_timeout_secs")]
-        timeout_secs: u64,
-    },
-}
-
-impl VmProbeConfig {
-    /// Checks the probe's settings; the config module calls this once at load.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let check_timeout = |value: u64| {
-            if value == 0 || value > MAX_PROBE_TIMEOUT_SECS {
-                Err(ConfigError::BadTimeout {
-                    value,
-                    max: MAX_PROBE_TIMEOUT_SECS,
-                })
-            } else {
-                Ok(())
-            }
-        };
-        match self {
-            Self::None | Self::Fixed { .. } => Ok(()),
-            Self::Processes {
-                names,
-                timeout_secs,
-            } => {
-                if names.is_empty() || names.iter().any(|n| n.is_empty()) {
-                    return Err(ConfigError::EmptyProcessNames);
-                }
-                check_timeout(*timeout_secs)
-            }
-            Self::Command { argv, timeout_secs } => {
-                if argv.first().is_none_or(|p| p.is_empty()) {
-                    return Err(ConfigError::EmptyArgv);
-                }
-                check_timeout(*timeout_secs)
-            }
-        }
-    }
-}
 
 /// The outcome of a VM probe.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

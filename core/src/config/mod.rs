@@ -10,8 +10,22 @@ use std::time::Duration;
 use licd_protocol::{PublicKey, ServiceName, TenantId};
 use serde::Deserialize;
 
-use crate::identity::{IdentityConfig, VmProbeConfig};
-use crate::tls::TlsSettings;
+pub mod host;
+
+pub use host::{IdentityConfig, VmProbeConfig};
+
+/// Where the TLS trust and client identity come from; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM file with the CA certificate(s) to trust; `None` = the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate chain (leaf first) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// PEM file with the client private key (PKCS#8, PKCS#1 or SEC1) for mutual TLS.
+    pub client_key: Option<PathBuf>,
+    /// Name the broker certificate must be valid for, instead of the broker host.
+    pub server_name: Option<String>,
+}
 
 /// Default path of the config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/licd/licd.toml";
@@ -242,7 +256,7 @@ fn default_level() -> String {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -382,9 +396,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        c.log
-            .level
-            .parse::<tracing_subscriber::filter::Targets>()
+        check_log_filter(&c.log.level)
             .map_err(|err| invalid("log.level", format!("{:?}: {err}", c.log.level)))?;
         c.identity
             .validate()
@@ -409,6 +421,57 @@ impl Settings {
             vm: c.vm,
         })
     }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?}: expected human or json")),
+        }
+    }
+}
+
+/// Checks a `log.level` filter the way the daemon's log filter (`tracing_subscriber`'s
+/// `Targets`) will parse it, so a bad one is refused at load with its key — by every reader of
+/// the config, the client libraries included, which do not link the logging crates. A list of
+/// `level`, `target` or `target=level` separated by commas; a level is `off`, `error`, `warn`,
+/// `info`, `debug`, `trace` (any case) or 0–5. The agent's tests hold this to the real parser.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    fn is_level(s: &str) -> bool {
+        s.parse::<usize>().is_ok_and(|n| n <= 5)
+            || s.is_empty()
+            || ["off", "error", "warn", "info", "debug", "trace"]
+                .iter()
+                .any(|l| s.eq_ignore_ascii_case(l))
+    }
+    for directive in filter.split(',') {
+        let mut parts = directive.split('=');
+        let target = parts.next().unwrap_or_default();
+        let Some(level) = parts.next() else { continue };
+        if parts.next().is_some() {
+            return Err("too many '=' in filter directive, expected 0 or 1".into());
+        }
+        let mut t = target.split("[{");
+        t.next();
+        if let Some(fields) = t.next() {
+            if t.next().is_some() {
+                return Err("too many '[{' in filter directive, expected 0 or 1".into());
+            }
+            if !fields.ends_with("}]") {
+                return Err("expected fields list to end with '}]'".into());
+            }
+        }
+        if !is_level(level) {
+            return Err(format!(
+                "{level:?} is not a level (off, error, warn, info, debug, trace)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
@@ -524,7 +587,7 @@ mod tests {
 
     #[test]
     fn the_example_file_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("licd.example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/licd.example.toml");
         let s = Settings::load(&path).unwrap();
         assert_eq!(s.tenant.as_str(), "acme");
     }
