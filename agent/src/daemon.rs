@@ -20,17 +20,18 @@ use crate::api::{ApiError, ApiServer, Event};
 use crate::backoff::os_random;
 use crate::clock::{Clock, TrustedTime};
 use crate::config::Settings;
-use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input};
+use crate::enforce::{Effect, Enforcer, Input};
 use crate::hooks::Hooks;
 use crate::identity::{
-    probe_vm_count, resolve_identity, resolve_identity_blocking, DeviceKey, HostRoot, Identity,
-    IdentityError, KeyError, VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
+    probe_vm_count, resolve_identity, DeviceKey, HostRoot, Identity, IdentityError, KeyError,
+    VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
 };
 use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
-use crate::status::{ClockStatus, ConnectionStatus, Source, Status, AGENT_VERSION};
+use crate::status::{ConnectionStatus, Source, Status, AGENT_VERSION};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
 use crate::trust::{Accepted, TrustState};
+use licd_core::cache::{self, Binding, Problem};
 
 /// Longest the daemon sleeps without looking at the clock: catches wall-clock jumps and
 /// persists the time mark. One wakeup a minute when idle.
@@ -70,11 +71,11 @@ pub enum RunError {
     Api(#[from] ApiError),
 }
 
-/// What both the daemon and the from-cache path load.
+/// What both the daemon and the from-cache path load: the state restored by
+/// [`licd_core::cache::restore`] and what is needed to keep it current.
 struct Core {
     store: Store,
-    key: DeviceKey,
-    identity: Identity,
+    binding: Binding,
     time: TrustedTime,
     enforcer: Enforcer,
     clock: Arc<dyn Clock>,
@@ -84,102 +85,64 @@ struct Core {
 }
 
 impl Core {
-    fn rules(
-        settings: &Settings,
-        identity: &Identity,
-        key: &DeviceKey,
-        trust: &TrustState,
-    ) -> AcceptanceRules {
-        AcceptanceRules {
-            trust: trust.store().clone(),
-            device: identity.device.id.clone(),
-            device_key: key.id(),
-            future_tolerance: settings.future_tolerance,
-        }
-    }
-
-    /// Loads the mark and the cached bundle. `writable`: set aside what fails to load.
+    /// Restores the state for `binding`. `writable` (the daemon): log each problem and set the
+    /// unusable files aside; read-only callers get the problems back instead.
     fn restore(
         settings: Settings,
         clock: Arc<dyn Clock>,
         store: Store,
-        key: DeviceKey,
-        identity: Identity,
+        binding: Binding,
         writable: bool,
-    ) -> (Self, Vec<Effect>) {
-        let boot = clock.boot();
-        let mark = match store.load_mark() {
-            Ok(m) => m.unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %e, "time mark unreadable; starting from the cached bundle's time");
-                if writable {
-                    let _ = store.set_aside_mark(clock.wall());
-                }
-                0
-            }
+    ) -> (Self, Vec<Effect>, Vec<Problem>) {
+        let restored = cache::restore(&settings, &binding, &store, clock.wall(), clock.boot());
+        let core = Self {
+            store,
+            binding,
+            time: restored.time,
+            enforcer: restored.enforcer,
+            clock,
+            settings,
+            trust: restored.trust,
         };
-        let mut time = TrustedTime::new(mark, boot, settings.rollback_tolerance);
-        // Trust first: the cached bundle is judged against the roots and revocations in force.
-        let (trust, dropped, problem) = crate::trust::load(store.dir(), settings.roots.clone());
-        if let Some(problem) = problem {
-            tracing::warn!(%problem, "trust state unreadable; starting from the config roots");
+        if writable {
+            for problem in &restored.problems {
+                core.set_aside(problem);
+            }
         }
-        for d in dropped {
-            tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped");
+        (core, restored.effects, restored.problems)
+    }
+
+    /// Logs a problem found at start and moves the file aside: whatever sits at the cache path
+    /// (garbage, a directory, another device's bundle) would otherwise be met again at every
+    /// start, and an unreadable one would make every later write fail.
+    fn set_aside(&self, problem: &Problem) {
+        let now = self.time.mark();
+        match problem {
+            Problem::MarkUnreadable(e) => {
+                tracing::warn!(error = %e, "time mark unreadable; starting from the cached bundle's time");
+                let _ = self.store.set_aside_mark(self.clock.wall());
+            }
+            Problem::TrustUnreadable(problem) => {
+                tracing::warn!(%problem, "trust state unreadable; starting from the config roots")
+            }
+            Problem::TrustDropped(d) => {
+                tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped")
+            }
+            Problem::BundleRefused(refusal) => {
+                tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it")
+            }
+            Problem::BundleUnreadable(e) => {
+                tracing::warn!(error = %e, "cache unreadable; starting without it")
+            }
         }
-        let mut enforcer = Enforcer::new(
-            Self::rules(&settings, &identity, &key, &trust),
-            settings.services.clone(),
-        );
-        let now = time.observe(clock.wall(), clock.boot()).now;
-        let mut effects = Vec::new();
-        match store.load_bundle() {
-            Ok(None) => {}
-            Ok(Some(raw)) => match enforcer.restore(&raw, now) {
-                Ok(e) => effects = e,
-                Err(refusal) => {
-                    tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it");
-                    if writable {
-                        if let Ok(to) = store.set_aside_bundle(now) {
-                            tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
-                        }
-                    }
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cache unreadable; starting without it");
-                // Whatever sits at the cache path (garbage, a directory, an unreadable file)
-                // would also make every later write fail: move it out of the way.
-                if writable {
-                    match store.set_aside_bundle(now) {
-                        Ok(to) => {
-                            tracing::warn!(moved_to = %to.display(), "cached bundle set aside")
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot set the unreadable cache aside; new bundles will not survive a restart")
-                        }
-                    }
+        if problem.is_bundle() {
+            match self.store.set_aside_bundle(now) {
+                Ok(to) => tracing::warn!(moved_to = %to.display(), "cached bundle set aside"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set the unreadable cache aside; new bundles will not survive a restart")
                 }
             }
         }
-        if let Some(held) = enforcer.held() {
-            time.witness(held.bundle.issued_at, clock.boot());
-        }
-        let now = time.observe(clock.wall(), clock.boot()).now;
-        effects.extend(enforcer.handle(now, Input::Tick));
-        (
-            Self {
-                store,
-                key,
-                identity,
-                time,
-                enforcer,
-                clock,
-                settings,
-                trust,
-            },
-            effects,
-        )
     }
 
     fn now(&mut self) -> UnixTime {
@@ -188,42 +151,26 @@ impl Core {
     }
 
     fn status(&self, source: Source, connection: Option<ConnectionStatus>) -> Status {
-        Status {
+        let mut status = cache::status_of(
             source,
-            device: self.identity.device.id.to_string(),
-            tenant: self.settings.tenant.to_string(),
-            device_key: self.key.id().to_hex(),
-            agent_version: AGENT_VERSION,
-            clock: ClockStatus {
-                now: self.time.mark(),
-                wall: self.clock.wall(),
-                mark: self.time.mark(),
-                rollback: self.time.rollback(),
-            },
-            connection,
-            enforcement: self.enforcer.snapshot(),
-        }
+            &self.settings,
+            &self.binding,
+            &self.time,
+            self.clock.wall(),
+            &self.enforcer,
+        );
+        status.connection = connection;
+        status
     }
 }
 
-/// Evaluates the cache read-only, as `licd check` does when the daemon is not running. Creates
-/// and moves nothing; a missing device key means nothing was ever granted.
-pub fn status_from_cache(settings: Settings, clock: Arc<dyn Clock>) -> Result<Status, RunError> {
-    let store = Store::open_read_only(&settings.state_dir);
-    let (key, has_key) = match DeviceKey::load(&DeviceKey::path_in(&settings.state_dir)) {
-        Ok(k) => (k, true),
-        // Never started: nothing can have been granted. A throwaway key binds nothing, so
-        // whatever lies in the cache is refused and every service reads "never granted".
-        Err(KeyError::Missing { .. }) => (DeviceKey::generate()?, false),
-        Err(e) => return Err(e.into()),
-    };
-    let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())?;
-    let (core, _) = Core::restore(settings, clock, store, key, identity, false);
-    let mut status = core.status(Source::Cache, None);
-    if !has_key {
-        status.device_key = "none (the daemon has not run yet)".into();
-    }
-    Ok(status)
+/// Evaluates the cache read-only, as `licd check` does when the daemon is not running
+/// ([`licd_core::cache::read_only`] at the clock's time).
+pub fn status_from_cache(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<(Status, Vec<Problem>), RunError> {
+    Ok(cache::read_only(&settings, clock.wall(), clock.boot())?)
 }
 
 /// Runs the daemon until `shutdown` resolves. Returns an error only for start-up failures
@@ -270,9 +217,17 @@ pub async fn run_with(
     if let Err(e) = crate::diag::record::save_if_changed(&settings.state_dir, &record) {
         tracing::warn!(error = %e, "cannot write the identity record (used by licd diag)");
     }
-    let (core, effects) = Core::restore(settings, clock, store, key, identity, true);
-    let topics = DeviceTopics::new(&core.settings.tenant, &core.identity.device.id);
-    let client_id = format!("licd-{}-{}", core.settings.tenant, core.identity.device.id);
+    // What `licd check` and the client libraries read when this daemon is not running.
+    let binding = Binding {
+        device: identity.device.id.clone(),
+        device_key: key.public(),
+    };
+    if let Err(e) = binding.save_if_changed(&settings.state_dir) {
+        tracing::warn!(error = %e, "cannot write the device binding (read by licd check when the daemon is down)");
+    }
+    let (core, effects, _) = Core::restore(settings, clock, store, binding, true);
+    let topics = DeviceTopics::new(&core.settings.tenant, &identity.device.id);
+    let client_id = format!("licd-{}-{}", core.settings.tenant, identity.device.id);
     let options = session::mqtt_options(&core.settings.broker, &client_id, &topics)?;
     if core.settings.broker.tls.is_none() {
         tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
@@ -323,13 +278,15 @@ pub async fn run_with(
     let remote_diag = crate::diag::remote::Responder::new(
         core.settings.clone(),
         core.clock.clone(),
-        core.identity.device.id.clone(),
-        core.key.signing.clone(),
+        identity.device.id.clone(),
+        key.signing.clone(),
         client.clone(),
         topics.diag_response.clone(),
     );
     let mut daemon = Daemon {
         core,
+        key,
+        identity,
         client,
         remote_diag,
         topics,
@@ -376,6 +333,10 @@ pub async fn run_with(
 
 struct Daemon {
     core: Core,
+    /// The device key (reports are signed with it).
+    key: DeviceKey,
+    /// What the device says about itself in reports.
+    identity: Identity,
     client: AsyncClient,
     /// Remote diagnostics (decides and answers; see [`crate::diag::remote`]).
     remote_diag: crate::diag::remote::Responder,
@@ -631,11 +592,11 @@ impl Daemon {
             return;
         }
         let now = self.core.now();
-        let id = &self.core.identity;
+        let id = &self.identity;
         let report = DeviceReport {
             device: id.device.id.clone(),
             tenant: self.core.settings.tenant.clone(),
-            device_key: self.core.key.public(),
+            device_key: self.key.public(),
             model: id.product.model.value.clone(),
             serial: id.product.serial.value.clone(),
             product_class: id.product.product_class.value.clone(),
@@ -648,7 +609,7 @@ impl Daemon {
             uptime: self.core.clock.boot().as_secs(),
             clock_rollback: self.core.time.rollback(),
         };
-        let bytes = seal_report(&report, &self.core.key.signing);
+        let bytes = seal_report(&report, &self.key.signing);
         match self
             .client
             .try_publish(self.topics.report.clone(), QoS::AtLeastOnce, false, bytes)

@@ -179,6 +179,25 @@ fn ask_daemon(settings: &Settings, request: Value) -> Option<Value> {
     query(path, &request, SOCKET_TIMEOUT).ok()
 }
 
+/// The status evaluated from the cache (no daemon answered). A cached bundle that cannot be
+/// used is an error, not "never granted": the answer would hide a damaged or foreign cache.
+/// Other problems (time mark, trust state) are warnings on stderr.
+fn from_cache(settings: Settings) -> anyhow::Result<licd_agent::status::Status> {
+    let state_dir = settings.state_dir.clone();
+    let (status, problems) = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
+        .context("cannot evaluate the cache")?;
+    for p in problems.iter().filter(|p| !p.is_bundle()) {
+        eprintln!("licd: warning: {p}");
+    }
+    if let Some(p) = problems.iter().find(|p| p.is_bundle()) {
+        anyhow::bail!(
+            "the daemon is not running and its cache in {} cannot be used: {p}",
+            state_dir.display()
+        );
+    }
+    Ok(status)
+}
+
 fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::Result<u8> {
     let settings = load(config)?;
     let answer = match ask_daemon(
@@ -187,8 +206,7 @@ fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::R
     ) {
         Some(a) => a,
         None => {
-            let status = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
-                .context("cannot evaluate the cache")?;
+            let status = from_cache(settings)?;
             serde_json::to_value(check_answer(&status, service))
                 .context("cannot render the answer")?
         }
@@ -230,8 +248,7 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
     let status = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
         Some(a) if a["ok"] == json!(true) => a["status"].clone(),
         _ => {
-            let s = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
-                .context("cannot evaluate the cache")?;
+            let s = from_cache(settings)?;
             serde_json::to_value(s).context("cannot render status")?
         }
     };

@@ -1,7 +1,8 @@
 //! Checking with a fallback to the agent's cache (feature `cache-fallback`): ask the running
-//! agent, and when none answers, evaluate its cache read-only with the agent's own code
-//! (`licd_agent::daemon::status_from_cache`, the path `licd check` takes), so a service is not
-//! denied just because the agent is restarting.
+//! agent, and when none answers, evaluate its cache read-only with the agent's own rules
+//! (`licd_core::cache::read_only`, the path `licd check` takes), so a service is not denied
+//! just because the agent is restarting. Nothing here probes the host or needs a runtime: the
+//! device the cache is bound to comes from the binding file the daemon writes.
 //!
 //! Rules, the same as `licd check`:
 //! - the socket path comes from the agent's config file (`[api] socket`; an empty one
@@ -11,15 +12,14 @@
 //! - an agent that answers is believed, even when it refuses the request or speaks a newer
 //!   version: those errors are returned, never papered over by older local rules.
 //!
-//! Reading the cache needs read access to the agent's state directory (bundle, device key),
-//! like `licd check` run by the same user.
+//! Reading the cache needs read access to the agent's state directory (bundle, binding, time
+//! mark, trust state; not the private key), like `licd check` run by the same user.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use licd_agent::clock::SystemClock;
-use licd_agent::config::Settings;
+use licd_core::clock::{Clock, SystemClock};
+use licd_core::config::Settings;
 
 use crate::state::check_answer;
 use crate::{Client, ClientError, Verdict, DEFAULT_TIMEOUT};
@@ -65,12 +65,18 @@ fn falls_back(e: &ClientError) -> bool {
 }
 
 fn from_cache(settings: Settings, service: &str) -> Result<Verdict, ClientError> {
-    let status = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
-        .map_err(|e| ClientError::Cache(e.to_string()))?;
-    // The agent's own answer builder: the cache answer is byte for byte what the daemon
-    // would send for the same status.
-    let answer = serde_json::to_value(licd_agent::api::check_answer(&status, service))
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let (status, problems) =
+        licd_core::cache::read_only(&settings, SystemClock.wall(), SystemClock.boot())
+            .map_err(|e| ClientError::Cache(e.to_string()))?;
+    // The same rule as `licd check`: a cached bundle that cannot be used is an error, not a
+    // verdict of "never granted".
+    if let Some(p) = problems.iter().find(|p| p.is_bundle()) {
+        return Err(ClientError::Cache(p.to_string()));
+    }
+    // The agent's own answer type: the cache answer is byte for byte what the daemon would
+    // send for the same status.
+    let answer = licd_core::api::CheckAnswer::new(service, status.state(service), status.source);
+    let answer = serde_json::to_value(answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
     check_answer(&answer)?;
     Verdict::from_json(&answer)
 }

@@ -13,10 +13,12 @@
 //! - [`store`]: the crash-safe cache files in the state directory.
 //! - [`status`]: what `licd status`/`check` and the socket report.
 //! - [`api`]: the local API's request, answer and event lines.
+//! - [`cache`]: restoring the state from the state directory, daemon and read-only alike.
 //! - [`backoff`]: the one retry policy (jittered exponential, with a reset window).
 
 pub mod api;
 pub mod backoff;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod enforce;

@@ -1,0 +1,341 @@
+//! Restoring the enforcement state from the state directory: the time mark, the trust state and
+//! the cached bundle, judged by the same rules as live messages. The daemon does this at start;
+//! `licd check` and the client libraries do it read-only when no daemon answers. Both get the
+//! same [`Restored`] and the same list of [`Problem`]s, so both say the same thing about a
+//! damaged cache.
+//!
+//! Which device and key the cache is bound to comes from the binding file ([`BINDING_FILE`]),
+//! which the daemon writes at every start that finds it missing or different: the read-only
+//! path never probes the host (a probe can hang, and it runs inside a C caller's
+//! `licd_check_with_fallback`) and never reads the private key.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use licd_protocol::{DeviceId, KeyId, PublicKey, UnixTime};
+
+use crate::clock::TrustedTime;
+use crate::config::Settings;
+use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input, Refusal};
+use crate::status::{ClockStatus, Source, Status, AGENT_VERSION};
+use crate::store::{write_atomic, Store, StoreError};
+use crate::trust::{Dropped, TrustState};
+
+/// File name of the binding in the state directory.
+pub const BINDING_FILE: &str = "binding.v1";
+
+/// Largest binding file read back (it is about 120 bytes).
+const MAX_BINDING_LEN: u64 = 1024;
+
+/// The device and key that grants for this state directory are bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The device id the daemon resolved at its last start.
+    pub device: DeviceId,
+    /// The device's public key.
+    pub device_key: PublicKey,
+}
+
+impl Binding {
+    /// `device <id>\nkey <hex>\n`.
+    pub fn encode(&self) -> String {
+        format!("device {}\nkey {}\n", self.device, self.device_key.to_hex())
+    }
+
+    /// Parses [`Binding::encode`]'s text; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut lines = text.strip_suffix('\n')?.split('\n');
+        let device = lines.next()?.strip_prefix("device ")?;
+        let key = lines.next()?.strip_prefix("key ")?;
+        if lines.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            device: DeviceId::new(device).ok()?,
+            device_key: PublicKey::from_hex(key).ok()?,
+        })
+    }
+
+    /// The device key's id.
+    pub fn key_id(&self) -> KeyId {
+        self.device_key.id()
+    }
+
+    /// Path of the binding file in `state_dir`.
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join(BINDING_FILE)
+    }
+
+    /// The binding in `state_dir` (`None`: the daemon has not started there yet).
+    pub fn load(state_dir: &Path) -> Result<Option<Self>, StoreError> {
+        use std::io::Read;
+        let path = Self::path_in(state_dir);
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "open",
+                    path,
+                    source,
+                })
+            }
+        };
+        let mut text = String::new();
+        file.take(MAX_BINDING_LEN)
+            .read_to_string(&mut text)
+            .map_err(|source| StoreError::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+        Self::decode(&text).map(Some).ok_or(StoreError::Corrupt {
+            path,
+            why: "not a device binding (expected \"device <id>\" and \"key <hex>\" lines)".into(),
+        })
+    }
+
+    /// Writes the binding atomically unless the file already says the same (flash wear).
+    /// Returns whether it wrote.
+    pub fn save_if_changed(&self, state_dir: &Path) -> Result<bool, StoreError> {
+        if matches!(Self::load(state_dir), Ok(Some(old)) if old == *self) {
+            return Ok(false);
+        }
+        write_atomic(&Self::path_in(state_dir), self.encode().as_bytes(), 0o644)?;
+        Ok(true)
+    }
+}
+
+/// Something in the state directory that could not be used. The state is restored without it
+/// (which can only lose licenses, never add them); the daemon logs each and sets the file aside,
+/// the read-only path reports it.
+#[derive(Debug)]
+pub enum Problem {
+    /// The time mark file is unreadable; trusted time starts from the cached bundle.
+    MarkUnreadable(StoreError),
+    /// The trust state file is unreadable; trust starts from the config roots.
+    TrustUnreadable(String),
+    /// A stored trust message no longer verifies and was dropped.
+    TrustDropped(Dropped),
+    /// The cached bundle cannot be read (I/O error, over the size limit).
+    BundleUnreadable(StoreError),
+    /// The cached bundle was read but refused by the acceptance rules (damaged, another
+    /// device's, a revoked signer…).
+    BundleRefused(Refusal),
+}
+
+impl Problem {
+    /// Whether the problem is the cached bundle itself (the file to set aside).
+    pub fn is_bundle(&self) -> bool {
+        matches!(self, Self::BundleUnreadable(_) | Self::BundleRefused(_))
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MarkUnreadable(e) => write!(f, "time mark unreadable: {e}"),
+            Self::TrustUnreadable(e) => write!(f, "trust state unreadable: {e}"),
+            Self::TrustDropped(d) => write!(
+                f,
+                "stored trust message ({:?}) no longer verifies: {}",
+                d.kind, d.error
+            ),
+            Self::BundleUnreadable(e) => write!(f, "cached bundle unreadable: {e}"),
+            Self::BundleRefused(r) => write!(f, "cached bundle refused ({}): {r}", r.code()),
+        }
+    }
+}
+
+/// The enforcement state restored from a state directory.
+#[derive(Debug)]
+pub struct Restored {
+    /// Trusted time, from the mark and the cached bundle's `issued_at`.
+    pub time: TrustedTime,
+    /// The enforcer, holding the cached bundle if it passed.
+    pub enforcer: Enforcer,
+    /// Roots and revocations in force.
+    pub trust: TrustState,
+    /// The effects of the first evaluation (state changes from nothing to the restored states).
+    pub effects: Vec<Effect>,
+    /// What could not be used.
+    pub problems: Vec<Problem>,
+}
+
+/// The acceptance rules for `binding` under `settings` and `trust`.
+pub fn rules(settings: &Settings, binding: &Binding, trust: &TrustState) -> AcceptanceRules {
+    AcceptanceRules {
+        trust: trust.store().clone(),
+        device: binding.device.clone(),
+        device_key: binding.key_id(),
+        future_tolerance: settings.future_tolerance,
+    }
+}
+
+/// Restores the state from `store` for the device `binding`, at wall time `wall` and boot time
+/// `boot`. Reads only; what to do about each [`Problem`] is the caller's.
+pub fn restore(
+    settings: &Settings,
+    binding: &Binding,
+    store: &Store,
+    wall: UnixTime,
+    boot: Duration,
+) -> Restored {
+    let mut problems = Vec::new();
+    let mark = store.load_mark().unwrap_or_else(|e| {
+        problems.push(Problem::MarkUnreadable(e));
+        None
+    });
+    let mut time = TrustedTime::new(mark.unwrap_or(0), boot, settings.rollback_tolerance);
+    // Trust first: the cached bundle is judged against the roots and revocations in force.
+    let (trust, dropped, unreadable) = crate::trust::load(store.dir(), settings.roots.clone());
+    problems.extend(unreadable.map(Problem::TrustUnreadable));
+    problems.extend(dropped.into_iter().map(Problem::TrustDropped));
+    let mut enforcer = Enforcer::new(rules(settings, binding, &trust), settings.services.clone());
+    let now = time.observe(wall, boot).now;
+    let mut effects = Vec::new();
+    match store.load_bundle() {
+        Ok(None) => {}
+        Ok(Some(raw)) => match enforcer.restore(&raw, now) {
+            Ok(e) => effects = e,
+            Err(refusal) => problems.push(Problem::BundleRefused(refusal)),
+        },
+        Err(e) => problems.push(Problem::BundleUnreadable(e)),
+    }
+    if let Some(held) = enforcer.held() {
+        time.witness(held.bundle.issued_at, boot);
+    }
+    let now = time.observe(wall, boot).now;
+    effects.extend(enforcer.handle(now, Input::Tick));
+    Restored {
+        time,
+        enforcer,
+        trust,
+        effects,
+        problems,
+    }
+}
+
+impl Restored {
+    /// The status of this state for `binding`, evaluated by `source` at wall time `wall`.
+    pub fn status(
+        &self,
+        source: Source,
+        settings: &Settings,
+        binding: &Binding,
+        wall: UnixTime,
+    ) -> Status {
+        status_of(source, settings, binding, &self.time, wall, &self.enforcer)
+    }
+}
+
+/// The status of `enforcer` for `binding`, evaluated by `source`: what `licd status` and the
+/// socket show (the daemon adds its connection facts).
+pub fn status_of(
+    source: Source,
+    settings: &Settings,
+    binding: &Binding,
+    time: &TrustedTime,
+    wall: UnixTime,
+    enforcer: &Enforcer,
+) -> Status {
+    Status {
+        source,
+        device: binding.device.to_string(),
+        tenant: settings.tenant.to_string(),
+        device_key: binding.key_id().to_hex(),
+        agent_version: AGENT_VERSION,
+        clock: ClockStatus {
+            now: time.mark(),
+            wall,
+            mark: time.mark(),
+            rollback: time.rollback(),
+        },
+        connection: None,
+        enforcement: enforcer.snapshot(),
+    }
+}
+
+/// Evaluates the state directory read-only, as `licd check` and the client libraries do when
+/// no daemon answers: creates, moves and probes nothing. With no binding (the daemon never ran
+/// there) nothing can have been granted: every service reads "never granted" and no problem is
+/// reported. Errors only when the binding file itself cannot be read.
+pub fn read_only(
+    settings: &Settings,
+    wall: UnixTime,
+    boot: Duration,
+) -> Result<(Status, Vec<Problem>), StoreError> {
+    let store = Store::open_read_only(&settings.state_dir);
+    match Binding::load(&settings.state_dir)? {
+        Some(binding) => {
+            let r = restore(settings, &binding, &store, wall, boot);
+            Ok((
+                r.status(Source::Cache, settings, &binding, wall),
+                r.problems,
+            ))
+        }
+        None => {
+            // A key nobody holds binds nothing: whatever lies in the cache is refused.
+            let nobody = Binding {
+                device: DeviceId::new("unbound").map_err(|e| StoreError::Corrupt {
+                    path: settings.state_dir.clone(),
+                    why: e.to_string(),
+                })?,
+                device_key: PublicKey([0; 32]),
+            };
+            let r = restore(settings, &nobody, &store, wall, boot);
+            let mut status = r.status(Source::Cache, settings, &nobody, wall);
+            status.device = "unknown (the daemon has not run yet)".into();
+            status.device_key = "none (the daemon has not run yet)".into();
+            Ok((status, Vec::new()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn binding() -> Binding {
+        Binding {
+            device: DeviceId::new("ap-1").unwrap(),
+            device_key: PublicKey([7; 32]),
+        }
+    }
+
+    #[test]
+    fn a_binding_round_trips_and_is_written_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Binding::load(dir.path()).unwrap(), None);
+        let b = binding();
+        assert_eq!(Binding::decode(&b.encode()), Some(b.clone()));
+        assert!(b.save_if_changed(dir.path()).unwrap());
+        assert!(!b.save_if_changed(dir.path()).unwrap());
+        assert_eq!(Binding::load(dir.path()).unwrap(), Some(b.clone()));
+        let other = Binding {
+            device: DeviceId::new("ap-2").unwrap(),
+            ..b
+        };
+        assert!(other.save_if_changed(dir.path()).unwrap());
+        assert_eq!(Binding::load(dir.path()).unwrap(), Some(other));
+    }
+
+    #[test]
+    fn a_damaged_binding_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for junk in [
+            "",
+            "device ap-1\n",
+            "device a/b\nkey 00\n",
+            "key x\ndevice y\n",
+        ] {
+            std::fs::write(Binding::path_in(dir.path()), junk).unwrap();
+            let e = Binding::load(dir.path()).unwrap_err();
+            assert!(e.to_string().contains(BINDING_FILE), "{junk:?}: {e}");
+        }
+    }
+}
