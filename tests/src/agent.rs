@@ -214,6 +214,21 @@ impl Agent {
     }
 
     /// Runs `licd check SERVICE --json` as a user would; returns the exit code and the JSON.
+    /// Runs `licd --config <this agent's config> ARGS…`: exit code, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
+        let out = Command::new(licd_bin()?)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .output()
+            .map_err(|e| HarnessError::io("run licd", e))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     pub fn check_cli(&self, service: &str, extra: &[&str]) -> Result<(i32, Value)> {
         let out = Command::new(licd_bin()?)
             .arg("--config")

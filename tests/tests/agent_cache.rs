@@ -152,14 +152,21 @@ fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     assert_ne!(bad, good, "the case must change the cache");
     fs::write(&path, &bad).unwrap();
 
-    // No daemon: `licd check` evaluates the cache read-only, refuses it, and moves nothing.
-    let (exit, answer) = scene.agent.check_cli("wifi", &[]).unwrap();
-    assert_eq!(
-        (exit, answer["state"].as_str(), answer["source"].as_str()),
-        (1, Some("unlicensed"), Some("cache")),
-        "{answer}"
-    );
-    assert_eq!(answer["reason"], "never_granted", "{answer}");
+    // No daemon: `licd check` and `licd status` evaluate the cache read-only, refuse it, say
+    // so in one line on stderr with the documented exit code (4, not "unlicensed, never
+    // granted", which would hide the damage), and move nothing.
+    for args in [&["check", "wifi", "--json"][..], &["status", "--json"]] {
+        let (exit, stdout, stderr) = scene.agent.cli(args).unwrap();
+        assert_eq!(exit, 4, "{args:?}: {stdout}\n{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.contains("cannot be used"), "{args:?}: {stderr}");
+        if let Some(code) = code {
+            assert!(
+                stderr.contains(code),
+                "{args:?}: expected {code:?} in {stderr}"
+            );
+        }
+    }
     assert_eq!(
         fs::read(&path).unwrap(),
         bad,
