@@ -213,7 +213,6 @@ impl Agent {
         })
     }
 
-    /// Runs `licd check SERVICE --json` as a user would; returns the exit code and the JSON.
     /// Runs `licd --config <this agent's config> ARGS…`: exit code, stdout, stderr.
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
         let out = Command::new(licd_bin()?)
@@ -229,15 +228,13 @@ impl Agent {
         ))
     }
 
+    /// Runs `licd check SERVICE --json` as a user would; returns the exit code and the JSON.
     pub fn check_cli(&self, service: &str, extra: &[&str]) -> Result<(i32, Value)> {
-        let out = Command::new(licd_bin()?)
-            .arg("--config")
-            .arg(self.config_path())
-            .args(["check", service, "--json"])
-            .args(extra)
-            .output()
-            .map_err(|e| HarnessError::io("run licd check", e))?;
-        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        Ok((out.status.code().unwrap_or(-1), v))
+        let args: Vec<&str> = ["check", service, "--json"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let (code, stdout, _) = self.cli(&args)?;
+        Ok((code, serde_json::from_str(&stdout).unwrap_or(Value::Null)))
     }
 }
