@@ -176,6 +176,13 @@ impl Fixture {
         };
         let raw = seal_bundle(&bundle, &signing, &cert);
         Store::open(&state).unwrap().save_bundle(&raw).unwrap();
+        // What the daemon leaves for `licd check` to read when it is down.
+        licd_agent::cache::Binding {
+            device: DeviceId::new("ap-1").unwrap(),
+            device_key: key.public(),
+        }
+        .save_if_changed(&state)
+        .unwrap();
         let rules = AcceptanceRules {
             trust: TrustStore::new(settings.roots.clone()),
             device: DeviceId::new("ap-1").unwrap(),
@@ -204,7 +211,7 @@ impl Fixture {
     }
 
     fn status(&self) -> Status {
-        let mut s =
+        let (mut s, _) =
             daemon::status_from_cache(self.settings.clone(), Arc::new(SystemClock)).unwrap();
         s.source = Source::Daemon;
         s

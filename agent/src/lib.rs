@@ -14,4 +14,4 @@ pub mod identity;
 pub mod session;
 pub mod tls;
 
-pub use licd_core::{backoff, clock, config, enforce, status, store, trust};
+pub use licd_core::{backoff, cache, clock, config, enforce, status, store, trust};
