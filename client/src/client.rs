@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use licd_core::api::{Op, Request};
+use serde_json::Value;
 
 use crate::state::{check_answer, check_version};
-use crate::{ClientError, Event, State, Verdict, API_VERSION};
+use crate::{ClientError, Event, State, Verdict};
 
 /// Where the agent listens unless its config says otherwise (`[api] socket`).
 pub const DEFAULT_SOCKET: &str = "/run/licd/licd.sock";
@@ -71,14 +72,16 @@ impl Client {
 
     /// Like [`Client::check`], with the service name and the source of the answer.
     pub fn verdict(&mut self, service: &str) -> Result<Verdict, ClientError> {
-        let answer = self.request(&json!({"v": API_VERSION, "op": "check", "service": service}))?;
+        let answer = self.request(&Request::new(Op::Check {
+            service: service.to_owned(),
+        }))?;
         Verdict::from_json(&answer)
     }
 
     /// The agent's whole status document (identity, clock, connection, bundle, every
     /// service), as JSON: its shape belongs to the agent (`licd status --json` prints the same).
     pub fn status(&mut self) -> Result<Value, ClientError> {
-        let mut answer = self.request(&json!({"v": API_VERSION, "op": "status"}))?;
+        let mut answer = self.request(&Request::new(Op::Status))?;
         match answer.get_mut("status") {
             Some(status) => Ok(status.take()),
             None => Err(ClientError::Protocol("no \"status\" in the answer".into())),
@@ -94,8 +97,9 @@ impl Client {
     }
 
     /// Sends one request and returns the answer after checking its version and `ok`.
-    fn request(&mut self, request: &Value) -> Result<Value, ClientError> {
-        let mut line = request.to_string().into_bytes();
+    fn request(&mut self, request: &Request) -> Result<Value, ClientError> {
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
         let reused = self.conn.is_some();
         let result = self.exchange(&line);
@@ -265,9 +269,10 @@ impl Watch {
         let path = path.as_ref().to_path_buf();
         let mut reader = open(&path, timeout)?;
         let fail = |f: Failure| f.into_error(&path, timeout);
-        let mut line = json!({"v": API_VERSION, "op": "watch"}).to_string();
-        line.push('\n');
-        send_all(reader.get_ref(), line.as_bytes()).map_err(|e| fail(Failure::from_io(e)))?;
+        let mut line = serde_json::to_vec(&Request::new(Op::Watch))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        send_all(reader.get_ref(), &line).map_err(|e| fail(Failure::from_io(e)))?;
         let mut buf = Vec::new();
         match read_line(&mut reader, &mut buf).map_err(|e| fail(Failure::from_io(e)))? {
             Line::Complete => {}
@@ -277,7 +282,7 @@ impl Watch {
         let ack: Value =
             serde_json::from_slice(&buf).map_err(|e| ClientError::Protocol(e.to_string()))?;
         check_answer(&ack)?;
-        if ack["watching"] != json!(true) {
+        if ack["watching"] != Value::Bool(true) {
             return Err(ClientError::Protocol(format!("watch not confirmed: {ack}")));
         }
         // Events may be hours apart: by default wait for them without a limit.

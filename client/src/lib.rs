@@ -39,6 +39,6 @@ pub use client::{Client, Watch, WatchStopper, DEFAULT_SOCKET, DEFAULT_TIMEOUT, M
 pub use error::ClientError;
 pub use state::{Event, Reason, Source, State, Verdict};
 
-/// The major version of the socket protocol this client speaks; answers carrying a higher
-/// `v` are refused with [`ClientError::UnsupportedVersion`].
-pub const API_VERSION: u32 = 1;
+/// Version of the socket protocol this client speaks; it refuses answers from a higher major
+/// version.
+pub use licd_core::api::API_VERSION;

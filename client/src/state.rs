@@ -1,179 +1,19 @@
-//! The answers of the socket protocol as types, and their parsing from the agent's JSON lines.
-//! Parsing is strict about what a decision rests on (`state`, `until`) and lenient about
-//! what may grow (an unknown reason is kept as text, unknown fields are ignored).
+//! The answers of the socket protocol as the client hands them out. The wire types are
+//! `licd_core::api`'s (the daemon writes the same types), so the states, reasons and sources
+//! here are the agent's own: a field renamed on one side is a compile error, not a value that
+//! silently reads as missing. Unknown fields are ignored and a reason from a newer agent reads
+//! as [`Reason::Other`]; a state the client cannot understand is refused.
 
-use std::fmt;
-
+use licd_core::api::{CheckAnswer, EventLine, WatchEvent};
 use serde_json::Value;
+
+pub use licd_core::enforce::{Reason, ServiceState as State};
+pub use licd_core::status::Source;
 
 use crate::{ClientError, API_VERSION};
 
-/// Why a service is in grace or unlicensed (the agent's `reason`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Reason {
-    /// No bundle has ever granted it.
-    NeverGranted,
-    /// The controller has not renewed the lease in time.
-    LeaseExpired,
-    /// The entitlement term ended.
-    TermEnded,
-    /// The entitlement term has not started yet.
-    NotYetValid,
-    /// The host runs more VMs than the license covers.
-    OverVmAllowance,
-    /// A newer bundle no longer grants it.
-    Revoked,
-    /// The controller has no entitlement for it.
-    NotEntitled,
-    /// The controller paused assignment: fewer seats than devices.
-    SeatsExhausted,
-    /// An operator removed the license from this device.
-    Unassigned,
-    /// The controller does not know this device's tenant.
-    UnknownTenant,
-    /// A reason this client does not know (a newer agent), as the agent spelled it.
-    Other(String),
-}
-
-impl Reason {
-    /// Parses the agent's snake_case name; unknown names become [`Reason::Other`].
-    pub fn from_name(name: &str) -> Self {
-        match name {
-            "never_granted" => Reason::NeverGranted,
-            "lease_expired" => Reason::LeaseExpired,
-            "term_ended" => Reason::TermEnded,
-            "not_yet_valid" => Reason::NotYetValid,
-            "over_vm_allowance" => Reason::OverVmAllowance,
-            "revoked" => Reason::Revoked,
-            "not_entitled" => Reason::NotEntitled,
-            "seats_exhausted" => Reason::SeatsExhausted,
-            "unassigned" => Reason::Unassigned,
-            "unknown_tenant" => Reason::UnknownTenant,
-            other => Reason::Other(other.to_owned()),
-        }
-    }
-
-    /// The agent's snake_case name.
-    pub fn name(&self) -> &str {
-        match self {
-            Reason::NeverGranted => "never_granted",
-            Reason::LeaseExpired => "lease_expired",
-            Reason::TermEnded => "term_ended",
-            Reason::NotYetValid => "not_yet_valid",
-            Reason::OverVmAllowance => "over_vm_allowance",
-            Reason::Revoked => "revoked",
-            Reason::NotEntitled => "not_entitled",
-            Reason::SeatsExhausted => "seats_exhausted",
-            Reason::Unassigned => "unassigned",
-            Reason::UnknownTenant => "unknown_tenant",
-            Reason::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Whether a service may run, as the agent decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// Licensed until `until` (unix seconds: the earlier of lease end and term end).
-    Licensed {
-        /// When the license needs renewal or the term ends.
-        until: u64,
-    },
-    /// Still allowed to run until `until`, because of `reason`.
-    Grace {
-        /// End of grace (unix seconds).
-        until: u64,
-        /// What started the grace period.
-        reason: Reason,
-    },
-    /// Not allowed to run.
-    Unlicensed {
-        /// Why.
-        reason: Reason,
-    },
-}
-
-impl State {
-    /// Licensed or in grace: the service may run.
-    pub fn may_run(&self) -> bool {
-        !matches!(self, State::Unlicensed { .. })
-    }
-
-    /// `licensed`, `grace` or `unlicensed`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            State::Licensed { .. } => "licensed",
-            State::Grace { .. } => "grace",
-            State::Unlicensed { .. } => "unlicensed",
-        }
-    }
-
-    /// The deadline, if the state has one.
-    pub fn until(&self) -> Option<u64> {
-        match self {
-            State::Licensed { until } | State::Grace { until, .. } => Some(*until),
-            State::Unlicensed { .. } => None,
-        }
-    }
-
-    /// The reason, if the state has one.
-    pub fn reason(&self) -> Option<&Reason> {
-        match self {
-            State::Licensed { .. } => None,
-            State::Grace { reason, .. } | State::Unlicensed { reason } => Some(reason),
-        }
-    }
-
-    /// Parses the `state`/`until`/`reason` fields of a check answer or event.
-    pub(crate) fn from_json(v: &Value) -> Result<Self, ClientError> {
-        let until = || {
-            v["until"]
-                .as_u64()
-                .ok_or_else(|| ClientError::Protocol(format!("no \"until\" in {v}")))
-        };
-        let reason = || {
-            v["reason"]
-                .as_str()
-                .map(Reason::from_name)
-                .ok_or_else(|| ClientError::Protocol(format!("no \"reason\" in {v}")))
-        };
-        match v["state"].as_str() {
-            Some("licensed") => Ok(State::Licensed { until: until()? }),
-            Some("grace") => Ok(State::Grace {
-                until: until()?,
-                reason: reason()?,
-            }),
-            Some("unlicensed") => Ok(State::Unlicensed { reason: reason()? }),
-            Some(other) => Err(ClientError::Protocol(format!("unknown state {other:?}"))),
-            None => Err(ClientError::Protocol(format!("no \"state\" in {v}"))),
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            State::Licensed { until } => write!(f, "licensed until {until}"),
-            State::Grace { until, reason } => write!(f, "grace until {until} ({reason})"),
-            State::Unlicensed { reason } => write!(f, "unlicensed ({reason})"),
-        }
-    }
-}
-
-/// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The running agent.
-    Daemon,
-    /// The agent's cache, evaluated read-only because no agent answered.
-    Cache,
+fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, ClientError> {
+    T::deserialize(v).map_err(|e| ClientError::Protocol(format!("{e} in {v}")))
 }
 
 /// A whole check answer: the state and where it came from.
@@ -190,16 +30,11 @@ pub struct Verdict {
 impl Verdict {
     /// Parses a check answer (already checked for version and `ok`).
     pub(crate) fn from_json(v: &Value) -> Result<Self, ClientError> {
-        let source = match v["source"].as_str() {
-            Some("cache") => Source::Cache,
-            // Answers without a source predate the field and came from the daemon.
-            Some("daemon") | None => Source::Daemon,
-            Some(other) => return Err(ClientError::Protocol(format!("unknown source {other:?}"))),
-        };
+        let a: CheckAnswer = parse(v)?;
         Ok(Self {
-            service: v["service"].as_str().unwrap_or_default().to_owned(),
-            state: State::from_json(v)?,
-            source,
+            service: a.service,
+            state: a.state,
+            source: a.source,
         })
     }
 }
@@ -225,20 +60,14 @@ pub enum Event {
 impl Event {
     /// Parses one event line (already checked for version).
     pub(crate) fn from_json(v: &Value) -> Result<Self, ClientError> {
-        match v["event"].as_str() {
-            Some("changed") => Ok(Event::Changed {
-                service: v["service"]
-                    .as_str()
-                    .ok_or_else(|| ClientError::Protocol(format!("no \"service\" in {v}")))?
-                    .to_owned(),
-                state: State::from_json(v)?,
-            }),
-            Some("lagged") => Ok(Event::Lagged {
-                missed: v["missed"].as_u64().unwrap_or(0),
-            }),
-            Some(other) => Err(ClientError::Protocol(format!("unknown event {other:?}"))),
-            None => Err(ClientError::Protocol(format!("no \"event\" in {v}"))),
-        }
+        let line: EventLine = parse(v)?;
+        Ok(match line.event {
+            WatchEvent::Changed(e) => Event::Changed {
+                service: e.service,
+                state: e.state,
+            },
+            WatchEvent::Lagged { missed } => Event::Lagged { missed },
+        })
     }
 }
 
@@ -284,32 +113,45 @@ mod tests {
         assert!(verdict.state.may_run());
     }
 
+    fn answer(state: Value) -> Value {
+        let mut v = json!({"v":1,"ok":true,"service":"wifi","may_run":true});
+        v.as_object_mut()
+            .unwrap()
+            .extend(state.as_object().unwrap().clone());
+        v
+    }
+
     #[test]
     fn grace_may_run_and_unlicensed_may_not() {
-        let g = json!({"state":"grace","until":5,"reason":"lease_expired"});
-        let u = json!({"state":"unlicensed","reason":"revoked"});
-        assert!(State::from_json(&g).unwrap().may_run());
+        let g = answer(json!({"state":"grace","until":5,"reason":"lease_expired"}));
+        let u = answer(json!({"state":"unlicensed","reason":"revoked"}));
+        assert!(Verdict::from_json(&g).unwrap().state.may_run());
         assert_eq!(
-            State::from_json(&u).unwrap(),
+            Verdict::from_json(&u).unwrap().state,
             State::Unlicensed {
                 reason: Reason::Revoked
             }
         );
-        assert!(!State::from_json(&u).unwrap().may_run());
+        assert!(!Verdict::from_json(&u).unwrap().state.may_run());
     }
 
     #[test]
-    fn an_unknown_reason_is_kept_but_an_unknown_state_is_refused() {
-        let v = json!({"state":"unlicensed","reason":"moon_phase"});
+    fn an_unknown_reason_reads_as_other_but_an_unknown_state_is_refused() {
+        let v = answer(json!({"state":"unlicensed","reason":"moon_phase"}));
         assert_eq!(
-            State::from_json(&v).unwrap().reason(),
-            Some(&Reason::Other("moon_phase".into()))
+            Verdict::from_json(&v).unwrap().state.reason(),
+            Some(Reason::Other)
         );
-        let v = json!({"state":"maybe"});
+        let v = answer(json!({"state":"maybe"}));
         assert!(matches!(
-            State::from_json(&v),
+            Verdict::from_json(&v),
             Err(ClientError::Protocol(_))
         ));
+        let v = answer(json!({"state":"licensed"}));
+        assert!(
+            matches!(Verdict::from_json(&v), Err(ClientError::Protocol(_))),
+            "a licensed answer without its deadline is refused"
+        );
     }
 
     #[test]
@@ -333,26 +175,6 @@ mod tests {
         match check_answer(&v) {
             Err(ClientError::Refused(m)) => assert!(m.contains("needs")),
             other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_reason_name_round_trips() {
-        for name in [
-            "never_granted",
-            "lease_expired",
-            "term_ended",
-            "not_yet_valid",
-            "over_vm_allowance",
-            "revoked",
-            "not_entitled",
-            "seats_exhausted",
-            "unassigned",
-            "unknown_tenant",
-        ] {
-            let r = Reason::from_name(name);
-            assert!(!matches!(r, Reason::Other(_)), "{name}");
-            assert_eq!(r.name(), name);
         }
     }
 

@@ -516,6 +516,7 @@ pub fn judge_service(s: &ServiceStatus, wanted: bool, last_heard: Option<UnixTim
         Reason::NeverGranted => {
             "the controller has never granted it: check the round trip and the controller's policy"
         }
+        Reason::Other => "this licd does not know the reason: upgrade it",
     };
     let step = match s.state {
         ServiceState::Licensed { until } => Step::new(

@@ -231,7 +231,7 @@ fn guard(f: impl FnOnce() -> licd_error) -> licd_error {
     })
 }
 
-fn reason_code(r: Option<&Reason>) -> licd_reason {
+fn reason_code(r: Option<Reason>) -> licd_reason {
     use licd_reason::*;
     match r {
         None => LICD_REASON_NONE,
@@ -245,7 +245,7 @@ fn reason_code(r: Option<&Reason>) -> licd_reason {
         Some(Reason::SeatsExhausted) => LICD_REASON_SEATS_EXHAUSTED,
         Some(Reason::Unassigned) => LICD_REASON_UNASSIGNED,
         Some(Reason::UnknownTenant) => LICD_REASON_UNKNOWN_TENANT,
-        Some(_) => LICD_REASON_OTHER,
+        Some(Reason::Other) => LICD_REASON_OTHER,
     }
 }
 

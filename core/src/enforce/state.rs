@@ -29,6 +29,10 @@ pub enum Reason {
     Unassigned,
     /// The controller does not know this device's tenant.
     UnknownTenant,
+    /// A reason this build does not know: a client reading a newer agent's answer. The agent
+    /// itself never gives it.
+    #[serde(other)]
+    Other,
 }
 
 impl From<WithheldReason> for Reason {
@@ -56,6 +60,24 @@ impl Reason {
             Reason::SeatsExhausted => "assignment paused: not enough seats",
             Reason::Unassigned => "license removed from this device by an operator",
             Reason::UnknownTenant => "controller does not know this device's tenant",
+            Reason::Other => "a reason this version of licd does not know (a newer agent)",
+        }
+    }
+
+    /// The name on the wire and in logs (`lease_expired`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::NeverGranted => "never_granted",
+            Reason::LeaseExpired => "lease_expired",
+            Reason::TermEnded => "term_ended",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::OverVmAllowance => "over_vm_allowance",
+            Reason::Revoked => "revoked",
+            Reason::NotEntitled => "not_entitled",
+            Reason::SeatsExhausted => "seats_exhausted",
+            Reason::Unassigned => "unassigned",
+            Reason::UnknownTenant => "unknown_tenant",
+            Reason::Other => "other",
         }
     }
 }
@@ -101,6 +123,24 @@ impl ServiceState {
             ServiceState::Licensed { .. } => "licensed",
             ServiceState::Grace { .. } => "grace",
             ServiceState::Unlicensed { .. } => "unlicensed",
+        }
+    }
+
+    /// The deadline (`until`), if the state has one.
+    pub fn until(&self) -> Option<UnixTime> {
+        match *self {
+            ServiceState::Licensed { until } | ServiceState::Grace { until, .. } => Some(until),
+            ServiceState::Unlicensed { .. } => None,
+        }
+    }
+
+    /// The reason, if the state has one.
+    pub fn reason(&self) -> Option<Reason> {
+        match *self {
+            ServiceState::Licensed { .. } => None,
+            ServiceState::Grace { reason, .. } | ServiceState::Unlicensed { reason } => {
+                Some(reason)
+            }
         }
     }
 
@@ -206,5 +246,44 @@ pub fn min_opt(a: Option<UnixTime>, b: Option<UnixTime>) -> Option<UnixTime> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const ALL: [Reason; 11] = [
+        Reason::NeverGranted,
+        Reason::LeaseExpired,
+        Reason::TermEnded,
+        Reason::NotYetValid,
+        Reason::OverVmAllowance,
+        Reason::Revoked,
+        Reason::NotEntitled,
+        Reason::SeatsExhausted,
+        Reason::Unassigned,
+        Reason::UnknownTenant,
+        Reason::Other,
+    ];
+
+    #[test]
+    fn every_reason_reads_back_from_its_name() {
+        for r in ALL {
+            let json = serde_json::to_value(r).unwrap();
+            assert_eq!(json, r.name(), "{r:?}");
+            assert_eq!(serde_json::from_value::<Reason>(json).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn a_newer_agents_reason_reads_as_other_but_a_newer_state_is_refused() {
+        let s: ServiceState =
+            serde_json::from_str(r#"{"state":"unlicensed","reason":"moon_phase"}"#).unwrap();
+        assert_eq!(s.reason(), Some(Reason::Other));
+        assert!(serde_json::from_str::<ServiceState>(r#"{"state":"maybe"}"#).is_err());
+        assert!(serde_json::from_str::<ServiceState>(r#"{"state":"licensed"}"#).is_err());
     }
 }
