@@ -239,6 +239,39 @@ async fn requests_without_a_valid_token_get_401_and_read_tokens_get_403_on_write
     lab.stop().await;
 }
 
+/// Issue 16 item 10 (server part): a method a path does not take is a JSON 405 with `Allow`,
+/// whatever the token (none, unknown, read, admin), decided before the token is checked; a
+/// path segment that does not decode is a JSON 400. Every error has the JSON shape.
+#[tokio::test]
+async fn an_unsupported_method_is_a_json_405_whatever_the_token() {
+    let lab = Lab::start().await;
+    let bogus = "lst_admin_nope".to_string();
+    for token in [None, Some(&bogus), Some(&lab.read), Some(&lab.admin)] {
+        for (method, path) in [
+            (reqwest::Method::PUT, "/api/v1/customers"),
+            (reqwest::Method::DELETE, "/api/v1/subscriptions"),
+            (reqwest::Method::GET, "/api/v1/licenses/bulkUpdate"),
+            (reqwest::Method::OPTIONS, "/api/v1/devices"),
+            (reqwest::Method::POST, "/healthz"),
+            (reqwest::Method::DELETE, "/openapi.json"),
+        ] {
+            let (s, v, h) = lab
+                .call(method.clone(), path, token.map(String::as_str), None)
+                .await;
+            assert_eq!(
+                (s, code(&v)),
+                (405, "method_not_allowed"),
+                "{method} {path}: {v}"
+            );
+            assert!(h.contains_key("allow"), "{method} {path}");
+            assert!(h.contains_key("x-request-id"));
+        }
+    }
+    let (s, v) = lab.get("/api/v1/customers/%FF").await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn a_token_made_while_the_api_runs_works_at_once() {
     let lab = Lab::start().await;
