@@ -39,6 +39,7 @@ pub struct Customer {
 
 /// A new customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     /// Id (`[A-Za-z0-9._-]{1,64}`).
     pub id: String,
@@ -52,6 +53,7 @@ pub struct NewCustomer {
 
 /// A change to a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerUpdate {
     /// New display name.
     pub name: String,
@@ -83,7 +85,7 @@ pub struct Entitlement {
 
 /// A new SKU for the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEntitlement {
     /// SKU.
     pub sku: String,
@@ -219,6 +221,7 @@ pub fn status_str(s: crate::engine::SubscriptionStatus) -> &'static str {
 
 /// Seats of one SKU in a new subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewSubscriptionEntitlement {
     /// SKU (must be in the catalogue).
     pub sku: String,
@@ -228,7 +231,7 @@ pub struct NewSubscriptionEntitlement {
 
 /// A new subscription (labs: what the vendor's order system would create).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// Id.
     pub subscription_id: String,
@@ -252,7 +255,7 @@ pub struct NewSubscription {
 
 /// Claim a subscription by claim key (`?validate=true`: dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The subscription's claim key.
     pub claim_key: String,
@@ -262,7 +265,7 @@ pub struct ClaimRequest {
 
 /// Find a subscription by claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimKeyRequest {
     /// The claim key.
     pub claim_key: String,
@@ -270,7 +273,7 @@ pub struct ClaimKeyRequest {
 
 /// Bind customers to a subscription (`?validate=true`: dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BindRequest {
     /// Customers whose devices may use the subscription's seats.
     pub customer_ids: Vec<String>,
@@ -447,6 +450,7 @@ impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
 /// Aruba auto-licensing body (seeds 000 and 001): `services` required; neither list = every
 /// customer (for enable: future tenants too).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoLicenseRequest {
     /// Services, e.g. `["wifi", "security"]`. Required, non-empty.
     #[serde(default)]
@@ -760,6 +764,7 @@ pub enum Scope {
 
 /// The update a bulk update applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LicenseUpdate {
     /// New seat count of each license (refused for a license with more seats assigned).
     pub quantity: u32,
@@ -767,6 +772,7 @@ pub struct LicenseUpdate {
 
 /// Snow bulk update of licenses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkUpdateRequest {
     /// Narrows the licenses further, e.g. `sku -eq "LIC-AP"`.
     #[serde(default)]
