@@ -1156,6 +1156,91 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
     lab.stop().await;
 }
 
+/// Issue 16 item 5: numbers are held to the range the document states (int32 here), with a
+/// 400 naming the field; a subscription's seat totals are exact sums, never saturated.
+#[tokio::test]
+async fn numbers_out_of_their_documented_range_are_refused_and_sums_do_not_saturate() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    let max = i64::from(i32::MAX);
+    for q in [max + 1, 4_294_967_295, 4_294_967_296, -1] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/licenses/bulkUpdate",
+                json!({"scope": "All", "body": {"quantity": q}}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{q}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("quantity"),
+            "{v}"
+        );
+    }
+    let (_, v) = lab.get("/api/v1/licenses").await;
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["quantity"].as_i64() < Some(10)));
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-X", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": max + 1}]}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("limit"),
+        "{v}"
+    );
+    for vms in [json!(0), json!(max + 1), json!(-4)] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/entitlements",
+                json!({"sku": "LIC-V", "service": "v", "productClass": "vm", "vmsPerSeat": vms}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{vms}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("vmsPerSeat"),
+            "{v}"
+        );
+    }
+    let (s, _) = lab.get("/api/v1/licenses?page_number=2147483648").await;
+    assert_eq!(s, 400);
+    // Three SKUs at the largest count: the total is their sum (6442450941), past 32 bits.
+    let (s, _) = lab
+        .post(
+            "/api/v1/entitlements",
+            json!({"sku": "LIC-SW", "service": "sw", "productClass": "switch"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-BIG", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": max}, {"sku": "LIC-HV", "limit": max},
+                                    {"sku": "LIC-SW", "limit": max}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["counts"]["seats"]["limit"], 3 * max);
+    assert_eq!(v["counts"]["seats"]["available"], 3 * max);
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "Only", "ids": ["SUB-BIG:LIC-AP"], "body": {"quantity": max}}),
+        )
+        .await;
+    assert_eq!((s, v["successCount"].as_i64()), (200, Some(1)), "{v}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn the_openapi_document_is_served_without_a_token() {
     let lab = Lab::start().await;

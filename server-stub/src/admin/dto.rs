@@ -9,6 +9,41 @@ use utoipa::ToSchema;
 
 use super::query::{format_time, Link, Pagination};
 
+/// Integers of request bodies, held to the range the document states (`int32`, at least 0 or
+/// 1): a number out of it is a 400 naming the field, never stored or wrapped (issue 16 item 5).
+/// Each field using one of these also states its bounds with `#[schema(minimum, maximum)]`.
+mod bounded {
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer};
+
+    /// The largest integer a request may give (`int32`).
+    pub const MAX: u32 = crate::engine::MAX_SEATS;
+
+    fn check<E: Error>(v: i64, min: u32) -> Result<u32, E> {
+        u32::try_from(v)
+            .ok()
+            .filter(|n| (min..=MAX).contains(n))
+            .ok_or_else(|| {
+                E::invalid_value(
+                    Unexpected::Signed(v),
+                    &format!("an integer from {min} to {MAX}").as_str(),
+                )
+            })
+    }
+
+    /// 0 to [`MAX`].
+    pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        check(i64::deserialize(d)?, 0)
+    }
+
+    /// 1 to [`MAX`], or absent / null.
+    pub fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Option::<i64>::deserialize(d)?
+            .map(|v| check(v, 1))
+            .transpose()
+    }
+}
+
 /// Whether a customer is the MSP or a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -97,19 +132,20 @@ pub struct NewEntitlement {
     /// Product class of the devices it is for (matched against their reports).
     pub product_class: String,
     /// VMs one seat covers, for per-VM licenses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::positive_opt")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub vms_per_seat: Option<u32>,
 }
 
-/// Seat counts.
+/// Seat counts (of a subscription: sums over its SKUs, hence 64-bit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Seats {
     /// In use.
-    pub assigned: u32,
+    pub assigned: u64,
     /// Free.
-    pub available: u32,
+    pub available: u64,
     /// Bought.
-    pub limit: u32,
+    pub limit: u64,
 }
 
 impl From<crate::engine::views::SeatCounts> for Seats {
@@ -226,6 +262,8 @@ pub struct NewSubscriptionEntitlement {
     /// SKU (must be in the catalogue).
     pub sku: String,
     /// Seats.
+    #[serde(deserialize_with = "bounded::count")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub limit: u32,
 }
 
@@ -372,7 +410,8 @@ pub struct VmOveruse {
     pub device_id: String,
     /// Service.
     pub service: String,
-    /// VMs it runs.
+    /// VMs it runs (the device's unsigned 32-bit count).
+    #[schema(value_type = u64)]
     pub vm_count: u32,
     /// VMs its seat covers.
     pub allowance: u32,
@@ -573,7 +612,8 @@ pub struct Device {
     pub firmware_version: String,
     /// Agent version.
     pub agent_version: String,
-    /// VMs running, as last reported.
+    /// VMs running, as last reported (the device's unsigned 32-bit count).
+    #[schema(value_type = Option<u64>)]
     pub vm_count: Option<u32>,
     /// First report (ISO 8601).
     pub first_seen: String,
@@ -731,7 +771,8 @@ pub struct Assignment {
     pub has_vm_use_rights: bool,
     /// VMs the seat covers.
     pub number_of_supported_virtual_machines: Option<u32>,
-    /// VMs the host runs.
+    /// VMs the host runs (the device's unsigned 32-bit count).
+    #[schema(value_type = Option<u64>)]
     pub virtual_machines: Option<u32>,
     /// More VMs than covered.
     pub over_vm_allowance: bool,
@@ -767,6 +808,8 @@ pub enum Scope {
 #[serde(deny_unknown_fields)]
 pub struct LicenseUpdate {
     /// New seat count of each license (refused for a license with more seats assigned).
+    #[serde(deserialize_with = "bounded::count")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub quantity: u32,
 }
 

@@ -142,9 +142,11 @@ impl From<EngineError> for ApiError {
             | E::CustomerInUse(..)
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
-            E::InvalidTerm { .. } | E::NoServices | E::NoCustomers | E::IncludeAndExclude => {
-                ApiError::bad_request(msg)
-            }
+            E::InvalidTerm { .. }
+            | E::NoServices
+            | E::NoCustomers
+            | E::IncludeAndExclude
+            | E::TooManySeats { .. } => ApiError::bad_request(msg),
         }
     }
 }

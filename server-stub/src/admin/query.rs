@@ -333,7 +333,8 @@ pub fn page_numbers<T>(
     params: &Params,
     path: &str,
 ) -> Result<(Vec<T>, Pagination, Vec<Link>), ApiError> {
-    let number = params.int_in("page_number", 1, 1, u32::MAX)?;
+    // The document says int32.
+    let number = params.int_in("page_number", 1, 1, i32::MAX.unsigned_abs())?;
     let size = params.int_in("page_size", 100, 1, 1000)?;
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let pages = total.div_ceil(size).max(1);
