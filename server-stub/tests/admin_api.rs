@@ -1241,6 +1241,49 @@ async fn numbers_out_of_their_documented_range_are_refused_and_sums_do_not_satur
     lab.stop().await;
 }
 
+/// Issue 16 item 15: a date that does not exist is a 400 in a body or a filter (2027-02-31 was
+/// taken as 3 March); a real one is stored and shown as given.
+#[tokio::test]
+async fn a_date_that_does_not_exist_is_refused() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for (start, end) in [
+        ("2027-01-01", "2027-02-31"),
+        ("2027-02-29", "2028-01-01"),
+        ("2027-01-01T00:00:00Z", "2027-04-31T00:00:00Z"),
+        ("1969-12-31", "2027-01-01"),
+        ("2027-01-01", "10000-01-01"),
+    ] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/subscriptions",
+                json!({"subscriptionId": "SUB-D", "customerId": "acme", "startDate": start,
+                       "endDate": end, "entitlements": []}),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "invalid_request"),
+            "{start} {end}: {v}"
+        );
+    }
+    for q in ["endDate[lt]=2027-02-31", "startDate=2027-02-30T00:00:00Z"] {
+        let (s, v) = lab.get(&format!("/api/v1/subscriptions?{q}")).await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{q}: {v}");
+    }
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-D", "customerId": "acme", "startDate": "2028-02-29",
+                   "endDate": "2028-03-01T12:00:00+02:00", "entitlements": []}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["startDate"], "2028-02-29T00:00:00Z");
+    assert_eq!(v["endDate"], "2028-03-01T10:00:00Z");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn the_openapi_document_is_served_without_a_token() {
     let lab = Lab::start().await;

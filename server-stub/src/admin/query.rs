@@ -5,6 +5,9 @@
 //! (`page_number`, `page_size`). Pure functions over strings.
 
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -126,83 +129,44 @@ impl TimeRange {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// The latest time the API takes or shows, `9999-12-31T23:59:59Z`: four-digit years only.
+pub const MAX_TIME: u64 = 253_402_300_799;
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Formats unix seconds as ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z`.
+/// Formats unix seconds as RFC 3339 / ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z` (a time past
+/// [`MAX_TIME`] shows as `MAX_TIME`).
 pub fn format_time(t: u64) -> String {
-    let t = i64::try_from(t).unwrap_or(i64::MAX);
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    i64::try_from(t.min(MAX_TIME))
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_string())
 }
 
-/// Parses `2027-06-30T00:00:00Z` (fraction and `+00:00` accepted), `2027-06-30`, or unix
-/// seconds.
+/// Parses an RFC 3339 time (`2027-06-30T00:00:00Z`; a fraction is dropped, another offset is
+/// converted to UTC), a date (`2027-06-30`, midnight UTC) or unix seconds, from 1970 to
+/// [`MAX_TIME`]. A date that does not exist (`2027-02-31`) is refused, not rolled over.
 pub fn parse_time(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| format!("{s:?}: number out of range"));
-    }
-    let bad = || format!("{s:?}: expected an ISO 8601 UTC time like 2027-06-30T00:00:00Z");
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
+    let expected =
+        "expected a date like 2027-06-30, a time like 2027-06-30T00:00:00Z, or unix seconds";
+    let t: i64 = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse()
+            .map_err(|_| format!("{s:?}: number out of range"))?
+    } else if s.contains(['T', 't']) {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|e| format!("{s:?}: {e}; {expected}"))?
+            .unix_timestamp()
+    } else {
+        Date::parse(s, format_description!("[year]-[month]-[day]"))
+            .map_err(|e| format!("{s:?}: {e}; {expected}"))?
+            .midnight()
+            .assume_utc()
+            .unix_timestamp()
     };
-    let mut parts = date.splitn(3, '-');
-    let y: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let m: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let d: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let mut secs = 0i64;
-    if let Some(t) = time {
-        let t = t
-            .strip_suffix('Z')
-            .or_else(|| t.strip_suffix("+00:00"))
-            .ok_or_else(|| format!("{s:?}: give the time in UTC (…Z)"))?;
-        let t = t.split('.').next().unwrap_or(t);
-        let mut hms = t.splitn(3, ':');
-        let h: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let mi: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let se: i64 = hms
-            .next()
-            .map_or(Some(0), |x| x.parse().ok())
-            .ok_or_else(bad)?;
-        if h > 23 || mi > 59 || se > 60 {
-            return Err(bad());
-        }
-        secs = h * 3600 + mi * 60 + se;
-    }
-    let t = days_from_civil(y, m, d) * 86_400 + secs;
-    u64::try_from(t).map_err(|_| bad())
+    u64::try_from(t)
+        .ok()
+        .filter(|t| *t <= MAX_TIME)
+        .ok_or_else(|| format!("{s:?}: out of range (1970-01-01 to 9999-12-31)"))
 }
 
 /// One condition of a Snow filter.
@@ -473,9 +437,61 @@ mod tests {
             1_814_313_600
         );
         assert_eq!(parse_time("12").unwrap(), 12);
-        assert!(parse_time("2027-13-01").is_err());
-        assert!(parse_time("2027-06-30T00:00:00+02:00").is_err());
-        assert!(parse_time("yesterday").is_err());
+        // Another offset is the same instant in UTC.
+        assert_eq!(
+            parse_time("2027-06-30T02:00:00+02:00").unwrap(),
+            1_814_313_600
+        );
+        assert_eq!(parse_time("2028-02-29").unwrap(), 1_835_395_200);
+        assert_eq!(format_time(MAX_TIME), "9999-12-31T23:59:59Z");
+        assert_eq!(format_time(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(parse_time("9999-12-31T23:59:59Z").unwrap(), MAX_TIME);
+    }
+
+    /// Issue 16 item 15: a date that does not exist is refused, not rolled over (2027-02-31
+    /// was taken as 3 March), and so is anything outside 1970..=9999.
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        for bad in [
+            "2027-02-31",
+            "2027-02-29",
+            "2100-02-29",
+            "2027-04-31",
+            "2027-02-31T00:00:00Z",
+            "2027-13-01",
+            "2027-00-10",
+            "2027-06-00",
+            "2027-06-30T24:00:00Z",
+            "2027-06-30T23:60:00Z",
+            "2027-06-30T00:00Z",
+            "1969-12-31",
+            "1969-12-31T23:59:59Z",
+            "10000-01-01",
+            "253402300800",
+            "99999999999999999999",
+            "2027-6-30",
+            "2027-06-30T00:00:00",
+            "yesterday",
+            "",
+        ] {
+            assert!(
+                parse_time(bad).is_err(),
+                "{bad} accepted as {:?}",
+                parse_time(bad)
+            );
+        }
+        let e = parse_time("2027-02-31").unwrap_err();
+        assert!(e.contains("day"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Every time the API can show reads back as itself.
+        #[test]
+        fn formatted_times_parse_back(t in 0..=MAX_TIME) {
+            proptest::prop_assert_eq!(parse_time(&format_time(t)).unwrap(), t);
+            let date = &format_time(t)[..10];
+            proptest::prop_assert_eq!(parse_time(date).unwrap(), t - t % 86_400);
+        }
     }
 
     #[test]
