@@ -129,22 +129,8 @@ pub async fn diag(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<DiagReport>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
-    let mut secs = 20;
-    for (k, v) in q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-    {
-        if k == "timeoutSecs" {
-            secs = v
-                .parse::<u64>()
-                .ok()
-                .filter(|s| (1..=25).contains(s))
-                .ok_or_else(|| ApiError::bad_request("timeoutSecs: a number of seconds, 1-25"))?;
-        }
-    }
-    let timeout = std::time::Duration::from_secs(secs);
+    let secs = Params::parse(q.as_deref()).int_in("timeoutSecs", 20, 1, 25)?;
+    let timeout = std::time::Duration::from_secs(u64::from(secs));
     match app.stub().request_diag(&t, &d, timeout).await {
         Ok(r) => Ok(Json(DiagReport {
             tenant_id: r.tenant.to_string(),
