@@ -239,6 +239,39 @@ async fn requests_without_a_valid_token_get_401_and_read_tokens_get_403_on_write
     lab.stop().await;
 }
 
+/// Issue 16 item 10 (server part): a method a path does not take is a JSON 405 with `Allow`,
+/// whatever the token (none, unknown, read, admin), decided before the token is checked; a
+/// path segment that does not decode is a JSON 400. Every error has the JSON shape.
+#[tokio::test]
+async fn an_unsupported_method_is_a_json_405_whatever_the_token() {
+    let lab = Lab::start().await;
+    let bogus = "lst_admin_nope".to_string();
+    for token in [None, Some(&bogus), Some(&lab.read), Some(&lab.admin)] {
+        for (method, path) in [
+            (reqwest::Method::PUT, "/api/v1/customers"),
+            (reqwest::Method::DELETE, "/api/v1/subscriptions"),
+            (reqwest::Method::GET, "/api/v1/licenses/bulkUpdate"),
+            (reqwest::Method::OPTIONS, "/api/v1/devices"),
+            (reqwest::Method::POST, "/healthz"),
+            (reqwest::Method::DELETE, "/openapi.json"),
+        ] {
+            let (s, v, h) = lab
+                .call(method.clone(), path, token.map(String::as_str), None)
+                .await;
+            assert_eq!(
+                (s, code(&v)),
+                (405, "method_not_allowed"),
+                "{method} {path}: {v}"
+            );
+            assert!(h.contains_key("allow"), "{method} {path}");
+            assert!(h.contains_key("x-request-id"));
+        }
+    }
+    let (s, v) = lab.get("/api/v1/customers/%FF").await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn a_token_made_while_the_api_runs_works_at_once() {
     let lab = Lab::start().await;
@@ -490,6 +523,68 @@ async fn subscriptions_filter_and_page_with_cursors_and_link_headers() {
     lab.stop().await;
 }
 
+/// Issue 16 item 1: a cursor at or after the last id (or before the first) used to index past
+/// the end of the list and panic, killing the controller. Each is an empty page with links that
+/// lead back, and the stub keeps answering.
+#[tokio::test]
+async fn a_cursor_past_either_end_is_an_empty_page_not_a_crash() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for i in 2..=7 {
+        let (s, v) = lab
+            .post(
+                "/api/v1/subscriptions",
+                json!({"subscriptionId": format!("SUB-{i}"), "customerId": "acme",
+                       "endDate": "2099-01-01", "entitlements": []}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    for q in [
+        "startingAfter=zzz",
+        "startingAfter=SUB-7",
+        "perPage=3&startingAfter=SUB-7",
+        "subscriptionIds=SUB-1&startingAfter=SUB-1",
+        "subscriptionIds=SUB-1,SUB-2&startingAfter=SUB-2&perPage=3",
+        "endingBefore=AAA",
+        "endingBefore=SUB-1",
+        "startingAfter=SUB-7&endingBefore=SUB-1",
+    ] {
+        let (s, v, h) = lab
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/subscriptions?{q}"),
+                Some(&lab.read),
+                None,
+            )
+            .await;
+        assert_eq!((s, v.clone()), (200, json!([])), "{q}");
+        let link = h["link"].to_str().unwrap();
+        assert!(
+            link.contains("rel=first") && !link.contains("rel=next"),
+            "{q}: {link}"
+        );
+    }
+    // Past the end, `prev` leads to the last page.
+    let (_, _, h) = lab
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/subscriptions?perPage=3&startingAfter=zzz",
+            Some(&lab.read),
+            None,
+        )
+        .await;
+    let link = h["link"].to_str().unwrap();
+    assert!(link.contains("startingAfter=SUB-4>; rel=prev"), "{link}");
+    // Between two ids that are neighbours: empty too; the stub still answers.
+    let (s, v) = lab
+        .get("/api/v1/subscriptions?startingAfter=SUB-2&endingBefore=SUB-3")
+        .await;
+    assert_eq!((s, v), (200, json!([])));
+    assert_eq!(lab.get("/api/v1/customers").await.0, 200);
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn a_claim_key_validates_claims_once_then_conflicts() {
     let lab = Lab::start().await;
@@ -659,6 +754,171 @@ async fn auto_licensing_needs_services_pauses_without_seats_and_unassigns() {
     assert_eq!(v["customers"], json!(["acme"]));
     let (_, v) = lab.get("/api/v1/devices/acme/ap1").await;
     assert_eq!(v["services"][0]["reason"], "Unassigned");
+    lab.stop().await;
+}
+
+/// Issue 16 item 3: every request body refuses a field it does not know with a 400 naming it
+/// (a typo such as `include_customer` used to be ignored, widening the request to every
+/// customer). Driven by the OpenAPI document, so a new body is covered when it is added.
+#[tokio::test]
+async fn every_request_body_refuses_an_unknown_field_by_name() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    let doc: Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            let path = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (s, v, _) = lab
+                .call(
+                    method.clone(),
+                    &path,
+                    Some(&lab.admin),
+                    Some(json!({"zz_typo": true})),
+                )
+                .await;
+            assert_eq!(
+                (s, code(&v)),
+                (400, "invalid_request"),
+                "{method} {path}: {v}"
+            );
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("zz_typo"), "{method} {path}: {msg}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} bodies in the document");
+    // The typos of the issue, and typos inside nested objects.
+    for (path, body, field) in [
+        (
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["wifi"], "include_customer": ["acme"]}),
+            "include_customer",
+        ),
+        (
+            "/api/v1/auto-licensing/unassign",
+            json!({"services": ["wifi"], "exclude_customer": ["acme"]}),
+            "exclude_customer",
+        ),
+        (
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "All", "body": {"quantity": 1, "qty": 2}}),
+            "qty",
+        ),
+        (
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-T", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": 1, "seats": 9}]}),
+            "seats",
+        ),
+    ] {
+        let (s, v) = lab.post(path, body).await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{path}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{v}"
+        );
+    }
+    assert_eq!(lab.get("/api/v1/auto-licensing").await.1, json!([]));
+    assert_eq!(lab.get("/api/v1/subscriptions/SUB-T").await.0, 404);
+    // Ids with scope All would be ignored, changing every license: refused too.
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "All", "ids": ["SUB-1:LIC-HV"], "body": {"quantity": 7}}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    let (_, v) = lab.get("/api/v1/licenses").await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["quantity"] != 7),
+        "{v}"
+    );
+    lab.stop().await;
+}
+
+/// Issue 16 item 3: seed 000 defines `include_customers` and `exclude_customers` each alone;
+/// both together, or an empty list (which would mean every customer), is a 400 that changes
+/// nothing.
+#[tokio::test]
+async fn include_with_exclude_or_an_empty_list_is_refused() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for path in [
+        "/api/v1/auto-licensing/enable",
+        "/api/v1/auto-licensing/enable?validate=true",
+        "/api/v1/auto-licensing/unassign",
+    ] {
+        for (body, says) in [
+            (
+                json!({"services": ["wifi"], "include_customers": ["acme"],
+                       "exclude_customers": ["beta"]}),
+                "not both",
+            ),
+            (
+                json!({"services": ["wifi"], "include_customers": []}),
+                "include_customers must not be empty",
+            ),
+            (
+                json!({"services": ["wifi"], "exclude_customers": []}),
+                "exclude_customers must not be empty",
+            ),
+        ] {
+            let (s, v) = lab.post(path, body).await;
+            assert_eq!((s, code(&v)), (400, "invalid_request"), "{path}: {v}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(says),
+                "{v}"
+            );
+        }
+    }
+    assert_eq!(lab.get("/api/v1/auto-licensing").await.1, json!([]));
+    lab.stop().await;
+}
+
+/// Issue 16 item 4, seed 000: "License assignment is not supported for the MSP owned
+/// devices". Enabling for everyone, for all but a tenant, or naming the MSP licenses the
+/// tenants' devices and not the MSP's (withheld `NotEntitled`); the MSP's count in the pause.
+#[tokio::test]
+async fn auto_licensing_never_licenses_the_msps_own_devices() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    lab.report("msp", "m1", "ap", &["wifi"], None).await;
+    lab.report("acme", "a1", "ap", &["wifi"], None).await;
+    for body in [
+        json!({"services": ["wifi"]}),
+        json!({"services": ["wifi"], "exclude_customers": ["beta"]}),
+        json!({"services": ["wifi"], "include_customers": ["msp", "acme"]}),
+    ] {
+        let (s, v) = lab
+            .post("/api/v1/auto-licensing/enable", body.clone())
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["paused"], json!([]), "{body}: 2 seats cover both devices");
+        let (_, m) = lab.get("/api/v1/devices/msp/m1").await;
+        assert_eq!(m["services"][0]["state"], "withheld", "{body}: {m}");
+        assert_eq!(m["services"][0]["reason"], "NotEntitled");
+        let (_, a) = lab.get("/api/v1/devices/acme/a1").await;
+        assert_eq!(a["services"][0]["state"], "granted", "{body}: {a}");
+        let (_, sub) = lab.get("/api/v1/subscriptions/SUB-1").await;
+        assert_eq!(sub["entitlements"][0]["seats"]["assigned"], 1);
+    }
+    // A third device wanting wifi: 3 devices counted (the MSP's too), 2 seats: paused.
+    lab.report("beta", "b1", "ap", &["wifi"], None).await;
+    let (_, v) = lab.get("/api/v1/auto-licensing").await;
+    assert_eq!(v[0]["paused"], true, "{v}");
     lab.stop().await;
 }
 
@@ -910,6 +1170,134 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
         )
         .await;
     assert_eq!(s, 400);
+    lab.stop().await;
+}
+
+/// Issue 16 item 5: numbers are held to the range the document states (int32 here), with a
+/// 400 naming the field; a subscription's seat totals are exact sums, never saturated.
+#[tokio::test]
+async fn numbers_out_of_their_documented_range_are_refused_and_sums_do_not_saturate() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    let max = i64::from(i32::MAX);
+    for q in [max + 1, 4_294_967_295, 4_294_967_296, -1] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/licenses/bulkUpdate",
+                json!({"scope": "All", "body": {"quantity": q}}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{q}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("quantity"),
+            "{v}"
+        );
+    }
+    let (_, v) = lab.get("/api/v1/licenses").await;
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["quantity"].as_i64() < Some(10)));
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-X", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": max + 1}]}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("limit"),
+        "{v}"
+    );
+    for vms in [json!(0), json!(max + 1), json!(-4)] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/entitlements",
+                json!({"sku": "LIC-V", "service": "v", "productClass": "vm", "vmsPerSeat": vms}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{vms}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("vmsPerSeat"),
+            "{v}"
+        );
+    }
+    let (s, _) = lab.get("/api/v1/licenses?page_number=2147483648").await;
+    assert_eq!(s, 400);
+    // Three SKUs at the largest count: the total is their sum (6442450941), past 32 bits.
+    let (s, _) = lab
+        .post(
+            "/api/v1/entitlements",
+            json!({"sku": "LIC-SW", "service": "sw", "productClass": "switch"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-BIG", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": max}, {"sku": "LIC-HV", "limit": max},
+                                    {"sku": "LIC-SW", "limit": max}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["counts"]["seats"]["limit"], 3 * max);
+    assert_eq!(v["counts"]["seats"]["available"], 3 * max);
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "Only", "ids": ["SUB-BIG:LIC-AP"], "body": {"quantity": max}}),
+        )
+        .await;
+    assert_eq!((s, v["successCount"].as_i64()), (200, Some(1)), "{v}");
+    lab.stop().await;
+}
+
+/// Issue 16 item 15: a date that does not exist is a 400 in a body or a filter (2027-02-31 was
+/// taken as 3 March); a real one is stored and shown as given.
+#[tokio::test]
+async fn a_date_that_does_not_exist_is_refused() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for (start, end) in [
+        ("2027-01-01", "2027-02-31"),
+        ("2027-02-29", "2028-01-01"),
+        ("2027-01-01T00:00:00Z", "2027-04-31T00:00:00Z"),
+        ("1969-12-31", "2027-01-01"),
+        ("2027-01-01", "10000-01-01"),
+    ] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/subscriptions",
+                json!({"subscriptionId": "SUB-D", "customerId": "acme", "startDate": start,
+                       "endDate": end, "entitlements": []}),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "invalid_request"),
+            "{start} {end}: {v}"
+        );
+    }
+    for q in ["endDate[lt]=2027-02-31", "startDate=2027-02-30T00:00:00Z"] {
+        let (s, v) = lab.get(&format!("/api/v1/subscriptions?{q}")).await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{q}: {v}");
+    }
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-D", "customerId": "acme", "startDate": "2028-02-29",
+                   "endDate": "2028-03-01T12:00:00+02:00", "entitlements": []}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["startDate"], "2028-02-29T00:00:00Z");
+    assert_eq!(v["endDate"], "2028-03-01T10:00:00Z");
     lab.stop().await;
 }
 

@@ -9,6 +9,41 @@ use utoipa::ToSchema;
 
 use super::query::{format_time, Link, Pagination};
 
+/// Integers of request bodies, held to the range the document states (`int32`, at least 0 or
+/// 1): a number out of it is a 400 naming the field, never stored or wrapped (issue 16 item 5).
+/// Each field using one of these also states its bounds with `#[schema(minimum, maximum)]`.
+mod bounded {
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer};
+
+    /// The largest integer a request may give (`int32`).
+    pub const MAX: u32 = crate::engine::MAX_SEATS;
+
+    fn check<E: Error>(v: i64, min: u32) -> Result<u32, E> {
+        u32::try_from(v)
+            .ok()
+            .filter(|n| (min..=MAX).contains(n))
+            .ok_or_else(|| {
+                E::invalid_value(
+                    Unexpected::Signed(v),
+                    &format!("an integer from {min} to {MAX}").as_str(),
+                )
+            })
+    }
+
+    /// 0 to [`MAX`].
+    pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        check(i64::deserialize(d)?, 0)
+    }
+
+    /// 1 to [`MAX`], or absent / null.
+    pub fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Option::<i64>::deserialize(d)?
+            .map(|v| check(v, 1))
+            .transpose()
+    }
+}
+
 /// Whether a customer is the MSP or a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +74,7 @@ pub struct Customer {
 
 /// A new customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     /// Id (`[A-Za-z0-9._-]{1,64}`).
     pub id: String,
@@ -52,6 +88,7 @@ pub struct NewCustomer {
 
 /// A change to a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerUpdate {
     /// New display name.
     pub name: String,
@@ -83,7 +120,7 @@ pub struct Entitlement {
 
 /// A new SKU for the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEntitlement {
     /// SKU.
     pub sku: String,
@@ -95,19 +132,20 @@ pub struct NewEntitlement {
     /// Product class of the devices it is for (matched against their reports).
     pub product_class: String,
     /// VMs one seat covers, for per-VM licenses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::positive_opt")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub vms_per_seat: Option<u32>,
 }
 
-/// Seat counts.
+/// Seat counts (of a subscription: sums over its SKUs, hence 64-bit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Seats {
     /// In use.
-    pub assigned: u32,
+    pub assigned: u64,
     /// Free.
-    pub available: u32,
+    pub available: u64,
     /// Bought.
-    pub limit: u32,
+    pub limit: u64,
 }
 
 impl From<crate::engine::views::SeatCounts> for Seats {
@@ -175,7 +213,9 @@ pub struct Subscription {
 impl Subscription {
     /// From the engine's view and the bound customers.
     pub fn from_view(v: crate::engine::views::SubscriptionView, bound: Vec<String>) -> Self {
-        let customers = u32::from(v.owner.is_some()) + u32::try_from(bound.len()).unwrap_or(0);
+        let customers = u32::try_from(bound.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(u32::from(v.owner.is_some()));
         Self {
             subscription_id: v.id.to_string(),
             name: v.name,
@@ -217,16 +257,19 @@ pub fn status_str(s: crate::engine::SubscriptionStatus) -> &'static str {
 
 /// Seats of one SKU in a new subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewSubscriptionEntitlement {
     /// SKU (must be in the catalogue).
     pub sku: String,
     /// Seats.
+    #[serde(deserialize_with = "bounded::count")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub limit: u32,
 }
 
 /// A new subscription (labs: what the vendor's order system would create).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// Id.
     pub subscription_id: String,
@@ -250,7 +293,7 @@ pub struct NewSubscription {
 
 /// Claim a subscription by claim key (`?validate=true`: dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The subscription's claim key.
     pub claim_key: String,
@@ -260,7 +303,7 @@ pub struct ClaimRequest {
 
 /// Find a subscription by claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimKeyRequest {
     /// The claim key.
     pub claim_key: String,
@@ -268,7 +311,7 @@ pub struct ClaimKeyRequest {
 
 /// Bind customers to a subscription (`?validate=true`: dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BindRequest {
     /// Customers whose devices may use the subscription's seats.
     pub customer_ids: Vec<String>,
@@ -367,7 +410,8 @@ pub struct VmOveruse {
     pub device_id: String,
     /// Service.
     pub service: String,
-    /// VMs it runs.
+    /// VMs it runs (the device's unsigned 32-bit count).
+    #[schema(value_type = u64)]
     pub vm_count: u32,
     /// VMs its seat covers.
     pub allowance: u32,
@@ -445,6 +489,7 @@ impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
 /// Aruba auto-licensing body (seeds 000 and 001): `services` required; neither list = every
 /// customer (for enable: future tenants too).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoLicenseRequest {
     /// Services, e.g. `["wifi", "security"]`. Required, non-empty.
     #[serde(default)]
@@ -567,7 +612,8 @@ pub struct Device {
     pub firmware_version: String,
     /// Agent version.
     pub agent_version: String,
-    /// VMs running, as last reported.
+    /// VMs running, as last reported (the device's unsigned 32-bit count).
+    #[schema(value_type = Option<u64>)]
     pub vm_count: Option<u32>,
     /// First report (ISO 8601).
     pub first_seen: String,
@@ -725,7 +771,8 @@ pub struct Assignment {
     pub has_vm_use_rights: bool,
     /// VMs the seat covers.
     pub number_of_supported_virtual_machines: Option<u32>,
-    /// VMs the host runs.
+    /// VMs the host runs (the device's unsigned 32-bit count).
+    #[schema(value_type = Option<u64>)]
     pub virtual_machines: Option<u32>,
     /// More VMs than covered.
     pub over_vm_allowance: bool,
@@ -758,13 +805,17 @@ pub enum Scope {
 
 /// The update a bulk update applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LicenseUpdate {
     /// New seat count of each license (refused for a license with more seats assigned).
+    #[serde(deserialize_with = "bounded::count")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub quantity: u32,
 }
 
 /// Snow bulk update of licenses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkUpdateRequest {
     /// Narrows the licenses further, e.g. `sku -eq "LIC-AP"`.
     #[serde(default)]

@@ -5,6 +5,9 @@
 //! (`page_number`, `page_size`). Pure functions over strings.
 
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -126,83 +129,44 @@ impl TimeRange {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// The latest time the API takes or shows, `9999-12-31T23:59:59Z`: four-digit years only.
+pub const MAX_TIME: u64 = 253_402_300_799;
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Formats unix seconds as ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z`.
+/// Formats unix seconds as RFC 3339 / ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z` (a time past
+/// [`MAX_TIME`] shows as `MAX_TIME`).
 pub fn format_time(t: u64) -> String {
-    let t = i64::try_from(t).unwrap_or(i64::MAX);
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    i64::try_from(t.min(MAX_TIME))
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_string())
 }
 
-/// Parses `2027-06-30T00:00:00Z` (fraction and `+00:00` accepted), `2027-06-30`, or unix
-/// seconds.
+/// Parses an RFC 3339 time (`2027-06-30T00:00:00Z`; a fraction is dropped, another offset is
+/// converted to UTC), a date (`2027-06-30`, midnight UTC) or unix seconds, from 1970 to
+/// [`MAX_TIME`]. A date that does not exist (`2027-02-31`) is refused, not rolled over.
 pub fn parse_time(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| format!("{s:?}: number out of range"));
-    }
-    let bad = || format!("{s:?}: expected an ISO 8601 UTC time like 2027-06-30T00:00:00Z");
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
+    let expected =
+        "expected a date like 2027-06-30, a time like 2027-06-30T00:00:00Z, or unix seconds";
+    let t: i64 = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse()
+            .map_err(|_| format!("{s:?}: number out of range"))?
+    } else if s.contains(['T', 't']) {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|e| format!("{s:?}: {e}; {expected}"))?
+            .unix_timestamp()
+    } else {
+        Date::parse(s, format_description!("[year]-[month]-[day]"))
+            .map_err(|e| format!("{s:?}: {e}; {expected}"))?
+            .midnight()
+            .assume_utc()
+            .unix_timestamp()
     };
-    let mut parts = date.splitn(3, '-');
-    let y: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let m: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let d: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    let mut secs = 0i64;
-    if let Some(t) = time {
-        let t = t
-            .strip_suffix('Z')
-            .or_else(|| t.strip_suffix("+00:00"))
-            .ok_or_else(|| format!("{s:?}: give the time in UTC (…Z)"))?;
-        let t = t.split('.').next().unwrap_or(t);
-        let mut hms = t.splitn(3, ':');
-        let h: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let mi: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let se: i64 = hms
-            .next()
-            .map_or(Some(0), |x| x.parse().ok())
-            .ok_or_else(bad)?;
-        if h > 23 || mi > 59 || se > 60 {
-            return Err(bad());
-        }
-        secs = h * 3600 + mi * 60 + se;
-    }
-    let t = days_from_civil(y, m, d) * 86_400 + secs;
-    u64::try_from(t).map_err(|_| bad())
+    u64::try_from(t)
+        .ok()
+        .filter(|t| *t <= MAX_TIME)
+        .ok_or_else(|| format!("{s:?}: out of range (1970-01-01 to 9999-12-31)"))
 }
 
 /// One condition of a Snow filter.
@@ -258,10 +222,9 @@ pub fn parse_filter(s: &str) -> Result<Vec<Condition>, ApiError> {
         if rest.is_empty() {
             break;
         }
-        let lower = rest.to_ascii_lowercase();
-        rest = match lower.strip_prefix("-and") {
-            Some(_) => rest[4..].trim_start(),
-            None => return Err(bad("join conditions with -and")),
+        rest = match rest.split_once(char::is_whitespace) {
+            Some((and, r)) if and.eq_ignore_ascii_case("-and") => r.trim_start(),
+            _ => return Err(bad("join conditions with -and")),
         };
     }
     Ok(out)
@@ -334,7 +297,8 @@ pub fn page_numbers<T>(
     params: &Params,
     path: &str,
 ) -> Result<(Vec<T>, Pagination, Vec<Link>), ApiError> {
-    let number = params.int_in("page_number", 1, 1, u32::MAX)?;
+    // The document says int32.
+    let number = params.int_in("page_number", 1, 1, i32::MAX.unsigned_abs())?;
     let size = params.int_in("page_size", 100, 1, 1000)?;
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let pages = total.div_ceil(size).max(1);
@@ -379,36 +343,27 @@ fn href(path: &str, pairs: &[(String, String)]) -> String {
     format!("{path}?{q}")
 }
 
-/// Cuts one page out of `items` (sorted by `key`) with Meraki cursors: `perPage` (3..1000,
-/// default 1000), `startingAfter` / `endingBefore` (keys). Returns the page and the value of
-/// an HTTP `Link` header with `first`, `prev` and `next` as they apply.
+/// Cuts one page out of `items` (ordered by `key` here) with Meraki cursors: `perPage`
+/// (3..1000, default 1000), `startingAfter` / `endingBefore` (keys, which need not exist:
+/// a cursor past either end is an empty page). Both cursors together select the keys
+/// between them. Returns the page and the value of an HTTP `Link` header with `first`, `prev`
+/// and `next` as they apply.
 pub fn cursor_page<T>(
     items: Vec<T>,
     key: impl Fn(&T) -> String,
     params: &Params,
     path: &str,
 ) -> Result<(Vec<T>, String), ApiError> {
-    let per_page = params.int_in("perPage", 1000, 3, 1000)? as usize;
-    let after = params.get("startingAfter");
-    let before = params.get("endingBefore");
-    let keys: Vec<String> = items.iter().map(&key).collect();
-    let (start, end) = match (after, before) {
-        (Some(a), _) => {
-            let start = keys
-                .iter()
-                .position(|k| k.as_str() > a)
-                .unwrap_or(keys.len());
-            (start, (start + per_page).min(keys.len()))
-        }
-        (None, Some(b)) => {
-            let end = keys
-                .iter()
-                .position(|k| k.as_str() >= b)
-                .unwrap_or(keys.len());
-            (end.saturating_sub(per_page), end)
-        }
-        (None, None) => (0, per_page.min(keys.len())),
-    };
+    let per_page = usize::try_from(params.int_in("perPage", 1000, 3, 1000)?).unwrap_or(1000);
+    let mut keyed: Vec<(String, T)> = items.into_iter().map(|i| (key(&i), i)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let (keys, items): (Vec<String>, Vec<T>) = keyed.into_iter().unzip();
+    let (start, end) = cursor_window(
+        &keys,
+        per_page,
+        params.get("startingAfter"),
+        params.get("endingBefore"),
+    );
     let link = |rel: &str, cursor: Option<(&str, &str)>| {
         let mut pairs = params.encode_without(&["startingAfter", "endingBefore", "perPage"]);
         pairs.push(("perPage".into(), per_page.to_string()));
@@ -419,10 +374,22 @@ pub fn cursor_page<T>(
     };
     let mut links = vec![link("first", None)];
     if start > 0 {
-        links.push(link("prev", Some(("endingBefore", &keys[start]))));
+        // The page before `start`: "ending before" the key at `start`, or — past the end —
+        // the last page, which starts after the key `per_page` places before the end.
+        let prev = match keys.get(start) {
+            Some(k) => Some(("endingBefore", k.as_str())),
+            None => keys
+                .len()
+                .checked_sub(per_page + 1)
+                .and_then(|i| keys.get(i))
+                .map(|k| ("startingAfter", k.as_str())),
+        };
+        links.push(link("prev", prev));
     }
-    if end < keys.len() && end > 0 {
-        links.push(link("next", Some(("startingAfter", &keys[end - 1]))));
+    if end < keys.len() {
+        if let Some(last) = end.checked_sub(1).and_then(|i| keys.get(i)) {
+            links.push(link("next", Some(("startingAfter", last.as_str()))));
+        }
     }
     let page = items
         .into_iter()
@@ -432,10 +399,31 @@ pub fn cursor_page<T>(
     Ok((page, links.join(", ")))
 }
 
+/// The window `start..end` of the sorted `keys` a cursor request selects: after `after`,
+/// before `before`, at most `per_page` of them — the first ones, or the last ones when only
+/// `before` is given. Always `start <= end <= keys.len()`.
+fn cursor_window(
+    keys: &[String],
+    per_page: usize,
+    after: Option<&str>,
+    before: Option<&str>,
+) -> (usize, usize) {
+    let lo = after.map_or(0, |a| keys.partition_point(|k| k.as_str() <= a));
+    let hi = before
+        .map_or(keys.len(), |b| keys.partition_point(|k| k.as_str() < b))
+        .max(lo);
+    if after.is_none() && before.is_some() {
+        (hi.saturating_sub(per_page), hi)
+    } else {
+        (lo, hi.min(lo.saturating_add(per_page)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::{any, prop_oneof, Just, Strategy};
 
     #[test]
     fn times_round_trip_through_iso_8601() {
@@ -449,9 +437,61 @@ mod tests {
             1_814_313_600
         );
         assert_eq!(parse_time("12").unwrap(), 12);
-        assert!(parse_time("2027-13-01").is_err());
-        assert!(parse_time("2027-06-30T00:00:00+02:00").is_err());
-        assert!(parse_time("yesterday").is_err());
+        // Another offset is the same instant in UTC.
+        assert_eq!(
+            parse_time("2027-06-30T02:00:00+02:00").unwrap(),
+            1_814_313_600
+        );
+        assert_eq!(parse_time("2028-02-29").unwrap(), 1_835_395_200);
+        assert_eq!(format_time(MAX_TIME), "9999-12-31T23:59:59Z");
+        assert_eq!(format_time(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(parse_time("9999-12-31T23:59:59Z").unwrap(), MAX_TIME);
+    }
+
+    /// Issue 16 item 15: a date that does not exist is refused, not rolled over (2027-02-31
+    /// was taken as 3 March), and so is anything outside 1970..=9999.
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        for bad in [
+            "2027-02-31",
+            "2027-02-29",
+            "2100-02-29",
+            "2027-04-31",
+            "2027-02-31T00:00:00Z",
+            "2027-13-01",
+            "2027-00-10",
+            "2027-06-00",
+            "2027-06-30T24:00:00Z",
+            "2027-06-30T23:60:00Z",
+            "2027-06-30T00:00Z",
+            "1969-12-31",
+            "1969-12-31T23:59:59Z",
+            "10000-01-01",
+            "253402300800",
+            "99999999999999999999",
+            "2027-6-30",
+            "2027-06-30T00:00:00",
+            "yesterday",
+            "",
+        ] {
+            assert!(
+                parse_time(bad).is_err(),
+                "{bad} accepted as {:?}",
+                parse_time(bad)
+            );
+        }
+        let e = parse_time("2027-02-31").unwrap_err();
+        assert!(e.contains("day"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Every time the API can show reads back as itself.
+        #[test]
+        fn formatted_times_parse_back(t in 0..=MAX_TIME) {
+            proptest::prop_assert_eq!(parse_time(&format_time(t)).unwrap(), t);
+            let date = &format_time(t)[..10];
+            proptest::prop_assert_eq!(parse_time(date).unwrap(), t - t % 86_400);
+        }
     }
 
     #[test]
@@ -478,6 +518,8 @@ mod tests {
             "status -gt \"x\"",
             "status -eq x",
             "a -eq \"x\" b -eq \"y\"",
+            "a -eq \"x\" -andb -eq \"y\"",
+            "a -eq \"x\" -and",
         ] {
             assert!(parse_filter(bad).is_err(), "{bad}");
         }
@@ -499,5 +541,172 @@ mod tests {
         assert_eq!(page, ["S1", "S2", "S3"]);
         let p = Params::parse(Some("perPage=2"));
         assert!(cursor_page(items, |s| s.clone(), &p, "/x").is_err());
+    }
+
+    /// The `(rel, query)` pairs of a `Link` header made by [`cursor_page`].
+    fn links(header: &str) -> Vec<(String, Params)> {
+        header
+            .split(", ")
+            .map(|l| {
+                let (target, rel) = l.split_once(">; rel=").unwrap();
+                let query = target.trim_start_matches('<').split_once('?').map(|x| x.1);
+                (rel.to_string(), Params::parse(query))
+            })
+            .collect()
+    }
+
+    fn rel<'a>(links: &'a [(String, Params)], name: &str) -> Option<&'a Params> {
+        links.iter().find(|(r, _)| r == name).map(|(_, p)| p)
+    }
+
+    fn query(pairs: &[(&str, Option<&str>)]) -> Params {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        Params::parse(Some(&q.finish()))
+    }
+
+    fn ids() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::btree_set("[A-Z][A-Z0-9-]{0,3}", 0..25)
+            .prop_map(|s| s.into_iter().collect())
+    }
+
+    /// A cursor: one of the ids, or any short string (before, between or after them).
+    fn cursor(ids: Vec<String>) -> impl Strategy<Value = Option<String>> {
+        let any = "[ -~]{0,5}".boxed();
+        let picked = if ids.is_empty() {
+            any.clone()
+        } else {
+            proptest::sample::select(ids).boxed()
+        };
+        proptest::option::of(prop_oneof![picked, any])
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Issue 16 item 1: no cursor, page size or id set panics; a page is a run of the
+        /// sorted ids after `startingAfter` and before `endingBefore`, at most `perPage` long,
+        /// and its `next` / `prev` links lead to the neighbouring runs.
+        #[test]
+        fn cursor_pages_never_panic_and_their_links_lead_to_the_neighbours(
+            (ids, after, before) in ids().prop_flat_map(|ids| {
+                (Just(ids.clone()), cursor(ids.clone()), cursor(ids))
+            }),
+            per_page in prop_oneof![3u32..12, any::<u32>()],
+            shuffle in any::<u64>(),
+        ) {
+            // Items in any order: the paginator sorts them itself.
+            let mut shuffled = ids.clone();
+            let len = shuffled.len();
+            if len > 1 {
+                shuffled.rotate_left(usize::try_from(shuffle).unwrap_or(0) % len);
+            }
+            let n = per_page.to_string();
+            let p = query(&[
+                ("perPage", Some(&n)),
+                ("startingAfter", after.as_deref()),
+                ("endingBefore", before.as_deref()),
+            ]);
+            let Ok((page, header)) = cursor_page(shuffled, |s| s.clone(), &p, "/x") else {
+                proptest::prop_assert!(!(3..=1000).contains(&per_page));
+                return Ok(());
+            };
+            let per_page = per_page as usize;
+            let selected: Vec<&String> = ids
+                .iter()
+                .filter(|k| after.as_ref().is_none_or(|a| *k > a))
+                .filter(|k| before.as_ref().is_none_or(|b| *k < b))
+                .collect();
+            let expected: Vec<&String> = if after.is_none() && before.is_some() {
+                selected[selected.len().saturating_sub(per_page)..].to_vec()
+            } else {
+                selected.into_iter().take(per_page).collect()
+            };
+            proptest::prop_assert_eq!(page.iter().collect::<Vec<_>>(), expected);
+            let links = links(&header);
+            proptest::prop_assert!(rel(&links, "first").is_some());
+            let follow = |q: &Params| cursor_page(ids.clone(), |s| s.clone(), q, "/x").unwrap().0;
+            let at = |k: &String| ids.iter().position(|x| x == k).unwrap();
+            // Where the page starts and ends in the ids (an empty page sits after `after`).
+            let lo = ids.iter().filter(|k| after.as_ref().is_some_and(|a| *k <= a)).count();
+            let start = page.first().map_or(lo, at);
+            let end = page.last().map_or(start, |l| at(l) + 1);
+            match rel(&links, "next") {
+                Some(q) => {
+                    let next = follow(q);
+                    proptest::prop_assert!(!next.is_empty());
+                    proptest::prop_assert_eq!(at(&next[0]), end);
+                }
+                None => proptest::prop_assert!(
+                    page.last().is_none_or(|l| at(l) + 1 == ids.len())
+                        || before.is_some(),
+                    "no next link though ids follow the page"
+                ),
+            }
+            if let Some(q) = rel(&links, "prev") {
+                let prev = follow(q);
+                proptest::prop_assert!(!prev.is_empty());
+                proptest::prop_assert_eq!(at(prev.last().unwrap()) + 1, start);
+            }
+        }
+
+        /// Walking `next` from the first page visits every id once, in order; so does walking
+        /// `prev` back from the page past the end.
+        #[test]
+        fn walking_the_links_visits_every_id_once(ids in ids(), per_page in 3u32..8) {
+            let n = per_page.to_string();
+            let mut seen = Vec::new();
+            let mut q = query(&[("perPage", Some(&n))]);
+            for _ in 0..=ids.len() {
+                let (page, header) = cursor_page(ids.clone(), |s| s.clone(), &q, "/x").unwrap();
+                seen.extend(page);
+                match rel(&links(&header), "next") {
+                    Some(next) => q = next.clone(),
+                    None => break,
+                }
+            }
+            proptest::prop_assert_eq!(&seen, &ids);
+            let mut back: Vec<String> = Vec::new();
+            let mut q = query(&[("perPage", Some(&n)), ("startingAfter", Some("~"))]);
+            for _ in 0..=ids.len() + 1 {
+                let (page, header) = cursor_page(ids.clone(), |s| s.clone(), &q, "/x").unwrap();
+                back.splice(0..0, page);
+                match rel(&links(&header), "prev") {
+                    Some(prev) => q = prev.clone(),
+                    None => break,
+                }
+            }
+            proptest::prop_assert_eq!(&back, &ids);
+        }
+
+        /// Page numbers: any `page_number` / `page_size` is a page of the right slice or a 400.
+        #[test]
+        fn page_numbers_never_panic(
+            count in 0usize..2500,
+            number in prop_oneof![Just("1".to_string()), "[0-9]{1,11}", "[ -~]{0,4}"],
+            size in prop_oneof![Just("3".to_string()), "[0-9]{1,5}", "[ -~]{0,4}"],
+        ) {
+            let items: Vec<usize> = (0..count).collect();
+            let p = query(&[("page_number", Some(&number)), ("page_size", Some(&size))]);
+            if let Ok((page, pg, links)) = page_numbers(items, &p, "/x") {
+                let (n, s) = (pg.page_number as usize, pg.page_size as usize);
+                let expected: Vec<usize> = (0..count).skip((n - 1) * s).take(s).collect();
+                proptest::prop_assert_eq!(page, expected);
+                proptest::prop_assert!(pg.total_pages >= 1);
+                proptest::prop_assert!(links.iter().any(|l| l.rel == "last"));
+            }
+        }
+
+        /// Filters and times: any text is parsed or refused, never a panic.
+        #[test]
+        fn filters_and_times_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_filter(&s);
+            let _ = parse_time(&s);
+            let _ = Params::parse(Some(&s)).range("d");
+        }
     }
 }

@@ -154,7 +154,8 @@ impl Engine {
             let n = u32::try_from(n).unwrap_or(u32::MAX);
             let free = e.limit.saturating_sub(self.assigned_seats(sub, &e.sku));
             if n > free {
-                *need.entry(e.sku.clone()).or_default() += n - free;
+                let need = need.entry(e.sku.clone()).or_default();
+                *need = need.saturating_add(n - free);
             }
         }
         if !need.is_empty() {
@@ -200,6 +201,12 @@ impl Engine {
         limit: u32,
         now: UnixTime,
     ) -> Result<Effects, EngineError> {
+        if limit > super::MAX_SEATS {
+            return Err(EngineError::TooManySeats {
+                sku: sku.clone(),
+                limit,
+            });
+        }
         let assigned = self.assigned_seats(sub, sku);
         let s = self
             .state

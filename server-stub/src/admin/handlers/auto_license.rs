@@ -32,6 +32,17 @@ fn parse(req: &AutoLicenseRequest) -> ApiResult<(Selection, Vec<ServiceName>)> {
         .iter()
         .map(|s| service(s))
         .collect::<ApiResult<Vec<_>>>()?;
+    // An empty list given is not "no list": it would widen the request to every customer.
+    for (name, list) in [
+        ("include_customers", &req.include_customers),
+        ("exclude_customers", &req.exclude_customers),
+    ] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must not be empty; leave it out to select every customer"
+            )));
+        }
+    }
     let selection = Selection {
         include_customers: tenant_ids(req.include_customers.as_deref().unwrap_or_default())?,
         exclude_customers: tenant_ids(req.exclude_customers.as_deref().unwrap_or_default())?,
@@ -44,8 +55,9 @@ fn strings<T: ToString>(v: impl IntoIterator<Item = T>) -> Vec<String> {
 }
 
 /// Enable auto-licensing of `services` for the selected customers and assign seats to their
-/// devices. Assignment is paused for a service when the seats are fewer than the devices
-/// that need them (`paused`, `insufficient_entitlements`). `validate=true`: dry run.
+/// devices, except the MSP's own devices, which get none (seed 000). Assignment is paused for
+/// a service when the seats are fewer than the devices that need them, the MSP's counted
+/// (`paused`, `insufficient_entitlements`). `validate=true`: dry run.
 #[utoipa::path(post, path = "/api/v1/auto-licensing/enable", tag = "auto-licensing",
     params(("validate" = Option<bool>, Query, description = "Only report what would happen")),
     request_body = AutoLicenseRequest,

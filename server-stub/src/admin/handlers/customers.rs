@@ -1,11 +1,11 @@
 //! Customers: the MSP and its tenants (list, create, show, rename, remove).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
 use crate::admin::dto::{Customer, CustomerKind, CustomerUpdate, NewCustomer};
-use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::query::format_time;
 use crate::admin::App;
 use crate::engine::{self, Engine};
@@ -80,7 +80,10 @@ pub async fn create(
     responses((status = 200, body = Customer), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Customer>> {
+pub async fn show(
+    State(app): State<App>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Customer>> {
     Ok(Json(one(&app, &tenant_id(&id)?)?))
 }
 
@@ -94,7 +97,7 @@ pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<J
     security(("bearer" = [])))]
 pub async fn update(
     State(app): State<App>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CustomerUpdate>,
 ) -> ApiResult<Json<Customer>> {
     let id = tenant_id(&id)?;
@@ -115,7 +118,7 @@ pub async fn update(
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, description = "It owns subscriptions or has devices", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn remove(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id = tenant_id(&id)?;
     app.stub()
         .apply(move |e, _| {

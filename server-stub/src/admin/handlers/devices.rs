@@ -1,11 +1,11 @@
 //! Devices: list (filters and page numbers), detail (identity, last report, VM count, each
 //! service's grant and state, bundle seq), the re-issue action and remote diagnostics.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use crate::admin::dto::{Device, DevicePage, ReissueResponse};
-use crate::admin::error::{ApiError, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiPath, ApiResult, ErrorBody};
 use crate::admin::query::{apply_filter, page_numbers, parse_filter, Params};
 use crate::admin::App;
 use crate::engine::Engine;
@@ -57,7 +57,7 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
-    Path((t, d)): Path<(String, String)>,
+    ApiPath((t, d)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Device>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
     app.stub()
@@ -76,7 +76,7 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn reissue(
     State(app): State<App>,
-    Path((t, d)): Path<(String, String)>,
+    ApiPath((t, d)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ReissueResponse>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
     app.stub().reissue(&t, &d).await?;
@@ -125,26 +125,12 @@ pub struct DiagReport {
     security(("bearer" = [])))]
 pub async fn diag(
     State(app): State<App>,
-    Path((t, d)): Path<(String, String)>,
+    ApiPath((t, d)): ApiPath<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<DiagReport>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
-    let mut secs = 20;
-    for (k, v) in q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-    {
-        if k == "timeoutSecs" {
-            secs = v
-                .parse::<u64>()
-                .ok()
-                .filter(|s| (1..=25).contains(s))
-                .ok_or_else(|| ApiError::bad_request("timeoutSecs: a number of seconds, 1-25"))?;
-        }
-    }
-    let timeout = std::time::Duration::from_secs(secs);
+    let secs = Params::parse(q.as_deref()).int_in("timeoutSecs", 20, 1, 25)?;
+    let timeout = std::time::Duration::from_secs(u64::from(secs));
     match app.stub().request_diag(&t, &d, timeout).await {
         Ok(r) => Ok(Json(DiagReport {
             tenant_id: r.tenant.to_string(),

@@ -6,14 +6,14 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use crate::admin::dto::{
     Assignment, AssignmentPage, BulkUpdateRequest, BulkUpdateResponse, Failure, License,
     LicensePage, Scope,
 };
-use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::query::{apply_filter, format_time, page_numbers, parse_filter, Params};
 use crate::admin::App;
 use crate::engine::Engine;
@@ -131,7 +131,7 @@ pub async fn assignments(
     security(("bearer" = [])))]
 pub async fn assignments_of(
     State(app): State<App>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<AssignmentPage>> {
     let p = Params::parse(q.as_deref());
@@ -160,7 +160,7 @@ pub async fn assignments_of(
 }
 
 /// Set the seat count (`body.quantity`) of the licenses chosen by `scope` (`Only` / `All` /
-/// `AllExcept` with `ids`) and `filter`. A license with more seats assigned than the new count
+/// `AllExcept` with `ids`; `ids` with `All` is a 400) and `filter`. A license with more seats assigned than the new count
 /// fails (its devices keep their seats); the others are updated.
 #[utoipa::path(post, path = "/api/v1/licenses/bulkUpdate", tag = "licenses",
     request_body = BulkUpdateRequest,
@@ -175,6 +175,13 @@ pub async fn bulk_update(
     if req.scope != Scope::All && req.ids.is_empty() {
         return Err(ApiError::bad_request(
             "ids is required for scope Only and AllExcept",
+        ));
+    }
+    // Ids with scope All would be ignored and every license changed: more than was asked.
+    if req.scope == Scope::All && !req.ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "ids is only for scope Only and AllExcept; scope All takes every license (narrow it \
+             with filter)",
         ));
     }
     let conds = parse_filter(req.filter.as_deref().unwrap_or(""))?;
@@ -227,7 +234,7 @@ pub async fn bulk_update(
     let mut success = 0u32;
     for (id, err) in results {
         match err {
-            None => success += 1,
+            None => success = success.saturating_add(1),
             Some(reason) => failed.push(Failure { id, reason }),
         }
     }
