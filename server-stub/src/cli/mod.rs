@@ -19,7 +19,7 @@ use table::{print_table, s};
 /// Where and how to reach the admin API. Global: accepted before or after the subcommand
 /// (`licd-stub --admin-url URL devices` and `licd-stub devices --admin-url URL`).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Admin API client")]
+#[command(next_help_heading = "Admin API client (admin subcommands)")]
 pub struct ClientArgs {
     /// Base URL of the admin API (`licd-stub serve --admin-listen`).
     #[arg(
