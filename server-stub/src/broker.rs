@@ -243,3 +243,40 @@ fn mqtt_probe(addr: SocketAddr) -> std::io::Result<()> {
     drop(s);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use licd_protocol::topic::TRUST_FILTER;
+
+    /// The `custom_segment` keys rumqttd would apply to a new filter (it matches the filter
+    /// against each key as if it were a topic); none: the router's defaults, [`DEVICE_LOG`].
+    fn custom_for(filter: &str) -> Vec<String> {
+        router_config()
+            .custom_segment
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|key| rumqttd::protocol::matches(filter, key))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_controllers_fan_in_filters_get_the_large_log() {
+        for f in [report_filter(), diag_response_filter()] {
+            assert_eq!(custom_for(&f), [f.clone()], "{f}");
+        }
+        for f in [
+            "licd/v1/acme/ap-1/grants",
+            "licd/v1/acme/ap-1/diag-request",
+            "licd/v1/+/+/grants",
+            TRUST_FILTER,
+            "licd/v1/#",
+            "#",
+        ] {
+            assert!(custom_for(f).is_empty(), "{f}");
+        }
+        let c = router_config();
+        assert_eq!(c.max_segment_size, DEVICE_LOG.max_segment_size);
+        assert_eq!(c.max_segment_count, DEVICE_LOG.max_segment_count);
+    }
+}
