@@ -115,10 +115,6 @@ impl DemoAgent {
         v["status"]["bundle"]["seq"].as_u64()
     }
 
-    fn state_of(states: &States, service: &str) -> Option<String> {
-        states.get(service).map(|s| s.0.clone())
-    }
-
     fn stop(&mut self) {
         // SIGTERM for a clean stop ("offline" presence, cache flushed); SIGKILL if it hangs.
         let _ = Command::new("kill")
@@ -287,7 +283,7 @@ fn narrate_seats(n: &Narrator, agents: &[DemoAgent], stub: &StubHandle) -> Resul
     let (mut holders, mut without) = (Vec::new(), Vec::new());
     for a in agents {
         let states = a.states().context("an agent stopped answering")?;
-        if DemoAgent::state_of(&states, service).as_deref() == Some("licensed") {
+        if states.get(service).is_some_and(|s| s.0 == "licensed") {
             holders.push(a.device.as_str());
         } else {
             without.push(a.device.as_str());
