@@ -21,7 +21,6 @@ use licd_stub::engine::{
     CatalogEntry, CustomerKind, Entitlement, LeasePolicy, Selection, Subscription,
 };
 use licd_stub::{BrokerMode, KeySource, LedgerLocation, Signer, Stub, StubConfig, StubHandle};
-use serde_json::json;
 
 /// Demo timing and size.
 #[derive(Debug, Clone)]
@@ -35,13 +34,19 @@ pub struct DemoOptions {
 }
 
 const SERVICES: [&str; 2] = ["wifi-ap", "poe-plus"];
-/// (tenant, device) of each demo agent.
+/// (tenant, device) of each demo agent, in the order they start: one after another, each once
+/// the previous one has its grants, so the seat story is the same on every run. acme has one
+/// PoE+ seat and globex two: the first three take them, and acme-ap-2, last, finds acme's seat
+/// taken, which pauses PoE+ auto-assignment. (Started together, the order the reports happened
+/// to arrive in decided how many seats were taken before the pause: 1, 2 or 3.)
 const DEVICES: [(&str, &str); 4] = [
     ("acme", "acme-ap-1"),
-    ("acme", "acme-ap-2"),
     ("globex", "globex-ap-1"),
     ("globex", "globex-ap-2"),
+    ("acme", "acme-ap-2"),
 ];
+/// What the tables show for an agent whose socket does not answer (not a license state).
+const NO_ANSWER: &str = "no answer";
 /// Longest any phase waits for the agents before the demo gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,12 +58,19 @@ fn tenant(s: &str) -> Result<TenantId> {
     TenantId::new(s).map_err(|e| anyhow::anyhow!("{s}: {e}"))
 }
 
+fn device_id(s: &str) -> Result<DeviceId> {
+    DeviceId::new(s).map_err(|e| anyhow::anyhow!("{s}: {e}"))
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// `service → (state, reason)` of one agent.
+type States = BTreeMap<String, (String, String)>;
 
 /// One agent process.
 struct DemoAgent {
@@ -73,25 +85,31 @@ impl DemoAgent {
         self.dir.join("licd.sock")
     }
 
-    /// `service → (state, reason)` as the agent answers over its socket.
-    fn states(&self) -> BTreeMap<String, (String, String)> {
+    /// The agent's local API, through the client library other processes use.
+    fn client(&self) -> Option<licd_client::Client> {
+        licd_client::Client::with_timeout(self.socket(), Duration::from_secs(1)).ok()
+    }
+
+    /// `service → (state, reason)` as the agent answers `check` over its socket; `None` while
+    /// it does not answer (starting, stopped): no state is made up for it.
+    fn states(&self) -> Option<States> {
+        let mut client = self.client()?;
         let mut out = BTreeMap::new();
         for s in SERVICES {
-            let answer = licd_agent::api::query(
-                &self.socket(),
-                &json!({"v": 1, "op": "check", "service": s}),
-                Duration::from_secs(1),
+            let state = client.check(s).ok()?;
+            let reason = state.reason().map_or("", |r| r.name());
+            out.insert(
+                s.to_string(),
+                (state.name().to_string(), reason.to_string()),
             );
-            let (state, reason) = match answer {
-                Ok(v) => (
-                    v["state"].as_str().unwrap_or("?").to_string(),
-                    v["reason"].as_str().unwrap_or("").to_string(),
-                ),
-                Err(_) => ("down".to_string(), String::new()),
-            };
-            out.insert(s.to_string(), (state, reason));
         }
-        out
+        Some(out)
+    }
+
+    /// `seq` of the bundle the agent holds (its `status`), if it answers and holds one.
+    fn held_seq(&self) -> Option<u64> {
+        let status = self.client()?.status().ok()?;
+        status["bundle"]["seq"].as_u64()
     }
 
     fn stop(&mut self) {
@@ -136,12 +154,13 @@ impl Narrator {
         self.say(&format!("== {title}"));
     }
 
-    /// Polls every agent once, prints what changed, and returns what it saw.
-    fn poll(&mut self, agents: &[DemoAgent]) -> Vec<BTreeMap<String, (String, String)>> {
+    /// Polls every agent once, prints what changed, and returns what it saw (`None` for an
+    /// agent that did not answer; nothing is printed for it).
+    fn poll(&mut self, agents: &[DemoAgent]) -> Vec<Option<States>> {
         let mut all = Vec::with_capacity(agents.len());
         for a in agents {
             let states = a.states();
-            for (service, now) in &states {
+            for (service, now) in states.iter().flatten() {
                 let key = (a.device.clone(), service.clone());
                 if self.seen.get(&key) != Some(now) {
                     let reason = if now.1.is_empty() {
@@ -161,22 +180,50 @@ impl Narrator {
         all
     }
 
-    /// Polls until `done` holds for every agent, printing changes; fails after the phase
-    /// timeout.
+    /// Polls until `done` holds for every agent (each answering), printing changes; fails
+    /// after the phase timeout.
     async fn until(
         &mut self,
         agents: &[DemoAgent],
         what: &str,
-        done: impl Fn(&DemoAgent, &BTreeMap<String, (String, String)>) -> bool,
+        done: impl Fn(&DemoAgent, &States) -> bool,
     ) -> Result<()> {
         let deadline = Instant::now() + PHASE_TIMEOUT;
         loop {
             let states = self.poll(agents);
-            if agents.iter().zip(&states).all(|(a, st)| done(a, st)) {
+            if agents
+                .iter()
+                .zip(&states)
+                .all(|(a, st)| st.as_ref().is_some_and(|st| done(a, st)))
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!("demo: timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until every agent holds the newest bundle the controller issued it: what the
+    /// agents then say is the controller's final word, not a moment in a race.
+    async fn settle(&mut self, agents: &[DemoAgent], stub: &StubHandle) -> Result<()> {
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        loop {
+            self.poll(agents);
+            let mut settled = true;
+            for a in agents {
+                let issued = stub
+                    .device(&tenant(&a.tenant)?, &device_id(&a.device)?)?
+                    .map(|d| d.bundle_seq);
+                settled &= issued.is_some() && a.held_seq() == issued;
+            }
+            if settled {
+                self.poll(agents);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("demo: timed out waiting for every agent to hold its newest bundle");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -197,10 +244,14 @@ impl Narrator {
             "  {:<8} {:<12} {:<26} {:<26}",
             "tenant", "device", SERVICES[0], SERVICES[1]
         );
-        for a in agents {
+        let mut rows: Vec<&DemoAgent> = agents.iter().collect();
+        rows.sort_by(|a, b| (&a.tenant, &a.device).cmp(&(&b.tenant, &b.device)));
+        for a in rows {
             let st = a.states();
-            let cell = |s: &str| {
-                st.get(s)
+            let cell = |s: &str| match &st {
+                None => NO_ANSWER.to_string(),
+                Some(st) => st
+                    .get(s)
                     .map(|(state, reason)| {
                         if reason.is_empty() {
                             state.clone()
@@ -208,7 +259,7 @@ impl Narrator {
                             format!("{state} ({})", reason.replace('_', " "))
                         }
                     })
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
             };
             println!(
                 "  {:<8} {:<12} {:<26} {:<26}",
@@ -220,6 +271,66 @@ impl Narrator {
         }
         println!();
     }
+}
+
+/// Says who holds a PoE+ seat and who does not, and why, from what the agents answer and the
+/// controller's compliance view: never a story the run did not show.
+fn narrate_seats(n: &Narrator, agents: &[DemoAgent], stub: &StubHandle) -> Result<()> {
+    let service = "poe-plus";
+    let (mut holders, mut without) = (Vec::new(), Vec::new());
+    for a in agents {
+        let states = a.states().context("an agent stopped answering")?;
+        if states.get(service).is_some_and(|s| s.0 == "licensed") {
+            holders.push(a.device.as_str());
+        } else {
+            without.push(a.device.as_str());
+        }
+    }
+    let mut reports = Vec::new();
+    for t in ["acme", "globex"] {
+        reports.push((t, stub.compliance(&tenant(t)?)?));
+    }
+    let paused = reports
+        .iter()
+        .any(|(_, c)| c.paused_services.iter().any(|s| s.as_str() == service));
+    n.say(&format!(
+        "{} of the {} APs hold a PoE+ seat: {}",
+        holders.len(),
+        agents.len(),
+        if holders.is_empty() {
+            "none".to_string()
+        } else {
+            holders.join(", ")
+        }
+    ));
+    if without.is_empty() {
+        n.say("every AP got its seat; nothing is paused");
+    } else if paused {
+        n.say(&format!(
+            "{} found no seat left, so the rule paused PoE+ auto-assignment for",
+            without.join(", ")
+        ));
+        n.say("everyone: seats already held are kept, no new one is handed out");
+    } else {
+        n.say(&format!("{} got no PoE+ seat", without.join(", ")));
+    }
+    for (t, c) in &reports {
+        let paused: Vec<&str> = c.paused_services.iter().map(|s| s.as_str()).collect();
+        n.say(&format!(
+            "{t} compliance: {}{}",
+            if c.compliant {
+                "compliant"
+            } else {
+                "NOT compliant"
+            },
+            if paused.is_empty() {
+                String::new()
+            } else {
+                format!(" (paused for lack of seats: {})", paused.join(", "))
+            }
+        ));
+    }
+    Ok(())
 }
 
 fn agent_config(
@@ -367,7 +478,9 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
         options.lease_secs, options.grace_secs
     ));
 
-    n.phase("Starting four licd agents (real processes)");
+    n.phase("Devices report; signed grants arrive");
+    n.say("four licd agents (real processes) start one after another, each once the controller");
+    n.say("has answered the one before");
     let mut agents = Vec::new();
     for (t, d) in DEVICES {
         let dir = work.join(d);
@@ -390,34 +503,19 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
             dir,
             child,
         });
+        n.until(&agents, &format!("{d}'s grants"), |_, st| {
+            let wifi = st.get("wifi-ap").is_some_and(|s| s.0 == "licensed");
+            // PoE+ is licensed, or withheld with the controller's reason.
+            let poe_decided = st
+                .get("poe-plus")
+                .is_some_and(|s| s.0 == "licensed" || s.1 != "never_granted");
+            wifi && poe_decided
+        })
+        .await?;
     }
-
-    n.phase("Devices report; signed grants arrive");
-    n.until(&agents, "every device's grants", |a, st| {
-        let wifi = st.get("wifi-ap").is_some_and(|s| s.0 == "licensed");
-        // PoE+ is licensed, or paused for lack of seats (acme has one seat for two APs).
-        let poe_decided = st
-            .get("poe-plus")
-            .is_some_and(|s| s.0 == "licensed" || s.1 == "seats_exhausted");
-        let _ = a;
-        wifi && poe_decided
-    })
-    .await?;
+    n.settle(&agents, &stub).await?;
     n.table(&agents);
-    let compliance = stub.compliance(&tenant("acme")?)?;
-    n.say("three APs took the three PoE+ seats as they reported; the fourth found none, so the");
-    n.say("rule paused PoE+ auto-assignment for everyone (seats already held are kept)");
-    n.say(&format!(
-        "acme compliance: compliant={}, paused for lack of seats: [{}]",
-        compliance.compliant,
-        compliance
-            .paused_services
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-
+    narrate_seats(&n, &agents, &stub)?;
     n.phase("Operator unassigns wifi-ap from tenant globex (seed 001 semantics)");
     stub.unassign(&Selection::only([tenant("globex")?]), &[svc("wifi-ap")?])
         .await?;
@@ -453,11 +551,7 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
     .await
     .context("restarting the controller")?;
     for (t, d) in DEVICES {
-        stub.reissue(
-            &tenant(t)?,
-            &DeviceId::new(d).map_err(|e| anyhow::anyhow!("{e}"))?,
-        )
-        .await?;
+        stub.reissue(&tenant(t)?, &device_id(d)?).await?;
     }
     n.until(&agents, "licenses renewed", |a, st| {
         st.get("wifi-ap")

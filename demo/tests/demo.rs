@@ -28,6 +28,41 @@ fn the_demo_runs_to_the_end_and_shows_every_phase() {
     ] {
         assert!(stdout.contains(phase), "missing {phase:?} in:\n{stdout}");
     }
+    // Only the states the docs list (OPERATIONS.md §5), never a made-up one: an agent not
+    // answering yet was shown as `down`.
+    for line in stdout.lines().filter(|l| l.starts_with('[')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(!words.contains(&"down"), "{line}");
+    }
+    // The narration says what the table shows, and the story is the one the demo tells: the
+    // agents start one after another, the first three take the three PoE+ seats, the fourth
+    // finds none and PoE+ assignment pauses. (Started together, the table showed 1, 2 or 3
+    // holders while the narration always said three.)
+    let table = first_table(&stdout);
+    let holders: Vec<&str> = table
+        .iter()
+        .filter(|(_, poe)| poe == "licensed")
+        .map(|(device, _)| device.as_str())
+        .collect();
+    assert_eq!(
+        holders,
+        ["acme-ap-1", "globex-ap-1", "globex-ap-2"],
+        "{stdout}"
+    );
+    assert!(
+        table
+            .iter()
+            .any(|(d, poe)| d == "acme-ap-2" && poe == "unlicensed (seats exhausted)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 of the 4 APs hold a PoE+ seat: acme-ap-1, globex-ap-1, globex-ap-2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("acme-ap-2 found no seat left, so the rule paused"),
+        "{stdout}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "{:?}",
@@ -35,4 +70,26 @@ fn the_demo_runs_to_the_end_and_shows_every_phase() {
     );
     // It cleans up after itself: files are only kept with --keep or on failure.
     assert!(!stdout.contains("kept in"), "{stdout}");
+}
+
+/// (device, PoE+ cell) of each row of the first table the demo prints.
+fn first_table(stdout: &str) -> Vec<(String, String)> {
+    let header = stdout
+        .lines()
+        .position(|l| l.trim_start().starts_with("tenant"))
+        .expect("a table");
+    let columns = stdout.lines().nth(header).unwrap_or_default();
+    let poe_at = columns.find("poe-plus").expect("a poe-plus column");
+    stdout
+        .lines()
+        .skip(header + 1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let device = l.split_whitespace().nth(1).unwrap_or_default().to_string();
+            (
+                device,
+                l.get(poe_at..).unwrap_or_default().trim().to_string(),
+            )
+        })
+        .collect()
 }

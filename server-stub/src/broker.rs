@@ -10,6 +10,18 @@
 //! Measured limits (issue 5): 10,000 idle connections cost rumqttd ~445 MB that it never
 //! returns (mosquitto: ~16 MB). Use it for demos, CI and small labs; fleets and load tests
 //! should use an external broker (`--broker`).
+//!
+//! Memory per message (issue 16): rumqttd's router appends every publish to an in-memory
+//! commit log per subscription filter it matches, and keeps it there after delivery until the
+//! log rotates: `max_segment_count` segments of `max_segment_size` bytes per filter, filters
+//! never removed. The stub used to allow 10 x 4 MiB per filter, so each device's grants log
+//! kept every re-issued bundle (~800 B each) up to 40 MiB per device. The log is only the
+//! delivery buffer of subscribers that lag (the newest bundle also sits in the retained store,
+//! one per topic), so it is bounded here: [`DEVICE_LOG`] for every filter, [`FAN_IN_LOG`] for
+//! the two filters the controller reads every device's messages from. A subscriber further
+//! behind than its log skips to the oldest message still held (rumqttd logs "jumping to
+//! head"); the controller then loses reports, as it does when its own queue is full, and
+//! devices report again.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,10 +29,28 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use licd_protocol::topic::{diag_response_filter, report_filter};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
 /// Largest MQTT payload the embedded broker accepts: one envelope plus slack.
 pub const MAX_PAYLOAD: usize = MAX_ENVELOPE_LEN + 1024;
+
+/// In-memory log of every subscription filter but the controller's: a device's grants or
+/// diag requests, the trust topics, anything else a client subscribes to. Two segments of
+/// 16 KiB: ~40 bundles of backlog, ~33 KiB per filter at most (a segment may overshoot its
+/// size by one message, so up to 2 x (16 KiB + [`MAX_PAYLOAD`]) with the largest messages).
+pub const DEVICE_LOG: SegmentConfig = SegmentConfig {
+    max_segment_size: 16 * 1024,
+    max_segment_count: 2,
+};
+
+/// In-memory log of the filters the controller subscribes to, which every device publishes
+/// into (reports, diag responses): four segments of 256 KiB, 1 MiB per filter (~3,000 reports
+/// of backlog, three times the controller's own report queue).
+pub const FAN_IN_LOG: SegmentConfig = SegmentConfig {
+    max_segment_size: 256 * 1024,
+    max_segment_count: 4,
+};
 
 /// Why the embedded broker did not come up.
 #[derive(Debug, thiserror::Error)]
@@ -103,13 +133,7 @@ pub fn start(
     };
     let config = Config {
         id: 0,
-        router: RouterConfig {
-            max_connections: 10_010,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 10,
-            ..RouterConfig::default()
-        },
+        router: router_config(),
         v4: Some(v4),
         ..Config::default()
     };
@@ -128,6 +152,24 @@ pub fn start(
     }
     tracing::info!(%addr, tls = ?tls_addr, "embedded broker listening");
     Ok(EmbeddedBroker { addr, tls_addr })
+}
+
+/// The router's limits: connections, and the per-filter logs (see the module doc).
+fn router_config() -> RouterConfig {
+    // rumqttd matches each new filter against these keys as if it were a topic, so the
+    // controller's wildcard filters match themselves and no device's own filter matches them.
+    let fan_in = [report_filter(), diag_response_filter()]
+        .into_iter()
+        .map(|f| (f, FAN_IN_LOG.clone()))
+        .collect();
+    RouterConfig {
+        max_connections: 10_010,
+        max_outgoing_packet_count: 200,
+        max_segment_size: DEVICE_LOG.max_segment_size,
+        max_segment_count: DEVICE_LOG.max_segment_count,
+        custom_segment: Some(fan_in),
+        ..RouterConfig::default()
+    }
 }
 
 #[cfg(feature = "broker-tls")]
@@ -200,4 +242,41 @@ fn mqtt_probe(addr: SocketAddr) -> std::io::Result<()> {
     }
     drop(s);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use licd_protocol::topic::TRUST_FILTER;
+
+    /// The `custom_segment` keys rumqttd would apply to a new filter (it matches the filter
+    /// against each key as if it were a topic); none: the router's defaults, [`DEVICE_LOG`].
+    fn custom_for(filter: &str) -> Vec<String> {
+        router_config()
+            .custom_segment
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|key| rumqttd::protocol::matches(filter, key))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_controllers_fan_in_filters_get_the_large_log() {
+        for f in [report_filter(), diag_response_filter()] {
+            assert_eq!(custom_for(&f), std::slice::from_ref(&f), "{f}");
+        }
+        for f in [
+            "licd/v1/acme/ap-1/grants",
+            "licd/v1/acme/ap-1/diag-request",
+            "licd/v1/+/+/grants",
+            TRUST_FILTER,
+            "licd/v1/#",
+            "#",
+        ] {
+            assert!(custom_for(f).is_empty(), "{f}");
+        }
+        let c = router_config();
+        assert_eq!(c.max_segment_size, DEVICE_LOG.max_segment_size);
+        assert_eq!(c.max_segment_count, DEVICE_LOG.max_segment_count);
+    }
 }

@@ -209,20 +209,24 @@ pub struct FileConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         /// File.
         path: PathBuf,
-        /// Error.
-        source: std::io::Error,
+        /// Error (shown in the message, not as a source: once).
+        error: std::io::Error,
     },
     /// The file is not valid TOML for this configuration.
-    #[error("{path}: {source}")]
+    #[error("{path}:{line}:{column}: {message}")]
     Parse {
         /// File.
         path: PathBuf,
-        /// Error.
-        source: toml::de::Error,
+        /// Line (1-based) where the TOML parser stopped.
+        line: usize,
+        /// Column (1-based, in characters).
+        column: usize,
+        /// What is wrong: the parser's one-line message (no source snippet).
+        message: String,
     },
     /// A value is out of range.
     #[error("{0}")]
@@ -232,13 +236,20 @@ pub enum ConfigError {
 impl FileConfig {
     /// Reads and parses a TOML file.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
+        toml::from_str(&text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = text.get(..at).unwrap_or("");
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: before.matches('\n').count() + 1,
+                column: before.get(line_start..).map_or(0, |l| l.chars().count()) + 1,
+                message: e.message().trim().to_string(),
+            }
         })
     }
 
@@ -329,5 +340,29 @@ mod tests {
         assert!(matches!(c.broker, BrokerMode::Embedded { .. }));
         let bad: FileConfig = toml::from_str("broker = \"tcp://x:1\"").unwrap();
         assert!(bad.into_config().is_err());
+    }
+
+    /// A bad file is one line, said once, naming the file, line and column (was: the TOML
+    /// crate's multi-line snippet twice, and the OS error twice).
+    #[test]
+    fn file_errors_are_one_line_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("stub.toml");
+        for (text, wanted) in [
+            ("lease_secs = 5\nledger = \n", ":2:10: "),
+            ("lease_secs = 5\nfoo = 1\n", ":2:1: unknown field `foo`"),
+            ("lease_secs = \"x\"\n", ":1:14: "),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = anyhow::Error::new(FileConfig::read(&f).unwrap_err());
+            let shown = format!("{e:#}");
+            assert!(!shown.contains('\n'), "{shown}");
+            assert!(shown.contains(&format!("stub.toml{wanted}")), "{shown}");
+            // No source to print again after the message.
+            assert_eq!(shown, format!("{e}"));
+        }
+        let e = anyhow::Error::new(FileConfig::read(&dir.path().join("none.toml")).unwrap_err());
+        let shown = format!("{e:#}");
+        assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -34,6 +35,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// How the admin subcommands reach the API (global: before or after the subcommand).
+    #[command(flatten)]
+    client: cli::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -247,7 +251,30 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn main() -> Result<()> {
+/// User errors are one line on stderr (`licd-stub: what failed: why`), exit 1. Never anyhow's
+/// `Debug` form: it spreads the causes over lines and, with `RUST_BACKTRACE=1` in the
+/// environment, appends a backtrace that says nothing to a user.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("licd-stub: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `e` with its causes, `: `-joined, on one line (a cause's own line breaks included).
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format)?;
     let mut file = match &cli.config {
@@ -286,7 +313,7 @@ fn main() -> Result<()> {
             | KeysCommand::RotateRoot { .. }
             | KeysCommand::Publish { .. }),
         ) => run_trust_keys(command, file.key_dir),
-        Command::Admin(cmd) => cli::run(cmd, file.key_dir, now()),
+        Command::Admin(cmd) => cli::run(cmd, &cli.client, file.key_dir, now()),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);
             file.listen = args.listen.or(file.listen);

@@ -45,8 +45,8 @@ impl Client {
         }
         let resp = req.send().await.map_err(|e| {
             anyhow!(
-                "cannot reach the admin API at {}: {e}\n  is `licd-stub serve` running? \
-                 (--admin-url or LICD_STUB_ADMIN_URL say where it listens)",
+                "cannot reach the admin API at {}: {e} (is `licd-stub serve` running? \
+                 --admin-url or LICD_STUB_ADMIN_URL say where it listens)",
                 self.base
             )
         })?;
@@ -74,10 +74,10 @@ impl Client {
             .unwrap_or_else(|| v.to_string());
         let hint = match status {
             StatusCode::UNAUTHORIZED => {
-                "\n  the token was refused: check --token-file, or make one with `licd-stub token create`"
+                " (the token was refused: check --token-file, or make one with `licd-stub token create`)"
             }
-            StatusCode::FORBIDDEN => "\n  use an admin token (`licd-stub token create --kind admin`)",
-            StatusCode::TOO_MANY_REQUESTS => "\n  slow down and retry",
+            StatusCode::FORBIDDEN => " (use an admin token: `licd-stub token create --kind admin`)",
+            StatusCode::TOO_MANY_REQUESTS => " (slow down and retry)",
             _ => "",
         };
         bail!("{method} {path}: {} {msg}{hint}", status.as_u16())

@@ -16,8 +16,10 @@ use serde_json::{json, Value};
 use client::Client;
 use table::{print_table, s};
 
-/// Where and how to reach the admin API.
+/// Where and how to reach the admin API. Global: accepted before or after the subcommand
+/// (`licd-stub --admin-url URL devices` and `licd-stub devices --admin-url URL`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Admin API client (admin subcommands)")]
 pub struct ClientArgs {
     /// Base URL of the admin API (`licd-stub serve --admin-listen`).
     #[arg(
@@ -62,8 +64,6 @@ pub enum AdminCommand {
 /// `customers`.
 #[derive(Debug, Args)]
 pub struct Customers {
-    #[command(flatten)]
-    client: ClientArgs,
     #[command(subcommand)]
     cmd: Option<CustomersCmd>,
 }
@@ -105,8 +105,6 @@ enum CustomersCmd {
 /// `catalog`.
 #[derive(Debug, Args)]
 pub struct Catalog {
-    #[command(flatten)]
-    client: ClientArgs,
     #[command(subcommand)]
     cmd: Option<CatalogCmd>,
 }
@@ -137,8 +135,6 @@ enum CatalogCmd {
 /// `subscriptions`.
 #[derive(Debug, Args)]
 pub struct Subscriptions {
-    #[command(flatten)]
-    client: ClientArgs,
     #[command(subcommand)]
     cmd: Option<SubscriptionsCmd>,
 }
@@ -253,8 +249,6 @@ impl Selection {
 /// `auto-license`.
 #[derive(Debug, Args)]
 pub struct AutoLicense {
-    #[command(flatten)]
-    client: ClientArgs,
     #[command(subcommand)]
     cmd: Option<AutoLicenseCmd>,
 }
@@ -283,16 +277,12 @@ enum AutoLicenseCmd {
 #[derive(Debug, Args)]
 pub struct Unassign {
     #[command(flatten)]
-    client: ClientArgs,
-    #[command(flatten)]
     selection: Selection,
 }
 
 /// `devices`.
 #[derive(Debug, Args)]
 pub struct Devices {
-    #[command(flatten)]
-    client: ClientArgs,
     #[command(subcommand)]
     cmd: Option<DevicesCmd>,
 }
@@ -339,8 +329,6 @@ enum DevicesCmd {
 /// `compliance`.
 #[derive(Debug, Args)]
 pub struct Compliance {
-    #[command(flatten)]
-    client: ClientArgs,
     /// Customers (default: all).
     customers: Vec<String>,
 }
@@ -348,8 +336,6 @@ pub struct Compliance {
 /// `licenses`.
 #[derive(Debug, Args)]
 pub struct Licenses {
-    #[command(flatten)]
-    client: ClientArgs,
     #[command(subcommand)]
     cmd: Option<LicensesCmd>,
 }
@@ -447,8 +433,14 @@ pub fn admin_token_after_init(dir: &Path, now: u64) -> Result<Option<PathBuf>> {
     Ok(Some(file))
 }
 
-/// Runs an admin subcommand. `config_key_dir` is the config file's `key_dir`.
-pub fn run(cmd: AdminCommand, config_key_dir: Option<PathBuf>, now: u64) -> Result<()> {
+/// Runs an admin subcommand with the (global) connection options. `config_key_dir` is the
+/// config file's `key_dir`.
+pub fn run(
+    cmd: AdminCommand,
+    args: &ClientArgs,
+    config_key_dir: Option<PathBuf>,
+    now: u64,
+) -> Result<()> {
     if let AdminCommand::Token(t) = cmd {
         return run_token(t, config_key_dir, now);
     }
@@ -456,7 +448,7 @@ pub fn run(cmd: AdminCommand, config_key_dir: Option<PathBuf>, now: u64) -> Resu
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_client(cmd, config_key_dir))
+    runtime.block_on(run_client(cmd, args, config_key_dir))
 }
 
 fn run_token(t: TokenArgs, config_key_dir: Option<PathBuf>, now: u64) -> Result<()> {
@@ -546,23 +538,23 @@ fn qs(pairs: &[(&str, &str)]) -> String {
     }
 }
 
-async fn run_client(cmd: AdminCommand, cfg: Option<PathBuf>) -> Result<()> {
+async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) -> Result<()> {
+    let api = client(args, cfg)?;
+    let json_out = args.json;
     match cmd {
-        AdminCommand::Customers(c) => customers(client(&c.client, cfg)?, c).await,
-        AdminCommand::Catalog(c) => catalog(client(&c.client, cfg)?, c).await,
-        AdminCommand::Subscriptions(c) => subscriptions(client(&c.client, cfg)?, c).await,
-        AdminCommand::AutoLicense(c) => auto_license(client(&c.client, cfg)?, c).await,
+        AdminCommand::Customers(c) => customers(api, c, json_out).await,
+        AdminCommand::Catalog(c) => catalog(api, c, json_out).await,
+        AdminCommand::Subscriptions(c) => subscriptions(api, c, json_out).await,
+        AdminCommand::AutoLicense(c) => auto_license(api, c, json_out).await,
         AdminCommand::Unassign(c) => {
-            let api = client(&c.client, cfg)?;
             let v = api
                 .post("/api/v1/auto-licensing/unassign", c.selection.body())
                 .await?;
-            unassigned(&v, c.client.json);
+            unassigned(&v, json_out);
             Ok(())
         }
-        AdminCommand::Devices(c) => devices(client(&c.client, cfg)?, c).await,
+        AdminCommand::Devices(c) => devices(api, c, json_out).await,
         AdminCommand::Compliance(c) => {
-            let api = client(&c.client, cfg)?;
             let q = c.customers.join(",");
             let path = if q.is_empty() {
                 "/api/v1/compliance".to_string()
@@ -570,7 +562,7 @@ async fn run_client(cmd: AdminCommand, cfg: Option<PathBuf>) -> Result<()> {
                 format!("/api/v1/compliance{}", qs(&[("customerIds", &q)]))
             };
             let v = api.get(&path).await?;
-            if c.client.json {
+            if json_out {
                 return print_json(&v);
             }
             for c in v.as_array().into_iter().flatten() {
@@ -616,7 +608,7 @@ async fn run_client(cmd: AdminCommand, cfg: Option<PathBuf>) -> Result<()> {
             }
             Ok(())
         }
-        AdminCommand::Licenses(c) => licenses(client(&c.client, cfg)?, c).await,
+        AdminCommand::Licenses(c) => licenses(api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),
     }
 }
@@ -642,7 +634,7 @@ fn customer_rows(v: &Value) -> Vec<Vec<String>> {
     }
 }
 
-async fn customers(api: Client, c: Customers) -> Result<()> {
+async fn customers(api: Client, c: Customers, json_out: bool) -> Result<()> {
     let v = match c.cmd.unwrap_or(CustomersCmd::List) {
         CustomersCmd::List => api.get("/api/v1/customers").await?,
         CustomersCmd::Add { id, name, msp } => {
@@ -660,13 +652,13 @@ async fn customers(api: Client, c: Customers) -> Result<()> {
         }
         CustomersCmd::Remove { id } => {
             api.delete(&format!("/api/v1/customers/{id}")).await?;
-            if !c.client.json {
+            if !json_out {
                 eprintln!("customer {id} removed");
             }
             return Ok(());
         }
     };
-    if c.client.json {
+    if json_out {
         return print_json(&v);
     }
     print_table(
@@ -676,7 +668,7 @@ async fn customers(api: Client, c: Customers) -> Result<()> {
     Ok(())
 }
 
-async fn catalog(api: Client, c: Catalog) -> Result<()> {
+async fn catalog(api: Client, c: Catalog, json_out: bool) -> Result<()> {
     let v = match c.cmd.unwrap_or(CatalogCmd::List) {
         CatalogCmd::List => api.get("/api/v1/entitlements").await?,
         CatalogCmd::Add {
@@ -694,7 +686,7 @@ async fn catalog(api: Client, c: Catalog) -> Result<()> {
             .await?
         }
     };
-    if c.client.json {
+    if json_out {
         return print_json(&v);
     }
     let items = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
@@ -752,8 +744,7 @@ const SUB_HEADERS: [&str; 6] = [
     "SEATS (used/limit)",
 ];
 
-async fn subscriptions(api: Client, c: Subscriptions) -> Result<()> {
-    let json_out = c.client.json;
+async fn subscriptions(api: Client, c: Subscriptions, json_out: bool) -> Result<()> {
     let cmd = c.cmd.unwrap_or(SubscriptionsCmd::List {
         customers: vec![],
         statuses: vec![],
@@ -840,8 +831,24 @@ async fn subscriptions(api: Client, c: Subscriptions) -> Result<()> {
             let v = api
                 .post(path, json!({"claimKey": claim_key, "customerId": customer}))
                 .await?;
-            if !json_out && validate {
-                eprintln!("validate only: {claim_key} can be claimed by {customer}");
+            if validate && !json_out {
+                // The answer shows the subscription as it would be once claimed: say so, and
+                // not as a table that reads like a claim that happened.
+                let seats: Vec<String> = v["entitlements"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| format!("{} x {}", s(&e["seats"]["limit"]), s(&e["sku"])))
+                    .collect();
+                println!(
+                    "validated only, nothing changed: claim key {claim_key} would give {customer} \
+                     subscription {} ({}; ends {}; {})",
+                    s(&v["subscriptionId"]),
+                    s(&v["name"]),
+                    s(&v["endDate"]),
+                    seats.join(", ")
+                );
+                return Ok(());
             }
             v
         }
@@ -920,8 +927,7 @@ fn unassigned(v: &Value, json_out: bool) {
     );
 }
 
-async fn auto_license(api: Client, c: AutoLicense) -> Result<()> {
-    let json_out = c.client.json;
+async fn auto_license(api: Client, c: AutoLicense, json_out: bool) -> Result<()> {
     match c.cmd.unwrap_or(AutoLicenseCmd::Show) {
         AutoLicenseCmd::Show => {
             let v = api.get("/api/v1/auto-licensing").await?;
@@ -1009,8 +1015,7 @@ async fn auto_license(api: Client, c: AutoLicense) -> Result<()> {
     }
 }
 
-async fn devices(api: Client, c: Devices) -> Result<()> {
-    let json_out = c.client.json;
+async fn devices(api: Client, c: Devices, json_out: bool) -> Result<()> {
     match c.cmd.unwrap_or(DevicesCmd::List {
         customer: None,
         filter: None,
@@ -1170,8 +1175,7 @@ async fn devices(api: Client, c: Devices) -> Result<()> {
     }
 }
 
-async fn licenses(api: Client, c: Licenses) -> Result<()> {
-    let json_out = c.client.json;
+async fn licenses(api: Client, c: Licenses, json_out: bool) -> Result<()> {
     match c.cmd.unwrap_or(LicensesCmd::List { filter: None }) {
         LicensesCmd::List { filter } => {
             let q = filter
