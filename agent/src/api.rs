@@ -102,14 +102,14 @@ pub enum ApiError {
     #[error("{0} exists and is not a socket; remove it or set api.socket elsewhere")]
     NotASocket(PathBuf),
     /// Binding, removing or chmod failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The socket path.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -118,10 +118,10 @@ impl ApiServer {
     /// never one a live daemon answers on.
     pub async fn bind(path: &Path) -> Result<Self, ApiError> {
         let io = |op| {
-            move |source| ApiError::Io {
+            move |error| ApiError::Io {
                 op,
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         };
         if let Some(dir) = path.parent() {

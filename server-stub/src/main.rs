@@ -269,7 +269,19 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn main() -> Result<()> {
+/// Errors print as one line (`{:#}`): returning them from `main` would print `{:?}`, which adds
+/// a stack of frames when RUST_BACKTRACE is set.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("licd-stub: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Demo {
