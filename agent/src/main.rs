@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use licd_agent::api::{check_answer, query};
+use licd_agent::api::{check_answer, invalid_service, query};
 use licd_agent::clock::SystemClock;
 use licd_agent::config::{ConfigError, LogFormat, Settings, DEFAULT_CONFIG_PATH};
 use licd_agent::status::fmt_time;
@@ -187,6 +187,11 @@ fn ask_daemon(settings: &Settings, request: Value) -> Option<Value> {
 
 fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::Result<u8> {
     let settings = load(config)?;
+    // Refused here as the daemon and the cache would refuse it: a name too long for a request
+    // line must not get a different answer.
+    if let Some(message) = invalid_service(service) {
+        anyhow::bail!("{message}");
+    }
     let answer = match ask_daemon(
         &settings,
         json!({"v": 1, "op": "check", "service": service}),
