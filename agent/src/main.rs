@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use licd_agent::api::{check_answer, query};
+use licd_agent::api::{check_answer, invalid_service, query};
 use licd_agent::clock::SystemClock;
-use licd_agent::config::{LogFormat, Settings, DEFAULT_CONFIG_PATH};
+use licd_agent::config::{ConfigError, LogFormat, Settings, DEFAULT_CONFIG_PATH};
 use licd_agent::status::fmt_time;
 use serde_json::{json, Value};
 
@@ -102,16 +102,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            // `{:#}`: the message and its causes on one line. Never `{:?}`, which adds the
+            // backtrace anyhow captures when RUST_BACKTRACE is set: a user error is one line.
             eprintln!("licd: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
+/// The settings, or one line naming the file, the line and the key at fault.
 fn load(config: &Path) -> anyhow::Result<Settings> {
-    Settings::load(config).context(
-        "cannot load the configuration (see licd.example.toml; use --config PATH or LICD_CONFIG)",
-    )
+    Settings::load(config).map_err(|e| match e {
+        ConfigError::Read { .. } => {
+            anyhow::anyhow!("{e} (--config PATH or LICD_CONFIG names another file)")
+        }
+        other => anyhow::anyhow!("{other} (licd.example.toml documents every key)"),
+    })
 }
 
 fn init_logging(settings: &Settings, format: Option<LogFormat>) {
@@ -181,6 +187,11 @@ fn ask_daemon(settings: &Settings, request: Value) -> Option<Value> {
 
 fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::Result<u8> {
     let settings = load(config)?;
+    // Refused here as the daemon and the cache would refuse it: a name too long for a request
+    // line must not get a different answer.
+    if let Some(message) = invalid_service(service) {
+        anyhow::bail!("{message}");
+    }
     let answer = match ask_daemon(
         &settings,
         json!({"v": 1, "op": "check", "service": service}),

@@ -28,14 +28,14 @@ pub const MARK_FILE: &str = "time-mark.v1";
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading, writing or renaming failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file is there but cannot be what we wrote.
     #[error("{path} is corrupt: {why}")]
@@ -48,10 +48,10 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

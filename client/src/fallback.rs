@@ -36,6 +36,7 @@ pub fn check_with_timeout(
     service: &str,
     timeout: Duration,
 ) -> Result<Verdict, ClientError> {
+    crate::validate_service(service)?;
     let settings = Settings::load(config).map_err(|e| ClientError::Cache(e.to_string()))?;
     if let Some(socket) = settings.socket.as_deref() {
         match Client::with_timeout(socket, timeout).and_then(|mut c| c.verdict(service)) {
@@ -48,6 +49,7 @@ pub fn check_with_timeout(
 
 /// Evaluates `service` from the cache only, ignoring any running agent.
 pub fn check_cache_only(config: &Path, service: &str) -> Result<Verdict, ClientError> {
+    crate::validate_service(service)?;
     let settings = Settings::load(config).map_err(|e| ClientError::Cache(e.to_string()))?;
     from_cache(settings, service)
 }
@@ -96,7 +98,7 @@ mod tests {
     fn only_transport_failures_fall_back() {
         assert!(falls_back(&ClientError::NotRunning {
             path: "/x".into(),
-            source: std::io::ErrorKind::NotFound.into()
+            error: std::io::ErrorKind::NotFound.into()
         }));
         assert!(!falls_back(&ClientError::Refused("no".into())));
         assert!(!falls_back(&ClientError::UnsupportedVersion {

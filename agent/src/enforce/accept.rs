@@ -9,7 +9,7 @@ use licd_protocol::{CertMemo, DeviceId, GrantBundle, KeyId, SignerInfo, TrustSto
 #[non_exhaustive]
 pub enum Refusal {
     /// Framing, signature, trust chain or content (the protocol's precise reason).
-    #[error("{0}")]
+    #[error(transparent)]
     Protocol(#[from] licd_protocol::Error),
     /// The bundle is for another device.
     #[error("bundle is for device {got}, this is {expected}")]

@@ -188,14 +188,14 @@ impl VmCount {
 pub enum VmProbeError {
     /// The probe's config is invalid.
     #[error("invalid VM probe config: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The command could not be started.
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {error}")]
     Spawn {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The command did not finish in time and was killed.
     #[error("{program} did not finish within {}s and was killed", .after.as_secs())]
@@ -206,12 +206,12 @@ pub enum VmProbeError {
         after: Duration,
     },
     /// Reading the command's output or waiting for it failed.
-    #[error("running {program}: {source}")]
+    #[error("running {program}: {error}")]
     Io {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The command exited unsuccessfully.
     #[error("{program} failed ({status}){}", stderr_suffix(.stderr))]
@@ -253,7 +253,7 @@ fn stderr_suffix(stderr: &str) -> String {
 /// Runs the configured probe: `Ok(None)` when none is configured, `Ok(Some(n))` with a count,
 /// or why there is none. Bounded by the probe's timeout.
 pub async fn run_vm_probe(config: &VmProbeConfig) -> Result<Option<u32>, VmProbeError> {
-    config.validate()?;
+    config.validate().map_err(VmProbeError::Config)?;
     match config {
         VmProbeConfig::None => Ok(None),
         VmProbeConfig::Fixed { count } => Ok(Some(*count)),
@@ -375,13 +375,13 @@ async fn run_count_command(argv: &[String], timeout: Duration) -> Result<u32, Vm
         // Also kills the child if the daemon drops this future (shutdown, a newer probe).
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| VmProbeError::Spawn {
+        .map_err(|error| VmProbeError::Spawn {
             program: program.clone(),
-            source,
+            error,
         })?;
-    let io_err = |source| VmProbeError::Io {
+    let io_err = |error| VmProbeError::Io {
         program: program.clone(),
-        source,
+        error,
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io_err(io::Error::other("child has no stdout/stderr pipe")));
