@@ -44,7 +44,8 @@ typedef enum licd_error {
   LICD_ERR_REFUSED = 8,
   // licd's answer was malformed.
   LICD_ERR_PROTOCOL = 9,
-  // The cache could not be evaluated (config, state directory, key).
+  // The cache could not be evaluated (config, state directory, key) or is unusable
+  // (truncated, another device's bundle).
   LICD_ERR_CACHE = 10,
   // The function is not built into this library (e.g. the cache fallback).
   LICD_ERR_UNSUPPORTED = 11,
