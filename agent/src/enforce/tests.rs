@@ -454,6 +454,12 @@ fn a_held_bundle_whose_signer_gets_revoked_is_dropped_and_its_services_are_unlic
         }
     );
     assert_eq!(e.held_seq(), 0);
+    // Logged as the state change: it must not blame a newer bundle (there is none).
+    let said = e.state(&svc("wifi")).to_string();
+    assert!(
+        !said.contains("by a newer grant bundle") && said.contains("signer"),
+        "{said}"
+    );
     assert_eq!(e.snapshot().refusals.last_code, Some("signer_revoked"));
     assert_eq!(e.snapshot().trust.revoked, vec![signer.to_hex()]);
     // The revoked key is refused live; anti-replay still counts from the dropped seq.

@@ -93,7 +93,8 @@ pub enum licd_reason {
     LICD_REASON_NOT_YET_VALID = 4,
     /// The host runs more VMs than the license covers.
     LICD_REASON_OVER_VM_ALLOWANCE = 5,
-    /// A newer bundle no longer grants it.
+    /// No longer granted: a newer bundle left it out, or the bundle that granted it was
+    /// dropped because its signer stopped being trusted.
     LICD_REASON_REVOKED = 6,
     /// The controller has no entitlement for it.
     LICD_REASON_NOT_ENTITLED = 7,
