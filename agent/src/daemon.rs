@@ -139,7 +139,9 @@ impl Core {
         );
         let now = time.observe(clock.wall(), clock.boot()).now;
         // The VM record before the bundle: over-use clocks continue under the restored bundle.
-        match store.load_vm_record() {
+        // Only with a probe configured: without one nothing would ever update the count.
+        let vm_probe = !matches!(settings.vm, VmProbeConfig::None);
+        match store.load_vm_record().map(|r| r.filter(|_| vm_probe)) {
             Ok(None) => {}
             Ok(Some(record)) => enforcer.restore_vm(record),
             Err(e) => {

@@ -16,7 +16,7 @@ use crate::refusal::Channel;
 pub use crate::refusal::RefusalStats;
 pub use accept::{AcceptanceRules, Refusal};
 pub use state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
-pub use vm::{VmReading, VmRecord, VmStatus, MAX_RECORD_LEN as MAX_VM_RECORD_LEN};
+pub use vm::{OverUse, VmReading, VmRecord, VmStatus, MAX_RECORD_LEN as MAX_VM_RECORD_LEN};
 
 /// A VM record whose only change is a newer `read_at` is persisted at most this often (flash
 /// wear): the age shown after a restart is then right to within this much.
@@ -398,20 +398,20 @@ impl Enforcer {
         self.ever_granted
             .extend(bundle.grants.iter().map(|g| g.service.clone()));
         // A new bundle restarts the over-allowance clock only for services whose allowance it
-        // changes; an unchanged allowance keeps counting from when the host first went over.
-        // With no bundle held, clocks can only come from a restored VM record, written under
-        // the cached bundle being restored: they run on.
+        // changes; an unchanged allowance keeps counting from when the host first went over —
+        // also across a restart, a damaged cache or a distrusted bundle (the clocks stay while
+        // no bundle is held).
         let over: BTreeMap<_, _> = std::mem::take(&mut self.vm.over_since);
         for g in &bundle.grants {
-            if let Some(since) = over.get(&g.service) {
-                let same = self.held.as_ref().is_none_or(|h| {
-                    h.bundle
-                        .grant(&g.service)
-                        .is_some_and(|old| old.vm_allowance == g.vm_allowance)
-                });
+            if let (Some(o), Some(allowance)) = (over.get(&g.service), g.vm_allowance) {
+                let since = if o.allowance == allowance {
+                    o.since
+                } else {
+                    now
+                };
                 self.vm
                     .over_since
-                    .insert(g.service.clone(), if same { *since } else { now });
+                    .insert(g.service.clone(), OverUse { since, allowance });
             }
         }
         self.held = Some(Held {
@@ -422,17 +422,26 @@ impl Enforcer {
     }
 
     fn update_vm_overuse(&mut self, now: UnixTime) {
+        // No bundle (none yet, a damaged cache, a distrusted one): nothing to judge against;
+        // the clocks wait for the next bundle.
         let Some(held) = &self.held else {
-            self.vm.over_since.clear();
             return;
         };
         let count = self.vm.reading.map(|r| r.count);
         for g in &held.bundle.grants {
-            let over = matches!((count, g.vm_allowance), (Some(n), Some(a)) if n > a);
-            if over {
-                self.vm.over_since.entry(g.service.clone()).or_insert(now);
-            } else {
-                self.vm.over_since.remove(&g.service);
+            match (count, g.vm_allowance) {
+                (Some(n), Some(allowance)) if n > allowance => {
+                    self.vm
+                        .over_since
+                        .entry(g.service.clone())
+                        .or_insert(OverUse {
+                            since: now,
+                            allowance,
+                        });
+                }
+                _ => {
+                    self.vm.over_since.remove(&g.service);
+                }
             }
         }
         self.vm
@@ -486,7 +495,7 @@ impl Enforcer {
             return unlicensed(Reason::NeverGranted);
         };
         if let Some(grant) = held.bundle.grant(service) {
-            return evaluate(grant, now, self.vm.over_since.get(service).copied());
+            return evaluate(grant, now, self.vm.over_since.get(service).map(|o| o.since));
         }
         if let Some(w) = held.bundle.withheld.iter().find(|w| &w.service == service) {
             return unlicensed(w.reason.into());

@@ -645,3 +645,64 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_damaged_cache_or_a_distrusted_bundle_does_not_restart_the_vm_grace_clock() {
+    let f = Fixture::new();
+    let (mut e, raw) = vm_enforcer(&f);
+    let mut record = None;
+    for x in e.handle(T0 + 10, Input::VmCount(Some(6))) {
+        if let Effect::PersistVm(r) = x {
+            record = Some(r);
+        }
+    }
+    let record = record.expect("the over-use clock is persisted");
+    let grace = ServiceState::Grace {
+        until: T0 + 10 + GRACE,
+        reason: Reason::OverVmAllowance,
+    };
+    // Restart with the cache damaged: no bundle until the controller's comes again, and the
+    // probe fails meanwhile.
+    let mut e = f.enforcer(&["hv"]);
+    e.restore_vm(record);
+    let mut truncated = raw.clone();
+    truncated.truncate(raw.len() / 2);
+    assert!(e.restore(&truncated, T0 + 100).is_err());
+    e.handle(T0 + 100, Input::Tick);
+    e.handle(T0 + 110, Input::VmCount(None));
+    // The same bundle (retained on the broker) arrives: grace ends when it would have.
+    e.handle(T0 + 120, Input::Bundle(&raw));
+    assert_eq!(e.state(&svc("hv")), grace);
+
+    // The held bundle is distrusted (its signer revoked), then a bundle from a new signer with
+    // the same allowance arrives: the clock runs on.
+    let signer = PublicKey::from(&f.signing.verifying_key()).id();
+    let mut trust = e.trust().clone();
+    trust
+        .accept_revocations(&revoking(&key(1), 1, vec![signer]))
+        .unwrap();
+    e.set_trust(trust, T0 + 130);
+    let new_key = key(8);
+    let cert = SignerCertificate::issue(
+        &key(1),
+        PublicKey::from(&new_key.verifying_key()),
+        T0 - 10,
+        T0 + 86_400,
+    );
+    let mut g = grant("hv", T0);
+    g.vm_allowance = Some(4);
+    let next = seal_bundle(&f.bundle(2, T0 + 140, vec![g.clone()]), &new_key, &cert);
+    e.handle(T0 + 140, Input::Bundle(&next));
+    assert_eq!(e.state(&svc("hv")), grace);
+    // A bundle that changes the allowance (still exceeded) starts a fresh grace, as before.
+    g.vm_allowance = Some(5);
+    let changed = seal_bundle(&f.bundle(3, T0 + 150, vec![g]), &new_key, &cert);
+    e.handle(T0 + 150, Input::Bundle(&changed));
+    assert_eq!(
+        e.state(&svc("hv")),
+        ServiceState::Grace {
+            until: T0 + 150 + GRACE,
+            reason: Reason::OverVmAllowance,
+        }
+    );
+}

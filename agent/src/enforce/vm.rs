@@ -25,6 +25,17 @@ pub struct VmReading {
     pub read_at: UnixTime,
 }
 
+/// Since when a service is over its VM allowance, and which allowance that was (a bundle that
+/// changes the allowance starts a fresh grace period; one that keeps it does not — also when
+/// it arrives after a restart with a damaged cache, or after the held bundle was distrusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverUse {
+    /// When the host first went over.
+    pub since: UnixTime,
+    /// The allowance it went over.
+    pub allowance: u32,
+}
+
 /// The persisted VM state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmRecord {
@@ -33,7 +44,7 @@ pub struct VmRecord {
     /// Since when the probe fails (`None`: its last reading counted).
     pub unknown_since: Option<UnixTime>,
     /// Since when each service is over its VM allowance.
-    pub over_since: BTreeMap<ServiceName, UnixTime>,
+    pub over_since: BTreeMap<ServiceName, OverUse>,
 }
 
 /// Largest record file read: a few numbers and one line per service.
@@ -53,8 +64,8 @@ impl VmRecord {
         if let Some(t) = self.unknown_since {
             let _ = writeln!(out, "unknown_since {t}");
         }
-        for (service, since) in &self.over_since {
-            let _ = writeln!(out, "over {service} {since}");
+        for (service, o) in &self.over_since {
+            let _ = writeln!(out, "over {service} {} {}", o.since, o.allowance);
         }
         out
     }
@@ -73,20 +84,21 @@ impl VmRecord {
         let (mut count, mut read_at) = (None, None);
         let mut record = VmRecord::default();
         for line in lines {
-            let mut words = line.split(' ');
-            match (words.next(), words.next(), words.next(), words.next()) {
-                (Some("count"), Some(n), None, None) => {
-                    count = Some(n.parse::<u32>().map_err(|_| "bad count")?)
+            let words: Vec<&str> = line.splitn(5, ' ').collect();
+            match words.as_slice() {
+                ["count", n] => count = Some(n.parse::<u32>().map_err(|_| "bad count")?),
+                ["read_at", t] => read_at = Some(time(Some(t)).ok_or("bad read_at")?),
+                ["unknown_since", t] => {
+                    record.unknown_since = Some(time(Some(t)).ok_or("bad unknown_since")?)
                 }
-                (Some("read_at"), t, None, None) => read_at = Some(time(t).ok_or("bad read_at")?),
-                (Some("unknown_since"), t, None, None) => {
-                    record.unknown_since = Some(time(t).ok_or("bad unknown_since")?)
-                }
-                (Some("over"), Some(service), t, None) => {
-                    let service = ServiceName::new(service).map_err(|_| "bad service name")?;
-                    let since = time(t).ok_or("bad over time")?;
+                ["over", service, since, allowance] => {
+                    let service = ServiceName::new(*service).map_err(|_| "bad service name")?;
+                    let over = OverUse {
+                        since: time(Some(since)).ok_or("bad over time")?,
+                        allowance: allowance.parse().map_err(|_| "bad allowance")?,
+                    };
                     if record.over_since.len() >= MAX_SERVICES
-                        || record.over_since.insert(service, since).is_some()
+                        || record.over_since.insert(service, over).is_some()
                     {
                         return Err("too many or repeated services");
                     }
@@ -148,8 +160,13 @@ mod tests {
             unknown_since: Some(1_800_000_100),
             over_since: BTreeMap::new(),
         };
-        r.over_since
-            .insert(ServiceName::new("hv").unwrap(), 1_799_999_000);
+        r.over_since.insert(
+            ServiceName::new("hv").unwrap(),
+            OverUse {
+                since: 1_799_999_000,
+                allowance: 4,
+            },
+        );
         assert_eq!(VmRecord::decode(r.encode().as_bytes()), Ok(r));
         assert_eq!(
             VmRecord::decode(VmRecord::default().encode().as_bytes()),
@@ -161,8 +178,10 @@ mod tests {
             b"licd vm v1\ncount 6\n",
             b"licd vm v1\ncount -1\nread_at 5\n",
             b"licd vm v1\nover hv\n",
-            b"licd vm v1\nover a/b 5\n",
-            b"licd vm v1\nover hv 5\nover hv 6\n",
+            b"licd vm v1\nover hv 5\n",
+            b"licd vm v1\nover a/b 5 4\n",
+            b"licd vm v1\nover hv 5 4\nover hv 6 4\n",
+            b"licd vm v1\nover hv 5 4 3\n",
             b"licd vm v1\nextra 1\n",
             b"licd vm v1\ncount 6 7\nread_at 5\n",
             b"\xff\xfe",
