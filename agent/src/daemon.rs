@@ -20,14 +20,15 @@ use crate::api::{ApiError, ApiServer, Event};
 use crate::backoff::os_random;
 use crate::clock::{Clock, TrustedTime};
 use crate::config::Settings;
-use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input};
+use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input, Refusal};
 use crate::hooks::Hooks;
 use crate::identity::{
     probe_vm_count, resolve_identity, resolve_identity_blocking, DeviceKey, HostRoot, Identity,
     IdentityError, KeyError, VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
 };
+use crate::refusal::{Channel, LogLevel, RefusalLimiter};
 use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
-use crate::status::{ClockStatus, ConnectionStatus, Source, Status, AGENT_VERSION};
+use crate::status::{CacheProblem, ClockStatus, ConnectionStatus, Source, Status, AGENT_VERSION};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
 use crate::trust::{Accepted, TrustState};
@@ -44,8 +45,11 @@ const MARK_SAVE_EVERY: u64 = 3_600;
 const FIRST_REPORT_RETRY: Duration = Duration::from_secs(5);
 /// Reports are never closer together than this, whatever a bundle's `refresh_after` says.
 const MIN_REPORT_GAP: u64 = 2;
-/// Refusals are logged at most this often (a flood of bad messages must not flood the log).
+/// Refusals are logged at warn level at most this often per topic (a flood of bad messages
+/// must not flood the log; see [`crate::refusal`]).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Most characters of a stray topic quoted in status and logs.
+const TOPIC_EXCERPT: usize = 80;
 /// How long a clean shutdown waits for "offline" to reach the broker.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
@@ -81,6 +85,8 @@ struct Core {
     settings: Settings,
     /// Roots and revocations (config roots moved forward by accepted trust messages).
     trust: TrustState,
+    /// The cached bundle found at start could not be used (cleared once a new one is cached).
+    cache_problem: Option<CacheProblem>,
 }
 
 impl Core {
@@ -132,33 +138,55 @@ impl Core {
             settings.services.clone(),
         );
         let now = time.observe(clock.wall(), clock.boot()).now;
+        // The VM record before the bundle: over-use clocks continue under the restored bundle.
+        // Only with a probe configured: without one nothing would ever update the count.
+        let vm_probe = !matches!(settings.vm, VmProbeConfig::None);
+        match store.load_vm_record().map(|r| r.filter(|_| vm_probe)) {
+            Ok(None) => {}
+            Ok(Some(record)) => enforcer.restore_vm(record),
+            Err(e) => {
+                tracing::warn!(error = %e, "VM record unreadable; the VM count is unknown until the probe reads it");
+                if writable {
+                    let _ = store.set_aside_vm_record(now);
+                }
+            }
+        }
         let mut effects = Vec::new();
+        let path = store.bundle_path();
+        let mut cache_problem = None;
         match store.load_bundle() {
             Ok(None) => {}
             Ok(Some(raw)) => match enforcer.restore(&raw, now) {
                 Ok(e) => effects = e,
                 Err(refusal) => {
                     tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it");
-                    if writable {
-                        if let Ok(to) = store.set_aside_bundle(now) {
-                            tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
-                        }
-                    }
+                    cache_problem = Some(CacheProblem {
+                        code: refusal.code(),
+                        message: format!("cached bundle {} is unusable: {refusal}", path.display()),
+                        set_aside_to: None,
+                    });
                 }
             },
             Err(e) => {
                 tracing::warn!(error = %e, "cache unreadable; starting without it");
-                // Whatever sits at the cache path (garbage, a directory, an unreadable file)
-                // would also make every later write fail: move it out of the way.
-                if writable {
-                    match store.set_aside_bundle(now) {
-                        Ok(to) => {
-                            tracing::warn!(moved_to = %to.display(), "cached bundle set aside")
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot set the unreadable cache aside; new bundles will not survive a restart")
-                        }
-                    }
+                cache_problem = Some(CacheProblem {
+                    code: "unreadable",
+                    message: format!("cached bundle unreadable: {e}"),
+                    set_aside_to: None,
+                });
+            }
+        }
+        // Whatever sits at the cache path (garbage, a directory, an unreadable file, a bundle
+        // that does not verify) would make every later write fail or be refused again at the
+        // next start: move it out of the way.
+        if let Some(problem) = cache_problem.as_mut().filter(|_| writable) {
+            match store.set_aside_bundle(now) {
+                Ok(to) => {
+                    tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
+                    problem.set_aside_to = Some(to.display().to_string());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set the unusable cache aside; new bundles will not survive a restart")
                 }
             }
         }
@@ -177,6 +205,7 @@ impl Core {
                 clock,
                 settings,
                 trust,
+                cache_problem,
             },
             effects,
         )
@@ -201,6 +230,7 @@ impl Core {
                 rollback: self.time.rollback(),
             },
             connection,
+            cache_problem: self.cache_problem.clone(),
             enforcement: self.enforcer.snapshot(),
         }
     }
@@ -222,6 +252,16 @@ pub fn status_from_cache(settings: Settings, clock: Arc<dyn Clock>) -> Result<St
     let mut status = core.status(Source::Cache, None);
     if !has_key {
         status.device_key = "none (the daemon has not run yet)".into();
+        // Any cache is bound to a key: one without the key is a damaged state directory, not
+        // a device that was never granted anything.
+        if let Some(p) = status.cache_problem.as_mut() {
+            p.code = "no_device_key";
+            p.message = format!(
+                "cached bundle {} is unusable: the device key {} is missing",
+                core.store.bundle_path().display(),
+                DeviceKey::path_in(&core.settings.state_dir).display()
+            );
+        }
     }
     Ok(status)
 }
@@ -343,8 +383,7 @@ pub async fn run_with(
         next_report: None,
         unanswered: 0,
         mark_saved: 0,
-        refusal_logged: None,
-        refusals_suppressed: 0,
+        refusals: RefusalLimiter::new(REFUSAL_LOG_EVERY),
     };
     daemon.apply(effects);
     daemon.log_summary("enforcing from cache");
@@ -389,8 +428,8 @@ struct Daemon {
     /// Reports sent since the last bundle, for the retry schedule.
     unanswered: u32,
     mark_saved: UnixTime,
-    refusal_logged: Option<Instant>,
-    refusals_suppressed: u64,
+    /// The one rate limit on refusal warnings, for every topic.
+    refusals: RefusalLimiter,
 }
 
 impl Daemon {
@@ -483,9 +522,52 @@ impl Daemon {
             }
             SessionEvent::Trust(topic, bytes) => self.on_trust(topic, &bytes),
             SessionEvent::DiagRequest(bytes) => {
-                self.remote_diag
+                if let Err(refusal) = self
+                    .remote_diag
                     .handle(&bytes, self.core.trust.store(), now)
+                {
+                    let topic = self.topics.diag_request.clone();
+                    self.refuse(Channel::DiagRequest, &topic, refusal.code(), &refusal);
+                }
             }
+            SessionEvent::Stray(topic) => {
+                let topic: String = topic.chars().take(TOPIC_EXCERPT).collect();
+                let reason = licd_protocol::Error::BadTopic("not a topic licd reads");
+                self.refuse(Channel::Other, &topic, "bad_topic", &reason);
+            }
+        }
+    }
+
+    /// Counts a refusal the enforcer did not make (trust messages, diagnostic requests, stray
+    /// topics) and logs it through the one limiter.
+    fn refuse(
+        &mut self,
+        channel: Channel,
+        topic: &str,
+        code: &'static str,
+        reason: &dyn std::fmt::Display,
+    ) {
+        let now = self.core.now();
+        self.core
+            .enforcer
+            .count_refusal(channel, code, reason.to_string(), now);
+        self.log_refusal(channel, topic, code, reason);
+        self.publish_status();
+    }
+
+    /// Logs a counted refusal: at warn level when the limiter says so, else at debug level.
+    fn log_refusal(
+        &mut self,
+        channel: Channel,
+        topic: &str,
+        code: &'static str,
+        reason: &dyn std::fmt::Display,
+    ) {
+        match self.refusals.decide(channel, self.core.clock.boot()) {
+            LogLevel::Warn { suppressed } => {
+                tracing::warn!(%topic, %reason, code, suppressed, "{}", channel.what())
+            }
+            LogLevel::Debug => tracing::debug!(%topic, %reason, code, "{}", channel.what()),
         }
     }
 
@@ -523,23 +605,31 @@ impl Daemon {
                 self.apply(effects);
             }
             Err(e) => {
-                let refusal = crate::enforce::Refusal::Protocol(e);
-                tracing::warn!(topic = %topic, reason = %refusal, code = refusal.code(), "trust message refused; trust unchanged");
-                self.core.enforcer.note_refusal(&refusal, now);
-                self.publish_status();
+                let refusal = Refusal::Protocol(e);
+                self.refuse(Channel::Trust, topic.as_str(), refusal.code(), &refusal);
             }
         }
     }
 
     fn on_vm_count(&mut self, count: VmCount) {
-        if let VmCount::Unknown { reason } = &count {
-            tracing::debug!(%reason, "VM count unknown");
+        let was_unknown = self.core.enforcer.vm().unknown_since.is_some();
+        match &count {
+            VmCount::Unknown { reason } if !was_unknown => tracing::warn!(
+                %reason,
+                last_known = ?self.core.enforcer.vm_count(),
+                "VM count probe failed; the last known count stays in force"
+            ),
+            VmCount::Unknown { reason } => tracing::debug!(%reason, "VM count probe still failing"),
+            VmCount::Known(n) if was_unknown => {
+                tracing::info!(count = n, "VM count probe works again")
+            }
+            _ => {}
         }
         let now = self.core.now();
         let effects = self
             .core
             .enforcer
-            .handle(now, Input::VmCount(count.for_report()));
+            .handle(now, Input::VmCount(count.counted()));
         self.apply(effects);
     }
 
@@ -549,7 +639,10 @@ impl Daemon {
         for effect in effects {
             match effect {
                 Effect::Persist(raw) => match self.core.store.save_bundle(&raw) {
-                    Ok(()) => cached = true,
+                    Ok(()) => {
+                        cached = true;
+                        self.core.cache_problem = None;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot write the cache; the new bundle is enforced from memory and will be lost at restart");
                     }
@@ -571,7 +664,15 @@ impl Daemon {
                     }
                     self.schedule_report();
                 }
-                Effect::Refused(refusal) => self.log_refusal(&refusal),
+                Effect::Refused(refusal) => {
+                    let topic = self.topics.grants.clone();
+                    self.log_refusal(Channel::Grants, &topic, refusal.code(), &refusal);
+                }
+                Effect::PersistVm(record) => {
+                    if let Err(e) = self.core.store.save_vm_record(&record) {
+                        tracing::error!(error = %e, "cannot write the VM record; a restart would forget the last VM count");
+                    }
+                }
                 Effect::Distrusted { seq, refusal } => tracing::warn!(
                     seq,
                     reason = %refusal,
@@ -604,25 +705,6 @@ impl Daemon {
             self.send_report(cause);
         }
         self.publish_status();
-    }
-
-    fn log_refusal(&mut self, refusal: &crate::enforce::Refusal) {
-        let due = self
-            .refusal_logged
-            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
-        if due {
-            tracing::warn!(
-                reason = %refusal,
-                code = refusal.code(),
-                suppressed = self.refusals_suppressed,
-                "grant bundle refused; license state unchanged"
-            );
-            self.refusal_logged = Some(Instant::now());
-            self.refusals_suppressed = 0;
-        } else {
-            tracing::debug!(reason = %refusal, "grant bundle refused");
-            self.refusals_suppressed += 1;
-        }
     }
 
     fn send_report(&mut self, why: &str) {

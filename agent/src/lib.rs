@@ -19,6 +19,7 @@ pub mod diag;
 pub mod enforce;
 pub mod hooks;
 pub mod identity;
+pub mod refusal;
 pub mod session;
 pub mod status;
 pub mod store;

@@ -200,6 +200,10 @@ fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::R
         None => {
             let status = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
                 .context("cannot evaluate the cache")?;
+            // A cache that is there but unusable is an error to report, not "never granted".
+            if let Some(problem) = &status.cache_problem {
+                anyhow::bail!("{problem}");
+            }
             check_answer(&status, service)
         }
     };
@@ -237,17 +241,29 @@ fn describe_state(v: &Value) -> String {
 
 fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
     let settings = load(config)?;
-    let status = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
-        Some(a) if a["ok"] == json!(true) => a["status"].clone(),
+    let (status, cache_problem) = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
+        Some(a) if a["ok"] == json!(true) => (a["status"].clone(), None),
         _ => {
             let s = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
                 .context("cannot evaluate the cache")?;
-            serde_json::to_value(s).context("cannot render status")?
+            let problem = s.cache_problem.clone();
+            (
+                serde_json::to_value(s).context("cannot render status")?,
+                problem,
+            )
         }
+    };
+    // Answered from an unusable cache: print what is known, say what is wrong, exit 4.
+    let code = match &cache_problem {
+        Some(problem) => {
+            eprintln!("licd: {problem}");
+            EXIT_ERROR
+        }
+        None => 0,
     };
     if as_json {
         println!("{status:#}");
-        return Ok(0);
+        return Ok(code);
     }
     let s = |k: &str| status[k].as_str().unwrap_or("?").to_string();
     println!("device      {} (tenant {})", s("device"), s("tenant"));
@@ -279,6 +295,12 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
                 .unwrap_or_default()
         );
     }
+    if let Some(p) = status.get("cache_problem").filter(|p| !p.is_null()) {
+        println!(
+            "cache       UNUSABLE: {}",
+            p["message"].as_str().unwrap_or("?")
+        );
+    }
     match status.get("bundle").filter(|b| !b.is_null()) {
         Some(b) => println!(
             "bundle      seq {} issued {} signer {}",
@@ -288,10 +310,24 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
         ),
         None => println!("bundle      none"),
     }
+    if let Some(vm) = status.get("vm").filter(|v| !v.is_null()) {
+        let count = vm["count"]
+            .as_u64()
+            .map_or("unknown".into(), |n| n.to_string());
+        let age = vm["age_secs"]
+            .as_u64()
+            .map_or(String::new(), |a| format!(", read {a} s ago"));
+        let stale = if vm["stale"] == json!(true) {
+            ", PROBE FAILING: last known count in force"
+        } else {
+            ""
+        };
+        println!("vms         {count}{age}{stale}");
+    }
     let refusals = &status["refusals"];
     if refusals["total"].as_u64().unwrap_or(0) > 0 {
         println!(
-            "refused     {} bundle(s), last: {}",
+            "refused     {} message(s), last: {}",
             refusals["total"],
             refusals["last_message"].as_str().unwrap_or("?")
         );
@@ -303,7 +339,7 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
             describe_state(svc)
         );
     }
-    Ok(0)
+    Ok(code)
 }
 
 fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Result<u8> {

@@ -62,7 +62,8 @@ pub enum ClientError {
     /// The answer was not what the protocol says (bad JSON, missing field, unknown state).
     #[error("malformed answer from licd: {0}")]
     Protocol(String),
-    /// The cache could not be evaluated (`cache-fallback` only): config, state dir, key.
+    /// The cache could not be evaluated (`cache-fallback` only): config, state dir, key, or a
+    /// cached bundle that is there but unusable (truncated, another device's).
     #[error("cannot answer from the cache: {0}")]
     Cache(String),
     /// The service name is not one licd accepts (`[A-Za-z0-9._-]{1,64}`, not `.` or `..`):

@@ -9,7 +9,10 @@
 //! - the cache is used when the agent cannot be reached or does not answer in time
 //!   (not running, refused, permission denied, timeout, closed, I/O error);
 //! - an agent that answers is believed, even when it refuses the request or speaks a newer
-//!   version: those errors are returned, never papered over by older local rules.
+//!   version: those errors are returned, never papered over by older local rules;
+//! - a cache that is there but unusable (truncated, another device's, no device key) is
+//!   [`ClientError::Cache`] naming the file and the reason, as `licd check` exits 4 for it —
+//!   not an "unlicensed, never granted" verdict.
 //!
 //! Reading the cache needs read access to the agent's state directory (bundle, device key),
 //! like `licd check` run by the same user.
@@ -69,6 +72,10 @@ fn falls_back(e: &ClientError) -> bool {
 fn from_cache(settings: Settings, service: &str) -> Result<Verdict, ClientError> {
     let status = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
         .map_err(|e| ClientError::Cache(e.to_string()))?;
+    // As `licd check`: a cache that is there but unusable is an error, not "never granted".
+    if let Some(problem) = &status.cache_problem {
+        return Err(ClientError::Cache(problem.to_string()));
+    }
     // The agent's own answer builder: the cache answer is byte for byte what the daemon
     // would send for the same status.
     let answer = licd_agent::api::check_answer(&status, service);

@@ -22,7 +22,8 @@ pub enum Reason {
     NotYetValid,
     /// The host runs more VMs than the license covers.
     OverVmAllowance,
-    /// A newer bundle no longer grants it.
+    /// No longer granted: a newer bundle left it out, or the bundle that granted it was
+    /// dropped because its signer stopped being trusted.
     Revoked,
     /// The controller has no entitlement for it.
     NotEntitled,

@@ -133,6 +133,23 @@ fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agree
             reason: Reason::NeverGranted
         }
     );
+
+    // A truncated cache is an error naming the file, as `licd check` exits 4 for it: not an
+    // "unlicensed, never granted" verdict.
+    let cache = agent.state_dir().join("bundle.v1.bin");
+    let good = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &good[..good.len() / 2]).unwrap();
+    match licd_client::fallback::check(&agent.config_path(), "wifi") {
+        Err(ClientError::Cache(why)) => {
+            assert!(
+                why.contains("bundle.v1.bin") && why.contains("unusable"),
+                "{why}"
+            )
+        }
+        other => panic!("expected a cache error, got {other:?}"),
+    }
+    let (code, _) = agent.check_cli("wifi", &[]).unwrap();
+    assert_eq!(code, 4);
 }
 
 #[test]

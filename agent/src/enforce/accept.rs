@@ -70,6 +70,7 @@ impl Refusal {
                 E::RotationNotSignedByBoth { .. } => "rotation_not_signed_by_both",
                 E::RotationFromUnknownRoot(_) => "rotation_from_unknown_root",
                 E::RotationRollback { .. } => "rotation_rollback",
+                E::BadTopic(_) => "bad_topic",
                 _ => "refused",
             },
             Refusal::WrongDevice { .. } => "wrong_device",

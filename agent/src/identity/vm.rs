@@ -6,7 +6,8 @@
 //! killed; the process listing runs on an abandoned-if-stuck thread, see [`super::bounded`]).
 //!
 //! What this leaves to others: when to probe and what a changed count means for enforcement
-//! (daemon and `enforce`).
+//! (daemon and `enforce`). An unknown count is not zero: the enforcer keeps the last known
+//! count in force, persisted across restarts.
 
 use std::ffi::OsStr;
 use std::io;
@@ -165,7 +166,7 @@ pub enum VmCount {
     NotConfigured,
     /// The probe counted this many VMs.
     Known(u32),
-    /// The probe failed; the count is not known.
+    /// The probe failed; the count is not known (the last known one stays in force).
     Unknown {
         /// Why, for status and logs.
         reason: String,
@@ -173,8 +174,9 @@ pub enum VmCount {
 }
 
 impl VmCount {
-    /// The value for the report's `vm_count`: `None` unless known.
-    pub fn for_report(&self) -> Option<u32> {
+    /// The count, if this reading has one. `None` is not zero: the enforcer keeps the last
+    /// known count in force (and in the report) while the probe fails.
+    pub fn counted(&self) -> Option<u32> {
         match self {
             Self::Known(n) => Some(*n),
             Self::NotConfigured | Self::Unknown { .. } => None,
@@ -278,18 +280,16 @@ pub async fn run_vm_probe(config: &VmProbeConfig) -> Result<Option<u32>, VmProbe
     }
 }
 
-/// Runs the configured probe and turns any failure into [`VmCount::Unknown`] (logged at
-/// `warn`). This is what the daemon calls.
+/// Runs the configured probe and turns any failure into [`VmCount::Unknown`] with the reason.
+/// This is what the daemon calls; it logs the failure once when the probe starts failing, and
+/// keeps the last known count in force (see [`crate::enforce::Input::VmCount`]).
 pub async fn probe_vm_count(config: &VmProbeConfig) -> VmCount {
     match run_vm_probe(config).await {
         Ok(None) => VmCount::NotConfigured,
         Ok(Some(n)) => VmCount::Known(n),
-        Err(e) => {
-            tracing::warn!(error = %e, "VM count probe failed; reporting the count as unknown");
-            VmCount::Unknown {
-                reason: e.to_string(),
-            }
-        }
+        Err(e) => VmCount::Unknown {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -521,8 +521,8 @@ mod tests {
             probe_vm_count(&VmProbeConfig::Fixed { count: 7 }).await,
             VmCount::Known(7)
         );
-        assert_eq!(VmCount::Known(7).for_report(), Some(7));
-        assert_eq!(VmCount::NotConfigured.for_report(), None);
+        assert_eq!(VmCount::Known(7).counted(), Some(7));
+        assert_eq!(VmCount::NotConfigured.counted(), None);
     }
 
     #[tokio::test]

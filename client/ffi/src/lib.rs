@@ -57,7 +57,8 @@ pub enum licd_error {
     LICD_ERR_REFUSED = 8,
     /// licd's answer was malformed.
     LICD_ERR_PROTOCOL = 9,
-    /// The cache could not be evaluated (config, state directory, key).
+    /// The cache could not be evaluated (config, state directory, key) or is unusable
+    /// (truncated, another device's bundle).
     LICD_ERR_CACHE = 10,
     /// The function is not built into this library (e.g. the cache fallback).
     LICD_ERR_UNSUPPORTED = 11,
@@ -93,7 +94,8 @@ pub enum licd_reason {
     LICD_REASON_NOT_YET_VALID = 4,
     /// The host runs more VMs than the license covers.
     LICD_REASON_OVER_VM_ALLOWANCE = 5,
-    /// A newer bundle no longer grants it.
+    /// No longer granted: a newer bundle left it out, or the bundle that granted it was
+    /// dropped because its signer stopped being trusted.
     LICD_REASON_REVOKED = 6,
     /// The controller has no entitlement for it.
     LICD_REASON_NOT_ENTITLED = 7,
