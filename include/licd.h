@@ -26,7 +26,8 @@
 typedef enum licd_error {
   // Success.
   LICD_OK = 0,
-  // A NULL pointer or a string that is not UTF-8.
+  // A NULL pointer, a string that is not UTF-8, or a service name licd does not accept
+  // (`[A-Za-z0-9._-]{1,64}`, not `.` or `..`).
   LICD_ERR_INVALID_ARGUMENT = 1,
   // licd is not running: the socket is missing or refuses connections.
   LICD_ERR_NOT_RUNNING = 2,
@@ -40,11 +41,12 @@ typedef enum licd_error {
   LICD_ERR_CLOSED = 6,
   // licd speaks a newer major version of the socket protocol: upgrade this library.
   LICD_ERR_UNSUPPORTED_VERSION = 7,
-  // licd refused the request (see the message).
+  // licd refused the request (see the message), e.g. a watch past its watcher budget.
   LICD_ERR_REFUSED = 8,
   // licd's answer was malformed.
   LICD_ERR_PROTOCOL = 9,
-  // The cache could not be evaluated (config, state directory, key).
+  // The cache could not be evaluated (config, state directory, key) or is unusable
+  // (truncated, another device's bundle).
   LICD_ERR_CACHE = 10,
   // The function is not built into this library (e.g. the cache fallback).
   LICD_ERR_UNSUPPORTED = 11,
@@ -76,7 +78,8 @@ typedef enum licd_reason {
   LICD_REASON_NOT_YET_VALID = 4,
   // The host runs more VMs than the license covers.
   LICD_REASON_OVER_VM_ALLOWANCE = 5,
-  // A newer bundle no longer grants it.
+  // No longer granted: a newer bundle left it out, or the bundle that granted it was
+  // dropped because its signer stopped being trusted.
   LICD_REASON_REVOKED = 6,
   // The controller has no entitlement for it.
   LICD_REASON_NOT_ENTITLED = 7,
@@ -162,7 +165,14 @@ enum licd_error licd_set_timeout_ms(uint32_t timeout_ms);
 // Asks the running agent for the state of `service` and writes it to `*out`.
 //
 // On any error `*out` is left unchanged: treat the service as the product's policy says for
-// "licensing unknown" (or use [`licd_check_with_fallback`]).
+// "licensing unknown" (or use [`licd_check_with_fallback`]). A name licd does not accept
+// (`[A-Za-z0-9._-]{1,64}`, not `.` or `..`) is `LICD_ERR_INVALID_ARGUMENT`, before anything
+// is asked, exactly as with [`licd_check_with_fallback`].
+//
+// Each call is one short connection. The agent keeps answering checks however many other
+// clients are connected: it serves up to 64 check connections at once and, when they are
+// all taken, closes an idle or slow one (a client must send its request within 1 s of
+// connecting) rather than refusing a new one; watchers have a budget of their own.
 //
 // # Safety
 // `service` is a NUL-terminated string; `out` points to writable memory for a `licd_state`.
@@ -172,7 +182,8 @@ enum licd_error licd_check(const char *service, struct licd_state *out);
 // directory) and, when the agent does not answer, evaluates its cache read-only with the
 // same rules as `licd check` (`out->source` is then `LICD_SOURCE_CACHE`). Needs read access
 // to the agent's state directory. Returns `LICD_ERR_UNSUPPORTED` when the library was built
-// without the `cache-fallback` feature.
+// without the `cache-fallback` feature. An invalid service name is
+// `LICD_ERR_INVALID_ARGUMENT`, as with [`licd_check`], whichever would have answered.
 //
 // # Safety
 // `config_path` and `service` are NUL-terminated strings; `out` points to writable memory
@@ -192,6 +203,10 @@ enum licd_error licd_check_with_fallback(const char *config_path,
 // Run it on a dedicated thread; several threads may watch at once (a connection each). To
 // stop a watch from another thread, have the callback check a flag of yours: it runs at the
 // next event.
+//
+// The agent serves at most 64 watchers at once (apart from checks, which they never
+// crowd out); past that `licd_watch` returns `LICD_ERR_REFUSED` ("too many watchers"). A
+// watch ended by a process exiting or closing it frees its place at once.
 //
 // # Safety
 // `callback` is a valid function pointer; `user_data` is passed to it untouched.

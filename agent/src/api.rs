@@ -1,11 +1,23 @@
 //! The local API: a unix socket speaking JSON lines, for `licd check`/`status` and for other
-//! processes on the device. The messages are `licd_core::api`'s types (documented there, shared
-//! with `licd-client`); this module is the server: binding, connection limits, reading lines.
+//! processes on the device. The messages are `licd_core::api`'s types (each line documented
+//! there, shared with `licd-client` and liblicd); this module is the server: binding,
+//! connection budgets and deadlines, reading lines, writing answers.
 //!
 //! A client sends one request per line and gets one answer per line; after `watch` the
-//! connection carries events until it closes. Requests over 4 KiB, unknown ops and a newer
-//! major version are refused with a message. The socket is mode 0660 so a group of local
-//! daemons can ask.
+//! connection carries events until it closes. Requests over 4 KiB, unknown ops, a newer major
+//! version and an invalid service name are refused with a message. The socket is mode 0660 so
+//! a group of local daemons can ask.
+//!
+//! No number of idle, slow or departed clients stops checks being answered:
+//! - one-shot connections (`check`, `status`) and watchers have budgets of their own
+//!   ([`MAX_CHECK_CONNECTIONS`], [`MAX_WATCHERS`]); a `watch` past its budget is refused;
+//! - a one-shot client has [`REQUEST_TIMEOUT`] to send each whole request line (from
+//!   connecting, or from the first byte of a later request) and [`WRITE_TIMEOUT`] to take
+//!   each answer; an answered connection may idle [`IDLE_TIMEOUT`] for its next request;
+//! - when the one-shot budget is full, a new connection evicts an idle one, else the oldest
+//!   one past [`EVICTION_GRACE`]; it is never refused (see `slots`);
+//! - a watcher that closes its end is noticed at once (its socket is read while events are
+//!   awaited) and gives its slot back.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -13,9 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 
 use licd_core::api::{
     CheckAnswer, ErrorAnswer, EventLine, Op, Request, StatusAnswer, WatchAck, WatchEvent,
@@ -24,14 +38,48 @@ pub use licd_core::api::{Event, API_VERSION, MAX_REQUEST_LEN};
 
 use crate::status::Status;
 
-/// Most concurrent API connections; more wait (mini-redis style back-pressure).
-pub const MAX_CONNECTIONS: usize = 64;
-/// A silent client is dropped after this long (watchers excepted).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+mod slots;
 
-/// The check answer for one service.
-pub fn check_answer(status: &Status, service: &str) -> CheckAnswer {
-    CheckAnswer::new(service, status.state(service), status.source)
+use slots::{Room, Slots, Ticket};
+
+/// Most one-shot (`check`, `status`) connections at once; when all are taken a new one
+/// evicts an idle or slow one.
+pub const MAX_CHECK_CONNECTIONS: usize = 64;
+/// Most watchers at once; a `watch` past it is refused (the connection stays usable).
+pub const MAX_WATCHERS: usize = 64;
+/// A one-shot client must send a whole request line within this long: from connecting for
+/// the first, from its first byte for a later one.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// An answered connection may wait this long for its next request (it is the first to be
+/// evicted when the one-shot budget is full).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An answer or event a client does not take within this long ends its connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A new connection is never evicted sooner than this after it was accepted (unless idle):
+/// time for a client to send its request.
+pub const EVICTION_GRACE: Duration = Duration::from_millis(50);
+/// Read buffer per connection; a request line is at most [`MAX_REQUEST_LEN`], collected
+/// beside it.
+const READ_BUFFER: usize = 1024;
+
+/// Why `service` is not a valid service name (`[A-Za-z0-9._-]{1,64}`, the protocol's rule),
+/// as the daemon, the cache fallback and the clients word it; `None` when it is valid.
+pub fn invalid_service(service: &str) -> Option<String> {
+    licd_protocol::ServiceName::new(service)
+        .err()
+        .map(|e| format!("invalid service name: {e}"))
+}
+
+/// The check answer for one service, or the refusal of an invalid name.
+pub fn check_answer(status: &Status, service: &str) -> Result<CheckAnswer, ErrorAnswer> {
+    match invalid_service(service) {
+        Some(message) => Err(ErrorAnswer::new(message)),
+        None => Ok(CheckAnswer::new(
+            service,
+            status.state(service),
+            status.source,
+        )),
+    }
 }
 
 /// A bound API socket.
@@ -52,14 +100,14 @@ pub enum ApiError {
     #[error("{0} exists and is not a socket; remove it or set api.socket elsewhere")]
     NotASocket(PathBuf),
     /// Binding, removing or chmod failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The socket path.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -68,10 +116,10 @@ impl ApiServer {
     /// never one a live daemon answers on.
     pub async fn bind(path: &Path) -> Result<Self, ApiError> {
         let io = |op| {
-            move |source| ApiError::Io {
+            move |error| ApiError::Io {
                 op,
                 path: path.to_path_buf(),
-                source,
+                error,
             }
         };
         if let Some(dir) = path.parent() {
@@ -105,34 +153,45 @@ impl ApiServer {
         events: broadcast::Sender<Event>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let slots = Slots::new(MAX_CHECK_CONNECTIONS, MAX_WATCHERS, EVICTION_GRACE);
         tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
+        'serve: loop {
+            let stream = tokio::select! {
                 _ = &mut shutdown => break,
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
+                a = self.listener.accept() => match a {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, typically: let connections end first.
+                        tracing::warn!(error = %e, "api accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 },
             };
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                a = self.listener.accept() => a,
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let status = status.clone();
-                    let events = events.subscribe();
-                    tokio::spawn(async move {
-                        let _ = handle_connection(stream, status, events).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "api accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            // A full one-shot budget: evict, or hold this newcomer until a slot's grace is
+            // over (or a slot frees).
+            loop {
+                match slots.make_room(Instant::now()) {
+                    Room::Ready => break,
+                    Room::WaitUntil(t) => tokio::select! {
+                        _ = &mut shutdown => break 'serve,
+                        _ = tokio::time::sleep_until(t) => {}
+                        _ = slots.freed() => {}
+                    },
                 }
             }
+            let ticket = slots.admit(Instant::now());
+            let id = ticket.id();
+            let task = tokio::spawn(handle_connection(
+                stream,
+                ticket,
+                status.clone(),
+                events.clone(),
+            ));
+            slots.set_abort(id, task.abort_handle());
+            // The newcomer reads the request it has most likely sent already before further
+            // accepts can crowd it.
+            tokio::task::yield_now().await;
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -140,22 +199,26 @@ impl ApiServer {
 
 async fn handle_connection(
     stream: UnixStream,
+    mut ticket: Ticket,
     status: watch::Receiver<Arc<Status>>,
-    mut events: broadcast::Receiver<Event>,
+    events: broadcast::Sender<Event>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, read);
     let mut line = Vec::new();
+    // The first request is due REQUEST_TIMEOUT after connecting.
+    let mut deadline = Instant::now() + REQUEST_TIMEOUT;
     loop {
         line.clear();
-        let n = tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut lines, &mut line)).await;
+        let n = tokio::time::timeout_at(deadline, read_line(&mut reader, &mut line)).await;
         let n = match n {
             Ok(Ok(n)) => n,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                write_json(&mut write, &ErrorAnswer::new("request over 4096 bytes")).await?;
+                send(&mut write, &ErrorAnswer::new("request over 4096 bytes")).await?;
                 return Ok(());
             }
             Ok(Err(e)) => return Err(e),
+            // No whole request in time: a slow or silent client gives its slot up.
             Err(_) => return Ok(()),
         };
         if n == 0 {
@@ -172,34 +235,70 @@ async fn handle_connection(
             Ok(r) => Ok(r.op),
         };
         match request {
-            Err(refusal) => write_json(&mut write, &refusal).await?,
+            Err(refusal) => send(&mut write, &refusal).await?,
             Ok(Op::Check { service }) => {
                 let answer = check_answer(&status.borrow(), &service);
-                write_json(&mut write, &answer).await?
+                match answer {
+                    Ok(answer) => send(&mut write, &answer).await?,
+                    Err(refusal) => send(&mut write, &refusal).await?,
+                }
             }
             Ok(Op::Status) => {
                 let status = status.borrow().clone();
-                write_json(&mut write, &StatusAnswer::new(&*status)).await?
+                send(&mut write, &StatusAnswer::new(&*status)).await?
+            }
+            Ok(Op::Watch) if ticket.become_watcher() => {
+                // Subscribed before the confirmation: no change can fall in between.
+                let events = events.subscribe();
+                send(&mut write, &WatchAck::default()).await?;
+                return stream_events(reader, write, events).await;
             }
             Ok(Op::Watch) => {
-                write_json(&mut write, &WatchAck::default()).await?;
-                return stream_events(&mut write, &mut events).await;
+                let refusal = ErrorAnswer::new(format!(
+                    "too many watchers ({MAX_WATCHERS}): each process should hold one watch"
+                ));
+                send(&mut write, &refusal).await?
             }
         }
+        // Idle until the next request's first byte (first in line for eviction meanwhile).
+        ticket.idle(Some(Instant::now()));
+        match tokio::time::timeout(IDLE_TIMEOUT, reader.fill_buf()).await {
+            Ok(Ok(buf)) if !buf.is_empty() => {}
+            _ => return Ok(()),
+        }
+        ticket.idle(None);
+        deadline = Instant::now() + REQUEST_TIMEOUT;
     }
 }
 
+/// Streams events to a watcher until it goes; its socket is read meanwhile, so a watcher that
+/// closes its end is noticed at once, not at the next event.
 async fn stream_events(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    events: &mut broadcast::Receiver<Event>,
+    mut reader: BufReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
+    mut events: broadcast::Receiver<Event>,
 ) -> std::io::Result<()> {
+    let mut ignored = [0u8; 256];
     loop {
-        match events.recv().await {
-            Ok(ev) => write_json(write, &EventLine::new(WatchEvent::Changed(ev))).await?,
+        let event = tokio::select! {
+            r = reader.read(&mut ignored) => match r {
+                // The watcher closed its end (or the socket failed): it is gone.
+                Ok(0) | Err(_) => return Ok(()),
+                // Nothing is asked of a watcher after `watch`; what it sends is dropped.
+                Ok(_) => continue,
+            },
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(ev) => send(&mut write, &EventLine::new(WatchEvent::Changed(ev))).await?,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 // A slow watcher misses events rather than growing our memory; tell it so it
                 // can re-read the status.
-                write_json(write, &EventLine::new(WatchEvent::Lagged { missed: n })).await?;
+                send(
+                    &mut write,
+                    &EventLine::new(WatchEvent::Lagged { missed: n }),
+                )
+                .await?;
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
@@ -234,13 +333,13 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-async fn write_json(
-    w: &mut tokio::net::unix::OwnedWriteHalf,
-    v: &impl Serialize,
-) -> std::io::Result<()> {
+/// Writes `v` as one line; a client that does not take it within [`WRITE_TIMEOUT`] is cut.
+async fn send(w: &mut OwnedWriteHalf, v: &impl Serialize) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(v).unwrap_or_default();
     bytes.push(b'\n');
-    w.write_all(&bytes).await
+    tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&bytes))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 /// A blocking one-shot client (for `licd check` / `licd status`): sends `request`, returns the

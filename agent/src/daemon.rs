@@ -20,14 +20,15 @@ use crate::api::{ApiError, ApiServer, Event};
 use crate::backoff::os_random;
 use crate::clock::{Clock, TrustedTime};
 use crate::config::Settings;
-use crate::enforce::{Effect, Enforcer, Input};
+use crate::enforce::{Effect, Enforcer, Input, Refusal};
 use crate::hooks::Hooks;
 use crate::identity::{
     probe_vm_count, resolve_identity, DeviceKey, HostRoot, Identity, IdentityError, KeyError,
     VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
 };
+use crate::refusal::{Channel, LogLevel, RefusalLimiter};
 use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
-use crate::status::{ConnectionStatus, Source, Status, AGENT_VERSION};
+use crate::status::{CacheProblem, ConnectionStatus, Source, Status, AGENT_VERSION};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
 use crate::trust::{Accepted, TrustState};
@@ -45,8 +46,11 @@ const MARK_SAVE_EVERY: u64 = 3_600;
 const FIRST_REPORT_RETRY: Duration = Duration::from_secs(5);
 /// Reports are never closer together than this, whatever a bundle's `refresh_after` says.
 const MIN_REPORT_GAP: u64 = 2;
-/// Refusals are logged at most this often (a flood of bad messages must not flood the log).
+/// Refusals are logged at warn level at most this often per topic (a flood of bad messages
+/// must not flood the log; see [`crate::refusal`]).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Most characters of a stray topic quoted in status and logs.
+const TOPIC_EXCERPT: usize = 80;
 /// How long a clean shutdown waits for "offline" to reach the broker.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
@@ -82,6 +86,8 @@ struct Core {
     settings: Settings,
     /// Roots and revocations (config roots moved forward by accepted trust messages).
     trust: TrustState,
+    /// The cached bundle found at start could not be used (cleared once a new one is cached).
+    cache_problem: Option<CacheProblem>,
 }
 
 impl Core {
@@ -95,7 +101,7 @@ impl Core {
         writable: bool,
     ) -> (Self, Vec<Effect>, Vec<Problem>) {
         let restored = cache::restore(&settings, &binding, &store, clock.wall(), clock.boot());
-        let core = Self {
+        let mut core = Self {
             store,
             binding,
             time: restored.time,
@@ -103,6 +109,7 @@ impl Core {
             clock,
             settings,
             trust: restored.trust,
+            cache_problem: restored.cache_problem,
         };
         if writable {
             for problem in &restored.problems {
@@ -115,12 +122,16 @@ impl Core {
     /// Logs a problem found at start and moves the file aside: whatever sits at the cache path
     /// (garbage, a directory, another device's bundle) would otherwise be met again at every
     /// start, and an unreadable one would make every later write fail.
-    fn set_aside(&self, problem: &Problem) {
+    fn set_aside(&mut self, problem: &Problem) {
         let now = self.time.mark();
         match problem {
             Problem::MarkUnreadable(e) => {
                 tracing::warn!(error = %e, "time mark unreadable; starting from the cached bundle's time");
                 let _ = self.store.set_aside_mark(self.clock.wall());
+            }
+            Problem::VmRecordUnreadable(e) => {
+                tracing::warn!(error = %e, "VM record unreadable; the VM count is unknown until the probe reads it");
+                let _ = self.store.set_aside_vm_record(now);
             }
             Problem::TrustUnreadable(problem) => {
                 tracing::warn!(%problem, "trust state unreadable; starting from the config roots")
@@ -137,9 +148,14 @@ impl Core {
         }
         if problem.is_bundle() {
             match self.store.set_aside_bundle(now) {
-                Ok(to) => tracing::warn!(moved_to = %to.display(), "cached bundle set aside"),
+                Ok(to) => {
+                    tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
+                    if let Some(p) = self.cache_problem.as_mut() {
+                        p.set_aside_to = Some(to.display().to_string());
+                    }
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot set the unreadable cache aside; new bundles will not survive a restart")
+                    tracing::error!(error = %e, "cannot set the unusable cache aside; new bundles will not survive a restart")
                 }
             }
         }
@@ -160,6 +176,7 @@ impl Core {
             &self.enforcer,
         );
         status.connection = connection;
+        status.cache_problem = self.cache_problem.clone();
         status
     }
 }
@@ -300,8 +317,7 @@ pub async fn run_with(
         next_report: None,
         unanswered: 0,
         mark_saved: 0,
-        refusal_logged: None,
-        refusals_suppressed: 0,
+        refusals: RefusalLimiter::new(REFUSAL_LOG_EVERY),
     };
     daemon.apply(effects);
     daemon.log_summary("enforcing from cache");
@@ -350,8 +366,8 @@ struct Daemon {
     /// Reports sent since the last bundle, for the retry schedule.
     unanswered: u32,
     mark_saved: UnixTime,
-    refusal_logged: Option<Instant>,
-    refusals_suppressed: u64,
+    /// The one rate limit on refusal warnings, for every topic.
+    refusals: RefusalLimiter,
 }
 
 impl Daemon {
@@ -444,9 +460,52 @@ impl Daemon {
             }
             SessionEvent::Trust(topic, bytes) => self.on_trust(topic, &bytes),
             SessionEvent::DiagRequest(bytes) => {
-                self.remote_diag
+                if let Err(refusal) = self
+                    .remote_diag
                     .handle(&bytes, self.core.trust.store(), now)
+                {
+                    let topic = self.topics.diag_request.clone();
+                    self.refuse(Channel::DiagRequest, &topic, refusal.code(), &refusal);
+                }
             }
+            SessionEvent::Stray(topic) => {
+                let topic: String = topic.chars().take(TOPIC_EXCERPT).collect();
+                let reason = licd_protocol::Error::BadTopic("not a topic licd reads");
+                self.refuse(Channel::Other, &topic, "bad_topic", &reason);
+            }
+        }
+    }
+
+    /// Counts a refusal the enforcer did not make (trust messages, diagnostic requests, stray
+    /// topics) and logs it through the one limiter.
+    fn refuse(
+        &mut self,
+        channel: Channel,
+        topic: &str,
+        code: &'static str,
+        reason: &dyn std::fmt::Display,
+    ) {
+        let now = self.core.now();
+        self.core
+            .enforcer
+            .count_refusal(channel, code, reason.to_string(), now);
+        self.log_refusal(channel, topic, code, reason);
+        self.publish_status();
+    }
+
+    /// Logs a counted refusal: at warn level when the limiter says so, else at debug level.
+    fn log_refusal(
+        &mut self,
+        channel: Channel,
+        topic: &str,
+        code: &'static str,
+        reason: &dyn std::fmt::Display,
+    ) {
+        match self.refusals.decide(channel, self.core.clock.boot()) {
+            LogLevel::Warn { suppressed } => {
+                tracing::warn!(%topic, %reason, code, suppressed, "{}", channel.what())
+            }
+            LogLevel::Debug => tracing::debug!(%topic, %reason, code, "{}", channel.what()),
         }
     }
 
@@ -484,23 +543,31 @@ impl Daemon {
                 self.apply(effects);
             }
             Err(e) => {
-                let refusal = crate::enforce::Refusal::Protocol(e);
-                tracing::warn!(topic = %topic, reason = %refusal, code = refusal.code(), "trust message refused; trust unchanged");
-                self.core.enforcer.note_refusal(&refusal, now);
-                self.publish_status();
+                let refusal = Refusal::Protocol(e);
+                self.refuse(Channel::Trust, topic.as_str(), refusal.code(), &refusal);
             }
         }
     }
 
     fn on_vm_count(&mut self, count: VmCount) {
-        if let VmCount::Unknown { reason } = &count {
-            tracing::debug!(%reason, "VM count unknown");
+        let was_unknown = self.core.enforcer.vm().unknown_since.is_some();
+        match &count {
+            VmCount::Unknown { reason } if !was_unknown => tracing::warn!(
+                %reason,
+                last_known = ?self.core.enforcer.vm_count(),
+                "VM count probe failed; the last known count stays in force"
+            ),
+            VmCount::Unknown { reason } => tracing::debug!(%reason, "VM count probe still failing"),
+            VmCount::Known(n) if was_unknown => {
+                tracing::info!(count = n, "VM count probe works again")
+            }
+            _ => {}
         }
         let now = self.core.now();
         let effects = self
             .core
             .enforcer
-            .handle(now, Input::VmCount(count.for_report()));
+            .handle(now, Input::VmCount(count.counted()));
         self.apply(effects);
     }
 
@@ -510,7 +577,10 @@ impl Daemon {
         for effect in effects {
             match effect {
                 Effect::Persist(raw) => match self.core.store.save_bundle(&raw) {
-                    Ok(()) => cached = true,
+                    Ok(()) => {
+                        cached = true;
+                        self.core.cache_problem = None;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot write the cache; the new bundle is enforced from memory and will be lost at restart");
                     }
@@ -532,7 +602,15 @@ impl Daemon {
                     }
                     self.schedule_report();
                 }
-                Effect::Refused(refusal) => self.log_refusal(&refusal),
+                Effect::Refused(refusal) => {
+                    let topic = self.topics.grants.clone();
+                    self.log_refusal(Channel::Grants, &topic, refusal.code(), &refusal);
+                }
+                Effect::PersistVm(record) => {
+                    if let Err(e) = self.core.store.save_vm_record(&record) {
+                        tracing::error!(error = %e, "cannot write the VM record; a restart would forget the last VM count");
+                    }
+                }
                 Effect::Distrusted { seq, refusal } => tracing::warn!(
                     seq,
                     reason = %refusal,
@@ -565,25 +643,6 @@ impl Daemon {
             self.send_report(cause);
         }
         self.publish_status();
-    }
-
-    fn log_refusal(&mut self, refusal: &crate::enforce::Refusal) {
-        let due = self
-            .refusal_logged
-            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY);
-        if due {
-            tracing::warn!(
-                reason = %refusal,
-                code = refusal.code(),
-                suppressed = self.refusals_suppressed,
-                "grant bundle refused; license state unchanged"
-            );
-            self.refusal_logged = Some(Instant::now());
-            self.refusals_suppressed = 0;
-        } else {
-            tracing::debug!(reason = %refusal, "grant bundle refused");
-            self.refusals_suppressed += 1;
-        }
     }
 
     fn send_report(&mut self, why: &str) {

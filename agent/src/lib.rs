@@ -5,6 +5,11 @@
 //! shell around them: the MQTT session ([`session`]), the local API ([`api`]), hooks
 //! ([`hooks`]), identity probes ([`identity`]), TLS ([`tls`]), diagnostics ([`diag`]), and the
 //! loop that ties them together ([`daemon`]).
+//!
+//! Error types: each message is whole, its cause's text included, and no error exposes that
+//! cause again through `source()`; so `{:#}` (anyhow's chain on one line, how `licd` prints
+//! errors) and `%e` in a log line both say every reason once. `#[error(transparent)]` wraps
+//! without adding text.
 
 pub mod api;
 pub mod daemon;
@@ -14,4 +19,7 @@ pub mod identity;
 pub mod session;
 pub mod tls;
 
-pub use licd_core::{backoff, cache, clock, config, enforce, status, store, trust};
+pub use licd_core::{backoff, cache, clock, config, enforce, refusal, status, store, trust};
+
+#[cfg(test)]
+mod error_chains;

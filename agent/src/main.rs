@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use licd_agent::api::{check_answer, query};
+use licd_agent::api::{check_answer, invalid_service, query};
 use licd_agent::clock::SystemClock;
-use licd_agent::config::{LogFormat, Settings, DEFAULT_CONFIG_PATH};
+use licd_agent::config::{ConfigError, LogFormat, Settings, DEFAULT_CONFIG_PATH};
 use licd_agent::status::fmt_time;
 use serde_json::{json, Value};
 
@@ -102,16 +102,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            // `{:#}`: the message and its causes on one line. Never `{:?}`, which adds the
+            // backtrace anyhow captures when RUST_BACKTRACE is set: a user error is one line.
             eprintln!("licd: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
+/// The settings, or one line naming the file, the line and the key at fault.
 fn load(config: &Path) -> anyhow::Result<Settings> {
-    Settings::load(config).context(
-        "cannot load the configuration (see licd.example.toml; use --config PATH or LICD_CONFIG)",
-    )
+    Settings::load(config).map_err(|e| match e {
+        ConfigError::Read { .. } => {
+            anyhow::anyhow!("{e} (--config PATH or LICD_CONFIG names another file)")
+        }
+        other => anyhow::anyhow!("{other} (licd.example.toml documents every key)"),
+    })
 }
 
 fn init_logging(settings: &Settings, format: Option<LogFormat>) {
@@ -180,26 +186,24 @@ fn ask_daemon(settings: &Settings, request: Value) -> Option<Value> {
 }
 
 /// The status evaluated from the cache (no daemon answered). A cached bundle that cannot be
-/// used is an error, not "never granted": the answer would hide a damaged or foreign cache.
-/// Other problems (time mark, trust state) are warnings on stderr.
+/// used is `status.cache_problem` (the callers answer it as an error, not as "never
+/// granted"); the other problems (time mark, trust state, VM record) are warnings on stderr.
 fn from_cache(settings: Settings) -> anyhow::Result<licd_agent::status::Status> {
-    let state_dir = settings.state_dir.clone();
     let (status, problems) = licd_agent::daemon::status_from_cache(settings, Arc::new(SystemClock))
         .context("cannot evaluate the cache")?;
     for p in problems.iter().filter(|p| !p.is_bundle()) {
         eprintln!("licd: warning: {p}");
-    }
-    if let Some(p) = problems.iter().find(|p| p.is_bundle()) {
-        anyhow::bail!(
-            "the daemon is not running and its cache in {} cannot be used: {p}",
-            state_dir.display()
-        );
     }
     Ok(status)
 }
 
 fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::Result<u8> {
     let settings = load(config)?;
+    // Refused here as the daemon and the cache would refuse it: a name too long for a request
+    // line must not get a different answer.
+    if let Some(message) = invalid_service(service) {
+        anyhow::bail!("{message}");
+    }
     let answer = match ask_daemon(
         &settings,
         json!({"v": 1, "op": "check", "service": service}),
@@ -207,8 +211,15 @@ fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::R
         Some(a) => a,
         None => {
             let status = from_cache(settings)?;
-            serde_json::to_value(check_answer(&status, service))
-                .context("cannot render the answer")?
+            // A cache that is there but unusable is an error to report, not "never granted".
+            if let Some(problem) = &status.cache_problem {
+                anyhow::bail!("{problem}");
+            }
+            match check_answer(&status, service) {
+                Ok(a) => serde_json::to_value(a),
+                Err(e) => serde_json::to_value(e),
+            }
+            .context("cannot render the answer")?
         }
     };
     if answer["ok"] != json!(true) {
@@ -245,16 +256,28 @@ fn describe_state(v: &Value) -> String {
 
 fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
     let settings = load(config)?;
-    let status = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
-        Some(a) if a["ok"] == json!(true) => a["status"].clone(),
+    let (status, cache_problem) = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
+        Some(a) if a["ok"] == json!(true) => (a["status"].clone(), None),
         _ => {
             let s = from_cache(settings)?;
-            serde_json::to_value(s).context("cannot render status")?
+            let problem = s.cache_problem.clone();
+            (
+                serde_json::to_value(s).context("cannot render status")?,
+                problem,
+            )
         }
+    };
+    // Answered from an unusable cache: print what is known, say what is wrong, exit 4.
+    let code = match &cache_problem {
+        Some(problem) => {
+            eprintln!("licd: {problem}");
+            EXIT_ERROR
+        }
+        None => 0,
     };
     if as_json {
         println!("{status:#}");
-        return Ok(0);
+        return Ok(code);
     }
     let s = |k: &str| status[k].as_str().unwrap_or("?").to_string();
     println!("device      {} (tenant {})", s("device"), s("tenant"));
@@ -286,6 +309,12 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
                 .unwrap_or_default()
         );
     }
+    if let Some(p) = status.get("cache_problem").filter(|p| !p.is_null()) {
+        println!(
+            "cache       UNUSABLE: {}",
+            p["message"].as_str().unwrap_or("?")
+        );
+    }
     match status.get("bundle").filter(|b| !b.is_null()) {
         Some(b) => println!(
             "bundle      seq {} issued {} signer {}",
@@ -295,10 +324,24 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
         ),
         None => println!("bundle      none"),
     }
+    if let Some(vm) = status.get("vm").filter(|v| !v.is_null()) {
+        let count = vm["count"]
+            .as_u64()
+            .map_or("unknown".into(), |n| n.to_string());
+        let age = vm["age_secs"]
+            .as_u64()
+            .map_or(String::new(), |a| format!(", read {a} s ago"));
+        let stale = if vm["stale"] == json!(true) {
+            ", PROBE FAILING: last known count in force"
+        } else {
+            ""
+        };
+        println!("vms         {count}{age}{stale}");
+    }
     let refusals = &status["refusals"];
     if refusals["total"].as_u64().unwrap_or(0) > 0 {
         println!(
-            "refused     {} bundle(s), last: {}",
+            "refused     {} message(s), last: {}",
             refusals["total"],
             refusals["last_message"].as_str().unwrap_or("?")
         );
@@ -310,7 +353,7 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
             describe_state(svc)
         );
     }
-    Ok(0)
+    Ok(code)
 }
 
 fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Result<u8> {

@@ -58,6 +58,9 @@ pub enum SessionEvent {
     Trust(TrustTopic, Vec<u8>),
     /// A message arrived on this device's diag-request topic.
     DiagRequest(Vec<u8>),
+    /// A message arrived on a topic that one of the subscriptions matched but that is none of
+    /// the above (e.g. `licd/v1/trust/<unknown>`): the daemon counts it as refused.
+    Stray(String),
 }
 
 /// The device's topics.
@@ -171,10 +174,7 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => match TrustTopic::parse(&p.topic) {
                 Ok(t) => tx.send(SessionEvent::Trust(t, p.payload.to_vec())).await,
-                Err(_) => {
-                    tracing::debug!(topic = %p.topic, "ignoring message on an unexpected topic");
-                    Ok(())
-                }
+                Err(_) => tx.send(SessionEvent::Stray(p.topic)).await,
             },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => Ok(()),

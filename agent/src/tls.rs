@@ -70,20 +70,20 @@ pub enum TlsError {
     #[error("plain mqtt:// is not allowed: use mqtts:// or set allow_insecure = true")]
     InsecureNotAllowed,
     /// The CA file could not be read.
-    #[error("cannot read CA file {path}: {source}")]
+    #[error("cannot read CA file {path}: {error}")]
     CaFileUnreadable {
         /// The configured CA file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The CA file is not well-formed PEM.
-    #[error("CA file {path} is not valid PEM: {source}")]
+    #[error("CA file {path} is not valid PEM: {error}")]
     CaFileMalformed {
         /// The configured CA file.
         path: PathBuf,
         /// The PEM parser's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The CA file holds no certificate that could be used as a trust anchor.
     #[error("CA file {path} contains no usable certificate ({rejected} rejected)")]
@@ -112,20 +112,20 @@ pub enum TlsError {
         key: PathBuf,
     },
     /// The client certificate file could not be read.
-    #[error("cannot read client certificate {path}: {source}")]
+    #[error("cannot read client certificate {path}: {error}")]
     ClientCertUnreadable {
         /// The configured client certificate.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The client certificate file is not well-formed PEM.
-    #[error("client certificate {path} is not valid PEM: {source}")]
+    #[error("client certificate {path} is not valid PEM: {error}")]
     ClientCertMalformed {
         /// The configured client certificate.
         path: PathBuf,
         /// The PEM parser's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The client certificate file holds no certificate.
     #[error("client certificate file {path} contains no certificate")]
@@ -134,20 +134,20 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// The client key file could not be read.
-    #[error("cannot read client key {path}: {source}")]
+    #[error("cannot read client key {path}: {error}")]
     ClientKeyUnreadable {
         /// The configured client key.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The client key file is not well-formed PEM.
-    #[error("client key {path} is not valid PEM: {source}")]
+    #[error("client key {path} is not valid PEM: {error}")]
     ClientKeyMalformed {
         /// The configured client key.
         path: PathBuf,
         /// The PEM parser's error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The client key file holds no private key.
     #[error("client key file {path} contains no private key")]
@@ -156,12 +156,12 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// rustls refused the key: an unsupported key type, or it does not match the certificate.
-    #[error("client key {path} rejected: {source}")]
+    #[error("client key {path} rejected: {error}")]
     ClientKeyRejected {
         /// The configured client key.
         path: PathBuf,
         /// rustls's reason.
-        source: rustls::Error,
+        error: rustls::Error,
     },
     /// The server name override is not a valid DNS name or IP address.
     #[error("server name override {name:?} is not a valid DNS name or IP address")]
@@ -227,27 +227,27 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsError> {
     match identity {
         None => Ok(builder.with_no_client_auth()),
         Some((key_path, certs, key)) => {
-            builder.with_client_auth_cert(certs, key).map_err(|source| {
-                TlsError::ClientKeyRejected {
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|error| TlsError::ClientKeyRejected {
                     path: key_path.to_path_buf(),
-                    source,
-                }
-            })
+                    error,
+                })
         }
     }
 }
 
 /// Trust anchors from a CA PEM file: every parsable certificate in it.
 fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
-    let pem = fs::read(path).map_err(|source| TlsError::CaFileUnreadable {
+    let pem = fs::read(path).map_err(|error| TlsError::CaFileUnreadable {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::CaFileMalformed {
+        .map_err(|error| TlsError::CaFileMalformed {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let mut roots = RootCertStore::empty();
     let (_added, rejected) = roots.add_parsable_certificates(certs);
@@ -305,15 +305,15 @@ fn client_identity(settings: &TlsSettings) -> Result<Option<Identity<'_>>, TlsEr
         (Some(cert), Some(key)) => (cert.as_path(), key.as_path()),
     };
 
-    let pem = fs::read(cert_path).map_err(|source| TlsError::ClientCertUnreadable {
+    let pem = fs::read(cert_path).map_err(|error| TlsError::ClientCertUnreadable {
         path: cert_path.to_path_buf(),
-        source,
+        error,
     })?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::ClientCertMalformed {
+        .map_err(|error| TlsError::ClientCertMalformed {
             path: cert_path.to_path_buf(),
-            source,
+            error,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoClientCertificate {
@@ -321,14 +321,14 @@ fn client_identity(settings: &TlsSettings) -> Result<Option<Identity<'_>>, TlsEr
         });
     }
 
-    let pem = fs::read(key_path).map_err(|source| TlsError::ClientKeyUnreadable {
+    let pem = fs::read(key_path).map_err(|error| TlsError::ClientKeyUnreadable {
         path: key_path.to_path_buf(),
-        source,
+        error,
     })?;
     let key = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|source| TlsError::ClientKeyMalformed {
+        .map_err(|error| TlsError::ClientKeyMalformed {
             path: key_path.to_path_buf(),
-            source,
+            error,
         })?
         .ok_or_else(|| TlsError::NoClientKey {
             path: key_path.to_path_buf(),
@@ -646,7 +646,7 @@ AznuURZZScUoqAxZYqMiVWkInf+7T7QqB9zGmBeM8rouQzLgIKQRrpx0
         assert!(matches!(
             err(&settings),
             TlsError::ClientKeyRejected {
-                source: rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
+                error: rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch),
                 ..
             }
         ));

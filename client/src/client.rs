@@ -26,8 +26,10 @@ pub const MAX_ANSWER_LEN: usize = 1 << 20;
 /// A connection to the agent's local API.
 ///
 /// Requests take `&mut self`: use one client per thread (they are cheap: one socket each).
-/// The connection is kept between requests; the agent drops connections idle for 30 s, and
-/// the client then reconnects transparently (requests are idempotent).
+/// The connection is kept between requests; the agent closes one that sends no whole request
+/// within 1 s of connecting, idles 30 s after an answer, or is the idlest when its 64
+/// check connections are all taken, and the client then reconnects transparently (requests
+/// are idempotent).
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,
@@ -71,7 +73,10 @@ impl Client {
     }
 
     /// Like [`Client::check`], with the service name and the source of the answer.
+    ///
+    /// An invalid name is [`ClientError::InvalidService`], before anything is sent.
     pub fn verdict(&mut self, service: &str) -> Result<Verdict, ClientError> {
+        crate::validate_service(service)?;
         let answer = self.request(&Request::new(Op::Check {
             service: service.to_owned(),
         }))?;
@@ -91,7 +96,8 @@ impl Client {
     /// Opens a second connection that streams state changes; this client stays usable.
     ///
     /// Only changes are sent: to avoid missing one, start the watch first, then read the
-    /// current state with [`Client::check`] or [`Client::status`].
+    /// current state with [`Client::check`] or [`Client::status`]. The agent serves 64
+    /// watchers at once (apart from checks); past that this is [`ClientError::Refused`].
     pub fn watch(&self) -> Result<Watch, ClientError> {
         Watch::open(&self.path, self.timeout)
     }
@@ -176,31 +182,31 @@ impl Failure {
             Failure::Open(e) | Failure::Error(e) => e,
             Failure::Gone => ClientError::Closed { path },
             Failure::TimedOut => ClientError::Timeout { path, timeout },
-            Failure::Io(source) => ClientError::Io { path, source },
+            Failure::Io(error) => ClientError::Io { path, error },
         }
     }
 }
 
 /// Connects with timeouts set, mapping "nobody there" to [`ClientError::NotRunning`].
 fn open(path: &Path, timeout: Duration) -> Result<BufReader<UnixStream>, ClientError> {
-    let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
+    let stream = UnixStream::connect(path).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
             path: path.to_path_buf(),
-            source,
+            error,
         },
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
             path: path.to_path_buf(),
         },
         _ => ClientError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         },
     })?;
     // A zero duration would be an error for set_*_timeout; treat it as the smallest wait.
     let timeout = Some(timeout.max(Duration::from_millis(1)));
-    let io = |source| ClientError::Io {
+    let io = |error| ClientError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     stream.set_read_timeout(timeout).map_err(io)?;
     stream.set_write_timeout(timeout).map_err(io)?;
@@ -289,9 +295,9 @@ impl Watch {
         reader
             .get_ref()
             .set_read_timeout(None)
-            .map_err(|source| ClientError::Io {
+            .map_err(|error| ClientError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
         Ok(Self {
             reader,
@@ -310,9 +316,9 @@ impl Watch {
         self.reader
             .get_ref()
             .set_read_timeout(timeout)
-            .map_err(|source| ClientError::Io {
+            .map_err(|error| ClientError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         self.timeout = timeout;
         Ok(())
@@ -325,9 +331,9 @@ impl Watch {
             .reader
             .get_ref()
             .try_clone()
-            .map_err(|source| ClientError::Io {
+            .map_err(|error| ClientError::Io {
                 path: self.path.clone(),
-                source,
+                error,
             })?;
         Ok(WatchStopper {
             stream,

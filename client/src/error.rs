@@ -9,12 +9,12 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum ClientError {
     /// No agent listens: the socket file is missing or nobody accepts on it.
-    #[error("licd is not running: cannot connect to {path}: {source}")]
+    #[error("licd is not running: cannot connect to {}: {error}", path.display())]
     NotRunning {
         /// The socket path.
         path: PathBuf,
         /// The OS error (not found, connection refused).
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The socket exists but this process may not use it.
     #[error(
@@ -33,12 +33,12 @@ pub enum ClientError {
         timeout: Duration,
     },
     /// Any other I/O error on the socket.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {}: {error}", path.display())]
     Io {
         /// The socket path.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The agent closed the connection (it stopped or restarted).
     #[error("licd closed the connection on {path}")]
@@ -62,9 +62,15 @@ pub enum ClientError {
     /// The answer was not what the protocol says (bad JSON, missing field, unknown state).
     #[error("malformed answer from licd: {0}")]
     Protocol(String),
-    /// The cache could not be evaluated (`cache-fallback` only): config, state dir, key.
+    /// The cache could not be evaluated (`cache-fallback` only): config, state dir, key, or a
+    /// cached bundle that is there but unusable (truncated, another device's).
     #[error("cannot answer from the cache: {0}")]
     Cache(String),
+    /// The service name is not one licd accepts (`[A-Za-z0-9._-]{1,64}`, not `.` or `..`):
+    /// refused before anything is asked, the same way on every path (the agent refuses it
+    /// alike).
+    #[error("invalid service name: {0}")]
+    InvalidService(String),
 }
 
 impl ClientError {

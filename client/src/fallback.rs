@@ -10,7 +10,10 @@
 //! - the cache is used when the agent cannot be reached or does not answer in time
 //!   (not running, refused, permission denied, timeout, closed, I/O error);
 //! - an agent that answers is believed, even when it refuses the request or speaks a newer
-//!   version: those errors are returned, never papered over by older local rules.
+//!   version: those errors are returned, never papered over by older local rules;
+//! - a cache that is there but unusable (truncated, another device's, no device key) is
+//!   [`ClientError::Cache`] naming the file and the reason, as `licd check` exits 4 for it —
+//!   not an "unlicensed, never granted" verdict.
 //!
 //! Reading the cache needs read access to the agent's state directory (bundle, binding, time
 //! mark, trust state; not the private key), like `licd check` run by the same user.
@@ -36,6 +39,7 @@ pub fn check_with_timeout(
     service: &str,
     timeout: Duration,
 ) -> Result<Verdict, ClientError> {
+    crate::validate_service(service)?;
     let settings = Settings::load(config).map_err(|e| ClientError::Cache(e.to_string()))?;
     if let Some(socket) = settings.socket.as_deref() {
         match Client::with_timeout(socket, timeout).and_then(|mut c| c.verdict(service)) {
@@ -48,6 +52,7 @@ pub fn check_with_timeout(
 
 /// Evaluates `service` from the cache only, ignoring any running agent.
 pub fn check_cache_only(config: &Path, service: &str) -> Result<Verdict, ClientError> {
+    crate::validate_service(service)?;
     let settings = Settings::load(config).map_err(|e| ClientError::Cache(e.to_string()))?;
     from_cache(settings, service)
 }
@@ -65,13 +70,12 @@ fn falls_back(e: &ClientError) -> bool {
 }
 
 fn from_cache(settings: Settings, service: &str) -> Result<Verdict, ClientError> {
-    let (status, problems) =
+    let (status, _) =
         licd_core::cache::read_only(&settings, SystemClock.wall(), SystemClock.boot())
             .map_err(|e| ClientError::Cache(e.to_string()))?;
-    // The same rule as `licd check`: a cached bundle that cannot be used is an error, not a
-    // verdict of "never granted".
-    if let Some(p) = problems.iter().find(|p| p.is_bundle()) {
-        return Err(ClientError::Cache(p.to_string()));
+    // As `licd check`: a cache that is there but unusable is an error, not "never granted".
+    if let Some(problem) = &status.cache_problem {
+        return Err(ClientError::Cache(problem.to_string()));
     }
     // The agent's own answer type: the cache answer is byte for byte what the daemon would
     // send for the same status.
@@ -103,7 +107,7 @@ mod tests {
     fn only_transport_failures_fall_back() {
         assert!(falls_back(&ClientError::NotRunning {
             path: "/x".into(),
-            source: std::io::ErrorKind::NotFound.into()
+            error: std::io::ErrorKind::NotFound.into()
         }));
         assert!(!falls_back(&ClientError::Refused("no".into())));
         assert!(!falls_back(&ClientError::UnsupportedVersion {

@@ -2,7 +2,8 @@
 //!
 //! The agent answers on a unix socket in JSON lines (protocol version [`API_VERSION`], see
 //! `agent/src/api.rs`). This crate speaks it with a blocking [`std::os::unix::net::UnixStream`]
-//! and read/write timeouts: no async runtime, two dependencies (`serde_json`, `thiserror`).
+//! and read/write timeouts: no async runtime; it depends on `serde_json`, `thiserror`, `rustix`
+//! and `licd-protocol` (no_std, no I/O: the service-name rule).
 //!
 //! ```no_run
 //! use licd_client::Client;
@@ -17,8 +18,10 @@
 //!
 //! - [`Client::check`], [`Client::status`] and [`Client::watch`] (an iterator of state
 //!   changes on a connection of its own).
-//! - Errors are a [`ClientError`]; [`ClientError::NotRunning`] when no agent listens, and
-//!   [`ClientError::UnsupportedVersion`] when the agent speaks a newer major version.
+//! - Errors are a [`ClientError`]; [`ClientError::NotRunning`] when no agent listens,
+//!   [`ClientError::UnsupportedVersion`] when the agent speaks a newer major version, and
+//!   [`ClientError::InvalidService`] for a name the protocol does not allow (checked before
+//!   anything is asked: [`validate_service`]).
 //! - With the `cache-fallback` feature, [`fallback::check`] answers from the agent's cache
 //!   (read-only, the agent's own evaluation code) when the agent is not running, like
 //!   `licd check` does. That feature depends on `licd-agent`, so it is off by default.
@@ -42,3 +45,13 @@ pub use state::{Event, Reason, Source, State, Verdict};
 /// Version of the socket protocol this client speaks; it refuses answers from a higher major
 /// version.
 pub use licd_core::api::API_VERSION;
+
+/// Checks `service` against the protocol's rule for service names (`[A-Za-z0-9._-]{1,64}`,
+/// not `.` or `..`: `licd_protocol`'s own check, the one the agent applies), so an invalid
+/// name gets the same [`ClientError::InvalidService`] whether the agent or the cache would
+/// have answered. Every check in this crate calls it first.
+pub fn validate_service(service: &str) -> Result<(), ClientError> {
+    licd_protocol::ServiceName::new(service)
+        .map(drop)
+        .map_err(|e| ClientError::InvalidService(e.to_string()))
+}

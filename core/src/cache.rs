@@ -19,9 +19,13 @@ use licd_protocol::{DeviceId, KeyId, PublicKey, UnixTime};
 use crate::clock::TrustedTime;
 use crate::config::Settings;
 use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input, Refusal};
-use crate::status::{ClockStatus, Source, Status, AGENT_VERSION};
+use crate::status::{CacheProblem, ClockStatus, Source, Status, AGENT_VERSION};
 use crate::store::{write_atomic, Store, StoreError};
 use crate::trust::{Dropped, TrustState};
+
+/// File name of the device key in the state directory (its owner is the daemon; the read-only
+/// path only checks that it is there).
+pub const KEY_FILE: &str = "device.key";
 
 /// File name of the binding in the state directory.
 pub const BINDING_FILE: &str = "binding.v1";
@@ -75,21 +79,21 @@ impl Binding {
         let file = match fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+            Err(error) => {
                 return Err(StoreError::Io {
                     op: "open",
                     path,
-                    source,
+                    error,
                 })
             }
         };
         let mut text = String::new();
         file.take(MAX_BINDING_LEN)
             .read_to_string(&mut text)
-            .map_err(|source| StoreError::Io {
+            .map_err(|error| StoreError::Io {
                 op: "read",
                 path: path.clone(),
-                source,
+                error,
             })?;
         Self::decode(&text).map(Some).ok_or(StoreError::Corrupt {
             path,
@@ -115,6 +119,8 @@ impl Binding {
 pub enum Problem {
     /// The time mark file is unreadable; trusted time starts from the cached bundle.
     MarkUnreadable(StoreError),
+    /// The VM record is unreadable; the VM count is unknown until the probe reads it.
+    VmRecordUnreadable(StoreError),
     /// The trust state file is unreadable; trust starts from the config roots.
     TrustUnreadable(String),
     /// A stored trust message no longer verifies and was dropped.
@@ -131,12 +137,31 @@ impl Problem {
     pub fn is_bundle(&self) -> bool {
         matches!(self, Self::BundleUnreadable(_) | Self::BundleRefused(_))
     }
+
+    /// The problem as status shows it, for a bundle problem (`None` for the others).
+    pub fn as_cache_problem(&self, store: &Store) -> Option<CacheProblem> {
+        let path = store.bundle_path();
+        match self {
+            Self::BundleRefused(refusal) => Some(CacheProblem {
+                code: refusal.code(),
+                message: format!("cached bundle {} is unusable: {refusal}", path.display()),
+                set_aside_to: None,
+            }),
+            Self::BundleUnreadable(e) => Some(CacheProblem {
+                code: "unreadable",
+                message: format!("cached bundle unreadable: {e}"),
+                set_aside_to: None,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::MarkUnreadable(e) => write!(f, "time mark unreadable: {e}"),
+            Self::VmRecordUnreadable(e) => write!(f, "VM record unreadable: {e}"),
             Self::TrustUnreadable(e) => write!(f, "trust state unreadable: {e}"),
             Self::TrustDropped(d) => write!(
                 f,
@@ -162,6 +187,8 @@ pub struct Restored {
     pub effects: Vec<Effect>,
     /// What could not be used.
     pub problems: Vec<Problem>,
+    /// The cached bundle's problem as status shows it.
+    pub cache_problem: Option<CacheProblem>,
 }
 
 /// The acceptance rules for `binding` under `settings` and `trust`.
@@ -209,12 +236,14 @@ pub fn restore(
     }
     let now = time.observe(wall, boot).now;
     effects.extend(enforcer.handle(now, Input::Tick));
+    let cache_problem = problems.iter().find_map(|p| p.as_cache_problem(store));
     Restored {
         time,
         enforcer,
         trust,
         effects,
         problems,
+        cache_problem,
     }
 }
 
@@ -254,27 +283,45 @@ pub fn status_of(
             rollback: time.rollback(),
         },
         connection: None,
+        cache_problem: None,
         enforcement: enforcer.snapshot(),
     }
 }
 
 /// Evaluates the state directory read-only, as `licd check` and the client libraries do when
-/// no daemon answers: creates, moves and probes nothing. With no binding (the daemon never ran
-/// there) nothing can have been granted: every service reads "never granted" and no problem is
-/// reported. Errors only when the binding file itself cannot be read.
+/// no daemon answers: creates, moves and probes nothing. A cached bundle that cannot be used
+/// is `status.cache_problem` (callers answer it as an error, not as "never granted"): damaged,
+/// another device's, or lying in a state directory without its device key or without the
+/// binding the daemon writes at start. With no bundle and no binding (the daemon never ran
+/// there) every service reads "never granted". Errors only when the binding file itself cannot
+/// be read.
 pub fn read_only(
     settings: &Settings,
     wall: UnixTime,
     boot: Duration,
 ) -> Result<(Status, Vec<Problem>), StoreError> {
     let store = Store::open_read_only(&settings.state_dir);
+    let bundle = store.bundle_path();
+    let key = settings.state_dir.join(KEY_FILE);
+    let unusable = |code, why: String| CacheProblem {
+        code,
+        message: format!("cached bundle {} is unusable: {why}", bundle.display()),
+        set_aside_to: None,
+    };
     match Binding::load(&settings.state_dir)? {
         Some(binding) => {
             let r = restore(settings, &binding, &store, wall, boot);
-            Ok((
-                r.status(Source::Cache, settings, &binding, wall),
-                r.problems,
-            ))
+            let mut status = r.status(Source::Cache, settings, &binding, wall);
+            status.cache_problem = r.cache_problem;
+            // A cache is bound to a key: without the key it is a damaged state directory, not
+            // a device that was never granted anything (the daemon will make a new key).
+            if status.cache_problem.is_none() && r.enforcer.held().is_some() && !key.exists() {
+                status.cache_problem = Some(unusable(
+                    "no_device_key",
+                    format!("the device key {} is missing", key.display()),
+                ));
+            }
+            Ok((status, r.problems))
         }
         None => {
             // A key nobody holds binds nothing: whatever lies in the cache is refused.
@@ -289,6 +336,23 @@ pub fn read_only(
             let mut status = r.status(Source::Cache, settings, &nobody, wall);
             status.device = "unknown (the daemon has not run yet)".into();
             status.device_key = "none (the daemon has not run yet)".into();
+            if bundle.exists() {
+                status.cache_problem = Some(if key.exists() {
+                    unusable(
+                        "unbound",
+                        format!(
+                            "{} is missing, so nothing says which device it is for; the daemon \
+                             writes it when it starts",
+                            Binding::path_in(&settings.state_dir).display()
+                        ),
+                    )
+                } else {
+                    unusable(
+                        "no_device_key",
+                        format!("the device key {} is missing", key.display()),
+                    )
+                });
+            }
             Ok((status, Vec::new()))
         }
     }

@@ -11,6 +11,7 @@
 //! - [`clock`]: trusted time (a high-water mark that a wall clock set back cannot undo).
 //! - [`trust`]: the pinned roots and revocations, moved forward by signed trust messages.
 //! - [`store`]: the crash-safe cache files in the state directory.
+//! - [`refusal`]: counting refused messages and keeping their log lines few.
 //! - [`status`]: what `licd status`/`check` and the socket report.
 //! - [`api`]: the local API's request, answer and event lines.
 //! - [`cache`]: restoring the state from the state directory, daemon and read-only alike.
@@ -22,6 +23,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod enforce;
+pub mod refusal;
 pub mod status;
 pub mod store;
 pub mod trust;

@@ -47,6 +47,32 @@ pub struct ConnectionStatus {
     pub last_bundle_at: Option<UnixTime>,
 }
 
+/// A cached bundle that is there but cannot be used, and why. `licd check` and `licd status`
+/// answering from the cache say so on stderr and exit 4; the daemon sets such a file aside at
+/// start and shows this until a new bundle is cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheProblem {
+    /// `unreadable` (the file cannot be read), `no_device_key` (a cache but no device key), or
+    /// the refusal code of the bundle in it (`malformed`, `wrong_device`, `wrong_device_key`,
+    /// `bad_signature`, …).
+    pub code: &'static str,
+    /// What is wrong, in one line naming the file.
+    pub message: String,
+    /// Where the daemon moved the file (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_aside_to: Option<String>,
+}
+
+impl std::fmt::Display for CacheProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(to) = &self.set_aside_to {
+            write!(f, " (set aside as {to})")?;
+        }
+        Ok(())
+    }
+}
+
 /// The whole status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -65,6 +91,9 @@ pub struct Status {
     /// Connection facts (daemon only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionStatus>,
+    /// The cached bundle is there but unusable (absent when the cache is fine or empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_problem: Option<CacheProblem>,
     /// Services, bundle, refusals.
     #[serde(flatten)]
     pub enforcement: Snapshot,

@@ -8,7 +8,9 @@
 //! Layout (versioned by file name, so a later layout can live beside this one during an
 //! upgrade and a rollback finds its own files):
 //! - `bundle.v1.bin`: the signed grant envelope exactly as received;
-//! - `time-mark.v1`: the high-water mark, decimal unix seconds and a newline.
+//! - `time-mark.v1`: the high-water mark, decimal unix seconds and a newline;
+//! - `vm.v1`: the last VM count read, since when the probe fails, and since when each service
+//!   is over its VM allowance ([`VmRecord`]), so a restart continues the over-use grace clock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -18,24 +20,28 @@ use std::path::{Path, PathBuf};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
 use licd_protocol::UnixTime;
 
+use crate::enforce::{VmRecord, MAX_VM_RECORD_LEN};
+
 /// File name of the cached bundle.
 pub const BUNDLE_FILE: &str = "bundle.v1.bin";
 /// File name of the high-water mark.
 pub const MARK_FILE: &str = "time-mark.v1";
+/// File name of the VM record.
+pub const VM_FILE: &str = "vm.v1";
 
 /// A failed cache operation, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading, writing or renaming failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file is there but cannot be what we wrote.
     #[error("{path} is corrupt: {why}")]
@@ -48,10 +54,10 @@ pub enum StoreError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -150,6 +156,37 @@ impl Store {
     /// Moves a corrupt mark file aside.
     pub fn set_aside_mark(&self, now: UnixTime) -> Result<PathBuf, StoreError> {
         set_aside(&self.dir.join(MARK_FILE), now)
+    }
+
+    /// The persisted VM record (`None`: never written). A file that is not a record is an
+    /// error; the caller sets it aside and starts from the probe's next reading.
+    pub fn load_vm_record(&self) -> Result<Option<VmRecord>, StoreError> {
+        let path = self.dir.join(VM_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let mut raw = Vec::new();
+        file.take(MAX_VM_RECORD_LEN as u64 + 1)
+            .read_to_end(&mut raw)
+            .map_err(io_err("read", &path))?;
+        VmRecord::decode(&raw)
+            .map(Some)
+            .map_err(|why| StoreError::Corrupt {
+                path,
+                why: why.into(),
+            })
+    }
+
+    /// Persists the VM record atomically.
+    pub fn save_vm_record(&self, record: &VmRecord) -> Result<(), StoreError> {
+        write_atomic(&self.dir.join(VM_FILE), record.encode().as_bytes(), 0o600)
+    }
+
+    /// Moves a corrupt VM record aside.
+    pub fn set_aside_vm_record(&self, now: UnixTime) -> Result<PathBuf, StoreError> {
+        set_aside(&self.dir.join(VM_FILE), now)
     }
 }
 
@@ -279,6 +316,30 @@ mod tests {
         assert!(matches!(store.load_mark(), Err(StoreError::Corrupt { .. })));
         store.set_aside_mark(7).unwrap();
         assert_eq!(store.load_mark().unwrap(), None);
+    }
+
+    #[test]
+    fn the_vm_record_round_trips_and_a_corrupt_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load_vm_record().unwrap(), None);
+        let record = VmRecord {
+            reading: Some(crate::enforce::VmReading {
+                count: 6,
+                read_at: 1_800_000_000,
+            }),
+            unknown_since: Some(1_800_000_060),
+            over_since: Default::default(),
+        };
+        store.save_vm_record(&record).unwrap();
+        assert_eq!(store.load_vm_record().unwrap(), Some(record));
+        fs::write(dir.path().join(VM_FILE), b"six").unwrap();
+        assert!(matches!(
+            store.load_vm_record(),
+            Err(StoreError::Corrupt { .. })
+        ));
+        store.set_aside_vm_record(7).unwrap();
+        assert_eq!(store.load_vm_record().unwrap(), None);
     }
 
     #[test]

@@ -147,9 +147,30 @@ impl TrustState {
     }
 
     /// Handles a message received on a trust topic. `Err`: refused, nothing changed.
+    ///
+    /// The message in force of each kind (the newest rotation, the revocation list), delivered
+    /// again byte for byte, is [`Accepted::AlreadyHeld`]: the broker redelivers the retained
+    /// message on every connect. An earlier rotation that was applied and superseded is a
+    /// replay and is refused with [`Error::RotationRollback`] (docs/PROTOCOL.md §10.1), as any
+    /// statement with a seq not above the last one applied.
     pub fn handle(&mut self, topic: TrustTopic, bytes: &[u8]) -> Result<Accepted, Error> {
-        if self.records.iter().any(|r| r.raw == bytes) {
+        let in_force = |kind| self.records.iter().rev().find(|r| r.kind == kind);
+        if [MessageKind::RootRotation, MessageKind::Revocations]
+            .into_iter()
+            .any(|kind| in_force(kind).is_some_and(|r| r.raw == bytes))
+        {
             return Ok(Accepted::AlreadyHeld);
+        }
+        if self.records.iter().any(|r| r.raw == bytes) {
+            // Only rotations are kept once superseded. Every record decoded when it was
+            // accepted; 0 would still be a rollback.
+            let seq = licd_protocol::Envelope::parse(bytes)
+                .and_then(|env| env.decode::<licd_protocol::RootRotation>())
+                .map_or(0, |r| r.seq);
+            return Err(Error::RotationRollback {
+                seq,
+                current: self.store.rotation_seq(),
+            });
         }
         match topic {
             TrustTopic::Revocations => match self.accept_revocations(bytes) {
@@ -355,12 +376,36 @@ mod tests {
             Ok(Accepted::AlreadyHeld)
         );
         assert_eq!(
+            back.handle(TrustTopic::Revocations, &list(2, vec![revoked], &b)),
+            Ok(Accepted::AlreadyHeld)
+        );
+        assert_eq!(
             back.handle(TrustTopic::Revocations, &list(1, vec![], &b)),
             Err(Error::RevocationRollback {
                 version: 1,
                 current: 2
             })
         );
+    }
+
+    #[test]
+    fn a_replayed_superseded_rotation_is_refused_as_a_rollback() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let mut s = TrustState::new(vec![public(&a)]);
+        let first = rotation(&a, &b, 1);
+        let second = rotation(&b, &c, 2);
+        s.handle(TrustTopic::Roots, &first).unwrap();
+        s.handle(TrustTopic::Roots, &second).unwrap();
+        assert_eq!(
+            s.handle(TrustTopic::Roots, &first),
+            Err(Error::RotationRollback { seq: 1, current: 2 })
+        );
+        // The statement in force is the retained one, redelivered on every connect.
+        assert_eq!(
+            s.handle(TrustTopic::Roots, &second),
+            Ok(Accepted::AlreadyHeld)
+        );
+        assert_eq!(s.store().roots(), &[public(&c)]);
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub const MAX_DIAG_REPORT_LEN: usize = 48 * 1024;
 /// it is refused as stale (a replay) or from the future: 5 minutes.
 pub const DIAG_REQUEST_TOLERANCE: u64 = 300;
 
+/// A device answers at most one diagnostic request per this many seconds (the agent's rate
+/// limit; a controller that knows it can tell its operator at once instead of waiting for an
+/// answer that will not come).
+pub const DIAG_MIN_INTERVAL: u64 = 60;
+
 /// Correlation data: 16 random bytes chosen by the controller, echoed in the response.
 pub type RequestId = [u8; 16];
 

@@ -193,7 +193,10 @@ pub(crate) async fn run_eventloop(
                 tracing::debug!(?ack.return_codes, "subscribed");
                 ready.send_replace(true);
             }
-            Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/diag-response") => {
+            // Presence arrives only while a diagnostic request waits on that device.
+            Ok(Event::Incoming(Packet::Publish(p)))
+                if p.topic.ends_with("/diag-response") || p.topic.ends_with("/presence") =>
+            {
                 diag.deliver(&p.topic, &p.payload);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {

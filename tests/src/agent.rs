@@ -34,6 +34,8 @@ pub struct AgentOptions {
     pub roots: Vec<String>,
     /// Extra TOML appended at the end (e.g. a `[vm]` table).
     pub extra: String,
+    /// `log.level` (default `debug,rumqttc=info`; tests that count log lines use `info`).
+    pub log_level: String,
 }
 
 impl AgentOptions {
@@ -48,6 +50,7 @@ impl AgentOptions {
             services: vec!["wifi".into()],
             roots: vec![root_hex.into()],
             extra: String::new(),
+            log_level: "debug,rumqttc=info".into(),
         }
     }
 
@@ -77,13 +80,14 @@ impl AgentOptions {
         }
         format!(
             "tenant = {:?}\nservices = [{}]\nstate_dir = {:?}\nroots = [{}]\n\n[broker]\n{broker}\n\
-             [api]\nsocket = {:?}\n\n[log]\nlevel = \"debug,rumqttc=info\"\n\n[identity]\ndevice_id = {:?}\n\
+             [api]\nsocket = {:?}\n\n[log]\nlevel = {:?}\n\n[identity]\ndevice_id = {:?}\n\
              model = \"AP-TEST\"\nserial = \"SN-TEST\"\nproduct_class = \"wireless\"\n\n{}\n",
             self.tenant,
             list(&self.services),
             state.join("state").display().to_string(),
             list(&self.roots),
             state.join("licd.sock").display().to_string(),
+            self.log_level,
             self.device_id,
             self.extra,
         )
@@ -213,7 +217,8 @@ impl Agent {
         })
     }
 
-    /// Runs `licd --config <this agent's config> ARGS…`: exit code, stdout, stderr.
+    /// Runs `licd --config <this agent's config> ARGS…` as a user would: exit code, stdout,
+    /// stderr.
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
         let out = Command::new(licd_bin()?)
             .arg("--config")

@@ -117,6 +117,8 @@ impl Scene {
         )]);
         let (bundle, _) = open_bundle(&raw, &trust, unix_now()).unwrap();
         assert_eq!(bundle.device, self.report.device);
+        let status = self.agent.status().unwrap();
+        assert!(status["cache_problem"].is_null(), "{status}");
     }
 }
 
@@ -137,7 +139,8 @@ fn rejected(dir: &Path, name: &str) -> Vec<PathBuf> {
 }
 
 /// The whole scenario for one way of damaging `bundle.v1.bin`: `damage` gets the scene and
-/// the good cached bytes and returns what to put in their place.
+/// the good cached bytes and returns what to put in their place. `code` is the refusal code
+/// the agent gives the damage (`unreadable` when the file cannot be read as a bundle).
 fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     line: &str,
     code: Option<&str>,
@@ -152,21 +155,37 @@ fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     assert_ne!(bad, good, "the case must change the cache");
     fs::write(&path, &bad).unwrap();
 
-    // No daemon: `licd check` and `licd status` evaluate the cache read-only, refuse it, say
-    // so in one line on stderr with the documented exit code (4, not "unlicensed, never
-    // granted", which would hide the damage), and move nothing.
-    for args in [&["check", "wifi", "--json"][..], &["status", "--json"]] {
+    // No daemon: `licd check` evaluates the cache read-only, refuses it, says so in one line
+    // on stderr and exits 4 (OPERATIONS.md: cache unreadable) — not "never granted" — and
+    // moves nothing. `licd status` shows the problem and exits 4 too.
+    for args in [&["check", "wifi", "--json"][..], &["check", "wifi"]] {
         let (exit, stdout, stderr) = scene.agent.cli(args).unwrap();
-        assert_eq!(exit, 4, "{args:?}: {stdout}\n{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
-        assert!(stderr.contains("cannot be used"), "{args:?}: {stderr}");
-        if let Some(code) = code {
-            assert!(
-                stderr.contains(code),
-                "{args:?}: expected {code:?} in {stderr}"
-            );
-        }
+        assert_eq!(exit, 4, "{args:?}: stdout {stdout:?} stderr {stderr:?}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+        assert!(
+            stderr.starts_with("licd: cached bundle") && stderr.contains(BUNDLE_FILE),
+            "{args:?}: {stderr:?}"
+        );
     }
+    let (exit, stdout, stderr) = scene.agent.cli(&["status", "--json"]).unwrap();
+    assert_eq!(exit, 4, "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["source"], "cache", "{status}");
+    let problem = &status["cache_problem"];
+    assert!(
+        problem["message"]
+            .as_str()
+            .is_some_and(|m| stderr.contains(m)),
+        "{status}"
+    );
+    if let Some(code) = code {
+        assert_eq!(problem["code"], code, "{status}");
+    }
+    let (exit, stdout, _) = scene.agent.cli(&["status"]).unwrap();
+    assert_eq!(exit, 4);
+    assert!(stdout.contains("cache       UNUSABLE: "), "{stdout}");
     assert_eq!(
         fs::read(&path).unwrap(),
         bad,
@@ -180,6 +199,13 @@ fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     assert_eq!(answer["reason"], "never_granted", "{answer}");
     let status = scene.agent.status().unwrap();
     assert!(status["bundle"].is_null(), "{status}");
+    // The running daemon shows what it found and where it put it.
+    assert!(
+        status["cache_problem"]["set_aside_to"]
+            .as_str()
+            .is_some_and(|to| to.contains(".rejected-")),
+        "{status}"
+    );
     let log = scene.log_since(from);
     assert!(log.contains(line), "expected {line:?} in\n{log}");
     if let Some(code) = code {
@@ -238,10 +264,14 @@ fn an_empty_cache_file_is_refused_set_aside_and_the_agent_relicenses() {
 
 #[test]
 fn an_oversized_cache_file_is_unreadable_set_aside_and_the_agent_relicenses() {
-    a_damaged_cache_is_set_aside_and_the_agent_recovers(UNREADABLE, None, |_, mut good| {
-        good.resize(MAX_ENVELOPE_LEN + 1, 0);
-        good
-    });
+    a_damaged_cache_is_set_aside_and_the_agent_recovers(
+        UNREADABLE,
+        Some("unreadable"),
+        |_, mut good| {
+            good.resize(MAX_ENVELOPE_LEN + 1, 0);
+            good
+        },
+    );
 }
 
 #[test]
@@ -266,6 +296,22 @@ fn a_valid_bundle_for_this_id_but_another_device_key_is_refused_and_the_agent_re
             s.sealed(&other, s.controller.seq() + 1)
         },
     );
+}
+
+#[test]
+fn a_cache_without_its_device_key_is_reported_by_an_offline_check_not_never_granted() {
+    let rt = runtime();
+    let _g = rt.enter();
+    let scene = Scene::licensed_then_offline();
+    fs::remove_file(scene.state_file("device.key")).unwrap();
+    let (exit, stdout, stderr) = scene.agent.cli(&["check", "wifi"]).unwrap();
+    assert_eq!(exit, 4, "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("device key"), "{stderr:?}");
+    let (exit, stdout, _) = scene.agent.cli(&["status", "--json"]).unwrap();
+    assert_eq!(exit, 4);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["cache_problem"]["code"], "no_device_key", "{status}");
 }
 
 #[test]

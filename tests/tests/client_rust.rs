@@ -51,6 +51,26 @@ fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agree
     assert_eq!(status["device"], "ap-1", "{status}");
     assert_eq!(status["source"], "daemon", "{status}");
 
+    // An invalid name is refused alike by the client (before asking), the daemon and
+    // `licd check`; below, by the cache path too.
+    let refused = "invalid service name: identifier is empty";
+    match client.check("") {
+        Err(e @ ClientError::InvalidService(_)) => assert_eq!(e.to_string(), refused),
+        other => panic!("expected InvalidService, got {other:?}"),
+    }
+    let raw = agent.check("").unwrap();
+    assert_eq!(
+        (raw["ok"].as_bool(), raw["error"].as_str()),
+        (Some(false), Some(refused))
+    );
+    let long = "x".repeat(10_000);
+    assert!(matches!(
+        client.check(&long),
+        Err(ClientError::InvalidService(_))
+    ));
+    assert_eq!(agent.check_cli("", &[]).unwrap().0, 4);
+    assert_eq!(agent.check_cli(&long, &[]).unwrap().0, 4);
+
     // Latency through the client: one kept connection, and a connection per check (what the
     // C library's licd_check does).
     let timed = |n: usize, mut f: Box<dyn FnMut() + '_>| {
@@ -101,6 +121,11 @@ fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agree
     assert_eq!((code, cli["source"].as_str()), (0, Some("cache")));
     assert_eq!(Some(verdict.state.name()), cli["state"].as_str());
     assert_eq!(verdict.state.until(), cli["until"].as_u64());
+    assert!(matches!(
+        licd_client::fallback::check(&agent.config_path(), ""),
+        Err(ClientError::InvalidService(_))
+    ));
+    assert_eq!(agent.check_cli("", &[]).unwrap().0, 4);
     let unknown = licd_client::fallback::check(&agent.config_path(), "never-heard-of").unwrap();
     assert_eq!(
         unknown.state,
@@ -108,6 +133,23 @@ fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agree
             reason: Reason::NeverGranted
         }
     );
+
+    // A truncated cache is an error naming the file, as `licd check` exits 4 for it: not an
+    // "unlicensed, never granted" verdict.
+    let cache = agent.state_dir().join("bundle.v1.bin");
+    let good = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &good[..good.len() / 2]).unwrap();
+    match licd_client::fallback::check(&agent.config_path(), "wifi") {
+        Err(ClientError::Cache(why)) => {
+            assert!(
+                why.contains("bundle.v1.bin") && why.contains("unusable"),
+                "{why}"
+            )
+        }
+        other => panic!("expected a cache error, got {other:?}"),
+    }
+    let (code, _) = agent.check_cli("wifi", &[]).unwrap();
+    assert_eq!(code, 4);
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Remote diagnostics end to end: the real stub controller (embedded broker, ledger, signing
 //! key) asks a real agent process for its diagnostic report over MQTT. The answer comes back
 //! signed by the device key the ledger pinned, with the request's id, and carries the agent's
-//! offline `licd diag` document; a second request within the agent's rate limit and a request
-//! signed by a key no pinned root certified are refused (no answer, and the agent says why in
-//! its log).
+//! offline `licd diag` document; a request signed by a key no pinned root certified and a
+//! second request within the agent's rate limit are refused (no answer; the agent counts them
+//! and says why in its log). The stub itself answers a second request of its own within the
+//! minute with `RateLimited`, and a request to a stopped device with `Offline`, at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use licd_protocol::diag::DiagRequest;
@@ -79,8 +80,9 @@ fn the_controller_gets_a_signed_diagnostic_report_and_the_agent_refuses_floods_a
     let rt = licd_tests::runtime();
     let now = licd_tests::controller::unix_now();
     let (tenant, device) = ids();
+    let signer = Signer::ephemeral(now).unwrap();
     let stub = rt.block_on(async {
-        let stub = Stub::start(StubConfig::for_tests(Signer::ephemeral(now).unwrap()))
+        let stub = Stub::start(StubConfig::for_tests(signer.clone()))
             .await
             .unwrap();
         stub.add_customer(tenant.clone(), "Acme", CustomerKind::Tenant)
@@ -89,7 +91,8 @@ fn the_controller_gets_a_signed_diagnostic_report_and_the_agent_refuses_floods_a
         stub
     });
     let port = stub.broker_addr().unwrap().port();
-    let agent = Agent::start(&AgentOptions::plain(port, &stub.root_public_key().to_hex())).unwrap();
+    let mut agent =
+        Agent::start(&AgentOptions::plain(port, &stub.root_public_key().to_hex())).unwrap();
     // The first report pins the device key; the agent subscribed to its diag-request topic
     // before it sent that report.
     wait_for("the device to be pinned", T, || {
@@ -99,13 +102,35 @@ fn the_controller_gets_a_signed_diagnostic_report_and_the_agent_refuses_floods_a
 
     // A request signed by a key no pinned root certified: refused, not answered.
     let topic = Topic::new(&tenant, &device, TopicKind::DiagRequest).to_topic_string();
-    rt.block_on(publish_raw(&stub, topic, forged_request(now)));
+    rt.block_on(publish_raw(&stub, topic.clone(), forged_request(now)));
     wait_log(&agent, "invalid_request");
     assert!(
         agent.log().contains("is not trusted"),
         "refused for the chain:\n{}",
         agent.log()
     );
+
+    // The device stops: its presence says offline, and a request is answered at once (and
+    // does not count against the device's one request a minute). Then it comes back.
+    assert!(agent.stop().unwrap());
+    let started = Instant::now();
+    let offline = rt.block_on(stub.request_diag(&tenant, &device, T));
+    assert!(
+        matches!(offline, Err(DiagError::Offline { .. })),
+        "{offline:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    agent.restart().unwrap();
+    wait_for("the agent to reconnect", T, || {
+        agent
+            .status()
+            .is_some_and(|s| s["connection"]["connected"] == true)
+    })
+    .unwrap();
 
     // The controller's request: answered, verified against the pinned key, correlated.
     let response = rt
@@ -147,13 +172,40 @@ fn the_controller_gets_a_signed_diagnostic_report_and_the_agent_refuses_floods_a
     assert!(text.contains("acme/ap-1"), "{text}");
     wait_log(&agent, "diagnostic report sent to the controller");
 
-    // A second request within the minute: the agent refuses it and logs why; no answer.
-    let second = rt.block_on(stub.request_diag(&tenant, &device, Duration::from_secs(3)));
+    // A second request within the minute: the stub knows the device would refuse it (one
+    // request a minute) and says so at once, with the seconds to wait, without asking.
+    let started = Instant::now();
+    let second = rt.block_on(stub.request_diag(&tenant, &device, T));
     assert!(
-        matches!(second, Err(DiagError::Timeout { .. })),
+        matches!(second, Err(DiagError::RateLimited { retry_after, .. }) if (1..=60).contains(&retry_after)),
         "{second:?}"
     );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A request the device gets inside its minute all the same (signed by the controller's
+    // key, sent by someone the stub does not know of): the agent refuses it, counts it in its
+    // status and logs why; no answer.
+    let request = DiagRequest {
+        device: device.clone(),
+        tenant: tenant.clone(),
+        request_id: [0x43; 16],
+        issued_at: now,
+    };
+    rt.block_on(publish_raw(
+        &stub,
+        topic.clone(),
+        signer.seal_diag_request(&request),
+    ));
     wait_log(&agent, "rate_limited");
+    let status = agent.status().unwrap();
+    assert_eq!(
+        status["refusals"]["by_topic"]["diag_request"], 1,
+        "the rate-limited request (since the restart): {status}"
+    );
 
     rt.block_on(stub.shutdown());
 }

@@ -316,6 +316,45 @@ fn a_root_rotation_signed_by_only_one_of_the_two_roots_is_refused() {
 }
 
 #[test]
+fn a_replayed_root_rotation_already_applied_and_superseded_is_refused_as_a_rollback() {
+    let (a, b, c) = (key(1), key(4), key(6));
+    let now = unix_now();
+    let mut rig = Rig::start(&a);
+    let first = seal_rotation(&RootRotation::sign(&a, public(&b), 1, now), &b);
+    let second = seal_rotation(&RootRotation::sign(&b, public(&c), 2, now), &c);
+    rig.publish(TRUST_ROOTS, first.clone());
+    rig.wait_status("rotation 1", |s| s["trust"]["rotation_seq"] == 1);
+    rig.publish(TRUST_ROOTS, second.clone());
+    rig.wait_status("rotation 2", |s| s["trust"]["rotation_seq"] == 2);
+    // The first statement again (an attacker replaying an old retained message): refused
+    // with the reason PROTOCOL.md §10.1 gives, counted and logged.
+    let s = rig.expect_refused(TRUST_ROOTS, first, "rotation_rollback");
+    assert_eq!(s["refusals"]["by_topic"]["trust"], 1, "{:#}", s["refusals"]);
+    assert_eq!(s["trust"]["roots"], serde_json::json!([id_hex(&c)]));
+    assert!(
+        rig.agent.log().contains("trust message refused"),
+        "{}",
+        rig.agent.log()
+    );
+    // The statement in force delivered again (live, or retained on every reconnect) is not a
+    // refusal. A message on a stray trust topic, sent after it, marks when it was handled.
+    let marker = |rig: &Rig, n: u64| {
+        rig.publish("licd/v1/trust/marker", b"marker".to_vec());
+        rig.wait_status("the marker", |s| s["refusals"]["by_topic"]["other"] == n)
+    };
+    rig.publish(TRUST_ROOTS, second);
+    let s = marker(&rig, 1);
+    assert_eq!(s["refusals"]["by_topic"]["trust"], 1, "{:#}", s["refusals"]);
+    rig.agent.restart().unwrap();
+    // The retained marker comes back too (after the retained rotation, same SUBSCRIBE).
+    let s = rig.wait_status("the agent back", |s| {
+        s["connection"]["connected"] == true && s["refusals"]["by_topic"]["other"] == 1
+    });
+    assert_eq!(s["trust"]["rotation_seq"], 2);
+    assert_eq!(s["refusals"]["by_topic"]["trust"], 0, "{:#}", s["refusals"]);
+}
+
+#[test]
 fn a_revocation_list_rollback_is_refused_also_after_a_restart() {
     let root = key(1);
     let now = unix_now();

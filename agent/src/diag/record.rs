@@ -88,12 +88,12 @@ pub fn save_if_changed(state_dir: &Path, record: &IdentityRecord) -> Result<bool
 #[non_exhaustive]
 pub enum RecordError {
     /// Reading failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The record.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a record.
     #[error("{path} is not an identity record: {why}")]
@@ -112,14 +112,14 @@ pub fn load(state_dir: &Path) -> Result<Option<IdentityRecord>, RecordError> {
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(RecordError::Io { path, source }),
+        Err(error) => return Err(RecordError::Io { path, error }),
     };
     let mut text = Vec::new();
     file.take(MAX_RECORD_LEN)
         .read_to_end(&mut text)
-        .map_err(|source| RecordError::Io {
+        .map_err(|error| RecordError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
     serde_json::from_slice(&text)
         .map(Some)

@@ -7,8 +7,9 @@
 //! signer's chain to the pinned roots at trusted now and freshness
 //! ([`open_diag_request`]); the request names this device; its id was not answered before;
 //! at most one request per [`MIN_INTERVAL`]. [`Responder`] is the shell the daemon holds: it
-//! logs refusals (a burst once), runs the offline diagnosis in one spawned, time-bounded task,
-//! bounds the document to [`MAX_DIAG_REPORT_LEN`], signs and publishes the response.
+//! runs the offline diagnosis in one spawned, time-bounded task, bounds the document to
+//! [`MAX_DIAG_REPORT_LEN`], signs and publishes the response; refusals go back to the daemon,
+//! which counts and logs them with every other refusal ([`crate::refusal`]).
 //! Network steps are never run for a remote request: they would open a second session with
 //! the device's credentials, and the request itself proves the broker path works.
 
@@ -33,7 +34,7 @@ use crate::status::AGENT_VERSION;
 
 /// At most one remote diagnosis per minute: a diagnosis reads files and runs probes, and a
 /// controller (or someone replaying its requests) must not be able to keep a device busy.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+pub const MIN_INTERVAL: Duration = Duration::from_secs(licd_protocol::diag::DIAG_MIN_INTERVAL);
 
 /// Longest a remote diagnosis may run before a "timed out" document is sent instead; below
 /// [`MIN_INTERVAL`], so one diagnosis is over before the next may start.
@@ -41,9 +42,6 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Request ids remembered for the replay check (the rate limit keeps far fewer in the window).
 const SEEN_CAPACITY: usize = 64;
-
-/// A refusal of the same kind is logged at warn level at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a diagnostic request is not answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -280,10 +278,6 @@ pub struct Responder {
     gate: Gate,
     job: Arc<Job>,
     running: Option<JoinHandle<()>>,
-    /// Code and boot time of the last refusal logged at warn level, and how many were logged
-    /// at debug level since.
-    logged: Option<(&'static str, Duration)>,
-    suppressed: u64,
 }
 
 impl std::fmt::Debug for Responder {
@@ -316,14 +310,17 @@ impl Responder {
                 topic: response_topic,
             }),
             running: None,
-            logged: None,
-            suppressed: 0,
         }
     }
 
-    /// A message arrived on the device's diag-request topic: decide, then answer in a task
-    /// or log the refusal.
-    pub fn handle(&mut self, bytes: &[u8], trust: &TrustStore, now: UnixTime) {
+    /// A message arrived on the device's diag-request topic: decide, then answer in a task.
+    /// `Err`: refused, not answered (the daemon counts and logs it).
+    pub fn handle(
+        &mut self,
+        bytes: &[u8],
+        trust: &TrustStore,
+        now: UnixTime,
+    ) -> Result<(), DiagRefusal> {
         let boot = self.job.clock.boot();
         if self.running.as_ref().is_some_and(|t| t.is_finished()) {
             self.running = None;
@@ -332,40 +329,15 @@ impl Responder {
             Some(_) => Err(DiagRefusal::Busy),
             None => self.gate.check(bytes, trust, now, boot),
         };
-        match decision {
-            Ok((request, signer)) => {
-                tracing::info!(
-                    request = %hex(&request.request_id),
-                    signer = %signer.signer,
-                    "diagnostic request accepted; running the offline diagnosis"
-                );
-                let job = self.job.clone();
-                self.running = Some(tokio::spawn(async move { job.answer(request, now).await }));
-            }
-            Err(refusal) => self.log_refusal(&refusal, boot),
-        }
-    }
-
-    /// A burst of refusals of one kind is logged once at warn level (then once per
-    /// [`LOG_EVERY`]), the rest at debug level.
-    fn log_refusal(&mut self, refusal: &DiagRefusal, boot: Duration) {
-        let code = refusal.code();
-        let due = self
-            .logged
-            .is_none_or(|(c, at)| c != code || boot.saturating_sub(at) >= LOG_EVERY);
-        if due {
-            tracing::warn!(
-                reason = %refusal,
-                code,
-                suppressed = self.suppressed,
-                "diagnostic request refused; not answered"
-            );
-            self.logged = Some((code, boot));
-            self.suppressed = 0;
-        } else {
-            tracing::debug!(reason = %refusal, code, "diagnostic request refused");
-            self.suppressed += 1;
-        }
+        let (request, signer) = decision?;
+        tracing::info!(
+            request = %hex(&request.request_id),
+            signer = %signer.signer,
+            "diagnostic request accepted; running the offline diagnosis"
+        );
+        let job = self.job.clone();
+        self.running = Some(tokio::spawn(async move { job.answer(request, now).await }));
+        Ok(())
     }
 }
 

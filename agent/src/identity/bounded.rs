@@ -43,12 +43,12 @@ pub enum BoundedError {
         what: &'static str,
     },
     /// The operating system refused a new thread.
-    #[error("{what}: cannot start a probe thread: {source}")]
+    #[error("{what}: cannot start a probe thread: {error}")]
     Spawn {
         /// What was to be probed.
         what: &'static str,
         /// The error from `std::thread::Builder::spawn`.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The probe panicked (a bug, or a library surprised by an odd system).
     #[error("{what} panicked")]
@@ -90,9 +90,9 @@ where
             // The receiver is gone when the caller timed out; nothing to do then.
             let _ = tx.send(f());
         });
-    if let Err(source) = spawned {
+    if let Err(error) = spawned {
         RUNNING.fetch_sub(1, Ordering::AcqRel);
-        return Err(BoundedError::Spawn { what, source });
+        return Err(BoundedError::Spawn { what, error });
     }
     tokio::select! {
         result = rx => match result {

@@ -174,12 +174,12 @@ pub struct ResolvedDeviceId {
 #[non_exhaustive]
 pub enum DeviceIdError {
     /// The configured id is not a valid device id.
-    #[error("identity.device_id {value:?} is not a valid device id: {source}")]
+    #[error("identity.device_id {value:?} is not a valid device id: {reason}")]
     InvalidOverride {
         /// The configured value.
         value: String,
         /// Why it is refused.
-        source: IdError,
+        reason: IdError,
     },
     /// None configured and no host fact is usable.
     #[error(
@@ -202,9 +202,9 @@ pub fn resolve_device_id(
     let fingerprint = facts.fingerprint();
     let (id, source) = match configured {
         Some(value) => {
-            let id = DeviceId::new(value).map_err(|source| DeviceIdError::InvalidOverride {
+            let id = DeviceId::new(value).map_err(|reason| DeviceIdError::InvalidOverride {
                 value: value.to_owned(),
-                source,
+                reason,
             })?;
             (id, DeviceIdSource::Config)
         }
@@ -634,13 +634,13 @@ mod tests {
             resolve_device_id(Some("licd/v1/#"), &h.root()),
             Err(DeviceIdError::InvalidOverride {
                 value: "licd/v1/#".into(),
-                source: IdError::BadChar('/'),
+                reason: IdError::BadChar('/'),
             })
         );
         assert!(matches!(
             resolve_device_id(Some(""), &h.root()),
             Err(DeviceIdError::InvalidOverride {
-                source: IdError::Empty,
+                reason: IdError::Empty,
                 ..
             })
         ));

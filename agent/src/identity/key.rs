@@ -61,20 +61,20 @@ pub enum KeyCorruption {
 #[non_exhaustive]
 pub enum KeyError {
     /// The state directory could not be created.
-    #[error("cannot create state directory {path}: {source}")]
+    #[error("cannot create state directory {path}: {error}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The key file exists but could not be read.
-    #[error("cannot read device key {path}: {source}")]
+    #[error("cannot read device key {path}: {error}")]
     Read {
         /// The key file.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The key file is damaged. The agent does not replace it: the controller pins this
     /// device's key, and a new one would make it refuse the device.
@@ -100,12 +100,12 @@ pub enum KeyError {
     #[error("cannot get randomness for a new device key: {0}")]
     Random(getrandom::Error),
     /// Writing the new key failed; nothing was put in place.
-    #[error("cannot write device key {path}: {source}")]
+    #[error("cannot write device key {path}: {error}")]
     Write {
         /// The file being written.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -170,9 +170,7 @@ impl DeviceKey {
             }
             // Another process (a second agent on the same state dir) won the race: use its key
             // so both agree.
-            Err(KeyError::Write { source, .. })
-                if source.kind() == io::ErrorKind::AlreadyExists =>
-            {
+            Err(KeyError::Write { error, .. }) if error.kind() == io::ErrorKind::AlreadyExists => {
                 Self::load(&path)
             }
             Err(e) => Err(e),
@@ -188,10 +186,10 @@ impl DeviceKey {
                     path: path.to_owned(),
                 })
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(KeyError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })
             }
         };
@@ -200,9 +198,9 @@ impl DeviceKey {
         // One byte more than a key file, to tell "too long" from "exactly right".
         file.take(KEY_FILE_LEN as u64 + 1)
             .read_to_end(&mut buf)
-            .map_err(|source| KeyError::Read {
+            .map_err(|error| KeyError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         let parsed = Self::from_file_bytes(&buf);
         wipe(&mut buf);
@@ -245,9 +243,9 @@ impl DeviceKey {
     /// Writes the key to `path`, which must not exist yet: temp file (0600), fsync, hard link
     /// into place (fails if another process created the file meanwhile), fsync the directory.
     fn store_new(&self, path: &Path) -> Result<(), KeyError> {
-        let write_err = |source| KeyError::Write {
+        let write_err = |error| KeyError::Write {
             path: path.to_owned(),
-            source,
+            error,
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         // Unique per process and call, so racing starts never share a temp file.
@@ -303,9 +301,9 @@ fn create_state_dir(dir: &Path) -> Result<(), KeyError> {
         .recursive(true)
         .mode(STATE_DIR_MODE)
         .create(dir)
-        .map_err(|source| KeyError::CreateDir {
+        .map_err(|error| KeyError::CreateDir {
             path: dir.to_owned(),
-            source,
+            error,
         })
 }
 

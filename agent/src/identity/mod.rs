@@ -125,8 +125,8 @@ pub enum IdentityError {
     /// No device id: none configured and none derivable.
     #[error(transparent)]
     DeviceId(#[from] DeviceIdError),
-    /// Probing the host hung, panicked or could not start.
-    #[error("identity probe failed: {0}")]
+    /// Probing the host hung, panicked or could not start (the message names the probe).
+    #[error(transparent)]
     Probe(#[from] BoundedError),
 }
 

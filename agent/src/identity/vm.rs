@@ -6,7 +6,8 @@
 //! killed; the process listing runs on an abandoned-if-stuck thread, see [`super::bounded`]).
 //!
 //! What this leaves to others: when to probe and what a changed count means for enforcement
-//! (daemon and `enforce`).
+//! (daemon and `enforce`). An unknown count is not zero: the enforcer keeps the last known
+//! count in force, persisted across restarts.
 
 use std::ffi::OsStr;
 use std::io;
@@ -46,7 +47,7 @@ pub enum VmCount {
     NotConfigured,
     /// The probe counted this many VMs.
     Known(u32),
-    /// The probe failed; the count is not known.
+    /// The probe failed; the count is not known (the last known one stays in force).
     Unknown {
         /// Why, for status and logs.
         reason: String,
@@ -54,8 +55,9 @@ pub enum VmCount {
 }
 
 impl VmCount {
-    /// The value for the report's `vm_count`: `None` unless known.
-    pub fn for_report(&self) -> Option<u32> {
+    /// The count, if this reading has one. `None` is not zero: the enforcer keeps the last
+    /// known count in force (and in the report) while the probe fails.
+    pub fn counted(&self) -> Option<u32> {
         match self {
             Self::Known(n) => Some(*n),
             Self::NotConfigured | Self::Unknown { .. } => None,
@@ -69,14 +71,14 @@ impl VmCount {
 pub enum VmProbeError {
     /// The probe's config is invalid.
     #[error("invalid VM probe config: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// The command could not be started.
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {error}")]
     Spawn {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The command did not finish in time and was killed.
     #[error("{program} did not finish within {}s and was killed", .after.as_secs())]
@@ -87,12 +89,12 @@ pub enum VmProbeError {
         after: Duration,
     },
     /// Reading the command's output or waiting for it failed.
-    #[error("running {program}: {source}")]
+    #[error("running {program}: {error}")]
     Io {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The command exited unsuccessfully.
     #[error("{program} failed ({status}){}", stderr_suffix(.stderr))]
@@ -134,7 +136,7 @@ fn stderr_suffix(stderr: &str) -> String {
 /// Runs the configured probe: `Ok(None)` when none is configured, `Ok(Some(n))` with a count,
 /// or why there is none. Bounded by the probe's timeout.
 pub async fn run_vm_probe(config: &VmProbeConfig) -> Result<Option<u32>, VmProbeError> {
-    config.validate()?;
+    config.validate().map_err(VmProbeError::Config)?;
     match config {
         VmProbeConfig::None => Ok(None),
         VmProbeConfig::Fixed { count } => Ok(Some(*count)),
@@ -159,18 +161,16 @@ pub async fn run_vm_probe(config: &VmProbeConfig) -> Result<Option<u32>, VmProbe
     }
 }
 
-/// Runs the configured probe and turns any failure into [`VmCount::Unknown`] (logged at
-/// `warn`). This is what the daemon calls.
+/// Runs the configured probe and turns any failure into [`VmCount::Unknown`] with the reason.
+/// This is what the daemon calls; it logs the failure once when the probe starts failing, and
+/// keeps the last known count in force (see [`crate::enforce::Input::VmCount`]).
 pub async fn probe_vm_count(config: &VmProbeConfig) -> VmCount {
     match run_vm_probe(config).await {
         Ok(None) => VmCount::NotConfigured,
         Ok(Some(n)) => VmCount::Known(n),
-        Err(e) => {
-            tracing::warn!(error = %e, "VM count probe failed; reporting the count as unknown");
-            VmCount::Unknown {
-                reason: e.to_string(),
-            }
-        }
+        Err(e) => VmCount::Unknown {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -256,13 +256,13 @@ async fn run_count_command(argv: &[String], timeout: Duration) -> Result<u32, Vm
         // Also kills the child if the daemon drops this future (shutdown, a newer probe).
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| VmProbeError::Spawn {
+        .map_err(|error| VmProbeError::Spawn {
             program: program.clone(),
-            source,
+            error,
         })?;
-    let io_err = |source| VmProbeError::Io {
+    let io_err = |error| VmProbeError::Io {
         program: program.clone(),
-        source,
+        error,
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io_err(io::Error::other("child has no stdout/stderr pipe")));
@@ -402,8 +402,8 @@ mod tests {
             probe_vm_count(&VmProbeConfig::Fixed { count: 7 }).await,
             VmCount::Known(7)
         );
-        assert_eq!(VmCount::Known(7).for_report(), Some(7));
-        assert_eq!(VmCount::NotConfigured.for_report(), None);
+        assert_eq!(VmCount::Known(7).counted(), Some(7));
+        assert_eq!(VmCount::NotConfigured.counted(), None);
     }
 
     #[tokio::test]

@@ -38,12 +38,12 @@ pub struct IdentityConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// `identity.device_id` is not a valid device id.
-    #[error("identity.device_id {value:?} is not a valid device id: {source}")]
+    #[error("identity.device_id {value:?} is not a valid device id: {reason}")]
     InvalidDeviceId {
         /// The configured value.
         value: String,
         /// Why it is refused.
-        source: IdError,
+        reason: IdError,
     },
     /// A text field is empty or only whitespace (leave it out to use the host's value).
     #[error("{field} is empty; leave it out to use the value found on the host")]
@@ -81,14 +81,29 @@ pub enum ConfigError {
     EmptyProcessNames,
 }
 
+impl ConfigError {
+    /// The config key at fault, e.g. `identity.model`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ConfigError::InvalidDeviceId { .. } => "identity.device_id",
+            ConfigError::Empty { field }
+            | ConfigError::TooLong { field, .. }
+            | ConfigError::ControlChar { field } => field,
+            ConfigError::EmptyArgv => "vm.argv",
+            ConfigError::BadTimeout { .. } => "vm.timeout_secs",
+            ConfigError::EmptyProcessNames => "vm.names",
+        }
+    }
+}
+
 impl IdentityConfig {
     /// Checks every set field; the config module calls this once at load so a bad value is
     /// reported at startup, not at the first report.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(id) = &self.device_id {
-            DeviceId::new(id.as_str()).map_err(|source| ConfigError::InvalidDeviceId {
+            DeviceId::new(id.as_str()).map_err(|reason| ConfigError::InvalidDeviceId {
                 value: id.clone(),
-                source,
+                reason,
             })?;
         }
         for (field, value) in [
@@ -283,7 +298,7 @@ mod tests {
             cfg.validate(),
             Err(ConfigError::InvalidDeviceId {
                 value: "ap/0042".into(),
-                source: IdError::BadChar('/'),
+                reason: IdError::BadChar('/'),
             })
         );
         let cfg = IdentityConfig {

@@ -27,32 +27,46 @@ pub struct TlsSettings {
     pub server_name: Option<String>,
 }
 
+mod locate;
+
 /// Default path of the config file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/licd/licd.toml";
 
-/// A config that cannot be used, naming the key and what to do.
+/// A config that cannot be used, naming the file, the line and the key, on one line.
+///
+/// Every variant's message is whole (the OS or TOML reason included) and none has a
+/// `source()`, so a `{:#}` chain of errors says each reason once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    /// The file is not valid TOML for this schema (unknown key, wrong type, …).
-    #[error("config {path}: {source}")]
+    /// The file is not TOML, or not TOML for this schema (unknown key, missing key, wrong
+    /// type).
+    #[error("config {}{}: {message}", path.display(), Location { line: *line, key: key.as_deref() })]
     Parse {
         /// The file.
         path: PathBuf,
-        /// toml's message, with line and column.
-        source: toml::de::Error,
+        /// 1-based line of the error, when it has one (a missing key has none).
+        line: Option<usize>,
+        /// The dotted key, e.g. `broker.url`, when it is known.
+        key: Option<String>,
+        /// What is wrong, one line.
+        message: String,
     },
     /// A value is out of range or malformed.
-    #[error("config key `{key}`: {message}")]
+    #[error("config {}{}: {message}", path.display(), Location { line: *line, key: Some(key) })]
     Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the key, when the file has it (not for a default value).
+        line: Option<usize>,
         /// The key, e.g. `broker.url`.
         key: &'static str,
         /// What is wrong and how to fix it.
@@ -60,10 +74,75 @@ pub enum ConfigError {
     },
 }
 
+/// ` line 5, key `broker.url`` as the messages above print it.
+struct Location<'a> {
+    line: Option<usize>,
+    key: Option<&'a str>,
+}
+
+impl std::fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(key) = self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where `from_toml` errors say they come from.
+const NO_FILE: &str = "<text>";
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
+        path: PathBuf::from(NO_FILE),
+        line: None,
         key,
         message: message.into(),
+    }
+}
+
+impl ConfigError {
+    /// The dotted key at fault, when known (e.g. `broker.url`).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Parse { key, .. } => key.as_deref(),
+            ConfigError::Invalid { key, .. } => Some(key),
+        }
+    }
+
+    /// The 1-based line at fault, when there is one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Parse { line, .. } | ConfigError::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// Names `path` as the file and finds the line of the key in `text`.
+    fn at(self, path: &Path, text: &str) -> Self {
+        match self {
+            ConfigError::Invalid {
+                key, message, line, ..
+            } => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: line.or_else(|| locate::line_of_key(text, key)),
+                key,
+                message,
+            },
+            ConfigError::Parse {
+                line, key, message, ..
+            } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                key,
+                message,
+            },
+            read @ ConfigError::Read { .. } => read,
+        }
     }
 }
 
@@ -321,26 +400,22 @@ pub struct Settings {
 impl Settings {
     /// Reads and validates the config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
-        Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.to_path_buf(),
-                source,
-            },
-            other => other,
-        })
+        Self::parse(&text, path)
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text (errors name the file `<text>`).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
-            source,
-        })?;
-        Self::validate(config)
+        Self::parse(text, Path::new(NO_FILE))
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| locate::parse_error(text, &e).at(path, text))?;
+        Self::validate(config).map_err(|e| e.at(path, text))
     }
 
     /// Validates a parsed config.
@@ -400,9 +475,9 @@ impl Settings {
             .map_err(|err| invalid("log.level", format!("{:?}: {err}", c.log.level)))?;
         c.identity
             .validate()
-            .map_err(|err| invalid("identity", err.to_string()))?;
+            .map_err(|err| invalid(err.key(), err.to_string()))?;
         c.vm.validate()
-            .map_err(|err| invalid("vm", err.to_string()))?;
+            .map_err(|err| invalid(err.key(), err.to_string()))?;
         Ok(Settings {
             tenant,
             services,

@@ -9,7 +9,7 @@ use licd_protocol::{CertMemo, DeviceId, GrantBundle, KeyId, SignerInfo, TrustSto
 #[non_exhaustive]
 pub enum Refusal {
     /// Framing, signature, trust chain or content (the protocol's precise reason).
-    #[error("{0}")]
+    #[error(transparent)]
     Protocol(#[from] licd_protocol::Error),
     /// The bundle is for another device.
     #[error("bundle is for device {got}, this is {expected}")]
@@ -70,6 +70,7 @@ impl Refusal {
                 E::RotationNotSignedByBoth { .. } => "rotation_not_signed_by_both",
                 E::RotationFromUnknownRoot(_) => "rotation_from_unknown_root",
                 E::RotationRollback { .. } => "rotation_rollback",
+                E::BadTopic(_) => "bad_topic",
                 _ => "refused",
             },
             Refusal::WrongDevice { .. } => "wrong_device",

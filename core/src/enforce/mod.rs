@@ -4,21 +4,31 @@
 
 mod accept;
 mod state;
+mod vm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use licd_protocol::{GrantBundle, ServiceName, SignerInfo, TrustStore, UnixTime};
 use serde::Serialize;
 
+use crate::refusal::Channel;
+
+pub use crate::refusal::RefusalStats;
 pub use accept::{AcceptanceRules, Refusal};
 pub use state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
+pub use vm::{OverUse, VmReading, VmRecord, VmStatus, MAX_RECORD_LEN as MAX_VM_RECORD_LEN};
+
+/// A VM record whose only change is a newer `read_at` is persisted at most this often (flash
+/// wear): the age shown after a restart is then right to within this much.
+pub const VM_RECORD_REFRESH: u64 = 3_600;
 
 /// Something that happened, for the enforcer to decide on.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     /// A signed bundle arrived (bytes exactly as received).
     Bundle(&'a [u8]),
-    /// The VM probe gave a new reading (`None`: unknown).
+    /// The VM probe gave a new reading. `None`: the probe failed (error, garbage, timeout);
+    /// the last known count stays in force and the over-allowance grace clock runs on.
     VmCount(Option<u32>),
     /// Time passed (a deadline was reached, or a periodic tick).
     Tick,
@@ -71,6 +81,8 @@ pub enum Effect {
     },
     /// Send a report to the controller.
     Report(ReportCause),
+    /// Write this VM record to the state directory (it changed; see [`VmRecord`]).
+    PersistVm(VmRecord),
 }
 
 /// The bundle currently in force.
@@ -82,19 +94,6 @@ pub struct Held {
     pub raw: Vec<u8>,
     /// Who signed it.
     pub signer: SignerInfo,
-}
-
-/// Counts of refused bundles, for status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RefusalStats {
-    /// Bundles refused since start.
-    pub total: u64,
-    /// Code of the last refusal.
-    pub last_code: Option<&'static str>,
-    /// Message of the last refusal.
-    pub last_message: Option<String>,
-    /// When it happened.
-    pub last_at: Option<UnixTime>,
 }
 
 /// One service in a [`Snapshot`].
@@ -164,9 +163,13 @@ pub struct Snapshot {
     pub services: Vec<ServiceStatus>,
     /// The bundle in force.
     pub bundle: Option<BundleInfo>,
-    /// Last VM count reading.
+    /// The VM count in force: the last the probe read (kept while the probe fails).
     pub vm_count: Option<u32>,
-    /// Refused bundles (and refused trust messages).
+    /// The VM probe's last reading, its age and whether the probe fails since (absent when
+    /// no probe ever gave a reading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmStatus>,
+    /// Refused messages on every topic the agent subscribes to.
     pub refusals: RefusalStats,
     /// Roots and revocations in force.
     pub trust: TrustInfo,
@@ -192,8 +195,11 @@ pub struct Enforcer {
     wanted: BTreeSet<ServiceName>,
     held: Option<Held>,
     ever_granted: BTreeSet<ServiceName>,
-    vm_count: Option<u32>,
-    over_vm_since: BTreeMap<ServiceName, UnixTime>,
+    /// The last count the probe read, since when it fails, and since when each service is
+    /// over its allowance.
+    vm: VmRecord,
+    /// The VM record last handed to the shell to persist.
+    vm_persisted: Option<VmRecord>,
     states: BTreeMap<ServiceName, ServiceState>,
     next_deadline: Option<UnixTime>,
     evaluated_at: UnixTime,
@@ -213,8 +219,8 @@ impl Enforcer {
             wanted: wanted.into_iter().collect(),
             held: None,
             ever_granted: BTreeSet::new(),
-            vm_count: None,
-            over_vm_since: BTreeMap::new(),
+            vm: VmRecord::default(),
+            vm_persisted: None,
             states: BTreeMap::new(),
             next_deadline: None,
             evaluated_at: 0,
@@ -277,12 +283,21 @@ impl Enforcer {
         &self.rules.trust
     }
 
-    /// Counts a refusal in the status (bundles, and trust messages the shell refused).
-    pub fn note_refusal(&mut self, refusal: &Refusal, now: UnixTime) {
-        self.refusals.total += 1;
-        self.refusals.last_code = Some(refusal.code());
-        self.refusals.last_message = Some(refusal.to_string());
-        self.refusals.last_at = Some(now);
+    /// Counts a refused bundle in the status.
+    fn note_refusal(&mut self, refusal: &Refusal, now: UnixTime) {
+        self.count_refusal(Channel::Grants, refusal.code(), refusal.to_string(), now);
+    }
+
+    /// Counts a message the shell refused on `channel` (trust messages, diagnostic requests,
+    /// stray topics) in the status, beside the refused bundles.
+    pub fn count_refusal(
+        &mut self,
+        channel: Channel,
+        code: &'static str,
+        message: String,
+        now: UnixTime,
+    ) {
+        self.refusals.count(channel, code, message, now);
     }
 
     /// Handles one input at trusted time `now`.
@@ -303,16 +318,60 @@ impl Enforcer {
                     return effects;
                 }
             },
-            Input::VmCount(count) => {
-                if count != self.vm_count {
-                    self.vm_count = count;
+            Input::VmCount(Some(count)) => {
+                if self.vm_count() != Some(count) {
                     effects.push(Effect::Report(ReportCause::VmCountChanged));
                 }
+                self.vm.reading = Some(VmReading {
+                    count,
+                    read_at: now,
+                });
+                self.vm.unknown_since = None;
+            }
+            // Unknown is not zero: the last known count stays in force (a probe that fails on
+            // and off must not lift over-use, nor restart its grace clock). The report keeps
+            // carrying that count.
+            Input::VmCount(None) => {
+                self.vm.unknown_since.get_or_insert(now);
             }
             Input::Tick => {}
         }
         effects.extend(self.reevaluate(now));
+        effects.extend(self.vm_record_due().map(Effect::PersistVm));
         effects
+    }
+
+    /// Puts a persisted VM record in force (at start-up, **before** [`Enforcer::restore`]):
+    /// the last known count and the over-allowance clocks continue from where they were, so a
+    /// restart neither forgets over-use nor restarts its grace period.
+    pub fn restore_vm(&mut self, record: VmRecord) {
+        self.vm = record.clone();
+        self.vm_persisted = Some(record);
+    }
+
+    /// The VM record, when it differs from the one last persisted in anything but a
+    /// `read_at` less than [`VM_RECORD_REFRESH`] newer. Marks it persisted.
+    fn vm_record_due(&mut self) -> Option<VmRecord> {
+        let current = &self.vm;
+        let due = match &self.vm_persisted {
+            None => *current != VmRecord::default(),
+            Some(old) => {
+                old.unknown_since != current.unknown_since
+                    || old.over_since != current.over_since
+                    || old.reading.map(|r| r.count) != current.reading.map(|r| r.count)
+                    || match (old.reading, current.reading) {
+                        (Some(o), Some(c)) => {
+                            c.read_at >= o.read_at.saturating_add(VM_RECORD_REFRESH)
+                        }
+                        _ => false,
+                    }
+            }
+        };
+        if !due {
+            return None;
+        }
+        self.vm_persisted = Some(current.clone());
+        Some(current.clone())
     }
 
     /// `Ok(None)`: the very bundle already held (a retained message delivered again).
@@ -339,17 +398,20 @@ impl Enforcer {
         self.ever_granted
             .extend(bundle.grants.iter().map(|g| g.service.clone()));
         // A new bundle restarts the over-allowance clock only for services whose allowance it
-        // changes; an unchanged allowance keeps counting from when the host first went over.
-        let over: BTreeMap<_, _> = std::mem::take(&mut self.over_vm_since);
+        // changes; an unchanged allowance keeps counting from when the host first went over —
+        // also across a restart, a damaged cache or a distrusted bundle (the clocks stay while
+        // no bundle is held).
+        let over: BTreeMap<_, _> = std::mem::take(&mut self.vm.over_since);
         for g in &bundle.grants {
-            if let Some(since) = over.get(&g.service) {
-                let same = self
-                    .held
-                    .as_ref()
-                    .and_then(|h| h.bundle.grant(&g.service))
-                    .is_some_and(|old| old.vm_allowance == g.vm_allowance);
-                self.over_vm_since
-                    .insert(g.service.clone(), if same { *since } else { now });
+            if let (Some(o), Some(allowance)) = (over.get(&g.service), g.vm_allowance) {
+                let since = if o.allowance == allowance {
+                    o.since
+                } else {
+                    now
+                };
+                self.vm
+                    .over_since
+                    .insert(g.service.clone(), OverUse { since, allowance });
             }
         }
         self.held = Some(Held {
@@ -360,19 +422,30 @@ impl Enforcer {
     }
 
     fn update_vm_overuse(&mut self, now: UnixTime) {
+        // No bundle (none yet, a damaged cache, a distrusted one): nothing to judge against;
+        // the clocks wait for the next bundle.
         let Some(held) = &self.held else {
-            self.over_vm_since.clear();
             return;
         };
+        let count = self.vm.reading.map(|r| r.count);
         for g in &held.bundle.grants {
-            let over = matches!((self.vm_count, g.vm_allowance), (Some(n), Some(a)) if n > a);
-            if over {
-                self.over_vm_since.entry(g.service.clone()).or_insert(now);
-            } else {
-                self.over_vm_since.remove(&g.service);
+            match (count, g.vm_allowance) {
+                (Some(n), Some(allowance)) if n > allowance => {
+                    self.vm
+                        .over_since
+                        .entry(g.service.clone())
+                        .or_insert(OverUse {
+                            since: now,
+                            allowance,
+                        });
+                }
+                _ => {
+                    self.vm.over_since.remove(&g.service);
+                }
             }
         }
-        self.over_vm_since
+        self.vm
+            .over_since
             .retain(|s, _| held.bundle.grant(s).is_some());
     }
 
@@ -422,7 +495,7 @@ impl Enforcer {
             return unlicensed(Reason::NeverGranted);
         };
         if let Some(grant) = held.bundle.grant(service) {
-            return evaluate(grant, now, self.over_vm_since.get(service).copied());
+            return evaluate(grant, now, self.vm.over_since.get(service).map(|o| o.since));
         }
         if let Some(w) = held.bundle.withheld.iter().find(|w| &w.service == service) {
             return unlicensed(w.reason.into());
@@ -453,9 +526,15 @@ impl Enforcer {
         self.wanted.iter()
     }
 
-    /// Last VM count reading.
+    /// The VM count in force: the last the probe read (kept while the probe fails), for the
+    /// report.
     pub fn vm_count(&self) -> Option<u32> {
-        self.vm_count
+        self.vm.reading.map(|r| r.count)
+    }
+
+    /// The VM facts in force (last reading, since when the probe fails).
+    pub fn vm(&self) -> &VmRecord {
+        &self.vm
     }
 
     /// State of `service` at the last evaluation.
@@ -491,7 +570,8 @@ impl Enforcer {
                 signer: h.signer.signer.to_hex(),
                 signer_cert_not_after: h.signer.cert_not_after,
             }),
-            vm_count: self.vm_count,
+            vm_count: self.vm_count(),
+            vm: VmStatus::of(&self.vm, self.evaluated_at),
             refusals: self.refusals.clone(),
             trust: TrustInfo::of(&self.rules.trust),
         }

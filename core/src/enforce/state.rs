@@ -19,7 +19,8 @@ pub enum Reason {
     NotYetValid,
     /// The host runs more VMs than the license covers.
     OverVmAllowance,
-    /// A newer bundle no longer grants it.
+    /// No longer granted: a newer bundle left it out, or the bundle that granted it was
+    /// dropped because its signer stopped being trusted (signing key revoked, root retired).
     Revoked,
     /// The controller has no entitlement for it.
     NotEntitled,
@@ -55,7 +56,9 @@ impl Reason {
             Reason::TermEnded => "license term ended",
             Reason::NotYetValid => "license term has not started",
             Reason::OverVmAllowance => "more VMs running than the license allows",
-            Reason::Revoked => "revoked by a newer grant bundle",
+            Reason::Revoked => {
+                "no longer granted (left out of a newer bundle, or its bundle's signer is no longer trusted)"
+            }
             Reason::NotEntitled => "no subscription covers this service",
             Reason::SeatsExhausted => "assignment paused: not enough seats",
             Reason::Unassigned => "license removed from this device by an operator",

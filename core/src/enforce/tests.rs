@@ -230,9 +230,6 @@ fn vm_count_over_the_allowance_starts_grace_and_back_under_restores_the_license(
         e.state(&svc("hv")),
         ServiceState::Licensed { until: T0 + LEASE }
     );
-    // Unknown VM count is not counted as over.
-    e.handle(T0 + 700, Input::VmCount(None));
-    assert!(e.state(&svc("hv")).may_run());
 }
 
 #[test]
@@ -457,6 +454,12 @@ fn a_held_bundle_whose_signer_gets_revoked_is_dropped_and_its_services_are_unlic
         }
     );
     assert_eq!(e.held_seq(), 0);
+    // Logged as the state change: it must not blame a newer bundle (there is none).
+    let said = e.state(&svc("wifi")).to_string();
+    assert!(
+        !said.contains("by a newer grant bundle") && said.contains("signer"),
+        "{said}"
+    );
     assert_eq!(e.snapshot().refusals.last_code, Some("signer_revoked"));
     assert_eq!(e.snapshot().trust.revoked, vec![signer.to_hex()]);
     // The revoked key is refused live; anti-replay still counts from the dropped seq.
@@ -517,4 +520,189 @@ fn a_cached_bundle_loads_if_its_certificate_was_valid_when_it_was_issued() {
             licd_protocol::Error::CertificateExpired { .. }
         ))
     ));
+}
+
+/// A bundle granting `hv` with a VM allowance of 4, accepted at T0.
+fn vm_enforcer(f: &Fixture) -> (Enforcer, Vec<u8>) {
+    let mut e = f.enforcer(&["hv"]);
+    let mut g = grant("hv", T0);
+    g.vm_allowance = Some(4);
+    let raw = f.seal(&f.bundle(1, T0, vec![g]));
+    e.handle(T0, Input::Bundle(&raw));
+    (e, raw)
+}
+
+#[test]
+fn a_probe_failing_on_and_off_does_not_lift_or_extend_vm_overuse_grace() {
+    let f = Fixture::new();
+    let (mut e, _) = vm_enforcer(&f);
+    e.handle(T0 + 10, Input::VmCount(Some(6)));
+    let grace = ServiceState::Grace {
+        until: T0 + 10 + GRACE,
+        reason: Reason::OverVmAllowance,
+    };
+    assert_eq!(e.state(&svc("hv")), grace);
+    // The probe prints garbage, then 6 again, then garbage...: the last known count stays in
+    // force, the report keeps carrying it and the grace clock runs on from T0 + 10.
+    for i in 0..20u64 {
+        let now = T0 + 20 + i * 25;
+        let reading = if i % 2 == 0 { None } else { Some(6) };
+        let effects = e.handle(now, Input::VmCount(reading));
+        assert!(
+            !effects.contains(&Effect::Report(ReportCause::VmCountChanged)),
+            "step {i}: {effects:?}"
+        );
+        assert_eq!(e.vm_count(), Some(6), "step {i}");
+        if now < T0 + 10 + GRACE {
+            assert_eq!(e.state(&svc("hv")), grace, "step {i} at {now}");
+        } else {
+            assert_eq!(
+                e.state(&svc("hv")),
+                ServiceState::Unlicensed {
+                    reason: Reason::OverVmAllowance
+                },
+                "step {i} at {now}"
+            );
+        }
+    }
+}
+
+/// One step of the probe-and-restart property below.
+#[derive(Debug, Clone, Copy)]
+enum VmStep {
+    /// The probe counted this many VMs.
+    Known(u32),
+    /// The probe failed (garbage, error, timeout).
+    Unknown,
+    /// The agent restarted: a new enforcer from the persisted VM record and the cached bundle.
+    Restart,
+    /// Time passed.
+    Tick,
+}
+
+fn vm_step() -> impl proptest::strategy::Strategy<Value = VmStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        2 => (0u32..8).prop_map(VmStep::Known),
+        3 => Just(VmStep::Unknown),
+        1 => Just(VmStep::Restart),
+        1 => Just(VmStep::Tick),
+    ]
+}
+
+proptest::proptest! {
+    /// Failed probe readings and restarts change nothing: at every step, the service's state
+    /// (and the count in force) is exactly what an agent that only ever saw the good readings,
+    /// and never restarted, would have. So a probe failing on and off, or an agent restarted
+    /// while over its allowance, never lifts over-use nor extends its grace.
+    #[test]
+    fn unknown_vm_readings_and_restarts_never_lift_or_extend_vm_overuse(
+        steps in proptest::collection::vec((1u64..60, vm_step()), 1..60)
+    ) {
+        let f = Fixture::new();
+        let (mut model, raw) = vm_enforcer(&f);
+        let (mut real, _) = vm_enforcer(&f);
+        let mut persisted: Option<VmRecord> = None;
+        let keep = |effects: Vec<Effect>, persisted: &mut Option<VmRecord>| {
+            for e in effects {
+                if let Effect::PersistVm(r) = e {
+                    *persisted = Some(r);
+                }
+            }
+        };
+        let mut now = T0;
+        for (i, (dt, step)) in steps.into_iter().enumerate() {
+            now += dt;
+            match step {
+                VmStep::Known(n) => {
+                    model.handle(now, Input::VmCount(Some(n)));
+                    keep(real.handle(now, Input::VmCount(Some(n))), &mut persisted);
+                }
+                VmStep::Unknown => {
+                    model.handle(now, Input::Tick);
+                    keep(real.handle(now, Input::VmCount(None)), &mut persisted);
+                }
+                VmStep::Restart => {
+                    model.handle(now, Input::Tick);
+                    real = f.enforcer(&["hv"]);
+                    if let Some(r) = persisted.clone() {
+                        real.restore_vm(r);
+                    }
+                    keep(real.restore(&raw, now).expect("the cached bundle loads"), &mut persisted);
+                    keep(real.handle(now, Input::Tick), &mut persisted);
+                }
+                VmStep::Tick => {
+                    model.handle(now, Input::Tick);
+                    keep(real.handle(now, Input::Tick), &mut persisted);
+                }
+            }
+            proptest::prop_assert_eq!(
+                real.state(&svc("hv")),
+                model.state(&svc("hv")),
+                "step {} ({:?}) at T0 + {}", i, step, now - T0
+            );
+            proptest::prop_assert_eq!(real.vm_count(), model.vm_count());
+        }
+    }
+}
+
+#[test]
+fn a_damaged_cache_or_a_distrusted_bundle_does_not_restart_the_vm_grace_clock() {
+    let f = Fixture::new();
+    let (mut e, raw) = vm_enforcer(&f);
+    let mut record = None;
+    for x in e.handle(T0 + 10, Input::VmCount(Some(6))) {
+        if let Effect::PersistVm(r) = x {
+            record = Some(r);
+        }
+    }
+    let record = record.expect("the over-use clock is persisted");
+    let grace = ServiceState::Grace {
+        until: T0 + 10 + GRACE,
+        reason: Reason::OverVmAllowance,
+    };
+    // Restart with the cache damaged: no bundle until the controller's comes again, and the
+    // probe fails meanwhile.
+    let mut e = f.enforcer(&["hv"]);
+    e.restore_vm(record);
+    let mut truncated = raw.clone();
+    truncated.truncate(raw.len() / 2);
+    assert!(e.restore(&truncated, T0 + 100).is_err());
+    e.handle(T0 + 100, Input::Tick);
+    e.handle(T0 + 110, Input::VmCount(None));
+    // The same bundle (retained on the broker) arrives: grace ends when it would have.
+    e.handle(T0 + 120, Input::Bundle(&raw));
+    assert_eq!(e.state(&svc("hv")), grace);
+
+    // The held bundle is distrusted (its signer revoked), then a bundle from a new signer with
+    // the same allowance arrives: the clock runs on.
+    let signer = PublicKey::from(&f.signing.verifying_key()).id();
+    let mut trust = e.trust().clone();
+    trust
+        .accept_revocations(&revoking(&key(1), 1, vec![signer]))
+        .unwrap();
+    e.set_trust(trust, T0 + 130);
+    let new_key = key(8);
+    let cert = SignerCertificate::issue(
+        &key(1),
+        PublicKey::from(&new_key.verifying_key()),
+        T0 - 10,
+        T0 + 86_400,
+    );
+    let mut g = grant("hv", T0);
+    g.vm_allowance = Some(4);
+    let next = seal_bundle(&f.bundle(2, T0 + 140, vec![g.clone()]), &new_key, &cert);
+    e.handle(T0 + 140, Input::Bundle(&next));
+    assert_eq!(e.state(&svc("hv")), grace);
+    // A bundle that changes the allowance (still exceeded) starts a fresh grace, as before.
+    g.vm_allowance = Some(5);
+    let changed = seal_bundle(&f.bundle(3, T0 + 150, vec![g]), &new_key, &cert);
+    e.handle(T0 + 150, Input::Bundle(&changed));
+    assert_eq!(
+        e.state(&svc("hv")),
+        ServiceState::Grace {
+            until: T0 + 150 + GRACE,
+            reason: Reason::OverVmAllowance,
+        }
+    );
 }

@@ -26,8 +26,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `invalid_request` (400), `unauthorized` (401), `forbidden` (403),
-    /// `not_found` (404), `method_not_allowed` (405), `conflict` (409), `payload_too_large`
-    /// (413), `rate_limited` (429), `internal_error` (500).
+    /// `not_found` (404), `method_not_allowed` (405), `conflict` or `device_offline` (409),
+    /// `payload_too_large` (413), `rate_limited` (429), `internal_error` (500), `timeout` (504).
     pub code: String,
     /// What to fix, in words.
     pub message: String,

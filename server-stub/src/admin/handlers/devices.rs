@@ -112,8 +112,10 @@ pub struct DiagReport {
 }
 
 /// Ask the device for its diagnostic report over MQTT and wait for its signed answer
-/// (`timeoutSecs`, 1-25, default 20). 504 when it does not answer in time: offline,
-/// rate-limited (one request a minute) or refused — the device's log says which.
+/// (`timeoutSecs`, 1-25, default 20). At once: 409 `device_offline` when the device's presence
+/// says it is offline; 429 `rate_limited` with `Retry-After` when this controller asked it less
+/// than a minute ago (a device answers one request a minute). 504 when no answer comes in
+/// time: the device refused the request (its log says why) or is unreachable.
 #[utoipa::path(post, path = "/api/v1/devices/{tenant}/{device}/diag", tag = "devices",
     params(("tenant" = String, Path, description = "Tenant id"),
            ("device" = String, Path, description = "Device id"),
@@ -121,6 +123,8 @@ pub struct DiagReport {
     responses((status = 200, body = DiagReport), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody),
+              (status = 409, description = "The device is offline (`device_offline`)", body = ErrorBody),
+              (status = 429, description = "The device was asked less than a minute ago (`rate_limited`, `Retry-After`)", body = ErrorBody),
               (status = 504, description = "No answer in time", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn diag(
@@ -141,6 +145,18 @@ pub async fn diag(
         Err(crate::diag::DiagError::UnknownDevice { .. }) => {
             Err(ApiError::not_found(format!("device {t}/{d} not found")))
         }
+        Err(e @ crate::diag::DiagError::Offline { .. }) => Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            code: "device_offline",
+            message: e.to_string(),
+            retry_after: None,
+        }),
+        Err(e @ crate::diag::DiagError::RateLimited { retry_after, .. }) => Err(ApiError {
+            status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: e.to_string(),
+            retry_after: Some(retry_after),
+        }),
         Err(e @ crate::diag::DiagError::Timeout { .. }) => Err(ApiError {
             status: axum::http::StatusCode::GATEWAY_TIMEOUT,
             code: "timeout",
