@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::query::{format_time, Link, Pagination};
+#[allow(unused_imports)] // referenced by the `ToSchema` derives only
+use super::schema::{Id, Time};
 
 /// Whether a customer is the MSP or a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -30,6 +32,7 @@ pub struct Customer {
     /// MSP or tenant.
     pub kind: CustomerKind,
     /// When it was created (ISO 8601).
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Devices it has.
     pub devices: u32,
@@ -41,6 +44,7 @@ pub struct Customer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewCustomer {
     /// Id (`[A-Za-z0-9._-]{1,64}`).
+    #[schema(value_type = Id)]
     pub id: String,
     /// Display name (default: the id).
     #[serde(default)]
@@ -86,16 +90,20 @@ pub struct Entitlement {
 #[serde(rename_all = "camelCase")]
 pub struct NewEntitlement {
     /// SKU.
+    #[schema(value_type = Id)]
     pub sku: String,
     /// Name (default: the SKU).
     #[serde(default)]
     pub name: Option<String>,
     /// Service a seat licenses.
+    #[schema(value_type = Id)]
     pub service: String,
     /// Product class of the devices it is for (matched against their reports).
+    #[schema(min_length = 1)]
     pub product_class: String,
     /// VMs one seat covers, for per-VM licenses.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub vms_per_seat: Option<u32>,
 }
 
@@ -158,8 +166,10 @@ pub struct Subscription {
     /// Customers bound to it besides the owner.
     pub bound_customer_ids: Vec<String>,
     /// Term start (ISO 8601).
+    #[schema(format = DateTime)]
     pub start_date: String,
     /// Term end (ISO 8601).
+    #[schema(format = DateTime)]
     pub end_date: String,
     /// `termed` (every subscription of the stub has a term).
     #[serde(rename = "type")]
@@ -219,6 +229,7 @@ pub fn status_str(s: crate::engine::SubscriptionStatus) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewSubscriptionEntitlement {
     /// SKU (must be in the catalogue).
+    #[schema(value_type = Id)]
     pub sku: String,
     /// Seats.
     pub limit: u32,
@@ -229,20 +240,25 @@ pub struct NewSubscriptionEntitlement {
 #[serde(rename_all = "camelCase")]
 pub struct NewSubscription {
     /// Id.
+    #[schema(value_type = Id)]
     pub subscription_id: String,
     /// Name (default: the id).
     #[serde(default)]
     pub name: Option<String>,
     /// Owner; leave out and give a `claimKey` for a subscription to claim later.
     #[serde(default)]
+    #[schema(value_type = Option<Id>)]
     pub customer_id: Option<String>,
     /// Claim key.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub claim_key: Option<String>,
-    /// Term start (ISO 8601 or unix seconds; default now).
+    /// Term start (default now).
     #[serde(default)]
+    #[schema(value_type = Option<Time>)]
     pub start_date: Option<String>,
-    /// Term end (ISO 8601 or unix seconds).
+    /// Term end, not before the start (422 otherwise).
+    #[schema(value_type = Time)]
     pub end_date: String,
     /// Seats per SKU.
     pub entitlements: Vec<NewSubscriptionEntitlement>,
@@ -255,6 +271,7 @@ pub struct ClaimRequest {
     /// The subscription's claim key.
     pub claim_key: String,
     /// The customer claiming it.
+    #[schema(value_type = Id)]
     pub customer_id: String,
 }
 
@@ -271,6 +288,7 @@ pub struct ClaimKeyRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BindRequest {
     /// Customers whose devices may use the subscription's seats.
+    #[schema(value_type = Vec<Id>, min_items = 1)]
     pub customer_ids: Vec<String>,
 }
 
@@ -344,6 +362,7 @@ pub struct ProductClassViolation {
     /// Product class.
     pub product_class: String,
     /// When the earliest violation runs out of grace (ISO 8601).
+    #[schema(format = DateTime)]
     pub grace_period_ends_at: String,
     /// Devices concerned.
     pub devices: u32,
@@ -448,12 +467,15 @@ impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
 pub struct AutoLicenseRequest {
     /// Services, e.g. `["wifi", "security"]`. Required, non-empty.
     #[serde(default)]
+    #[schema(value_type = Vec<Id>, required = true, min_items = 1)]
     pub services: Option<Vec<String>>,
     /// Only these customers.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Id>>)]
     pub include_customers: Option<Vec<String>>,
     /// Every customer but these.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Id>>)]
     pub exclude_customers: Option<Vec<String>>,
 }
 
@@ -542,8 +564,10 @@ pub struct BundleInfo {
     /// `seq` the device said it holds.
     pub reported_seq: u64,
     /// When it was issued (ISO 8601; null if none).
+    #[schema(format = DateTime)]
     pub issued_at: Option<String>,
     /// When the device should report again.
+    #[schema(format = DateTime)]
     pub refresh_after: Option<String>,
 }
 
@@ -570,8 +594,10 @@ pub struct Device {
     /// VMs running, as last reported.
     pub vm_count: Option<u32>,
     /// First report (ISO 8601).
+    #[schema(format = DateTime)]
     pub first_seen: String,
     /// Last report (ISO 8601).
+    #[schema(format = DateTime)]
     pub last_report_at: String,
     /// The device flagged a clock rollback.
     pub clock_rollback: bool,
@@ -681,8 +707,10 @@ pub struct License {
     /// VMs one seat covers.
     pub number_of_supported_virtual_machines: Option<u32>,
     /// Term start (ISO 8601).
+    #[schema(format = DateTime)]
     pub subscription_valid_from: String,
     /// Term end (ISO 8601).
+    #[schema(format = DateTime)]
     pub subscription_valid_to: String,
     /// Status of the subscription.
     pub status: String,
@@ -730,6 +758,7 @@ pub struct Assignment {
     /// More VMs than covered.
     pub over_vm_allowance: bool,
     /// Since when (ISO 8601).
+    #[schema(format = DateTime)]
     pub assigned_at: String,
 }
 
@@ -771,7 +800,8 @@ pub struct BulkUpdateRequest {
     pub filter: Option<String>,
     /// Which licenses.
     pub scope: Scope,
-    /// License ids for `Only` / `AllExcept`.
+    /// License ids (`<subscriptionId>:<sku>`): required, non-empty, for `Only` and
+    /// `AllExcept`.
     #[serde(default)]
     pub ids: Vec<String>,
     /// The update.

@@ -25,8 +25,9 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `invalid_request` (400), `unauthorized` (401), `forbidden` (403),
-    /// `not_found` (404), `conflict` (409), `payload_too_large` (413), `rate_limited` (429),
-    /// `internal_error` (500).
+    /// `not_found` (404), `method_not_allowed` (405), `conflict` (409), `payload_too_large`
+    /// (413), `unprocessable` (422), `rate_limited` (429), `internal_error` (500), `timeout`
+    /// (504).
     pub code: String,
     /// What to fix, in words.
     pub message: String,
@@ -87,6 +88,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 422: a request the document allows whose values contradict each other (a term that
+    /// ends before it starts). A 400 is always a request the document does not allow.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+    }
+
     /// 413: body over the limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
@@ -132,7 +139,8 @@ impl From<EngineError> for ApiError {
             | E::CustomerInUse(..)
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
-            E::InvalidTerm { .. } | E::NoServices | E::NoCustomers => ApiError::bad_request(msg),
+            E::InvalidTerm { .. } => ApiError::unprocessable(msg),
+            E::NoServices | E::NoCustomers => ApiError::bad_request(msg),
         }
     }
 }

@@ -35,25 +35,23 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Every value of `key` and `key[]`, commas splitting values; empty items dropped.
+    /// Every value of `key` and `key[]`, commas splitting values, in order. Empty items are
+    /// kept (so `k=` or `k=a,,b` can be refused) and nothing is trimmed.
     pub fn list(&self, key: &str) -> Vec<String> {
         let bracket = format!("{key}[]");
         self.0
             .iter()
             .filter(|(k, _)| *k == key || *k == bracket)
             .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
     }
 
-    /// A boolean (`true`/`false`/`1`/`0`), `false` when absent.
+    /// A boolean (`true` or `false`), `false` when absent.
     pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
         match self.get(key) {
-            None => Ok(false),
-            Some("true" | "1" | "") => Ok(true),
-            Some("false" | "0") => Ok(false),
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
             Some(other) => Err(ApiError::bad_request(format!(
                 "{key}={other:?}: expected true or false"
             ))),
@@ -163,23 +161,59 @@ pub fn format_time(t: u64) -> String {
     )
 }
 
-/// Parses `2027-06-30T00:00:00Z` (fraction and `+00:00` accepted), `2027-06-30`, or unix
-/// seconds.
+/// What [`parse_time`] accepts, for the OpenAPI document: unix seconds (1 to 11 digits), a UTC
+/// date `2027-06-30` (years 1970 to 9999, real dates only) or a UTC time
+/// `2027-06-30T12:00:00Z` (fraction up to nanoseconds; `+00:00` for `Z` too).
+pub const TIME_PATTERN: &str = concat!(
+    "^(?:[0-9]{1,11}|(?:",
+    // A year and any month and day every year has (February up to the 28th)...
+    "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    // ...or the 29th of February of a leap year.
+    "|(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])",
+    "|(?:[2468][048]|[3579][26])00)-02-29)",
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|\+00:00))?)$",
+);
+
+/// Parses what [`TIME_PATTERN`] describes into unix seconds: unix seconds, `2027-06-30`, or
+/// `2027-06-30T00:00:00Z` (a fraction is dropped).
 pub fn parse_time(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| format!("{s:?}: number out of range"));
+    let bad = || {
+        format!(
+            "{s:?}: expected a UTC time like 2027-06-30T00:00:00Z, a date like 2027-06-30, \
+             or unix seconds"
+        )
+    };
+    let digits = |x: &str, n: usize| -> Result<u32, String> {
+        if x.len() == n && x.bytes().all(|b| b.is_ascii_digit()) {
+            x.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    if !s.is_empty() && s.len() <= 11 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
     }
-    let bad = || format!("{s:?}: expected an ISO 8601 UTC time like 2027-06-30T00:00:00Z");
-    let (date, time) = match s.split_once(['T', ' ']) {
+    let (date, time) = match s.split_once('T') {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
-    let mut parts = date.splitn(3, '-');
-    let y: i64 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let m: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let d: u32 = parts.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (y, m, d) = (digits(y, 4)?, digits(m, 2)?, digits(d, 2)?);
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if y < 1970 || d == 0 || d > month_days {
         return Err(bad());
     }
     let mut secs = 0i64;
@@ -188,20 +222,27 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
             .strip_suffix('Z')
             .or_else(|| t.strip_suffix("+00:00"))
             .ok_or_else(|| format!("{s:?}: give the time in UTC (…Z)"))?;
-        let t = t.split('.').next().unwrap_or(t);
-        let mut hms = t.splitn(3, ':');
-        let h: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let mi: i64 = hms.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-        let se: i64 = hms
-            .next()
-            .map_or(Some(0), |x| x.parse().ok())
-            .ok_or_else(bad)?;
-        if h > 23 || mi > 59 || se > 60 {
+        let (hms, fraction) = match t.split_once('.') {
+            Some((hms, f)) => (hms, Some(f)),
+            None => (t, None),
+        };
+        if let Some(f) = fraction {
+            if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+        }
+        let mut hms = hms.split(':');
+        let (Some(h), Some(mi), Some(se), None) = (hms.next(), hms.next(), hms.next(), hms.next())
+        else {
+            return Err(bad());
+        };
+        let (h, mi, se) = (digits(h, 2)?, digits(mi, 2)?, digits(se, 2)?);
+        if h > 23 || mi > 59 || se > 59 {
             return Err(bad());
         }
-        secs = h * 3600 + mi * 60 + se;
+        secs = i64::from(h * 3600 + mi * 60 + se);
     }
-    let t = days_from_civil(y, m, d) * 86_400 + secs;
+    let t = days_from_civil(i64::from(y), m, d) * 86_400 + secs;
     u64::try_from(t).map_err(|_| bad())
 }
 
@@ -216,30 +257,39 @@ pub struct Condition {
     pub value: String,
 }
 
-/// Parses `field -eq "value"` conditions joined by `-and` (values in double or single
-/// quotes; `-ne` for not equal).
-pub fn parse_filter(s: &str) -> Result<Vec<Condition>, ApiError> {
+/// Parses `field -eq "value"` conditions joined by `-and` (`-ne` for not equal; operators in
+/// any case; values in double or single quotes; spaces between the parts), naming only
+/// `fields`. Exactly what [`super::schema::filter_pattern`] describes.
+pub fn parse_filter(s: &str, fields: &[String]) -> Result<Vec<Condition>, ApiError> {
     let bad = |why: &str| {
         ApiError::bad_request(format!(
             "filter {s:?}: {why}; expected e.g. status -eq \"active\" -and sku -eq \"LIC-AP\""
         ))
     };
     let mut out = Vec::new();
-    let mut rest = s.trim();
+    let mut rest = s.trim_matches(' ');
     while !rest.is_empty() {
         let (field, r) = rest
-            .split_once(char::is_whitespace)
+            .split_once(' ')
             .ok_or_else(|| bad("incomplete condition"))?;
-        let r = r.trim_start();
+        if !fields.iter().any(|f| f == field) {
+            return Err(bad(&format!(
+                "unknown field {field:?}; fields: {}",
+                fields.join(", ")
+            )));
+        }
         let (op, r) = r
-            .split_once(char::is_whitespace)
+            .trim_start_matches(' ')
+            .split_once(' ')
             .ok_or_else(|| bad("missing value"))?;
-        let equal = match op.to_ascii_lowercase().as_str() {
-            "-eq" => true,
-            "-ne" => false,
-            _ => return Err(bad(&format!("unsupported operator {op}"))),
+        let equal = if op.eq_ignore_ascii_case("-eq") {
+            true
+        } else if op.eq_ignore_ascii_case("-ne") {
+            false
+        } else {
+            return Err(bad(&format!("unsupported operator {op}")));
         };
-        let r = r.trim_start();
+        let r = r.trim_start_matches(' ');
         let quote = r
             .chars()
             .next()
@@ -254,17 +304,25 @@ pub fn parse_filter(s: &str) -> Result<Vec<Condition>, ApiError> {
             equal,
             value: body[..end].to_string(),
         });
-        rest = body[end + 1..].trim_start();
+        rest = &body[end + 1..];
         if rest.is_empty() {
             break;
         }
-        let lower = rest.to_ascii_lowercase();
-        rest = match lower.strip_prefix("-and") {
-            Some(_) => rest[4..].trim_start(),
-            None => return Err(bad("join conditions with -and")),
+        let and = after_spaces(rest).ok_or_else(|| bad("join conditions with -and"))?;
+        rest = match and.get(..4) {
+            Some(word) if word.eq_ignore_ascii_case("-and") => after_spaces(&and[4..])
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| bad("a condition must follow -and"))?,
+            _ => return Err(bad("join conditions with -and")),
         };
     }
     Ok(out)
+}
+
+/// What follows one or more spaces at the start of `r` (`None` without one).
+fn after_spaces(r: &str) -> Option<&str> {
+    let rest = r.trim_start_matches(' ');
+    (rest.len() < r.len()).then_some(rest)
 }
 
 /// Keeps the items matching every condition; a field no item has is a 400.
@@ -388,7 +446,7 @@ pub fn cursor_page<T>(
     params: &Params,
     path: &str,
 ) -> Result<(Vec<T>, String), ApiError> {
-    let per_page = params.int_in("perPage", 1000, 3, 1000)? as usize;
+    let per_page = super::params::PER_PAGE.read(params)? as usize;
     let after = params.get("startingAfter");
     let before = params.get("endingBefore");
     let keys: Vec<String> = items.iter().map(&key).collect();
@@ -450,6 +508,11 @@ mod tests {
         );
         assert_eq!(parse_time("12").unwrap(), 12);
         assert!(parse_time("2027-13-01").is_err());
+        assert!(parse_time("2027-02-29").is_err());
+        assert_eq!(parse_time("2028-02-29").unwrap(), 1_835_395_200);
+        assert!(parse_time(" 2027-06-30").is_err());
+        assert!(parse_time("2027-6-30").is_err());
+        assert!(parse_time("123456789012").is_err());
         assert!(parse_time("2027-06-30T00:00:00+02:00").is_err());
         assert!(parse_time("yesterday").is_err());
     }
@@ -469,17 +532,23 @@ mod tests {
 
     #[test]
     fn filters_parse_eq_ne_and_and() {
-        let c = parse_filter(r#"status -eq "active" -and sku -NE 'LIC-AP'"#).unwrap();
+        let fields = ["status".to_string(), "sku".to_string()];
+        let c = parse_filter(r#" status -eq "active"  -and sku -NE 'LIC-AP' "#, &fields).unwrap();
         assert_eq!(c.len(), 2);
         assert!(c[0].equal && !c[1].equal);
         assert_eq!(c[1].value, "LIC-AP");
+        assert!(parse_filter("  ", &fields).unwrap().is_empty());
         for bad in [
             "status",
             "status -gt \"x\"",
             "status -eq x",
-            "a -eq \"x\" b -eq \"y\"",
+            "status -eq \"x\" sku -eq \"y\"",
+            "status -eq \"x\"-and sku -eq \"y\"",
+            "status -eq \"x\" -and",
+            "status\t-eq \"x\"",
+            "model -eq \"x\"",
         ] {
-            assert!(parse_filter(bad).is_err(), "{bad}");
+            assert!(parse_filter(bad, &fields).is_err(), "{bad}");
         }
     }
 
