@@ -15,6 +15,8 @@
 #   FUZZ_SEED=N          hypothesis seed (default fixed, so CI is reproducible; any other
 #                        number explores elsewhere)
 #   FUZZ_KEEP=1          keep the work directory (server log, reports) and print where it is
+#   LICD_STUB_BIN=PATH   the licd-stub to fuzz (scripts/test.sh passes the one `cargo test`
+#                        just built); default: `cargo build -p licd-stub` and target/debug
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -54,8 +56,12 @@ fi
 st=$venv/bin/schemathesis
 
 # --- the stub, seeded -------------------------------------------------------------------------
-cargo build -p licd-stub --locked --quiet
-stub=$repo/target/debug/licd-stub
+if [ -n "${LICD_STUB_BIN:-}" ]; then
+    stub=$LICD_STUB_BIN
+else
+    cargo build -p licd-stub --locked --quiet
+    stub=$repo/target/debug/licd-stub
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/licd-fuzz.XXXXXX")
 server_pid=
@@ -179,7 +185,8 @@ run() {
     shift
     say "schemathesis, $name ($max_examples cases per operation and phase, seed $seed)"
     local t0=$SECONDS
-    if ! (cd "$work" && "$st" --no-color --config-file "$repo/scripts/fuzz-admin-api.toml" run \
+    # The hard limit only stops a run that hangs (a normal one takes about a minute).
+    if ! (cd "$work" && timeout 300 "$st" --no-color --config-file "$repo/scripts/fuzz-admin-api.toml" run \
         "$repo/docs/openapi.json" --url "$api" "$@" \
         --checks all --max-examples "$max_examples" --seed "$seed" \
         --workers 2 --request-timeout 30 --generation-database none \

@@ -44,3 +44,10 @@ fi
 
 # --- Tests ----------------------------------------------------------------------------------
 cargo test --workspace --locked "$@"
+
+# --- Admin API fuzz gate --------------------------------------------------------------------
+# schemathesis against the licd-stub `cargo test` just built (about 3 min; installs
+# python3-venv and the pinned schemathesis into target/ when missing). LICD_FUZZ=0 skips it.
+if [ "${LICD_FUZZ:-1}" != 0 ]; then
+    LICD_STUB_BIN=$PWD/target/debug/licd-stub bash scripts/fuzz-admin-api.sh
+fi
