@@ -490,6 +490,68 @@ async fn subscriptions_filter_and_page_with_cursors_and_link_headers() {
     lab.stop().await;
 }
 
+/// Issue 16 item 1: a cursor at or after the last id (or before the first) used to index past
+/// the end of the list and panic, killing the controller. Each is an empty page with links that
+/// lead back, and the stub keeps answering.
+#[tokio::test]
+async fn a_cursor_past_either_end_is_an_empty_page_not_a_crash() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for i in 2..=7 {
+        let (s, v) = lab
+            .post(
+                "/api/v1/subscriptions",
+                json!({"subscriptionId": format!("SUB-{i}"), "customerId": "acme",
+                       "endDate": "2099-01-01", "entitlements": []}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    for q in [
+        "startingAfter=zzz",
+        "startingAfter=SUB-7",
+        "perPage=3&startingAfter=SUB-7",
+        "subscriptionIds=SUB-1&startingAfter=SUB-1",
+        "subscriptionIds=SUB-1,SUB-2&startingAfter=SUB-2&perPage=3",
+        "endingBefore=AAA",
+        "endingBefore=SUB-1",
+        "startingAfter=SUB-7&endingBefore=SUB-1",
+    ] {
+        let (s, v, h) = lab
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/subscriptions?{q}"),
+                Some(&lab.read),
+                None,
+            )
+            .await;
+        assert_eq!((s, v.clone()), (200, json!([])), "{q}");
+        let link = h["link"].to_str().unwrap();
+        assert!(
+            link.contains("rel=first") && !link.contains("rel=next"),
+            "{q}: {link}"
+        );
+    }
+    // Past the end, `prev` leads to the last page.
+    let (_, _, h) = lab
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/subscriptions?perPage=3&startingAfter=zzz",
+            Some(&lab.read),
+            None,
+        )
+        .await;
+    let link = h["link"].to_str().unwrap();
+    assert!(link.contains("startingAfter=SUB-4>; rel=prev"), "{link}");
+    // Between two ids that are neighbours: empty too; the stub still answers.
+    let (s, v) = lab
+        .get("/api/v1/subscriptions?startingAfter=SUB-2&endingBefore=SUB-3")
+        .await;
+    assert_eq!((s, v), (200, json!([])));
+    assert_eq!(lab.get("/api/v1/customers").await.0, 200);
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn a_claim_key_validates_claims_once_then_conflicts() {
     let lab = Lab::start().await;

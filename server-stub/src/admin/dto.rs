@@ -185,7 +185,9 @@ pub struct Subscription {
 impl Subscription {
     /// From the engine's view and the bound customers.
     pub fn from_view(v: crate::engine::views::SubscriptionView, bound: Vec<String>) -> Self {
-        let customers = u32::from(v.owner.is_some()) + u32::try_from(bound.len()).unwrap_or(0);
+        let customers = u32::try_from(bound.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(u32::from(v.owner.is_some()));
         Self {
             subscription_id: v.id.to_string(),
             name: v.name,

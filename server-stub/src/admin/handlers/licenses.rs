@@ -222,7 +222,7 @@ pub async fn bulk_update(
     let mut success = 0u32;
     for (id, err) in results {
         match err {
-            None => success += 1,
+            None => success = success.saturating_add(1),
             Some(reason) => failed.push(Failure { id, reason }),
         }
     }
