@@ -239,6 +239,39 @@ async fn requests_without_a_valid_token_get_401_and_read_tokens_get_403_on_write
     lab.stop().await;
 }
 
+/// Issue 16 item 10 (server part): a method a path does not take is a JSON 405 with `Allow`,
+/// whatever the token (none, unknown, read, admin), decided before the token is checked; a
+/// path segment that does not decode is a JSON 400. Every error has the JSON shape.
+#[tokio::test]
+async fn an_unsupported_method_is_a_json_405_whatever_the_token() {
+    let lab = Lab::start().await;
+    let bogus = "lst_admin_nope".to_string();
+    for token in [None, Some(&bogus), Some(&lab.read), Some(&lab.admin)] {
+        for (method, path) in [
+            (reqwest::Method::PUT, "/api/v1/customers"),
+            (reqwest::Method::DELETE, "/api/v1/subscriptions"),
+            (reqwest::Method::GET, "/api/v1/licenses/bulkUpdate"),
+            (reqwest::Method::OPTIONS, "/api/v1/devices"),
+            (reqwest::Method::POST, "/healthz"),
+            (reqwest::Method::DELETE, "/openapi.json"),
+        ] {
+            let (s, v, h) = lab
+                .call(method.clone(), path, token.map(String::as_str), None)
+                .await;
+            assert_eq!(
+                (s, code(&v)),
+                (405, "method_not_allowed"),
+                "{method} {path}: {v}"
+            );
+            assert!(h.contains_key("allow"), "{method} {path}");
+            assert!(h.contains_key("x-request-id"));
+        }
+    }
+    let (s, v) = lab.get("/api/v1/customers/%FF").await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn a_token_made_while_the_api_runs_works_at_once() {
     let lab = Lab::start().await;
@@ -721,6 +754,120 @@ async fn auto_licensing_needs_services_pauses_without_seats_and_unassigns() {
     assert_eq!(v["customers"], json!(["acme"]));
     let (_, v) = lab.get("/api/v1/devices/acme/ap1").await;
     assert_eq!(v["services"][0]["reason"], "Unassigned");
+    lab.stop().await;
+}
+
+/// Issue 16 item 3: every request body refuses a field it does not know with a 400 naming it
+/// (a typo such as `include_customer` used to be ignored, widening the request to every
+/// customer). Driven by the OpenAPI document, so a new body is covered when it is added.
+#[tokio::test]
+async fn every_request_body_refuses_an_unknown_field_by_name() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    let doc: Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            let path = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (s, v, _) = lab
+                .call(
+                    method.clone(),
+                    &path,
+                    Some(&lab.admin),
+                    Some(json!({"zz_typo": true})),
+                )
+                .await;
+            assert_eq!(
+                (s, code(&v)),
+                (400, "invalid_request"),
+                "{method} {path}: {v}"
+            );
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("zz_typo"), "{method} {path}: {msg}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} bodies in the document");
+    // The typos of the issue, and typos inside nested objects.
+    for (path, body, field) in [
+        (
+            "/api/v1/auto-licensing/enable",
+            json!({"services": ["wifi"], "include_customer": ["acme"]}),
+            "include_customer",
+        ),
+        (
+            "/api/v1/auto-licensing/unassign",
+            json!({"services": ["wifi"], "exclude_customer": ["acme"]}),
+            "exclude_customer",
+        ),
+        (
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "All", "body": {"quantity": 1, "qty": 2}}),
+            "qty",
+        ),
+        (
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-T", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": 1, "seats": 9}]}),
+            "seats",
+        ),
+    ] {
+        let (s, v) = lab.post(path, body).await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{path}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{v}"
+        );
+    }
+    assert_eq!(lab.get("/api/v1/auto-licensing").await.1, json!([]));
+    assert_eq!(lab.get("/api/v1/subscriptions/SUB-T").await.0, 404);
+    lab.stop().await;
+}
+
+/// Issue 16 item 3: seed 000 defines `include_customers` and `exclude_customers` each alone;
+/// both together, or an empty list (which would mean every customer), is a 400 that changes
+/// nothing.
+#[tokio::test]
+async fn include_with_exclude_or_an_empty_list_is_refused() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for path in [
+        "/api/v1/auto-licensing/enable",
+        "/api/v1/auto-licensing/enable?validate=true",
+        "/api/v1/auto-licensing/unassign",
+    ] {
+        for (body, says) in [
+            (
+                json!({"services": ["wifi"], "include_customers": ["acme"],
+                       "exclude_customers": ["beta"]}),
+                "not both",
+            ),
+            (
+                json!({"services": ["wifi"], "include_customers": []}),
+                "include_customers must not be empty",
+            ),
+            (
+                json!({"services": ["wifi"], "exclude_customers": []}),
+                "exclude_customers must not be empty",
+            ),
+        ] {
+            let (s, v) = lab.post(path, body).await;
+            assert_eq!((s, code(&v)), (400, "invalid_request"), "{path}: {v}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(says),
+                "{v}"
+            );
+        }
+    }
+    assert_eq!(lab.get("/api/v1/auto-licensing").await.1, json!([]));
     lab.stop().await;
 }
 

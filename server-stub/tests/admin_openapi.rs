@@ -127,7 +127,13 @@ fn the_document_states_the_rules_and_the_errors() {
             .unwrap()
             .contains("subscriptionId")
     );
-    let auto = schema("AutoLicenseRequest");
+    // A body with rules across fields is "all of: the object, any of: the rules".
+    let auto = schema("AutoLicenseRequest")["allOf"][0].clone();
+    let rules = schema("AutoLicenseRequest")["allOf"][1].to_string();
+    assert!(
+        rules.contains("include_customers") && rules.contains("exclude_customers"),
+        "not both lists: {rules}"
+    );
     assert_eq!(auto["properties"]["services"]["minItems"], 1);
     assert!(auto["required"]
         .as_array()
@@ -172,4 +178,53 @@ fn the_document_states_the_rules_and_the_errors() {
             }
         }
     }
+}
+
+/// Issue 16 item 3: every object a request body can hold, nested ones included, refuses
+/// unknown fields (`#[serde(deny_unknown_fields)]`, which the document states as
+/// `additionalProperties: false`): a typo is a 400, never a field silently left at its default.
+#[test]
+fn every_request_body_object_refuses_unknown_fields() {
+    let doc: serde_json::Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let mut todo: Vec<String> = Vec::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let body = &op["requestBody"]["content"]["application/json"]["schema"];
+            if let Some(r) = body["$ref"].as_str() {
+                todo.push(r.to_string());
+            }
+        }
+    }
+    assert!(!todo.is_empty());
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(r) = todo.pop() {
+        let name = r.trim_start_matches("#/components/schemas/").to_string();
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let schema = &schemas[&name];
+        if schema["type"] == "object" {
+            assert_eq!(
+                schema["additionalProperties"],
+                serde_json::Value::Bool(false),
+                "{name} accepts unknown fields: add #[serde(deny_unknown_fields)]"
+            );
+        }
+        // Follow every $ref below this schema (properties, array items, ...).
+        let mut stack = vec![schema.clone()];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(r) = o.get("$ref").and_then(|r| r.as_str()) {
+                        todo.push(r.to_string());
+                    }
+                    stack.extend(o.into_iter().map(|(_, v)| v));
+                }
+                serde_json::Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+    }
+    assert!(seen.contains("LicenseUpdate") && seen.contains("NewSubscriptionEntitlement"));
 }

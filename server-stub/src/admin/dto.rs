@@ -42,6 +42,7 @@ pub struct Customer {
 
 /// A new customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     /// Id (`[A-Za-z0-9._-]{1,64}`).
     #[schema(value_type = Id)]
@@ -56,6 +57,7 @@ pub struct NewCustomer {
 
 /// A change to a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerUpdate {
     /// New display name.
     pub name: String,
@@ -87,7 +89,7 @@ pub struct Entitlement {
 
 /// A new SKU for the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEntitlement {
     /// SKU.
     #[schema(value_type = Id)]
@@ -229,6 +231,7 @@ pub fn status_str(s: crate::engine::SubscriptionStatus) -> &'static str {
 
 /// Seats of one SKU in a new subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewSubscriptionEntitlement {
     /// SKU (must be in the catalogue).
     #[schema(value_type = Id)]
@@ -239,7 +242,7 @@ pub struct NewSubscriptionEntitlement {
 
 /// A new subscription (labs: what the vendor's order system would create).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// Id.
     #[schema(value_type = Id)]
@@ -268,7 +271,7 @@ pub struct NewSubscription {
 
 /// Claim a subscription by claim key (`?validate=true`: dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The subscription's claim key.
     pub claim_key: String,
@@ -279,7 +282,7 @@ pub struct ClaimRequest {
 
 /// Find a subscription by claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimKeyRequest {
     /// The claim key.
     pub claim_key: String,
@@ -287,7 +290,7 @@ pub struct ClaimKeyRequest {
 
 /// Bind customers to a subscription (`?validate=true`: dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BindRequest {
     /// Customers whose devices may use the subscription's seats.
     #[schema(value_type = Vec<Id>, min_items = 1)]
@@ -466,6 +469,7 @@ impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
 /// Aruba auto-licensing body (seeds 000 and 001): `services` required; neither list = every
 /// customer (for enable: future tenants too).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoLicenseRequest {
     /// Services, e.g. `["wifi", "security"]`. Required, non-empty.
     #[serde(default)]
@@ -473,11 +477,11 @@ pub struct AutoLicenseRequest {
     pub services: Option<Vec<String>>,
     /// Only these customers.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Id>>)]
+    #[schema(value_type = Option<Vec<Id>>, min_items = 1)]
     pub include_customers: Option<Vec<String>>,
     /// Every customer but these.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Id>>)]
+    #[schema(value_type = Option<Vec<Id>>, min_items = 1)]
     pub exclude_customers: Option<Vec<String>>,
 }
 
@@ -789,6 +793,7 @@ pub enum Scope {
 
 /// The update a bulk update applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LicenseUpdate {
     /// New seat count of each license (refused for a license with more seats assigned).
     pub quantity: u32,
@@ -796,6 +801,7 @@ pub struct LicenseUpdate {
 
 /// Snow bulk update of licenses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkUpdateRequest {
     /// Narrows the licenses further, e.g. `sku -eq "LIC-AP"`.
     #[serde(default)]

@@ -3,8 +3,9 @@
 //! [`ApiJson`], a JSON body extractor whose refusals (bad JSON, missing field, body over the
 //! limit) use the same body.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -83,6 +84,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 405: the path exists, the method does not (the response has an `Allow` header).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    }
+
     /// 409: the request conflicts with the ledger's state.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
@@ -140,7 +150,7 @@ impl From<EngineError> for ApiError {
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
             E::InvalidTerm { .. } => ApiError::unprocessable(msg),
-            E::NoServices | E::NoCustomers => ApiError::bad_request(msg),
+            E::NoServices | E::NoCustomers | E::IncludeAndExclude => ApiError::bad_request(msg),
         }
     }
 }
@@ -206,6 +216,25 @@ where
                 _ => ApiError::bad_request(rejection.body_text()),
             }),
         }
+    }
+}
+
+/// Path parameters; a refusal (e.g. a segment that is not UTF-8 once decoded) is a JSON 400.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
     }
 }
 

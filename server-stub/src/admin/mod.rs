@@ -34,10 +34,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::stub::StubHandle;
 
@@ -190,20 +192,39 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
             "/api/v1/licenses/{id}/assignments",
             get(licenses::assignments_of),
         )
-        .route("/api/v1/assignments", get(licenses::assignments))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            auth::authorize,
-        ));
+        .route("/api/v1/assignments", get(licenses::assignments));
+    #[cfg(test)]
+    let api = api.route("/api/v1/test/panic", get(tests::panics));
+    // A route layer runs only for a path and method that match: an unknown path is a 404 and
+    // a method the path does not take a 405 whatever the token (issue 16 item 10).
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        auth::authorize,
+    ));
     api.route("/openapi.json", get(openapi::serve))
         .route("/healthz", get(handlers::health))
         .fallback(handlers::not_found)
+        // After every route: it applies to the routes there are.
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        // A handler that panics answers 500 (logged with the request id, outside this layer)
+        // and the server keeps serving; this needs `panic = "unwind"` (issue 16 item 2).
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::request_id,
         ))
         .with_state(app)
+}
+
+/// The 500 of a request whose handler panicked; the request-id layer logs the panic message.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    error::ApiError::internal(format!("request handler panicked: {what}")).into_response()
 }
 
 /// A running admin API.
@@ -296,4 +317,56 @@ pub async fn serve_with_admin(
         Err(_) => tracing::warn!("stub still referenced at shutdown; leaving its tasks to exit"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A route that exists only in this crate's unit tests.
+    pub(super) async fn panics() -> &'static str {
+        panic!("injected by the catch-panic test")
+    }
+
+    /// Issue 16 item 2: a request whose handler panics gets a JSON 500 with its request id,
+    /// and the same server answers the next request (no abort, no dropped connection).
+    #[tokio::test]
+    async fn a_panicking_request_is_a_500_and_the_next_one_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join(token::TOKEN_STORE_FILE);
+        let admin = token::create(&store, "ops", token::TokenKind::Admin, 1).unwrap();
+        let signer = crate::Signer::ephemeral(1_800_000_000).unwrap();
+        let stub = Arc::new(
+            crate::Stub::start(crate::StubConfig::for_tests(signer))
+                .await
+                .unwrap(),
+        );
+        let config = AdminConfig::new("127.0.0.1:0".parse().unwrap(), store);
+        let server = AdminServer::start(stub.clone(), config).await.unwrap();
+        let http = reqwest::Client::new();
+        let get = |path: &str| {
+            http.get(format!("{}{path}", server.url()))
+                .bearer_auth(&admin)
+                .send()
+        };
+        for _ in 0..3 {
+            let resp = get("/api/v1/test/panic").await.unwrap();
+            assert_eq!(resp.status().as_u16(), 500);
+            let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+            let body: error::ErrorBody = resp.json().await.unwrap();
+            assert_eq!(body.error.code, "internal_error");
+            assert_eq!(body.error.request_id.as_deref(), Some(id.as_str()));
+            assert!(
+                !body.error.message.contains("injected"),
+                "the panic stays in the log"
+            );
+            let resp = get("/api/v1/customers").await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+        server.shutdown().await;
+        if let Ok(stub) = Arc::try_unwrap(stub) {
+            stub.shutdown().await;
+        }
+    }
 }

@@ -181,7 +181,8 @@ impl Modify for ErrorResponses {
 
 /// Rules that tie fields of a body together, which `utoipa` cannot derive: bulk update's
 /// `ids` (required for `Only` and `AllExcept`; unknown ids are reported in `failed`, not
-/// refused) and `filter` (the licenses' filter), a new subscription's owner or claim key.
+/// refused) and `filter` (the licenses' filter), a new subscription's owner or claim key,
+/// auto-licensing's `include_customers` or `exclude_customers` (not both).
 struct CrossFieldRules;
 
 /// An object schema with only these properties set.
@@ -257,6 +258,15 @@ impl Modify for CrossFieldRules {
                     )],
                     &["ids"],
                 ),
+            ],
+        );
+        let null = || -> RefOr<Schema> { ObjectBuilder::new().schema_type(Type::Null).into() };
+        any_of(
+            openapi,
+            "AutoLicenseRequest",
+            vec![
+                properties(&[("include_customers", null())], &[]),
+                properties(&[("exclude_customers", null())], &[]),
             ],
         );
         any_of(

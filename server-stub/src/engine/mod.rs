@@ -123,6 +123,13 @@ pub enum EngineError {
     /// The request names no customer.
     #[error("customer_ids is required and must not be empty")]
     NoCustomers,
+    /// Both `include_customers` and `exclude_customers` given: the seeds give each a meaning
+    /// alone and none together, so the request is refused rather than guessed at.
+    #[error(
+        "give include_customers or exclude_customers, not both (the seeds define no meaning \
+         for both together)"
+    )]
+    IncludeAndExclude,
     /// The subscription has no owner yet (claim it first).
     #[error("subscription {0} is not claimed; claim it before binding customers to it")]
     Unclaimed(LicenseId),

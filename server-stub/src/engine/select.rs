@@ -47,13 +47,16 @@ impl Selection {
         self.include_customers.is_empty() && self.exclude_customers.is_empty()
     }
 
-    /// The existing customers selected: the include list (or everyone) minus the exclude
-    /// list. Naming an unknown customer in either list is an error, so a typo never widens or
-    /// narrows a request silently.
+    /// The existing customers selected: the include list, or everyone but the exclude list.
+    /// Naming an unknown customer in either list is an error, so a typo never widens or
+    /// narrows a request silently; so is giving both lists (seed 000 defines each alone).
     pub fn resolve(
         &self,
         customers: &BTreeMap<TenantId, Customer>,
     ) -> Result<BTreeSet<TenantId>, EngineError> {
+        if !self.include_customers.is_empty() && !self.exclude_customers.is_empty() {
+            return Err(EngineError::IncludeAndExclude);
+        }
         for id in self.include_customers.iter().chain(&self.exclude_customers) {
             if !customers.contains_key(id) {
                 return Err(EngineError::UnknownCustomer(id.clone()));

@@ -252,6 +252,20 @@ fn naming_an_unknown_customer_or_no_service_is_refused() {
         e.enable_auto_licensing(&Selection::all(), &[svc("nope")], false, T0),
         Err(EngineError::UnknownService(svc("nope")))
     );
+    // Seed 000 defines each list alone; both together is refused, not half-applied.
+    let both = Selection {
+        include_customers: vec![t("a")],
+        exclude_customers: vec![t("b")],
+    };
+    assert_eq!(
+        e.enable_auto_licensing(&both, &[svc("wifi")], false, T0),
+        Err(EngineError::IncludeAndExclude)
+    );
+    assert_eq!(
+        e.unassign(&both, &[svc("wifi")], T0),
+        Err(EngineError::IncludeAndExclude)
+    );
+    assert!(e.state().policies.is_empty());
 }
 
 #[test]

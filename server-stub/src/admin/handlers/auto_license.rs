@@ -33,6 +33,17 @@ fn parse(req: &AutoLicenseRequest) -> ApiResult<(Selection, Vec<ServiceName>)> {
         .iter()
         .map(|s| service(s))
         .collect::<ApiResult<Vec<_>>>()?;
+    // An empty list given is not "no list": it would widen the request to every customer.
+    for (name, list) in [
+        ("include_customers", &req.include_customers),
+        ("exclude_customers", &req.exclude_customers),
+    ] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must not be empty; leave it out to select every customer"
+            )));
+        }
+    }
     let selection = Selection {
         include_customers: tenant_ids(req.include_customers.as_deref().unwrap_or_default())?,
         exclude_customers: tenant_ids(req.exclude_customers.as_deref().unwrap_or_default())?,

@@ -1,11 +1,11 @@
 //! Customers: the MSP and its tenants (list, create, show, rename, remove).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
 use crate::admin::dto::{Customer, CustomerKind, CustomerUpdate, NewCustomer};
-use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::query::format_time;
 use crate::admin::schema::Id;
 use crate::admin::App;
@@ -79,7 +79,10 @@ pub async fn create(
               (status = 400, description = "The id is not an id", body = ErrorBody),
               (status = 404, description = "No such customer", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Customer>> {
+pub async fn show(
+    State(app): State<App>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Customer>> {
     Ok(Json(one(&app, &tenant_id(&id)?)?))
 }
 
@@ -92,7 +95,7 @@ pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<J
     security(("bearer" = [])))]
 pub async fn update(
     State(app): State<App>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CustomerUpdate>,
 ) -> ApiResult<Json<Customer>> {
     let id = tenant_id(&id)?;
@@ -114,7 +117,7 @@ pub async fn update(
               (status = 404, description = "No such customer", body = ErrorBody),
               (status = 409, description = "It owns subscriptions or has devices", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn remove(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     let id = tenant_id(&id)?;
     app.stub()
         .apply(move |e, _| {

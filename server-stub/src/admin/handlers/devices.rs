@@ -1,11 +1,11 @@
 //! Devices: list (filters and page numbers), detail (identity, last report, VM count, each
 //! service's grant and state, bundle seq), the re-issue action and remote diagnostics.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use crate::admin::dto::{Device, DevicePage, ReissueResponse};
-use crate::admin::error::{ApiError, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiPath, ApiResult, ErrorBody};
 use crate::admin::params::{DeviceQuery, DiagQuery, DEVICE_FILTER, TIMEOUT_SECS};
 use crate::admin::query::{apply_filter, page_numbers, Params};
 use crate::admin::schema::Id;
@@ -57,7 +57,7 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
-    Path((t, d)): Path<(String, String)>,
+    ApiPath((t, d)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Device>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
     app.stub()
@@ -77,7 +77,7 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn reissue(
     State(app): State<App>,
-    Path((t, d)): Path<(String, String)>,
+    ApiPath((t, d)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ReissueResponse>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
     app.stub().reissue(&t, &d).await?;
@@ -125,7 +125,7 @@ pub struct DiagReport {
     security(("bearer" = [])))]
 pub async fn diag(
     State(app): State<App>,
-    Path((t, d)): Path<(String, String)>,
+    ApiPath((t, d)): ApiPath<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<DiagReport>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);

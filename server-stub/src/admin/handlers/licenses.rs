@@ -6,14 +6,14 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 
 use crate::admin::dto::{
     Assignment, AssignmentPage, BulkUpdateRequest, BulkUpdateResponse, Failure, License,
     LicensePage, Scope,
 };
-use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::params::{AssignmentQuery, LicenseQuery, ASSIGNMENT_FILTER, LICENSE_FILTER};
 use crate::admin::query::{apply_filter, format_time, page_numbers, Params};
 use crate::admin::schema::LicenseRef;
@@ -128,7 +128,7 @@ pub async fn assignments(
     security(("bearer" = [])))]
 pub async fn assignments_of(
     State(app): State<App>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<AssignmentPage>> {
     let p = Params::parse(q.as_deref());

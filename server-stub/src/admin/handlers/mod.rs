@@ -1,5 +1,5 @@
 //! Handlers of the admin API, one module per seed area, and what they share: id parsing
-//! (a malformed id is a 400), liveness and the JSON 404 for unknown paths.
+//! (a malformed id is a 400), liveness, and the JSON 404 and 405 for unknown paths and methods.
 
 pub mod auto_license;
 pub mod customers;
@@ -47,6 +47,16 @@ pub async fn health(State(app): State<App>) -> Json<Health> {
         status: "ok".into(),
         broker_connected: app.stub().is_connected(),
     })
+}
+
+/// A known path with a method it does not take: a JSON 405 (axum adds `Allow`), decided
+/// before the token is checked, so the answer does not depend on the token.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{method} is not supported on {}; the Allow header lists what is, /openapi.json \
+         describes the API",
+        uri.path()
+    ))
 }
 
 /// Unknown path.

@@ -2,7 +2,7 @@
 //! filters and cursor pagination, created (labs), claimed by claim key, found by claim key,
 //! customers bound to them, and compliance statuses.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 
@@ -10,7 +10,7 @@ use crate::admin::dto::{
     BindRequest, BindResponse, ClaimKeyRequest, ClaimRequest, ComplianceStatus, CustomerRef,
     Entitlement, NewEntitlement, NewSubscription, SkuQuantity, Subscription,
 };
-use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::params::{
     ComplianceQuery, EntitlementQuery, SubscriptionQuery, ValidateQuery, VALIDATE,
 };
@@ -209,7 +209,10 @@ pub async fn create(
               (status = 400, description = "The id is not an id", body = ErrorBody),
               (status = 404, description = "No such subscription", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn show(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Subscription>> {
+pub async fn show(
+    State(app): State<App>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Subscription>> {
     let id = license_id(&id)?;
     let now = app.stub().now();
     Ok(Json(app.stub().with_engine(|e| sub_view(e, &id, now))??))
@@ -281,7 +284,7 @@ pub async fn validate_claim_key(
     security(("bearer" = [])))]
 pub async fn bind(
     State(app): State<App>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<BindRequest>,
 ) -> ApiResult<Json<BindResponse>> {
