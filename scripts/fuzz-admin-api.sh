@@ -116,6 +116,7 @@ api=http://$(addr_of "admin API listening")
 broker=$(addr_of "embedded broker listening")
 say "licd-stub serve (pid $server_pid): admin API $api, broker $broker"
 
+# The ids below are the dictionaries of scripts/fuzz-admin-api.toml: keep them the same.
 export LICD_STUB_ADMIN_URL=$api LICD_STUB_TOKEN_FILE=$work/keys/admin.token
 cli() { "$stub" "$@" >>"$work/seed.log" 2>&1 || die "seeding: licd-stub $* (see $work/seed.log)"; }
 cli customers add msp --msp --name "Fuzz MSP"
