@@ -871,6 +871,40 @@ async fn include_with_exclude_or_an_empty_list_is_refused() {
     lab.stop().await;
 }
 
+/// Issue 16 item 4, seed 000: "License assignment is not supported for the MSP owned
+/// devices". Enabling for everyone, for all but a tenant, or naming the MSP licenses the
+/// tenants' devices and not the MSP's (withheld `NotEntitled`); the MSP's count in the pause.
+#[tokio::test]
+async fn auto_licensing_never_licenses_the_msps_own_devices() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    lab.report("msp", "m1", "ap", &["wifi"], None).await;
+    lab.report("acme", "a1", "ap", &["wifi"], None).await;
+    for body in [
+        json!({"services": ["wifi"]}),
+        json!({"services": ["wifi"], "exclude_customers": ["beta"]}),
+        json!({"services": ["wifi"], "include_customers": ["msp", "acme"]}),
+    ] {
+        let (s, v) = lab
+            .post("/api/v1/auto-licensing/enable", body.clone())
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["paused"], json!([]), "{body}: 2 seats cover both devices");
+        let (_, m) = lab.get("/api/v1/devices/msp/m1").await;
+        assert_eq!(m["services"][0]["state"], "withheld", "{body}: {m}");
+        assert_eq!(m["services"][0]["reason"], "NotEntitled");
+        let (_, a) = lab.get("/api/v1/devices/acme/a1").await;
+        assert_eq!(a["services"][0]["state"], "granted", "{body}: {a}");
+        let (_, sub) = lab.get("/api/v1/subscriptions/SUB-1").await;
+        assert_eq!(sub["entitlements"][0]["seats"]["assigned"], 1);
+    }
+    // A third device wanting wifi: 3 devices counted (the MSP's too), 2 seats: paused.
+    lab.report("beta", "b1", "ap", &["wifi"], None).await;
+    let (_, v) = lab.get("/api/v1/auto-licensing").await;
+    assert_eq!(v[0]["paused"], true, "{v}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn bind_validates_then_binds_a_tenant_to_another_customers_subscription() {
     let lab = Lab::start().await;

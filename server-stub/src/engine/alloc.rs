@@ -1,13 +1,19 @@
 //! Seat allocation for auto-licensing: which subscription a device's seat comes from, and the
 //! all-or-nothing rule — when the seats for a service are fewer than the devices that need
 //! them, assignment of that service is paused instead of handing seats out arbitrarily.
+//!
+//! Seed 000: "License assignment is not supported for the MSP owned devices. License
+//! assignment will be in paused state if the total license tokens are less than total device
+//! counts (including MSP and tenants)". So an MSP device never gets a seat from
+//! auto-licensing, yet one that auto-licensing covers counts when deciding the pause: the
+//! seats must cover the tenants' devices and the MSP's, and the MSP's share is left free.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use licd_protocol::limits::MAX_SERVICES;
 use licd_protocol::{LicenseId, ServiceName, Sku, UnixTime};
 
-use super::model::{Device, DeviceKey, Seat, SubscriptionStatus};
+use super::model::{CustomerKind, Device, DeviceKey, Seat, SubscriptionStatus};
 use super::Engine;
 
 /// What a reconcile pass changed.
@@ -33,8 +39,22 @@ impl Engine {
         })
     }
 
-    /// Whether auto-licensing of `service` covers `d` and `d` needs a seat for it.
-    pub(super) fn needs_auto_seat(&self, d: &Device, service: &ServiceName, now: UnixTime) -> bool {
+    /// Whether `d` belongs to the MSP (seed 000: auto-licensing assigns it nothing).
+    pub(super) fn is_msp_device(&self, d: &Device) -> bool {
+        self.state
+            .customers
+            .get(&d.tenant)
+            .is_some_and(|c| c.kind == CustomerKind::Msp)
+    }
+
+    /// Whether auto-licensing of `service` covers `d`, `d` wants it and holds no good seat:
+    /// the devices the pause rule counts, the MSP's included.
+    pub(super) fn counts_for_pause(
+        &self,
+        d: &Device,
+        service: &ServiceName,
+        now: UnixTime,
+    ) -> bool {
         self.state.customers.contains_key(&d.tenant)
             && d.services_wanted.contains(service)
             && self
@@ -162,11 +182,23 @@ impl Engine {
             .state
             .devices
             .iter()
-            .filter(|(_, d)| self.needs_auto_seat(d, service, now))
+            .filter(|(_, d)| self.counts_for_pause(d, service, now))
             .map(|(k, _)| k.clone())
             .collect();
         let (changed, paused) = match self.plan(service, &needing, now) {
-            Some(plan) => (self.apply(service, plan, now), false),
+            Some(plan) => {
+                // The MSP's devices were planned for (their seats must exist) but get none.
+                let plan: Plan = plan
+                    .into_iter()
+                    .filter(|(key, _, _)| {
+                        self.state
+                            .devices
+                            .get(key)
+                            .is_some_and(|d| !self.is_msp_device(d))
+                    })
+                    .collect();
+                (self.apply(service, plan, now), false)
+            }
             None => (BTreeSet::new(), true),
         };
         if paused != was_paused {
@@ -194,11 +226,18 @@ impl Engine {
         let Some(d) = self.state.devices.get(key) else {
             return BTreeSet::new();
         };
-        if !self.needs_auto_seat(d, service, now) {
+        if !self.counts_for_pause(d, service, now) {
             return BTreeSet::new();
         }
         let paused = self.state.policies.get(service).is_some_and(|p| p.paused);
-        if !paused {
+        // The quick way (a free seat for this one device) is right only when every other
+        // counted device holds its seat, which is never so for the MSP's devices.
+        let msp_counted = self
+            .state
+            .devices
+            .values()
+            .any(|x| self.is_msp_device(x) && self.counts_for_pause(x, service, now));
+        if !paused && !msp_counted {
             if let Some(plan) = self.plan(service, std::slice::from_ref(key), now) {
                 return self.apply(service, plan, now);
             }

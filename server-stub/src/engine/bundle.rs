@@ -50,9 +50,13 @@ impl Engine {
             .take(MAX_SERVICES)
             .map(|s| {
                 let policy = self.state.policies.get(s);
+                // An MSP device is never assigned a seat (seed 000): more seats would not help,
+                // so it is NotEntitled even while the service is paused.
                 let reason = if d.unassigned.contains(s) {
                     WithheldReason::Unassigned
-                } else if policy.is_some_and(|p| p.paused && p.customers.contains(&d.tenant)) {
+                } else if !self.is_msp_device(d)
+                    && policy.is_some_and(|p| p.paused && p.customers.contains(&d.tenant))
+                {
                     WithheldReason::SeatsExhausted
                 } else {
                     WithheldReason::NotEntitled

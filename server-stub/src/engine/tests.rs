@@ -268,15 +268,44 @@ fn naming_an_unknown_customer_or_no_service_is_refused() {
     assert!(e.state().policies.is_empty());
 }
 
+/// `e` with a seat of `sub`/`sku` for `service` given to `device` of `tenant` straight in the
+/// ledger's state: how an MSP device holds a seat (assigned before MSP mode, seed 001).
+fn with_seat(
+    e: &Engine,
+    tenant: &str,
+    device: &str,
+    service: &str,
+    sub: &str,
+    sku_: &str,
+) -> Engine {
+    let mut st = e.state().clone();
+    let d = st
+        .devices
+        .get_mut(&(t(tenant), DeviceId::new(device).unwrap()))
+        .unwrap();
+    d.seats.insert(
+        svc(service),
+        Seat {
+            subscription: lic(sub),
+            sku: sku(sku_),
+            since: T0,
+        },
+    );
+    Engine::from_state(st, e.lease_policy())
+}
+
 #[test]
 fn unassign_removes_seats_from_msp_devices_too_with_a_higher_seq() {
     let mut e = fixture();
     let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
     let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
-    let b1 = e
-        .handle_report(&report("msp", "ap0", "ap", &["wifi"]), T0)
-        .unwrap()
-        .publish;
+    let _ = e.handle_report(&report("msp", "ap0", "ap", &["wifi"]), T0);
+    // Auto-licensing gives an MSP device nothing (seed 000); seed 001's case is a seat it
+    // holds from before MSP mode.
+    let mut e = with_seat(&e, "msp", "ap0", "wifi", "S1", "LIC-AP");
+    let mut r = report("msp", "ap0", "ap", &["wifi"]);
+    r.bundle_seq = 1;
+    let b1 = e.handle_report(&r, T0 + 1).unwrap().publish;
     assert_eq!(granted(&b1[0]), ["wifi"]);
     let fx = e
         .unassign(&Selection::all(), &[svc("wifi")], T0 + 5)
@@ -292,6 +321,75 @@ fn unassign_removes_seats_from_msp_devices_too_with_a_higher_seq() {
     r.bundle_seq = b2.seq;
     assert!(e.handle_report(&r, T0 + 6).unwrap().publish.is_empty());
     assert!(!e.state().policies[&svc("wifi")].inherit_to_new_tenants);
+}
+
+/// Issue 16 item 4, seed 000: "License assignment is not supported for the MSP owned devices.
+/// License assignment will be in paused state if the total license tokens are less than total
+/// device counts (including MSP and tenants)". Whatever the selection, the MSP's devices get
+/// no seat; they do count for the pause.
+#[test]
+fn msp_devices_get_no_seat_from_auto_licensing_but_count_for_the_pause() {
+    let msp_state = |e: &Engine| {
+        e.device_view(&t("msp"), &DeviceId::new("m0").unwrap())
+            .unwrap()
+            .services[&svc("wifi")]
+            .clone()
+    };
+    let not_entitled = views::ServiceState::Withheld {
+        reason: WithheldReason::NotEntitled,
+    };
+    for sel in [
+        Selection::all(),
+        Selection::all_except([t("b")]),
+        Selection::only([t("msp"), t("a")]),
+    ] {
+        for msp_first in [true, false] {
+            let mut e = fixture();
+            let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 2);
+            let msp = report("msp", "m0", "ap", &["wifi"]);
+            let tenant = report("a", "ap1", "ap", &["wifi"]);
+            if msp_first {
+                let _ = e.handle_report(&msp, T0).unwrap();
+            }
+            let r = e
+                .enable_auto_licensing(&sel, &[svc("wifi")], false, T0)
+                .unwrap();
+            assert!(r.paused.is_empty(), "{sel:?}");
+            let _ = e.handle_report(&tenant, T0).unwrap();
+            if !msp_first {
+                let _ = e.handle_report(&msp, T0).unwrap();
+            }
+            assert_eq!(msp_state(&e), not_entitled, "{sel:?}");
+            assert!(e.state().devices[&(t("msp"), DeviceId::new("m0").unwrap())]
+                .seats
+                .is_empty());
+            assert_eq!(e.assigned_seats(&lic("S1"), &sku("LIC-AP")), 1, "{sel:?}");
+            assert!(!e.state().policies[&svc("wifi")].paused);
+            // A second tenant device takes the last seat the MSP device's count leaves: the
+            // total (3) is now above the seats (2), so the service pauses.
+            let _ = e
+                .handle_report(&report("a", "ap2", "ap", &["wifi"]), T0)
+                .unwrap();
+            assert!(e.state().policies[&svc("wifi")].paused, "{sel:?}");
+            assert_eq!(e.assigned_seats(&lic("S1"), &sku("LIC-AP")), 1);
+            assert_eq!(
+                msp_state(&e),
+                not_entitled,
+                "no SeatsExhausted for the MSP's"
+            );
+            assert_eq!(e.shortfall(&svc("wifi"), T0)[0].quantity, 1);
+            // The MSP device stops wanting wifi: 2 devices, 2 seats; the pause lifts at the
+            // next report that reconciles wifi.
+            let _ = e
+                .handle_report(&report("msp", "m0", "ap", &[]), T0)
+                .unwrap();
+            let _ = e
+                .handle_report(&report("a", "ap2", "ap", &["wifi"]), T0 + 1)
+                .unwrap();
+            assert!(!e.state().policies[&svc("wifi")].paused, "{sel:?}");
+            assert_eq!(e.assigned_seats(&lic("S1"), &sku("LIC-AP")), 2);
+        }
+    }
 }
 
 #[test]

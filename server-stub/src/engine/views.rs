@@ -236,12 +236,12 @@ impl Engine {
             .collect()
     }
 
-    /// Seats missing for `service`: devices auto-licensing covers that hold none, per product
-    /// class, less the free seats they could use.
+    /// Seats missing for `service`: devices auto-licensing covers that hold none (the MSP's
+    /// count, seed 000), per product class, less the free seats they could use.
     pub fn shortfall(&self, service: &ServiceName, now: UnixTime) -> Vec<Insufficient> {
         let mut need: BTreeMap<String, u32> = BTreeMap::new();
         for d in self.state.devices.values() {
-            if self.needs_auto_seat(d, service, now) {
+            if self.counts_for_pause(d, service, now) {
                 *need.entry(d.product_class.clone()).or_default() += 1;
             }
         }

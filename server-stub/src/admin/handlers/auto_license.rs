@@ -56,8 +56,9 @@ fn strings<T: ToString>(v: impl IntoIterator<Item = T>) -> Vec<String> {
 }
 
 /// Enable auto-licensing of `services` for the selected customers and assign seats to their
-/// devices. Assignment is paused for a service when the seats are fewer than the devices
-/// that need them (`paused`, `insufficient_entitlements`). `validate=true`: dry run.
+/// devices, except the MSP's own devices, which get none (seed 000). Assignment is paused for
+/// a service when the seats are fewer than the devices that need them, the MSP's counted
+/// (`paused`, `insufficient_entitlements`). `validate=true`: dry run.
 #[utoipa::path(post, path = "/api/v1/auto-licensing/enable", tag = "auto-licensing",
     params(ValidateQuery),
     request_body = AutoLicenseRequest,
