@@ -14,6 +14,9 @@
 #   FUZZ_MAX_EXAMPLES=N  cases per operation and phase (default 25)
 #   FUZZ_SEED=N          hypothesis seed (default fixed, so CI is reproducible; any other
 #                        number explores elsewhere)
+#   FUZZ_WORKERS=N       concurrent schemathesis workers (default 1: one is as fast on 2 cores,
+#                        and CPython 3.11 before 3.11.8 can fail `ast.parse` in hypothesis when
+#                        two threads describe strategies at once, gh-106905)
 #   FUZZ_KEEP=1          keep the work directory (server log, reports) and print where it is
 #   LICD_STUB_BIN=PATH   the licd-stub to fuzz (scripts/test.sh passes the one `cargo test`
 #                        just built); default: `cargo build -p licd-stub` and target/debug
@@ -190,7 +193,7 @@ run() {
     if ! (cd "$work" && timeout 300 "$st" --no-color --config-file "$repo/scripts/fuzz-admin-api.toml" run \
         "$repo/docs/openapi.json" --url "$api" "$@" \
         --checks all --max-examples "$max_examples" --seed "$seed" \
-        --workers 2 --request-timeout 30 --generation-database none \
+        --workers "${FUZZ_WORKERS:-1}" --request-timeout 30 --generation-database none \
         --report junit --report-junit-path "$work/junit-$name.xml") >"$work/fuzz-$name.txt" 2>&1; then
         failed+=("$name")
         cat "$work/fuzz-$name.txt" >&2
