@@ -1156,6 +1156,134 @@ async fn licenses_and_assignments_page_filter_and_bulk_update_by_scope() {
     lab.stop().await;
 }
 
+/// Issue 16 item 5: numbers are held to the range the document states (int32 here), with a
+/// 400 naming the field; a subscription's seat totals are exact sums, never saturated.
+#[tokio::test]
+async fn numbers_out_of_their_documented_range_are_refused_and_sums_do_not_saturate() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    let max = i64::from(i32::MAX);
+    for q in [max + 1, 4_294_967_295, 4_294_967_296, -1] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/licenses/bulkUpdate",
+                json!({"scope": "All", "body": {"quantity": q}}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{q}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("quantity"),
+            "{v}"
+        );
+    }
+    let (_, v) = lab.get("/api/v1/licenses").await;
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["quantity"].as_i64() < Some(10)));
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-X", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": max + 1}]}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("limit"),
+        "{v}"
+    );
+    for vms in [json!(0), json!(max + 1), json!(-4)] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/entitlements",
+                json!({"sku": "LIC-V", "service": "v", "productClass": "vm", "vmsPerSeat": vms}),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{vms}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("vmsPerSeat"),
+            "{v}"
+        );
+    }
+    let (s, _) = lab.get("/api/v1/licenses?page_number=2147483648").await;
+    assert_eq!(s, 400);
+    // Three SKUs at the largest count: the total is their sum (6442450941), past 32 bits.
+    let (s, _) = lab
+        .post(
+            "/api/v1/entitlements",
+            json!({"sku": "LIC-SW", "service": "sw", "productClass": "switch"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-BIG", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": max}, {"sku": "LIC-HV", "limit": max},
+                                    {"sku": "LIC-SW", "limit": max}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["counts"]["seats"]["limit"], 3 * max);
+    assert_eq!(v["counts"]["seats"]["available"], 3 * max);
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "Only", "ids": ["SUB-BIG:LIC-AP"], "body": {"quantity": max}}),
+        )
+        .await;
+    assert_eq!((s, v["successCount"].as_i64()), (200, Some(1)), "{v}");
+    lab.stop().await;
+}
+
+/// Issue 16 item 15: a date that does not exist is a 400 in a body or a filter (2027-02-31 was
+/// taken as 3 March); a real one is stored and shown as given.
+#[tokio::test]
+async fn a_date_that_does_not_exist_is_refused() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for (start, end) in [
+        ("2027-01-01", "2027-02-31"),
+        ("2027-02-29", "2028-01-01"),
+        ("2027-01-01T00:00:00Z", "2027-04-31T00:00:00Z"),
+        ("1969-12-31", "2027-01-01"),
+        ("2027-01-01", "10000-01-01"),
+    ] {
+        let (s, v) = lab
+            .post(
+                "/api/v1/subscriptions",
+                json!({"subscriptionId": "SUB-D", "customerId": "acme", "startDate": start,
+                       "endDate": end, "entitlements": []}),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (400, "invalid_request"),
+            "{start} {end}: {v}"
+        );
+    }
+    for q in ["endDate[lt]=2027-02-31", "startDate=2027-02-30T00:00:00Z"] {
+        let (s, v) = lab.get(&format!("/api/v1/subscriptions?{q}")).await;
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{q}: {v}");
+    }
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-D", "customerId": "acme", "startDate": "2028-02-29",
+                   "endDate": "2028-03-01T12:00:00+02:00", "entitlements": []}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["startDate"], "2028-02-29T00:00:00Z");
+    assert_eq!(v["endDate"], "2028-03-01T10:00:00Z");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn the_openapi_document_is_served_without_a_token() {
     let lab = Lab::start().await;
@@ -1280,4 +1408,21 @@ async fn the_server_refuses_exactly_what_the_document_does_not_allow() {
         .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["error"]["code"], "unprocessable");
+    // JSON Schema's integer is any number without a fraction: 3.0 and 2e0 are allowed.
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-8", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": 3.0}, {"sku": "LIC-HV", "limit": 2e0}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["counts"]["seats"]["limit"], 5);
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "Only", "ids": ["SUB-8:LIC-AP"], "body": {"quantity": 2.5}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
 }

@@ -80,7 +80,7 @@ fn the_document_states_the_rules_and_the_errors() {
     assert_eq!(schema("Id")["pattern"], licd_protocol::id::ID_PATTERN);
     assert_eq!(
         schema("Time")["pattern"],
-        licd_stub::admin::query::TIME_PATTERN
+        *licd_stub::admin::query::TIME_PATTERN
     );
     for (path, method, name) in [
         ("/api/v1/customers/{id}", "get", "id"),
@@ -180,12 +180,8 @@ fn the_document_states_the_rules_and_the_errors() {
     }
 }
 
-/// Issue 16 item 3: every object a request body can hold, nested ones included, refuses
-/// unknown fields (`#[serde(deny_unknown_fields)]`, which the document states as
-/// `additionalProperties: false`): a typo is a 400, never a field silently left at its default.
-#[test]
-fn every_request_body_object_refuses_unknown_fields() {
-    let doc: serde_json::Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+/// Every schema a request body can hold, nested ones included, by name.
+fn request_body_schemas(doc: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
     let schemas = &doc["components"]["schemas"];
     let mut todo: Vec<String> = Vec::new();
     for item in doc["paths"].as_object().unwrap().values() {
@@ -197,20 +193,13 @@ fn every_request_body_object_refuses_unknown_fields() {
         }
     }
     assert!(!todo.is_empty());
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeMap::new();
     while let Some(r) = todo.pop() {
         let name = r.trim_start_matches("#/components/schemas/").to_string();
-        if !seen.insert(name.clone()) {
+        if seen.contains_key(&name) {
             continue;
         }
-        let schema = &schemas[&name];
-        if schema["type"] == "object" {
-            assert_eq!(
-                schema["additionalProperties"],
-                serde_json::Value::Bool(false),
-                "{name} accepts unknown fields: add #[serde(deny_unknown_fields)]"
-            );
-        }
+        let schema = schemas[&name].clone();
         // Follow every $ref below this schema (properties, array items, ...).
         let mut stack = vec![schema.clone()];
         while let Some(v) = stack.pop() {
@@ -225,6 +214,62 @@ fn every_request_body_object_refuses_unknown_fields() {
                 _ => {}
             }
         }
+        seen.insert(name, schema);
     }
-    assert!(seen.contains("LicenseUpdate") && seen.contains("NewSubscriptionEntitlement"));
+    seen.into_iter().collect()
+}
+
+/// Issue 16 item 3: every object a request body can hold, nested ones included, refuses
+/// unknown fields (`#[serde(deny_unknown_fields)]`, which the document states as
+/// `additionalProperties: false`): a typo is a 400, never a field silently left at its default.
+#[test]
+fn every_request_body_object_refuses_unknown_fields() {
+    let doc: serde_json::Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+    let schemas = request_body_schemas(&doc);
+    for (name, schema) in &schemas {
+        if schema["type"] == "object" {
+            assert_eq!(
+                schema["additionalProperties"],
+                serde_json::Value::Bool(false),
+                "{name} accepts unknown fields: add #[serde(deny_unknown_fields)]"
+            );
+        }
+    }
+    let names: Vec<&str> = schemas.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"LicenseUpdate") && names.contains(&"NewSubscriptionEntitlement"));
+}
+
+/// Issue 16 item 5: every integer a request body can hold states its range, and the range
+/// fits its format (what the server enforces, see the `bounded` deserializers in dto.rs).
+#[test]
+fn every_request_body_integer_states_its_bounds() {
+    let doc: serde_json::Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+    let mut checked = 0;
+    for (name, schema) in request_body_schemas(&doc) {
+        let Some(props) = schema["properties"].as_object() else {
+            continue;
+        };
+        for (field, p) in props {
+            let is_int = p["type"] == "integer"
+                || p["type"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "integer"));
+            if !is_int {
+                continue;
+            }
+            let (min, max) = (p["minimum"].as_i64(), p["maximum"].as_i64());
+            assert!(
+                min.is_some() && max.is_some(),
+                "{name}.{field}: state minimum and maximum (and bound it in the deserializer)"
+            );
+            if p["format"] == "int32" {
+                assert!(
+                    max <= Some(i64::from(i32::MAX)),
+                    "{name}.{field}: over int32"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked}");
 }

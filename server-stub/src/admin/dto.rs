@@ -11,6 +11,59 @@ use super::query::{format_time, Link, Pagination};
 #[allow(unused_imports)] // referenced by the `ToSchema` derives only
 use super::schema::{Id, Time};
 
+/// Integers of request bodies, held to the range the document states (`int32`, at least 0 or
+/// 1): a number out of it is a 400 naming the field, never stored or wrapped (issue 16 item 5).
+/// Each field using one of these also states its bounds with `#[schema(minimum, maximum)]`.
+mod bounded {
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer};
+
+    /// The largest integer a request may give (`int32`).
+    pub const MAX: u32 = crate::engine::MAX_SEATS;
+
+    fn check<E: Error>(v: i64, min: u32) -> Result<u32, E> {
+        u32::try_from(v)
+            .ok()
+            .filter(|n| (min..=MAX).contains(n))
+            .ok_or_else(|| {
+                E::invalid_value(
+                    Unexpected::Signed(v),
+                    &format!("an integer from {min} to {MAX}").as_str(),
+                )
+            })
+    }
+
+    /// A JSON number that is an integer. JSON Schema's `integer` is any number without a
+    /// fraction, so `5.0` and `5e0` are 5, as the document lets clients send them.
+    fn integer<E: Error>(n: serde_json::Number) -> Result<i64, E> {
+        if let Some(v) = n.as_i64() {
+            return Ok(v);
+        }
+        match n.as_f64() {
+            // A whole number within i64 converts exactly; `check` then bounds it.
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+            Some(f) if f.fract() == 0.0 => Err(E::invalid_value(
+                Unexpected::Float(f),
+                &format!("an integer from 0 to {MAX}").as_str(),
+            )),
+            Some(f) => Err(E::invalid_type(Unexpected::Float(f), &"an integer")),
+            None => Err(E::invalid_type(Unexpected::Other("number"), &"an integer")),
+        }
+    }
+
+    /// 0 to [`MAX`].
+    pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        check(integer(serde_json::Number::deserialize(d)?)?, 0)
+    }
+
+    /// 1 to [`MAX`], or absent / null.
+    pub fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|v| check(integer(v)?, 1))
+            .transpose()
+    }
+}
+
 /// Whether a customer is the MSP or a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -104,20 +157,20 @@ pub struct NewEntitlement {
     #[schema(min_length = 1)]
     pub product_class: String,
     /// VMs one seat covers, for per-VM licenses.
-    #[serde(default)]
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "bounded::positive_opt")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub vms_per_seat: Option<u32>,
 }
 
-/// Seat counts.
+/// Seat counts (of a subscription: sums over its SKUs, hence 64-bit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Seats {
     /// In use.
-    pub assigned: u32,
+    pub assigned: u64,
     /// Free.
-    pub available: u32,
+    pub available: u64,
     /// Bought.
-    pub limit: u32,
+    pub limit: u64,
 }
 
 impl From<crate::engine::views::SeatCounts> for Seats {
@@ -237,6 +290,8 @@ pub struct NewSubscriptionEntitlement {
     #[schema(value_type = Id)]
     pub sku: String,
     /// Seats.
+    #[serde(deserialize_with = "bounded::count")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub limit: u32,
 }
 
@@ -391,7 +446,8 @@ pub struct VmOveruse {
     pub device_id: String,
     /// Service.
     pub service: String,
-    /// VMs it runs.
+    /// VMs it runs (the device's unsigned 32-bit count).
+    #[schema(value_type = u64)]
     pub vm_count: u32,
     /// VMs its seat covers.
     pub allowance: u32,
@@ -597,7 +653,8 @@ pub struct Device {
     pub firmware_version: String,
     /// Agent version.
     pub agent_version: String,
-    /// VMs running, as last reported.
+    /// VMs running, as last reported (the device's unsigned 32-bit count).
+    #[schema(value_type = Option<u64>)]
     pub vm_count: Option<u32>,
     /// First report (ISO 8601).
     #[schema(format = DateTime)]
@@ -759,7 +816,8 @@ pub struct Assignment {
     pub has_vm_use_rights: bool,
     /// VMs the seat covers.
     pub number_of_supported_virtual_machines: Option<u32>,
-    /// VMs the host runs.
+    /// VMs the host runs (the device's unsigned 32-bit count).
+    #[schema(value_type = Option<u64>)]
     pub virtual_machines: Option<u32>,
     /// More VMs than covered.
     pub over_vm_allowance: bool,
@@ -796,6 +854,8 @@ pub enum Scope {
 #[serde(deny_unknown_fields)]
 pub struct LicenseUpdate {
     /// New seat count of each license (refused for a license with more seats assigned).
+    #[serde(deserialize_with = "bounded::count")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub quantity: u32,
 }
 

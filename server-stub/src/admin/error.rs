@@ -150,7 +150,9 @@ impl From<EngineError> for ApiError {
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
             E::InvalidTerm { .. } => ApiError::unprocessable(msg),
-            E::NoServices | E::NoCustomers | E::IncludeAndExclude => ApiError::bad_request(msg),
+            E::NoServices | E::NoCustomers | E::IncludeAndExclude | E::TooManySeats { .. } => {
+                ApiError::bad_request(msg)
+            }
         }
     }
 }

@@ -5,6 +5,8 @@
 //! (`page_number`, `page_size`). Pure functions over strings.
 
 use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -124,75 +126,100 @@ impl TimeRange {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// The latest time the API takes or shows, `9999-12-31T23:59:59Z`: four-digit years only.
+pub const MAX_TIME: u64 = 253_402_300_799;
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Formats unix seconds as ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z`.
+/// Formats unix seconds as RFC 3339 / ISO 8601 UTC, e.g. `2027-06-30T00:00:00Z` (a time past
+/// [`MAX_TIME`] shows as `MAX_TIME`).
 pub fn format_time(t: u64) -> String {
-    let t = i64::try_from(t).unwrap_or(i64::MAX);
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    i64::try_from(t.min(MAX_TIME))
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_string())
 }
 
-/// What [`parse_time`] accepts, for the OpenAPI document: unix seconds (1 to 11 digits), a UTC
-/// date `2027-06-30` (years 1970 to 9999, real dates only) or a UTC time
-/// `2027-06-30T12:00:00Z` (fraction up to nanoseconds; `+00:00` for `Z` too).
-pub const TIME_PATTERN: &str = concat!(
-    "^(?:[0-9]{1,11}|(?:",
-    // A year and any month and day every year has (February up to the 28th)...
-    "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
-    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
-    // ...or the 29th of February of a leap year.
-    "|(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])",
-    "|(?:[2468][048]|[3579][26])00)-02-29)",
-    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|\+00:00))?)$",
-);
-
-/// Parses what [`TIME_PATTERN`] describes into unix seconds: unix seconds, `2027-06-30`, or
-/// `2027-06-30T00:00:00Z` (a fraction is dropped).
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    let bad = || {
+/// What [`parse_time`] accepts, for the OpenAPI document: unix seconds (up to 12 digits, at
+/// most [`MAX_TIME`]); a date `2027-06-30` (years 1970 to 9999, real dates only, midnight UTC);
+/// a time `2027-06-30T12:00:00Z` (fraction up to nanoseconds; `+00:00` for `Z` too), or with
+/// another offset `2027-06-30T14:00:00+02:00` in the years 1971 to 9998 (where no offset can
+/// take it out of range). Built from [`MAX_TIME`]; `tests/admin_patterns.rs` checks it
+/// against the parser.
+pub static TIME_PATTERN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // A date of `years`: any month and day every year has (February up to the 28th), or the
+    // 29th of February of a leap year (all of them lie in 1971..=9998).
+    let date = |years: &str| {
         format!(
-            "{s:?}: expected a UTC time like 2027-06-30T00:00:00Z, a date like 2027-06-30, \
-             or unix seconds"
+            concat!(
+                "(?:{years}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+                "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+                "|(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])",
+                "|(?:[2468][048]|[3579][26])00)-02-29)"
+            ),
+            years = years
         )
     };
-    let digits = |x: &str, n: usize| -> Result<u32, String> {
+    let time = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?";
+    let other_offset = concat!(
+        r"(?:-(?:[01][0-9]|2[0-3]):[0-5][0-9]",
+        r"|\+(?:(?:0[1-9]|1[0-9]|2[0-3]):[0-5][0-9]|00:(?:0[1-9]|[1-5][0-9])))"
+    );
+    format!(
+        r"^(?:{seconds}|{any_year}(?:{time}(?:Z|\+00:00))?|{inner_year}{time}{other_offset})$",
+        seconds = digits_at_most(&MAX_TIME.to_string()),
+        any_year = date("(?:19[7-9][0-9]|[2-9][0-9]{3})"),
+        inner_year =
+            date("(?:197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"),
+    )
+});
+
+/// A pattern (no anchors) for the decimal strings of at most `max.len()` digits whose value is
+/// at most `max` (leading zeros allowed).
+fn digits_at_most(max: &str) -> String {
+    let n = max.len();
+    let mut alternatives = vec![format!("[0-9]{{1,{}}}", n - 1)];
+    for (i, d) in max.bytes().enumerate() {
+        if d > b'0' {
+            let rest = n - i - 1;
+            alternatives.push(format!(
+                "{}[0-{}]{}",
+                &max[..i],
+                char::from(d - 1),
+                if rest > 0 {
+                    format!("[0-9]{{{rest}}}")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    alternatives.push(max.to_string());
+    format!("(?:{})", alternatives.join("|"))
+}
+
+/// Parses what [`TIME_PATTERN`] describes into unix seconds: unix seconds, a date
+/// (`2027-06-30`, midnight UTC) or an RFC 3339 time (`2027-06-30T00:00:00Z`; another offset is
+/// converted to UTC, a fraction dropped), from 1970 to [`MAX_TIME`]. The syntax is checked
+/// here, the calendar by the `time` crate: a date that does not exist (`2027-02-31`) is
+/// refused, not rolled over.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let expected =
+        "expected a date like 2027-06-30, a time like 2027-06-30T00:00:00Z, or unix seconds";
+    let bad = |why: &str| format!("{s:?}: {why}; {expected}");
+    let out_of_range = || format!("{s:?}: out of range (1970-01-01 to 9999-12-31)");
+    let digits = |x: &str, n: usize| -> Result<u16, String> {
         if x.len() == n && x.bytes().all(|b| b.is_ascii_digit()) {
-            x.parse().map_err(|_| bad())
+            x.parse().map_err(|_| bad("not a number"))
         } else {
-            Err(bad())
+            Err(bad(&format!("{x:?} is not {n} digits")))
         }
     };
-    if !s.is_empty() && s.len() <= 11 && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| bad());
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .ok()
+            .filter(|t| s.len() <= 12 && *t <= MAX_TIME)
+            .ok_or_else(out_of_range);
     }
     let (date, time) = match s.split_once('T') {
         Some((d, t)) => (d, Some(t)),
@@ -202,48 +229,72 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
     let (Some(y), Some(m), Some(d), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(bad());
+        return Err(bad("not a date"));
     };
     let (y, m, d) = (digits(y, 4)?, digits(m, 2)?, digits(d, 2)?);
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return Err(bad()),
-    };
-    if y < 1970 || d == 0 || d > month_days {
-        return Err(bad());
+    if y < 1970 {
+        return Err(out_of_range());
     }
-    let mut secs = 0i64;
+    let month = u8::try_from(m)
+        .ok()
+        .and_then(|m| Month::try_from(m).ok())
+        .ok_or_else(|| bad("month must be in the range 1..=12"))?;
+    let day = u8::try_from(d).map_err(|_| bad("day must be in the range 1..=31"))?;
+    let date =
+        Date::from_calendar_date(i32::from(y), month, day).map_err(|e| bad(&e.to_string()))?;
+    let small = |v: u16| u8::try_from(v).unwrap_or(u8::MAX);
+    let mut at = Time::MIDNIGHT;
+    let mut offset = 0i64;
     if let Some(t) = time {
-        let t = t
-            .strip_suffix('Z')
-            .or_else(|| t.strip_suffix("+00:00"))
-            .ok_or_else(|| format!("{s:?}: give the time in UTC (…Z)"))?;
+        let (t, utc) = match t.strip_suffix('Z') {
+            Some(t) => (t, true),
+            None => {
+                let at = t
+                    .rfind(['+', '-'])
+                    .ok_or_else(|| bad("give the offset (Z for UTC)"))?;
+                let (t, off) = t.split_at(at);
+                let (sign, hhmm) = off.split_at(1);
+                let (hh, mm) = hhmm
+                    .split_once(':')
+                    .ok_or_else(|| bad("the offset is +HH:MM or -HH:MM"))?;
+                let (hh, mm) = (digits(hh, 2)?, digits(mm, 2)?);
+                if hh > 23 || mm > 59 {
+                    return Err(bad("the offset is at most 23:59"));
+                }
+                offset =
+                    (i64::from(hh) * 3600 + i64::from(mm) * 60) * if sign == "-" { -1 } else { 1 };
+                (t, sign == "+" && offset == 0)
+            }
+        };
+        // Another offset could move the time out of 1970..=9999: the document allows one only
+        // in the years where it cannot.
+        if !utc && !(1971..=9998).contains(&y) {
+            return Err(out_of_range());
+        }
         let (hms, fraction) = match t.split_once('.') {
             Some((hms, f)) => (hms, Some(f)),
             None => (t, None),
         };
         if let Some(f) = fraction {
             if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
+                return Err(bad("a fraction of a second is 1 to 9 digits"));
             }
         }
         let mut hms = hms.split(':');
         let (Some(h), Some(mi), Some(se), None) = (hms.next(), hms.next(), hms.next(), hms.next())
         else {
-            return Err(bad());
+            return Err(bad("the time is HH:MM:SS"));
         };
         let (h, mi, se) = (digits(h, 2)?, digits(mi, 2)?, digits(se, 2)?);
-        if h > 23 || mi > 59 || se > 59 {
-            return Err(bad());
-        }
-        secs = i64::from(h * 3600 + mi * 60 + se);
+        at = Time::from_hms(small(h), small(mi), small(se)).map_err(|e| bad(&e.to_string()))?;
     }
-    let t = days_from_civil(i64::from(y), m, d) * 86_400 + secs;
-    u64::try_from(t).map_err(|_| bad())
+    let local = PrimitiveDateTime::new(date, at)
+        .assume_utc()
+        .unix_timestamp();
+    u64::try_from(local - offset)
+        .ok()
+        .filter(|t| *t <= MAX_TIME)
+        .ok_or_else(out_of_range)
 }
 
 /// One condition of a Snow filter.
@@ -392,7 +443,8 @@ pub fn page_numbers<T>(
     params: &Params,
     path: &str,
 ) -> Result<(Vec<T>, Pagination, Vec<Link>), ApiError> {
-    let number = params.int_in("page_number", 1, 1, u32::MAX)?;
+    // The document says int32.
+    let number = params.int_in("page_number", 1, 1, i32::MAX.unsigned_abs())?;
     let size = params.int_in("page_size", 100, 1, 1000)?;
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let pages = total.div_ceil(size).max(1);
@@ -531,14 +583,65 @@ mod tests {
             1_814_313_600
         );
         assert_eq!(parse_time("12").unwrap(), 12);
-        assert!(parse_time("2027-13-01").is_err());
-        assert!(parse_time("2027-02-29").is_err());
+        // Another offset is the same instant in UTC (from 1971 to 9998, where it cannot leave
+        // the range).
+        assert_eq!(
+            parse_time("2027-06-30T02:00:00+02:00").unwrap(),
+            1_814_313_600
+        );
+        assert!(parse_time("1970-01-01T05:00:00+01:00").is_err());
+        assert_eq!(parse_time("1970-01-01T05:00:00+00:00").unwrap(), 18_000);
+        assert!(parse_time(" 2027-06-30").is_err(), "nothing is trimmed");
         assert_eq!(parse_time("2028-02-29").unwrap(), 1_835_395_200);
-        assert!(parse_time(" 2027-06-30").is_err());
-        assert!(parse_time("2027-6-30").is_err());
-        assert!(parse_time("123456789012").is_err());
-        assert!(parse_time("2027-06-30T00:00:00+02:00").is_err());
-        assert!(parse_time("yesterday").is_err());
+        assert_eq!(format_time(MAX_TIME), "9999-12-31T23:59:59Z");
+        assert_eq!(format_time(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(parse_time("9999-12-31T23:59:59Z").unwrap(), MAX_TIME);
+    }
+
+    /// Issue 16 item 15: a date that does not exist is refused, not rolled over (2027-02-31
+    /// was taken as 3 March), and so is anything outside 1970..=9999.
+    #[test]
+    fn dates_that_do_not_exist_are_refused() {
+        for bad in [
+            "2027-02-31",
+            "2027-02-29",
+            "2100-02-29",
+            "2027-04-31",
+            "2027-02-31T00:00:00Z",
+            "2027-13-01",
+            "2027-00-10",
+            "2027-06-00",
+            "2027-06-30T24:00:00Z",
+            "2027-06-30T23:60:00Z",
+            "2027-06-30T00:00Z",
+            "1969-12-31",
+            "1969-12-31T23:59:59Z",
+            "10000-01-01",
+            "253402300800",
+            "99999999999999999999",
+            "2027-6-30",
+            "2027-06-30T00:00:00",
+            "yesterday",
+            "",
+        ] {
+            assert!(
+                parse_time(bad).is_err(),
+                "{bad} accepted as {:?}",
+                parse_time(bad)
+            );
+        }
+        let e = parse_time("2027-02-31").unwrap_err();
+        assert!(e.contains("day"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Every time the API can show reads back as itself.
+        #[test]
+        fn formatted_times_parse_back(t in 0..=MAX_TIME) {
+            proptest::prop_assert_eq!(parse_time(&format_time(t)).unwrap(), t);
+            let date = &format_time(t)[..10];
+            proptest::prop_assert_eq!(parse_time(date).unwrap(), t - t % 86_400);
+        }
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl PartialSchema for Time {
             .description(Some(
                 "A UTC date `2027-06-30`, a UTC time `2027-06-30T12:00:00Z`, or unix seconds",
             ))
-            .pattern(Some(super::query::TIME_PATTERN))
+            .pattern(Some(super::query::TIME_PATTERN.as_str()))
             .examples(["2027-06-30T00:00:00Z"])
             .into()
     }

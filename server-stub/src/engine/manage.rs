@@ -200,6 +200,12 @@ impl Engine {
         limit: u32,
         now: UnixTime,
     ) -> Result<Effects, EngineError> {
+        if limit > super::MAX_SEATS {
+            return Err(EngineError::TooManySeats {
+                sku: sku.clone(),
+                limit,
+            });
+        }
         let assigned = self.assigned_seats(sub, sku);
         let s = self
             .state

@@ -39,6 +39,10 @@ pub use select::Selection;
 /// One day in seconds.
 const DAY: u64 = 24 * 60 * 60;
 
+/// The most seats one SKU of a subscription may have: the admin API documents seat counts as
+/// `int32`, so a larger number is refused rather than stored (issue 16 item 5).
+pub const MAX_SEATS: u32 = i32::MAX.unsigned_abs();
+
 /// How long grants last and how much slack devices get (policy, not protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasePolicy {
@@ -139,6 +143,14 @@ pub enum EngineError {
     /// The subscription has no entitlement for that SKU.
     #[error("subscription {0} has no entitlement for SKU {1}")]
     NotEntitled(LicenseId, Sku),
+    /// A seat limit above [`MAX_SEATS`].
+    #[error("{limit} seats of {sku} is more than the most a SKU may have ({MAX_SEATS})")]
+    TooManySeats {
+        /// SKU.
+        sku: Sku,
+        /// Limit asked for.
+        limit: u32,
+    },
     /// A seat limit below the seats already assigned.
     #[error("{assigned} seats of {sku} are assigned; a limit of {limit} would take seats away (unassign first)")]
     SeatsInUse {

@@ -97,6 +97,12 @@ impl Engine {
             if !self.state.catalog.contains_key(&e.sku) {
                 return Err(EngineError::UnknownSku(e.sku.clone()));
             }
+            if e.limit > super::MAX_SEATS {
+                return Err(EngineError::TooManySeats {
+                    sku: e.sku.clone(),
+                    limit: e.limit,
+                });
+            }
         }
         if let Some(key) = &sub.claim_key {
             if let Some(other) = self

@@ -556,6 +556,50 @@ fn seat_counts_follow_assignments() {
     );
 }
 
+/// Issue 16 item 5: a seat count above MAX_SEATS (int32) is refused by the engine too, and a
+/// subscription's totals are exact sums past 32 bits.
+#[test]
+fn seat_limits_are_bounded_and_totals_do_not_saturate() {
+    let mut e = fixture();
+    let big = |id: &str, limit: u32| Subscription {
+        id: lic(id),
+        name: id.into(),
+        owner: Some(t("a")),
+        claim_key: None,
+        start: T0,
+        end: T0 + YEAR,
+        entitlements: vec![
+            Entitlement {
+                sku: sku("LIC-AP"),
+                limit,
+            },
+            Entitlement {
+                sku: sku("LIC-HV-4"),
+                limit,
+            },
+        ],
+    };
+    assert!(matches!(
+        e.add_subscription(big("S1", MAX_SEATS + 1), T0),
+        Err(EngineError::TooManySeats { .. })
+    ));
+    let _ = e.add_subscription(big("S1", MAX_SEATS), T0).unwrap();
+    assert!(matches!(
+        e.set_seat_limit(&lic("S1"), &sku("LIC-AP"), u32::MAX, T0),
+        Err(EngineError::TooManySeats { .. })
+    ));
+    let v = e.subscription_view(&lic("S1"), T0).unwrap();
+    assert_eq!(v.seats.limit, 2 * u64::from(MAX_SEATS));
+    // Two SKUs at u32::MAX each (a ledger of an older stub): the sum, not u32::MAX.
+    let mut st = e.state().clone();
+    for ent in &mut st.subscriptions.get_mut(&lic("S1")).unwrap().entitlements {
+        ent.limit = u32::MAX;
+    }
+    let e = Engine::from_state(st, e.lease_policy());
+    let v = e.subscription_view(&lic("S1"), T0).unwrap();
+    assert_eq!(v.seats.limit, 2 * u64::from(u32::MAX));
+}
+
 #[test]
 fn a_device_that_stops_wanting_a_service_gives_its_seat_back() {
     let mut e = fixture();

@@ -10,15 +10,16 @@ use serde::{Deserialize, Serialize};
 use super::model::{DeviceKey, SubscriptionStatus};
 use super::{Engine, EngineError};
 
-/// Seat counts of an entitlement or a whole subscription.
+/// Seat counts of an entitlement or a whole subscription. 64 bits: a subscription's totals
+/// are sums over its SKUs, each up to [`super::MAX_SEATS`], and must not saturate or wrap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatCounts {
     /// Seats in use.
-    pub assigned: u32,
+    pub assigned: u64,
     /// Seats free.
-    pub available: u32,
+    pub available: u64,
     /// Seats bought.
-    pub limit: u32,
+    pub limit: u64,
 }
 
 /// One SKU of a subscription with its seats.
@@ -124,7 +125,8 @@ pub struct DeviceView {
 impl Engine {
     /// Seat counts of `sku` in subscription `sub` with the given limit.
     fn counts(&self, sub: &LicenseId, sku: &Sku, limit: u32) -> SeatCounts {
-        let assigned = self.assigned_seats(sub, sku);
+        let assigned = u64::from(self.assigned_seats(sub, sku));
+        let limit = u64::from(limit);
         SeatCounts {
             assigned,
             available: limit.saturating_sub(assigned),
@@ -150,6 +152,8 @@ impl Engine {
             .iter()
             .map(|e| {
                 let seats = self.counts(&s.id, &e.sku, e.limit);
+                // Each term is below 2^32 and a subscription has far fewer than 2^32 SKUs:
+                // the sums are exact (saturating only as a guard).
                 total.assigned = total.assigned.saturating_add(seats.assigned);
                 total.available = total.available.saturating_add(seats.available);
                 total.limit = total.limit.saturating_add(seats.limit);
@@ -259,8 +263,9 @@ impl Engine {
                             continue;
                         }
                         for e in s.entitlements.iter().filter(|e| e.sku == c.sku) {
+                            let available = self.counts(&s.id, &e.sku, e.limit).available;
                             free =
-                                free.saturating_add(self.counts(&s.id, &e.sku, e.limit).available);
+                                free.saturating_add(u32::try_from(available).unwrap_or(u32::MAX));
                         }
                     }
                 }
