@@ -118,6 +118,13 @@ wait_for 30 addr_of "admin API listening" || die "licd-stub serve did not start:
 api=http://$(addr_of "admin API listening")
 broker=$(addr_of "embedded broker listening")
 say "licd-stub serve (pid $server_pid): admin API $api, broker $broker"
+# The gate fuzzes the committed document: it must be the one this server serves.
+python3 - "$api/openapi.json" "$repo/docs/openapi.json" <<'EOF' ||
+import json, sys, urllib.request
+served = json.load(urllib.request.urlopen(sys.argv[1], timeout=10))
+sys.exit(0 if served == json.load(open(sys.argv[2])) else 1)
+EOF
+    die "docs/openapi.json is not what this licd-stub serves (LICD_UPDATE_OPENAPI=1 cargo test -p licd-stub --test admin_openapi rewrites it)"
 
 # The ids below are the dictionaries of scripts/fuzz-admin-api.toml: keep them the same.
 export LICD_STUB_ADMIN_URL=$api LICD_STUB_TOKEN_FILE=$work/keys/admin.token

@@ -105,7 +105,7 @@ fn the_document_states_the_rules_and_the_errors() {
     );
     assert_eq!(
         bounds(param("/api/v1/licenses", "get", "page_number")),
-        (json!(1), json!(u32::MAX))
+        (json!(1), json!(i32::MAX))
     );
     assert_eq!(
         bounds(param(

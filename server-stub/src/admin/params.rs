@@ -283,13 +283,13 @@ impl Describe for FilterParam {
     }
 }
 
-/// Page number (Snow).
+/// Page number (Snow; `int32` like every number of the API).
 pub const PAGE_NUMBER: IntParam = IntParam {
     name: "page_number",
     description: "Page, from 1",
     default: 1,
     min: 1,
-    max: u32::MAX,
+    max: i32::MAX.unsigned_abs(),
 };
 
 /// Page size (Snow).

@@ -444,8 +444,8 @@ pub fn page_numbers<T>(
     path: &str,
 ) -> Result<(Vec<T>, Pagination, Vec<Link>), ApiError> {
     // The document says int32.
-    let number = params.int_in("page_number", 1, 1, i32::MAX.unsigned_abs())?;
-    let size = params.int_in("page_size", 100, 1, 1000)?;
+    let number = super::params::PAGE_NUMBER.read(params)?;
+    let size = super::params::PAGE_SIZE.read(params)?;
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let pages = total.div_ceil(size).max(1);
     let start = usize::try_from(u64::from(number - 1) * u64::from(size)).unwrap_or(usize::MAX);
