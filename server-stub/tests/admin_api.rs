@@ -1426,3 +1426,57 @@ async fn the_server_refuses_exactly_what_the_document_does_not_allow() {
         .await;
     assert_eq!(s, 400, "{v}");
 }
+
+/// Found by the fuzz gate: a subscription listing one SKU twice was taken by the engine, the
+/// ledger (one row per subscription and SKU) refused to store it, and the change stayed in
+/// memory to be retried — so every later write failed too (500s until a restart). The SKU
+/// twice is now a 422, and a change the ledger refuses is undone, not retried forever.
+#[tokio::test]
+async fn a_change_the_ledger_refuses_is_undone_and_later_writes_go_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let lab = Lab::start_full(
+        |c| c.ledger = licd_stub::LedgerLocation::File(db.clone()),
+        |_| {},
+    )
+    .await;
+    lab.seed().await;
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-2", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": 1}, {"sku": "LIC-AP", "limit": 2}]}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (422, "unprocessable"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("LIC-AP"));
+    let (s, v) = lab.post("/api/v1/customers", json!({"id": "gamma"})).await;
+    assert_eq!(s, 201, "the next write: {v}");
+
+    // Any change the ledger refuses (here a trigger stands for a constraint the engine does
+    // not know) is a 500 that leaves nothing behind: the next writes are stored.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse_evil BEFORE INSERT ON customers WHEN NEW.id = 'evil'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (s, v) = lab.post("/api/v1/customers", json!({"id": "evil"})).await;
+    assert_eq!((s, code(&v)), (500, "internal_error"), "{v}");
+    let (s, v) = lab.get("/api/v1/customers/evil").await;
+    assert_eq!(s, 404, "the refused change is undone: {v}");
+    for id in ["delta", "epsilon"] {
+        let (s, v) = lab.post("/api/v1/customers", json!({"id": id})).await;
+        assert_eq!(s, 201, "{id}: {v}");
+    }
+    let stored: i64 = other
+        .query_row(
+            "SELECT COUNT(*) FROM customers WHERE id IN ('gamma', 'delta', 'epsilon')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 3);
+    lab.stop().await;
+}

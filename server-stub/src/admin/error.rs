@@ -149,7 +149,7 @@ impl From<EngineError> for ApiError {
             | E::CustomerInUse(..)
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
-            E::InvalidTerm { .. } => ApiError::unprocessable(msg),
+            E::InvalidTerm { .. } | E::DuplicateSku(_) => ApiError::unprocessable(msg),
             E::NoServices | E::NoCustomers | E::IncludeAndExclude | E::TooManySeats { .. } => {
                 ApiError::bad_request(msg)
             }

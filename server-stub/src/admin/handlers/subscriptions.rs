@@ -159,7 +159,7 @@ pub async fn list(
     responses((status = 201, body = Subscription),
               (status = 404, description = "Unknown customer or SKU", body = ErrorBody),
               (status = 409, description = "The id or the claim key is taken", body = ErrorBody),
-              (status = 422, description = "The term ends before it starts", body = ErrorBody)),
+              (status = 422, description = "The term ends before it starts, or a SKU is listed twice", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
