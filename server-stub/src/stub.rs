@@ -200,7 +200,15 @@ impl StubHandle {
     /// Reads the engine (views, compliance, raw records).
     pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T, StubError> {
         let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-        Ok(f(core.engine()))
+        // A panic while only reading changes nothing, so it must not poison the lock (which
+        // would fail every later request): release the lock first, then let the panic go on
+        // to the caller (the admin API answers it with a 500).
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(core.engine())));
+        drop(core);
+        match out {
+            Ok(v) => Ok(v),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// Adds a customer (see [`Engine::add_customer`]).

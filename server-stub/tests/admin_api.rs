@@ -829,6 +829,23 @@ async fn every_request_body_refuses_an_unknown_field_by_name() {
     }
     assert_eq!(lab.get("/api/v1/auto-licensing").await.1, json!([]));
     assert_eq!(lab.get("/api/v1/subscriptions/SUB-T").await.0, 404);
+    // Ids with scope All would be ignored, changing every license: refused too.
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "All", "ids": ["SUB-1:LIC-HV"], "body": {"quantity": 7}}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    let (_, v) = lab.get("/api/v1/licenses").await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["quantity"] != 7),
+        "{v}"
+    );
     lab.stop().await;
 }
 

@@ -194,7 +194,9 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         )
         .route("/api/v1/assignments", get(licenses::assignments));
     #[cfg(test)]
-    let api = api.route("/api/v1/test/panic", get(tests::panics));
+    let api = api
+        .route("/api/v1/test/panic", get(tests::panics))
+        .route("/api/v1/test/panic-reading", get(tests::panics_reading));
     // A route layer runs only for a path and method that match: an unknown path is a 404 and
     // a method the path does not take a 405 whatever the token (issue 16 item 10).
     let api = api.route_layer(axum::middleware::from_fn_with_state(
@@ -329,8 +331,19 @@ mod tests {
         panic!("injected by the catch-panic test")
     }
 
+    /// Another: a panic while the engine's lock is held for reading.
+    pub(super) async fn panics_reading(
+        axum::extract::State(app): axum::extract::State<App>,
+    ) -> &'static str {
+        let _ = app
+            .stub()
+            .with_engine(|_| -> () { panic!("injected while reading the engine") });
+        "unreachable"
+    }
+
     /// Issue 16 item 2: a request whose handler panics gets a JSON 500 with its request id,
-    /// and the same server answers the next request (no abort, no dropped connection).
+    /// and the same server answers the next request (no abort, no dropped connection, no
+    /// poisoned lock when the panic happened while reading the engine).
     #[tokio::test]
     async fn a_panicking_request_is_a_500_and_the_next_one_is_served() {
         let dir = tempfile::tempdir().unwrap();
@@ -350,8 +363,8 @@ mod tests {
                 .bearer_auth(&admin)
                 .send()
         };
-        for _ in 0..3 {
-            let resp = get("/api/v1/test/panic").await.unwrap();
+        for path in ["/api/v1/test/panic", "/api/v1/test/panic-reading"].repeat(2) {
+            let resp = get(path).await.unwrap();
             assert_eq!(resp.status().as_u16(), 500);
             let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
             let body: error::ErrorBody = resp.json().await.unwrap();
@@ -361,8 +374,9 @@ mod tests {
                 !body.error.message.contains("injected"),
                 "the panic stays in the log"
             );
+            // Served, and the engine's lock is not poisoned (that would be a 500 for ever).
             let resp = get("/api/v1/customers").await.unwrap();
-            assert_eq!(resp.status().as_u16(), 200);
+            assert_eq!(resp.status().as_u16(), 200, "after {path}");
         }
         server.shutdown().await;
         if let Ok(stub) = Arc::try_unwrap(stub) {

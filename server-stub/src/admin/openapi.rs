@@ -180,8 +180,8 @@ impl Modify for ErrorResponses {
 }
 
 /// Rules that tie fields of a body together, which `utoipa` cannot derive: bulk update's
-/// `ids` (required for `Only` and `AllExcept`; unknown ids are reported in `failed`, not
-/// refused) and `filter` (the licenses' filter), a new subscription's owner or claim key,
+/// `ids` (required for `Only` and `AllExcept`, refused with `All`; unknown ids are reported in
+/// `failed`, not refused) and `filter` (the licenses' filter), a new subscription's owner or claim key,
 /// auto-licensing's `include_customers` or `exclude_customers` (not both).
 struct CrossFieldRules;
 
@@ -218,6 +218,12 @@ fn any_of(openapi: &mut utoipa::openapi::OpenApi, name: &str, alternatives: Vec<
 impl Modify for CrossFieldRules {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let string = || -> RefOr<Schema> { ObjectBuilder::new().schema_type(Type::String).into() };
+        let words = |w: &[&str]| -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(w.iter().copied()))
+                .into()
+        };
         if let Some(RefOr::T(Schema::Object(o))) = openapi
             .components
             .as_mut()
@@ -238,24 +244,26 @@ impl Modify for CrossFieldRules {
             openapi,
             "BulkUpdateRequest",
             vec![
+                // All: no ids (they would be ignored).
                 properties(
-                    &[(
-                        "scope",
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .enum_values(Some(["All"]))
-                            .into(),
-                    )],
+                    &[
+                        ("scope", words(&["All"])),
+                        ("ids", ArrayBuilder::new().max_items(Some(0)).into()),
+                    ],
                     &[],
                 ),
+                // Only, AllExcept: at least one id.
                 properties(
-                    &[(
-                        "ids",
-                        ArrayBuilder::new()
-                            .items(string())
-                            .min_items(Some(1))
-                            .into(),
-                    )],
+                    &[
+                        ("scope", words(&["Only", "AllExcept"])),
+                        (
+                            "ids",
+                            ArrayBuilder::new()
+                                .items(string())
+                                .min_items(Some(1))
+                                .into(),
+                        ),
+                    ],
                     &["ids"],
                 ),
             ],

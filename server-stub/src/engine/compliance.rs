@@ -138,10 +138,13 @@ impl Engine {
                 device_violates = true;
                 let acc = classes.entry(d.product_class.clone()).or_default();
                 acc.since = Some(acc.since.map_or(since, |x| x.min(since)));
-                *acc.missing.entry(s.clone()).or_default() += quantity;
+                // VM counts come from devices: up to u32::MAX each, so the sum saturates.
+                let missing = acc.missing.entry(s.clone()).or_default();
+                *missing = missing.saturating_add(quantity);
             }
             if device_violates {
-                classes.entry(d.product_class.clone()).or_default().devices += 1;
+                let acc = classes.entry(d.product_class.clone()).or_default();
+                acc.devices = acc.devices.saturating_add(1);
             }
         }
         let violations: Vec<ProductClassViolation> = classes

@@ -154,7 +154,8 @@ impl Engine {
             let n = u32::try_from(n).unwrap_or(u32::MAX);
             let free = e.limit.saturating_sub(self.assigned_seats(sub, &e.sku));
             if n > free {
-                *need.entry(e.sku.clone()).or_default() += n - free;
+                let need = need.entry(e.sku.clone()).or_default();
+                *need = need.saturating_add(n - free);
             }
         }
         if !need.is_empty() {

@@ -600,6 +600,26 @@ fn seat_limits_are_bounded_and_totals_do_not_saturate() {
     assert_eq!(v.seats.limit, 2 * u64::from(u32::MAX));
 }
 
+/// Issue 16 item 1 (the class): VM counts come from devices, up to u32::MAX each; the seats
+/// compliance says are missing saturate instead of overflowing (a panic in a debug build,
+/// which would also poison the controller's lock).
+#[test]
+fn huge_vm_counts_from_devices_do_not_overflow_compliance() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "a", "LIC-HV-4", 5);
+    let _ = e.enable_auto_licensing(&Selection::only([t("a")]), &[svc("hv")], false, T0);
+    // Each needs (u32::MAX - 4) / 4 more seats, ~2^30: five of them pass u32::MAX.
+    for d in ["h1", "h2", "h3", "h4", "h5"] {
+        let mut r = report("a", d, "server", &["hv"]);
+        r.vm_count = Some(u32::MAX);
+        let _ = e.handle_report(&r, T0).unwrap();
+    }
+    let c = e.compliance(&t("a"), T0).unwrap();
+    assert_eq!(c.vm_overuse.len(), 5);
+    assert_eq!(c.violations[0].missing[0].quantity, u32::MAX);
+    assert_eq!(c.violations[0].devices, 5);
+}
+
 #[test]
 fn a_device_that_stops_wanting_a_service_gives_its_seat_back() {
     let mut e = fixture();

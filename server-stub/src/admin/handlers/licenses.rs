@@ -157,7 +157,7 @@ pub async fn assignments_of(
 }
 
 /// Set the seat count (`body.quantity`) of the licenses chosen by `scope` (`Only` / `All` /
-/// `AllExcept` with `ids`) and `filter`. A license with more seats assigned than the new count
+/// `AllExcept` with `ids`; `ids` with `All` is a 400) and `filter`. A license with more seats assigned than the new count
 /// fails (its devices keep their seats); the others are updated.
 #[utoipa::path(post, path = "/api/v1/licenses/bulkUpdate", tag = "licenses",
     request_body = BulkUpdateRequest,
@@ -170,6 +170,13 @@ pub async fn bulk_update(
     if req.scope != Scope::All && req.ids.is_empty() {
         return Err(ApiError::bad_request(
             "ids is required for scope Only and AllExcept",
+        ));
+    }
+    // Ids with scope All would be ignored and every license changed: more than was asked.
+    if req.scope == Scope::All && !req.ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "ids is only for scope Only and AllExcept; scope All takes every license (narrow it \
+             with filter)",
         ));
     }
     let conds = LICENSE_FILTER.parse(req.filter.as_deref().unwrap_or(""))?;
