@@ -11,7 +11,8 @@
 # schemathesis is pinned (scripts/fuzz-admin-api.requirements.txt, every package) and installed
 # into target/schemathesis-venv, out of git. scripts/test.sh runs this after the test suite.
 #
-#   FUZZ_MAX_EXAMPLES=N  cases per operation and phase (default 25)
+#   FUZZ_MAX_EXAMPLES=N  cases per operation and phase (default 50: about 2 minutes for the
+#                        three runs on 2 cores)
 #   FUZZ_SEED=N          hypothesis seed (default fixed, so CI is reproducible; any other
 #                        number explores elsewhere)
 #   FUZZ_WORKERS=N       concurrent schemathesis workers (default 1: one is as fast on 2 cores,
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 
-max_examples=${FUZZ_MAX_EXAMPLES:-25}
+max_examples=${FUZZ_MAX_EXAMPLES:-50}
 seed=${FUZZ_SEED:-160016}
 venv=$repo/target/schemathesis-venv
 requirements=$repo/scripts/fuzz-admin-api.requirements.txt
@@ -37,7 +38,8 @@ die() {
 }
 
 # --- schemathesis, pinned, in its own virtualenv ----------------------------------------------
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+py=python3
+if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     say "installing python3-venv"
     sudo=()
     if [ "$(id -u)" -ne 0 ]; then
@@ -47,12 +49,15 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     "${sudo[@]}" apt-get update
     "${sudo[@]}" apt-get install -y --no-install-recommends python3-venv
+    py=/usr/bin/python3
 fi
-# Reinstalled when the pinned set changes (the venv keeps a copy of what it was built from).
-if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+# Reinstalled when the pinned set changes (the venv keeps a copy of what it was built from) or
+# the venv no longer runs (its Python went away).
+if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null ||
+    ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
     say "installing schemathesis into $venv"
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    "$py" -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/requirements.txt"
 fi
