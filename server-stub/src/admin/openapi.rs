@@ -32,7 +32,10 @@ use super::schema::{Id, LicenseRef, Time};
 Meraki subscriptions (claim, bind, compliance, entitlements), Snow-style licenses and \
 assignments, customers and devices. Every /api route needs `Authorization: Bearer <token>` \
 (`licd-stub token create`); read tokens may only GET. Errors are \
-`{\"error\": {\"code\", \"message\"}}`.",
+`{\"error\": {\"code\", \"message\"}}`, every one listed with its operation. This document \
+states every rule the server enforces: a 400 always means a request it does not allow, a 422 \
+a request it allows whose values contradict each other. A method a path does not list is a \
+405 with `Allow`, whatever the token; an unknown path a 404.",
         license(name = "Apache-2.0"),
     ),
     paths(
