@@ -44,3 +44,14 @@ fi
 
 # --- Tests ----------------------------------------------------------------------------------
 cargo test --workspace --locked "$@"
+
+# --- Admin API fuzz gate --------------------------------------------------------------------
+# schemathesis fuzzes the admin API from docs/openapi.json against the licd-stub the tests just
+# built (about 2 min; installs python3-venv and the pinned schemathesis into target/ when
+# missing; see the script). LICD_FUZZ=0 skips it.
+if [ "${LICD_FUZZ:-1}" != 0 ]; then
+    if [ -x target/debug/licd-stub ]; then
+        export LICD_STUB_BIN=$PWD/target/debug/licd-stub
+    fi
+    bash scripts/fuzz-admin-api.sh
+fi

@@ -24,6 +24,12 @@ pub enum IdError {
     Dots,
 }
 
+/// What [`validate`] accepts, as a regular expression in the common subset of ECMA 262 (JSON
+/// Schema, OpenAPI), Python and Rust syntax: 1 to 64 of `[A-Za-z0-9._-]`, but not `.` or `..`
+/// (spelled without look-ahead, which not every engine has). The admin API's OpenAPI document
+/// uses it for every id; a test in `licd-stub` checks that it and [`validate`] agree.
+pub const ID_PATTERN: &str = "^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$";
+
 /// Checks `s` against `[A-Za-z0-9._-]{1,64}` (and refuses `.` / `..`).
 pub fn validate(s: &str) -> Result<(), IdError> {
     if s.is_empty() {

@@ -192,12 +192,24 @@ impl Controller {
         Ok((value, self.commit(effects)?))
     }
 
-    /// Stores what changed, then seals. If storing fails, the changes stay marked dirty (the
-    /// next commit retries them) and nothing is published.
+    /// Stores what changed, then seals. If storing fails, nothing is published and the engine
+    /// goes back to what the ledger holds: the change did not happen, as the caller is told.
+    /// (Kept in memory, a change the ledger refuses for good — a constraint — was retried by
+    /// every later commit and refused them all: one bad request made the ledger read-only.)
+    /// Only if the ledger cannot even be read are the changes kept, to be retried.
     fn commit(&mut self, effects: Effects) -> Result<Vec<Publication>, LedgerError> {
         let dirty = self.engine.take_dirty();
         if let Err(e) = self.ledger.save(self.engine.state(), &dirty) {
-            self.engine.mark_dirty(dirty);
+            match self.ledger.load() {
+                Ok(state) => {
+                    tracing::error!(error = %e, "ledger refused a change; it is undone");
+                    self.engine = Engine::from_state(state, self.engine.lease_policy());
+                }
+                Err(load) => {
+                    tracing::error!(error = %e, reload = %load, "ledger failed; the change is kept to retry");
+                    self.engine.mark_dirty(dirty);
+                }
+            }
             return Err(e);
         }
         Ok(effects.publish.iter().map(|b| self.seal(b)).collect())

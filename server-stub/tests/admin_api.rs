@@ -1343,3 +1343,157 @@ async fn a_real_fault_is_a_500_with_the_request_id() {
         .contains("customers"));
     lab.stop().await;
 }
+
+/// Issue 16 item 10: the server refuses exactly what the OpenAPI document does not allow — no
+/// trimming or dropping of list items, no `1`/`0`/empty for booleans, a filter field checked
+/// whether or not there are items, `timeoutSecs` read like every other parameter — and a
+/// body the document allows whose values contradict each other is a 422, not a 400.
+#[tokio::test]
+async fn the_server_refuses_exactly_what_the_document_does_not_allow() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for (path, why) in [
+        // The assignments list is empty: the field is checked anyway.
+        (
+            "/api/v1/assignments?filter=model%20-eq%20%22x%22",
+            "unknown filter field",
+        ),
+        (
+            "/api/v1/subscriptions?statuses=%20active",
+            "a spaced status",
+        ),
+        ("/api/v1/subscriptions?statuses=active,", "an empty status"),
+        ("/api/v1/compliance?customerIds=", "an empty customer id"),
+        ("/api/v1/compliance?customerIds=acme,,beta", "an empty item"),
+        (
+            "/api/v1/subscriptions?endDate%5Blt%5D=2027-02-30",
+            "30 February",
+        ),
+        (
+            "/api/v1/subscriptions?endDate=%202027-01-01",
+            "a spaced date",
+        ),
+        (
+            "/api/v1/devices?customerId=a%20b",
+            "a customer id with a space",
+        ),
+    ] {
+        let (s, v) = lab.get(path).await;
+        assert_eq!(s, 400, "{why}: {path} -> {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{why}");
+    }
+    for flag in ["1", "0", "", "yes"] {
+        let (s, v) = lab
+            .post(
+                &format!("/api/v1/auto-licensing/enable?validate={flag}"),
+                json!({"services": ["wifi"]}),
+            )
+            .await;
+        assert_eq!(s, 400, "validate={flag:?}: {v}");
+    }
+    let (s, v) = lab
+        .post(
+            "/api/v1/auto-licensing/enable?validate=true",
+            json!({"services": ["wifi"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["validate"], true);
+    // Allowed by the document, so never a 400.
+    let (s, v) = lab
+        .get("/api/v1/subscriptions?statuses=active&statuses=expired&endDate%5Bgte%5D=2028-02-29T00:00:00.5Z")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = lab.get("/api/v1/assignments?filter=%20customerId%20-EQ%20'acme'%20%20-and%20hasVmUseRights%20-ne%20%22true%22%20").await;
+    assert_eq!(s, 200, "{v}");
+    // timeoutSecs percent-encoded is still 20 seconds: the device is unknown (404), not a 400.
+    let (s, v, _) = lab
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/devices/acme/nobody/diag?timeoutSecs=%32%30",
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-9", "customerId": "acme",
+                   "startDate": "2030-01-01", "endDate": "2029-12-31", "entitlements": []}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["code"], "unprocessable");
+    // JSON Schema's integer is any number without a fraction: 3.0 and 2e0 are allowed.
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-8", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": 3.0}, {"sku": "LIC-HV", "limit": 2e0}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["counts"]["seats"]["limit"], 5);
+    let (s, v) = lab
+        .post(
+            "/api/v1/licenses/bulkUpdate",
+            json!({"scope": "Only", "ids": ["SUB-8:LIC-AP"], "body": {"quantity": 2.5}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+}
+
+/// Found by the fuzz gate: a subscription listing one SKU twice was taken by the engine, the
+/// ledger (one row per subscription and SKU) refused to store it, and the change stayed in
+/// memory to be retried — so every later write failed too (500s until a restart). The SKU
+/// twice is now a 422, and a change the ledger refuses is undone, not retried forever.
+#[tokio::test]
+async fn a_change_the_ledger_refuses_is_undone_and_later_writes_go_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let lab = Lab::start_full(
+        |c| c.ledger = licd_stub::LedgerLocation::File(db.clone()),
+        |_| {},
+    )
+    .await;
+    lab.seed().await;
+    let (s, v) = lab
+        .post(
+            "/api/v1/subscriptions",
+            json!({"subscriptionId": "SUB-2", "customerId": "acme", "endDate": "2099-01-01",
+                   "entitlements": [{"sku": "LIC-AP", "limit": 1}, {"sku": "LIC-AP", "limit": 2}]}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (422, "unprocessable"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("LIC-AP"));
+    let (s, v) = lab.post("/api/v1/customers", json!({"id": "gamma"})).await;
+    assert_eq!(s, 201, "the next write: {v}");
+
+    // Any change the ledger refuses (here a trigger stands for a constraint the engine does
+    // not know) is a 500 that leaves nothing behind: the next writes are stored.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER refuse_evil BEFORE INSERT ON customers WHEN NEW.id = 'evil'
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (s, v) = lab.post("/api/v1/customers", json!({"id": "evil"})).await;
+    assert_eq!((s, code(&v)), (500, "internal_error"), "{v}");
+    let (s, v) = lab.get("/api/v1/customers/evil").await;
+    assert_eq!(s, 404, "the refused change is undone: {v}");
+    for id in ["delta", "epsilon"] {
+        let (s, v) = lab.post("/api/v1/customers", json!({"id": id})).await;
+        assert_eq!(s, 201, "{id}: {v}");
+    }
+    let stored: i64 = other
+        .query_row(
+            "SELECT COUNT(*) FROM customers WHERE id IN ('gamma', 'delta', 'epsilon')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 3);
+    lab.stop().await;
+}

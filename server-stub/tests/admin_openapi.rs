@@ -54,6 +54,132 @@ fn every_route_of_the_router_is_in_the_document() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+/// Issue 16 item 10: the document states the rules the server enforces (the fuzz gate,
+/// `scripts/fuzz-admin-api.sh`, holds the server to them) and every error it can answer.
+#[test]
+fn the_document_states_the_rules_and_the_errors() {
+    let doc: serde_json::Value = serde_json::from_str(&licd_stub::admin::openapi::json()).unwrap();
+    let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+    let param = |path: &str, method: &str, name: &str| -> serde_json::Value {
+        op(path, method)["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path}: no parameter {name}"))
+            .clone()
+    };
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    let bounds = |p: serde_json::Value| {
+        (
+            p["schema"]["minimum"].clone(),
+            p["schema"]["maximum"].clone(),
+        )
+    };
+
+    assert_eq!(schema("Id")["pattern"], licd_protocol::id::ID_PATTERN);
+    assert_eq!(
+        schema("Time")["pattern"],
+        *licd_stub::admin::query::TIME_PATTERN
+    );
+    for (path, method, name) in [
+        ("/api/v1/customers/{id}", "get", "id"),
+        ("/api/v1/subscriptions/{id}", "get", "id"),
+        ("/api/v1/devices/{tenant}/{device}", "get", "device"),
+        ("/api/v1/devices/{tenant}/{device}/diag", "post", "tenant"),
+    ] {
+        assert_eq!(
+            param(path, method, name)["schema"]["$ref"],
+            "#/components/schemas/Id",
+            "{method} {path} {name}"
+        );
+        assert!(
+            op(path, method)["responses"]["400"].is_object(),
+            "{path}: 400 on a bad id"
+        );
+    }
+    use serde_json::json;
+    assert_eq!(
+        bounds(param("/api/v1/subscriptions", "get", "perPage")),
+        (json!(3), json!(1000))
+    );
+    assert_eq!(
+        bounds(param("/api/v1/licenses", "get", "page_number")),
+        (json!(1), json!(i32::MAX))
+    );
+    assert_eq!(
+        bounds(param(
+            "/api/v1/devices/{tenant}/{device}/diag",
+            "post",
+            "timeoutSecs"
+        )),
+        (json!(1), json!(25))
+    );
+    assert!(
+        param("/api/v1/subscriptions", "get", "endDate[lte]")["schema"]["$ref"]
+            .as_str()
+            .unwrap()
+            .ends_with("/Time")
+    );
+    assert!(
+        param("/api/v1/licenses", "get", "filter")["schema"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("subscriptionId")
+    );
+    // A body with rules across fields is "all of: the object, any of: the rules".
+    let auto = schema("AutoLicenseRequest")["allOf"][0].clone();
+    let rules = schema("AutoLicenseRequest")["allOf"][1].to_string();
+    assert!(
+        rules.contains("include_customers") && rules.contains("exclude_customers"),
+        "not both lists: {rules}"
+    );
+    assert_eq!(auto["properties"]["services"]["minItems"], 1);
+    assert!(auto["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("services")));
+    let bulk = schema("BulkUpdateRequest").to_string();
+    assert!(
+        bulk.contains("anyOf") && bulk.contains("\"minItems\":1"),
+        "{bulk}"
+    );
+
+    // Every error: 401/429/500 on every /api operation, 403 where a read token is refused,
+    // 400/413 with a body; every error response is the JSON error body.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let codes = op["responses"].as_object().unwrap();
+            let has = |c: &str| codes.contains_key(c);
+            let api = path.starts_with("/api/");
+            assert!(has("500"), "{method} {path}: 500");
+            assert!(
+                !api || (has("401") && has("429")),
+                "{method} {path}: 401, 429"
+            );
+            assert_eq!(api && method != "get", has("403"), "{method} {path}: 403");
+            if op.get("requestBody").is_some() {
+                assert!(has("400") && has("413"), "{method} {path}: 400, 413");
+            }
+            for (code, r) in codes {
+                if code.starts_with('4') || code.starts_with('5') {
+                    let r = match r["$ref"].as_str() {
+                        Some(name) => {
+                            &doc["components"]["responses"][name.rsplit('/').next().unwrap()]
+                        }
+                        None => r,
+                    };
+                    assert_eq!(
+                        r["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {code}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Every schema a request body can hold, nested ones included, by name.
 fn request_body_schemas(doc: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
     let schemas = &doc["components"]["schemas"];

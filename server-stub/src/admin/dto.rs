@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::query::{format_time, Link, Pagination};
+#[allow(unused_imports)] // referenced by the `ToSchema` derives only
+use super::schema::{Id, Time};
 
 /// Integers of request bodies, held to the range the document states (`int32`, at least 0 or
 /// 1): a number out of it is a 400 naming the field, never stored or wrapped (issue 16 item 5).
@@ -31,15 +33,33 @@ mod bounded {
             })
     }
 
+    /// A JSON number that is an integer. JSON Schema's `integer` is any number without a
+    /// fraction, so `5.0` and `5e0` are 5, as the document lets clients send them.
+    fn integer<E: Error>(n: serde_json::Number) -> Result<i64, E> {
+        if let Some(v) = n.as_i64() {
+            return Ok(v);
+        }
+        match n.as_f64() {
+            // A whole number within i64 converts exactly; `check` then bounds it.
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+            Some(f) if f.fract() == 0.0 => Err(E::invalid_value(
+                Unexpected::Float(f),
+                &format!("an integer from 0 to {MAX}").as_str(),
+            )),
+            Some(f) => Err(E::invalid_type(Unexpected::Float(f), &"an integer")),
+            None => Err(E::invalid_type(Unexpected::Other("number"), &"an integer")),
+        }
+    }
+
     /// 0 to [`MAX`].
     pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        check(i64::deserialize(d)?, 0)
+        check(integer(serde_json::Number::deserialize(d)?)?, 0)
     }
 
     /// 1 to [`MAX`], or absent / null.
     pub fn positive_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        Option::<i64>::deserialize(d)?
-            .map(|v| check(v, 1))
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|v| check(integer(v)?, 1))
             .transpose()
     }
 }
@@ -65,6 +85,7 @@ pub struct Customer {
     /// MSP or tenant.
     pub kind: CustomerKind,
     /// When it was created (ISO 8601).
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Devices it has.
     pub devices: u32,
@@ -77,6 +98,7 @@ pub struct Customer {
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
     /// Id (`[A-Za-z0-9._-]{1,64}`).
+    #[schema(value_type = Id)]
     pub id: String,
     /// Display name (default: the id).
     #[serde(default)]
@@ -123,13 +145,16 @@ pub struct Entitlement {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEntitlement {
     /// SKU.
+    #[schema(value_type = Id)]
     pub sku: String,
     /// Name (default: the SKU).
     #[serde(default)]
     pub name: Option<String>,
     /// Service a seat licenses.
+    #[schema(value_type = Id)]
     pub service: String,
     /// Product class of the devices it is for (matched against their reports).
+    #[schema(min_length = 1)]
     pub product_class: String,
     /// VMs one seat covers, for per-VM licenses.
     #[serde(default, deserialize_with = "bounded::positive_opt")]
@@ -196,8 +221,10 @@ pub struct Subscription {
     /// Customers bound to it besides the owner.
     pub bound_customer_ids: Vec<String>,
     /// Term start (ISO 8601).
+    #[schema(format = DateTime)]
     pub start_date: String,
     /// Term end (ISO 8601).
+    #[schema(format = DateTime)]
     pub end_date: String,
     /// `termed` (every subscription of the stub has a term).
     #[serde(rename = "type")]
@@ -260,6 +287,7 @@ pub fn status_str(s: crate::engine::SubscriptionStatus) -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct NewSubscriptionEntitlement {
     /// SKU (must be in the catalogue).
+    #[schema(value_type = Id)]
     pub sku: String,
     /// Seats.
     #[serde(deserialize_with = "bounded::count")]
@@ -272,20 +300,25 @@ pub struct NewSubscriptionEntitlement {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// Id.
+    #[schema(value_type = Id)]
     pub subscription_id: String,
     /// Name (default: the id).
     #[serde(default)]
     pub name: Option<String>,
     /// Owner; leave out and give a `claimKey` for a subscription to claim later.
     #[serde(default)]
+    #[schema(value_type = Option<Id>)]
     pub customer_id: Option<String>,
     /// Claim key.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub claim_key: Option<String>,
-    /// Term start (ISO 8601 or unix seconds; default now).
+    /// Term start (default now).
     #[serde(default)]
+    #[schema(value_type = Option<Time>)]
     pub start_date: Option<String>,
-    /// Term end (ISO 8601 or unix seconds).
+    /// Term end, not before the start (422 otherwise).
+    #[schema(value_type = Time)]
     pub end_date: String,
     /// Seats per SKU.
     pub entitlements: Vec<NewSubscriptionEntitlement>,
@@ -298,6 +331,7 @@ pub struct ClaimRequest {
     /// The subscription's claim key.
     pub claim_key: String,
     /// The customer claiming it.
+    #[schema(value_type = Id)]
     pub customer_id: String,
 }
 
@@ -314,6 +348,7 @@ pub struct ClaimKeyRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BindRequest {
     /// Customers whose devices may use the subscription's seats.
+    #[schema(value_type = Vec<Id>, min_items = 1)]
     pub customer_ids: Vec<String>,
 }
 
@@ -387,6 +422,7 @@ pub struct ProductClassViolation {
     /// Product class.
     pub product_class: String,
     /// When the earliest violation runs out of grace (ISO 8601).
+    #[schema(format = DateTime)]
     pub grace_period_ends_at: String,
     /// Devices concerned.
     pub devices: u32,
@@ -493,12 +529,15 @@ impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
 pub struct AutoLicenseRequest {
     /// Services, e.g. `["wifi", "security"]`. Required, non-empty.
     #[serde(default)]
+    #[schema(value_type = Vec<Id>, required = true, min_items = 1)]
     pub services: Option<Vec<String>>,
     /// Only these customers.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Id>>, min_items = 1)]
     pub include_customers: Option<Vec<String>>,
     /// Every customer but these.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Id>>, min_items = 1)]
     pub exclude_customers: Option<Vec<String>>,
 }
 
@@ -587,8 +626,10 @@ pub struct BundleInfo {
     /// `seq` the device said it holds.
     pub reported_seq: u64,
     /// When it was issued (ISO 8601; null if none).
+    #[schema(format = DateTime)]
     pub issued_at: Option<String>,
     /// When the device should report again.
+    #[schema(format = DateTime)]
     pub refresh_after: Option<String>,
 }
 
@@ -616,8 +657,10 @@ pub struct Device {
     #[schema(value_type = Option<u64>)]
     pub vm_count: Option<u32>,
     /// First report (ISO 8601).
+    #[schema(format = DateTime)]
     pub first_seen: String,
     /// Last report (ISO 8601).
+    #[schema(format = DateTime)]
     pub last_report_at: String,
     /// The device flagged a clock rollback.
     pub clock_rollback: bool,
@@ -727,8 +770,10 @@ pub struct License {
     /// VMs one seat covers.
     pub number_of_supported_virtual_machines: Option<u32>,
     /// Term start (ISO 8601).
+    #[schema(format = DateTime)]
     pub subscription_valid_from: String,
     /// Term end (ISO 8601).
+    #[schema(format = DateTime)]
     pub subscription_valid_to: String,
     /// Status of the subscription.
     pub status: String,
@@ -777,6 +822,7 @@ pub struct Assignment {
     /// More VMs than covered.
     pub over_vm_allowance: bool,
     /// Since when (ISO 8601).
+    #[schema(format = DateTime)]
     pub assigned_at: String,
 }
 
@@ -822,7 +868,8 @@ pub struct BulkUpdateRequest {
     pub filter: Option<String>,
     /// Which licenses.
     pub scope: Scope,
-    /// License ids for `Only` / `AllExcept`.
+    /// License ids (`<subscriptionId>:<sku>`): required, non-empty, for `Only` and
+    /// `AllExcept`.
     #[serde(default)]
     pub ids: Vec<String>,
     /// The update.

@@ -27,7 +27,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: `invalid_request` (400), `unauthorized` (401), `forbidden` (403),
     /// `not_found` (404), `method_not_allowed` (405), `conflict` or `device_offline` (409),
-    /// `payload_too_large` (413), `rate_limited` (429), `internal_error` (500), `timeout` (504).
+    /// `payload_too_large` (413), `unprocessable` (422), `rate_limited` (429), `internal_error`
+    /// (500), `timeout` (504).
     pub code: String,
     /// What to fix, in words.
     pub message: String,
@@ -97,6 +98,12 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 422: a request the document allows whose values contradict each other (a term that
+    /// ends before it starts). A 400 is always a request the document does not allow.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+    }
+
     /// 413: body over the limit.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
@@ -142,11 +149,10 @@ impl From<EngineError> for ApiError {
             | E::CustomerInUse(..)
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
-            E::InvalidTerm { .. }
-            | E::NoServices
-            | E::NoCustomers
-            | E::IncludeAndExclude
-            | E::TooManySeats { .. } => ApiError::bad_request(msg),
+            E::InvalidTerm { .. } | E::DuplicateSku(_) => ApiError::unprocessable(msg),
+            E::NoServices | E::NoCustomers | E::IncludeAndExclude | E::TooManySeats { .. } => {
+                ApiError::bad_request(msg)
+            }
         }
     }
 }

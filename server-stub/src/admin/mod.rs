@@ -9,6 +9,8 @@
 //! - [`auth`]: request ids, token check (constant time), per-token rate limit, rights;
 //! - [`error`]: `{ "error": { "code", "message" } }` bodies and the JSON extractor;
 //! - [`query`]: query strings, ISO 8601 times, filters and both pagination styles;
+//! - [`params`]: each query parameter described once, for the handler and the document;
+//! - [`schema`]: the document's schemas built from the parsers' constants (ids, times, filters);
 //! - [`dto`]: the JSON shapes (what the OpenAPI document describes);
 //! - [`handlers`]: one module per seed area; [`openapi`]: the document.
 //!
@@ -21,7 +23,9 @@ pub mod dto;
 pub mod error;
 pub mod handlers;
 pub mod openapi;
+pub mod params;
 pub mod query;
+pub mod schema;
 pub mod token;
 
 use std::net::SocketAddr;

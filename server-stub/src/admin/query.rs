@@ -6,8 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
-use time::{Date, OffsetDateTime};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
@@ -38,25 +37,23 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Every value of `key` and `key[]`, commas splitting values; empty items dropped.
+    /// Every value of `key` and `key[]`, commas splitting values, in order. Empty items are
+    /// kept (so `k=` or `k=a,,b` can be refused) and nothing is trimmed.
     pub fn list(&self, key: &str) -> Vec<String> {
         let bracket = format!("{key}[]");
         self.0
             .iter()
             .filter(|(k, _)| *k == key || *k == bracket)
             .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
     }
 
-    /// A boolean (`true`/`false`/`1`/`0`), `false` when absent.
+    /// A boolean (`true` or `false`), `false` when absent.
     pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
         match self.get(key) {
-            None => Ok(false),
-            Some("true" | "1" | "") => Ok(true),
-            Some("false" | "0") => Ok(false),
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
             Some(other) => Err(ApiError::bad_request(format!(
                 "{key}={other:?}: expected true or false"
             ))),
@@ -142,31 +139,162 @@ pub fn format_time(t: u64) -> String {
         .unwrap_or_else(|| "9999-12-31T23:59:59Z".to_string())
 }
 
-/// Parses an RFC 3339 time (`2027-06-30T00:00:00Z`; a fraction is dropped, another offset is
-/// converted to UTC), a date (`2027-06-30`, midnight UTC) or unix seconds, from 1970 to
-/// [`MAX_TIME`]. A date that does not exist (`2027-02-31`) is refused, not rolled over.
+/// What [`parse_time`] accepts, for the OpenAPI document: unix seconds (up to 12 digits, at
+/// most [`MAX_TIME`]); a date `2027-06-30` (years 1970 to 9999, real dates only, midnight UTC);
+/// a time `2027-06-30T12:00:00Z` (fraction up to nanoseconds; `+00:00` for `Z` too), or with
+/// another offset `2027-06-30T14:00:00+02:00` in the years 1971 to 9998 (where no offset can
+/// take it out of range). Built from [`MAX_TIME`]; `tests/admin_patterns.rs` checks it
+/// against the parser.
+pub static TIME_PATTERN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // A date of `years`: any month and day every year has (February up to the 28th), or the
+    // 29th of February of a leap year (all of them lie in 1971..=9998).
+    let date = |years: &str| {
+        format!(
+            concat!(
+                "(?:{years}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+                "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+                "|(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])",
+                "|(?:[2468][048]|[3579][26])00)-02-29)"
+            ),
+            years = years
+        )
+    };
+    let time = r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?";
+    let other_offset = concat!(
+        r"(?:-(?:[01][0-9]|2[0-3]):[0-5][0-9]",
+        r"|\+(?:(?:0[1-9]|1[0-9]|2[0-3]):[0-5][0-9]|00:(?:0[1-9]|[1-5][0-9])))"
+    );
+    format!(
+        r"^(?:{seconds}|{any_year}(?:{time}(?:Z|\+00:00))?|{inner_year}{time}{other_offset})$",
+        seconds = digits_at_most(&MAX_TIME.to_string()),
+        any_year = date("(?:19[7-9][0-9]|[2-9][0-9]{3})"),
+        inner_year =
+            date("(?:197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"),
+    )
+});
+
+/// A pattern (no anchors) for the decimal strings of at most `max.len()` digits whose value is
+/// at most `max` (leading zeros allowed).
+fn digits_at_most(max: &str) -> String {
+    let n = max.len();
+    let mut alternatives = vec![format!("[0-9]{{1,{}}}", n - 1)];
+    for (i, d) in max.bytes().enumerate() {
+        if d > b'0' {
+            let rest = n - i - 1;
+            alternatives.push(format!(
+                "{}[0-{}]{}",
+                &max[..i],
+                char::from(d - 1),
+                if rest > 0 {
+                    format!("[0-9]{{{rest}}}")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    alternatives.push(max.to_string());
+    format!("(?:{})", alternatives.join("|"))
+}
+
+/// Parses what [`TIME_PATTERN`] describes into unix seconds: unix seconds, a date
+/// (`2027-06-30`, midnight UTC) or an RFC 3339 time (`2027-06-30T00:00:00Z`; another offset is
+/// converted to UTC, a fraction dropped), from 1970 to [`MAX_TIME`]. The syntax is checked
+/// here, the calendar by the `time` crate: a date that does not exist (`2027-02-31`) is
+/// refused, not rolled over.
 pub fn parse_time(s: &str) -> Result<u64, String> {
-    let s = s.trim();
     let expected =
         "expected a date like 2027-06-30, a time like 2027-06-30T00:00:00Z, or unix seconds";
-    let t: i64 = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse()
-            .map_err(|_| format!("{s:?}: number out of range"))?
-    } else if s.contains(['T', 't']) {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map_err(|e| format!("{s:?}: {e}; {expected}"))?
-            .unix_timestamp()
-    } else {
-        Date::parse(s, format_description!("[year]-[month]-[day]"))
-            .map_err(|e| format!("{s:?}: {e}; {expected}"))?
-            .midnight()
-            .assume_utc()
-            .unix_timestamp()
+    let bad = |why: &str| format!("{s:?}: {why}; {expected}");
+    let out_of_range = || format!("{s:?}: out of range (1970-01-01 to 9999-12-31)");
+    let digits = |x: &str, n: usize| -> Result<u16, String> {
+        if x.len() == n && x.bytes().all(|b| b.is_ascii_digit()) {
+            x.parse().map_err(|_| bad("not a number"))
+        } else {
+            Err(bad(&format!("{x:?} is not {n} digits")))
+        }
     };
-    u64::try_from(t)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .ok()
+            .filter(|t| s.len() <= 12 && *t <= MAX_TIME)
+            .ok_or_else(out_of_range);
+    }
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("not a date"));
+    };
+    let (y, m, d) = (digits(y, 4)?, digits(m, 2)?, digits(d, 2)?);
+    if y < 1970 {
+        return Err(out_of_range());
+    }
+    let month = u8::try_from(m)
+        .ok()
+        .and_then(|m| Month::try_from(m).ok())
+        .ok_or_else(|| bad("month must be in the range 1..=12"))?;
+    let day = u8::try_from(d).map_err(|_| bad("day must be in the range 1..=31"))?;
+    let date =
+        Date::from_calendar_date(i32::from(y), month, day).map_err(|e| bad(&e.to_string()))?;
+    let small = |v: u16| u8::try_from(v).unwrap_or(u8::MAX);
+    let mut at = Time::MIDNIGHT;
+    let mut offset = 0i64;
+    if let Some(t) = time {
+        let (t, utc) = match t.strip_suffix('Z') {
+            Some(t) => (t, true),
+            None => {
+                let at = t
+                    .rfind(['+', '-'])
+                    .ok_or_else(|| bad("give the offset (Z for UTC)"))?;
+                let (t, off) = t.split_at(at);
+                let (sign, hhmm) = off.split_at(1);
+                let (hh, mm) = hhmm
+                    .split_once(':')
+                    .ok_or_else(|| bad("the offset is +HH:MM or -HH:MM"))?;
+                let (hh, mm) = (digits(hh, 2)?, digits(mm, 2)?);
+                if hh > 23 || mm > 59 {
+                    return Err(bad("the offset is at most 23:59"));
+                }
+                offset =
+                    (i64::from(hh) * 3600 + i64::from(mm) * 60) * if sign == "-" { -1 } else { 1 };
+                (t, sign == "+" && offset == 0)
+            }
+        };
+        // Another offset could move the time out of 1970..=9999: the document allows one only
+        // in the years where it cannot.
+        if !utc && !(1971..=9998).contains(&y) {
+            return Err(out_of_range());
+        }
+        let (hms, fraction) = match t.split_once('.') {
+            Some((hms, f)) => (hms, Some(f)),
+            None => (t, None),
+        };
+        if let Some(f) = fraction {
+            if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("a fraction of a second is 1 to 9 digits"));
+            }
+        }
+        let mut hms = hms.split(':');
+        let (Some(h), Some(mi), Some(se), None) = (hms.next(), hms.next(), hms.next(), hms.next())
+        else {
+            return Err(bad("the time is HH:MM:SS"));
+        };
+        let (h, mi, se) = (digits(h, 2)?, digits(mi, 2)?, digits(se, 2)?);
+        at = Time::from_hms(small(h), small(mi), small(se)).map_err(|e| bad(&e.to_string()))?;
+    }
+    let local = PrimitiveDateTime::new(date, at)
+        .assume_utc()
+        .unix_timestamp();
+    u64::try_from(local - offset)
         .ok()
         .filter(|t| *t <= MAX_TIME)
-        .ok_or_else(|| format!("{s:?}: out of range (1970-01-01 to 9999-12-31)"))
+        .ok_or_else(out_of_range)
 }
 
 /// One condition of a Snow filter.
@@ -180,30 +308,39 @@ pub struct Condition {
     pub value: String,
 }
 
-/// Parses `field -eq "value"` conditions joined by `-and` (values in double or single
-/// quotes; `-ne` for not equal).
-pub fn parse_filter(s: &str) -> Result<Vec<Condition>, ApiError> {
+/// Parses `field -eq "value"` conditions joined by `-and` (`-ne` for not equal; operators in
+/// any case; values in double or single quotes; spaces between the parts), naming only
+/// `fields`. Exactly what [`super::schema::filter_pattern`] describes.
+pub fn parse_filter(s: &str, fields: &[String]) -> Result<Vec<Condition>, ApiError> {
     let bad = |why: &str| {
         ApiError::bad_request(format!(
             "filter {s:?}: {why}; expected e.g. status -eq \"active\" -and sku -eq \"LIC-AP\""
         ))
     };
     let mut out = Vec::new();
-    let mut rest = s.trim();
+    let mut rest = s.trim_matches(' ');
     while !rest.is_empty() {
         let (field, r) = rest
-            .split_once(char::is_whitespace)
+            .split_once(' ')
             .ok_or_else(|| bad("incomplete condition"))?;
-        let r = r.trim_start();
+        if !fields.iter().any(|f| f == field) {
+            return Err(bad(&format!(
+                "unknown field {field:?}; fields: {}",
+                fields.join(", ")
+            )));
+        }
         let (op, r) = r
-            .split_once(char::is_whitespace)
+            .trim_start_matches(' ')
+            .split_once(' ')
             .ok_or_else(|| bad("missing value"))?;
-        let equal = match op.to_ascii_lowercase().as_str() {
-            "-eq" => true,
-            "-ne" => false,
-            _ => return Err(bad(&format!("unsupported operator {op}"))),
+        let equal = if op.eq_ignore_ascii_case("-eq") {
+            true
+        } else if op.eq_ignore_ascii_case("-ne") {
+            false
+        } else {
+            return Err(bad(&format!("unsupported operator {op}")));
         };
-        let r = r.trim_start();
+        let r = r.trim_start_matches(' ');
         let quote = r
             .chars()
             .next()
@@ -218,16 +355,25 @@ pub fn parse_filter(s: &str) -> Result<Vec<Condition>, ApiError> {
             equal,
             value: body[..end].to_string(),
         });
-        rest = body[end + 1..].trim_start();
+        rest = &body[end + 1..];
         if rest.is_empty() {
             break;
         }
-        rest = match rest.split_once(char::is_whitespace) {
-            Some((and, r)) if and.eq_ignore_ascii_case("-and") => r.trim_start(),
+        let and = after_spaces(rest).ok_or_else(|| bad("join conditions with -and"))?;
+        rest = match and.get(..4) {
+            Some(word) if word.eq_ignore_ascii_case("-and") => after_spaces(&and[4..])
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| bad("a condition must follow -and"))?,
             _ => return Err(bad("join conditions with -and")),
         };
     }
     Ok(out)
+}
+
+/// What follows one or more spaces at the start of `r` (`None` without one).
+fn after_spaces(r: &str) -> Option<&str> {
+    let rest = r.trim_start_matches(' ');
+    (rest.len() < r.len()).then_some(rest)
 }
 
 /// Keeps the items matching every condition; a field no item has is a 400.
@@ -298,8 +444,8 @@ pub fn page_numbers<T>(
     path: &str,
 ) -> Result<(Vec<T>, Pagination, Vec<Link>), ApiError> {
     // The document says int32.
-    let number = params.int_in("page_number", 1, 1, i32::MAX.unsigned_abs())?;
-    let size = params.int_in("page_size", 100, 1, 1000)?;
+    let number = super::params::PAGE_NUMBER.read(params)?;
+    let size = super::params::PAGE_SIZE.read(params)?;
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let pages = total.div_ceil(size).max(1);
     let start = usize::try_from(u64::from(number - 1) * u64::from(size)).unwrap_or(usize::MAX);
@@ -354,7 +500,7 @@ pub fn cursor_page<T>(
     params: &Params,
     path: &str,
 ) -> Result<(Vec<T>, String), ApiError> {
-    let per_page = usize::try_from(params.int_in("perPage", 1000, 3, 1000)?).unwrap_or(1000);
+    let per_page = usize::try_from(super::params::PER_PAGE.read(params)?).unwrap_or(1000);
     let mut keyed: Vec<(String, T)> = items.into_iter().map(|i| (key(&i), i)).collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     let (keys, items): (Vec<String>, Vec<T>) = keyed.into_iter().unzip();
@@ -437,11 +583,15 @@ mod tests {
             1_814_313_600
         );
         assert_eq!(parse_time("12").unwrap(), 12);
-        // Another offset is the same instant in UTC.
+        // Another offset is the same instant in UTC (from 1971 to 9998, where it cannot leave
+        // the range).
         assert_eq!(
             parse_time("2027-06-30T02:00:00+02:00").unwrap(),
             1_814_313_600
         );
+        assert!(parse_time("1970-01-01T05:00:00+01:00").is_err());
+        assert_eq!(parse_time("1970-01-01T05:00:00+00:00").unwrap(), 18_000);
+        assert!(parse_time(" 2027-06-30").is_err(), "nothing is trimmed");
         assert_eq!(parse_time("2028-02-29").unwrap(), 1_835_395_200);
         assert_eq!(format_time(MAX_TIME), "9999-12-31T23:59:59Z");
         assert_eq!(format_time(u64::MAX), "9999-12-31T23:59:59Z");
@@ -509,19 +659,24 @@ mod tests {
 
     #[test]
     fn filters_parse_eq_ne_and_and() {
-        let c = parse_filter(r#"status -eq "active" -and sku -NE 'LIC-AP'"#).unwrap();
+        let fields = ["status".to_string(), "sku".to_string()];
+        let c = parse_filter(r#" status -eq "active"  -and sku -NE 'LIC-AP' "#, &fields).unwrap();
         assert_eq!(c.len(), 2);
         assert!(c[0].equal && !c[1].equal);
         assert_eq!(c[1].value, "LIC-AP");
+        assert!(parse_filter("  ", &fields).unwrap().is_empty());
         for bad in [
             "status",
             "status -gt \"x\"",
             "status -eq x",
-            "a -eq \"x\" b -eq \"y\"",
-            "a -eq \"x\" -andb -eq \"y\"",
-            "a -eq \"x\" -and",
+            "status -eq \"x\" sku -eq \"y\"",
+            "status -eq \"x\"-and sku -eq \"y\"",
+            "status -eq \"x\" -and",
+            "status\t-eq \"x\"",
+            "model -eq \"x\"",
+            "status -eq \"x\" -andsku -eq \"y\"",
         ] {
-            assert!(parse_filter(bad).is_err(), "{bad}");
+            assert!(parse_filter(bad, &fields).is_err(), "{bad}");
         }
     }
 
@@ -704,7 +859,7 @@ mod tests {
         /// Filters and times: any text is parsed or refused, never a panic.
         #[test]
         fn filters_and_times_never_panic(s in "\\PC{0,40}") {
-            let _ = parse_filter(&s);
+            let _ = parse_filter(&s, &["status".to_string()]);
             let _ = parse_time(&s);
             let _ = Params::parse(Some(&s)).range("d");
         }

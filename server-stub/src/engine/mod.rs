@@ -143,6 +143,9 @@ pub enum EngineError {
     /// The subscription has no entitlement for that SKU.
     #[error("subscription {0} has no entitlement for SKU {1}")]
     NotEntitled(LicenseId, Sku),
+    /// A subscription lists the same SKU twice (its seats are one number per SKU).
+    #[error("SKU {0} is listed twice; give each SKU once with all its seats")]
+    DuplicateSku(Sku),
     /// A seat limit above [`MAX_SEATS`].
     #[error("{limit} seats of {sku} is more than the most a SKU may have ({MAX_SEATS})")]
     TooManySeats {

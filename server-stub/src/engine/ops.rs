@@ -93,9 +93,13 @@ impl Engine {
                 return Err(EngineError::UnknownCustomer(owner.clone()));
             }
         }
-        for e in &sub.entitlements {
+        for (i, e) in sub.entitlements.iter().enumerate() {
             if !self.state.catalog.contains_key(&e.sku) {
                 return Err(EngineError::UnknownSku(e.sku.clone()));
+            }
+            // The ledger keeps one row per (subscription, SKU): a second one would fail to store.
+            if sub.entitlements[..i].iter().any(|o| o.sku == e.sku) {
+                return Err(EngineError::DuplicateSku(e.sku.clone()));
             }
             if e.limit > super::MAX_SEATS {
                 return Err(EngineError::TooManySeats {

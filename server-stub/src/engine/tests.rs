@@ -645,3 +645,33 @@ fn a_device_that_stops_wanting_a_service_gives_its_seat_back() {
     assert_eq!(granted(by_device("ap2")), ["wifi"]);
     assert!(!e.state().policies[&svc("wifi")].paused);
 }
+
+/// A subscription's SKUs are one entry each: the ledger stores one row per subscription and
+/// SKU, so a second entry would be taken in memory and refused by the ledger.
+#[test]
+fn a_subscription_listing_a_sku_twice_is_refused() {
+    let mut e = fixture();
+    let sub = Subscription {
+        id: lic("SUB-2"),
+        name: "twice".into(),
+        owner: Some(t("a")),
+        claim_key: None,
+        start: T0,
+        end: T0 + YEAR,
+        entitlements: vec![
+            Entitlement {
+                sku: sku("LIC-AP"),
+                limit: 1,
+            },
+            Entitlement {
+                sku: sku("LIC-AP"),
+                limit: 2,
+            },
+        ],
+    };
+    assert_eq!(
+        e.add_subscription(sub, T0).err(),
+        Some(EngineError::DuplicateSku(sku("LIC-AP")))
+    );
+    assert!(!e.state().subscriptions.contains_key(&lic("SUB-2")));
+}

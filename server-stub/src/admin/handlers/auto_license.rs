@@ -10,6 +10,7 @@ use crate::admin::dto::{
     AutoLicenseRequest, AutoLicenseResponse, Insufficient, Policy, UnassignResponse,
 };
 use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::admin::params::{ValidateQuery, VALIDATE};
 use crate::admin::query::Params;
 use crate::admin::App;
 use crate::engine::{Effects, Selection};
@@ -59,20 +60,17 @@ fn strings<T: ToString>(v: impl IntoIterator<Item = T>) -> Vec<String> {
 /// a service when the seats are fewer than the devices that need them, the MSP's counted
 /// (`paused`, `insufficient_entitlements`). `validate=true`: dry run.
 #[utoipa::path(post, path = "/api/v1/auto-licensing/enable", tag = "auto-licensing",
-    params(("validate" = Option<bool>, Query, description = "Only report what would happen")),
+    params(ValidateQuery),
     request_body = AutoLicenseRequest,
     responses((status = 200, body = AutoLicenseResponse),
-              (status = 400, description = "services missing or empty", body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, description = "Unknown customer or service", body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
+              (status = 404, description = "Unknown customer, or a service no SKU licenses", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn enable(
     State(app): State<App>,
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<AutoLicenseRequest>,
 ) -> ApiResult<Json<AutoLicenseResponse>> {
-    let validate = Params::parse(q.as_deref()).flag("validate")?;
+    let validate = VALIDATE.read(&Params::parse(q.as_deref()))?;
     let (selection, services) = parse(&req)?;
     let customers: Vec<TenantId> = app
         .stub()
@@ -108,10 +106,7 @@ pub async fn enable(
 #[utoipa::path(post, path = "/api/v1/auto-licensing/unassign", tag = "auto-licensing",
     request_body = AutoLicenseRequest,
     responses((status = 200, body = UnassignResponse),
-              (status = 400, description = "services missing or empty", body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, description = "Unknown customer or service", body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)),
+              (status = 404, description = "Unknown customer, or a service no SKU licenses", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn unassign(
     State(app): State<App>,
@@ -145,7 +140,7 @@ pub async fn unassign(
 
 /// Auto-licensing policies in force, per service.
 #[utoipa::path(get, path = "/api/v1/auto-licensing", tag = "auto-licensing",
-    responses((status = 200, body = [Policy]), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = [Policy])),
     security(("bearer" = [])))]
 pub async fn policies(State(app): State<App>) -> ApiResult<Json<Vec<Policy>>> {
     Ok(Json(app.stub().with_engine(|e| {

@@ -7,6 +7,7 @@ use axum::Json;
 use crate::admin::dto::{Customer, CustomerKind, CustomerUpdate, NewCustomer};
 use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::query::format_time;
+use crate::admin::schema::Id;
 use crate::admin::App;
 use crate::engine::{self, Engine};
 
@@ -42,8 +43,7 @@ fn one(app: &App, id: &licd_protocol::TenantId) -> ApiResult<Customer> {
 
 /// List customers.
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
-    responses((status = 200, body = [Customer]), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody)),
+    responses((status = 200, body = [Customer])),
     security(("bearer" = [])))]
 pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<Customer>>> {
     Ok(Json(app.stub().with_engine(|e| {
@@ -55,10 +55,8 @@ pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<Customer>>> {
 /// enabled for all customers.
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers",
     request_body = NewCustomer,
-    responses((status = 201, body = Customer), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 409, description = "The id exists, or there is an MSP already", body = ErrorBody),
-              (status = 413, body = ErrorBody)),
+    responses((status = 201, body = Customer),
+              (status = 409, description = "The id exists, or there is an MSP already", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
@@ -76,9 +74,10 @@ pub async fn create(
 
 /// Show a customer.
 #[utoipa::path(get, path = "/api/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "Customer id")),
-    responses((status = 200, body = Customer), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    params(("id" = Id, Path, description = "Customer id")),
+    responses((status = 200, body = Customer),
+              (status = 400, description = "The id is not an id", body = ErrorBody),
+              (status = 404, description = "No such customer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
@@ -89,11 +88,10 @@ pub async fn show(
 
 /// Rename a customer.
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "Customer id")),
+    params(("id" = Id, Path, description = "Customer id")),
     request_body = CustomerUpdate,
-    responses((status = 200, body = Customer), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Customer),
+              (status = 404, description = "No such customer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(app): State<App>,
@@ -113,9 +111,10 @@ pub async fn update(
 
 /// Remove a customer that owns no subscription and has no device.
 #[utoipa::path(delete, path = "/api/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "Customer id")),
-    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    params(("id" = Id, Path, description = "Customer id")),
+    responses((status = 204, description = "Removed"),
+              (status = 400, description = "The id is not an id", body = ErrorBody),
+              (status = 404, description = "No such customer", body = ErrorBody),
               (status = 409, description = "It owns subscriptions or has devices", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn remove(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {

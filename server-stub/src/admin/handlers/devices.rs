@@ -6,7 +6,9 @@ use axum::Json;
 
 use crate::admin::dto::{Device, DevicePage, ReissueResponse};
 use crate::admin::error::{ApiError, ApiPath, ApiResult, ErrorBody};
-use crate::admin::query::{apply_filter, page_numbers, parse_filter, Params};
+use crate::admin::params::{DeviceQuery, DiagQuery, DEVICE_FILTER, TIMEOUT_SECS};
+use crate::admin::query::{apply_filter, page_numbers, Params};
+use crate::admin::schema::Id;
 use crate::admin::App;
 use crate::engine::Engine;
 
@@ -20,17 +22,14 @@ fn device(e: &Engine, t: &licd_protocol::TenantId, d: &licd_protocol::DeviceId) 
 /// List devices (`customerId`; Snow `filter` on any field, e.g. `productClass -eq "ap"`;
 /// `page_number`, `page_size`).
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices",
-    params(("customerId" = Option<String>, Query, description = "Only this tenant's devices"),
-           ("filter" = Option<String>, Query, description = "e.g. model -eq \"AP-515\" -and productClass -eq \"ap\""),
-           ("page_number" = Option<u32>, Query, description = "Page, from 1 (default 1)"),
-           ("page_size" = Option<u32>, Query, description = "Items per page, 1-1000 (default 100)")),
-    responses((status = 200, body = DevicePage), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody)),
+    params(DeviceQuery),
+    responses((status = 200, body = DevicePage),
+              (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<DevicePage>> {
     let p = Params::parse(q.as_deref());
-    let tenant = p.get("customerId").map(tenant_id).transpose()?;
-    let conds = parse_filter(p.get("filter").unwrap_or(""))?;
+    let tenant = DeviceQuery::CUSTOMER.read(&p)?.map(tenant_id).transpose()?;
+    let conds = DEVICE_FILTER.read(&p)?;
     let items: Vec<Device> = app.stub().with_engine(|e| {
         e.state()
             .devices
@@ -50,10 +49,11 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
 
 /// Show a device.
 #[utoipa::path(get, path = "/api/v1/devices/{tenant}/{device}", tag = "devices",
-    params(("tenant" = String, Path, description = "Tenant id"),
-           ("device" = String, Path, description = "Device id")),
-    responses((status = 200, body = Device), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    params(("tenant" = Id, Path, description = "Tenant id"),
+           ("device" = Id, Path, description = "Device id")),
+    responses((status = 200, body = Device),
+              (status = 400, description = "An id is not an id", body = ErrorBody),
+              (status = 404, description = "No such device", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
@@ -68,10 +68,11 @@ pub async fn show(
 
 /// Issue the device a fresh bundle (new `seq`, new lease) even if nothing changed.
 #[utoipa::path(post, path = "/api/v1/devices/{tenant}/{device}/reissue", tag = "devices",
-    params(("tenant" = String, Path, description = "Tenant id"),
-           ("device" = String, Path, description = "Device id")),
-    responses((status = 200, body = ReissueResponse), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    params(("tenant" = Id, Path, description = "Tenant id"),
+           ("device" = Id, Path, description = "Device id")),
+    responses((status = 200, body = ReissueResponse),
+              (status = 400, description = "An id is not an id", body = ErrorBody),
+              (status = 404, description = "No such device", body = ErrorBody),
               (status = 409, description = "The device's seq is exhausted", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn reissue(
@@ -117,12 +118,11 @@ pub struct DiagReport {
 /// than a minute ago (a device answers one request a minute). 504 when no answer comes in
 /// time: the device refused the request (its log says why) or is unreachable.
 #[utoipa::path(post, path = "/api/v1/devices/{tenant}/{device}/diag", tag = "devices",
-    params(("tenant" = String, Path, description = "Tenant id"),
-           ("device" = String, Path, description = "Device id"),
-           ("timeoutSecs" = Option<u64>, Query, description = "Seconds to wait, 1-25 (default 20)")),
-    responses((status = 200, body = DiagReport), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody),
+    params(("tenant" = Id, Path, description = "Tenant id"),
+           ("device" = Id, Path, description = "Device id"), DiagQuery),
+    responses((status = 200, body = DiagReport),
+              (status = 400, description = "An id or timeoutSecs is invalid", body = ErrorBody),
+              (status = 404, description = "No such device", body = ErrorBody),
               (status = 409, description = "The device is offline (`device_offline`)", body = ErrorBody),
               (status = 429, description = "The device was asked less than a minute ago (`rate_limited`, `Retry-After`)", body = ErrorBody),
               (status = 504, description = "No answer in time", body = ErrorBody)),
@@ -133,7 +133,7 @@ pub async fn diag(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<DiagReport>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
-    let secs = Params::parse(q.as_deref()).int_in("timeoutSecs", 20, 1, 25)?;
+    let secs = TIMEOUT_SECS.read(&Params::parse(q.as_deref()))?;
     let timeout = std::time::Duration::from_secs(u64::from(secs));
     match app.stub().request_diag(&t, &d, timeout).await {
         Ok(r) => Ok(Json(DiagReport {

@@ -14,7 +14,9 @@ use crate::admin::dto::{
     LicensePage, Scope,
 };
 use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
-use crate::admin::query::{apply_filter, format_time, page_numbers, parse_filter, Params};
+use crate::admin::params::{AssignmentQuery, LicenseQuery, ASSIGNMENT_FILTER, LICENSE_FILTER};
+use crate::admin::query::{apply_filter, format_time, page_numbers, Params};
+use crate::admin::schema::LicenseRef;
 use crate::admin::App;
 use crate::engine::Engine;
 
@@ -78,15 +80,13 @@ fn assignments_in(e: &Engine) -> Vec<Assignment> {
 
 /// List licenses (`filter`, `page_number`, `page_size`).
 #[utoipa::path(get, path = "/api/v1/licenses", tag = "licenses",
-    params(("filter" = Option<String>, Query, description = "e.g. status -eq \"active\" -and sku -eq \"LIC-AP\""),
-           ("page_number" = Option<u32>, Query, description = "Page, from 1 (default 1)"),
-           ("page_size" = Option<u32>, Query, description = "Items per page, 1-1000 (default 100)")),
-    responses((status = 200, body = LicensePage), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody)),
+    params(LicenseQuery),
+    responses((status = 200, body = LicensePage),
+              (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<LicensePage>> {
     let p = Params::parse(q.as_deref());
-    let conds = parse_filter(p.get("filter").unwrap_or(""))?;
+    let conds = LICENSE_FILTER.read(&p)?;
     let now = app.stub().now();
     let items = apply_filter(app.stub().with_engine(|e| licenses(e, now))?, &conds)?;
     let (items, pagination, links) = page_numbers(items, &p, "/api/v1/licenses")?;
@@ -99,18 +99,16 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
 
 /// List every assignment of licenses to devices (`filter`, `page_number`, `page_size`).
 #[utoipa::path(get, path = "/api/v1/assignments", tag = "licenses",
-    params(("filter" = Option<String>, Query, description = "e.g. customerId -eq \"acme\" -and hasVmUseRights -eq \"true\""),
-           ("page_number" = Option<u32>, Query, description = "Page, from 1 (default 1)"),
-           ("page_size" = Option<u32>, Query, description = "Items per page, 1-1000 (default 100)")),
-    responses((status = 200, body = AssignmentPage), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody)),
+    params(AssignmentQuery),
+    responses((status = 200, body = AssignmentPage),
+              (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn assignments(
     State(app): State<App>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<AssignmentPage>> {
     let p = Params::parse(q.as_deref());
-    let conds = parse_filter(p.get("filter").unwrap_or(""))?;
+    let conds = ASSIGNMENT_FILTER.read(&p)?;
     let items = apply_filter(app.stub().with_engine(assignments_in)?, &conds)?;
     let (items, pagination, links) = page_numbers(items, &p, "/api/v1/assignments")?;
     Ok(Json(AssignmentPage {
@@ -122,12 +120,11 @@ pub async fn assignments(
 
 /// List the assignments of one license to devices.
 #[utoipa::path(get, path = "/api/v1/licenses/{id}/assignments", tag = "licenses",
-    params(("id" = String, Path, description = "License id `<subscriptionId>:<sku>`"),
-           ("filter" = Option<String>, Query, description = "e.g. customerId -eq \"acme\""),
-           ("page_number" = Option<u32>, Query, description = "Page, from 1 (default 1)"),
-           ("page_size" = Option<u32>, Query, description = "Items per page, 1-1000 (default 100)")),
-    responses((status = 200, body = AssignmentPage), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("id" = LicenseRef, Path, description = "License id `<subscriptionId>:<sku>`"),
+           AssignmentQuery),
+    responses((status = 200, body = AssignmentPage),
+              (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody),
+              (status = 404, description = "No such license", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn assignments_of(
     State(app): State<App>,
@@ -135,7 +132,7 @@ pub async fn assignments_of(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<AssignmentPage>> {
     let p = Params::parse(q.as_deref());
-    let conds = parse_filter(p.get("filter").unwrap_or(""))?;
+    let conds = ASSIGNMENT_FILTER.read(&p)?;
     let now = app.stub().now();
     let (known, all) = app.stub().with_engine(|e| {
         (
@@ -164,9 +161,7 @@ pub async fn assignments_of(
 /// fails (its devices keep their seats); the others are updated.
 #[utoipa::path(post, path = "/api/v1/licenses/bulkUpdate", tag = "licenses",
     request_body = BulkUpdateRequest,
-    responses((status = 200, body = BulkUpdateResponse), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 413, body = ErrorBody)),
+    responses((status = 200, body = BulkUpdateResponse)),
     security(("bearer" = [])))]
 pub async fn bulk_update(
     State(app): State<App>,
@@ -184,7 +179,7 @@ pub async fn bulk_update(
              with filter)",
         ));
     }
-    let conds = parse_filter(req.filter.as_deref().unwrap_or(""))?;
+    let conds = LICENSE_FILTER.parse(req.filter.as_deref().unwrap_or(""))?;
     let now = app.stub().now();
     let all = app.stub().with_engine(|e| licenses(e, now))?;
     let known: BTreeSet<String> = all.iter().map(|l| l.id.clone()).collect();

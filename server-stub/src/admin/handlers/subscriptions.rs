@@ -11,7 +11,11 @@ use crate::admin::dto::{
     Entitlement, NewEntitlement, NewSubscription, SkuQuantity, Subscription,
 };
 use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
+use crate::admin::params::{
+    ComplianceQuery, EntitlementQuery, SubscriptionQuery, ValidateQuery, VALIDATE,
+};
 use crate::admin::query::{cursor_page, parse_time, Params};
+use crate::admin::schema::Id;
 use crate::admin::App;
 use crate::engine::{self, CatalogEntry, Engine};
 
@@ -33,14 +37,14 @@ fn entitlement(c: &CatalogEntry) -> Entitlement {
 
 /// List the entitlements catalogue (`skus` filters).
 #[utoipa::path(get, path = "/api/v1/entitlements", tag = "subscriptions",
-    params(("skus" = Option<Vec<String>>, Query, description = "Only these SKUs (`skus[]=A&skus[]=B` or `skus=A,B`)")),
-    responses((status = 200, body = [Entitlement]), (status = 401, body = ErrorBody)),
+    params(EntitlementQuery),
+    responses((status = 200, body = [Entitlement])),
     security(("bearer" = [])))]
 pub async fn entitlements(
     State(app): State<App>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Vec<Entitlement>>> {
-    let skus = Params::parse(q.as_deref()).list("skus");
+    let skus = EntitlementQuery::SKUS.read(&Params::parse(q.as_deref()))?;
     Ok(Json(app.stub().with_engine(|e| {
         e.state()
             .catalog
@@ -54,8 +58,7 @@ pub async fn entitlements(
 /// Add a SKU to the catalogue.
 #[utoipa::path(post, path = "/api/v1/entitlements", tag = "subscriptions",
     request_body = NewEntitlement,
-    responses((status = 201, body = Entitlement), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 201, body = Entitlement),
               (status = 409, description = "The SKU exists", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn add_entitlement(
@@ -92,43 +95,24 @@ fn sub_view(e: &Engine, id: &licd_protocol::LicenseId, now: u64) -> ApiResult<Su
 
 /// List subscriptions with filters and cursor pagination (HTTP `Link`: first, prev, next).
 #[utoipa::path(get, path = "/api/v1/subscriptions", tag = "subscriptions",
-    params(
-        ("perPage" = Option<u32>, Query, description = "Entries per page, 3-1000 (default 1000)"),
-        ("startingAfter" = Option<String>, Query, description = "Cursor from the Link header: the page after this subscription id"),
-        ("endingBefore" = Option<String>, Query, description = "Cursor from the Link header: the page before this subscription id"),
-        ("subscriptionIds" = Option<Vec<String>>, Query, description = "Only these subscriptions"),
-        ("customerIds" = Option<Vec<String>>, Query, description = "Only subscriptions these customers own or are bound to (Meraki organizationIds)"),
-        ("statuses" = Option<Vec<String>>, Query, description = "unclaimed, inactive, active, expired"),
-        ("productTypes" = Option<Vec<String>>, Query, description = "Only subscriptions with entitlements for these product types"),
-        ("skus" = Option<Vec<String>>, Query, description = "Only subscriptions with entitlements for these SKUs"),
-        ("name" = Option<String>, Query, description = "Name contains this (case-insensitive)"),
-        ("startDate" = Option<String>, Query, description = "Start date equal; also startDate[gt], startDate[gte], startDate[lt], startDate[lte] (ISO 8601)"),
-        ("endDate" = Option<String>, Query, description = "End date equal; also endDate[gt], endDate[gte], endDate[lt], endDate[lte] (ISO 8601)"),
-    ),
+    params(SubscriptionQuery),
     responses((status = 200, body = [Subscription],
                headers(("Link" = String, description = "first, prev, next pages (RFC 8288)"))),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+              (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(app): State<App>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<(HeaderMap, Json<Vec<Subscription>>)> {
     let p = Params::parse(q.as_deref());
-    let ids = p.list("subscriptionIds");
-    let customers = p.list("customerIds");
-    let statuses = p.list("statuses");
-    for s in &statuses {
-        if !["unclaimed", "inactive", "active", "expired"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "statuses: {s:?} is not one of unclaimed, inactive, active, expired"
-            )));
-        }
-    }
-    let types = p.list("productTypes");
-    let skus = p.list("skus");
-    let name = p.get("name").map(str::to_lowercase);
-    let start = p.range("startDate")?;
-    let end = p.range("endDate")?;
+    let ids = SubscriptionQuery::IDS.read(&p)?;
+    let customers = SubscriptionQuery::CUSTOMERS.read(&p)?;
+    let statuses = SubscriptionQuery::STATUSES.read(&p)?;
+    let types = SubscriptionQuery::PRODUCT_TYPES.read(&p)?;
+    let skus = SubscriptionQuery::SKUS.read(&p)?;
+    let name = SubscriptionQuery::NAME.read(&p)?.map(str::to_lowercase);
+    let start = SubscriptionQuery::START.read(&p)?;
+    let end = SubscriptionQuery::END.read(&p)?;
     let now = app.stub().now();
     let all: Vec<(u64, u64, Subscription)> = app.stub().with_engine(|e| {
         e.state()
@@ -172,10 +156,10 @@ pub async fn list(
 /// Create a subscription (owned by `customerId`, or claimable by `claimKey`).
 #[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions",
     request_body = NewSubscription,
-    responses((status = 201, body = Subscription), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 201, body = Subscription),
               (status = 404, description = "Unknown customer or SKU", body = ErrorBody),
-              (status = 409, description = "The id or the claim key is taken", body = ErrorBody)),
+              (status = 409, description = "The id or the claim key is taken", body = ErrorBody),
+              (status = 422, description = "The term ends before it starts, or a SKU is listed twice", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
@@ -220,9 +204,10 @@ pub async fn create(
 
 /// Show a subscription.
 #[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "subscriptions",
-    params(("id" = String, Path, description = "Subscription id")),
-    responses((status = 200, body = Subscription), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody)),
+    params(("id" = Id, Path, description = "Subscription id")),
+    responses((status = 200, body = Subscription),
+              (status = 400, description = "The id is not an id", body = ErrorBody),
+              (status = 404, description = "No such subscription", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
@@ -235,10 +220,9 @@ pub async fn show(
 
 /// Claim a subscription into a customer by its claim key (`validate=true`: dry run).
 #[utoipa::path(post, path = "/api/v1/subscriptions/claim", tag = "subscriptions",
-    params(("validate" = Option<bool>, Query, description = "Only check that the key can be claimed; change nothing")),
+    params(ValidateQuery),
     request_body = ClaimRequest,
-    responses((status = 200, body = Subscription), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = Subscription),
               (status = 404, description = "Unknown claim key or customer", body = ErrorBody),
               (status = 409, description = "Already claimed", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -247,7 +231,7 @@ pub async fn claim(
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<Subscription>> {
-    let validate = Params::parse(q.as_deref()).flag("validate")?;
+    let validate = VALIDATE.read(&Params::parse(q.as_deref()))?;
     let customer = tenant_id(&req.customer_id)?;
     let v = app
         .stub()
@@ -265,8 +249,7 @@ pub async fn claim(
 /// Find a subscription by claim key (Meraki validate claim key).
 #[utoipa::path(post, path = "/api/v1/subscriptions/claimKey/validate", tag = "subscriptions",
     request_body = ClaimKeyRequest,
-    responses((status = 200, body = Subscription), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = Subscription),
               (status = 404, description = "Unknown claim key", body = ErrorBody),
               (status = 409, description = "Already claimed", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -293,11 +276,9 @@ pub async fn validate_claim_key(
 /// Bind customers to a subscription: their devices may use its seats after their own
 /// subscriptions' (`validate=true`: dry run listing `errors` and `insufficientEntitlements`).
 #[utoipa::path(post, path = "/api/v1/subscriptions/{id}/bind", tag = "subscriptions",
-    params(("id" = String, Path, description = "Subscription id"),
-           ("validate" = Option<bool>, Query, description = "Only report problems; change nothing")),
+    params(("id" = Id, Path, description = "Subscription id"), ValidateQuery),
     request_body = BindRequest,
-    responses((status = 200, body = BindResponse), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = BindResponse),
               (status = 404, description = "Unknown subscription or customer", body = ErrorBody),
               (status = 409, description = "The subscription is not claimed", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -307,7 +288,7 @@ pub async fn bind(
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<BindRequest>,
 ) -> ApiResult<Json<BindResponse>> {
-    let validate = Params::parse(q.as_deref()).flag("validate")?;
+    let validate = VALIDATE.read(&Params::parse(q.as_deref()))?;
     let id = license_id(&id)?;
     let customers = tenant_ids(&req.customer_ids)?;
     let r = app
@@ -346,15 +327,16 @@ pub async fn bind(
 
 /// Compliance statuses of customers (all when `customerIds` is not given).
 #[utoipa::path(get, path = "/api/v1/compliance", tag = "subscriptions",
-    params(("customerIds" = Option<Vec<String>>, Query, description = "Only these customers")),
-    responses((status = 200, body = [ComplianceStatus]), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(ComplianceQuery),
+    responses((status = 200, body = [ComplianceStatus]),
+              (status = 400, description = "A customer id is not an id", body = ErrorBody),
+              (status = 404, description = "No such customer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn compliance(
     State(app): State<App>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Vec<ComplianceStatus>>> {
-    let ids = tenant_ids(&Params::parse(q.as_deref()).list("customerIds"))?;
+    let ids = tenant_ids(&ComplianceQuery::CUSTOMERS.read(&Params::parse(q.as_deref()))?)?;
     let now = app.stub().now();
     let out: Result<Vec<ComplianceStatus>, engine::EngineError> = app.stub().with_engine(|e| {
         let ids = if ids.is_empty() {
