@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The largest contributors to a target's `licd`: code size per crate and the largest
-# functions, read from the symbol table of an unstripped build of the same release profile.
+# functions, read from the symbol table of an unstripped build of the same (firmware) profile.
 #
 #   cross/bloat.sh TARGET [cargo feature args...]     e.g. cross/bloat.sh aarch64-unknown-linux-musl
 #
@@ -8,8 +8,8 @@
 # when a target is over its budget. The unstripped build goes to its own target dir
 # (target/cross-bloat) so the stripped one in target/cross stays up to date. For a finer view
 # on the stable targets, `cargo bloat` (crates.io) gives the same per-crate split with std
-# broken down: CARGO_PROFILE_RELEASE_STRIP=false cargo bloat --release -p licd-agent --bin licd
-# --target TARGET --crates.
+# broken down: CARGO_PROFILE_FIRMWARE_STRIP=false cargo bloat --profile firmware -p licd-agent
+# --bin licd --target TARGET --crates.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,8 +22,8 @@ target_kind "$t" >/dev/null || { echo "bloat.sh: unsupported target $t" >&2; exi
 top="${LICD_BLOAT_TOP:-15}"
 
 export CARGO_TARGET_DIR="${LICD_BLOAT_TARGET_DIR:-$ROOT/target/cross-bloat}"
-CARGO_PROFILE_RELEASE_STRIP=false build_licd "$t" "$@" >&2
-bin="$CARGO_TARGET_DIR/$t/release/licd"
+CARGO_PROFILE_FIRMWARE_STRIP=false build_licd "$t" "$@" >&2
+bin="$(licd_path "$t")"
 
 # nm lines: ADDRESS SIZE TYPE NAME, sizes in decimal, names demangled. Code only (t/T/w/W),
 # as cargo bloat counts. Plain POSIX awk + sort (Debian's default awk is mawk).

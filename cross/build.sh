@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Static, stripped release builds of the agent (`licd`) for firmware images, one target at a
-# time, into dist/TARGET/licd; then a size table with build times, and the size budgets.
+# Static, stripped builds of the agent (`licd`) for firmware images (cargo profile `firmware`:
+# release with panic = "abort"), one target at a time, into dist/TARGET/licd; then a size table
+# with build times, and the size budgets.
 #
 #   cross/build.sh [OPTIONS] TARGET... | all
 #
@@ -93,7 +94,7 @@ for t in "${targets[@]}"; do
     start=$(date +%s)
     build_licd "$t" "${features[@]}"
     secs[$t]=$(($(date +%s) - start))
-    bin="$CARGO_TARGET_DIR/$t/release/licd"
+    bin="$(licd_path "$t")"
     check_static_stripped "$bin"
     mkdir -p "$out/$t"
     cp "$bin" "$out/$t/licd.tmp" && mv "$out/$t/licd.tmp" "$out/$t/licd"

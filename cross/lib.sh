@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # Shared by cross/*.sh (sourced, not run): the targets, how each is built, what each needs
 # installed, and the size budgets. Expects ROOT (the workspace root) to be set.
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 ALL_TARGETS=(
     x86_64-unknown-linux-musl
     aarch64-unknown-linux-musl
@@ -100,8 +102,10 @@ apt_install() {
     fi
     echo "cross: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Build hosts are shared: wait for another engineer's apt run instead of failing on its lock.
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 }
 
 zig_ok() {
@@ -113,6 +117,14 @@ nightly_ok() {
     local sysroot
     sysroot="$(rustup run "$NIGHTLY" rustc --print sysroot 2>/dev/null)" &&
         [ -d "$sysroot/lib/rustlib/src/rust/library/std" ]
+}
+
+# The nightly toolchain with rust-src (build-std; cargo's --unit-graph for ci.sh).
+ensure_nightly() {
+    nightly_ok && return 0
+    rustup run "$NIGHTLY" rustc --version >/dev/null 2>&1 ||
+        rustup toolchain install "$NIGHTLY" --profile minimal
+    rustup component add rust-src --toolchain "$NIGHTLY"
 }
 
 # Installs what building TARGETS needs; quick when everything is there.
@@ -134,11 +146,7 @@ ensure_tools() {
         done
     fi
     [ "$zig" = 1 ] || return 0
-    if ! nightly_ok; then
-        rustup run "$NIGHTLY" rustc --version >/dev/null 2>&1 ||
-            rustup toolchain install "$NIGHTLY" --profile minimal
-        rustup component add rust-src --toolchain "$NIGHTLY"
-    fi
+    ensure_nightly
     if ! zig_ok; then
         echo "cross: setting up zig in $VENV" >&2
         if ! python3 -m venv "$VENV" 2>/dev/null; then
@@ -170,12 +178,21 @@ check_tools() {
     [ "$ok" = 1 ]
 }
 
-# build_licd TARGET [cargo args...]: the release build of bin `licd` for TARGET into
-# $CARGO_TARGET_DIR/TARGET/release/licd. Rustflags, linkers and CC come from .cargo/config.toml.
+# The cargo profile of every firmware build (Cargo.toml: `release` with `panic = "abort"`).
+# Not `--release`: that profile unwinds, for the stub controller and liblicd (issue 16).
+FIRMWARE_PROFILE=firmware
+
+# Where build_licd leaves TARGET's binary.
+licd_path() {
+    echo "$CARGO_TARGET_DIR/$1/$FIRMWARE_PROFILE/licd"
+}
+
+# build_licd TARGET [cargo args...]: the firmware-profile build of bin `licd` for TARGET into
+# $(licd_path TARGET). Rustflags, linkers and CC come from .cargo/config.toml.
 build_licd() {
     local t="$1"
     shift
-    local args=(--release --locked -p licd-agent --bin licd --target "$t" "$@")
+    local args=(--profile "$FIRMWARE_PROFILE" --locked -p licd-agent --bin licd --target "$t" "$@")
     if [ "${TINY:-0}" = 1 ]; then
         args+=(--config "target.$t.rustflags=$(tiny_rustflags "$t")"
             -Z build-std-features=optimize_for_size)
@@ -186,6 +203,32 @@ build_licd() {
             PATH="$VENV/bin:$PATH" cargo "+$NIGHTLY" zigbuild "${args[@]}" \
                 -Z build-std=std,panic_abort ;;
     esac
+}
+
+# The panic strategy cargo resolves for a build (cargo build args; nothing is compiled): the
+# distinct `panic` values of the root units, the executables and libraries asked for (the
+# build scripts and proc macros they need always unwind). `--unit-graph` is unstable: nightly.
+resolved_panic() {
+    cargo "+$NIGHTLY" build -Z unstable-options --unit-graph --locked "$@" | python3 -c '
+import json, sys
+graph = json.load(sys.stdin)
+print(" ".join(sorted({graph["units"][i]["profile"]["panic"] for i in graph["roots"]})))'
+}
+
+# Issue 16: a panic must abort in firmware (`--profile firmware`, size) and unwind in release
+# builds (the stub answers a 500 and keeps serving; liblicd turns it into LICD_ERR_INTERNAL).
+# Asks cargo itself, so an environment override (CARGO_PROFILE_RELEASE_PANIC) is caught too.
+check_panic_profiles() {
+    local t got ok=0
+    for t in "$@"; do
+        got="$(resolved_panic --profile "$FIRMWARE_PROFILE" -p licd-agent --bin licd --target "$t")"
+        echo "panic strategy: licd, --profile $FIRMWARE_PROFILE, $t: $got" >&2
+        [ "$got" = abort ] || { echo "cross: the firmware build of licd must abort on panic" >&2; ok=1; }
+    done
+    got="$(resolved_panic --release -p licd-stub -p licd-client-ffi)"
+    echo "panic strategy: licd-stub, liblicd, --release: $got" >&2
+    [ "$got" = unwind ] || { echo "cross: release builds must unwind on panic" >&2; ok=1; }
+    return "$ok"
 }
 
 # Firmware wants a static, stripped executable: no ELF interpreter, no symbol table.

@@ -39,7 +39,10 @@ impl Clock for SystemClock {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(target_arch = "mips")
+))]
 fn boot_time() -> Duration {
     // std has no CLOCK_BOOTTIME and its monotonic clock stops during suspend, while a grace
     // period must count time the device was asleep.
@@ -50,12 +53,36 @@ fn boot_time() -> Duration {
     )
 }
 
+// 32-bit MIPS: rustix takes its libc backend there (its raw syscalls need unstable asm) and,
+// on musl, hands the 32-bit-time_t `clock_gettime` of the libc crate its 64-bit timespec, so
+// every reading was garbage (seconds in the 10^17) and the trusted time with it: each grant
+// was judged expired (cross/smoke.sh mipsel, 2026-12-04). /proc/uptime is CLOCK_BOOTTIME too,
+// needs no `unsafe`, and costs a read per call, which one agent on a device can afford.
+#[cfg(all(any(target_os = "linux", target_os = "android"), target_arch = "mips"))]
+fn boot_time() -> Duration {
+    read_proc_uptime().unwrap_or_else(process_monotonic)
+}
+
+/// Parses `/proc/uptime` (seconds with two decimals): CLOCK_BOOTTIME in centiseconds.
+#[cfg(any(target_arch = "mips", all(test, target_os = "linux")))]
+fn read_proc_uptime() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    let first = s.split_whitespace().next()?;
+    let (secs, frac) = first.split_once('.').unwrap_or((first, "0"));
+    let secs: u64 = secs.parse().ok()?;
+    let centis: u64 = frac.get(..2).unwrap_or(frac).parse().ok()?;
+    Some(Duration::from_secs(secs) + Duration::from_millis(centis * 10))
+}
+
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn boot_time() -> Duration {
     process_monotonic()
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(any(
+    not(any(target_os = "linux", target_os = "android")),
+    target_arch = "mips"
+))]
 fn process_monotonic() -> Duration {
     use std::sync::OnceLock;
     use std::time::Instant;
@@ -178,6 +205,19 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_boot_clock_reads_clock_boottime_as_proc_uptime_does() {
+        // /proc/uptime is CLOCK_BOOTTIME truncated to centiseconds.
+        let before = read_proc_uptime().unwrap();
+        let boot = SystemClock.boot();
+        let after = read_proc_uptime().unwrap();
+        assert!(
+            before <= boot && boot < after + Duration::from_millis(10),
+            "{before:?} <= {boot:?} < {after:?} + 10 ms"
+        );
     }
 
     #[test]

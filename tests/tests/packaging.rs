@@ -1,7 +1,8 @@
 //! The service files in `packaging/`: the systemd unit passes `systemd-analyze verify` (skipped
 //! with a message where systemd-analyze is missing) and keeps its hardening; the OpenWrt UCI
 //! renderer turns `/etc/config/licd` into a TOML config the agent loads, escapes what it must
-//! and refuses what it cannot write; the procd init script parses.
+//! and refuses what it cannot write; the procd init script parses; release builds unwind and
+//! firmware builds abort on panic.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -259,5 +260,57 @@ fn the_procd_init_script_and_the_renderer_parse() {
         "licd-uci-render",
     ] {
         assert!(init.contains(needle), "missing {needle}");
+    }
+}
+
+fn toml_file(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap();
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Issue 16: `--release` (the stub controller, liblicd, `cargo run --release`) unwinds, so a
+/// panic becomes a 500 or `LICD_ERR_INTERNAL` instead of the end of the process; `firmware`
+/// (the agent on a device) is release with panics that abort, and cross/ builds with it.
+/// cross/ci.sh asks cargo the same question (`--unit-graph`), environment overrides included.
+#[test]
+fn release_builds_unwind_and_firmware_builds_abort() {
+    let root = workspace_root();
+    let manifest = toml_file(&root.join("Cargo.toml"));
+    let profile = |name: &str| manifest["profile"][name].as_table().cloned().unwrap();
+    let panic_of = |t: &toml::Table| t.get("panic").and_then(|v| v.as_str()).map(str::to_owned);
+
+    let release = profile("release");
+    assert!(
+        matches!(panic_of(&release).as_deref(), None | Some("unwind")),
+        "[profile.release] must unwind: {release:?}"
+    );
+    let firmware = profile("firmware");
+    assert_eq!(firmware["inherits"].as_str(), Some("release"));
+    assert_eq!(panic_of(&firmware).as_deref(), Some("abort"));
+    let config = toml_file(&root.join(".cargo/config.toml"));
+    assert!(
+        config.get("profile").is_none(),
+        ".cargo/config.toml must leave the profiles to Cargo.toml"
+    );
+
+    let lib = std::fs::read_to_string(root.join("cross/lib.sh")).unwrap();
+    assert!(lib.contains("FIRMWARE_PROFILE=firmware"));
+    assert!(lib.contains(r#"--profile "$FIRMWARE_PROFILE""#));
+    for entry in std::fs::read_dir(root.join("cross")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "sh") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let agent_builds = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains("licd-agent"));
+        for line in agent_builds {
+            assert!(
+                !line.contains("--release"),
+                "{}: the agent's firmware builds use --profile firmware, not --release: {line}",
+                path.display()
+            );
+        }
     }
 }

@@ -226,13 +226,44 @@ fn client_error(e: ClientError) -> licd_error {
 }
 
 /// Runs `f`, turning a panic (a bug) into `LICD_ERR_INTERNAL` instead of unwinding into C.
+/// Needs a build that unwinds: the workspace's `release` profile does; the `firmware` profile
+/// (the agent in cross/) aborts, so liblicd is never built with it.
 fn guard(f: impl FnOnce() -> licd_error) -> licd_error {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(test)]
+        panic_hook::fire_if_armed();
+        f()
+    }))
+    .unwrap_or_else(|_| {
         fail(
             licd_error::LICD_ERR_INTERNAL,
             "internal error in liblicd (a bug)",
         )
     })
+}
+
+/// Test-only: makes the next guarded call on this thread panic, so a unit test can drive a
+/// panic through the real exported functions. It exists only in this crate's unit-test build
+/// (`cfg(test)`): no input to a built liblicd can reach it.
+#[cfg(test)]
+mod panic_hook {
+    use std::cell::Cell;
+
+    thread_local! {
+        static ARMED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(crate) fn arm() {
+        ARMED.with(|a| a.set(true));
+    }
+
+    pub(crate) fn fire_if_armed() {
+        if ARMED.with(|a| a.replace(false)) {
+            // Panics holding the settings lock, which poisons it, as a bug inside a call could.
+            let _settings = super::SETTINGS.write();
+            panic!("liblicd test hook: forced panic");
+        }
+    }
 }
 
 fn reason_code(r: Option<Reason>) -> licd_reason {
@@ -666,6 +697,39 @@ mod tests {
         let message = last_error();
         assert!(message.contains("not running"), "{message}");
         assert!(message.contains("none.sock"), "{message}");
+        // SAFETY: NULL restores the default.
+        unsafe { licd_set_socket_path(std::ptr::null()) };
+    }
+
+    #[test]
+    fn a_panic_inside_a_call_is_an_internal_error_and_the_library_keeps_working() {
+        let before = licd_state {
+            until: 7,
+            ..NO_STATE
+        };
+        let mut out = before;
+        panic_hook::arm();
+        // A panic escaping an `extern "C"` function aborts the process: reaching the asserts
+        // at all is half the test.
+        // SAFETY: a valid C string and a writable licd_state.
+        let rc = unsafe { licd_check(c"wifi".as_ptr(), &mut out) };
+        assert_eq!(rc, licd_error::LICD_ERR_INTERNAL);
+        assert_eq!(out, before, "a failed call leaves *out unchanged");
+        assert_eq!(last_error(), "internal error in liblicd (a bug)");
+        assert!(
+            SETTINGS.is_poisoned(),
+            "the hook panicked holding the settings lock"
+        );
+
+        // The next calls work, on the lock the panic poisoned.
+        let dir = std::env::temp_dir().join(format!("licd-ffi-panic-{}", std::process::id()));
+        let path = CString::new(dir.join("none.sock").to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        let rc = unsafe { licd_set_socket_path(path.as_ptr()) };
+        assert_eq!(rc, licd_error::LICD_OK);
+        // SAFETY: a valid C string and a writable licd_state.
+        let rc = unsafe { licd_check(c"wifi".as_ptr(), &mut out) };
+        assert_eq!(rc, licd_error::LICD_ERR_NOT_RUNNING, "{}", last_error());
         // SAFETY: NULL restores the default.
         unsafe { licd_set_socket_path(std::ptr::null()) };
     }
