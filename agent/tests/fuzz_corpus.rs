@@ -1,5 +1,5 @@
 //! Replays the committed corpora of the agent's fuzz targets (`fuzz/corpus/cache/`,
-//! `fuzz/corpus/config/`) through the very entry functions the fuzzer runs
+//! `fuzz/corpus/config/`, `fuzz/corpus/x509/`) through the very entry functions the fuzzer runs
 //! (`fuzz/src/agent_entry.rs`, included below), on the stable toolchain, in CI. A file that
 //! once crashed a target is added to its corpus and stays fixed here.
 
@@ -40,6 +40,28 @@ fn the_cache_corpus_replays_without_a_panic() {
 #[test]
 fn the_config_corpus_replays_without_a_panic() {
     replay("config", agent_entry::config);
+}
+
+#[test]
+fn the_x509_corpus_replays_without_a_panic() {
+    replay("x509", agent_entry::x509);
+}
+
+#[test]
+fn the_certificate_seeds_are_certificates_the_reader_understands() {
+    // The x509 seeds start the fuzzer from certificates that parse, not from an error.
+    for name in ["fixture.der", "broker.der", "ISRG_Root_X1.der"] {
+        let der = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/x509")
+                .join(name),
+        )
+        .expect("seed");
+        assert!(
+            licd_agent::diag::x509::summarize(&der).is_some(),
+            "{name} does not parse"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Fuzz entries for the agent (`licd-agent`): cache loading and config parsing. Included by the
-//! fuzz crate and by `agent/tests/fuzz_corpus.rs`.
+//! Fuzz entries for the agent (`licd-agent`): cache loading, config parsing and the DER reader
+//! of `licd diag`. Included by the fuzz crate and by `agent/tests/fuzz_corpus.rs`.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use licd_agent::clock::TrustedTime;
 use licd_agent::config::Settings;
+use licd_agent::diag::x509;
 use licd_agent::enforce::{AcceptanceRules, Effect, Enforcer, Input};
 use licd_agent::store::{Store, BUNDLE_FILE, MARK_FILE};
 use licd_protocol::envelope::seal_bytes;
@@ -109,5 +110,21 @@ pub fn cache(data: &[u8]) {
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Settings::from_toml(text);
+    }
+}
+
+/// The DER reader of `licd diag` (`diag/x509.rs`, hand-written: see its module doc for why):
+/// arbitrary bytes as the certificate a broker presented. It must answer `None` or a summary,
+/// never panic; and bytes after a certificate it read are ignored (rustls hands over exactly
+/// one), so appending some must not change that summary.
+pub fn x509(data: &[u8]) {
+    if let Some(summary) = x509::summarize(data) {
+        let mut longer = data.to_vec();
+        longer.extend_from_slice(&[0x30, 0x00, 0xff]);
+        assert_eq!(
+            x509::summarize(&longer),
+            Some(summary),
+            "trailing bytes changed the summary"
+        );
     }
 }

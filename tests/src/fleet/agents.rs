@@ -1,0 +1,254 @@
+//! The fleet phase: N real agents (the agent library's daemon, one tokio task each) started
+//! within the connect window against the controller, each watched through its status until it
+//! licenses every service; then, with the fleet still connected, the storm if asked for.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use licd_agent::clock::SystemClock;
+use licd_agent::config::Settings;
+use licd_agent::daemon;
+use licd_agent::identity::{resolve_identity_blocking, HostRoot, Identity};
+use licd_agent::status::Status;
+use licd_protocol::{DeviceId, PublicKey};
+use licd_stub::session::StatsSnapshot;
+use tokio::sync::watch;
+
+use super::controller::start_controller;
+use super::drive::{drive, summarize, Events, Kind, Tracker};
+use super::proc::{process_cpu, threads_cpu, vm_rss};
+use super::report::FleetReport;
+use super::storm;
+use super::{
+    err, runtime, FleetError, FleetOptions, AGENT_THREAD, CONTROLLER_THREAD, PRODUCT_CLASS,
+    PROGRESS_EVERY, SERVICES, TENANT,
+};
+use crate::mosquitto::Mosquitto;
+
+/// How long stopping agents may take (each publishes "offline" and disconnects).
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The agent config every simulated device shares (state dir and id are set per device).
+pub(super) fn agent_settings(
+    url: &str,
+    root: &PublicKey,
+    dir: &Path,
+) -> Result<Settings, FleetError> {
+    let services = SERVICES.map(|s| format!("{s:?}")).join(", ");
+    let text = format!(
+        "tenant = {TENANT:?}\nservices = [{services}]\nstate_dir = {state:?}\nroots = [{root:?}]\n\n\
+         [broker]\nurl = {url:?}\nallow_insecure = true\n\n\
+         [api]\nsocket = \"\"\n\n\
+         [identity]\ndevice_id = \"fleet-00000\"\nmodel = \"AP-FLEET\"\nserial = \"SN-00000\"\n\
+         product_class = {PRODUCT_CLASS:?}\n",
+        state = dir.join("template").display().to_string(),
+        root = root.to_hex(),
+    );
+    Settings::from_toml(&text).map_err(|e| err(format!("agent config: {e}")))
+}
+
+/// One simulated device's settings and identity.
+pub(super) fn device(
+    settings: &Settings,
+    identity: &Identity,
+    dir: &Path,
+    i: usize,
+) -> Result<(Settings, Identity), FleetError> {
+    let name = format!("fleet-{i:05}");
+    let id = DeviceId::new(name.clone()).map_err(|e| err(format!("{name}: {e}")))?;
+    let mut s = settings.clone();
+    s.state_dir = dir.join(&name);
+    s.identity.device_id = Some(name);
+    s.identity.serial = Some(format!("SN-{i:05}"));
+    let mut ident = identity.clone();
+    ident.device.id = id;
+    ident.product.serial.value = format!("SN-{i:05}");
+    Ok((s, ident))
+}
+
+/// Watches one agent's status and turns changes into events.
+pub(super) async fn watch_agent(i: usize, mut rx: watch::Receiver<Arc<Status>>, tx: Events) {
+    let (mut connected, mut reports, mut licensed) = (false, 0u64, false);
+    loop {
+        let (c, r, l) = {
+            let s = rx.borrow_and_update();
+            let conn = s.connection.as_ref();
+            let l = s.enforcement.bundle.is_some()
+                && !s.enforcement.services.is_empty()
+                && s.enforcement.services.iter().all(|x| x.state.may_run());
+            (
+                conn.is_some_and(|c| c.connected),
+                conn.map_or(0, |c| c.reports_sent),
+                l,
+            )
+        };
+        let now = Instant::now();
+        if c != connected {
+            connected = c;
+            let k = if c {
+                Kind::Connected
+            } else {
+                Kind::Disconnected
+            };
+            if tx.send((i, k, now)).is_err() {
+                return;
+            }
+        }
+        if r > reports {
+            reports = r;
+            let _ = tx.send((i, Kind::Report, now));
+        }
+        if l != licensed {
+            licensed = l;
+            let k = if l { Kind::Done } else { Kind::Lost };
+            let _ = tx.send((i, k, now));
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub(super) fn phase(
+    opts: &FleetOptions,
+    broker: &mut Mosquitto,
+    url: &str,
+    dir: &Path,
+    out: &mut FleetReport,
+) -> Result<(), FleetError> {
+    let n = opts.devices;
+    let (ctl, stub) = start_controller(url, n, dir)?;
+    let agents = runtime(opts.agent_threads, AGENT_THREAD)?;
+
+    let settings = agent_settings(url, &stub.root_public_key(), dir)?;
+    let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())
+        .map_err(|e| err(format!("identity: {e}")))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, rx) = std_mpsc::channel();
+    let mut tracker = Tracker::new(n);
+    let mut handles = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    let cpu0 = threads_cpu(CONTROLLER_THREAD);
+    let bcpu0 = process_cpu(broker.pid());
+    let acpu0 = threads_cpu(AGENT_THREAD);
+    let stats0 = stub.stats();
+    let started = Instant::now();
+    let spawn = |i: usize| match device(&settings, &identity, dir, i) {
+        Ok((s, ident)) => {
+            let mut stop = stop_rx.clone();
+            let tx = tx.clone();
+            handles.push(agents.spawn(async move {
+                daemon::run_with(
+                    s,
+                    Arc::new(SystemClock),
+                    ident,
+                    move |status| {
+                        tokio::spawn(watch_agent(i, status, tx));
+                    },
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+            }));
+        }
+        Err(e) => failures.push(e),
+    };
+    let sampling = AtomicBool::new(true);
+    let (result, samples) = std::thread::scope(|sc| {
+        let sampler = opts.timeline.then(|| {
+            let (stub, sampling) = (&stub, &sampling);
+            sc.spawn(move || {
+                let mut samples = Vec::new();
+                while sampling.load(Ordering::Relaxed) {
+                    samples.push((started.elapsed(), stub.stats()));
+                    std::thread::sleep(PROGRESS_EVERY);
+                }
+                samples.push((started.elapsed(), stub.stats()));
+                samples
+            })
+        });
+        let r = drive(opts, "fleet", &rx, &mut tracker, spawn, n, |t| t.done == n);
+        sampling.store(false, Ordering::Relaxed);
+        (r, sampler.and_then(|h| h.join().ok()).unwrap_or_default())
+    });
+    if opts.timeline {
+        eprint!("{}", timeline(&tracker, started, &stats0, &samples));
+    }
+    let total = started.elapsed();
+    let stats = stub.stats();
+    let messages = (stats.reports_received - stats0.reports_received)
+        + (stats.bundles_published - stats0.bundles_published);
+    out.fleet = summarize(
+        &mut tracker,
+        started,
+        total,
+        messages,
+        threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
+        process_cpu(broker.pid()).saturating_sub(bcpu0),
+        threads_cpu(AGENT_THREAD).saturating_sub(acpu0),
+    );
+    out.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
+    out.process_rss = vm_rss("self");
+    out.broker_rss = broker.pid().map_or(0, |p| vm_rss(&p.to_string()));
+    if let Some(e) = failures.into_iter().next() {
+        return Err(e);
+    }
+    result?;
+
+    if opts.storm {
+        out.storm = Some(storm::phase(opts, broker, &stub, &rx, &mut tracker)?);
+    }
+
+    stop_tx.send_replace(true);
+    agents.block_on(async {
+        let _ = tokio::time::timeout(STOP_TIMEOUT, async {
+            for h in handles {
+                let _ = h.await;
+            }
+        })
+        .await;
+    });
+    ctl.block_on(stub.shutdown());
+    agents.shutdown_timeout(Duration::from_secs(5));
+    ctl.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}
+
+/// The fleet phase as cumulative counts every [`PROGRESS_EVERY`]: reports the agents sent, the
+/// controller received and applied, agents licensed. Shows where a stall is (a broker that
+/// stops reading the controller, a controller behind its queue, agents slow to start).
+pub(super) fn timeline(
+    t: &Tracker,
+    started: Instant,
+    stats0: &StatsSnapshot,
+    samples: &[(Duration, StatsSnapshot)],
+) -> String {
+    let upto = |times: &[Option<Instant>], at: Duration| {
+        times
+            .iter()
+            .flatten()
+            .filter(|x| x.saturating_duration_since(started) <= at)
+            .count()
+    };
+    let mut out = format!(
+        "{:>7} {:>10} {:>10} {:>10} {:>10}\n",
+        "t s", "reported", "received", "applied", "licensed"
+    );
+    for (at, s) in samples {
+        let _ = writeln!(
+            out,
+            "{:>7.2} {:>10} {:>10} {:>10} {:>10}",
+            at.as_secs_f64(),
+            upto(&t.report_at, *at),
+            s.reports_received - stats0.reports_received,
+            s.reports_applied - stats0.reports_applied,
+            upto(&t.done_at, *at),
+        );
+    }
+    out
+}

@@ -1,0 +1,83 @@
+//! The stub controller of the fleet, on a runtime of its own, with the fleet's ledger.
+
+use std::path::Path;
+
+use licd_protocol::{LicenseId, Sku, TenantId};
+use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subscription};
+use licd_stub::{BrokerMode, LedgerLocation, Signer, Stub, StubConfig, StubHandle};
+use tokio::runtime::Runtime;
+
+use super::{
+    err, runtime, svc, unix_now, FleetError, CONTROLLER_THREAD, PRODUCT_CLASS, SERVICES, TENANT,
+};
+
+/// Starts the stub controller against the broker at `url` on its own runtime (threads named
+/// [`CONTROLLER_THREAD`]), ledger in `dir`, with the fleet's ledger: tenant `fleet`, `seats`
+/// seats of every service in [`SERVICES`], auto-licensing on. Also used alone by
+/// `licd-fleet --controller-only` (cross/size-report.sh's idle agent).
+pub fn start_controller(
+    url: &str,
+    seats: usize,
+    dir: &Path,
+) -> Result<(Runtime, StubHandle), FleetError> {
+    let ctl = runtime(1, CONTROLLER_THREAD)?;
+    let signer = Signer::ephemeral(unix_now()).map_err(err)?;
+    let mut config = StubConfig::for_tests(signer);
+    config.broker = BrokerMode::External {
+        url: url.to_string(),
+        ca_file: None,
+        credentials: None,
+    };
+    config.ledger = LedgerLocation::File(dir.join("ledger.db"));
+    // Sized for the fleet: every device reports at once, and a dropped report costs that
+    // device a retry (5 s, doubling).
+    config.queue_capacity = seats.max(1024);
+    config.client_id = "licd-fleet-controller".into();
+    let stub = ctl
+        .block_on(Stub::start(config))
+        .map_err(|e| err(format!("stub: {e}")))?;
+    ctl.block_on(setup_ledger(&stub, seats))
+        .map_err(|e| err(format!("ledger set-up: {e}")))?;
+    Ok((ctl, stub))
+}
+
+/// Sets up the ledger: one MSP with one tenant, a catalogue entry per service, N seats of each,
+/// auto-licensing for every customer.
+pub(super) async fn setup_ledger(stub: &StubHandle, n: usize) -> Result<(), licd_stub::StubError> {
+    let id = |s: &str| TenantId::new(s).expect("valid id");
+    let sku = |s: &str| Sku::new(format!("SKU-{s}")).expect("valid id");
+    stub.add_customer(id("fleet-msp"), "Fleet MSP", CustomerKind::Msp)
+        .await?;
+    stub.add_customer(id(TENANT), "Fleet", CustomerKind::Tenant)
+        .await?;
+    for s in SERVICES {
+        stub.add_catalog_entry(CatalogEntry {
+            sku: sku(s),
+            name: format!("{s} license"),
+            service: svc(s),
+            product_class: PRODUCT_CLASS.into(),
+            vms_per_seat: None,
+        })
+        .await?;
+    }
+    let now = stub.now();
+    stub.add_subscription(Subscription {
+        id: LicenseId::new("SUB-FLEET").expect("valid id"),
+        name: "fleet subscription".into(),
+        owner: Some(id(TENANT)),
+        claim_key: None,
+        start: now - 86_400,
+        end: now + 365 * 86_400,
+        entitlements: SERVICES
+            .iter()
+            .map(|s| Entitlement {
+                sku: sku(s),
+                limit: u32::try_from(n).unwrap_or(u32::MAX),
+            })
+            .collect(),
+    })
+    .await?;
+    stub.enable_auto_licensing(&Selection::all(), &SERVICES.map(svc), false)
+        .await?;
+    Ok(())
+}
