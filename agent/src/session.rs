@@ -8,7 +8,7 @@
 //! revoked signing keys forward (see [`crate::trust`]), and the device's `diag-request` topic
 //! (remote diagnostics, see [`crate::diag::remote`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use licd_protocol::topic::TRUST_FILTER;
 use licd_protocol::{DeviceId, TenantId, Topic, TopicKind, TrustTopic};
@@ -16,8 +16,9 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::backoff::{os_random, Backoff, RESET_AFTER};
+use crate::backoff::{os_random, Backoff};
 use crate::config::BrokerSettings;
 use crate::tls::{transport, TlsError};
 
@@ -142,6 +143,7 @@ async fn drive(
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
 ) {
+    // tokio's clock, so a paused-time test can hold a connection past the reset window.
     let mut connected_at: Option<Instant> = None;
     loop {
         let sent = match eventloop.poll().await {
@@ -179,11 +181,8 @@ async fn drive(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => Ok(()),
             Err(e) => {
-                if connected_at.is_some_and(|t| t.elapsed() >= RESET_AFTER) {
-                    backoff.reset();
-                }
-                connected_at = None;
-                let retry_in = backoff.next_delay(os_random());
+                let held = connected_at.take().map(|t| t.elapsed());
+                let retry_in = backoff.after_disconnect(held, os_random());
                 let sent = tx
                     .send(SessionEvent::Disconnected {
                         error: e.to_string(),
@@ -199,5 +198,76 @@ async fn drive(
         if sent.is_err() {
             return; // the daemon is gone
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one MQTT packet (fixed header, remaining length, body) and returns its type.
+    async fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+        let kind = s.read_u8().await? >> 4;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await?;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 21 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await?;
+        Ok((kind, body))
+    }
+
+    /// A broker that accepts, answers the CONNECT with a CONNACK and hangs up at once; counts
+    /// the connections.
+    async fn accept_then_drop_broker() -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if read_packet(&mut s).await.is_ok() {
+                    let _ = s.write_all(&[0x20, 2, 0, 0]).await;
+                }
+            }
+        });
+        (port, connections)
+    }
+
+    fn topics() -> DeviceTopics {
+        let tenant = TenantId::new("acme").expect("tenant");
+        let device = DeviceId::new("ap-1").expect("device");
+        DeviceTopics::new(&tenant, &device)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_that_accepts_then_drops_is_retried_with_a_growing_backoff() {
+        let (port, connections) = accept_then_drop_broker().await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let options = MqttOptions::new("ap-1", "127.0.0.1", port);
+        let (_client, task) = start(options, Duration::from_secs(30), topics(), tx);
+
+        // Ten minutes of paused time. Resetting on every ConnAck would retry within 1 s each
+        // time (~1,200 connections); the policy grows to a 30 s bound (~45 on average, and
+        // over 100 only with a vanishing probability).
+        let end = Instant::now() + Duration::from_secs(600);
+        let mut connected = 0;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+            connected += usize::from(matches!(ev, SessionEvent::Connected));
+        }
+        task.abort();
+        let n = connections.load(Ordering::Relaxed);
+        assert!(connected >= 5, "reconnects at all: {connected} connections");
+        assert!(n <= 100, "{n} connections in 10 minutes");
     }
 }
