@@ -163,23 +163,23 @@ pub(crate) async fn run_eventloop(
     let mut backoff = Backoff::with_cap(BACKOFF_MAX);
     // tokio's clock, so a paused-time test can hold a connection past the reset window.
     let mut connected_at: Option<Instant> = None;
+    let mut subscriptions = Subscriptions::default();
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
             ev = eventloop.poll() => ev,
         };
+        if subscriptions.pending() && event.is_ok() {
+            subscriptions.queue(&client);
+        }
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
                 let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(connection = n, %filter, "connected to broker, subscribing to reports");
-                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "could not queue the report subscription");
-                }
                 let diag_filter = licd_protocol::topic::diag_response_filter();
-                if let Err(e) = client.try_subscribe(diag_filter, QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "could not queue the diagnostics subscription");
-                }
+                subscriptions = Subscriptions::after_connack(vec![filter.clone(), diag_filter]);
+                subscriptions.queue(&client);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(?ack.return_codes, "subscribed");
@@ -212,6 +212,8 @@ pub(crate) async fn run_eventloop(
             Ok(_) => {}
             Err(e) => {
                 ready.send_replace(false);
+                // The next ConnAck subscribes again.
+                subscriptions = Subscriptions::default();
                 let held = connected_at.take().map(|t| t.elapsed());
                 let wait = backoff.after_disconnect(held, os_random());
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker connection failed");
@@ -234,6 +236,51 @@ pub(crate) async fn run_eventloop(
         .await;
     }
     tracing::debug!("MQTT session stopped");
+}
+
+/// The subscriptions still to be queued after a ConnAck, kept until rumqttc's request queue
+/// takes them. The queue can be full then — it holds the bundles published while the broker
+/// was away — and a SUBSCRIBE dropped then would leave the controller deaf to reports until the
+/// next reconnect. Every event of the loop either took a request from the queue or shows the
+/// loop moving (acks, pings), so retrying after each event needs no timer.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Filters not queued yet, in order.
+    pending: Vec<String>,
+    /// Attempts that left something pending, for the log.
+    failed: u32,
+}
+
+impl Subscriptions {
+    fn after_connack(filters: Vec<String>) -> Self {
+        Self {
+            pending: filters,
+            failed: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Queues what is pending without waiting: the poll loop is what drains the queue, so an
+    /// awaited send into a full queue would never return.
+    fn queue(&mut self, client: &AsyncClient) {
+        while let Some(filter) = self.pending.first() {
+            if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                if self.failed == 0 {
+                    tracing::warn!(error = %e, %filter, "could not queue a subscription; retrying");
+                }
+                self.failed += 1;
+                return;
+            }
+            self.pending.remove(0);
+        }
+        if self.failed > 0 {
+            tracing::info!(retries = self.failed, "subscriptions queued after retrying");
+            self.failed = 0;
+        }
+    }
 }
 
 /// Applies queued reports and publishes their bundles, until the queue closes.
@@ -371,5 +418,62 @@ mod tests {
         let n = stats.snapshot().connections;
         assert!(n >= 5, "reconnects at all: {n} connections");
         assert!(n <= 100, "{n} connections in 10 minutes");
+    }
+
+    #[tokio::test]
+    async fn the_report_subscription_is_retried_when_the_request_queue_is_full_at_connack() {
+        let broker = tokio::task::spawn_blocking(|| {
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            crate::broker::start(listen, None, Duration::from_secs(10))
+        })
+        .await
+        .expect("join")
+        .expect("embedded broker");
+        let (ip, port) = (broker.addr.ip().to_string(), broker.addr.port());
+        let (client, eventloop) = AsyncClient::new(MqttOptions::new("stub", ip.clone(), port), 4);
+        // Bundles published while the broker was away fill the request queue before the poll
+        // loop first runs (and so before the ConnAck).
+        let mut queued = 0;
+        while client
+            .try_publish("licd/v1/acme/ap-1/grants", QoS::AtMostOnce, false, vec![1])
+            .is_ok()
+        {
+            queued += 1;
+        }
+        assert!(queued > 0);
+        let (work_tx, mut work_rx) = mpsc::channel(8);
+        let (ready_tx, mut ready) = watch::channel(false);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(run_eventloop(
+            eventloop,
+            client,
+            licd_protocol::topic::report_filter(),
+            work_tx,
+            ready_tx,
+            shutdown_rx,
+            Arc::default(),
+            Arc::default(),
+        ));
+        let subscribed =
+            tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        assert!(matches!(subscribed, Ok(Ok(_))), "never subscribed");
+
+        // A device's report reaches the worker queue.
+        let (device, mut device_loop) = AsyncClient::new(MqttOptions::new("ap-1", ip, port), 4);
+        let device_task = tokio::spawn(async move { while device_loop.poll().await.is_ok() {} });
+        device
+            .publish("licd/v1/acme/ap-1/report", QoS::AtLeastOnce, false, vec![7])
+            .await
+            .expect("queue the report");
+        let report = tokio::time::timeout(Duration::from_secs(10), work_rx.recv()).await;
+        shutdown_tx.send_replace(true);
+        task.await.expect("session task");
+        device_task.abort();
+        let report = report
+            .ok()
+            .flatten()
+            .expect("the report reached the worker queue");
+        assert_eq!(report.topic, "licd/v1/acme/ap-1/report");
+        assert_eq!(report.payload, vec![7]);
     }
 }
