@@ -2,12 +2,13 @@
 //!
 //! The pure core ([`clock::TrustedTime`], [`enforce`], [`trust`], [`backoff`]) takes time and randomness
 //! as arguments and does no I/O. Thin shells around it do the files ([`store`]), the MQTT
-//! session ([`session`]), the local API ([`api`]), hooks ([`hooks`]) and tie them together
-//! ([`daemon`]).
+//! session ([`session`]), the local API ([`api`]), hooks ([`hooks`]), bounded external commands
+//! for hooks and probes ([`command`]) and tie them together ([`daemon`]).
 
 pub mod api;
 pub mod backoff;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod diag;
