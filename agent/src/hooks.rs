@@ -1,14 +1,14 @@
 //! The optional hook command run on every state change. Hooks run one at a time on their own
-//! task, each bounded by a timeout; a failing, hanging or missing hook is logged and never
-//! stops the agent. If hooks fall behind, further changes are dropped with a warning instead
+//! task, each bounded by a timeout ([`crate::command`]); a failing, hanging or missing hook is
+//! logged — with the start of its stderr — and never stops the agent. If hooks fall behind, further changes are dropped with a warning instead
 //! of queueing without bound.
 
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::api::Event;
+use crate::command::{self, RunError};
 use crate::enforce::ServiceState;
 
 /// Changes waiting for the hook before new ones are dropped.
@@ -67,37 +67,39 @@ pub fn hook_env(ev: &Event) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Bytes of a hook's stderr kept for the log; its stdout is read and dropped.
+const MAX_STDERR: usize = 1024;
+
+/// Characters of stderr shown in the "hook failed" line.
+const STDERR_IN_LOG: usize = 300;
+
 async fn run_one(argv: &[String], timeout: Duration, ev: &Event) {
-    let Some((program, args)) = argv.split_first() else {
-        return;
+    let program = argv.first().map_or("", String::as_str);
+    let cmd = command::Bounded {
+        argv,
+        env: hook_env(ev),
+        timeout,
+        max_stdout: 0,
+        max_stderr: MAX_STDERR,
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(hook_env(ev))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(hook = %program, error = %e, "hook could not be started");
-            return;
-        }
-    };
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => {
-            tracing::debug!(hook = %program, service = %ev.service, "hook ran");
-        }
-        Ok(Ok(out)) => tracing::warn!(
+    match command::run(&cmd).await {
+        Ok(out) if out.status.success() => tracing::debug!(
+            hook = %program,
+            service = %ev.service,
+            stderr = %out.stderr.one_line(STDERR_IN_LOG),
+            "hook ran"
+        ),
+        Ok(out) => tracing::warn!(
             hook = %program,
             service = %ev.service,
             status = %out.status,
-            stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            stderr = %out.stderr.one_line(STDERR_IN_LOG),
             "hook failed"
         ),
-        Ok(Err(e)) => tracing::warn!(hook = %program, error = %e, "hook failed"),
-        Err(_) => {
-            tracing::warn!(hook = %program, timeout_secs = timeout.as_secs(), "hook timed out and was killed")
+        Err(e @ RunError::TimedOut { .. }) => {
+            tracing::warn!(hook = %program, service = %ev.service, error = %e, "hook timed out and was killed")
         }
+        Err(e) => tracing::warn!(hook = %program, service = %ev.service, error = %e, "hook failed"),
     }
 }
 
@@ -105,6 +107,7 @@ async fn run_one(argv: &[String], timeout: Duration, ev: &Event) {
 mod tests {
     use super::*;
     use crate::enforce::Reason;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn the_hook_environment_spells_reasons_like_the_json_api() {
@@ -118,5 +121,55 @@ mod tests {
         assert!(env.contains(&("LICD_REASON", "lease_expired".to_string())));
         assert!(env.contains(&("LICD_STATE", "grace".to_string())));
         assert!(env.contains(&("LICD_UNTIL", "42".to_string())));
+    }
+
+    /// Collects what `tracing` logs on this thread while the guard lives.
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_hook_is_logged_with_its_stderr_on_one_line() {
+        let (logs, _guard) = capture_logs();
+        let argv = [
+            "sh",
+            "-c",
+            "echo \"no space left\" >&2; echo 'second line' >&2; exit 2",
+        ]
+        .map(str::to_owned);
+        let ev = Event {
+            service: "wifi".into(),
+            state: ServiceState::Licensed { until: 42 },
+        };
+        run_one(&argv, Duration::from_secs(5), &ev).await;
+        let logs = String::from_utf8(logs.lock().expect("log buffer").clone()).expect("utf-8");
+        let line = logs
+            .lines()
+            .find(|l| l.contains("hook failed"))
+            .unwrap_or_else(|| panic!("no 'hook failed' line in {logs:?}"));
+        assert!(
+            line.contains(r"stderr=no space left\nsecond line"),
+            "{line}"
+        );
+        assert!(line.contains("exit status: 2"), "{line}");
     }
 }

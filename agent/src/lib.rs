@@ -3,8 +3,9 @@
 //! The licensing rules live in `licd-core` ([`enforce`], [`clock`], [`trust`], [`store`],
 //! [`status`], [`backoff`], [`config`], re-exported here under their old paths); this crate is the daemon
 //! shell around them: the MQTT session ([`session`]), the local API ([`api`]), hooks
-//! ([`hooks`]), identity probes ([`identity`]), TLS ([`tls`]), diagnostics ([`diag`]), and the
-//! loop that ties them together ([`daemon`]).
+//! ([`hooks`]), bounded external commands for hooks and probes ([`command`]), identity probes
+//! ([`identity`]), TLS ([`tls`]), diagnostics ([`diag`]), and the loop that ties them together
+//! ([`daemon`]).
 //!
 //! Error types: each message is whole, its cause's text included, and no error exposes that
 //! cause again through `source()`; so `{:#}` (anyhow's chain on one line, how `licd` prints
@@ -12,6 +13,7 @@
 //! without adding text.
 
 pub mod api;
+pub mod command;
 pub mod daemon;
 pub mod diag;
 pub mod hooks;

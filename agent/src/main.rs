@@ -25,6 +25,11 @@ const EXIT_ERROR: u8 = 4;
 /// How long `check`/`status` wait for the daemon before answering from the cache.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the end of `run` and `diag` waits for blocking-pool work. A host probe stuck in the
+/// kernel keeps its pool thread (see `licd_agent::identity::bounded`), and dropping a runtime
+/// would wait for it forever.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 #[derive(Parser)]
 #[command(
     name = "licd",
@@ -155,7 +160,7 @@ fn run_daemon(config: &Path, format: Option<LogFormat>) -> anyhow::Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async {
+    let ran = rt.block_on(async {
         let shutdown = async {
             let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
             match term {
@@ -171,8 +176,9 @@ fn run_daemon(config: &Path, format: Option<LogFormat>) -> anyhow::Result<u8> {
             }
         };
         licd_agent::daemon::run(settings, Arc::new(SystemClock), shutdown).await
-    })
-    .context("licd could not start")?;
+    });
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    ran.context("licd could not start")?;
     Ok(0)
 }
 
@@ -366,6 +372,7 @@ fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Re
         timeout: Duration::from_secs(timeout),
     };
     let report = rt.block_on(licd_agent::diag::run(config, &options, &SystemClock));
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
     if as_json {
         println!(
             "{}",

@@ -8,7 +8,7 @@
 //! revoked signing keys forward (see [`crate::trust`]), and the device's `diag-request` topic
 //! (remote diagnostics, see [`crate::diag::remote`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use licd_protocol::topic::TRUST_FILTER;
 use licd_protocol::{DeviceId, TenantId, Topic, TopicKind, TrustTopic};
@@ -16,8 +16,9 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::backoff::{os_random, Backoff, RESET_AFTER};
+use crate::backoff::{os_random, Backoff};
 use crate::config::BrokerSettings;
 use crate::tls::{transport, TlsError};
 
@@ -145,25 +146,19 @@ async fn drive(
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
 ) {
+    // tokio's clock, so a paused-time test can hold a connection past the reset window.
     let mut connected_at: Option<Instant> = None;
+    let mut setup = Setup::default();
     loop {
-        let sent = match eventloop.poll().await {
+        let event = eventloop.poll().await;
+        if setup.pending() && event.is_ok() {
+            setup.queue(&client, &topics);
+        }
+        let sent = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
-                // One SUBSCRIBE packet, queued before presence so the retained bundle is on its
-                // way at once. The trust topics come in one filter (see `TRUST_FILTER`), in
-                // whatever order the broker keeps them: a revocation list signed by a root the
-                // agent does not pin yet is kept aside and applied once the rotation arrives
-                // (`crate::trust`).
-                let filters = [topics.grants.as_str(), TRUST_FILTER, &topics.diag_request]
-                    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
-                let _ = client.try_subscribe_many(filters);
-                let _ = client.try_publish(
-                    topics.presence.clone(),
-                    QoS::AtLeastOnce,
-                    true,
-                    ONLINE.to_vec(),
-                );
+                setup = Setup::after_connack();
+                setup.queue(&client, &topics);
                 tx.send(SessionEvent::Connected).await
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.grants => {
@@ -179,11 +174,10 @@ async fn drive(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => Ok(()),
             Err(e) => {
-                if connected_at.is_some_and(|t| t.elapsed() >= RESET_AFTER) {
-                    backoff.reset();
-                }
-                connected_at = None;
-                let retry_in = backoff.next_delay(os_random());
+                // The next ConnAck queues everything again.
+                setup = Setup::default();
+                let held = connected_at.take().map(|t| t.elapsed());
+                let retry_in = backoff.after_disconnect(held, os_random());
                 let sent = tx
                     .send(SessionEvent::Disconnected {
                         error: e.to_string(),
@@ -199,5 +193,234 @@ async fn drive(
         if sent.is_err() {
             return; // the daemon is gone
         }
+    }
+}
+
+/// What the session queues on every ConnAck — the subscriptions, then presence — kept until
+/// rumqttc's request queue takes it. That queue (16 requests) can be full at ConnAck: it holds
+/// what the daemon published while the broker was away, and a SUBSCRIBE dropped then would
+/// leave the device deaf to its grants until the next reconnect. Every event of the loop either
+/// took a request from the queue or shows the loop moving (acks, pings), so retrying after each
+/// event needs no timer.
+#[derive(Debug, Default)]
+struct Setup {
+    subscribe: bool,
+    presence: bool,
+    /// Attempts that left something unqueued, for the log.
+    failed: u32,
+}
+
+impl Setup {
+    fn after_connack() -> Self {
+        Self {
+            subscribe: true,
+            presence: true,
+            failed: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.subscribe || self.presence
+    }
+
+    /// Queues what is still missing, without waiting: the session task is the one that drains
+    /// the queue, so an awaited send into a full queue would never return.
+    fn queue(&mut self, client: &AsyncClient, topics: &DeviceTopics) {
+        let mut error = None;
+        if self.subscribe {
+            // One SUBSCRIBE packet, queued before presence so the retained bundle is on its way
+            // at once. The trust topics come in one filter (see `TRUST_FILTER`), in whatever
+            // order the broker keeps them: a revocation list signed by a root the agent does
+            // not pin yet is kept aside and applied once the rotation arrives (`crate::trust`).
+            let filters = [topics.grants.as_str(), TRUST_FILTER, &topics.diag_request]
+                .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+            error = client.try_subscribe_many(filters).err();
+            self.subscribe = error.is_some();
+        }
+        if self.presence && !self.subscribe {
+            let online = ONLINE.to_vec();
+            error = client
+                .try_publish(topics.presence.clone(), QoS::AtLeastOnce, true, online)
+                .err();
+            self.presence = error.is_some();
+        }
+        match error {
+            Some(e) if self.failed == 0 => {
+                self.failed = 1;
+                tracing::warn!(error = %e, "could not queue the subscriptions or presence; retrying");
+            }
+            Some(_) => self.failed += 1,
+            None if self.failed > 0 => {
+                tracing::info!(
+                    retries = self.failed,
+                    "subscriptions and presence queued after retrying"
+                );
+                self.failed = 0;
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one MQTT packet: its first byte (type and flags) and its body.
+    async fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+        let first = s.read_u8().await?;
+        let mut len = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let b = s.read_u8().await?;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await?;
+        Ok((first, body))
+    }
+
+    /// A packet of type `first` with a short `body`.
+    fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let len = u8::try_from(body.len()).expect("a short test packet");
+        [&[first, len][..], body].concat()
+    }
+
+    /// How the scripted broker behaves after the CONNACK.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Script {
+        /// Hangs up at once.
+        HangUp,
+        /// Serves the client: SUBACK for a SUBSCRIBE, then a message `bundle` on its first
+        /// filter; PUBACK for QoS 1 publishes, PINGRESP for pings.
+        Serve,
+    }
+
+    /// A scripted broker on 127.0.0.1:0; counts connections.
+    async fn broker(script: Script) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if read_packet(&mut s).await.is_err()
+                    || s.write_all(&[0x20, 2, 0, 0]).await.is_err()
+                {
+                    continue;
+                }
+                if script == Script::Serve {
+                    tokio::spawn(async move { while serve_one(&mut s).await.is_ok() {} });
+                }
+            }
+        });
+        (port, connections)
+    }
+
+    async fn serve_one(s: &mut TcpStream) -> std::io::Result<()> {
+        let (first, body) = read_packet(s).await?;
+        let short = |at: usize| {
+            body.get(at..at + 2)
+                .map_or(0, |b| usize::from(b[0]) << 8 | usize::from(b[1]))
+        };
+        match first >> 4 {
+            8 => {
+                // SUBSCRIBE: packet id, then (length, filter, options) per filter. A SUBACK
+                // granting QoS 0 to each, then a message on the first filter.
+                let mut filters = Vec::new();
+                let mut at = 2;
+                while let Some(filter) = body.get(at + 2..at + 2 + short(at)) {
+                    filters.push(filter);
+                    at += filter.len() + 3;
+                }
+                let mut ack = body[..2].to_vec();
+                ack.resize(2 + filters.len(), 0);
+                s.write_all(&packet(0x90, &ack)).await?;
+                let topic = filters.first().copied().unwrap_or_default();
+                let len = u16::try_from(topic.len()).expect("short").to_be_bytes();
+                s.write_all(&packet(0x30, &[&len[..], topic, b"bundle"].concat()))
+                    .await
+            }
+            // PUBLISH with QoS 1: PUBACK its packet id, which follows the topic.
+            3 if first & 0x06 == 0x02 => {
+                let at = 2 + short(0);
+                s.write_all(&packet(0x40, body.get(at..at + 2).unwrap_or_default()))
+                    .await
+            }
+            12 => s.write_all(&[0xd0, 0]).await,
+            14 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn topics() -> DeviceTopics {
+        let tenant = TenantId::new("acme").expect("tenant");
+        let device = DeviceId::new("ap-1").expect("device");
+        DeviceTopics::new(&tenant, &device)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_that_accepts_then_drops_is_retried_with_a_growing_backoff() {
+        let (port, connections) = broker(Script::HangUp).await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let options = MqttOptions::new("ap-1", "127.0.0.1", port);
+        let (_client, task) = start(options, Duration::from_secs(30), topics(), tx);
+
+        // Ten minutes of paused time. Resetting on every ConnAck would retry within 1 s each
+        // time (~1,200 connections); the policy grows to a 30 s bound (~45 on average, and
+        // over 100 only with a vanishing probability).
+        let end = Instant::now() + Duration::from_secs(600);
+        let mut connected = 0;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
+            connected += usize::from(matches!(ev, SessionEvent::Connected));
+        }
+        task.abort();
+        let n = connections.load(Ordering::Relaxed);
+        assert!(connected >= 5, "reconnects at all: {connected} connections");
+        assert!(n <= 100, "{n} connections in 10 minutes");
+    }
+
+    // Real time: the queued publishes are small writes, and Nagle holds them until the broker's
+    // delayed ACK (~40 ms of real time), which a paused clock would skip past.
+    #[tokio::test]
+    async fn the_subscription_is_retried_when_the_request_queue_is_full_at_connack() {
+        let (port, _) = broker(Script::Serve).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let options = MqttOptions::new("ap-1", "127.0.0.1", port);
+        let (client, task) = start(options, Duration::from_secs(30), topics(), tx);
+        // What the daemon published while the broker was away fills the request queue before
+        // the session task first runs (and so before the ConnAck).
+        let mut queued = 0;
+        while client
+            .try_publish("licd/v1/acme/ap-1/report", QoS::AtMostOnce, false, vec![1])
+            .is_ok()
+        {
+            queued += 1;
+        }
+        assert!(queued > 0);
+
+        let grants = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.recv().await {
+                    Some(SessionEvent::Grants(bundle)) => return Some(bundle),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        task.abort();
+        assert_eq!(
+            grants.ok().flatten().as_deref(),
+            Some(&b"bundle"[..]),
+            "no message on the grants topic: the subscription was lost"
+        );
     }
 }

@@ -51,6 +51,17 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// The delay before reconnecting after a connection that lasted `held` (`None`: the attempt
+    /// never connected). Only a connection that held for [`RESET_AFTER`] starts over, so a
+    /// broker that accepts and drops at once is retried ever more slowly, not at the first
+    /// step's pace.
+    pub fn after_disconnect(&mut self, held: Option<Duration>, random: u64) -> Duration {
+        if held.is_some_and(|held| held >= RESET_AFTER) {
+            self.reset();
+        }
+        self.next_delay(random)
+    }
 }
 
 /// A uniformly random u64 from the OS (for jitter; never for keys).
@@ -103,5 +114,23 @@ mod tests {
         b.reset();
         assert_eq!(b.attempt(), 0);
         assert!(b.next_delay(u64::MAX) <= BASE);
+    }
+
+    #[test]
+    fn only_a_connection_that_held_for_the_reset_window_starts_over() {
+        let mut b = Backoff::default();
+        b.after_disconnect(None, 0); // never connected
+        b.after_disconnect(Some(Duration::from_millis(5)), 0); // accepted, then dropped at once
+        b.after_disconnect(Some(RESET_AFTER - Duration::from_millis(1)), 0);
+        assert_eq!(b.attempt(), 3, "short connections keep the backoff growing");
+        // The fourth attempt's bound is 8 s; after a connection that held, it is 1 s again.
+        let bound = Duration::from_secs(8);
+        let at_bound = bound.as_millis() as u64;
+        assert_eq!(
+            b.after_disconnect(Some(Duration::from_secs(1)), at_bound),
+            bound
+        );
+        assert_eq!(b.after_disconnect(Some(RESET_AFTER), 1_000), BASE);
+        assert_eq!(b.attempt(), 1);
     }
 }

@@ -1,6 +1,7 @@
-//! The controller's MQTT session: one task polls the rumqttc event loop (reconnecting with
-//! jittered exponential backoff, never exiting on a broker error, re-subscribing on every
-//! ConnAck), and hands reports to a worker task through a bounded queue; the worker runs the
+//! The controller's MQTT session: one task polls the rumqttc event loop (reconnecting with the
+//! agent's backoff policy — jittered exponential, reset only by a connection that held, see
+//! [`licd_core::backoff`] — never exiting on a broker error, re-subscribing on every ConnAck),
+//! and hands reports to a worker task through a bounded queue; the worker runs the
 //! [`Controller`] and publishes the sealed bundles QoS 1, retained.
 //!
 //! The poll loop never waits on the worker (a full queue drops the report — devices report
@@ -11,17 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use licd_core::backoff::{os_random, Backoff};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::config::{BrokerMode, Clock};
 use crate::controller::{Controller, Publication};
 use crate::error::StubError;
 
-/// First reconnect delay.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest reconnect delay.
+/// Longest reconnect delay: one controller, so a shorter cap than the agents' 5 minutes.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// MQTT keep-alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -135,17 +136,6 @@ pub(crate) fn mqtt_options(
     Ok(opts)
 }
 
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let r = if getrandom::fill(&mut b).is_ok() {
-        u16::from_le_bytes(b)
-    } else {
-        0
-    };
-    // 80 % .. 120 % of d.
-    d.mul_f64(0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX))
-}
-
 /// Held from an engine call until its bundles are queued in the MQTT client, so bundles for
 /// one device reach the broker in `seq` order even when the worker and an operator operation
 /// run at the same time (the retained bundle is then always the newest).
@@ -170,24 +160,26 @@ pub(crate) async fn run_eventloop(
     stats: Arc<Stats>,
     diag: Arc<crate::diag::DiagWaiters>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::with_cap(BACKOFF_MAX);
+    // tokio's clock, so a paused-time test can hold a connection past the reset window.
+    let mut connected_at: Option<Instant> = None;
+    let mut subscriptions = Subscriptions::default();
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
             ev = eventloop.poll() => ev,
         };
+        if subscriptions.pending() && event.is_ok() {
+            subscriptions.queue(&client);
+        }
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
+                connected_at = Some(Instant::now());
                 let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(connection = n, %filter, "connected to broker, subscribing to reports");
-                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "could not queue the report subscription");
-                }
                 let diag_filter = licd_protocol::topic::diag_response_filter();
-                if let Err(e) = client.try_subscribe(diag_filter, QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "could not queue the diagnostics subscription");
-                }
+                subscriptions = Subscriptions::after_connack(vec![filter.clone(), diag_filter]);
+                subscriptions.queue(&client);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(?ack.return_codes, "subscribed");
@@ -223,13 +215,15 @@ pub(crate) async fn run_eventloop(
             Ok(_) => {}
             Err(e) => {
                 ready.send_replace(false);
-                let wait = jitter(backoff);
+                // The next ConnAck subscribes again.
+                subscriptions = Subscriptions::default();
+                let held = connected_at.take().map(|t| t.elapsed());
+                let wait = backoff.after_disconnect(held, os_random());
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker connection failed");
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -245,6 +239,51 @@ pub(crate) async fn run_eventloop(
         .await;
     }
     tracing::debug!("MQTT session stopped");
+}
+
+/// The subscriptions still to be queued after a ConnAck, kept until rumqttc's request queue
+/// takes them. The queue can be full then — it holds the bundles published while the broker
+/// was away — and a SUBSCRIBE dropped then would leave the controller deaf to reports until the
+/// next reconnect. Every event of the loop either took a request from the queue or shows the
+/// loop moving (acks, pings), so retrying after each event needs no timer.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Filters not queued yet, in order.
+    pending: Vec<String>,
+    /// Attempts that left something pending, for the log.
+    failed: u32,
+}
+
+impl Subscriptions {
+    fn after_connack(filters: Vec<String>) -> Self {
+        Self {
+            pending: filters,
+            failed: 0,
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Queues what is pending without waiting: the poll loop is what drains the queue, so an
+    /// awaited send into a full queue would never return.
+    fn queue(&mut self, client: &AsyncClient) {
+        while let Some(filter) = self.pending.first() {
+            if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                if self.failed == 0 {
+                    tracing::warn!(error = %e, %filter, "could not queue a subscription; retrying");
+                }
+                self.failed += 1;
+                return;
+            }
+            self.pending.remove(0);
+        }
+        if self.failed > 0 {
+            tracing::info!(retries = self.failed, "subscriptions queued after retrying");
+            self.failed = 0;
+        }
+    }
 }
 
 /// Applies queued reports and publishes their bundles, until the queue closes.
@@ -317,5 +356,127 @@ pub(crate) async fn publish_all(client: &AsyncClient, pubs: Vec<Publication>, st
             }
             Err(e) => tracing::error!(error = %e, "MQTT client closed; bundle not published"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one MQTT packet's bytes (fixed header, remaining length, body).
+    async fn read_packet(s: &mut TcpStream) -> std::io::Result<()> {
+        s.read_u8().await?;
+        let mut len = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let b = s.read_u8().await?;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        s.read_exact(&mut vec![0; len]).await.map(drop)
+    }
+
+    /// A broker that accepts, answers the CONNECT with a CONNACK and hangs up at once.
+    async fn accept_then_drop_broker() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                if read_packet(&mut s).await.is_ok() {
+                    let _ = s.write_all(&[0x20, 2, 0, 0]).await;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_that_accepts_then_drops_is_retried_with_a_growing_backoff() {
+        let port = accept_then_drop_broker().await;
+        let (client, eventloop) = AsyncClient::new(MqttOptions::new("stub", "127.0.0.1", port), 8);
+        let (work_tx, _work_rx) = mpsc::channel(8);
+        let (ready_tx, _ready) = watch::channel(false);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run_eventloop(
+            eventloop,
+            client,
+            "licd/v1/+/+/report".into(),
+            work_tx,
+            ready_tx,
+            shutdown_rx,
+            stats.clone(),
+            Arc::default(),
+        ));
+
+        // Ten minutes of paused time. Resetting on every ConnAck retried every ~250 ms (~2,400
+        // connections); the policy grows to a 30 s bound (~45 on average, over 100 only with a
+        // vanishing probability).
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        shutdown_tx.send_replace(true);
+        task.await.expect("session task");
+        let n = stats.snapshot().connections;
+        assert!(n >= 5, "reconnects at all: {n} connections");
+        assert!(n <= 100, "{n} connections in 10 minutes");
+    }
+
+    #[tokio::test]
+    async fn the_report_subscription_is_retried_when_the_request_queue_is_full_at_connack() {
+        let broker = tokio::task::spawn_blocking(|| {
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            crate::broker::start(listen, None, Duration::from_secs(10))
+        })
+        .await
+        .expect("join")
+        .expect("embedded broker");
+        let (ip, port) = (broker.addr.ip().to_string(), broker.addr.port());
+        let (client, eventloop) = AsyncClient::new(MqttOptions::new("stub", ip.clone(), port), 4);
+        // Bundles published while the broker was away fill the request queue before the poll
+        // loop first runs (and so before the ConnAck).
+        let mut queued = 0;
+        while client
+            .try_publish("licd/v1/acme/ap-1/grants", QoS::AtMostOnce, false, vec![1])
+            .is_ok()
+        {
+            queued += 1;
+        }
+        assert!(queued > 0);
+        let (work_tx, mut work_rx) = mpsc::channel(8);
+        let (ready_tx, mut ready) = watch::channel(false);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(run_eventloop(
+            eventloop,
+            client,
+            licd_protocol::topic::report_filter(),
+            work_tx,
+            ready_tx,
+            shutdown_rx,
+            Arc::default(),
+            Arc::default(),
+        ));
+        let subscribed =
+            tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        assert!(matches!(subscribed, Ok(Ok(_))), "never subscribed");
+
+        // A device's report reaches the worker queue.
+        let (device, mut device_loop) = AsyncClient::new(MqttOptions::new("ap-1", ip, port), 4);
+        let device_task = tokio::spawn(async move { while device_loop.poll().await.is_ok() {} });
+        device
+            .publish("licd/v1/acme/ap-1/report", QoS::AtLeastOnce, false, vec![7])
+            .await
+            .expect("queue the report");
+        let report = tokio::time::timeout(Duration::from_secs(10), work_rx.recv()).await;
+        shutdown_tx.send_replace(true);
+        task.await.expect("session task");
+        device_task.abort();
+        let report = report
+            .ok()
+            .flatten()
+            .expect("the report reached the worker queue");
+        assert_eq!(report.topic, "licd/v1/acme/ap-1/report");
+        assert_eq!(report.payload, vec![7]);
     }
 }

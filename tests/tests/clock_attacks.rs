@@ -1,6 +1,6 @@
 //! Clock attacks against the real `licd` binary, its wall clock faked with `libfaketime`
 //! (Debian package `faketime`; `scripts/test.sh` installs it). The unit-level versions of the
-//! same attacks are in `agent/src/clock.rs` (`TrustedTime` with a test clock).
+//! same attacks are in `core/src/clock.rs` (`TrustedTime` with a test clock).
 //!
 //! The agent runs with `LD_PRELOAD=libfaketimeMT.so.1` and `FAKETIME_TIMESTAMP_FILE` pointing at
 //! a file the test rewrites (`FAKETIME_NO_CACHE=1`: re-read at every clock call), so its wall

@@ -1,26 +1,23 @@
-//! Runs a blocking probe on its own thread and gives up on it after a deadline.
+//! Runs a blocking probe on tokio's blocking pool and gives up on it after a deadline.
 //!
-//! Why not `tokio::task::spawn_blocking`: a blocking task that never returns (sysinfo stuck in a
-//! netlink `recvfrom` under qemu, a `/sys` read on a wedged driver) would keep the runtime from
-//! shutting down, because dropping a runtime waits for its blocking tasks. A detached
-//! `std::thread` is simply abandoned. To keep abandoned threads from piling up when the same
-//! probe hangs on every tick, at most [`MAX_STUCK`] of them may be outstanding at a time; after
-//! that, probes are refused until one finishes.
+//! The probe runs under `spawn_blocking`, the deadline is `tokio::time::timeout`: no thread
+//! sleeps out the deadline, and a probe that finishes early frees its (pooled) thread at once.
+//! A probe that never returns (sysinfo stuck in a netlink `recvfrom` under qemu, a `/sys` read
+//! on a wedged driver) keeps its pool thread; to keep such threads from piling up when the same
+//! probe hangs on every tick, at most [`MAX_STUCK`] probes may be running at a time; after
+//! that, probes are refused until one finishes. Dropping a runtime waits for its blocking
+//! tasks, so whoever owns the runtime shuts it down with a timeout (`licd`'s `main` does).
 //!
-//! Deadlines are measured in real time ([`real_time_deadline`]), not with tokio's timer: under
-//! `#[tokio::test(start_paused = true)]` tokio jumps its clock forward whenever the runtime is
-//! idle — which it is while it waits for a probe thread or a child process — so a tokio timeout
-//! would fire at once and every real probe would "time out" in the daemon's paused-time tests.
+//! Paused test clocks (`#[tokio::test(start_paused = true)]`): tokio jumps its clock to the
+//! next timer whenever the runtime is idle, but not while a blocking-pool task runs. So a real
+//! probe is awaited without its deadline being skipped past, and a test times out a hung probe
+//! by advancing the clock (`tokio::time::advance`) — no real time passes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// How many probe threads may be running (finished or stuck) at once.
+/// How many probes may be running (finished or stuck) at once.
 pub(crate) const MAX_STUCK: usize = 4;
-
-/// Stack for probe threads: they read small files and walk `/proc`; the 2 MiB default is
-/// wasteful on an access point with 128 MiB of RAM.
-const PROBE_STACK_SIZE: usize = 256 * 1024;
 
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
@@ -28,7 +25,7 @@ static RUNNING: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BoundedError {
-    /// The probe did not finish in time; its thread is abandoned.
+    /// The probe did not finish in time; it is left to finish on its own.
     #[error("{what} did not finish within {}s (abandoned)", .after.as_secs_f64())]
     TimedOut {
         /// What was probed.
@@ -42,15 +39,8 @@ pub enum BoundedError {
         /// What was to be probed.
         what: &'static str,
     },
-    /// The operating system refused a new thread.
-    #[error("{what}: cannot start a probe thread: {error}")]
-    Spawn {
-        /// What was to be probed.
-        what: &'static str,
-        /// The error from `std::thread::Builder::spawn`.
-        error: std::io::Error,
-    },
-    /// The probe panicked (a bug, or a library surprised by an odd system).
+    /// The probe panicked (a bug, or a library surprised by an odd system), or the runtime
+    /// shut down under it.
     #[error("{what} panicked")]
     Panicked {
         /// What was probed.
@@ -58,7 +48,7 @@ pub enum BoundedError {
     },
 }
 
-/// Decrements [`RUNNING`] when the probe thread ends, however it ends.
+/// Decrements [`RUNNING`] when the probe ends, however it ends.
 struct RunningGuard;
 
 impl Drop for RunningGuard {
@@ -67,7 +57,7 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Runs `f` on a fresh thread and waits at most `timeout` for its result.
+/// Runs `f` on the blocking pool and waits at most `timeout` for its result.
 pub(crate) async fn run_bounded<T, F>(
     what: &'static str,
     timeout: Duration,
@@ -81,60 +71,21 @@ where
         RUNNING.fetch_sub(1, Ordering::AcqRel);
         return Err(BoundedError::TooManyStuck { what });
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("licd-probe".into())
-        .stack_size(PROBE_STACK_SIZE)
-        .spawn(move || {
-            let _guard = RunningGuard;
-            // The receiver is gone when the caller timed out; nothing to do then.
-            let _ = tx.send(f());
-        });
-    if let Err(error) = spawned {
-        RUNNING.fetch_sub(1, Ordering::AcqRel);
-        return Err(BoundedError::Spawn { what, error });
-    }
-    tokio::select! {
-        result = rx => match result {
-            Ok(value) => Ok(value),
-            // The sender was dropped without a send: only a panic in `f` does that.
-            Err(_) => Err(BoundedError::Panicked { what }),
-        },
-        () = real_time_deadline(timeout) => {
-            tracing::warn!(
-                probe = what,
-                ?timeout,
-                "probe timed out; abandoning its thread"
-            );
+    let guard = RunningGuard;
+    let probe = tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        f()
+    });
+    // On timeout the JoinHandle is dropped: the task is detached, not stopped.
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) => Err(BoundedError::Panicked { what }),
+        Err(_) => {
+            tracing::warn!(probe = what, ?timeout, "probe timed out; abandoning it");
             Err(BoundedError::TimedOut {
                 what,
                 after: timeout,
             })
-        }
-    }
-}
-
-/// Stack for deadline threads, which only sleep.
-const DEADLINE_STACK_SIZE: usize = 64 * 1024;
-
-/// Completes after `timeout` of real (monotonic) time, also under tokio's paused test clock
-/// (see the module docs). A small detached thread sleeps for it; if no thread can be started,
-/// falls back to tokio's timer.
-pub(crate) fn real_time_deadline(timeout: Duration) -> impl std::future::Future<Output = ()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("licd-deadline".into())
-        .stack_size(DEADLINE_STACK_SIZE)
-        .spawn(move || {
-            std::thread::sleep(timeout);
-            let _ = tx.send(());
-        })
-        .is_ok();
-    async move {
-        if spawned {
-            let _ = rx.await;
-        } else {
-            tokio::time::sleep(timeout).await;
         }
     }
 }
@@ -167,26 +118,41 @@ mod tests {
         drop(release_tx);
     }
 
-    #[test]
-    fn deadlines_run_on_real_time_not_on_tokios_clock() {
-        // A runtime without a time driver: any tokio timer would panic here. Passing shows the
-        // deadline cannot be skipped ahead by a paused test clock either (see module docs).
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let v = run_bounded("slow", Duration::from_secs(5), || {
-                std::thread::sleep(Duration::from_millis(50));
-                7
-            })
-            .await;
-            assert_eq!(v.ok(), Some(7));
-            let r = run_bounded("hang", Duration::from_millis(100), || {
-                std::thread::sleep(Duration::from_secs(2));
-            })
-            .await;
-            assert!(matches!(r, Err(BoundedError::TimedOut { .. })), "{r:?}");
-        });
+    // The clock does not jump to the 1 s deadline while the probe does 50 ms of real work.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_probe_is_not_timed_out_by_a_paused_clock() {
+        let v = run_bounded("slow", Duration::from_secs(1), || {
+            std::thread::sleep(Duration::from_millis(50));
+            7
+        })
+        .await;
+        assert_eq!(v.ok(), Some(7));
+    }
+
+    // The deadline is tokio's: advancing the paused clock by the timeout ends the wait for a
+    // hung probe at once, with no thread sleeping out the hour.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_probe_times_out_when_the_paused_clock_passes_its_deadline() {
+        let started = Instant::now();
+        let timeout = Duration::from_secs(3600);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (r, ()) = tokio::join!(
+            run_bounded("hang", timeout, move || {
+                let _ = release_rx.recv();
+            }),
+            tokio::time::advance(timeout)
+        );
+        assert!(
+            matches!(r, Err(BoundedError::TimedOut { after, .. }) if after == timeout),
+            "{r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Lets the probe end, so the test runtime's shutdown does not wait for it.
+        drop(release_tx);
     }
 
     #[tokio::test]

@@ -12,13 +12,12 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-
-use super::bounded::{real_time_deadline, run_bounded, BoundedError};
+use super::bounded::{run_bounded, BoundedError};
 use super::ConfigError;
+use crate::command::{self, RunError};
 pub use licd_core::config::host::{
     default_guest_process_names, VmProbeConfig, DEFAULT_GUEST_PROCESS_NAMES,
     DEFAULT_PROBE_TIMEOUT_SECS, MAX_PROBE_TIMEOUT_SECS,
@@ -32,9 +31,6 @@ const MAX_STDOUT: usize = 64;
 /// Bytes of a command's stderr kept for the reason of a failure.
 const MAX_STDERR: usize = 512;
 
-/// How long to wait for a killed command to be reaped before leaving it to tokio's orphan
-/// reaper.
-const REAP_GRACE: Duration = Duration::from_secs(1);
 
 /// Linux keeps only the first 15 bytes of a process name (`comm`).
 const COMM_LEN: usize = 15;
@@ -218,22 +214,6 @@ fn is_guest_process(name: &OsStr, argv0: Option<&OsStr>, prefixes: &[String]) ->
     })
 }
 
-/// Reads `reader` to the end, keeping the first `keep` bytes; says whether more came.
-async fn drain(mut reader: impl AsyncRead + Unpin, keep: usize) -> io::Result<(Vec<u8>, bool)> {
-    let mut kept = Vec::new();
-    let mut overflow = false;
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            return Ok((kept, overflow));
-        }
-        let room = keep - kept.len();
-        kept.extend_from_slice(&buf[..n.min(room)]);
-        overflow |= n > room;
-    }
-}
-
 /// Printable text for a reason: control characters dropped, cut to `max` characters.
 fn excerpt(bytes: &[u8], max: usize) -> String {
     String::from_utf8_lossy(bytes)
@@ -248,56 +228,25 @@ fn excerpt(bytes: &[u8], max: usize) -> String {
 /// Runs `argv` (no shell), kills it after `timeout`, and parses its stdout as one `u32`.
 async fn run_count_command(argv: &[String], timeout: Duration) -> Result<u32, VmProbeError> {
     let program = argv.first().cloned().unwrap_or_default();
-    let mut child = tokio::process::Command::new(&program)
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Also kills the child if the daemon drops this future (shutdown, a newer probe).
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| VmProbeError::Spawn {
-            program: program.clone(),
-            error,
-        })?;
-    let io_err = |error| VmProbeError::Io {
-        program: program.clone(),
-        error,
+    let cmd = command::Bounded {
+        argv,
+        env: Vec::new(),
+        timeout,
+        max_stdout: MAX_STDOUT,
+        max_stderr: MAX_STDERR,
     };
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(io_err(io::Error::other("child has no stdout/stderr pipe")));
-    };
-
-    // A real-time deadline, so the probe also works under tokio's paused test clock (see
-    // `bounded`).
-    let finished = tokio::select! {
-        result = async {
-            let (out, err, status) = tokio::join!(
-                drain(stdout, MAX_STDOUT),
-                drain(stderr, MAX_STDERR),
-                child.wait()
-            );
-            Ok::<_, io::Error>((out?, err?, status?))
-        } => Some(result),
-        () = real_time_deadline(timeout) => None,
-    };
-
-    let ((out, out_overflow), (err, _), status) = match finished {
-        Some(result) => result.map_err(io_err)?,
-        None => {
-            // The direct child only: grandchildren of a script keep running until they exit;
-            // a probe script should `exec` its last command.
-            let _ = child.start_kill();
-            tokio::select! {
-                _ = child.wait() => {}
-                () = real_time_deadline(REAP_GRACE) => {}
-            }
-            return Err(VmProbeError::TimedOut {
-                program,
-                after: timeout,
-            });
-        }
-    };
+    let out = command::run(&cmd).await.map_err(|e| match e {
+        RunError::Spawn { program, source } => VmProbeError::Spawn { program, source },
+        RunError::TimedOut { program, after } => VmProbeError::TimedOut { program, after },
+        RunError::Io { program, source } => VmProbeError::Io { program, source },
+        RunError::NoProgram => VmProbeError::Config(ConfigError::EmptyArgv),
+    })?;
+    let (out, out_overflow, err, status) = (
+        out.stdout.bytes,
+        out.stdout.truncated,
+        out.stderr.bytes,
+        out.status,
+    );
 
     if !status.success() {
         return Err(VmProbeError::Failed {
@@ -446,19 +395,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn command_probe_deadline_runs_on_real_time_not_on_tokios_clock() {
-        // IO (for the child) but no time driver: a tokio timer would panic. So a paused test
-        // clock in the daemon's tests cannot make a real probe time out early either.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            assert_eq!(probe_vm_count(&sh("echo 5")).await, VmCount::Known(5));
-            let r = run_vm_probe(&command(&["sleep", "30"], 1)).await;
-            assert!(matches!(r, Err(VmProbeError::TimedOut { .. })), "{r:?}");
-        });
+    // A paused test clock in the daemon's tests must not make a real probe time out early
+    // (see `crate::command`).
+    #[tokio::test(start_paused = true)]
+    async fn command_probe_is_not_timed_out_by_a_paused_clock() {
+        assert_eq!(probe_vm_count(&sh("echo 5")).await, VmCount::Known(5));
     }
 
     #[tokio::test]
