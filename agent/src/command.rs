@@ -77,12 +77,12 @@ pub enum RunError {
     #[error("no program to run")]
     NoProgram,
     /// The command could not be started.
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {error}")]
     Spawn {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// The command did not finish in time and was killed.
     #[error("{program} did not finish within {}s and was killed", .after.as_secs())]
@@ -93,12 +93,12 @@ pub enum RunError {
         after: Duration,
     },
     /// Reading the command's output or waiting for it failed.
-    #[error("running {program}: {source}")]
+    #[error("running {program}: {error}")]
     Io {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -116,13 +116,13 @@ pub async fn run(cmd: &Bounded<'_>) -> Result<Output, RunError> {
         // Also kills the child if the caller drops this future (shutdown, a newer probe).
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| RunError::Spawn {
+        .map_err(|error| RunError::Spawn {
             program: program.clone(),
-            source,
+            error,
         })?;
-    let io_err = |source| RunError::Io {
+    let io_err = |error| RunError::Io {
         program: program.clone(),
-        source,
+        error,
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io_err(io::Error::other("child has no stdout/stderr pipe")));

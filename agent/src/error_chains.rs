@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 use crate::daemon::RunError;
 use crate::diag::record::RecordError;
 use crate::enforce::Refusal;
-use crate::identity::{BoundedError, IdentityError, KeyError};
+use crate::identity::KeyError;
 use crate::store::StoreError;
 use crate::tls::TlsError;
 
@@ -82,10 +82,10 @@ fn every_reason_is_printed_once() {
             &os,
         ),
         (
-            printed(IdentityError::Probe(BoundedError::Spawn {
-                what: "identity resolution",
+            printed(crate::command::RunError::Spawn {
+                program: "probe".into(),
                 error: os_error(),
-            })),
+            }),
             &os,
         ),
         (

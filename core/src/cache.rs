@@ -17,7 +17,7 @@ use std::time::Duration;
 use licd_protocol::{DeviceId, KeyId, PublicKey, UnixTime};
 
 use crate::clock::TrustedTime;
-use crate::config::Settings;
+use crate::config::{Settings, VmProbeConfig};
 use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input, Refusal};
 use crate::status::{CacheProblem, ClockStatus, Source, Status, AGENT_VERSION};
 use crate::store::{write_atomic, Store, StoreError};
@@ -222,6 +222,14 @@ pub fn restore(
     problems.extend(dropped.into_iter().map(Problem::TrustDropped));
     let mut enforcer = Enforcer::new(rules(settings, binding, &trust), settings.services.clone());
     let now = time.observe(wall, boot).now;
+    // The VM record before the bundle: over-use clocks continue under the restored bundle.
+    // Only with a probe configured: without one nothing would ever update the count.
+    let vm_probe = !matches!(settings.vm, VmProbeConfig::None);
+    match store.load_vm_record().map(|r| r.filter(|_| vm_probe)) {
+        Ok(None) => {}
+        Ok(Some(record)) => enforcer.restore_vm(record),
+        Err(e) => problems.push(Problem::VmRecordUnreadable(e)),
+    }
     let mut effects = Vec::new();
     match store.load_bundle() {
         Ok(None) => {}

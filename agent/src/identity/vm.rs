@@ -31,7 +31,6 @@ const MAX_STDOUT: usize = 64;
 /// Bytes of a command's stderr kept for the reason of a failure.
 const MAX_STDERR: usize = 512;
 
-
 /// Linux keeps only the first 15 bytes of a process name (`comm`).
 const COMM_LEN: usize = 15;
 
@@ -236,9 +235,9 @@ async fn run_count_command(argv: &[String], timeout: Duration) -> Result<u32, Vm
         max_stderr: MAX_STDERR,
     };
     let out = command::run(&cmd).await.map_err(|e| match e {
-        RunError::Spawn { program, source } => VmProbeError::Spawn { program, source },
+        RunError::Spawn { program, error } => VmProbeError::Spawn { program, error },
         RunError::TimedOut { program, after } => VmProbeError::TimedOut { program, after },
-        RunError::Io { program, source } => VmProbeError::Io { program, source },
+        RunError::Io { program, error } => VmProbeError::Io { program, error },
         RunError::NoProgram => VmProbeError::Config(ConfigError::EmptyArgv),
     })?;
     let (out, out_overflow, err, status) = (
