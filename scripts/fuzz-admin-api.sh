@@ -21,6 +21,7 @@
 #   FUZZ_KEEP=1          keep the work directory (server log, reports) and print where it is
 #   LICD_STUB_BIN=PATH   the licd-stub to fuzz (scripts/test.sh passes the one `cargo test`
 #                        just built); default: `cargo build -p licd-stub` and target/debug
+#   LICD_BIN=PATH        the licd agent that seeds the devices (same defaults)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
@@ -66,11 +67,13 @@ fi
 st=$venv/bin/schemathesis
 
 # --- the stub, seeded -------------------------------------------------------------------------
-if [ -n "${LICD_STUB_BIN:-}" ]; then
+if [ -n "${LICD_STUB_BIN:-}" ] && [ -n "${LICD_BIN:-}" ]; then
     stub=$LICD_STUB_BIN
+    licd=$LICD_BIN
 else
-    cargo build -p licd-stub --locked --quiet
+    cargo build -p licd-stub -p licd-agent --locked --quiet
     stub=$repo/target/debug/licd-stub
+    licd=$repo/target/debug/licd
 fi
 
 server_pid=
@@ -179,7 +182,7 @@ product_class = "wireless"
 probe = "fixed"
 count = $vms
 EOF
-    "$stub" agent --config "$dir/licd.toml" >"$dir/licd.log" 2>&1 &
+    "$licd" --config "$dir/licd.toml" run >"$dir/licd.log" 2>&1 &
     agent_pids+=($!)
 done
 three_devices_with_bundles() {

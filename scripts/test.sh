@@ -50,8 +50,8 @@ cargo test --workspace --locked "$@"
 # built (about 2 min; installs python3-venv and the pinned schemathesis into target/ when
 # missing; see the script). LICD_FUZZ=0 skips it.
 if [ "${LICD_FUZZ:-1}" != 0 ]; then
-    if [ -x target/debug/licd-stub ]; then
-        export LICD_STUB_BIN=$PWD/target/debug/licd-stub
+    if [ -x target/debug/licd-stub ] && [ -x target/debug/licd ]; then
+        export LICD_STUB_BIN=$PWD/target/debug/licd-stub LICD_BIN=$PWD/target/debug/licd
     fi
     bash scripts/fuzz-admin-api.sh
 fi

@@ -133,24 +133,27 @@ fn init_logging(settings: &Settings, format: Option<LogFormat>) {
         .and_then(|v| v.parse::<Targets>().ok())
         .or_else(|| settings.log.level.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    // rumqttc logs through `log`; route it into tracing.
+    // rumqttc logs through `log`; route it into tracing. Set here, once, and not by
+    // `SubscriberInitExt::init`: with tracing-subscriber's `tracing-log` feature on (feature
+    // unification in a workspace build turns it on) that would set it a second time and panic.
     let _ = tracing_log::LogTracer::init();
     use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let registry = tracing_subscriber::registry().with(filter);
-    match format.unwrap_or(settings.log.format) {
+    // Only fails if a subscriber is already set, and then logging already works.
+    let _ = match format.unwrap_or(settings.log.format) {
         #[cfg(feature = "json-logs")]
-        LogFormat::Json => registry.with(layer.json()).init(),
+        LogFormat::Json => tracing::subscriber::set_global_default(registry.with(layer.json())),
         #[cfg(not(feature = "json-logs"))]
         LogFormat::Json => {
-            registry.with(layer).init();
+            let set = tracing::subscriber::set_global_default(registry.with(layer));
             tracing::warn!("built without the json-logs feature; logging as text");
+            set
         }
-        LogFormat::Human => registry.with(layer).init(),
-    }
+        LogFormat::Human => tracing::subscriber::set_global_default(registry.with(layer)),
+    };
 }
 
 fn run_daemon(config: &Path, format: Option<LogFormat>) -> anyhow::Result<u8> {

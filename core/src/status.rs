@@ -109,31 +109,47 @@ impl Status {
 /// The agent's version string.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// `2027-01-12T10:00:00Z` for a unix time (UTC, no dependency on a date crate).
+/// `2027-01-12T10:00:00Z` for a unix time (UTC).
 pub fn fmt_time(t: UnixTime) -> String {
-    let days = (t / 86_400) as i64;
-    let secs = t % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    // Past year 9999 (2^63 s is far beyond it) `time` has no date: say so rather than wrap.
+    let Some(dt) = i64::try_from(t)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+    else {
+        return format!("@{t}");
+    };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second()
     )
+}
+
+/// The unix time of a UTC calendar date and time of day, or `None` if there is no such date
+/// (`2027-02-31`, month 13, hour 24) or it is before 1970. A leap second (`:60`) reads as the
+/// next second, as X.509 and POSIX time do.
+pub fn utc_time(
+    year: i32,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+) -> Option<UnixTime> {
+    let month = time::Month::try_from(month).ok()?;
+    let date = time::Date::from_calendar_date(year, month, day).ok()?;
+    let (second, leap) = if second == 60 { (59, 1) } else { (second, 0) };
+    let t = date.with_hms(hour, minute, second).ok()?.assume_utc();
+    UnixTime::try_from(t.unix_timestamp() + leap).ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_time;
+    use super::{fmt_time, utc_time};
 
     #[test]
     fn formats_utc_times() {
@@ -141,5 +157,40 @@ mod tests {
         assert_eq!(fmt_time(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(fmt_time(1_800_000_000), "2027-01-15T08:00:00Z");
         assert_eq!(fmt_time(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(fmt_time(u64::MAX), format!("@{}", u64::MAX));
+    }
+
+    #[test]
+    fn calendar_dates_that_do_not_exist_are_refused() {
+        assert_eq!(utc_time(2000, 2, 29, 0, 0, 0), Some(951_782_400));
+        assert_eq!(utc_time(2099, 12, 31, 23, 59, 59), Some(4_102_444_799));
+        assert_eq!(utc_time(2099, 12, 31, 23, 59, 60), Some(4_102_444_800));
+        for (y, m, d, h, min) in [
+            (2027, 2, 31, 0, 0),
+            (2027, 2, 29, 0, 0),
+            (1900, 2, 29, 0, 0),
+            (2027, 4, 31, 0, 0),
+            (2027, 13, 1, 0, 0),
+            (2027, 0, 1, 0, 0),
+            (2027, 1, 0, 0, 0),
+            (2027, 1, 1, 24, 0),
+            (2027, 1, 1, 0, 60),
+            (1969, 12, 31, 23, 59),
+        ] {
+            assert_eq!(utc_time(y, m, d, h, min, 0), None, "{y}-{m}-{d} {h}:{min}");
+        }
+    }
+
+    #[test]
+    fn formatting_and_the_calendar_agree() {
+        for t in (0..4_102_444_800u64).step_by(86_400 * 37 + 3_601) {
+            let s = fmt_time(t);
+            let n = |r: std::ops::Range<usize>| s[r].parse::<u8>().unwrap();
+            let y: i32 = s[0..4].parse().unwrap();
+            assert_eq!(
+                utc_time(y, n(5..7), n(8..10), n(11..13), n(14..16), n(17..19)),
+                Some(t)
+            );
+        }
     }
 }

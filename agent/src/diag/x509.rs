@@ -163,38 +163,27 @@ fn san_names(wrapper: &[u8]) -> Option<Vec<String>> {
 /// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as unix time.
 fn parse_time(tag: u8, value: &[u8]) -> Option<UnixTime> {
     let s = std::str::from_utf8(value).ok()?.strip_suffix('Z')?;
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u8>().ok();
     let (year, rest) = match tag {
+        // UTCTime: two-digit years 50-99 are 19xx (RFC 5280 4.1.2.5.1).
         0x17 if s.len() == 12 => {
-            let yy = num(0..2)?;
+            let yy = i32::from(num(0..2)?);
             (if yy < 50 { 2000 + yy } else { 1900 + yy }, 2)
         }
-        0x18 if s.len() == 14 => (num(0..4)?, 4),
+        0x18 if s.len() == 14 => (s.get(0..4)?.parse::<i32>().ok()?, 4),
         _ => return None,
     };
-    let month = num(rest..rest + 2)?;
-    let day = num(rest + 2..rest + 4)?;
-    let (h, m, sec) = (
+    crate::status::utc_time(
+        year,
+        num(rest..rest + 2)?,
+        num(rest + 2..rest + 4)?,
         num(rest + 4..rest + 6)?,
         num(rest + 6..rest + 8)?,
         num(rest + 8..rest + 10)?,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let t = days_from_civil(year, month, day) * 86_400 + h * 3_600 + m * 60 + sec;
-    UnixTime::try_from(t).ok()
-}
-
-/// Howard Hinnant's days_from_civil (proleptic Gregorian, days since 1970-01-01).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    )
 }
 
 #[cfg(test)]
@@ -271,5 +260,10 @@ mod tests {
         assert_eq!(parse_time(0x18, b"20270115080000Z"), Some(1_800_000_000));
         assert_eq!(parse_time(0x18, b"2027011508000Z"), None);
         assert_eq!(parse_time(0x17, b"701301000000Z"), None);
+        // Dates that do not exist are refused, not rolled over into the next month.
+        assert_eq!(parse_time(0x18, b"20270231000000Z"), None);
+        assert_eq!(parse_time(0x17, b"270431000000Z"), None);
+        assert_eq!(parse_time(0x18, b"20280229000000Z"), Some(1_835_395_200));
+        assert_eq!(parse_time(0x18, b"2027+115080000Z"), None);
     }
 }
