@@ -2,12 +2,13 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use licd_stub::admin::dto::{AutoLicenseRequest, AutoLicenseResponse, Policy, UnassignResponse};
 
 use super::client::Client;
-use super::print_json;
+use super::output;
 use super::table::{print_table, s};
 
+/// Services and the customer selection of seeds 000/001.
 #[derive(Debug, Args)]
 struct Selection {
     /// Services (repeatable or comma-separated), e.g. --service wifi,security.
@@ -22,15 +23,14 @@ struct Selection {
 }
 
 impl Selection {
-    fn body(&self) -> Value {
-        let mut b = json!({ "services": self.services });
-        if !self.include.is_empty() {
-            b["include_customers"] = json!(self.include);
+    /// The request: a list left empty on the command line is left out.
+    fn body(&self) -> AutoLicenseRequest {
+        let given = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
+        AutoLicenseRequest {
+            services: Some(self.services.clone()),
+            include_customers: given(&self.include),
+            exclude_customers: given(&self.exclude),
         }
-        if !self.exclude.is_empty() {
-            b["exclude_customers"] = json!(self.exclude);
-        }
-        b
     }
 }
 
@@ -68,28 +68,12 @@ pub struct Unassign {
     selection: Selection,
 }
 
-fn unassigned(v: &Value, json_out: bool) {
-    if json_out {
-        let _ = print_json(v);
-        return;
-    }
+fn print_unassigned(u: UnassignResponse) {
     println!(
         "unassigned {} from {}: {} seat(s) released",
-        v["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(", "),
-        v["customers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(s)
-            .collect::<Vec<_>>()
-            .join(", "),
-        s(&v["seats_released"])
+        u.services.join(", "),
+        u.customers.join(", "),
+        s(&u.seats_released)
     );
 }
 
@@ -97,40 +81,25 @@ pub(super) async fn run(api: Client, c: AutoLicense, json_out: bool) -> Result<(
     match c.cmd.unwrap_or(AutoLicenseCmd::Show) {
         AutoLicenseCmd::Show => {
             let v = api.get("/api/v1/auto-licensing").await?;
-            if json_out {
-                return print_json(&v);
-            }
-            let rows = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    let customers: Vec<String> = p["customers"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(s)
-                        .collect();
-                    vec![
-                        s(&p["service"]),
-                        if p["paused"] == true {
-                            "PAUSED"
-                        } else {
-                            "running"
-                        }
-                        .to_string(),
-                        if p["inherit_to_new_tenants"] == true {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .to_string(),
-                        customers.join(", "),
-                    ]
-                })
-                .collect();
-            print_table(&["SERVICE", "STATE", "NEW TENANTS", "CUSTOMERS"], rows);
-            Ok(())
+            output(v, json_out, |policies: Vec<Policy>| {
+                let rows = policies
+                    .into_iter()
+                    .map(|p| {
+                        vec![
+                            s(&p.service),
+                            if p.paused { "PAUSED" } else { "running" }.to_string(),
+                            if p.inherit_to_new_tenants {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .to_string(),
+                            p.customers.join(", "),
+                        ]
+                    })
+                    .collect();
+                print_table(&["SERVICE", "STATE", "NEW TENANTS", "CUSTOMERS"], rows);
+            })
         }
         AutoLicenseCmd::Enable {
             selection,
@@ -140,43 +109,33 @@ pub(super) async fn run(api: Client, c: AutoLicense, json_out: bool) -> Result<(
             let v = api
                 .post(
                     &format!("/api/v1/auto-licensing/enable{q}"),
-                    selection.body(),
+                    &selection.body(),
                 )
                 .await?;
-            if json_out {
-                return print_json(&v);
-            }
-            let verb = if validate { "would enable" } else { "enabled" };
-            println!(
-                "{verb} {} for {} customer(s); {} seat(s) assigned",
-                selection.services.join(", "),
-                v["customers"].as_array().map_or(0, Vec::len),
-                s(&v["seats_assigned"])
-            );
-            for p in v["paused"].as_array().into_iter().flatten() {
-                println!("  PAUSED: {} (fewer seats than devices)", s(p));
-            }
-            for i in v["insufficient_entitlements"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
+            output(v, json_out, |r: AutoLicenseResponse| {
+                let verb = if validate { "would enable" } else { "enabled" };
                 println!(
-                    "  missing {} x {} for {} ({})",
-                    s(&i["quantity"]),
-                    s(&i["sku"]),
-                    s(&i["service"]),
-                    s(&i["product_class"])
+                    "{verb} {} for {} customer(s); {} seat(s) assigned",
+                    selection.services.join(", "),
+                    r.customers.len(),
+                    s(&r.seats_assigned)
                 );
-            }
-            Ok(())
+                for p in &r.paused {
+                    println!("  PAUSED: {} (fewer seats than devices)", s(p));
+                }
+                for i in &r.insufficient_entitlements {
+                    println!(
+                        "  missing {} x {} for {} ({})",
+                        s(&i.quantity),
+                        s(&i.sku),
+                        s(&i.service),
+                        s(&i.product_class)
+                    );
+                }
+            })
         }
         AutoLicenseCmd::Disable { selection } => {
-            let v = api
-                .post("/api/v1/auto-licensing/unassign", selection.body())
-                .await?;
-            unassigned(&v, json_out);
-            Ok(())
+            unassign(api, Unassign { selection }, json_out).await
         }
     }
 }
@@ -184,8 +143,7 @@ pub(super) async fn run(api: Client, c: AutoLicense, json_out: bool) -> Result<(
 /// `unassign`: the same as `auto-license disable`.
 pub(super) async fn unassign(api: Client, c: Unassign, json_out: bool) -> Result<()> {
     let v = api
-        .post("/api/v1/auto-licensing/unassign", c.selection.body())
+        .post("/api/v1/auto-licensing/unassign", &c.selection.body())
         .await?;
-    unassigned(&v, json_out);
-    Ok(())
+    output(v, json_out, print_unassigned)
 }

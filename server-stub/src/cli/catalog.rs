@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::json;
+use licd_stub::admin::dto::{Entitlement, NewEntitlement};
 
 use super::client::Client;
-use super::print_json;
+use super::output;
 use super::table::{print_table, s};
 
 /// `catalog`.
@@ -38,9 +38,30 @@ enum CatalogCmd {
     },
 }
 
+fn print_entitlements(items: &[Entitlement]) {
+    let rows = items
+        .iter()
+        .map(|e| {
+            vec![
+                s(&e.sku),
+                s(&e.service),
+                s(&e.product_class),
+                s(&e.vms_per_seat),
+                s(&e.name),
+            ]
+        })
+        .collect();
+    print_table(&["SKU", "SERVICE", "CLASS", "VMS/SEAT", "NAME"], rows);
+}
+
 pub(super) async fn run(api: Client, c: Catalog, json_out: bool) -> Result<()> {
-    let v = match c.cmd.unwrap_or(CatalogCmd::List) {
-        CatalogCmd::List => api.get("/api/v1/entitlements").await?,
+    match c.cmd.unwrap_or(CatalogCmd::List) {
+        CatalogCmd::List => {
+            let v = api.get("/api/v1/entitlements").await?;
+            output(v, json_out, |all: Vec<Entitlement>| {
+                print_entitlements(&all)
+            })
+        }
         CatalogCmd::Add {
             sku,
             service,
@@ -48,30 +69,17 @@ pub(super) async fn run(api: Client, c: Catalog, json_out: bool) -> Result<()> {
             name,
             vms_per_seat,
         } => {
-            api.post(
-                "/api/v1/entitlements",
-                json!({"sku": sku, "service": service, "productClass": product_class,
-                       "name": name, "vmsPerSeat": vms_per_seat}),
-            )
-            .await?
+            let new = NewEntitlement {
+                sku,
+                name,
+                service,
+                product_class,
+                vms_per_seat,
+            };
+            let v = api.post("/api/v1/entitlements", &new).await?;
+            output(v, json_out, |e: Entitlement| {
+                print_entitlements(std::slice::from_ref(&e))
+            })
         }
-    };
-    if json_out {
-        return print_json(&v);
     }
-    let items = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
-    let rows = items
-        .iter()
-        .map(|e| {
-            vec![
-                s(&e["sku"]),
-                s(&e["service"]),
-                s(&e["productClass"]),
-                s(&e["vmsPerSeat"]),
-                s(&e["name"]),
-            ]
-        })
-        .collect();
-    print_table(&["SKU", "SERVICE", "CLASS", "VMS/SEAT", "NAME"], rows);
-    Ok(())
 }

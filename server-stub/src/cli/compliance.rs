@@ -2,10 +2,11 @@
 
 use anyhow::Result;
 use clap::Args;
+use licd_stub::admin::dto::ComplianceStatus;
 
 use super::client::Client;
 use super::table::s;
-use super::{print_json, qs};
+use super::{output, qs};
 
 /// `compliance`.
 #[derive(Debug, Args)]
@@ -22,49 +23,41 @@ pub(super) async fn run(api: Client, c: Compliance, json_out: bool) -> Result<()
         format!("/api/v1/compliance{}", qs(&[("customerIds", &q)]))
     };
     let v = api.get(&path).await?;
-    if json_out {
-        return print_json(&v);
+    output(v, json_out, |all: Vec<ComplianceStatus>| {
+        all.iter().for_each(print_status)
+    })
+}
+
+fn print_status(c: &ComplianceStatus) {
+    let state = if c.compliant {
+        "compliant"
+    } else {
+        "NOT compliant"
+    };
+    println!("{}: {state}", s(&c.customer_id));
+    for p in &c.paused_services {
+        println!("  paused: {} (too few seats for every device)", s(p));
     }
-    for c in v.as_array().into_iter().flatten() {
-        let state = if c["compliant"] == true {
-            "compliant"
-        } else {
-            "NOT compliant"
-        };
-        println!("{}: {state}", s(&c["customerId"]));
-        for p in c["pausedServices"].as_array().into_iter().flatten() {
-            println!("  paused: {} (too few seats for every device)", s(p));
-        }
-        for v in c["violations"]["byProductClass"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for m in v["missing"]["entitlements"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                println!(
-                    "  {} missing {} x {} ({}) for {} device(s); grace ends {}",
-                    s(&v["productClass"]),
-                    s(&m["quantity"]),
-                    s(&m["sku"]),
-                    s(&m["service"]),
-                    s(&v["devices"]),
-                    s(&v["gracePeriodEndsAt"])
-                );
-            }
-        }
-        for o in c["vmOveruse"].as_array().into_iter().flatten() {
+    for v in &c.violations.by_product_class {
+        for m in &v.missing.entitlements {
             println!(
-                "  {} runs {} VMs, {} covers {}",
-                s(&o["deviceId"]),
-                s(&o["vmCount"]),
-                s(&o["service"]),
-                s(&o["allowance"])
+                "  {} missing {} x {} ({}) for {} device(s); grace ends {}",
+                s(&v.product_class),
+                s(&m.quantity),
+                s(&m.sku),
+                s(&m.service),
+                s(&v.devices),
+                s(&v.grace_period_ends_at)
             );
         }
     }
-    Ok(())
+    for o in &c.vm_overuse {
+        println!(
+            "  {} runs {} VMs, {} covers {}",
+            s(&o.device_id),
+            s(&o.vm_count),
+            s(&o.service),
+            s(&o.allowance)
+        );
+    }
 }

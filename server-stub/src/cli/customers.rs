@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use licd_stub::admin::dto::{Customer, CustomerKind, CustomerUpdate, NewCustomer};
 
 use super::client::Client;
-use super::print_json;
+use super::output;
 use super::table::{print_table, s};
 
 /// `customers`.
@@ -49,36 +49,48 @@ enum CustomersCmd {
     },
 }
 
-fn customer_rows(v: &Value) -> Vec<Vec<String>> {
-    let one = |c: &Value| {
-        vec![
-            s(&c["id"]),
-            s(&c["name"]),
-            s(&c["kind"]),
-            s(&c["devices"]),
-            s(&c["subscriptions"]),
-        ]
+fn print_customers(customers: &[Customer]) {
+    let kind = |k: CustomerKind| match k {
+        CustomerKind::Msp => "msp",
+        CustomerKind::Tenant => "tenant",
     };
-    match v.as_array() {
-        Some(a) => a.iter().map(one).collect(),
-        None => vec![one(v)],
-    }
+    let rows = customers
+        .iter()
+        .map(|c| {
+            vec![
+                s(&c.id),
+                s(&c.name),
+                s(kind(c.kind)),
+                s(&c.devices),
+                s(&c.subscriptions),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAME", "KIND", "DEVICES", "SUBSCRIPTIONS"], rows);
 }
 
 pub(super) async fn run(api: Client, c: Customers, json_out: bool) -> Result<()> {
-    let v = match c.cmd.unwrap_or(CustomersCmd::List) {
-        CustomersCmd::List => api.get("/api/v1/customers").await?,
+    let one = match c.cmd.unwrap_or(CustomersCmd::List) {
+        CustomersCmd::List => {
+            let v = api.get("/api/v1/customers").await?;
+            return output(v, json_out, |all: Vec<Customer>| print_customers(&all));
+        }
         CustomersCmd::Add { id, name, msp } => {
-            let kind = if msp { "msp" } else { "tenant" };
-            api.post(
-                "/api/v1/customers",
-                json!({"id": id, "name": name, "kind": kind}),
-            )
-            .await?
+            let kind = if msp {
+                CustomerKind::Msp
+            } else {
+                CustomerKind::Tenant
+            };
+            let new = NewCustomer {
+                id,
+                name,
+                kind: Some(kind),
+            };
+            api.post("/api/v1/customers", &new).await?
         }
         CustomersCmd::Show { id } => api.get(&format!("/api/v1/customers/{id}")).await?,
         CustomersCmd::Rename { id, name } => {
-            api.patch(&format!("/api/v1/customers/{id}"), json!({"name": name}))
+            api.patch(&format!("/api/v1/customers/{id}"), &CustomerUpdate { name })
                 .await?
         }
         CustomersCmd::Remove { id } => {
@@ -89,12 +101,7 @@ pub(super) async fn run(api: Client, c: Customers, json_out: bool) -> Result<()>
             return Ok(());
         }
     };
-    if json_out {
-        return print_json(&v);
-    }
-    print_table(
-        &["ID", "NAME", "KIND", "DEVICES", "SUBSCRIPTIONS"],
-        customer_rows(&v),
-    );
-    Ok(())
+    output(one, json_out, |c: Customer| {
+        print_customers(std::slice::from_ref(&c))
+    })
 }

@@ -2,11 +2,13 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use licd_stub::admin::dto::{Device, ReissueResponse};
+use licd_stub::admin::handlers::devices::DiagReport;
 use serde_json::{json, Value};
 
 use super::client::Client;
 use super::table::{print_table, s};
-use super::{print_json, qs};
+use super::{decode, output, print_json, qs};
 
 /// `devices`.
 #[derive(Debug, Args)]
@@ -54,6 +56,94 @@ enum DevicesCmd {
     },
 }
 
+fn print_list(devices: Vec<Device>) {
+    let rows = devices
+        .iter()
+        .map(|d| {
+            let services: Vec<String> = d
+                .services
+                .iter()
+                .map(|x| match x.state.as_str() {
+                    "granted" => format!("{}+", s(&x.service)),
+                    _ => format!("{}-({})", s(&x.service), s(&x.reason)),
+                })
+                .collect();
+            vec![
+                s(&d.tenant_id),
+                s(&d.device_id),
+                s(&d.product_class),
+                s(&d.vm_count),
+                s(&d.bundle.seq),
+                s(&d.last_report_at),
+                services.join(" "),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "TENANT",
+            "DEVICE",
+            "CLASS",
+            "VMS",
+            "SEQ",
+            "LAST REPORT",
+            "SERVICES",
+        ],
+        rows,
+    );
+}
+
+fn print_device(d: Device) {
+    for (k, v) in [
+        ("device", format!("{}/{}", s(&d.tenant_id), s(&d.device_id))),
+        ("model", s(&d.model)),
+        ("serial", s(&d.serial)),
+        ("class", s(&d.product_class)),
+        ("firmware", s(&d.firmware_version)),
+        ("agent", s(&d.agent_version)),
+        ("vms", s(&d.vm_count)),
+        ("key", s(&d.device_key)),
+        ("last report", s(&d.last_report_at)),
+        (
+            "bundle",
+            format!(
+                "seq {} (device holds {}), issued {}",
+                s(&d.bundle.seq),
+                s(&d.bundle.reported_seq),
+                s(&d.bundle.issued_at)
+            ),
+        ),
+    ] {
+        println!("{k:12} {v}");
+    }
+    let rows = d
+        .services
+        .iter()
+        .map(|x| {
+            vec![
+                s(&x.service),
+                s(&x.state),
+                s(&x.subscription_id),
+                s(&x.sku),
+                s(&x.vm_allowance),
+                s(&x.reason),
+            ]
+        })
+        .collect();
+    println!();
+    print_table(
+        &[
+            "SERVICE",
+            "STATE",
+            "SUBSCRIPTION",
+            "SKU",
+            "VM ALLOWANCE",
+            "REASON",
+        ],
+        rows,
+    );
+}
+
 pub(super) async fn run(api: Client, c: Devices, json_out: bool) -> Result<()> {
     match c.cmd.unwrap_or(DevicesCmd::List {
         customer: None,
@@ -70,106 +160,13 @@ pub(super) async fn run(api: Client, c: Devices, json_out: bool) -> Result<()> {
             let items = api
                 .get_all_numbered(&format!("/api/v1/devices{}", qs(&pairs)))
                 .await?;
-            if json_out {
-                return print_json(&Value::Array(items));
-            }
-            let rows = items
-                .iter()
-                .map(|d| {
-                    let services: Vec<String> = d["services"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|x| match x["state"].as_str() {
-                            Some("granted") => format!("{}+", s(&x["service"])),
-                            _ => format!("{}-({})", s(&x["service"]), s(&x["reason"])),
-                        })
-                        .collect();
-                    vec![
-                        s(&d["tenantId"]),
-                        s(&d["deviceId"]),
-                        s(&d["productClass"]),
-                        s(&d["vmCount"]),
-                        s(&d["bundle"]["seq"]),
-                        s(&d["lastReportAt"]),
-                        services.join(" "),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "TENANT",
-                    "DEVICE",
-                    "CLASS",
-                    "VMS",
-                    "SEQ",
-                    "LAST REPORT",
-                    "SERVICES",
-                ],
-                rows,
-            );
-            Ok(())
+            output(Value::Array(items), json_out, print_list)
         }
         DevicesCmd::Show { tenant, device } => {
             let d = api
                 .get(&format!("/api/v1/devices/{tenant}/{device}"))
                 .await?;
-            if json_out {
-                return print_json(&d);
-            }
-            for (k, v) in [
-                (
-                    "device",
-                    format!("{}/{}", s(&d["tenantId"]), s(&d["deviceId"])),
-                ),
-                ("model", s(&d["model"])),
-                ("serial", s(&d["serial"])),
-                ("class", s(&d["productClass"])),
-                ("firmware", s(&d["firmwareVersion"])),
-                ("agent", s(&d["agentVersion"])),
-                ("vms", s(&d["vmCount"])),
-                ("key", s(&d["deviceKey"])),
-                ("last report", s(&d["lastReportAt"])),
-                (
-                    "bundle",
-                    format!(
-                        "seq {} (device holds {}), issued {}",
-                        s(&d["bundle"]["seq"]),
-                        s(&d["bundle"]["reportedSeq"]),
-                        s(&d["bundle"]["issuedAt"])
-                    ),
-                ),
-            ] {
-                println!("{k:12} {v}");
-            }
-            let rows = d["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|x| {
-                    vec![
-                        s(&x["service"]),
-                        s(&x["state"]),
-                        s(&x["subscriptionId"]),
-                        s(&x["sku"]),
-                        s(&x["vmAllowance"]),
-                        s(&x["reason"]),
-                    ]
-                })
-                .collect();
-            println!();
-            print_table(
-                &[
-                    "SERVICE",
-                    "STATE",
-                    "SUBSCRIPTION",
-                    "SKU",
-                    "VM ALLOWANCE",
-                    "REASON",
-                ],
-                rows,
-            );
-            Ok(())
+            output(d, json_out, print_device)
         }
         DevicesCmd::Diag {
             device,
@@ -179,18 +176,19 @@ pub(super) async fn run(api: Client, c: Devices, json_out: bool) -> Result<()> {
             let v = api
                 .post(
                     &format!("/api/v1/devices/{tenant}/{device}/diag?timeoutSecs={timeout}"),
-                    json!({}),
+                    &json!({}),
                 )
                 .await?;
+            let r: DiagReport = decode(v)?;
             if json_out {
-                return print_json(&v["report"]);
+                return print_json(&r.report);
             }
             let response = licd_protocol::DiagResponse {
                 device: licd_protocol::DeviceId::new(&device)?,
                 tenant: licd_protocol::TenantId::new(&tenant)?,
                 request_id: [0; 16],
-                generated_at: v["generatedAt"].as_u64().unwrap_or(0),
-                report: v["report"].to_string(),
+                generated_at: r.generated_at,
+                report: r.report.to_string(),
             };
             print!("{}", licd_stub::diag::render(&response));
             Ok(())
@@ -199,17 +197,15 @@ pub(super) async fn run(api: Client, c: Devices, json_out: bool) -> Result<()> {
             let v = api
                 .post(
                     &format!("/api/v1/devices/{tenant}/{device}/reissue"),
-                    json!({}),
+                    &json!({}),
                 )
                 .await?;
-            if json_out {
-                return print_json(&v);
-            }
-            println!(
-                "{tenant}/{device}: bundle seq {} published",
-                s(&v["bundleSeq"])
-            );
-            Ok(())
+            output(v, json_out, |r: ReissueResponse| {
+                println!(
+                    "{tenant}/{device}: bundle seq {} published",
+                    s(&r.bundle_seq)
+                );
+            })
         }
     }
 }

@@ -2,11 +2,14 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use licd_stub::admin::dto::{
+    Assignment, BulkUpdateRequest, BulkUpdateResponse, License, LicenseUpdate, Scope,
+};
+use serde_json::Value;
 
 use super::client::Client;
 use super::table::{print_table, s};
-use super::{print_json, qs};
+use super::{output, qs};
 
 /// `licenses`.
 #[derive(Debug, Args)]
@@ -51,6 +54,49 @@ enum LicensesCmd {
     },
 }
 
+fn print_licenses(licenses: Vec<License>) {
+    let rows = licenses
+        .iter()
+        .map(|l| {
+            vec![
+                s(&l.id),
+                s(&l.service),
+                s(&l.customer_id),
+                format!("{}/{}", s(&l.assigned), s(&l.quantity)),
+                s(&l.number_of_supported_virtual_machines),
+                s(&l.status),
+            ]
+        })
+        .collect();
+    print_table(
+        &["LICENSE", "SERVICE", "OWNER", "USED", "VMS/SEAT", "STATUS"],
+        rows,
+    );
+}
+
+fn print_assignments(assignments: Vec<Assignment>) {
+    let rows = assignments
+        .iter()
+        .map(|a| {
+            vec![
+                s(&a.customer_id),
+                s(&a.computer_id),
+                s(&a.service),
+                s(&a.license_id),
+                s(&a.virtual_machines),
+                s(&a.number_of_supported_virtual_machines),
+                s(&a.assigned_at),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "TENANT", "DEVICE", "SERVICE", "LICENSE", "VMS", "VMS/SEAT", "SINCE",
+        ],
+        rows,
+    );
+}
+
 pub(super) async fn run(api: Client, c: Licenses, json_out: bool) -> Result<()> {
     match c.cmd.unwrap_or(LicensesCmd::List { filter: None }) {
         LicensesCmd::List { filter } => {
@@ -61,27 +107,7 @@ pub(super) async fn run(api: Client, c: Licenses, json_out: bool) -> Result<()> 
             let items = api
                 .get_all_numbered(&format!("/api/v1/licenses{q}"))
                 .await?;
-            if json_out {
-                return print_json(&Value::Array(items));
-            }
-            let rows = items
-                .iter()
-                .map(|l| {
-                    vec![
-                        s(&l["id"]),
-                        s(&l["service"]),
-                        s(&l["customerId"]),
-                        format!("{}/{}", s(&l["assigned"]), s(&l["quantity"])),
-                        s(&l["numberOfSupportedVirtualMachines"]),
-                        s(&l["status"]),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["LICENSE", "SERVICE", "OWNER", "USED", "VMS/SEAT", "STATUS"],
-                rows,
-            );
-            Ok(())
+            output(Value::Array(items), json_out, print_licenses)
         }
         LicensesCmd::Assignments { license, filter } => {
             let base = match &license {
@@ -93,30 +119,7 @@ pub(super) async fn run(api: Client, c: Licenses, json_out: bool) -> Result<()> 
                 .map(|f| qs(&[("filter", f)]))
                 .unwrap_or_default();
             let items = api.get_all_numbered(&format!("{base}{q}")).await?;
-            if json_out {
-                return print_json(&Value::Array(items));
-            }
-            let rows = items
-                .iter()
-                .map(|a| {
-                    vec![
-                        s(&a["customerId"]),
-                        s(&a["computerId"]),
-                        s(&a["service"]),
-                        s(&a["licenseId"]),
-                        s(&a["virtualMachines"]),
-                        s(&a["numberOfSupportedVirtualMachines"]),
-                        s(&a["assignedAt"]),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "TENANT", "DEVICE", "SERVICE", "LICENSE", "VMS", "VMS/SEAT", "SINCE",
-                ],
-                rows,
-            );
-            Ok(())
+            output(Value::Array(items), json_out, print_assignments)
         }
         LicensesCmd::SetSeats {
             quantity,
@@ -126,33 +129,31 @@ pub(super) async fn run(api: Client, c: Licenses, json_out: bool) -> Result<()> 
             filter,
         } => {
             let (scope, ids) = if all {
-                ("All", vec![])
+                (Scope::All, vec![])
             } else if !all_except.is_empty() {
-                ("AllExcept", all_except)
+                (Scope::AllExcept, all_except)
             } else if !only.is_empty() {
-                ("Only", only)
+                (Scope::Only, only)
             } else {
                 bail!("choose the licenses: --only IDS, --all-except IDS or --all (ids from `licd-stub licenses`)");
             };
-            let v = api
-                .post(
-                    "/api/v1/licenses/bulkUpdate",
-                    json!({"scope": scope, "ids": ids, "filter": filter,
-                           "body": {"quantity": quantity}}),
-                )
-                .await?;
-            if json_out {
-                return print_json(&v);
-            }
-            println!(
-                "{} updated, {} failed",
-                s(&v["successCount"]),
-                s(&v["failedCount"])
-            );
-            for f in v["failed"].as_array().into_iter().flatten() {
-                println!("  {}: {}", s(&f["id"]), s(&f["reason"]));
-            }
-            Ok(())
+            let req = BulkUpdateRequest {
+                filter,
+                scope,
+                ids,
+                body: LicenseUpdate { quantity },
+            };
+            let v = api.post("/api/v1/licenses/bulkUpdate", &req).await?;
+            output(v, json_out, |r: BulkUpdateResponse| {
+                println!(
+                    "{} updated, {} failed",
+                    s(&r.success_count),
+                    s(&r.failed_count)
+                );
+                for f in &r.failed {
+                    println!("  {}: {}", s(&f.id), s(&f.reason));
+                }
+            })
         }
     }
 }

@@ -2,6 +2,12 @@
 //! `auto-license`, `unassign`, `devices`, `compliance`, `licenses` talk to a running stub's
 //! admin API over HTTP (reqwest, plain HTTP on loopback); `token` manages the API's bearer
 //! tokens locally. Human tables by default, `--json` for scripts; errors say what to fix.
+//!
+//! One file per resource: its clap arguments and its `run`. Requests are built from, and
+//! answers decoded into, the admin API's own types (`licd_stub::admin::dto`, the types the
+//! OpenAPI document is generated from), so a field renamed on the server is a compile error
+//! here, and an answer of another shape is an error naming the field, never an empty column.
+//! `--json` prints the server's JSON as it came.
 
 mod auto_license;
 mod catalog;
@@ -16,9 +22,10 @@ mod token;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use licd_stub::admin::token::{read_token_file, ADMIN_TOKEN_FILE};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use client::Client;
@@ -143,5 +150,25 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
 
 fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Decodes an admin API answer into the API's type for it.
+fn decode<T: DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| {
+        anyhow!(
+            "the admin API's answer is not what this licd-stub expects: {e} (is the server \
+             the same version? `--json` prints the answer as it is)"
+        )
+    })
+}
+
+/// Prints the answer as the server's JSON under `--json`; otherwise decodes it as `T` and
+/// renders it.
+fn output<T: DeserializeOwned>(v: Value, json_out: bool, render: impl FnOnce(T)) -> Result<()> {
+    if json_out {
+        return print_json(&v);
+    }
+    render(decode(v)?);
     Ok(())
 }

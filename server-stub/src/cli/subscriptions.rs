@@ -2,11 +2,15 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use licd_stub::admin::dto::{
+    BindRequest, BindResponse, ClaimKeyRequest, ClaimRequest, NewSubscription,
+    NewSubscriptionEntitlement, Subscription,
+};
+use serde_json::Value;
 
 use super::client::Client;
 use super::table::{print_table, s};
-use super::{print_json, qs};
+use super::{decode, output, qs};
 
 /// `subscriptions`.
 #[derive(Debug, Args)]
@@ -95,43 +99,44 @@ enum SubscriptionsCmd {
     },
 }
 
-fn subscription_rows(items: &[Value]) -> Vec<Vec<String>> {
-    items
+fn print_subscriptions(items: &[Subscription]) {
+    let rows = items
         .iter()
         .map(|v| {
-            let skus: Vec<String> = v["entitlements"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let skus: Vec<String> = v
+                .entitlements
+                .iter()
                 .map(|e| {
                     format!(
                         "{} {}/{}",
-                        s(&e["sku"]),
-                        s(&e["seats"]["assigned"]),
-                        s(&e["seats"]["limit"])
+                        s(&e.sku),
+                        s(&e.seats.assigned),
+                        s(&e.seats.limit)
                     )
                 })
                 .collect();
             vec![
-                s(&v["subscriptionId"]),
-                s(&v["name"]),
-                s(&v["customerId"]),
-                s(&v["status"]),
-                s(&v["endDate"]),
+                s(&v.subscription_id),
+                s(&v.name),
+                s(&v.customer_id),
+                s(&v.status),
+                s(&v.end_date),
                 skus.join(", "),
             ]
         })
-        .collect()
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "NAME",
+            "OWNER",
+            "STATUS",
+            "ENDS",
+            "SEATS (used/limit)",
+        ],
+        rows,
+    );
 }
-
-const SUB_HEADERS: [&str; 6] = [
-    "ID",
-    "NAME",
-    "OWNER",
-    "STATUS",
-    "ENDS",
-    "SEATS (used/limit)",
-];
 
 pub(super) async fn run(api: Client, c: Subscriptions, json_out: bool) -> Result<()> {
     let cmd = c.cmd.unwrap_or(SubscriptionsCmd::List {
@@ -173,11 +178,9 @@ pub(super) async fn run(api: Client, c: Subscriptions, json_out: bool) -> Result
             let items = api
                 .get_all_pages(&format!("/api/v1/subscriptions{}", qs(&pairs)))
                 .await?;
-            if json_out {
-                return print_json(&Value::Array(items));
-            }
-            print_table(&SUB_HEADERS, subscription_rows(&items));
-            return Ok(());
+            return output(Value::Array(items), json_out, |all: Vec<Subscription>| {
+                print_subscriptions(&all)
+            });
         }
         SubscriptionsCmd::Show { id } => api.get(&format!("/api/v1/subscriptions/{id}")).await?,
         SubscriptionsCmd::Add {
@@ -189,23 +192,29 @@ pub(super) async fn run(api: Client, c: Subscriptions, json_out: bool) -> Result
             claim_key,
             name,
         } => {
-            let mut ents = Vec::new();
+            let mut entitlements = Vec::new();
             for s in &seats {
                 let (sku, n) = s
                     .split_once('=')
                     .with_context(|| format!("--seats {s:?}: expected SKU=N, e.g. LIC-AP=10"))?;
-                let n: u32 = n
+                let limit: u32 = n
                     .parse()
                     .with_context(|| format!("--seats {s:?}: N must be a number"))?;
-                ents.push(json!({"sku": sku, "limit": n}));
+                entitlements.push(NewSubscriptionEntitlement {
+                    sku: sku.to_string(),
+                    limit,
+                });
             }
-            api.post(
-                "/api/v1/subscriptions",
-                json!({"subscriptionId": id, "name": name, "customerId": owner,
-                       "claimKey": claim_key, "startDate": start, "endDate": end,
-                       "entitlements": ents}),
-            )
-            .await?
+            let new = NewSubscription {
+                subscription_id: id,
+                name,
+                customer_id: owner,
+                claim_key,
+                start_date: start,
+                end_date: end,
+                entitlements,
+            };
+            api.post("/api/v1/subscriptions", &new).await?
         }
         SubscriptionsCmd::Claim {
             claim_key,
@@ -217,24 +226,26 @@ pub(super) async fn run(api: Client, c: Subscriptions, json_out: bool) -> Result
             } else {
                 "/api/v1/subscriptions/claim"
             };
-            let v = api
-                .post(path, json!({"claimKey": claim_key, "customerId": customer}))
-                .await?;
+            let req = ClaimRequest {
+                claim_key: claim_key.clone(),
+                customer_id: customer.clone(),
+            };
+            let v = api.post(path, &req).await?;
             if validate && !json_out {
                 // The answer shows the subscription as it would be once claimed: say so, and
                 // not as a table that reads like a claim that happened.
-                let seats: Vec<String> = v["entitlements"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| format!("{} x {}", s(&e["seats"]["limit"]), s(&e["sku"])))
+                let sub: Subscription = decode(v)?;
+                let seats: Vec<String> = sub
+                    .entitlements
+                    .iter()
+                    .map(|e| format!("{} x {}", s(&e.seats.limit), s(&e.sku)))
                     .collect();
                 println!(
                     "validated only, nothing changed: claim key {claim_key} would give {customer} \
                      subscription {} ({}; ends {}; {})",
-                    s(&v["subscriptionId"]),
-                    s(&v["name"]),
-                    s(&v["endDate"]),
+                    s(&sub.subscription_id),
+                    s(&sub.name),
+                    s(&sub.end_date),
                     seats.join(", ")
                 );
                 return Ok(());
@@ -244,7 +255,7 @@ pub(super) async fn run(api: Client, c: Subscriptions, json_out: bool) -> Result
         SubscriptionsCmd::Validate { claim_key } => {
             api.post(
                 "/api/v1/subscriptions/claimKey/validate",
-                json!({"claimKey": claim_key}),
+                &ClaimKeyRequest { claim_key },
             )
             .await?
         }
@@ -257,36 +268,25 @@ pub(super) async fn run(api: Client, c: Subscriptions, json_out: bool) -> Result
             let v = api
                 .post(
                     &format!("/api/v1/subscriptions/{id}/bind{q}"),
-                    json!({"customerIds": customers}),
+                    &BindRequest {
+                        customer_ids: customers,
+                    },
                 )
                 .await?;
-            if json_out {
-                return print_json(&v);
-            }
-            let names: Vec<String> = v["customers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| s(&c["id"]))
-                .collect();
-            let verb = if validate { "would be bound" } else { "bound" };
-            println!("{id}: {verb}: {}", names.join(", "));
-            for e in v["errors"].as_array().into_iter().flatten() {
-                println!("  problem: {}", s(e));
-            }
-            for i in v["insufficientEntitlements"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                println!("  missing: {} x {}", s(&i["quantity"]), s(&i["sku"]));
-            }
-            return Ok(());
+            return output(v, json_out, |b: BindResponse| {
+                let names: Vec<String> = b.customers.iter().map(|c| s(&c.id)).collect();
+                let verb = if validate { "would be bound" } else { "bound" };
+                println!("{id}: {verb}: {}", names.join(", "));
+                for e in &b.errors {
+                    println!("  problem: {}", s(e));
+                }
+                for i in &b.insufficient_entitlements {
+                    println!("  missing: {} x {}", s(&i.quantity), s(&i.sku));
+                }
+            });
         }
     };
-    if json_out {
-        return print_json(&v);
-    }
-    print_table(&SUB_HEADERS, subscription_rows(std::slice::from_ref(&v)));
-    Ok(())
+    output(v, json_out, |sub: Subscription| {
+        print_subscriptions(std::slice::from_ref(&sub))
+    })
 }

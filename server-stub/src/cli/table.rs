@@ -1,14 +1,44 @@
 //! Plain text tables for humans: columns padded to their widest cell.
 
-use serde_json::Value;
+/// A field of an admin API answer as a table cell: as `--json` would show it, without quotes,
+/// and `-` where the API says null.
+pub trait Cell {
+    /// The cell's text.
+    fn cell(&self) -> String;
+}
 
-/// A JSON value as a table cell (`-` for null).
-pub fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+impl Cell for str {
+    fn cell(&self) -> String {
+        self.to_string()
     }
+}
+
+impl Cell for String {
+    fn cell(&self) -> String {
+        self.clone()
+    }
+}
+
+macro_rules! display_cell {
+    ($($t:ty),*) => {$(
+        impl Cell for $t {
+            fn cell(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+display_cell!(u32, u64, bool);
+
+impl<T: Cell> Cell for Option<T> {
+    fn cell(&self) -> String {
+        self.as_ref().map_or_else(|| "-".to_string(), Cell::cell)
+    }
+}
+
+/// A field as a table cell.
+pub fn s(v: &(impl Cell + ?Sized)) -> String {
+    v.cell()
 }
 
 /// Prints a header row and the rows, each column as wide as its widest cell.
