@@ -115,6 +115,8 @@ struct Shared {
     presence: Vec<(String, Vec<u8>)>,
     seq: u64,
     policy: Policy,
+    /// SUBACKs since the last CONNACK (two: reports and presence).
+    subacks: u32,
 }
 
 /// A running test controller.
@@ -142,8 +144,12 @@ impl TestController {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        s.lock().unwrap_or_else(|e| e.into_inner()).subacks = 0;
                         let _ = c.subscribe("licd/v1/+/+/report", QoS::AtLeastOnce).await;
                         let _ = c.subscribe("licd/v1/+/+/presence", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        s.lock().unwrap_or_else(|e| e.into_inner()).subacks += 1;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/presence") => {
                         let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,6 +223,16 @@ impl TestController {
             .client
             .publish(topic, QoS::AtLeastOnce, true, bytes)
             .await;
+    }
+
+    /// Whether the broker acknowledged both subscriptions (reports and presence) of the
+    /// current connection: an agent started after this has its first report answered.
+    pub fn is_subscribed(&self) -> bool {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subacks
+            >= 2
     }
 
     /// Highest seq issued so far.

@@ -75,7 +75,8 @@ impl SceneBuilder {
         self
     }
 
-    /// Starts the broker and the controller.
+    /// Starts the broker and the controller, and waits until the controller is subscribed
+    /// (else the first report of an agent started at once goes unanswered until its retry).
     pub fn start(self) -> Result<Scene> {
         let rt = crate::runtime();
         let (broker, controller_port) = match &self.tls {
@@ -97,6 +98,9 @@ impl SceneBuilder {
             let _g = rt.enter();
             TestController::start(controller_port, self.keys, self.policy)
         };
+        wait_for("the test controller to subscribe", SCENE_TIMEOUT, || {
+            controller.is_subscribed()
+        })?;
         Ok(Scene {
             controller,
             broker,

@@ -18,6 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport}
 /// Default wait for anything the agent does in reaction to a message.
 pub const T: Duration = Duration::from_secs(30);
 
+#[allow(unused_imports)]
 pub use licd_tests::runtime;
 
 // Not every test file that includes this module uses both.
