@@ -71,3 +71,33 @@ pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
         line(r);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::s;
+
+    /// Typed fields render as the untyped JSON cells did: text unquoted, numbers and booleans
+    /// as JSON writes them, null (`None`) as `-`.
+    #[test]
+    fn typed_cells_render_as_the_json_values_did() {
+        assert_eq!(s("acme"), "acme");
+        assert_eq!(s(&String::from("x y")), "x y");
+        assert_eq!(s(&7u32), "7");
+        assert_eq!(s(&u64::MAX), "18446744073709551615");
+        assert_eq!(s(&true), "true");
+        assert_eq!(s(&None::<u32>), "-");
+        assert_eq!(s(&Some(4u32)), "4");
+        assert_eq!(s(&None::<String>), "-");
+        for (typed, json) in [
+            (s(&Some("SUB-1".to_string())), serde_json::json!("SUB-1")),
+            (s(&Some(12u32)), serde_json::json!(12)),
+            (s(&false), serde_json::json!(false)),
+        ] {
+            let untyped = match &json {
+                serde_json::Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(typed, untyped);
+        }
+    }
+}
