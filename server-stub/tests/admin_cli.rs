@@ -369,3 +369,56 @@ async fn user_errors_are_one_line_even_with_rust_backtrace() {
         }
     }
 }
+
+/// The CLI reads answers through the admin API's own types: a server whose answer has a field
+/// renamed (another version) makes the command fail naming the field, where reading untyped
+/// JSON printed `-` in that column and exited 0. `--json` still prints the answer as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_a_renamed_field_is_an_error_naming_it_not_an_empty_column() {
+    use axum::routing::get;
+    use licd_stub::admin::dto::{Customer, CustomerKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin = token_file(dir.path(), TokenKind::Admin, "ops");
+    // The real shape of a customer, with `name` renamed as another server version might.
+    let mut answer = serde_json::to_value(vec![Customer {
+        id: "acme".into(),
+        name: "Acme".into(),
+        kind: CustomerKind::Tenant,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        devices: 0,
+        subscriptions: 0,
+    }])
+    .unwrap();
+    let name = answer[0].as_object_mut().unwrap().remove("name").unwrap();
+    answer[0]["displayName"] = name;
+    let served = answer.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/customers",
+        get(move || {
+            let v = served.clone();
+            async move { axum::Json(v) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let o = run(url.clone(), admin.clone(), &["customers"]).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.contains("missing field `name`") && err.contains("--json"),
+        "{err}"
+    );
+
+    let out = ok(&run(url, admin, &["customers", "--json"]).await);
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed, answer);
+    server.abort();
+}

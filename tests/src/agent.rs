@@ -113,6 +113,7 @@ pub fn grants_topic() -> String {
 pub struct Agent {
     /// Its directory (config, state, socket, log).
     pub state: TempState,
+    options: AgentOptions,
     process: Option<TestProcess>,
 }
 
@@ -123,6 +124,7 @@ impl Agent {
         state.write("licd.toml", options.render(&state))?;
         let mut agent = Self {
             state,
+            options: options.clone(),
             process: None,
         };
         agent.spawn()?;
@@ -134,6 +136,20 @@ impl Agent {
         let config = config.display().to_string();
         self.process = Some(spawn_licd(&self.state, &["--config", &config, "run"])?);
         Ok(())
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &AgentOptions {
+        &self.options
+    }
+
+    /// Its grants topic (`licd/v1/{tenant}/{device}/grants`).
+    pub fn grants_topic(&self) -> String {
+        topic(
+            &self.options.tenant,
+            &self.options.device_id,
+            licd_protocol::TopicKind::Grants,
+        )
     }
 
     /// The config file.

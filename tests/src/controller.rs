@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use licd_protocol::envelope::{open_report, seal_bundle};
 use licd_protocol::{
-    DeviceReport, GrantBundle, LicenseId, PublicKey, ServiceGrant, ServiceName, SignerCertificate,
-    Sku, Topic, TopicKind,
+    DeviceReport, GrantBundle, PublicKey, ServiceName, SignerCertificate, Topic, TopicKind,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::bundle::BundleBuilder;
 
 /// What the controller grants when a report comes in.
 #[derive(Debug, Clone)]
@@ -43,6 +44,7 @@ impl Default for Policy {
 }
 
 /// Keys of a test controller: a root (agents pin it) and a signing key it certified.
+#[derive(Clone)]
 pub struct ControllerKeys {
     /// Root key.
     pub root: SigningKey,
@@ -53,10 +55,17 @@ pub struct ControllerKeys {
 }
 
 impl ControllerKeys {
-    /// Keys from fixed seeds (deterministic across runs).
+    /// Keys from fixed seeds (deterministic across runs): the ones agents under test pin.
     pub fn fixed() -> Self {
-        let root = SigningKey::from_bytes(&[11; 32]);
-        let signing = SigningKey::from_bytes(&[12; 32]);
+        Self::from_seeds(11, 12)
+    }
+
+    /// A root and a signing key from one-byte seeds, the signing key certified for all time:
+    /// another controller (a rogue one, for tests of refusals). Equal seeds make a key that
+    /// certified itself.
+    pub fn from_seeds(root: u8, signing: u8) -> Self {
+        let root = SigningKey::from_bytes(&[root; 32]);
+        let signing = SigningKey::from_bytes(&[signing; 32]);
         let cert = SignerCertificate::issue(
             &root,
             PublicKey::from(&signing.verifying_key()),
@@ -68,6 +77,22 @@ impl ControllerKeys {
             signing,
             cert,
         }
+    }
+
+    /// A certificate of the signing key by the root valid from `not_before` to `not_after`
+    /// (expired or not yet valid ones, for tests).
+    pub fn certificate(&self, not_before: u64, not_after: u64) -> SignerCertificate {
+        SignerCertificate::issue(
+            &self.root,
+            PublicKey::from(&self.signing.verifying_key()),
+            not_before,
+            not_after,
+        )
+    }
+
+    /// `bundle` sealed with the signing key and its certificate.
+    pub fn seal(&self, bundle: &GrantBundle) -> Vec<u8> {
+        seal_bundle(bundle, &self.signing, &self.cert)
     }
 
     /// The root public key in hex, for the agent's `roots`.
@@ -90,6 +115,8 @@ struct Shared {
     presence: Vec<(String, Vec<u8>)>,
     seq: u64,
     policy: Policy,
+    /// SUBACKs since the last CONNACK (two: reports and presence).
+    subacks: u32,
 }
 
 /// A running test controller.
@@ -117,8 +144,12 @@ impl TestController {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        s.lock().unwrap_or_else(|e| e.into_inner()).subacks = 0;
                         let _ = c.subscribe("licd/v1/+/+/report", QoS::AtLeastOnce).await;
                         let _ = c.subscribe("licd/v1/+/+/presence", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        s.lock().unwrap_or_else(|e| e.into_inner()).subacks += 1;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/presence") => {
                         let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,6 +225,16 @@ impl TestController {
             .await;
     }
 
+    /// Whether the broker acknowledged both subscriptions (reports and presence) of the
+    /// current connection: an agent started after this has its first report answered.
+    pub fn is_subscribed(&self) -> bool {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subacks
+            >= 2
+    }
+
     /// Highest seq issued so far.
     pub fn seq(&self) -> u64 {
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).seq
@@ -206,31 +247,19 @@ impl Drop for TestController {
     }
 }
 
-/// The bundle `policy` grants for `report`.
+/// The bundle `policy` grants for `report` (service names that are not valid ids are left out).
 pub fn bundle_for(report: &DeviceReport, seq: u64, policy: &Policy) -> GrantBundle {
-    let now = unix_now();
-    GrantBundle {
-        device: report.device.clone(),
-        device_key: report.device_key.id(),
-        tenant: report.tenant.clone(),
-        seq,
-        issued_at: now,
-        refresh_after: now + policy.lease / 2,
-        grants: policy
-            .services
-            .iter()
-            .filter_map(|s| ServiceName::new(s.as_str()).ok())
-            .map(|service| ServiceGrant {
-                service,
-                license: LicenseId::new("lic-test").expect("valid id"),
-                sku: Sku::new("SKU-TEST").expect("valid id"),
-                not_before: now.saturating_sub(60),
-                not_after: now + 365 * 86_400,
-                lease_until: now + policy.lease,
-                grace: policy.grace,
-                vm_allowance: policy.vm_allowance,
-            })
-            .collect(),
-        withheld: vec![],
-    }
+    let services: Vec<&str> = policy
+        .services
+        .iter()
+        .map(String::as_str)
+        .filter(|s| ServiceName::new(*s).is_ok())
+        .collect();
+    BundleBuilder::for_report(report, unix_now())
+        .seq(seq)
+        .services(&services)
+        .lease(policy.lease)
+        .grace(policy.grace)
+        .vm_allowance(policy.vm_allowance)
+        .build()
 }

@@ -4,6 +4,9 @@
 //! - [`pki`]: a throwaway CA with server and client certificates as PEM files (rcgen);
 //! - [`mosquitto`]: a real mosquitto on a free 127.0.0.1 port, plain, TLS or mutual TLS, that
 //!   can be stopped and restarted on the same port;
+//! - [`scene`]: a broker, the controller keys, a [`controller::TestController`] and agents
+//!   that trust it — the set-up agent scenarios share;
+//! - [`bundle`]: [`BundleBuilder`], signed grant bundles from defaults a test overrides;
 //! - [`wait`]: waiting on a condition with a timeout (no fixed sleeps);
 //! - [`net`]: free loopback ports;
 //! - [`state`]: a temporary state directory for an agent;
@@ -15,6 +18,7 @@
 //! test to explain itself. The scenarios themselves live in `tests/tests/`.
 
 pub mod agent;
+pub mod bundle;
 pub mod controller;
 pub mod error;
 pub mod fleet;
@@ -22,14 +26,17 @@ pub mod mosquitto;
 pub mod net;
 pub mod pki;
 pub mod process;
+pub mod scene;
 pub mod state;
 pub mod wait;
 
+pub use bundle::BundleBuilder;
 pub use error::{HarnessError, Result};
 pub use mosquitto::{BrokerSecurity, Mosquitto, MosquittoConfig};
 pub use net::free_port;
 pub use pki::{CertFiles, Pki};
 pub use process::{licd_bin, spawn_licd, TestProcess};
+pub use scene::{Scene, SceneBuilder};
 pub use state::TempState;
 pub use wait::{wait_for, wait_for_async};
 

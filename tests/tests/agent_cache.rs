@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use licd_agent::store::{BUNDLE_FILE, MARK_FILE};
-use licd_protocol::envelope::{open_bundle, seal_bundle};
+use licd_protocol::envelope::open_bundle;
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
-use licd_protocol::{DeviceId, DeviceReport, PublicKey, Topic, TopicKind, TrustStore};
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{bundle_for, unix_now, ControllerKeys, Policy, TestController};
-use licd_tests::{wait_for, Mosquitto, MosquittoConfig};
+use licd_protocol::{DeviceId, DeviceReport, PublicKey, TrustStore};
+use licd_tests::agent::Agent;
+use licd_tests::controller::unix_now;
+use licd_tests::{wait_for, BundleBuilder, Scene};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -28,8 +28,6 @@ const T: Duration = Duration::from_secs(30);
 const REFUSED: &str = "cached bundle refused";
 /// The log line of a cache file that could not be read as a bundle at all.
 const UNREADABLE: &str = "cache unreadable";
-
-use licd_tests::runtime;
 
 /// SplitMix64: a few lines of deterministic randomness, no dependency.
 struct Rng(u64);
@@ -44,31 +42,25 @@ impl Rng {
     }
 }
 
-/// A broker, a test controller and an agent that was licensed for `wifi`, then stopped
-/// cleanly, with the broker stopped too.
-struct Scene {
-    broker: Mosquitto,
-    controller: TestController,
+/// A [`Scene`] whose agent was licensed for `wifi`, then stopped cleanly, with the broker
+/// stopped too. The agent is declared first so it stops before the broker and controller.
+struct Offline {
     agent: Agent,
+    scene: Scene,
     /// The first report the controller saw (the agent's device key is in it).
     report: DeviceReport,
 }
 
-impl Scene {
+impl Offline {
     fn licensed_then_offline() -> Self {
-        let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-        let keys = ControllerKeys::fixed();
-        let root = keys.root_hex();
-        let controller = TestController::start(broker.port(), keys, Policy::default());
-        let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-        agent.wait_state("wifi", "licensed", T).unwrap();
-        let report = controller.reports()[0].clone();
+        let mut scene = Scene::start().unwrap();
+        let mut agent = scene.licensed_agent().unwrap();
+        let report = scene.controller.reports()[0].clone();
         assert!(agent.stop().unwrap(), "clean exit 0 on SIGTERM");
-        broker.stop().unwrap();
+        scene.broker.stop().unwrap();
         Self {
-            broker,
-            controller,
             agent,
+            scene,
             report,
         }
     }
@@ -79,12 +71,10 @@ impl Scene {
 
     /// A bundle signed by the test controller's real keys for `report`'s device and key.
     fn sealed(&self, report: &DeviceReport, seq: u64) -> Vec<u8> {
-        let keys = self.controller.keys();
-        seal_bundle(
-            &bundle_for(report, seq, &Policy::default()),
-            &keys.signing,
-            &keys.cert,
-        )
+        BundleBuilder::for_report(report, unix_now())
+            .seq(seq)
+            .signed_by(self.scene.keys())
+            .seal()
     }
 
     /// Restarts the agent (the broker is down) and returns where its new log starts.
@@ -105,15 +95,14 @@ impl Scene {
     /// Starts the broker again and publishes a fresh grant (retained, as the controller does);
     /// the agent must apply it, whether it gets this one or the controller's answer to its
     /// report first. Then the cache must hold a valid bundle for this device again.
-    fn broker_back_and_licensed_again(&mut self, rt: &tokio::runtime::Runtime) {
-        self.broker.start_again().unwrap();
-        let fresh = self.sealed(&self.report, self.controller.seq() + 100);
-        let topic = Topic::new(&self.report.tenant, &self.report.device, TopicKind::Grants);
-        rt.block_on(self.controller.publish_raw(&topic.to_topic_string(), fresh));
+    fn broker_back_and_licensed_again(&mut self) {
+        self.scene.broker.start_again().unwrap();
+        let fresh = self.sealed(&self.report, self.scene.controller.seq() + 100);
+        self.scene.publish_grants(&self.agent, fresh);
         self.agent.wait_state("wifi", "licensed", T).unwrap();
         let raw = fs::read(self.state_file(BUNDLE_FILE)).unwrap();
         let trust = TrustStore::new(vec![PublicKey::from(
-            &self.controller.keys().root.verifying_key(),
+            &self.scene.keys().root.verifying_key(),
         )]);
         let (bundle, _) = open_bundle(&raw, &trust, unix_now()).unwrap();
         assert_eq!(bundle.device, self.report.device);
@@ -144,11 +133,9 @@ fn rejected(dir: &Path, name: &str) -> Vec<PathBuf> {
 fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     line: &str,
     code: Option<&str>,
-    damage: impl FnOnce(&Scene, Vec<u8>) -> Vec<u8>,
+    damage: impl FnOnce(&Offline, Vec<u8>) -> Vec<u8>,
 ) {
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut scene = Scene::licensed_then_offline();
+    let mut scene = Offline::licensed_then_offline();
     let path = scene.state_file(BUNDLE_FILE);
     let good = fs::read(&path).unwrap();
     let bad = damage(&scene, good.clone());
@@ -223,7 +210,7 @@ fn a_damaged_cache_is_set_aside_and_the_agent_recovers(
     );
     assert!(!path.exists(), "the damaged cache is no longer in place");
 
-    scene.broker_back_and_licensed_again(&rt);
+    scene.broker_back_and_licensed_again();
 }
 
 #[test]
@@ -279,7 +266,7 @@ fn a_valid_bundle_for_another_device_is_refused_set_aside_and_the_agent_relicens
     a_damaged_cache_is_set_aside_and_the_agent_recovers(REFUSED, Some("wrong_device"), |s, _| {
         let mut other = s.report.clone();
         other.device = DeviceId::new("ap-2").unwrap();
-        s.sealed(&other, s.controller.seq() + 1)
+        s.sealed(&other, s.scene.controller.seq() + 1)
     });
 }
 
@@ -293,16 +280,14 @@ fn a_valid_bundle_for_this_id_but_another_device_key_is_refused_and_the_agent_re
             let mut other = s.report.clone();
             let stranger = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
             other.device_key = PublicKey::from(&stranger.verifying_key());
-            s.sealed(&other, s.controller.seq() + 1)
+            s.sealed(&other, s.scene.controller.seq() + 1)
         },
     );
 }
 
 #[test]
 fn a_cache_without_its_device_key_is_reported_by_an_offline_check_not_never_granted() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let scene = Scene::licensed_then_offline();
+    let scene = Offline::licensed_then_offline();
     fs::remove_file(scene.state_file("device.key")).unwrap();
     let (exit, stdout, stderr) = scene.agent.cli(&["check", "wifi"]).unwrap();
     assert_eq!(exit, 4, "stdout {stdout:?} stderr {stderr:?}");
@@ -316,9 +301,7 @@ fn a_cache_without_its_device_key_is_reported_by_an_offline_check_not_never_gran
 
 #[test]
 fn a_corrupt_time_mark_is_set_aside_and_the_cached_grant_still_holds() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut scene = Scene::licensed_then_offline();
+    let mut scene = Offline::licensed_then_offline();
     let mark = scene.state_file(MARK_FILE);
     let garbage = b"\x00\xffnot a time\n".to_vec();
     fs::write(&mark, &garbage).unwrap();
@@ -347,7 +330,7 @@ fn a_corrupt_time_mark_is_set_aside_and_the_cached_grant_still_holds() {
     })
     .unwrap();
 
-    scene.broker.start_again().unwrap();
+    scene.scene.broker.start_again().unwrap();
     wait_for("the agent to reconnect", T, || {
         scene
             .agent

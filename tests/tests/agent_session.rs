@@ -5,34 +5,24 @@
 
 use std::time::{Duration, Instant};
 
-use licd_protocol::envelope::seal_bundle;
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{bundle_for, ControllerKeys, Policy, TestController};
-use licd_tests::{wait_for, Mosquitto, MosquittoConfig, Pki};
+use licd_tests::agent::grants_topic;
+use licd_tests::controller::{ControllerKeys, Policy, TestController};
+use licd_tests::{wait_for, Pki, Scene};
 
 const T: Duration = Duration::from_secs(30);
 
-use licd_tests::runtime;
-
-use licd_tests::agent::grants_topic;
-
 #[test]
 fn first_boot_reports_gets_a_grant_and_is_licensed_and_check_agrees() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
+    let scene = Scene::start().unwrap();
     let started = Instant::now();
-    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
+    let agent = scene.agent().unwrap();
     agent.wait_state("wifi", "licensed", T).unwrap();
     eprintln!(
         "cold start to first grant applied (plain): {:?}",
         started.elapsed()
     );
 
-    let report = &controller.reports()[0];
+    let report = &scene.controller.reports()[0];
     assert_eq!(report.device.as_str(), "ap-1");
     assert_eq!(report.model, "AP-TEST");
     assert_eq!(report.services_wanted[0].as_str(), "wifi");
@@ -46,31 +36,25 @@ fn first_boot_reports_gets_a_grant_and_is_licensed_and_check_agrees() {
 
 #[test]
 fn broker_down_keeps_the_license_then_grace_then_unlicensed_and_renews_when_back() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let policy = Policy {
+    let mut scene = Scene::with_policy(Policy {
         lease: 4,
         grace: 3,
         ..Policy::default()
-    };
-    let controller = TestController::start(broker.port(), keys, policy);
-    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    })
+    .unwrap();
+    let agent = scene.licensed_agent().unwrap();
     // Renewals keep it licensed while the controller answers (refresh at half the lease).
-    wait_for("a renewal", T, || controller.seq() >= 3).unwrap();
+    wait_for("a renewal", T, || scene.controller.seq() >= 3).unwrap();
     assert_eq!(agent.state_of("wifi").as_deref(), Some("licensed"));
 
-    broker.stop().unwrap();
+    scene.broker.stop().unwrap();
     agent.wait_state("wifi", "grace", T).unwrap();
     let answer = agent.check("wifi").unwrap();
     assert_eq!(answer["reason"], "lease_expired");
     agent.wait_state("wifi", "unlicensed", T).unwrap();
     assert_eq!(agent.check("wifi").unwrap()["reason"], "lease_expired");
 
-    broker.start_again().unwrap();
+    scene.broker.start_again().unwrap();
     agent.wait_state("wifi", "licensed", T).unwrap();
     let log = agent.log();
     assert!(log.contains("broker connection lost"), "{log}");
@@ -79,16 +63,10 @@ fn broker_down_keeps_the_license_then_grace_then_unlicensed_and_renews_when_back
 
 #[test]
 fn an_agent_restarted_with_the_broker_down_enforces_from_its_cache() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
-    drop(controller);
-    broker.stop().unwrap();
+    let mut scene = Scene::start().unwrap();
+    let mut agent = scene.licensed_agent().unwrap();
+    drop(scene.controller);
+    scene.broker.stop().unwrap();
     assert!(agent.stop().unwrap(), "clean exit 0 on SIGTERM");
 
     // With no daemon, `licd check` evaluates the cache itself.
@@ -111,37 +89,19 @@ fn an_agent_restarted_with_the_broker_down_enforces_from_its_cache() {
 
 #[test]
 fn the_retained_bundle_is_delivered_on_reconnect_and_a_forged_one_changes_nothing() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let scene = Scene::start().unwrap();
+    let mut agent = scene.licensed_agent().unwrap();
 
-    // Forged: signed by a key no root certified; and a valid bundle for another device.
-    let rogue = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
-    let rogue_cert = licd_protocol::SignerCertificate::issue(
-        &rogue,
-        licd_protocol::PublicKey::from(&rogue.verifying_key()),
-        0,
-        u64::MAX,
-    );
-    let report = controller.reports()[0].clone();
-    let forged = seal_bundle(
-        &bundle_for(
-            &report,
-            1_000,
-            &Policy {
-                services: vec![],
-                ..Policy::default()
-            },
-        ),
-        &rogue,
-        &rogue_cert,
-    );
-    rt.block_on(controller.publish_raw(&grants_topic(), forged));
+    // Forged: signed by a key no root certified (it certified itself).
+    let rogue = ControllerKeys::from_seeds(66, 66);
+    let forged = scene
+        .bundle()
+        .unwrap()
+        .seq(1_000)
+        .no_grants()
+        .signed_by(&rogue)
+        .seal();
+    scene.publish_raw(&grants_topic(), forged);
     wait_for("the forged bundle to be refused", T, || {
         agent.status().is_some_and(|s| s["refusals"]["total"] == 1)
     })
@@ -152,7 +112,7 @@ fn the_retained_bundle_is_delivered_on_reconnect_and_a_forged_one_changes_nothin
         "{status}"
     );
     assert_eq!(agent.state_of("wifi").as_deref(), Some("licensed"));
-    rt.block_on(controller.publish_raw(&grants_topic(), b"\x01garbage".to_vec()));
+    scene.publish_raw(&grants_topic(), b"\x01garbage".to_vec());
     wait_for("garbage to be refused", T, || {
         agent.status().is_some_and(|s| s["refusals"]["total"] == 2)
     })
@@ -161,11 +121,15 @@ fn the_retained_bundle_is_delivered_on_reconnect_and_a_forged_one_changes_nothin
 
     // A real bundle retained on the broker reaches a restarted agent before any report is
     // answered: stop answering, restart, and the retained one still arrives.
-    let mut good = bundle_for(&report, controller.seq() + 10, &Policy::default());
-    good.grants.clear();
-    let raw = seal_bundle(&good, &controller.keys().signing, &controller.keys().cert);
-    controller.set_policy(|p| p.answer = false);
-    rt.block_on(controller.publish_raw(&grants_topic(), raw));
+    let good = scene
+        .bundle()
+        .unwrap()
+        .seq(scene.controller.seq() + 10)
+        .no_grants()
+        .build();
+    let raw = scene.keys().seal(&good);
+    scene.controller.set_policy(|p| p.answer = false);
+    scene.publish_raw(&grants_topic(), raw);
     agent.wait_state("wifi", "unlicensed", T).unwrap();
     assert_eq!(agent.check("wifi").unwrap()["reason"], "revoked");
     agent.restart().unwrap();
@@ -179,21 +143,20 @@ fn the_retained_bundle_is_delivered_on_reconnect_and_a_forged_one_changes_nothin
 
 #[test]
 fn a_vm_count_change_triggers_a_new_report() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    let mut options = AgentOptions::plain(broker.port(), &root);
+    let scene = Scene::start().unwrap();
+    let controller = &scene.controller;
     let vm_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(vm_file.path(), "2\n").unwrap();
-    // vm_probe_interval_secs lives in [enforce]; the default (60 s) is too slow for a test.
-    options.extra = format!(
-        "[enforce]\nvm_probe_interval_secs = 1\n\n[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
-        vm_file.path().display().to_string()
-    );
-    let agent = Agent::start(&options).unwrap();
+    let agent = scene
+        .agent_with(|o| {
+            // vm_probe_interval_secs lives in [enforce]; the default (60 s) is too slow for a
+            // test.
+            o.extra = format!(
+                "[enforce]\nvm_probe_interval_secs = 1\n\n[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
+                vm_file.path().display().to_string()
+            );
+        })
+        .unwrap();
     wait_for("a report with 2 VMs", T, || {
         controller.reports().iter().any(|r| r.vm_count == Some(2))
     })
@@ -208,25 +171,11 @@ fn a_vm_count_change_triggers_a_new_report() {
 
 #[test]
 fn tls_with_the_generated_ca_licenses_the_device() {
-    let rt = runtime();
-    let _g = rt.enter();
     let pki = Pki::generate().unwrap();
-    let tls = Mosquitto::start(MosquittoConfig::tls(&pki)).unwrap();
     // The controller connects to a plain listener of the same broker.
-    let plain_port = licd_tests::free_port().unwrap();
-    let broker = Mosquitto::start(MosquittoConfig::tls(&pki).with_line(format!(
-        "listener {plain_port} 127.0.0.1\nallow_anonymous true"
-    )));
-    drop(tls);
-    let broker = broker.unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let _controller = TestController::start(plain_port, keys, Policy::default());
-    let mut options = AgentOptions::plain(broker.port(), &root);
-    options.broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
-    options.ca_file = Some(pki.ca_cert.clone());
+    let scene = Scene::builder().tls(&pki).start().unwrap();
     let started = Instant::now();
-    let agent = Agent::start(&options).unwrap();
+    let agent = scene.agent().unwrap();
     agent.wait_state("wifi", "licensed", T).unwrap();
     eprintln!(
         "cold start to first grant applied (TLS): {:?}",
@@ -236,22 +185,10 @@ fn tls_with_the_generated_ca_licenses_the_device() {
 
 #[test]
 fn mutual_tls_refuses_an_agent_without_a_client_certificate_and_accepts_one_with_it() {
-    let rt = runtime();
-    let _g = rt.enter();
     let pki = Pki::generate().unwrap();
-    let plain_port = licd_tests::free_port().unwrap();
-    let broker = Mosquitto::start(MosquittoConfig::mutual_tls(&pki).with_line(format!(
-        "listener {plain_port} 127.0.0.1\nallow_anonymous true"
-    )))
-    .unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let _controller = TestController::start(plain_port, keys, Policy::default());
-    let mut options = AgentOptions::plain(broker.port(), &root);
-    options.broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
-    options.ca_file = Some(pki.ca_cert.clone());
+    let scene = Scene::builder().mutual_tls(&pki).start().unwrap();
 
-    let without = Agent::start(&options).unwrap();
+    let without = scene.agent_with(|o| o.client_cert = None).unwrap();
     wait_for("the connection error to show in status", T, || {
         without
             .status()
@@ -260,30 +197,27 @@ fn mutual_tls_refuses_an_agent_without_a_client_certificate_and_accepts_one_with
     .unwrap();
     assert_eq!(without.state_of("wifi").as_deref(), Some("unlicensed"));
 
-    options.client_cert = Some((pki.client.cert.clone(), pki.client.key.clone()));
-    let with = Agent::start(&options).unwrap();
+    let with = scene.agent().unwrap();
     with.wait_state("wifi", "licensed", T).unwrap();
 }
 
 #[test]
 fn presence_is_online_then_offline_on_a_clean_stop_and_the_will_says_offline_after_a_kill() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    let mut options = AgentOptions::plain(broker.port(), &root);
+    let scene = Scene::start().unwrap();
+    let controller = &scene.controller;
     let hook_out = tempfile::NamedTempFile::new().unwrap();
-    options.extra = format!(
-        "[hooks]\non_change = [\"sh\", \"-c\", \"echo $LICD_SERVICE $LICD_STATE >> {}\"]\n",
-        hook_out.path().display()
-    );
-    let mut agent = Agent::start(&options).unwrap();
+    let mut agent = scene
+        .agent_with(|o| {
+            o.extra = format!(
+                "[hooks]\non_change = [\"sh\", \"-c\", \"echo $LICD_SERVICE $LICD_STATE >> {}\"]\n",
+                hook_out.path().display()
+            );
+        })
+        .unwrap();
     agent.wait_state("wifi", "licensed", T).unwrap();
     let last_presence = |c: &TestController| c.presence().last().map(|(_, p)| p.clone());
     wait_for("presence online", T, || {
-        last_presence(&controller).as_deref() == Some(b"online")
+        last_presence(controller).as_deref() == Some(b"online")
     })
     .unwrap();
     // The hook saw the change to licensed.
@@ -296,19 +230,19 @@ fn presence_is_online_then_offline_on_a_clean_stop_and_the_will_says_offline_aft
     assert!(agent.stop().unwrap());
     eprintln!("clean stop took {:?}", t.elapsed());
     wait_for("presence offline after SIGTERM", T, || {
-        last_presence(&controller).as_deref() == Some(b"offline")
+        last_presence(controller).as_deref() == Some(b"offline")
     })
     .unwrap();
 
     agent.restart().unwrap();
     wait_for("presence online again", T, || {
-        last_presence(&controller).as_deref() == Some(b"online")
+        last_presence(controller).as_deref() == Some(b"online")
     })
     .unwrap();
     let t = Instant::now();
     agent.kill().unwrap();
     wait_for("the last will after SIGKILL", T, || {
-        last_presence(&controller).as_deref() == Some(b"offline")
+        last_presence(controller).as_deref() == Some(b"offline")
     })
     .unwrap();
     eprintln!("will after kill took {:?}", t.elapsed());

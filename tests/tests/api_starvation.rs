@@ -16,9 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use licd_client::{Client, ClientError, Source, Watch};
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{ControllerKeys, Policy, TestController};
-use licd_tests::{runtime, wait_for, Mosquitto, MosquittoConfig};
+use licd_tests::agent::Agent;
+use licd_tests::{wait_for, Scene};
 
 const T: Duration = Duration::from_secs(30);
 /// How long a check may take under the crowd: `licd check` falls back to the cache after 2 s,
@@ -135,14 +134,8 @@ fn checks_from_the_daemon(agent: &Agent, round: usize) -> (Duration, Duration) {
 
 #[test]
 fn checks_are_answered_by_the_daemon_under_idle_slow_and_departed_clients() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let _controller = TestController::start(broker.port(), keys, Policy::default());
-    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let scene = Scene::start().unwrap();
+    let agent = scene.licensed_agent().unwrap();
     let path = socket(&agent);
 
     let mut crowd = Crowd::new();
@@ -187,14 +180,8 @@ fn checks_are_answered_by_the_daemon_under_idle_slow_and_departed_clients() {
 
 #[test]
 fn watchers_past_the_budget_are_refused_and_departed_ones_are_reaped_at_once() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let _controller = TestController::start(broker.port(), keys, Policy::default());
-    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let scene = Scene::start().unwrap();
+    let agent = scene.licensed_agent().unwrap();
     let path = socket(&agent);
 
     let budget = licd_agent::api::MAX_WATCHERS;

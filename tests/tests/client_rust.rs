@@ -10,13 +10,11 @@
 use std::time::{Duration, Instant};
 
 use licd_client::{Client, ClientError, Event, Reason, Source, State};
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{unix_now, ControllerKeys, Policy, TestController};
-use licd_tests::{Mosquitto, MosquittoConfig};
+use licd_tests::agent::Agent;
+use licd_tests::controller::{unix_now, Policy};
+use licd_tests::Scene;
 
 const T: Duration = Duration::from_secs(30);
-
-use licd_tests::runtime;
 
 fn socket(agent: &Agent) -> std::path::PathBuf {
     agent.state.join("licd.sock")
@@ -24,14 +22,8 @@ fn socket(agent: &Agent) -> std::path::PathBuf {
 
 #[test]
 fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agrees() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let _controller = TestController::start(broker.port(), keys, Policy::default());
-    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let scene = Scene::start().unwrap();
+    let mut agent = scene.licensed_agent().unwrap();
 
     let mut client = Client::connect(socket(&agent)).unwrap();
     let verdict = client.verdict("wifi").unwrap();
@@ -154,26 +146,20 @@ fn check_status_and_not_running_through_the_client_then_the_cache_fallback_agree
 
 #[test]
 fn a_watch_sees_the_revocation_when_the_controller_stops_granting() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let policy = Policy {
+    let scene = Scene::with_policy(Policy {
         lease: 4,
         grace: 2,
         ..Policy::default()
-    };
-    let controller = TestController::start(broker.port(), keys, policy);
-    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    })
+    .unwrap();
+    let agent = scene.licensed_agent().unwrap();
 
     let mut client = Client::connect(socket(&agent)).unwrap();
     let mut watch = client.watch().unwrap();
     // The watch is confirmed: from here no change can be missed.
     assert!(client.check("wifi").unwrap().may_run());
     watch.set_timeout(Some(T)).unwrap();
-    controller.set_policy(|p| p.services.clear());
+    scene.controller.set_policy(|p| p.services.clear());
 
     let deadline = Instant::now() + T;
     let mut seen = Vec::new();

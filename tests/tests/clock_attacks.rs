@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hardening::{grants_topic, runtime, wait_controller_ready, Publisher, T};
-use licd_tests::controller::{unix_now, ControllerKeys, Policy, TestController};
-use licd_tests::{licd_bin, wait_for, Mosquitto, MosquittoConfig, TempState, TestProcess};
+use hardening::{grants_topic, Publisher, T};
+use licd_tests::controller::{unix_now, Policy};
+use licd_tests::{licd_bin, wait_for, Scene, TempState, TestProcess};
 use serde_json::{json, Value};
 
 /// Where Debian installs the multi-threaded libfaketime (the agent runs tokio threads).
@@ -220,20 +220,16 @@ fn libfaketime_moves_the_wall_clock_but_not_the_boot_clock() {
 #[test]
 fn a_clock_set_back_a_year_after_a_grant_gives_no_extra_validity_and_flags_rollback() {
     let Some(lib) = libfaketime() else { return };
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let policy = Policy {
+    let scene = Scene::with_policy(Policy {
         lease: 8,
         grace: 4,
         ..Policy::default()
-    };
-    let controller = TestController::start(broker.port(), keys, policy);
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let attacker = Publisher::plain(broker.port(), "attacker");
-    let agent = FakeTimeAgent::start(lib, broker.port(), &root, "+0");
+    })
+    .unwrap();
+    let (rt, controller) = (scene.rt(), &scene.controller);
+    let _g = scene.enter();
+    let attacker = Publisher::plain(scene.broker.port(), "attacker");
+    let agent = FakeTimeAgent::start(lib, scene.broker.port(), &scene.root_hex(), "+0");
     agent.wait_state("licensed");
     // The controller goes silent: the lease in hand is all the agent has.
     controller.set_policy(|p| p.answer = false);
@@ -243,7 +239,7 @@ fn a_clock_set_back_a_year_after_a_grant_gives_no_extra_validity_and_flags_rollb
     assert_eq!(granted["clock"]["rollback"], false);
 
     agent.set_clock("-365d");
-    nudge(&rt, &attacker, &agent);
+    nudge(rt, &attacker, &agent);
     let s = agent.status().unwrap();
     let real = unix_now();
     let wall = s["clock"]["wall"].as_u64().unwrap();
@@ -299,20 +295,14 @@ fn a_clock_set_back_a_year_after_a_grant_gives_no_extra_validity_and_flags_rollb
 #[test]
 fn an_agent_booting_in_1970_with_a_cached_bundle_enforces_from_the_high_water_mark() {
     let Some(lib) = libfaketime() else { return };
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let mut agent = FakeTimeAgent::start(lib, broker.port(), &root, "+0");
+    let mut scene = Scene::start().unwrap();
+    let mut agent = FakeTimeAgent::start(lib, scene.broker.port(), &scene.root_hex(), "+0");
     agent.wait_state("licensed");
     let issued_at = agent.status().unwrap()["bundle"]["issued_at"]
         .as_u64()
         .unwrap();
-    drop(controller);
-    broker.stop().unwrap();
+    drop(scene.controller);
+    scene.broker.stop().unwrap();
     agent.stop();
     let mark = mark_file(&agent.state_dir());
     assert!(mark >= issued_at);
@@ -346,27 +336,23 @@ fn an_agent_booting_in_1970_with_a_cached_bundle_enforces_from_the_high_water_ma
 #[test]
 fn a_clock_jumped_forward_ends_leases_and_setting_it_back_does_not_undo_that() {
     let Some(lib) = libfaketime() else { return };
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
     // Lease 1 h, grace 10 min: a jump of 2 h is past both.
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let attacker = Publisher::plain(broker.port(), "attacker");
-    let agent = FakeTimeAgent::start(lib, broker.port(), &root, "+0");
+    let scene = Scene::start().unwrap();
+    let (rt, controller) = (scene.rt(), &scene.controller);
+    let _g = scene.enter();
+    let attacker = Publisher::plain(scene.broker.port(), "attacker");
+    let agent = FakeTimeAgent::start(lib, scene.broker.port(), &scene.root_hex(), "+0");
     agent.wait_state("licensed");
     controller.set_policy(|p| p.answer = false);
 
     agent.set_clock("+2h");
-    nudge(&rt, &attacker, &agent);
+    nudge(rt, &attacker, &agent);
     let gone = agent.wait_state("unlicensed");
     assert_eq!(gone["reason"], "lease_expired", "{gone}");
 
     // Setting the clock back does not bring the license back: the mark stays ahead.
     agent.set_clock("+0");
-    nudge(&rt, &attacker, &agent);
+    nudge(rt, &attacker, &agent);
     let s = agent.status().unwrap();
     assert_eq!(s["clock"]["rollback"], true, "{s}");
     assert!(

@@ -8,14 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{unix_now, ControllerKeys, Policy, TestController};
-use licd_tests::{licd_bin, Mosquitto, MosquittoConfig, Pki, TempState};
+use licd_tests::controller::{unix_now, ControllerKeys};
+use licd_tests::{licd_bin, runtime, Mosquitto, MosquittoConfig, Pki, Scene, TempState};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-use licd_tests::runtime;
 
 /// Runs `licd diag` with `args`; the exit code, the JSON document (with `--json`) and stdout.
 fn diag(config: &Path, args: &[&str]) -> (i32, Value, String) {
@@ -105,22 +102,10 @@ impl Cfg {
 
 #[test]
 fn a_healthy_device_passes_every_step_over_tls_without_disturbing_the_running_daemon() {
-    let rt = runtime();
-    let _g = rt.enter();
     let pki = Pki::generate().unwrap();
-    let plain_port = licd_tests::free_port().unwrap();
-    let broker = Mosquitto::start(MosquittoConfig::tls(&pki).with_line(format!(
-        "listener {plain_port} 127.0.0.1\nallow_anonymous true"
-    )))
-    .unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(plain_port, keys, Policy::default());
-    let mut options = AgentOptions::plain(broker.port(), &root);
-    options.broker_url = format!("mqtts://127.0.0.1:{}", broker.port());
-    options.ca_file = Some(pki.ca_cert.clone());
-    let agent = Agent::start(&options).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let scene = Scene::builder().tls(&pki).start().unwrap();
+    let controller = &scene.controller;
+    let agent = scene.licensed_agent().unwrap();
     let seq_before = controller.seq();
 
     let (code, report, _) = diag(&agent.config_path(), &["--json"]);
@@ -181,16 +166,10 @@ fn a_healthy_device_passes_every_step_over_tls_without_disturbing_the_running_da
 
 #[test]
 fn broker_down_fails_at_tcp_skips_the_rest_and_still_shows_the_cached_license() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let _controller = TestController::start(broker.port(), keys, Policy::default());
-    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let mut scene = Scene::start().unwrap();
+    let mut agent = scene.licensed_agent().unwrap();
     assert!(agent.stop().unwrap());
-    broker.stop().unwrap();
+    scene.broker.stop().unwrap();
 
     let (code, report, _) = diag(&agent.config_path(), &["--json", "--timeout", "5"]);
     assert_eq!(code, 2, "{report:#}");

@@ -13,15 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hardening::{
-    grants_topic, runtime, seal, status, wait_controller_ready, wait_status, Publisher, T,
-};
+use hardening::{grants_topic, status, wait_status, Publisher, T};
 use licd_agent::enforce::{AcceptanceRules, Enforcer};
 use licd_agent::store::Store;
 use licd_protocol::{DeviceId, PublicKey, TrustStore};
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{bundle_for, ControllerKeys, Policy, TestController};
-use licd_tests::{wait_for, Mosquitto, MosquittoConfig};
+use licd_tests::agent::Agent;
+use licd_tests::controller::{ControllerKeys, Policy};
+use licd_tests::{wait_for, Scene};
 
 /// Kill/restart cycles (see the module docs).
 const RESTARTS_ENV: &str = "LICD_BROKER_RESTARTS";
@@ -31,14 +29,17 @@ const RECONNECT_CAP_MS: u64 = 2_000;
 /// Scheduling slack allowed when comparing logged delays with observed gaps.
 const SLACK_MS: u64 = 60;
 
-fn agent_with_hook(port: u16, root: &str) -> (Agent, tempfile::NamedTempFile) {
-    let mut options = AgentOptions::plain(port, root);
+fn agent_with_hook(scene: &Scene) -> (Agent, tempfile::NamedTempFile) {
     let transcript = tempfile::NamedTempFile::new().unwrap();
-    options.extra = format!(
-        "[hooks]\non_change = [\"sh\", \"-c\", \"echo $LICD_SERVICE $LICD_STATE $LICD_REASON >> {}\"]\n",
-        transcript.path().display()
-    );
-    (Agent::start(&options).unwrap(), transcript)
+    let agent = scene
+        .agent_with(|o| {
+            o.extra = format!(
+                "[hooks]\non_change = [\"sh\", \"-c\", \"echo $LICD_SERVICE $LICD_STATE $LICD_REASON >> {}\"]\n",
+                transcript.path().display()
+            );
+        })
+        .unwrap();
+    (agent, transcript)
 }
 
 fn transcript(file: &tempfile::NamedTempFile) -> Vec<String> {
@@ -91,28 +92,20 @@ fn broker_killed_and_restarted_many_times_loses_no_bundle_and_never_storms() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RESTARTS);
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let (agent, hook) = agent_with_hook(broker.port(), &root);
+    let mut scene = Scene::start().unwrap();
+    let (agent, hook) = agent_with_hook(&scene);
     agent.wait_state("wifi", "licensed", T).unwrap();
-    controller.set_policy(|p| p.answer = false);
-    let report = controller.reports()[0].clone();
-    let keys = controller.keys();
+    scene.controller.set_policy(|p| p.answer = false);
     let transitions_before = transcript(&hook);
 
     let started = Instant::now();
     let mut reconnect_ms = Vec::new();
     for cycle in 0..cycles {
-        broker.kill().unwrap();
+        scene.broker.kill().unwrap();
         wait_status(&agent, "the agent to notice the broker is gone", |s| {
             s["connection"]["connected"] == false
         });
-        broker.start_again().unwrap();
+        scene.broker.start_again().unwrap();
         let back = Instant::now();
         wait_for("the agent to reconnect", T, || connected(&agent))
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e}\n{}", agent.log()));
@@ -120,10 +113,11 @@ fn broker_killed_and_restarted_many_times_loses_no_bundle_and_never_storms() {
         // A new bundle published (retained) after each restart is applied: none is lost,
         // whether it arrives before or after the agent resubscribes.
         let seq = 1_000 + u64::from(cycle);
-        let publisher = Publisher::plain(broker.port(), "publisher");
-        rt.block_on(publisher.publish_acked(
+        let _g = scene.enter();
+        let publisher = Publisher::plain(scene.broker.port(), "publisher");
+        scene.rt().block_on(publisher.publish_acked(
             &grants_topic(),
-            seal(keys, &bundle_for(&report, seq, &Policy::default())),
+            scene.bundle().unwrap().seq(seq).seal(),
             true,
         ));
         wait_status(&agent, "the new bundle to be applied", |s| {
@@ -135,7 +129,7 @@ fn broker_killed_and_restarted_many_times_loses_no_bundle_and_never_storms() {
 
     // Exactly one connection of the agent per broker start: no flapping, no storm.
     let client = "as licd-acme-ap-1";
-    let log = broker.log();
+    let log = scene.broker.log();
     let connections = log
         .lines()
         .filter(|l| l.contains("New client connected") && l.contains(client))
@@ -166,18 +160,11 @@ fn broker_killed_and_restarted_many_times_loses_no_bundle_and_never_storms() {
 
 #[test]
 fn a_partition_is_ridden_out_with_backoff_and_the_agent_reconnects_when_it_heals() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let mut broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
+    let mut scene = Scene::start().unwrap();
+    let agent = scene.licensed_agent().unwrap();
 
     let before = reconnect_attempts(&agent.log()).len();
-    broker.stop().unwrap();
+    scene.broker.stop().unwrap();
     let down = Instant::now();
     const ATTEMPTS: usize = 8;
     wait_for(
@@ -210,7 +197,7 @@ fn a_partition_is_ridden_out_with_backoff_and_the_agent_reconnects_when_it_heals
         "the lease covers it"
     );
 
-    broker.start_again().unwrap();
+    scene.broker.start_again().unwrap();
     let healed = Instant::now();
     wait_for("the agent to reconnect", T, || connected(&agent)).unwrap();
     println!("partition healed: reconnected after {:?}", healed.elapsed());
@@ -219,19 +206,14 @@ fn a_partition_is_ridden_out_with_backoff_and_the_agent_reconnects_when_it_heals
 
 #[test]
 fn a_controller_silent_longer_than_the_lease_gives_grace_then_unlicensed_without_a_report_storm() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let policy = Policy {
+    let scene = Scene::with_policy(Policy {
         lease: 4,
         grace: 3,
         ..Policy::default()
-    };
-    let controller = TestController::start(broker.port(), keys, policy);
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let (agent, hook) = agent_with_hook(broker.port(), &root);
+    })
+    .unwrap();
+    let controller = &scene.controller;
+    let (agent, hook) = agent_with_hook(&scene);
     agent.wait_state("wifi", "licensed", T).unwrap();
     controller.set_policy(|p| p.answer = false);
     let reports_before = controller.reports().len();
@@ -249,9 +231,8 @@ fn a_controller_silent_longer_than_the_lease_gives_grace_then_unlicensed_without
     assert!(connected(&agent), "the broker connection stayed up");
 
     // The controller comes back and pushes a bundle: licensed again.
-    let report = controller.reports()[0].clone();
-    let fresh = bundle_for(&report, controller.seq() + 1, &Policy::default());
-    rt.block_on(controller.publish_raw(&grants_topic(), seal(controller.keys(), &fresh)));
+    let fresh = scene.bundle().unwrap().seq(controller.seq() + 1).seal();
+    scene.publish_raw(&grants_topic(), fresh);
     agent.wait_state("wifi", "licensed", T).unwrap();
     // A renewal answered just before the controller went silent would add a second
     // "licensed" (a new end); consecutive repeats are not transitions.
@@ -382,18 +363,10 @@ fn cached_seq(dir: &Path, keys: &ControllerKeys, device_key: &str) -> u64 {
 
 #[test]
 fn a_full_disk_and_a_read_only_state_dir_keep_the_old_cache_and_enforcement_goes_on() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let controller = TestController::start(broker.port(), keys, Policy::default());
-    wait_controller_ready(&rt, broker.port(), &controller);
-    let mut agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-    agent.wait_state("wifi", "licensed", T).unwrap();
-    controller.set_policy(|p| p.answer = false);
-    let report = controller.reports()[0].clone();
-    let keys = controller.keys();
+    let scene = Scene::start().unwrap();
+    let mut agent = scene.licensed_agent().unwrap();
+    scene.controller.set_policy(|p| p.answer = false);
+    let keys = scene.keys();
     let device_key = status(&agent)["device_key"].as_str().unwrap().to_owned();
     assert!(agent.stop().unwrap());
     let Some(fs) = Tmpfs::mount_over(&agent.state_dir(), "64k") else {
@@ -401,13 +374,16 @@ fn a_full_disk_and_a_read_only_state_dir_keep_the_old_cache_and_enforcement_goes
     };
     agent.restart().unwrap();
     agent.wait_state("wifi", "licensed", T).unwrap();
-    let publisher = Publisher::plain(broker.port(), "publisher");
+    let _g = scene.enter();
+    let publisher = Publisher::plain(scene.broker.port(), "publisher");
     let publish = |seq: u64, revoke: bool| {
-        let mut b = bundle_for(&report, seq, &Policy::default());
+        let mut b = scene.bundle().unwrap().seq(seq);
         if revoke {
-            b.grants.clear();
+            b = b.no_grants();
         }
-        rt.block_on(publisher.publish_acked(&grants_topic(), seal(keys, &b), true));
+        scene
+            .rt()
+            .block_on(publisher.publish_acked(&grants_topic(), b.seal(), true));
         wait_status(&agent, "the bundle to be enforced", |s| {
             s["bundle"]["seq"].as_u64() == Some(seq)
         });

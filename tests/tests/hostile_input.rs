@@ -13,12 +13,12 @@ mod hardening;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use hardening::{agent_pid, alive, grants_topic, runtime, seal, status, vm_rss_kib, Publisher, T};
+use hardening::{agent_pid, alive, grants_topic, seal, status, vm_rss_kib, Publisher, T};
 use licd_protocol::envelope::{seal_bytes, seal_report};
-use licd_protocol::{DeviceId, GrantBundle, KeyId, MessageKind, PublicKey, SignerCertificate};
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{bundle_for, unix_now, ControllerKeys, Policy, TestController};
-use licd_tests::{wait_for, Mosquitto, MosquittoConfig};
+use licd_protocol::{DeviceId, GrantBundle, KeyId, MessageKind};
+use licd_tests::agent::Agent;
+use licd_tests::controller::{unix_now, ControllerKeys};
+use licd_tests::{wait_for, Scene};
 use serde_json::Value;
 
 /// Messages in the flood.
@@ -69,44 +69,30 @@ fn observe(agent: &Agent) -> Observed {
     }
 }
 
+/// A [`Scene`] with a licensed agent and an attacker client on its broker.
 struct Rig {
-    rt: tokio::runtime::Runtime,
-    _broker: Mosquitto,
-    controller: TestController,
     agent: Agent,
     attacker: Publisher,
+    scene: Scene,
     pid: u32,
 }
 
 impl Rig {
     fn start() -> Self {
-        let rt = runtime();
-        let broker = {
-            let _g = rt.enter();
-            Mosquitto::start(MosquittoConfig::plain()).unwrap()
+        let scene = Scene::start().unwrap();
+        let attacker = {
+            let _g = scene.enter();
+            Publisher::plain(scene.broker.port(), "attacker")
         };
-        let keys = ControllerKeys::fixed();
-        let root = keys.root_hex();
-        let (controller, attacker) = {
-            let _g = rt.enter();
-            (
-                TestController::start(broker.port(), keys, Policy::default()),
-                Publisher::plain(broker.port(), "attacker"),
-            )
-        };
-        hardening::wait_controller_ready(&rt, broker.port(), &controller);
-        let agent = Agent::start(&AgentOptions::plain(broker.port(), &root)).unwrap();
-        agent.wait_state("wifi", "licensed", T).unwrap();
+        let agent = scene.licensed_agent().unwrap();
         // From now on only the test publishes bundles.
-        controller.set_policy(|p| p.answer = false);
+        scene.controller.set_policy(|p| p.answer = false);
         attacker.wait_connected();
         let pid = agent_pid(&agent).expect("the agent's pid");
         Self {
-            rt,
-            _broker: broker,
-            controller,
             agent,
             attacker,
+            scene,
             pid,
         }
     }
@@ -116,8 +102,9 @@ impl Rig {
     }
 
     fn send(&self, bytes: Vec<u8>) {
-        let _g = self.rt.enter();
-        self.rt
+        let _g = self.scene.enter();
+        self.scene
+            .rt()
             .block_on(self.attacker.publish_acked(&grants_topic(), bytes, true));
     }
 
@@ -146,7 +133,7 @@ impl Rig {
 
     /// Publishes a bundle that must be accepted; returns its bytes.
     fn expect_accepted(&self, bundle: &GrantBundle) -> Vec<u8> {
-        let raw = seal(self.controller.keys(), bundle);
+        let raw = seal(self.scene.keys(), bundle);
         self.send(raw.clone());
         wait_for("a valid bundle to be accepted", T, || {
             self.agent
@@ -161,11 +148,11 @@ impl Rig {
 #[test]
 fn every_hostile_grant_is_refused_with_its_reason_and_changes_nothing() {
     let rig = Rig::start();
-    let keys = rig.controller.keys();
-    let report = rig.controller.reports()[0].clone();
-    let policy = Policy::default();
+    let keys = rig.scene.keys();
+    let report = rig.scene.first_report().unwrap();
     let now = unix_now();
-    let base = |seq: u64| bundle_for(&report, seq, &policy);
+    let bundle = rig.scene.bundle().unwrap();
+    let base = |seq: u64| bundle.clone().seq(seq).build();
     let rss_start = vm_rss_kib(rig.pid).unwrap();
 
     // Two genuine bundles first, so that the older one can be replayed.
@@ -216,17 +203,10 @@ fn every_hostile_grant_is_refused_with_its_reason_and_changes_nothing() {
         "bad_signature",
     );
 
-    let rogue_root = SigningKey::from_bytes(&[66; 32]);
-    let rogue = SigningKey::from_bytes(&[67; 32]);
-    let rogue_cert = SignerCertificate::issue(
-        &rogue_root,
-        PublicKey::from(&rogue.verifying_key()),
-        0,
-        u64::MAX,
-    );
+    let rogue = ControllerKeys::from_seeds(66, 67);
     rig.expect_refused(
         "valid signature from an unknown key (own root)",
-        licd_protocol::envelope::seal_bundle(&base(108), &rogue, &rogue_cert),
+        seal(&rogue, &base(108)),
         "untrusted_signer",
     );
     // The payload bytes of a genuine bundle: after version, kind, signer, the certificate
@@ -240,26 +220,21 @@ fn every_hostile_grant_is_refused_with_its_reason_and_changes_nothing() {
     );
     rig.expect_refused(
         "unknown key wearing the genuine certificate",
-        seal_bytes(MessageKind::Grants, &rogue, Some(&keys.cert), &payload),
+        seal_bytes(
+            MessageKind::Grants,
+            &rogue.signing,
+            Some(&keys.cert),
+            &payload,
+        ),
         "untrusted_signer",
     );
-    let expired = SignerCertificate::issue(
-        &keys.root,
-        PublicKey::from(&keys.signing.verifying_key()),
-        now - 30 * 86_400,
-        now - 86_400,
-    );
+    let expired = keys.certificate(now - 30 * 86_400, now - 86_400);
     rig.expect_refused(
         "certificate expired yesterday",
         licd_protocol::envelope::seal_bundle(&base(110), &keys.signing, &expired),
         "certificate_validity",
     );
-    let not_yet = SignerCertificate::issue(
-        &keys.root,
-        PublicKey::from(&keys.signing.verifying_key()),
-        now + 86_400,
-        now + 30 * 86_400,
-    );
+    let not_yet = keys.certificate(now + 86_400, now + 30 * 86_400);
     rig.expect_refused(
         "certificate valid from tomorrow",
         licd_protocol::envelope::seal_bundle(&base(111), &keys.signing, &not_yet),
@@ -314,8 +289,8 @@ fn every_hostile_grant_is_refused_with_its_reason_and_changes_nothing() {
 #[test]
 fn a_flood_of_ten_thousand_bad_messages_is_refused_in_bounded_memory() {
     let rig = Rig::start();
-    let keys = rig.controller.keys();
-    let report = rig.controller.reports()[0].clone();
+    let keys = rig.scene.keys();
+    let bundle = rig.scene.bundle().unwrap();
     let before = observe(&rig.agent);
     let total = rig.refusals();
     let log_lines = |a: &Agent| {
@@ -329,7 +304,7 @@ fn a_flood_of_ten_thousand_bad_messages_is_refused_in_bounded_memory() {
 
     // Three kinds in rotation: cheap garbage, a framing error, and a forged signature that
     // costs the agent a full signature check.
-    let valid = seal(keys, &bundle_for(&report, 10_000, &Policy::default()));
+    let valid = seal(keys, &bundle.clone().seq(10_000).build());
     let mut forged = valid.clone();
     let at = forged.len() - 1;
     forged[at] ^= 0x01;
@@ -340,8 +315,8 @@ fn a_flood_of_ten_thousand_bad_messages_is_refused_in_bounded_memory() {
     ];
     let started = Instant::now();
     {
-        let _g = rig.rt.enter();
-        rig.rt.block_on(async {
+        let _g = rig.scene.enter();
+        rig.scene.rt().block_on(async {
             for i in 0..FLOOD {
                 rig.attacker
                     .publish(&grants_topic(), kinds[(i % 3) as usize].clone(), false)
@@ -389,6 +364,6 @@ fn a_flood_of_ten_thousand_bad_messages_is_refused_in_bounded_memory() {
         "{warned} warnings for {FLOOD} refusals"
     );
     // And the agent still takes a genuine bundle afterwards.
-    let fresh = bundle_for(&report, 20_000, &Policy::default());
+    let fresh = bundle.seq(20_000).build();
     rig.expect_accepted(&fresh);
 }

@@ -14,15 +14,14 @@ mod hardening;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use hardening::{agent_pid, alive, runtime, seal, Publisher};
+use hardening::{agent_pid, alive, Publisher};
 use licd_agent::session::DeviceTopics;
 use licd_protocol::envelope::seal_report;
 use licd_protocol::revocation::seal_revocations;
 use licd_protocol::topic::{TRUST_FILTER, TRUST_REVOCATIONS, TRUST_ROOTS};
 use licd_protocol::{DeviceId, RevocationList, TenantId};
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{bundle_for, ControllerKeys, Policy, TestController};
-use licd_tests::{wait_for, Mosquitto, MosquittoConfig};
+use licd_tests::agent::Agent;
+use licd_tests::{wait_for, Scene};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -50,19 +49,10 @@ fn cli_status(agent: &Agent) -> Value {
 
 #[test]
 fn junk_on_every_subscribed_topic_is_counted_and_logged_a_few_times_only() {
-    let rt = runtime();
-    let (broker, controller) = {
-        let _g = rt.enter();
-        let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-        let controller =
-            TestController::start(broker.port(), ControllerKeys::fixed(), Policy::default());
-        (broker, controller)
-    };
-    hardening::wait_controller_ready(&rt, broker.port(), &controller);
-    let mut options = AgentOptions::plain(broker.port(), &controller.keys().root_hex());
+    let scene = Scene::start().unwrap();
+    let (rt, controller) = (scene.rt(), &scene.controller);
     // What an installed agent logs: info and up.
-    options.log_level = "info".into();
-    let agent = Agent::start(&options).unwrap();
+    let agent = scene.agent_with(|o| o.log_level = "info".into()).unwrap();
     agent.wait_state("wifi", "licensed", T).unwrap();
     controller.set_policy(|p| p.answer = false);
     let pid = agent_pid(&agent).expect("the agent's pid");
@@ -86,9 +76,8 @@ fn junk_on_every_subscribed_topic_is_counted_and_logged_a_few_times_only() {
 
     // Junk of several kinds: bytes that are no envelope, a genuine bundle cut short, a signed
     // message of the wrong kind, a revocation list signed by a root nobody pins.
-    let keys = controller.keys();
-    let report = controller.reports()[0].clone();
-    let valid = seal(keys, &bundle_for(&report, 1_000, &Policy::default()));
+    let report = scene.first_report().unwrap();
+    let valid = scene.bundle().unwrap().seq(1_000).seal();
     let stranger = SigningKey::from_bytes(&[0x66; 32]);
     let kinds = [
         b"\xffnot an envelope".to_vec(),
@@ -108,7 +97,7 @@ fn junk_on_every_subscribed_topic_is_counted_and_logged_a_few_times_only() {
     let log_before = agent.log().lines().count();
     let attacker = {
         let _g = rt.enter();
-        Publisher::plain(broker.port(), "junk-flooder")
+        Publisher::plain(scene.broker.port(), "junk-flooder")
     };
     attacker.wait_connected();
     let started = Instant::now();

@@ -20,12 +20,11 @@ use licd_protocol::revocation::seal_revocations;
 use licd_protocol::rotation::{seal_rotation, Signature64};
 use licd_protocol::topic::{TRUST_REVOCATIONS, TRUST_ROOTS};
 use licd_protocol::{
-    DeviceId, GrantBundle, KeyId, LicenseId, PublicKey, RevocationList, RootRotation, ServiceGrant,
-    ServiceName, SignerCertificate, Sku, TenantId,
+    GrantBundle, KeyId, PublicKey, RevocationList, RootRotation, SignerCertificate,
 };
 use licd_tests::agent::{Agent, AgentOptions};
 use licd_tests::controller::unix_now;
-use licd_tests::{wait_for, Mosquitto, MosquittoConfig};
+use licd_tests::{wait_for, BundleBuilder, Mosquitto, MosquittoConfig};
 use serde_json::Value;
 
 const DAY: u64 = 86_400;
@@ -147,26 +146,18 @@ impl Rig {
         })
     }
 
+    /// `wifi` for this agent's device key: a week's lease, 30 days of grace.
     fn bundle(&self, seq: u64, issued_at: u64) -> GrantBundle {
-        GrantBundle {
-            device: DeviceId::new("ap-1").unwrap(),
-            device_key: self.device_key,
-            tenant: TenantId::new("acme").unwrap(),
-            seq,
-            issued_at,
-            refresh_after: issued_at + DAY,
-            grants: vec![ServiceGrant {
-                service: ServiceName::new("wifi").unwrap(),
-                license: LicenseId::new("lic-1").unwrap(),
-                sku: Sku::new("SKU-1").unwrap(),
-                not_before: issued_at - DAY,
-                not_after: issued_at + 365 * DAY,
-                lease_until: issued_at + 7 * DAY,
-                grace: 30 * DAY,
-                vm_allowance: None,
-            }],
-            withheld: vec![],
-        }
+        BundleBuilder::new(issued_at)
+            .device_key(self.device_key)
+            .seq(seq)
+            .refresh_after(issued_at + DAY)
+            .license("lic-1")
+            .sku("SKU-1")
+            .term(issued_at - DAY, issued_at + 365 * DAY)
+            .lease(7 * DAY)
+            .grace(30 * DAY)
+            .build()
     }
 
     fn wifi(&self) -> (String, String) {

@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use licd_tests::agent::{Agent, AgentOptions};
-use licd_tests::controller::{unix_now, ControllerKeys, Policy, TestController};
-use licd_tests::{runtime, wait_for, Mosquitto, MosquittoConfig};
+use licd_tests::agent::Agent;
+use licd_tests::controller::{unix_now, Policy};
+use licd_tests::{wait_for, Scene};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
@@ -41,25 +41,23 @@ fn wifi(agent: &Agent) -> (String, Option<u64>, String) {
 
 #[test]
 fn a_probe_failing_on_and_off_and_a_restart_neither_lift_vm_overuse_nor_extend_its_grace() {
-    let rt = runtime();
-    let _g = rt.enter();
-    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
-    let keys = ControllerKeys::fixed();
-    let root = keys.root_hex();
-    let policy = Policy {
+    let scene = Scene::with_policy(Policy {
         grace: GRACE,
         vm_allowance: Some(4),
         ..Policy::default()
-    };
-    let controller = TestController::start(broker.port(), keys, policy);
+    })
+    .unwrap();
+    let controller = &scene.controller;
     let vm_file = tempfile::NamedTempFile::new().unwrap();
     set_vms(vm_file.path(), "6\n");
-    let mut options = AgentOptions::plain(broker.port(), &root);
-    options.extra = format!(
-        "[enforce]\nvm_probe_interval_secs = 1\n\n[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
-        vm_file.path().display().to_string()
-    );
-    let mut agent = Agent::start(&options).unwrap();
+    let mut agent = scene
+        .agent_with(|o| {
+            o.extra = format!(
+                "[enforce]\nvm_probe_interval_secs = 1\n\n[vm]\nprobe = \"command\"\nargv = [\"cat\", {:?}]\ntimeout_secs = 5\n",
+                vm_file.path().display().to_string()
+            );
+        })
+        .unwrap();
 
     // 6 VMs on a 4-VM allowance: grace.
     wait_status(&agent, "wifi in grace for VMs", |s| {

@@ -1,8 +1,13 @@
 //! A small client for the admin API: bearer token, JSON in and out, error bodies turned into
-//! messages that say what to fix, and both pagination styles followed to the end.
+//! messages that say what to fix, and both pagination styles followed to the end. Request
+//! bodies are the API's own types; answers come back as the server's JSON, which the commands
+//! print under `--json` or decode with [`super::decode`].
 
 use anyhow::{anyhow, bail, Context, Result};
+use licd_stub::admin::error::ErrorBody;
+use licd_stub::admin::query::Pagination;
 use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde_json::Value;
 
 /// Client of one admin API.
@@ -68,10 +73,10 @@ impl Client {
         if status.is_success() {
             return Ok((v, link));
         }
-        let msg = v["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string());
+        let msg = match serde_json::from_value::<ErrorBody>(v.clone()) {
+            Ok(b) => b.error.message,
+            Err(_) => v.to_string(),
+        };
         let hint = match status {
             StatusCode::UNAUTHORIZED => {
                 " (the token was refused: check --token-file, or make one with `licd-stub token create`)"
@@ -89,12 +94,14 @@ impl Client {
     }
 
     /// POST a JSON body.
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> Result<Value> {
+        let body = serde_json::to_value(body).context("encoding the request")?;
         Ok(self.send(Method::POST, path, Some(body)).await?.0)
     }
 
     /// PATCH a JSON body.
-    pub async fn patch(&self, path: &str, body: Value) -> Result<Value> {
+    pub async fn patch(&self, path: &str, body: &impl Serialize) -> Result<Value> {
+        let body = serde_json::to_value(body).context("encoding the request")?;
         Ok(self.send(Method::PATCH, path, Some(body)).await?.0)
     }
 
@@ -115,23 +122,32 @@ impl Client {
         Ok(out)
     }
 
-    /// GET a Snow-style list (`items`, `pagination`), every page.
+    /// GET a Snow-style list (`items`, `pagination`), every page; the items as the server
+    /// sent them.
     pub async fn get_all_numbered(&self, path: &str) -> Result<Vec<Value>> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut out = Vec::new();
-        let mut page = 1u64;
+        let mut page = 1u32;
         loop {
             let v = self
                 .get(&format!("{path}{sep}page_number={page}&page_size=1000"))
                 .await?;
-            out.extend(v["items"].as_array().cloned().unwrap_or_default());
-            let pages = v["pagination"]["total_pages"].as_u64().unwrap_or(1);
-            if page >= pages {
+            let page_of: NumberedPage = super::decode(v)?;
+            out.extend(page_of.items);
+            if page >= page_of.pagination.total_pages {
                 return Ok(out);
             }
             page += 1;
         }
     }
+}
+
+/// One page of a Snow-style list: the items stay JSON (each command decodes its own type, and
+/// `--json` prints them as sent); the pagination is the API's.
+#[derive(serde::Deserialize)]
+struct NumberedPage {
+    items: Vec<Value>,
+    pagination: Pagination,
 }
 
 /// The target of `rel=next` in a `Link` header.

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use licd_protocol::envelope::seal_bundle;
-use licd_protocol::{GrantBundle, TopicKind};
+use licd_protocol::GrantBundle;
 use licd_tests::agent::Agent;
-use licd_tests::controller::{ControllerKeys, TestController};
+use licd_tests::controller::ControllerKeys;
 use licd_tests::wait_for;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
 
 /// Default wait for anything the agent does in reaction to a message.
 pub const T: Duration = Duration::from_secs(30);
 
+#[allow(unused_imports)]
 pub use licd_tests::runtime;
 
 // Not every test file that includes this module uses both.
@@ -157,23 +158,6 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Waits until `controller` is subscribed, so that an agent started next gets its first
-/// report answered at once instead of after the 30 s report retry: a retained presence message
-/// on a probe device's topic reaches the controller only once its subscriptions are in place
-/// (it subscribes to reports before presence).
-pub fn wait_controller_ready(rt: &tokio::runtime::Runtime, port: u16, controller: &TestController) {
-    let _g = rt.enter();
-    let probe = Publisher::plain(port, "controller-probe");
-    let presence = topic("probe", "probe", TopicKind::Presence);
-    rt.block_on(probe.publish_acked(&presence, b"probe".to_vec(), true));
-    wait_for("the test controller to subscribe", T, || {
-        controller.presence().iter().any(|(t, _)| *t == presence)
-    })
-    .unwrap();
-    // Clear the retained probe again.
-    rt.block_on(probe.publish_acked(&presence, Vec::new(), true));
 }
 
 /// The pid of `agent`'s `licd` process: the one process whose working directory is the

@@ -98,7 +98,7 @@ pub async fn reissue(
 }
 
 /// A device's diagnostic report, fetched over MQTT (see [`crate::diag`]).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DiagReport {
     /// Tenant.
