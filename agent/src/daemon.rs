@@ -139,6 +139,10 @@ impl Core {
             Problem::TrustDropped(d) => {
                 tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped")
             }
+            Problem::OfflineUnreadable(e) => {
+                tracing::warn!(error = %e, "offline state unreadable; pending requests and the release record are lost");
+                let _ = self.store.set_aside_offline(now);
+            }
             Problem::BundleRefused(refusal) => {
                 tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it")
             }
