@@ -197,6 +197,15 @@ pub fn decode_file(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
     if bytes[start..].starts_with(armor::BEGIN) {
         return Ok(Cow::Owned(dearmor(bytes)?));
     }
+    // Text that is not armor (a mail body, a wrong file): say where the header should be,
+    // not "protocol version 104" from its first letter.
+    if bytes.first() != Some(&crate::envelope::PROTOCOL_VERSION)
+        && core::str::from_utf8(bytes).is_ok_and(|t| !t.is_empty())
+    {
+        return Err(dearmor(bytes)
+            .err()
+            .unwrap_or(Error::Truncated("empty file")));
+    }
     if bytes.len() > MAX_ENVELOPE_LEN {
         return Err(Error::Oversized {
             len: bytes.len(),
