@@ -4,6 +4,7 @@
 //! tokens locally. Human tables by default, `--json` for scripts; errors say what to fix.
 
 mod client;
+mod offline;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,9 @@ pub enum AdminCommand {
     Compliance(Compliance),
     /// Snow-style licenses and assignments; set seat counts in bulk.
     Licenses(Licenses),
+    /// Licensing by file: answer an activation request with a grant file, apply a release
+    /// receipt (`licd request` / `licd release` on the device).
+    Offline(offline::Offline),
     /// Admin API bearer tokens (local: the token store in the key directory).
     Token(TokenArgs),
 }
@@ -609,6 +613,7 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
             Ok(())
         }
         AdminCommand::Licenses(c) => licenses(api, c, json_out).await,
+        AdminCommand::Offline(c) => offline::run(api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),
     }
 }
@@ -1130,6 +1135,7 @@ async fn devices(api: Client, c: Devices, json_out: bool) -> Result<()> {
                 ],
                 rows,
             );
+            offline::print_history(&d);
             Ok(())
         }
         DevicesCmd::Diag {

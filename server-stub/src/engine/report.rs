@@ -88,6 +88,7 @@ impl Engine {
                 unassigned: BTreeSet::new(),
                 violation_since: BTreeMap::new(),
                 bundle: BundleState::default(),
+                offline: Default::default(),
             }
         });
         d.model.clone_from(&r.model);
