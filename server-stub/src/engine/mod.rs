@@ -257,6 +257,8 @@ pub struct Engine {
     /// Seats assigned per (subscription, SKU); derived from the devices' seats.
     assigned: BTreeMap<(LicenseId, Sku), u32>,
     dirty: Dirty,
+    /// A file request is being answered (its report is not a device coming online).
+    answering_file: bool,
 }
 
 impl Engine {
@@ -280,6 +282,7 @@ impl Engine {
             lease,
             assigned,
             dirty: Dirty::default(),
+            answering_file: false,
         }
     }
 

@@ -148,9 +148,33 @@ impl Engine {
             lease_secs: online.offline_lease_secs,
             ..online
         };
+        self.answering_file = true;
         let result = self.answer_request(request, &key, now);
+        self.answering_file = false;
         self.lease = online;
         result
+    }
+
+    /// A report over MQTT from a device marked offline: it is connected now. Clears the mark
+    /// and notes it in the history; returns whether it was marked.
+    pub(super) fn back_online(&mut self, key: &DeviceKey, now: UnixTime) -> bool {
+        let Some(d) = self.state.devices.get_mut(key) else {
+            return false;
+        };
+        if !d.offline.offline {
+            return false;
+        }
+        d.offline.offline = false;
+        let seq = d.bundle.seq;
+        d.offline.log(
+            now,
+            format!(
+                "reported over MQTT holding seq {}: licensed online again",
+                d.reported_seq.max(seq)
+            ),
+        );
+        self.dirty.devices.insert(key.clone());
+        true
     }
 
     fn answer_request(

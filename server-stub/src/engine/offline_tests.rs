@@ -148,3 +148,25 @@ fn forged_unknown_and_never_issued_receipts_are_refused() {
         "nothing was freed"
     );
 }
+
+#[test]
+fn a_device_licensed_by_file_that_reports_over_mqtt_continues_with_the_next_seq() {
+    let mut e = one_seat();
+    let (b, _) = e.handle_offline_request(&request("ap1", 1, 1), T0).unwrap();
+    let mut r = request("ap1", 1, 2).report;
+    r.bundle_seq = b.seq;
+    let fx = e.handle_report(&r, T0 + 60).unwrap();
+    let next = fx
+        .publish
+        .iter()
+        .find(|x| x.device.as_str() == "ap1")
+        .expect("a bundle");
+    assert_eq!(next.seq, b.seq + 1);
+    assert_eq!(
+        next.grants[0].lease_until,
+        T0 + 60 + 7 * DAY,
+        "the regular lease"
+    );
+    let d = &e.state().devices[&(t("a"), "ap1".parse().unwrap())];
+    assert!(!d.offline.offline);
+}
