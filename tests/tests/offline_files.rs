@@ -252,3 +252,55 @@ fn hostile_files_are_refused_with_their_code_and_change_nothing() {
     let (code, out) = import(&a, &write(&a, "older.licd", &answer(&req2, 2, &["wifi"])));
     assert_eq!((code, out.contains("stale")), (1, true), "{out}");
 }
+
+/// The figures of issue 18 (BENCHMARKS.md): wall time of `licd import` with the daemon running
+/// and stopped, against `licd check` as the baseline, each a whole process run as a user would.
+/// Run with `cargo test -p licd-tests --test offline_files -- --ignored --nocapture figures`.
+#[test]
+#[ignore = "figures: run on a quiet machine"]
+fn figures_import_wall_time_against_check() {
+    use std::time::Instant;
+    const RUNS: usize = 15;
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+    let mut a = agent();
+    let mut seq = 0;
+    let mut timed_imports = |a: &Agent, seq: &mut u64| {
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            *seq += 1;
+            let req = request(a, "fig.req", false);
+            let grant = write(a, "fig.grant", &answer(&req, *seq, &["wifi", "wids"]));
+            let f = grant.display().to_string();
+            let start = Instant::now();
+            let (code, out, err) = a.cli(&["import", &f]).expect("runs");
+            times.push(start.elapsed());
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        median(times)
+    };
+    let time_checks = |a: &Agent| {
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let (code, _, _) = a.cli(&["check", "wifi"]).expect("runs");
+            times.push(start.elapsed());
+            assert_eq!(code, 0);
+        }
+        median(times)
+    };
+    let import_running = timed_imports(&a, &mut seq);
+    let check_running = time_checks(&a);
+    a.stop().expect("stops");
+    let import_stopped = timed_imports(&a, &mut seq);
+    let check_stopped = time_checks(&a);
+    println!(
+        "median of {RUNS} runs of the licd binary (debug build unless LICD_BIN says otherwise):"
+    );
+    println!("  licd check wifi, daemon running: {check_running:?}");
+    println!("  licd import,     daemon running: {import_running:?}");
+    println!("  licd check wifi, daemon stopped: {check_stopped:?}");
+    println!("  licd import,     daemon stopped: {import_stopped:?}");
+}
