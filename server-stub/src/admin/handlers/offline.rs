@@ -45,8 +45,10 @@ pub struct ReturnResponse {
 
 fn body(bytes: &Bytes) -> ApiResult<&[u8]> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request(
-            "the body must be the file `licd request` or `licd release` wrote",
+        // The document allows any bytes, so an empty body is a file that does not open (422),
+        // not a request the document forbids (400).
+        return Err(ApiError::unprocessable(
+            "the body is empty: it must be the file `licd request` or `licd release` wrote",
         ));
     }
     Ok(bytes)
