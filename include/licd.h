@@ -91,6 +91,8 @@ typedef enum licd_reason {
   LICD_REASON_UNKNOWN_TENANT = 10,
   // A reason this library does not know (a newer agent).
   LICD_REASON_OTHER = 11,
+  // Given back with `licd release` (licensing by file).
+  LICD_REASON_RELEASED = 12,
 } licd_reason;
 
 // Who decided.

@@ -250,7 +250,7 @@ fn bench_socket(f: &Fixture) {
                 let (events, _) = tokio::sync::broadcast::channel(16);
                 ready_tx.send(()).unwrap();
                 server
-                    .serve(status_rx, events, async {
+                    .serve(status_rx, events, None, async {
                         let _ = stop_rx.await;
                     })
                     .await;

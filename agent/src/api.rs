@@ -28,13 +28,13 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use licd_core::api::{
     CheckAnswer, ErrorAnswer, EventLine, Op, Request, StatusAnswer, WatchAck, WatchEvent,
 };
-pub use licd_core::api::{Event, API_VERSION, MAX_REQUEST_LEN};
+pub use licd_core::api::{Event, FileAnswer, API_VERSION, MAX_IMPORT_REQUEST_LEN, MAX_REQUEST_LEN};
 
 use crate::status::Status;
 
@@ -58,6 +58,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A new connection is never evicted sooner than this after it was accepted (unless idle):
 /// time for a client to send its request.
 pub const EVICTION_GRACE: Duration = Duration::from_millis(50);
+/// How long a file operation (`request`, `import`, `release`) may take in the daemon's loop
+/// (the state-directory lock waits up to 5 s) before its client is told it timed out.
+pub const FILE_OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per connection; a request line is at most [`MAX_REQUEST_LEN`], collected
 /// beside it.
 const READ_BUFFER: usize = 1024;
@@ -80,6 +83,26 @@ pub fn check_answer(status: &Status, service: &str) -> Result<CheckAnswer, Error
             status.source,
         )),
     }
+}
+
+/// A file operation for the daemon's loop, which holds the enforcer (licensing by file).
+#[derive(Debug)]
+pub enum FileOp {
+    /// Write an activation request for these services (configured ones when empty).
+    Request(Vec<String>),
+    /// Import this file (its bytes, binary or armored).
+    Import(Vec<u8>),
+    /// Give these services back.
+    Release(Vec<String>),
+}
+
+/// A [`FileOp`] and where to send its answer.
+#[derive(Debug)]
+pub struct FileCommand {
+    /// The operation.
+    pub op: FileOp,
+    /// The answer (or the refusal) for the client.
+    pub reply: oneshot::Sender<Result<FileAnswer, ErrorAnswer>>,
 }
 
 /// A bound API socket.
@@ -151,6 +174,7 @@ impl ApiServer {
         self,
         status: watch::Receiver<Arc<Status>>,
         events: broadcast::Sender<Event>,
+        files: Option<mpsc::Sender<FileCommand>>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let slots = Slots::new(MAX_CHECK_CONNECTIONS, MAX_WATCHERS, EVICTION_GRACE);
@@ -187,6 +211,7 @@ impl ApiServer {
                 ticket,
                 status.clone(),
                 events.clone(),
+                files.clone(),
             ));
             slots.set_abort(id, task.abort_handle());
             // The newcomer reads the request it has most likely sent already before further
@@ -202,6 +227,7 @@ async fn handle_connection(
     mut ticket: Ticket,
     status: watch::Receiver<Arc<Status>>,
     events: broadcast::Sender<Event>,
+    files: Option<mpsc::Sender<FileCommand>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(READ_BUFFER, read);
@@ -214,7 +240,13 @@ async fn handle_connection(
         let n = match n {
             Ok(Ok(n)) => n,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                send(&mut write, &ErrorAnswer::new("request over 4096 bytes")).await?;
+                send(
+                    &mut write,
+                    &ErrorAnswer::new(format!(
+                        "request over {MAX_IMPORT_REQUEST_LEN} bytes (import) or {MAX_REQUEST_LEN} bytes (any other op)"
+                    )),
+                )
+                .await?;
                 return Ok(());
             }
             Ok(Err(e)) => return Err(e),
@@ -226,12 +258,16 @@ async fn handle_connection(
         }
         let request = match serde_json::from_slice::<Request>(&line) {
             Err(e) => Err(ErrorAnswer::new(format!(
-                "malformed request: {e} (ops: check with \"service\", status, watch)"
+                "malformed request: {e} (ops: check with \"service\", status, watch, request, import with \"file\", release with \"services\")"
             ))),
             Ok(r) if r.v > API_VERSION => Err(ErrorAnswer::new(format!(
                 "api version {} not supported, this agent speaks {API_VERSION}",
                 r.v
             ))),
+            // Only an import carries a file; every other request stays small.
+            Ok(r) if line.len() > MAX_REQUEST_LEN && !matches!(r.op, Op::Import { .. }) => {
+                Err(ErrorAnswer::new(format!("request over {MAX_REQUEST_LEN} bytes")))
+            }
             Ok(r) => Ok(r.op),
         };
         match request {
@@ -258,6 +294,25 @@ async fn handle_connection(
                     "too many watchers ({MAX_WATCHERS}): each process should hold one watch"
                 ));
                 send(&mut write, &refusal).await?
+            }
+            Ok(Op::Request { services }) => {
+                let answer = file_op(files.as_ref(), FileOp::Request(services)).await;
+                send_file_answer(&mut write, answer).await?
+            }
+            Ok(Op::Release { services }) => {
+                let answer = file_op(files.as_ref(), FileOp::Release(services)).await;
+                send_file_answer(&mut write, answer).await?
+            }
+            Ok(Op::Import { file }) => {
+                use base64::Engine as _;
+                let answer = match base64::engine::general_purpose::STANDARD.decode(&file) {
+                    Ok(bytes) => file_op(files.as_ref(), FileOp::Import(bytes)).await,
+                    Err(e) => Err(ErrorAnswer::with_code(
+                        format!("\"file\" is not base64: {e}"),
+                        "malformed",
+                    )),
+                };
+                send_file_answer(&mut write, answer).await?
             }
         }
         // Idle until the next request's first byte (first in line for eviction meanwhile).
@@ -305,7 +360,43 @@ async fn stream_events(
     }
 }
 
-/// Reads one line of at most [`MAX_REQUEST_LEN`] bytes (without the newline).
+async fn send_file_answer(
+    w: &mut OwnedWriteHalf,
+    answer: Result<FileAnswer, ErrorAnswer>,
+) -> std::io::Result<()> {
+    match answer {
+        Ok(a) => send(w, &a).await,
+        Err(e) => send(w, &e).await,
+    }
+}
+
+/// Hands a file operation to the daemon's loop and waits for its answer.
+async fn file_op(
+    files: Option<&mpsc::Sender<FileCommand>>,
+    op: FileOp,
+) -> Result<FileAnswer, ErrorAnswer> {
+    let Some(files) = files else {
+        return Err(ErrorAnswer::new(
+            "this agent takes no file operations on its socket; stop it and run the command again",
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    let asked = async {
+        files
+            .send(FileCommand { op, reply })
+            .await
+            .map_err(|_| ErrorAnswer::new("the daemon is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| ErrorAnswer::new("the daemon dropped the request"))?
+    };
+    tokio::time::timeout(FILE_OP_TIMEOUT, asked)
+        .await
+        .unwrap_or_else(|_| Err(ErrorAnswer::new("the daemon did not answer in time")))
+}
+
+/// Reads one line of at most [`MAX_IMPORT_REQUEST_LEN`] bytes (without the newline); the op
+/// decides whether the line may be longer than [`MAX_REQUEST_LEN`].
 async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
     out: &mut Vec<u8>,
@@ -318,7 +409,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
         if let Some(i) = buf.iter().position(|&b| b == b'\n') {
             out.extend_from_slice(&buf[..i]);
             r.consume(i + 1);
-            if out.len() > MAX_REQUEST_LEN {
+            if out.len() > MAX_IMPORT_REQUEST_LEN {
                 return Err(std::io::ErrorKind::InvalidData.into());
             }
             // An empty line is not end of stream.
@@ -327,7 +418,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
         let n = buf.len();
         out.extend_from_slice(buf);
         r.consume(n);
-        if out.len() > MAX_REQUEST_LEN {
+        if out.len() > MAX_IMPORT_REQUEST_LEN {
             return Err(std::io::ErrorKind::InvalidData.into());
         }
     }

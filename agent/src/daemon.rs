@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{ApiError, ApiServer, Event};
+use crate::api::{ApiError, ApiServer, Event, FileAnswer, FileCommand, FileOp};
 use crate::backoff::os_random;
 use crate::clock::{Clock, TrustedTime};
 use crate::config::Settings;
@@ -26,12 +26,14 @@ use crate::identity::{
     probe_vm_count, resolve_identity, DeviceKey, HostRoot, Identity, IdentityError, KeyError,
     VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
 };
+use crate::offline::{self as files, OfflineError, StateLock};
 use crate::refusal::{Channel, LogLevel, RefusalLimiter};
 use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
 use crate::status::{CacheProblem, ConnectionStatus, Source, Status, AGENT_VERSION};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
 use crate::trust::{Accepted, TrustState};
+use licd_core::api::ErrorAnswer;
 use licd_core::cache::{self, Binding, Problem};
 
 /// Longest the daemon sleeps without looking at the clock: catches wall-clock jumps and
@@ -73,6 +75,9 @@ pub enum RunError {
     /// Local API socket.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The state directory's lock (a `licd import` holding it too long).
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
 }
 
 /// What both the daemon and the from-cache path load: the state restored by
@@ -138,6 +143,10 @@ impl Core {
             }
             Problem::TrustDropped(d) => {
                 tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped")
+            }
+            Problem::OfflineUnreadable(e) => {
+                tracing::warn!(error = %e, "offline state unreadable; pending requests and the release record are lost");
+                let _ = self.store.set_aside_offline(now);
             }
             Problem::BundleRefused(refusal) => {
                 tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it")
@@ -242,6 +251,9 @@ pub async fn run_with(
     if let Err(e) = binding.save_if_changed(&settings.state_dir) {
         tracing::warn!(error = %e, "cannot write the device binding (read by licd check when the daemon is down)");
     }
+    // No `licd import` with the daemon stopped may write while this start restores the state,
+    // nor after it, until the socket answers (from then on such a command goes through it).
+    let start_lock = StateLock::acquire(&settings.state_dir, files::START_LOCK_WAIT)?;
     let (core, effects, _) = Core::restore(settings, clock, store, binding, true);
     let topics = DeviceTopics::new(&core.settings.tenant, &identity.device.id);
     let client_id = format!("licd-{}-{}", core.settings.tenant, identity.device.id);
@@ -261,14 +273,20 @@ pub async fn run_with(
     let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
     on_status(status_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (files_tx, files_rx) = mpsc::channel(4);
     let api_task = match &core.settings.socket {
         Some(path) if cfg!(feature = "socket-api") => {
             let server = ApiServer::bind(path).await?;
             let mut stop = stop_rx.clone();
             let events = events.clone();
-            Some(tokio::spawn(server.serve(status_rx, events, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })))
+            Some(tokio::spawn(server.serve(
+                status_rx,
+                events,
+                Some(files_tx),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
         }
         Some(path) => {
             tracing::warn!(
@@ -319,10 +337,11 @@ pub async fn run_with(
         mark_saved: 0,
         refusals: RefusalLimiter::new(REFUSAL_LOG_EVERY),
     };
+    drop(start_lock);
     daemon.apply(effects);
     daemon.log_summary("enforcing from cache");
     daemon.save_mark();
-    daemon.main_loop(rx, shutdown).await;
+    daemon.main_loop(rx, files_rx, shutdown).await;
 
     // Clean shutdown: "offline" (the broker sends no will for a clean disconnect), then
     // disconnect, flush, socket removal.
@@ -374,6 +393,7 @@ impl Daemon {
     async fn main_loop(
         &mut self,
         mut rx: mpsc::Receiver<SessionEvent>,
+        mut files_rx: mpsc::Receiver<FileCommand>,
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -408,6 +428,10 @@ impl Daemon {
                     }
                 }
                 _ = sleep_until_opt(self.next_report) => self.send_report("scheduled"),
+                Some(cmd) = files_rx.recv() => {
+                    let answer = self.on_file(cmd.op);
+                    let _ = cmd.reply.send(answer);
+                }
                 _ = tokio::time::sleep_until(next_vm), if vm_enabled && vm_task.is_none() => {
                     let cfg = vm_config.clone();
                     vm_task = Some(tokio::spawn(async move { probe_vm_count(&cfg).await }));
@@ -545,6 +569,91 @@ impl Daemon {
             Err(e) => {
                 let refusal = Refusal::Protocol(e);
                 self.refuse(Channel::Trust, topic.as_str(), refusal.code(), &refusal);
+            }
+        }
+    }
+
+    /// A file operation from the socket (licensing by file): the same rules and writes as
+    /// `licd` with the daemon stopped, on the daemon's own state, so it takes effect at once.
+    fn on_file(&mut self, op: FileOp) -> Result<FileAnswer, ErrorAnswer> {
+        use base64::Engine as _;
+        let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+        let refuse = |e: OfflineError| ErrorAnswer::with_code(&e, e.code());
+        let dir = self.core.store.dir().to_path_buf();
+        let lock = StateLock::acquire(&dir, files::LOCK_WAIT).map_err(refuse)?;
+        let now = self.core.now();
+        match op {
+            FileOp::Request(names) => {
+                let services = files::service_names(&names).map_err(refuse)?;
+                let report = files::report(
+                    &self.identity,
+                    &self.key,
+                    &self.core.settings.tenant,
+                    &self.core.enforcer,
+                    services,
+                    now,
+                    self.core.clock.boot().as_secs(),
+                    self.core.time.rollback(),
+                );
+                let (n, seq) = (report.services_wanted.len(), report.bundle_seq);
+                let bytes = files::new_request(&lock, &dir, report, &self.key).map_err(refuse)?;
+                tracing::info!(services = n, seq, "activation request written");
+                Ok(FileAnswer::new(
+                    format!("activation request for {n} service(s), holding grant seq {seq}"),
+                    Some(b64(bytes)),
+                ))
+            }
+            FileOp::Import(bytes) => {
+                let store = self.core.store.clone();
+                let out = files::import(
+                    &lock,
+                    &store,
+                    &bytes,
+                    &mut self.core.enforcer,
+                    &mut self.core.trust,
+                    now,
+                );
+                drop(lock);
+                match out {
+                    Ok(out) => {
+                        let message = files::describe(&out.imported);
+                        if matches!(out.imported, licd_core::offline::Imported::Bundle { .. }) {
+                            self.core.cache_problem = None;
+                        }
+                        tracing::info!(%message, "file imported");
+                        self.apply(out.effects);
+                        Ok(FileAnswer::new(message, None))
+                    }
+                    Err(e) => {
+                        tracing::warn!(reason = %e, code = e.code(), "file import refused");
+                        Err(refuse(e))
+                    }
+                }
+            }
+            FileOp::Release(names) => {
+                let services = files::service_names(&names).map_err(refuse)?;
+                let (receipt, effects) = files::release(
+                    &lock,
+                    &dir,
+                    &mut self.core.enforcer,
+                    &services,
+                    &self.core.settings.tenant,
+                    &self.key,
+                    now,
+                )
+                .map_err(refuse)?;
+                drop(lock);
+                let seq = self.core.enforcer.held_seq();
+                tracing::warn!(
+                    ?names,
+                    seq,
+                    "licenses released; the receipt goes to the controller"
+                );
+                self.apply(effects);
+                Ok(FileAnswer::new(
+                    format!("released {} from grant seq {seq}", names.join(", ")),
+                    Some(b64(receipt)),
+                ))
             }
         }
     }

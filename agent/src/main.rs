@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use licd_agent::api::{check_answer, invalid_service, query};
 use licd_agent::clock::SystemClock;
 use licd_agent::config::{ConfigError, LogFormat, Settings, DEFAULT_CONFIG_PATH};
+use licd_agent::offline::{self, StateLock};
 use licd_agent::status::fmt_time;
 use serde_json::{json, Value};
 
@@ -21,6 +22,14 @@ const EXIT_UNLICENSED: u8 = 1;
 const EXIT_GRACE_STRICT: u8 = 3;
 /// Exit code: licd itself failed (config, state dir…).
 const EXIT_ERROR: u8 = 4;
+/// Exit code of `import`/`release`: refused by the rules (nothing changed).
+const EXIT_REFUSED: u8 = 1;
+/// Exit code of `import`: the file is not usable (damaged, truncated, not a grant file).
+const EXIT_UNUSABLE_FILE: u8 = 2;
+
+/// How long `request`/`import`/`release` wait for the daemon's answer (it may wait up to 5 s
+/// for the state directory's lock).
+const FILE_SOCKET_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long `check`/`status` wait for the daemon before answering from the cache.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,7 +46,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
     about = "License-enforcement agent: reports this device to the licensing controller, \
              receives signed license grants and says which services may run.",
     after_help = "Exit codes of `check`: 0 licensed (or in grace), 1 unlicensed, \
-                  3 in grace with --strict, 4 error.\n\
+                  3 in grace with --strict, 4 error. Of `import`: 0 imported, 1 refused, \
+                  2 not a usable file, 4 error.\n\
                   Config reference: licd.example.toml next to the binary's docs."
 )]
 struct Cli {
@@ -86,6 +96,39 @@ enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Licensing by file: write a signed activation request to carry to the controller
+    /// (a renewal is a new request). Exit 0 written, 4 error.
+    Request {
+        /// A service to ask for (repeat the option; default: the configured services).
+        #[arg(long = "service", value_name = "SERVICE")]
+        services: Vec<String>,
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Write armored text (a serial console, a web form) instead of binary.
+        #[arg(long)]
+        armor: bool,
+    },
+    /// Licensing by file: import a grant file or a trust statement (binary or armored), with
+    /// the same rules as from the broker. Exit 0 imported, 1 refused by the rules, 2 not a
+    /// usable file, 4 error.
+    Import {
+        /// The grant file or trust statement.
+        file: PathBuf,
+    },
+    /// Licensing by file: give licenses back (they stop being licensed here) and write a
+    /// signed release receipt for the controller. Exit 0 released, 1 refused, 4 error.
+    Release {
+        /// The services to give back.
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+        /// The receipt file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Write armored text instead of binary.
+        #[arg(long)]
+        armor: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +146,17 @@ fn main() -> ExitCode {
             offline,
             timeout,
         } => diag(&cli.config, json, offline, timeout),
+        Command::Request {
+            services,
+            out,
+            armor,
+        } => request(&cli.config, services, &out, armor),
+        Command::Import { file } => import(&cli.config, &file),
+        Command::Release {
+            services,
+            out,
+            armor,
+        } => release(&cli.config, services, &out, armor),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -386,4 +440,230 @@ fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Re
         print!("{}", licd_agent::diag::render::human(&report, colour));
     }
     Ok(report.exit_code)
+}
+
+/// Who carries out a file operation: the running daemon (its answer), or this process under
+/// the state directory's lock.
+enum Route {
+    Daemon(Value),
+    Stopped(StateLock),
+}
+
+/// Asks the daemon when one answers; otherwise takes the lock. A daemon that starts while we
+/// wait holds the lock until its socket answers, so after taking it we look once more.
+fn route(settings: &Settings, request: &Value) -> anyhow::Result<Route> {
+    let socket = settings
+        .socket
+        .as_ref()
+        .filter(|_| cfg!(feature = "socket-api"));
+    for _ in 0..2 {
+        if let Some(path) = socket {
+            match query(path, request, FILE_SOCKET_TIMEOUT) {
+                Ok(v) => return Ok(Route::Daemon(v)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => anyhow::bail!(
+                    "the daemon's socket {} does not answer ({e}); nothing was changed",
+                    path.display()
+                ),
+            }
+        }
+        licd_agent::store::Store::open(&settings.state_dir)
+            .context("cannot open the state directory")?;
+        let lock = StateLock::acquire(&settings.state_dir, offline::LOCK_WAIT)?;
+        match socket {
+            Some(path) if std::os::unix::net::UnixStream::connect(path).is_ok() => drop(lock),
+            _ => return Ok(Route::Stopped(lock)),
+        }
+    }
+    anyhow::bail!(
+        "a daemon is starting in {}; try again",
+        settings.state_dir.display()
+    )
+}
+
+/// The daemon's answer as (message, file), or its refusal as an exit code with the line
+/// printed.
+fn daemon_answer(answer: &Value, what: &str) -> Result<(String, Option<Vec<u8>>), u8> {
+    use base64::Engine as _;
+    if answer["ok"] == json!(true) {
+        let message = answer["message"].as_str().unwrap_or_default().to_string();
+        let file = match answer["file"].as_str() {
+            None => None,
+            Some(b) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    eprintln!("licd: the daemon's answer carries no valid file: {e}");
+                    return Err(EXIT_ERROR);
+                }
+            },
+        };
+        return Ok((message, file));
+    }
+    let error = answer["error"].as_str().unwrap_or("refused by the daemon");
+    Err(refused(what, answer["code"].as_str(), error))
+}
+
+/// Prints one line for a refusal and gives its exit code.
+fn refused(what: &str, code: Option<&str>, error: &str) -> u8 {
+    match code {
+        Some(c) if offline::UNUSABLE_FILE_CODES.contains(&c) => {
+            eprintln!("licd: {what} refused, not a usable file ({c}): {error}");
+            EXIT_UNUSABLE_FILE
+        }
+        Some(c) if !matches!(c, "error" | "busy" | "unbound") => {
+            eprintln!("licd: {what} refused ({c}): {error}; nothing was changed");
+            EXIT_REFUSED
+        }
+        _ => {
+            eprintln!("licd: {what} failed: {error}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn stopped_result<T>(what: &str, r: Result<T, offline::OfflineError>) -> Result<T, u8> {
+    r.map_err(|e| refused(what, Some(e.code()), &e.to_string()))
+}
+
+/// Writes `bytes` (armored when asked) to `out` atomically; returns the size written.
+fn write_out(out: &Path, bytes: &[u8], armor: bool) -> anyhow::Result<usize> {
+    let data = if armor {
+        licd_protocol::offline::armor(bytes)
+            .context("cannot armor the file")?
+            .into_bytes()
+    } else {
+        bytes.to_vec()
+    };
+    licd_agent::store::write_atomic(out, &data, 0o644)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(data.len())
+}
+
+fn request(config: &Path, services: Vec<String>, out: &Path, armor: bool) -> anyhow::Result<u8> {
+    let settings = load(config)?;
+    let names = offline::service_names(&services)?;
+    let req = json!({"v": 1, "op": "request", "services": services});
+    let (message, bytes) = match route(&settings, &req)? {
+        Route::Daemon(answer) => match daemon_answer(&answer, "request") {
+            Ok((m, Some(b))) => (m, b),
+            Ok((_, None)) => anyhow::bail!("the daemon's answer carries no request"),
+            Err(code) => return Ok(code),
+        },
+        Route::Stopped(lock) => {
+            let identity = resolve_identity_blocking(&settings)?;
+            let clock = SystemClock;
+            match stopped_result(
+                "request",
+                offline::request_stopped(&lock, &settings, &clock, &identity, names),
+            ) {
+                Ok(b) => ("activation request written".to_string(), b),
+                Err(code) => return Ok(code),
+            }
+        }
+    };
+    let n = write_out(out, &bytes, armor)?;
+    println!("{message}");
+    println!(
+        "wrote {} ({n} bytes{}). Carry it to the controller: `licd-stub offline grant {} --out grant.licd` \
+         (or upload it: POST /api/v1/offline/requests), then bring the grant file back and run \
+         `licd import grant.licd` here.",
+        out.display(),
+        if armor { ", armored" } else { "" },
+        out.display()
+    );
+    Ok(0)
+}
+
+fn import(config: &Path, file: &Path) -> anyhow::Result<u8> {
+    use base64::Engine as _;
+    use std::io::Read;
+    let settings = load(config)?;
+    let limit = licd_protocol::offline::armor::MAX_ARMOR_LEN;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    if bytes.len() > limit {
+        return Ok(refused(
+            "import",
+            Some("oversized"),
+            &format!("{} is over {limit} bytes: not a licd file", file.display()),
+        ));
+    }
+    let req = json!({
+        "v": 1,
+        "op": "import",
+        "file": base64::engine::general_purpose::STANDARD.encode(&bytes),
+    });
+    let message = match route(&settings, &req)? {
+        Route::Daemon(answer) => match daemon_answer(&answer, "import") {
+            Ok((m, _)) => format!("{m}; the daemon enforces it now"),
+            Err(code) => return Ok(code),
+        },
+        Route::Stopped(lock) => {
+            let clock = SystemClock;
+            match stopped_result(
+                "import",
+                offline::import_stopped(&lock, &settings, &clock, &bytes),
+            ) {
+                Ok(m) => format!("{m}; written to the cache, in force when the daemon starts"),
+                Err(code) => return Ok(code),
+            }
+        }
+    };
+    println!("{message}");
+    Ok(0)
+}
+
+fn release(config: &Path, services: Vec<String>, out: &Path, armor: bool) -> anyhow::Result<u8> {
+    let settings = load(config)?;
+    let names = offline::service_names(&services)?;
+    let req = json!({"v": 1, "op": "release", "services": services});
+    let (message, bytes) = match route(&settings, &req)? {
+        Route::Daemon(answer) => match daemon_answer(&answer, "release") {
+            Ok((m, Some(b))) => (m, b),
+            Ok((_, None)) => anyhow::bail!("the daemon's answer carries no receipt"),
+            Err(code) => return Ok(code),
+        },
+        Route::Stopped(lock) => {
+            let clock = SystemClock;
+            match stopped_result(
+                "release",
+                offline::release_stopped(&lock, &settings, &clock, &names),
+            ) {
+                Ok(b) => (format!("released {}", services.join(", ")), b),
+                Err(code) => return Ok(code),
+            }
+        }
+    };
+    let n = write_out(out, &bytes, armor)?;
+    println!("{message}");
+    println!(
+        "wrote {} ({n} bytes{}). Carry it to the controller: `licd-stub offline return {}` \
+         (or upload it: POST /api/v1/offline/returns) to free the seats.",
+        out.display(),
+        if armor { ", armored" } else { "" },
+        out.display()
+    );
+    Ok(0)
+}
+
+fn resolve_identity_blocking(
+    settings: &Settings,
+) -> anyhow::Result<licd_agent::identity::Identity> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let identity = rt.block_on(licd_agent::identity::resolve_identity(
+        &settings.identity,
+        &licd_agent::identity::HostRoot::system(),
+        licd_agent::identity::DEFAULT_RESOLVE_TIMEOUT,
+    ));
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    identity.context("cannot resolve the device identity")
 }

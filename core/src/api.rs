@@ -15,6 +15,13 @@
 //! ← {"v":1,"event":"changed","service":"wifi-ap","state":"grace","until":…,"reason":"lease_expired"}
 //! ← {"v":1,"event":"lagged","missed":3}
 //! ← {"v":1,"ok":false,"error":"…"}         (any refused request; the connection stays open)
+//! → {"v":1,"op":"request","services":["wifi-ap"]}          (licensing by file)
+//! ← {"v":1,"ok":true,"message":"…","file":"<base64 of the signed request>"}
+//! → {"v":1,"op":"import","file":"<base64 of the file, binary or armored>"}
+//! ← {"v":1,"ok":true,"message":"imported grant seq 7 …"}
+//! ← {"v":1,"ok":false,"error":"…","code":"stale"}
+//! → {"v":1,"op":"release","services":["poe-plus"]}
+//! ← {"v":1,"ok":true,"message":"…","file":"<base64 of the signed receipt>"}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +33,9 @@ use crate::status::Source;
 pub const API_VERSION: u32 = 1;
 /// Longest request line the agent accepts.
 pub const MAX_REQUEST_LEN: usize = 4096;
+/// Longest `import` request line: the largest armored file in base64 and its JSON frame
+/// (every other request stays within [`MAX_REQUEST_LEN`]).
+pub const MAX_IMPORT_REQUEST_LEN: usize = 128 * 1024;
 
 fn one() -> u32 {
     1
@@ -62,6 +72,50 @@ pub enum Op {
     Status,
     /// Stream state changes on this connection until it closes.
     Watch,
+    /// Write a signed activation request (licensing by file) for `services` (the configured
+    /// services when empty); the answer's `file` is its base64.
+    Request {
+        /// Services to ask for.
+        #[serde(default)]
+        services: Vec<String>,
+    },
+    /// Import a grant file or trust statement: `file` is the base64 of its bytes (binary or
+    /// armored).
+    Import {
+        /// The file, base64.
+        file: String,
+    },
+    /// Give `services` back; the answer's `file` is the base64 of the signed release receipt.
+    Release {
+        /// Services to release.
+        services: Vec<String>,
+    },
+}
+
+/// The answer to `request`, `import` or `release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAnswer {
+    /// Protocol version.
+    pub v: u32,
+    /// Always true.
+    pub ok: bool,
+    /// What happened, for a person (one line).
+    pub message: String,
+    /// The file to write (base64 of the signed envelope), for `request` and `release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl FileAnswer {
+    /// An answer saying `message`, with `file` to write when there is one.
+    pub fn new(message: impl Into<String>, file: Option<String>) -> Self {
+        Self {
+            v: API_VERSION,
+            ok: true,
+            message: message.into(),
+            file,
+        }
+    }
 }
 
 /// The answer to a `check`.
@@ -155,6 +209,10 @@ pub struct ErrorAnswer {
     pub ok: bool,
     /// Why, for a person.
     pub error: String,
+    /// A stable short code for refusals that have one (an `import` refused: `stale`,
+    /// `not_requested`, `bad_armor`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl ErrorAnswer {
@@ -164,6 +222,15 @@ impl ErrorAnswer {
             v: API_VERSION,
             ok: false,
             error: error.to_string(),
+            code: None,
+        }
+    }
+
+    /// A refusal saying `error`, with its `code`.
+    pub fn with_code(error: impl std::fmt::Display, code: &str) -> Self {
+        Self {
+            code: Some(code.to_owned()),
+            ..Self::new(error)
         }
     }
 }

@@ -125,6 +125,9 @@ pub enum Problem {
     TrustUnreadable(String),
     /// A stored trust message no longer verifies and was dropped.
     TrustDropped(Dropped),
+    /// The offline state (pending requests, release record) is unreadable: answers to earlier
+    /// requests are refused, and the release floor is lost.
+    OfflineUnreadable(StoreError),
     /// The cached bundle cannot be read (I/O error, over the size limit).
     BundleUnreadable(StoreError),
     /// The cached bundle was read but refused by the acceptance rules (damaged, another
@@ -168,6 +171,7 @@ impl std::fmt::Display for Problem {
                 "stored trust message ({:?}) no longer verifies: {}",
                 d.kind, d.error
             ),
+            Self::OfflineUnreadable(e) => write!(f, "offline state unreadable: {e}"),
             Self::BundleUnreadable(e) => write!(f, "cached bundle unreadable: {e}"),
             Self::BundleRefused(r) => write!(f, "cached bundle refused ({}): {r}", r.code()),
         }
@@ -229,6 +233,12 @@ pub fn restore(
         Ok(None) => {}
         Ok(Some(record)) => enforcer.restore_vm(record),
         Err(e) => problems.push(Problem::VmRecordUnreadable(e)),
+    }
+    // The release record before the bundle: released services stay unlicensed under it, and
+    // its floor holds even when the cache was lost.
+    match crate::offline::OfflineState::load(store.dir()) {
+        Ok(state) => enforcer.set_release(state.release),
+        Err(e) => problems.push(Problem::OfflineUnreadable(e)),
     }
     let mut effects = Vec::new();
     match store.load_bundle() {

@@ -15,6 +15,7 @@
 //! - [`status`]: what `licd status`/`check` and the socket report.
 //! - [`api`]: the local API's request, answer and event lines.
 //! - [`cache`]: restoring the state from the state directory, daemon and read-only alike.
+//! - [`offline`]: licensing by file — pending requests, the release record, import rules.
 //! - [`backoff`]: the one retry policy (jittered exponential, with a reset window).
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod enforce;
+pub mod offline;
 pub mod refusal;
 pub mod status;
 pub mod store;

@@ -188,6 +188,11 @@ impl Store {
     pub fn set_aside_vm_record(&self, now: UnixTime) -> Result<PathBuf, StoreError> {
         set_aside(&self.dir.join(VM_FILE), now)
     }
+
+    /// Moves a corrupt offline state ([`crate::offline::OFFLINE_FILE`]) aside.
+    pub fn set_aside_offline(&self, now: UnixTime) -> Result<PathBuf, StoreError> {
+        set_aside(&crate::offline::OfflineState::path_in(&self.dir), now)
+    }
 }
 
 fn set_aside(path: &Path, now: UnixTime) -> Result<PathBuf, StoreError> {

@@ -446,6 +446,7 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
     let lease = LeasePolicy {
         lease_secs: options.lease_secs,
         grace_secs: options.grace_secs,
+        ..LeasePolicy::default()
     };
     let signer = Signer::ephemeral(unix_now()).context("generating demo keys")?;
     let ledger = work.join("ledger.db");

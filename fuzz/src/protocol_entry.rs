@@ -8,9 +8,13 @@ use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
 use licd_protocol::envelope::{open_bundle, open_report, seal_bundle, seal_bytes, seal_report};
+use licd_protocol::offline::{
+    armor, dearmor, decode_file, open_activation_request, open_grant_answer, open_release_receipt,
+    seal_activation_request, seal_release_receipt,
+};
 use licd_protocol::{
-    DeviceReport, Envelope, GrantBundle, MessageKind, PublicKey, SignerCertificate, Topic,
-    TrustStore, UnixTime,
+    ActivationRequest, DeviceReport, Envelope, GrantBundle, MessageKind, PublicKey, ReleaseReceipt,
+    SignerCertificate, Topic, TrustStore, UnixTime,
 };
 
 /// 2026-01-01T00:00:00Z, the golden vectors' evaluation time.
@@ -99,4 +103,47 @@ pub fn topic(data: &[u8]) {
         assert_eq!(topic.to_topic_string(), text, "topic round trip");
         assert!(!text.contains(['+', '#']), "wildcard accepted: {text:?}");
     }
+}
+
+/// Armor decoding: arbitrary bytes through [`dearmor`] and [`decode_file`]. Invariants:
+/// nothing panics; whatever decodes armors back to a text that decodes to the same bytes.
+pub fn armor_text(data: &[u8]) {
+    let _ = decode_file(data);
+    if let Ok(bytes) = dearmor(data) {
+        if let Ok(text) = armor(&bytes) {
+            assert_eq!(
+                dearmor(text.as_bytes()).expect("re-armored text decodes"),
+                bytes,
+                "armor round trip"
+            );
+        }
+    }
+}
+
+/// The offline file decoders: `data` as a received request, grant answer and receipt, then
+/// as the payload of each signed by the right key (so postcard decoding and the content rules
+/// are reached). Invariants: nothing panics; what opens re-seals to what opens the same.
+pub fn offline_file(data: &[u8]) {
+    let k = keys();
+    let device = PublicKey::from(&k.device.verifying_key());
+    let _ = open_activation_request(data);
+    let _ = open_grant_answer(data, &k.trust, NOW);
+    let _ = open_release_receipt(data, &device);
+
+    let sealed = seal_bytes(MessageKind::ActivationRequest, &k.device, None, data);
+    if let Ok(request) = open_activation_request(&sealed) {
+        let again = seal_activation_request(&request, &k.device);
+        let reopened: ActivationRequest =
+            open_activation_request(&again).expect("a re-encoded request opens");
+        assert_eq!(reopened, request, "request round trip");
+    }
+    let sealed = seal_bytes(MessageKind::ReleaseReceipt, &k.device, None, data);
+    if let Ok(receipt) = open_release_receipt(&sealed, &device) {
+        let again = seal_release_receipt(&receipt, &k.device);
+        let reopened: ReleaseReceipt =
+            open_release_receipt(&again, &device).expect("a re-encoded receipt opens");
+        assert_eq!(reopened, receipt, "receipt round trip");
+    }
+    let sealed = seal_bytes(MessageKind::GrantAnswer, &k.signing, Some(&k.cert), data);
+    let _ = open_grant_answer(&sealed, &k.trust, NOW);
 }

@@ -59,6 +59,13 @@ pub enum MessageKind {
     DiagRequest,
     /// A [`DiagResponse`], signed by the device key.
     DiagResponse,
+    /// An [`crate::offline::ActivationRequest`] (a request file), signed by the device key.
+    ActivationRequest,
+    /// A [`crate::offline::ReleaseReceipt`] (a release file), signed by the device key.
+    ReleaseReceipt,
+    /// A [`crate::offline::GrantAnswer`] (a grant file answering a request), signed by a
+    /// controller signing key.
+    GrantAnswer,
 }
 
 impl MessageKind {
@@ -71,6 +78,9 @@ impl MessageKind {
             MessageKind::RootRotation => 4,
             MessageKind::DiagRequest => 5,
             MessageKind::DiagResponse => 6,
+            MessageKind::ActivationRequest => 7,
+            MessageKind::ReleaseReceipt => 8,
+            MessageKind::GrantAnswer => 9,
         }
     }
 
@@ -83,6 +93,9 @@ impl MessageKind {
             4 => Ok(MessageKind::RootRotation),
             5 => Ok(MessageKind::DiagRequest),
             6 => Ok(MessageKind::DiagResponse),
+            7 => Ok(MessageKind::ActivationRequest),
+            8 => Ok(MessageKind::ReleaseReceipt),
+            9 => Ok(MessageKind::GrantAnswer),
             other => Err(Error::UnknownKind(other)),
         }
     }
@@ -234,7 +247,7 @@ pub fn seal_bytes(
     out
 }
 
-fn seal<T: Serialize>(
+pub(crate) fn seal<T: Serialize>(
     kind: MessageKind,
     signer: &SigningKey,
     cert: Option<&SignerCertificate>,
@@ -313,7 +326,7 @@ pub fn open_bundle_memo(
 /// The live path of every message signed by a certified controller key: framing and kind,
 /// the signature over the received payload, the chain to a pinned root at `now`
 /// ([`TrustStore::authorize`]), then decoding. Content rules are the caller's.
-fn open_certified<T: DeserializeOwned>(
+pub(crate) fn open_certified<T: DeserializeOwned>(
     bytes: &[u8],
     kind: MessageKind,
     trust: &TrustStore,

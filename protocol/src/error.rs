@@ -148,6 +148,9 @@ pub enum Error {
     /// An identifier that is not `[A-Za-z0-9._-]{1,64}`.
     #[error(transparent)]
     Id(#[from] IdError),
+    /// An armored file that does not decode ([`crate::offline::ArmorError`] says where).
+    #[error("armored file refused: {0}")]
+    Armor(#[from] crate::offline::ArmorError),
     /// A topic that is not a licd v1 topic.
     #[error("bad topic: {0}")]
     BadTopic(&'static str),

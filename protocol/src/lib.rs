@@ -3,7 +3,7 @@
 //! Everything the agent and the controller exchange is defined here: validated identifiers
 //! ([`id`]), the MQTT topic scheme ([`topic`]), the messages ([`messages`]), signing-key
 //! certificates ([`cert`]), the signed envelope that carries every message ([`envelope`]),
-//! remote diagnostics ([`diag`]), and the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
+//! remote diagnostics ([`diag`]), licensing by file and its armor ([`offline`]), and the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
 //! root rotations signed by the old and the new root ([`rotation`]).
 //!
 //! The crate is pure: no I/O, no clock, no randomness. Time is always an argument (unix seconds),
@@ -23,6 +23,7 @@ pub mod id;
 pub mod keys;
 pub mod limits;
 pub mod messages;
+pub mod offline;
 pub mod revocation;
 pub mod rotation;
 pub mod topic;
@@ -35,6 +36,7 @@ pub use error::Error;
 pub use id::{DeviceId, IdError, LicenseId, ServiceName, Sku, TenantId};
 pub use keys::{KeyId, PublicKey};
 pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldReason};
+pub use offline::{ActivationRequest, GrantAnswer, Nonce, ReleaseReceipt};
 pub use revocation::RevocationList;
 pub use rotation::RootRotation;
 pub use topic::{Topic, TopicKind, TrustTopic};

@@ -39,6 +39,16 @@ fn the_envelope_corpus_replays_without_a_panic() {
 }
 
 #[test]
+fn the_armor_corpus_replays_without_a_panic() {
+    replay("armor", protocol_entry::armor_text);
+}
+
+#[test]
+fn the_offline_file_corpus_replays_without_a_panic() {
+    replay("offline_file", protocol_entry::offline_file);
+}
+
+#[test]
 fn the_topic_corpus_replays_without_a_panic() {
     replay("topic", protocol_entry::topic);
 }

@@ -154,6 +154,7 @@ impl StubConfig {
 /// key_dir = "/var/lib/licd-stub/keys"       # made by `licd-stub keys init`
 /// lease_secs = 604800                       # 7 days
 /// grace_secs = 2592000                      # 30 days
+/// offline_lease_days = 90                   # lease of a grant file (licensing by file)
 /// listen = "127.0.0.1:1883"                 # embedded broker (ignored with `broker`)
 /// # tls_listen = "127.0.0.1:8883"           # embedded TLS listener (feature broker-tls)
 /// # tls_cert = "server.pem"
@@ -178,6 +179,8 @@ pub struct FileConfig {
     pub lease_secs: Option<u64>,
     /// Grace length in seconds.
     pub grace_secs: Option<u64>,
+    /// Lease of a grant file answering an activation request, in days (default 90).
+    pub offline_lease_days: Option<u64>,
     /// Embedded broker listener.
     pub listen: Option<SocketAddr>,
     /// TLS listener of the embedded broker (feature `broker-tls`); needs `tls_cert`/`tls_key`.
@@ -259,6 +262,15 @@ impl FileConfig {
         let lease = LeasePolicy {
             lease_secs: self.lease_secs.unwrap_or(defaults.lease_secs),
             grace_secs: self.grace_secs.unwrap_or(defaults.grace_secs),
+            offline_lease_secs: match self.offline_lease_days {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "offline_lease_days must be at least 1".into(),
+                    ))
+                }
+                Some(d) => d.saturating_mul(86_400),
+                None => defaults.offline_lease_secs,
+            },
         };
         if lease.lease_secs == 0 {
             return Err(ConfigError::Invalid("lease_secs must be at least 1".into()));

@@ -11,6 +11,8 @@ use crate::engine::{Effects, Engine, EngineError, LeasePolicy, ReportRefused};
 use crate::keys::Signer;
 use crate::ledger::{Ledger, LedgerError};
 
+pub mod offline;
+
 /// A sealed bundle to publish, QoS 1 and retained, on its device's grants topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {

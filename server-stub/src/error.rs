@@ -31,6 +31,20 @@ pub enum StubError {
     /// The controller's state is unusable after a panic in another thread.
     #[error("controller state poisoned by a panic")]
     Poisoned,
+    /// A file (licensing by file) was refused; nothing changed.
+    #[error("{0}")]
+    Offline(String, OfflineKind),
+}
+
+/// What kind of refusal a file got (the admin API's status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineKind {
+    /// The file does not open (damaged, forged, wrong kind): 422.
+    Invalid,
+    /// It names a device the controller does not know: 404.
+    NotFound,
+    /// A replay, a receipt for a bundle never issued, another key than the pinned one: 409.
+    Conflict,
 }
 
 impl From<ApplyError> for StubError {

@@ -107,6 +107,16 @@ impl Signer {
         seal_bundle(bundle, &self.key, &self.cert)
     }
 
+    /// The signing key (grant answers of licensing by file are sealed with it).
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The signing key's certificate.
+    pub fn cert(&self) -> &SignerCertificate {
+        &self.cert
+    }
+
     /// Encodes and signs a remote diagnostics request (see [`crate::diag`]).
     pub fn seal_diag_request(&self, request: &licd_protocol::DiagRequest) -> Vec<u8> {
         licd_protocol::envelope::seal_diag_request(request, &self.key, &self.cert)

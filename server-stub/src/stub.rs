@@ -25,6 +25,8 @@ use crate::error::StubError;
 use crate::ledger::{Ledger, RefusedReport};
 use crate::session::{self, Stats, StatsSnapshot};
 
+mod offline;
+
 /// Entry point of the runtime.
 #[derive(Debug)]
 pub struct Stub;

@@ -26,6 +26,7 @@ fn the_stub_grants_a_real_agent_its_services_and_an_unassign_revokes_one() {
     config.lease = LeasePolicy {
         lease_secs: 60,
         grace_secs: 60,
+        ..LeasePolicy::default()
     };
     let stub = rt.block_on(async {
         let stub = Stub::start(config).await.unwrap();

@@ -107,6 +107,8 @@ pub enum licd_reason {
     LICD_REASON_UNKNOWN_TENANT = 10,
     /// A reason this library does not know (a newer agent).
     LICD_REASON_OTHER = 11,
+    /// Given back with `licd release` (licensing by file).
+    LICD_REASON_RELEASED = 12,
 }
 
 /// Who decided.
@@ -281,6 +283,7 @@ fn reason_code(r: Option<Reason>) -> licd_reason {
         Some(Reason::Unassigned) => LICD_REASON_UNASSIGNED,
         Some(Reason::UnknownTenant) => LICD_REASON_UNKNOWN_TENANT,
         Some(Reason::Other) => LICD_REASON_OTHER,
+        Some(Reason::Released) => LICD_REASON_RELEASED,
     }
 }
 
@@ -633,7 +636,7 @@ pub extern "C" fn licd_state_name(state: c_int) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn licd_reason_name(reason: c_int) -> *const c_char {
     use licd_reason::*;
-    const ALL: [licd_reason; 12] = [
+    const ALL: [licd_reason; 13] = [
         LICD_REASON_NONE,
         LICD_REASON_NEVER_GRANTED,
         LICD_REASON_LEASE_EXPIRED,
@@ -646,6 +649,7 @@ pub extern "C" fn licd_reason_name(reason: c_int) -> *const c_char {
         LICD_REASON_UNASSIGNED,
         LICD_REASON_UNKNOWN_TENANT,
         LICD_REASON_OTHER,
+        LICD_REASON_RELEASED,
     ];
     let reason = ALL
         .iter()
@@ -665,6 +669,7 @@ pub extern "C" fn licd_reason_name(reason: c_int) -> *const c_char {
         LICD_REASON_UNASSIGNED => c"unassigned",
         LICD_REASON_UNKNOWN_TENANT => c"unknown_tenant",
         LICD_REASON_OTHER => c"other",
+        LICD_REASON_RELEASED => c"released",
     };
     s.as_ptr()
 }

@@ -36,6 +36,13 @@ pub enum Refusal {
         /// Seq held.
         held: u64,
     },
+    /// The very bundle held, imported again from a file (the MQTT path ignores a redelivery
+    /// quietly instead: retained messages come back on every connect).
+    #[error("bundle seq {seq} is the one already held")]
+    AlreadyHeld {
+        /// Its seq.
+        seq: u64,
+    },
     /// Issued further in the future than the tolerance allows.
     #[error("bundle issued at {issued_at}, more than {tolerance}s after now ({now})")]
     FromTheFuture {
@@ -76,6 +83,7 @@ impl Refusal {
             Refusal::WrongDevice { .. } => "wrong_device",
             Refusal::WrongDeviceKey { .. } => "wrong_device_key",
             Refusal::Stale { .. } => "stale",
+            Refusal::AlreadyHeld { .. } => "already_held",
             Refusal::FromTheFuture { .. } => "from_the_future",
         }
     }

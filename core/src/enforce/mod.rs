@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use licd_protocol::{GrantBundle, ServiceName, SignerInfo, TrustStore, UnixTime};
 use serde::Serialize;
 
+use crate::offline::{Release, ReleaseError};
 use crate::refusal::Channel;
 
 pub use crate::refusal::RefusalStats;
@@ -209,6 +210,9 @@ pub struct Enforcer {
     floor_seq: u64,
     /// The signer certificate that verified last (a renewal skips re-verifying it).
     cert_memo: licd_protocol::CertMemo,
+    /// Services given back with `licd release` from the held bundle (or an older one): they
+    /// stay unlicensed until a newer bundle is in force.
+    released: Option<Release>,
 }
 
 impl Enforcer {
@@ -227,6 +231,88 @@ impl Enforcer {
             refusals: RefusalStats::default(),
             floor_seq: 0,
             cert_memo: licd_protocol::CertMemo::default(),
+            released: None,
+        }
+    }
+
+    /// Puts a persisted release record in force (at start-up, before [`Enforcer::restore`]):
+    /// its services stay unlicensed under the bundle they were released from, and no bundle
+    /// of that seq or older is accepted again — also when the cache itself was lost.
+    pub fn set_release(&mut self, release: Option<Release>) {
+        if let Some(r) = &release {
+            self.floor_seq = self.floor_seq.max(r.seq);
+        }
+        self.released = release;
+    }
+
+    /// The release record in force.
+    pub fn release_record(&self) -> Option<&Release> {
+        self.released.as_ref()
+    }
+
+    /// Gives `services` back (`licd release`): each must be granted by the held bundle. They
+    /// become unlicensed (reason `released`) and the held seq becomes the floor below which
+    /// nothing is accepted again. Returns the record to persist (it adds to an earlier release
+    /// of the same bundle) and the state changes.
+    pub fn release(
+        &mut self,
+        services: &[ServiceName],
+        now: UnixTime,
+    ) -> Result<(Release, Vec<Effect>), ReleaseError> {
+        let Some(held) = &self.held else {
+            return Err(ReleaseError::NothingHeld);
+        };
+        if services.is_empty() {
+            return Err(ReleaseError::NoService);
+        }
+        let seq = held.bundle.seq;
+        for s in services {
+            if held.bundle.grant(s).is_none() {
+                return Err(ReleaseError::NotGranted {
+                    service: s.clone(),
+                    seq,
+                });
+            }
+            if self.is_released(seq, s) {
+                return Err(ReleaseError::AlreadyReleased {
+                    service: s.clone(),
+                    seq,
+                });
+            }
+        }
+        let mut record = match self.released.take() {
+            Some(r) if r.seq == seq => r,
+            _ => Release {
+                seq,
+                services: BTreeSet::new(),
+            },
+        };
+        record.services.extend(services.iter().cloned());
+        self.floor_seq = self.floor_seq.max(seq);
+        self.released = Some(record.clone());
+        Ok((record, self.reevaluate(now)))
+    }
+
+    fn is_released(&self, held_seq: u64, service: &ServiceName) -> bool {
+        self.released
+            .as_ref()
+            .is_some_and(|r| held_seq <= r.seq && r.services.contains(service))
+    }
+
+    /// A bundle from a file (`licd import`): the same rules as [`Input::Bundle`], except that
+    /// the bundle already held is refused as [`Refusal::AlreadyHeld`] instead of ignored, so
+    /// the operator learns the file changed nothing. On refusal nothing changed.
+    pub fn import_bundle(&mut self, raw: &[u8], now: UnixTime) -> Result<Vec<Effect>, Refusal> {
+        if let Some(h) = self.held.as_ref().filter(|h| h.raw == raw) {
+            return Err(Refusal::AlreadyHeld { seq: h.bundle.seq });
+        }
+        let effects = self.handle(now, Input::Bundle(raw));
+        match effects.iter().find_map(|e| match e {
+            Effect::Refused(r) => Some(r.clone()),
+            _ => None,
+        }) {
+            Some(r) => Err(r),
+            None => Ok(effects),
         }
     }
 
@@ -494,6 +580,9 @@ impl Enforcer {
             }
             return unlicensed(Reason::NeverGranted);
         };
+        if self.is_released(held.bundle.seq, service) {
+            return unlicensed(Reason::Released);
+        }
         if let Some(grant) = held.bundle.grant(service) {
             return evaluate(grant, now, self.vm.over_since.get(service).map(|o| o.since));
         }

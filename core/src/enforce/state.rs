@@ -30,6 +30,8 @@ pub enum Reason {
     Unassigned,
     /// The controller does not know this device's tenant.
     UnknownTenant,
+    /// Given back with `licd release`: unlicensed until a newer bundle grants it again.
+    Released,
     /// A reason this build does not know: a client reading a newer agent's answer. The agent
     /// itself never gives it.
     #[serde(other)]
@@ -63,6 +65,7 @@ impl Reason {
             Reason::SeatsExhausted => "assignment paused: not enough seats",
             Reason::Unassigned => "license removed from this device by an operator",
             Reason::UnknownTenant => "controller does not know this device's tenant",
+            Reason::Released => "given back with licd release",
             Reason::Other => "a reason this version of licd does not know (a newer agent)",
         }
     }
@@ -80,6 +83,7 @@ impl Reason {
             Reason::SeatsExhausted => "seats_exhausted",
             Reason::Unassigned => "unassigned",
             Reason::UnknownTenant => "unknown_tenant",
+            Reason::Released => "released",
             Reason::Other => "other",
         }
     }
@@ -258,7 +262,7 @@ mod wire_tests {
 
     use super::*;
 
-    const ALL: [Reason; 11] = [
+    const ALL: [Reason; 12] = [
         Reason::NeverGranted,
         Reason::LeaseExpired,
         Reason::TermEnded,
@@ -269,6 +273,7 @@ mod wire_tests {
         Reason::SeatsExhausted,
         Reason::Unassigned,
         Reason::UnknownTenant,
+        Reason::Released,
         Reason::Other,
     ];
 

@@ -670,6 +670,21 @@ pub struct Device {
     pub bundle: BundleInfo,
     /// Each service wanted or held.
     pub services: Vec<DeviceService>,
+    /// Last licensed by file (an activation request), not over MQTT.
+    pub offline: bool,
+    /// Grants by file and releases, oldest first: where this device's seats went.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One event of a device's licensing history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When (ISO 8601).
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// What happened.
+    pub event: String,
 }
 
 impl Device {
@@ -691,6 +706,16 @@ impl Device {
             last_report_at: format_time(d.last_report_at),
             clock_rollback: d.clock_rollback,
             unknown_tenant: v.unknown_tenant,
+            offline: d.offline.offline,
+            history: d
+                .offline
+                .history
+                .iter()
+                .map(|h| HistoryEntry {
+                    at: format_time(h.at),
+                    event: h.event.clone(),
+                })
+                .collect(),
             bundle: BundleInfo {
                 seq: d.bundle.seq,
                 reported_seq: d.reported_seq,

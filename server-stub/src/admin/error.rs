@@ -161,6 +161,11 @@ impl From<StubError> for ApiError {
     fn from(e: StubError) -> Self {
         match e {
             StubError::Engine(e) => e.into(),
+            StubError::Offline(message, kind) => match kind {
+                crate::error::OfflineKind::Invalid => ApiError::unprocessable(message),
+                crate::error::OfflineKind::NotFound => ApiError::not_found(message),
+                crate::error::OfflineKind::Conflict => ApiError::conflict(message),
+            },
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -192,7 +192,8 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
             "/api/v1/licenses/{id}/assignments",
             get(licenses::assignments_of),
         )
-        .route("/api/v1/assignments", get(licenses::assignments));
+        .route("/api/v1/assignments", get(licenses::assignments))
+        .merge(handlers::offline::routes());
     #[cfg(test)]
     let api = api
         .route("/api/v1/test/panic", get(tests::panics))

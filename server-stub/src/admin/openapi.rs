@@ -65,6 +65,8 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::licenses::assignments,
         handlers::licenses::assignments_of,
         handlers::licenses::bulk_update,
+        handlers::offline::grant,
+        handlers::offline::return_receipt,
     ),
     components(schemas(Id, Time, LicenseRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),
@@ -74,6 +76,7 @@ a request it allows whose values contradict each other. A method a path does not
         (name = "auto-licensing", description = "Aruba MSP auto-licensing and unassign (seeds 000, 001)"),
         (name = "devices", description = "Devices, their grants and bundles"),
         (name = "licenses", description = "Snow-style licenses, assignments, bulk update (seed 003)"),
+        (name = "offline", description = "Licensing by file: activation requests, grant files, release receipts (issue 18)"),
         (name = "meta", description = "Liveness"),
     )
 )]

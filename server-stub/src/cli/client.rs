@@ -88,6 +88,36 @@ impl Client {
         bail!("{method} {path}: {} {msg}{hint}", status.as_u16())
     }
 
+    /// POST a file's bytes (`application/octet-stream`); returns the answer's bytes, or the
+    /// error body's message.
+    pub async fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the admin API at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .context("reading the admin API's answer")?
+            .to_vec();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let msg = v["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("POST {path}: {} {msg}", status.as_u16())
+    }
+
     /// GET.
     pub async fn get(&self, path: &str) -> Result<Value> {
         Ok(self.send(Method::GET, path, None).await?.0)

@@ -142,6 +142,7 @@ fn print_device(d: Device) {
         ],
         rows,
     );
+    super::offline::print_history(&d);
 }
 
 pub(super) async fn run(api: Client, c: Devices, json_out: bool) -> Result<()> {

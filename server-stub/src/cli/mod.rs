@@ -16,6 +16,7 @@ mod compliance;
 mod customers;
 mod devices;
 mod licenses;
+mod offline;
 mod subscriptions;
 mod table;
 mod token;
@@ -80,6 +81,9 @@ pub enum AdminCommand {
     Compliance(Compliance),
     /// Snow-style licenses and assignments; set seat counts in bulk.
     Licenses(Licenses),
+    /// Licensing by file: answer an activation request with a grant file, apply a release
+    /// receipt (`licd request` / `licd release` on the device).
+    Offline(offline::Offline),
     /// Admin API bearer tokens (local: the token store in the key directory).
     Token(TokenArgs),
 }
@@ -144,6 +148,7 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
         AdminCommand::Devices(c) => devices::run(api, c, json_out).await,
         AdminCommand::Compliance(c) => compliance::run(api, c, json_out).await,
         AdminCommand::Licenses(c) => licenses::run(api, c, json_out).await,
+        AdminCommand::Offline(c) => offline::run(api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),
     }
 }

@@ -15,11 +15,14 @@ pub mod views;
 mod alloc;
 mod bundle;
 pub mod manage;
+pub mod offline;
 pub mod ops;
 mod report;
 
 #[cfg(test)]
 mod manage_tests;
+#[cfg(test)]
+mod offline_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -51,6 +54,14 @@ pub struct LeasePolicy {
     pub lease_secs: u64,
     /// Seconds a service keeps running after its lease or term ends. Default 30 days.
     pub grace_secs: u64,
+    /// Lease of a bundle answering an activation request (licensing by file): the device
+    /// cannot renew often. Default 90 days (config `offline_lease_days`).
+    #[serde(default = "default_offline_lease")]
+    pub offline_lease_secs: u64,
+}
+
+fn default_offline_lease() -> u64 {
+    90 * DAY
 }
 
 impl Default for LeasePolicy {
@@ -58,6 +69,7 @@ impl Default for LeasePolicy {
         Self {
             lease_secs: 7 * DAY,
             grace_secs: 30 * DAY,
+            offline_lease_secs: default_offline_lease(),
         }
     }
 }
@@ -245,6 +257,8 @@ pub struct Engine {
     /// Seats assigned per (subscription, SKU); derived from the devices' seats.
     assigned: BTreeMap<(LicenseId, Sku), u32>,
     dirty: Dirty,
+    /// A file request is being answered (its report is not a device coming online).
+    answering_file: bool,
 }
 
 impl Engine {
@@ -268,6 +282,7 @@ impl Engine {
             lease,
             assigned,
             dirty: Dirty::default(),
+            answering_file: false,
         }
     }
 

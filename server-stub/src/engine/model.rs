@@ -214,6 +214,8 @@ pub struct Device {
     pub violation_since: BTreeMap<ServiceName, UnixTime>,
     /// Last bundle issued.
     pub bundle: BundleState,
+    /// Licensing by file: offline flag, nonces seen, last release, history.
+    pub offline: super::offline::OfflineRecord,
 }
 
 impl Device {

@@ -53,11 +53,15 @@ impl Engine {
         let Some(basis) = self.basis(&key) else {
             return Ok(Effects { publish });
         };
-        let due = self.state.devices.get(&key).is_some_and(|d| {
-            d.bundle.basis.as_ref() != Some(&basis)
-                || now >= d.bundle.refresh_after
-                || d.reported_seq != d.bundle.seq
-        });
+        // A device licensed by file that now reports over MQTT gets a bundle with the regular
+        // lease at once (continuing from the seq it imported).
+        let back_online = !self.answering_file && self.back_online(&key, now);
+        let due = back_online
+            || self.state.devices.get(&key).is_some_and(|d| {
+                d.bundle.basis.as_ref() != Some(&basis)
+                    || now >= d.bundle.refresh_after
+                    || d.reported_seq != d.bundle.seq
+            });
         if due {
             publish.extend(self.issue(&key, basis, now));
         }
@@ -88,6 +92,7 @@ impl Engine {
                 unassigned: BTreeSet::new(),
                 violation_since: BTreeMap::new(),
                 bundle: BundleState::default(),
+                offline: Default::default(),
             }
         });
         d.model.clone_from(&r.model);

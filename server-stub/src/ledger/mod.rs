@@ -225,7 +225,7 @@ impl Ledger {
             "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
                     agent_version, vm_count, services_wanted, first_seen, last_report_at,
                     reported_clock, clock_rollback, reported_seq, bundle_seq, bundle_issued_at,
-                    bundle_refresh, bundle_basis, unassigned, violation_since
+                    bundle_refresh, bundle_basis, unassigned, violation_since, offline
              FROM devices",
         )?;
         let mut rows = q.query([])?;
@@ -260,6 +260,7 @@ impl Ledger {
                     refresh_after: to_u(r.get(17)?),
                     basis: basis.as_deref().map(json).transpose()?,
                 },
+                offline: json(&r.get::<_, String>(21)?)?,
             };
             state.devices.insert(d.key(), d);
         }
@@ -457,9 +458,9 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
         "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
              firmware_version, agent_version, vm_count, services_wanted, first_seen,
              last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
-             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since)
+             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since, offline)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21)
+             ?18, ?19, ?20, ?21, ?22)
          ON CONFLICT(tenant, device) DO UPDATE SET device_key = excluded.device_key,
              model = excluded.model, serial = excluded.serial,
              product_class = excluded.product_class, firmware_version = excluded.firmware_version,
@@ -469,7 +470,7 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
              reported_seq = excluded.reported_seq, bundle_seq = excluded.bundle_seq,
              bundle_issued_at = excluded.bundle_issued_at, bundle_refresh = excluded.bundle_refresh,
              bundle_basis = excluded.bundle_basis, unassigned = excluded.unassigned,
-             violation_since = excluded.violation_since",
+             violation_since = excluded.violation_since, offline = excluded.offline",
         params![
             d.tenant.as_str(),
             d.id.as_str(),
@@ -492,6 +493,7 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
             basis,
             to_json(&d.unassigned)?,
             to_json(&d.violation_since)?,
+            to_json(&d.offline)?,
         ],
     )?;
     exec(

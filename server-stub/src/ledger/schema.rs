@@ -89,4 +89,8 @@ CREATE TABLE subscription_bindings (
     PRIMARY KEY (subscription, customer)
 );
 "#,
+    // 3: licensing by file (issue 18): offline flag, nonces seen, last release, history (JSON).
+    r#"
+ALTER TABLE devices ADD COLUMN offline TEXT NOT NULL DEFAULT '{}';
+"#,
 ];

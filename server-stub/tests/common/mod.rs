@@ -132,6 +132,7 @@ pub fn test_config() -> StubConfig {
     config.lease = LeasePolicy {
         lease_secs: 60,
         grace_secs: 120,
+        ..LeasePolicy::default()
     };
     config
 }

@@ -413,6 +413,9 @@ pub fn judge_service(s: &ServiceStatus, wanted: bool, last_heard: Option<UnixTim
             "the controller has never granted it: check the round trip and the controller's policy"
         }
         Reason::Other => "this licd does not know the reason: upgrade it",
+        Reason::Released => {
+            "given back with licd release: import a newer grant file to use it again"
+        }
     };
     let step = match s.state {
         ServiceState::Licensed { until } => Step::new(

@@ -1,0 +1,172 @@
+//! Licensing by file end to end: the real stub controller (ledger, seat rules) and real agent
+//! processes that never reach a broker. A device is licensed by file and renews; a second
+//! device finds no seat; the first releases, the controller frees the seat once (a replayed
+//! receipt is refused) and the second gets it by file; then the second is given a broker and
+//! continues from the seq it imported, with no gap.
+
+use std::time::Duration;
+
+use licd_protocol::{LicenseId, ServiceName, Sku, TenantId};
+use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subscription};
+use licd_stub::{Signer, Stub, StubConfig, StubHandle};
+use licd_tests::agent::{Agent, AgentOptions};
+use licd_tests::{free_port, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn svc(s: &str) -> ServiceName {
+    ServiceName::new(s).unwrap()
+}
+
+/// The stub with one wifi seat for tenant acme and auto-licensing on.
+fn stub(rt: &tokio::runtime::Runtime) -> StubHandle {
+    let now = licd_tests::controller::unix_now();
+    let config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
+    rt.block_on(async {
+        let stub = Stub::start(config).await.unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        stub.add_customer(TenantId::new("msp").unwrap(), "MSP", CustomerKind::Msp)
+            .await
+            .unwrap();
+        stub.add_customer(acme.clone(), "Acme", CustomerKind::Tenant)
+            .await
+            .unwrap();
+        stub.add_catalog_entry(CatalogEntry {
+            sku: Sku::new("LIC-WIFI").unwrap(),
+            name: "wifi".into(),
+            service: svc("wifi"),
+            product_class: "wireless".into(),
+            vms_per_seat: None,
+        })
+        .await
+        .unwrap();
+        stub.add_subscription(Subscription {
+            id: LicenseId::new("SUB-1").unwrap(),
+            name: "acme".into(),
+            owner: Some(acme),
+            claim_key: None,
+            start: now - 60,
+            end: now + 365 * 86_400,
+            entitlements: vec![Entitlement {
+                sku: Sku::new("LIC-WIFI").unwrap(),
+                limit: 1,
+            }],
+        })
+        .await
+        .unwrap();
+        stub.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false)
+            .await
+            .unwrap();
+        stub
+    })
+}
+
+/// A device with no broker (its URL points at a closed port).
+fn offline_agent(device: &str, root_hex: &str) -> Agent {
+    let mut o = AgentOptions::plain(free_port().unwrap(), root_hex);
+    o.device_id = device.into();
+    let a = Agent::start(&o).unwrap();
+    wait_for("the socket", T, || a.status().is_some()).unwrap();
+    a
+}
+
+fn cli_ok(a: &Agent, args: &[&str]) -> String {
+    let (code, out, err) = a.cli(args).unwrap();
+    assert_eq!(code, 0, "licd {args:?}: {out}{err}");
+    out
+}
+
+/// `licd request` → the controller → `licd import`; returns the import's output.
+fn license_by_file(rt: &tokio::runtime::Runtime, stub: &StubHandle, a: &Agent, n: u32) -> String {
+    let req = a.state.join(format!("req{n}.licd"));
+    let grant = a.state.join(format!("grant{n}.licd"));
+    cli_ok(a, &["request", "--armor", "--out", req.to_str().unwrap()]);
+    let file = rt
+        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap()))
+        .unwrap();
+    std::fs::write(&grant, &file.file).unwrap();
+    cli_ok(a, &["import", grant.to_str().unwrap()])
+}
+
+fn seq(a: &Agent) -> u64 {
+    a.status().unwrap()["bundle"]["seq"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn devices_without_a_broker_are_licensed_renewed_released_and_transferred_by_file() {
+    let rt = licd_tests::runtime();
+    let stub = stub(&rt);
+    let root = stub.root_public_key().to_hex();
+
+    // Device 1: licensed by file, then renewed with a higher seq.
+    let a = offline_agent("ap-1", &root);
+    let out = license_by_file(&rt, &stub, &a, 1);
+    assert!(out.contains("answers a request"), "{out}");
+    assert_eq!(a.state_of("wifi").as_deref(), Some("licensed"));
+    let first = seq(&a);
+    license_by_file(&rt, &stub, &a, 2);
+    assert!(seq(&a) > first, "renewal raises the seq");
+    let lease = a.check("wifi").unwrap()["until"].as_u64().unwrap();
+    let now = licd_tests::controller::unix_now();
+    assert!(
+        lease > now + 80 * 86_400,
+        "the offline lease (90 days): until {lease}"
+    );
+
+    // Device 2: the only seat is taken.
+    let mut b = offline_agent("ap-2", &root);
+    license_by_file(&rt, &stub, &b, 1);
+    assert_eq!(b.check("wifi").unwrap()["reason"], "seats_exhausted");
+
+    // Device 1 releases; the controller frees the seat once.
+    let receipt = a.state.join("release.licd");
+    cli_ok(&a, &["release", "wifi", "--out", receipt.to_str().unwrap()]);
+    assert_eq!(a.check("wifi").unwrap()["reason"], "released");
+    let bytes = std::fs::read(&receipt).unwrap();
+    let returned = rt.block_on(stub.offline_return(&bytes)).unwrap();
+    assert_eq!(returned.freed, vec![svc("wifi")]);
+    let replay = rt.block_on(stub.offline_return(&bytes)).unwrap_err();
+    assert!(replay.to_string().contains("replay"), "{replay}");
+    let dev1 = stub
+        .with_engine(|e| {
+            e.state().devices[&(TenantId::new("acme").unwrap(), "ap-1".parse().unwrap())]
+                .offline
+                .history
+                .clone()
+        })
+        .unwrap();
+    assert!(
+        dev1.iter().any(|h| h
+            .event
+            .contains("released by receipt: wifi seat of SUB-1/LIC-WIFI")),
+        "{dev1:?}"
+    );
+
+    // The released seat licenses device 2.
+    license_by_file(&rt, &stub, &b, 2);
+    assert_eq!(b.state_of("wifi").as_deref(), Some("licensed"));
+    let imported = seq(&b);
+
+    // Device 2 gets a broker: it continues from the seq it imported, without a gap.
+    let port = stub.broker_addr().unwrap().port();
+    let config = b.state.read_to_string_lossy("licd.toml");
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("url = ") {
+                format!("url = \"mqtt://127.0.0.1:{port}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    b.state.write("licd.toml", config).unwrap();
+    b.restart().unwrap();
+    wait_for("a bundle over MQTT", T, || {
+        b.status()
+            .is_some_and(|s| s["bundle"]["seq"].as_u64() == Some(imported + 1))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    assert_eq!(b.state_of("wifi").as_deref(), Some("licensed"));
+    rt.block_on(stub.shutdown());
+}
