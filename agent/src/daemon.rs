@@ -1,7 +1,7 @@
-//! The daemon: loads the state, then one `select!` over the MQTT session's events, the next
-//! enforcement deadline, the report and VM-probe timers and shutdown. It turns what happens
-//! into enforcer inputs and carries out the effects; the licensing decisions are the
-//! enforcer's. Also the read-only, from-cache evaluation that `licd check` uses when no daemon
+//! The daemon: loads the state, then one `select!` over the MQTT session's events, the
+//! enforcer's next wake-up (a state change or a report due), the VM-probe timer and shutdown.
+//! It turns what happens into enforcer inputs and carries out the effects; the licensing
+//! decisions, and when to report, are the enforcer's. Also the read-only, from-cache evaluation that `licd check` uses when no daemon
 //! answers.
 
 use std::future::Future;
@@ -17,10 +17,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::api::{ApiError, ApiServer, Event};
-use crate::backoff::os_random;
 use crate::clock::{Clock, TrustedTime};
 use crate::config::Settings;
-use crate::enforce::{Effect, Enforcer, Input, Refusal};
+use crate::enforce::{Effect, Enforcer, Input, Refusal, ReportCause};
 use crate::hooks::Hooks;
 use crate::identity::{
     probe_vm_count, resolve_identity, DeviceKey, HostRoot, Identity, IdentityError, KeyError,
@@ -40,12 +39,6 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// The time mark is persisted at most this often while it only advances with the clock
 /// (flash wear), and at once when a bundle raises it.
 const MARK_SAVE_EVERY: u64 = 3_600;
-/// First retry of a report nobody answered; doubles up to the report interval. Short, because
-/// the usual cause is benign: after a broker restart, reports sent before the controller has
-/// re-subscribed are lost (the fleet simulator measured 10,000 agents waiting out a 30 s retry).
-const FIRST_REPORT_RETRY: Duration = Duration::from_secs(5);
-/// Reports are never closer together than this, whatever a bundle's `refresh_after` says.
-const MIN_REPORT_GAP: u64 = 2;
 /// Refusals are logged at warn level at most this often per topic (a flood of bad messages
 /// must not flood the log; see [`crate::refusal`]).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -314,8 +307,6 @@ pub async fn run_with(
             broker,
             ..Default::default()
         },
-        next_report: None,
-        unanswered: 0,
         mark_saved: 0,
         refusals: RefusalLimiter::new(REFUSAL_LOG_EVERY),
     };
@@ -361,10 +352,6 @@ struct Daemon {
     hooks: Hooks,
     status_tx: watch::Sender<Arc<Status>>,
     connection: ConnectionStatus,
-    /// When to report next (`None`: not connected).
-    next_report: Option<Instant>,
-    /// Reports sent since the last bundle, for the retry schedule.
-    unanswered: u32,
     mark_saved: UnixTime,
     /// The one rate limit on refusal warnings, for every topic.
     refusals: RefusalLimiter,
@@ -386,7 +373,7 @@ impl Daemon {
             let wake = self
                 .core
                 .enforcer
-                .next_deadline()
+                .next_wake()
                 .map(|d| Duration::from_secs(d.saturating_sub(now)) + Duration::from_millis(5))
                 .unwrap_or(HOUSEKEEPING)
                 .min(HOUSEKEEPING);
@@ -407,7 +394,6 @@ impl Daemon {
                         self.save_mark();
                     }
                 }
-                _ = sleep_until_opt(self.next_report) => self.send_report("scheduled"),
                 _ = tokio::time::sleep_until(next_vm), if vm_enabled && vm_task.is_none() => {
                     let cfg = vm_config.clone();
                     vm_task = Some(tokio::spawn(async move { probe_vm_count(&cfg).await }));
@@ -436,7 +422,8 @@ impl Daemon {
                 self.connection.connected = true;
                 self.connection.since = now;
                 self.connection.last_error = None;
-                self.send_report("connected");
+                let effects = self.core.enforcer.handle(now, Input::Connected);
+                self.apply(effects);
             }
             SessionEvent::Disconnected { error, retry_in } => {
                 if self.connection.connected
@@ -451,8 +438,8 @@ impl Daemon {
                 }
                 self.connection.connected = false;
                 self.connection.last_error = Some(error);
-                self.next_report = None;
-                self.publish_status();
+                let effects = self.core.enforcer.handle(now, Input::Disconnected);
+                self.apply(effects);
             }
             SessionEvent::Grants(bytes) => {
                 let effects = self.core.enforcer.handle(now, Input::Bundle(&bytes));
@@ -571,9 +558,13 @@ impl Daemon {
         self.apply(effects);
     }
 
+    /// Carries out `effects`, in whatever order they come (see [`Effect`]): what depends on
+    /// several of them (the time mark's write, the one report) is settled after the loop.
     fn apply(&mut self, effects: Vec<Effect>) {
-        let mut report = None;
+        let now = self.core.now();
+        let mut report: Option<ReportCause> = None;
         let mut cached = false;
+        let mut witnessed = false;
         for effect in effects {
             match effect {
                 Effect::Persist(raw) => match self.core.store.save_bundle(&raw) {
@@ -587,20 +578,11 @@ impl Daemon {
                 },
                 Effect::Accepted { seq, signer } => {
                     tracing::info!(seq, signer = %signer.signer, "grant bundle accepted");
-                    let now = self.core.now();
                     self.connection.last_bundle_at = Some(now);
-                    self.unanswered = 0;
-                    if let Some(held) = self.core.enforcer.held() {
-                        self.core
-                            .time
-                            .witness(held.bundle.issued_at, self.core.clock.boot());
-                    }
-                    // The cached bundle carries its issued_at and a restart witnesses it, so
-                    // the mark file needs a write only when the cache did not take the bundle.
-                    if !cached {
-                        self.save_mark();
-                    }
-                    self.schedule_report();
+                }
+                Effect::WitnessTime(t) => {
+                    self.core.time.witness(t, self.core.clock.boot());
+                    witnessed = true;
                 }
                 Effect::Refused(refusal) => {
                     let topic = self.topics.grants.clone();
@@ -631,25 +613,32 @@ impl Daemon {
                     self.hooks.notify(ev.clone());
                     let _ = self.events.send(ev);
                 }
-                Effect::Report(cause) => report = Some(cause),
+                // One report for however many causes; the first named is logged.
+                Effect::Report(cause) => {
+                    report.get_or_insert(cause);
+                }
             }
         }
+        // The cached bundle carries its issued_at and a restart witnesses it, so the mark file
+        // needs a write only when the cache did not take the bundle.
+        if witnessed && !cached {
+            self.save_mark();
+        }
         if let Some(cause) = report {
-            let cause = match cause {
-                crate::enforce::ReportCause::VmCountChanged => "vm count changed",
-                crate::enforce::ReportCause::GraceStarted => "grace started",
-                crate::enforce::ReportCause::BundleDistrusted => "held bundle distrusted",
-            };
             self.send_report(cause);
         }
         self.publish_status();
     }
 
-    fn send_report(&mut self, why: &str) {
-        if !self.connection.connected {
-            self.next_report = None;
-            return;
-        }
+    /// Sends the report the enforcer asked for; tells it when the report could not be queued.
+    fn send_report(&mut self, cause: ReportCause) {
+        let why = match cause {
+            ReportCause::Connected => "connected",
+            ReportCause::Scheduled => "scheduled",
+            ReportCause::VmCountChanged => "vm count changed",
+            ReportCause::GraceStarted => "grace started",
+            ReportCause::BundleDistrusted => "held bundle distrusted",
+        };
         let now = self.core.now();
         let id = &self.identity;
         let report = DeviceReport {
@@ -676,36 +665,13 @@ impl Daemon {
             Ok(()) => {
                 tracing::debug!(why, seq = report.bundle_seq, "report sent");
                 self.connection.reports_sent += 1;
-                self.unanswered = self.unanswered.saturating_add(1);
             }
-            Err(e) => tracing::warn!(error = %e, why, "report not queued"),
+            Err(e) => {
+                tracing::warn!(error = %e, why, "report not queued");
+                // No effects: the schedule only moves its next attempt.
+                let _ = self.core.enforcer.handle(now, Input::ReportNotQueued);
+            }
         }
-        self.schedule_report();
-    }
-
-    /// Next report: at the bundle's `refresh_after` when it has been answered, else a retry
-    /// that doubles from 30 s up to the report interval; with 0–10 % jitter either way.
-    fn schedule_report(&mut self) {
-        if !self.connection.connected {
-            return;
-        }
-        let now = self.core.now();
-        let interval = self.core.settings.report_interval;
-        let base = match self.core.enforcer.held() {
-            Some(h) if self.unanswered == 0 => Duration::from_secs(
-                h.bundle
-                    .refresh_after
-                    .saturating_sub(now)
-                    .max(MIN_REPORT_GAP),
-            )
-            .min(interval),
-            _ => FIRST_REPORT_RETRY
-                .saturating_mul(1 << self.unanswered.saturating_sub(1).min(16))
-                .min(interval),
-        };
-        let jitter = base.mul_f64((os_random() % 1000) as f64 / 10_000.0);
-        self.next_report = Some(Instant::now() + base - jitter);
-        self.publish_status();
     }
 
     fn save_mark(&mut self) {
@@ -733,13 +699,6 @@ impl Daemon {
             clock_rollback = self.core.time.rollback(),
             "{what}"
         );
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,8 +1,14 @@
 //! The enforcement state machine. Pure: no tokio, no files, no clock — every call takes `now`
 //! (trusted time, see [`crate::clock::TrustedTime`]) and returns [`Effect`]s for the shell to
-//! carry out. [`Enforcer::next_deadline`] says when time alone changes a state.
+//! carry out. [`Enforcer::next_deadline`] says when time alone changes a state,
+//! [`Enforcer::next_wake`] when the shell must call again (a state change or a report due).
+//!
+//! The enforcer also owns the report schedule ([`ReportSchedule`]): the shell tells it about the
+//! broker connection ([`Input::Connected`], [`Input::Disconnected`]) and sends a report when an
+//! effect says so ([`Effect::Report`]); when to report, retry and back off is decided here.
 
 mod accept;
+mod schedule;
 mod state;
 mod vm;
 
@@ -15,6 +21,9 @@ use crate::refusal::Channel;
 
 pub use crate::refusal::RefusalStats;
 pub use accept::{AcceptanceRules, Refusal};
+pub use schedule::{
+    ReportPolicy, ReportSchedule, DEFAULT_REPORT_INTERVAL, FIRST_REPORT_RETRY, MIN_REPORT_GAP,
+};
 pub use state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
 pub use vm::{OverUse, VmReading, VmRecord, VmStatus, MAX_RECORD_LEN as MAX_VM_RECORD_LEN};
 
@@ -32,12 +41,24 @@ pub enum Input<'a> {
     VmCount(Option<u32>),
     /// Time passed (a deadline was reached, or a periodic tick).
     Tick,
+    /// The broker connection came up (subscribed): a report goes at once.
+    Connected,
+    /// The broker connection went down: no report is scheduled until it is up again.
+    Disconnected,
+    /// The shell could not queue the report the last [`Effect::Report`] asked for (the MQTT
+    /// request queue was full): it does not count as sent.
+    ReportNotQueued,
 }
 
 /// Why the shell should send a report now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportCause {
+    /// The broker connection came up.
+    Connected,
+    /// The schedule: the bundle's `refresh_after`, the report interval, or a retry of a report
+    /// nobody answered.
+    Scheduled,
     /// The VM count changed.
     VmCountChanged,
     /// A service entered grace: the controller should hear about it.
@@ -48,6 +69,12 @@ pub enum ReportCause {
 }
 
 /// What the shell must do after an input.
+///
+/// Effects are independent of each other: a shell may carry them out in any order, and none
+/// needs another's outcome (`Persist` and `WitnessTime` each stand alone; the shell's own
+/// bookkeeping, such as whether the time mark still needs a write once the cache has taken the
+/// bundle, is settled after it has seen them all). Several `Report` effects from one call ask
+/// for **one** report (each names a cause).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Write this signed bundle to the cache (it was accepted).
@@ -79,8 +106,12 @@ pub enum Effect {
         /// New state.
         to: ServiceState,
     },
-    /// Send a report to the controller.
+    /// Send a report to the controller now (the schedule counts it as sent; see
+    /// [`Input::ReportNotQueued`]).
     Report(ReportCause),
+    /// Raise the trusted time mark to this time, vouched for by a signed bundle just accepted
+    /// (its `issued_at`; see [`crate::clock::TrustedTime::witness`]).
+    WitnessTime(UnixTime),
     /// Write this VM record to the state directory (it changed; see [`VmRecord`]).
     PersistVm(VmRecord),
 }
@@ -209,6 +240,8 @@ pub struct Enforcer {
     floor_seq: u64,
     /// The signer certificate that verified last (a renewal skips re-verifying it).
     cert_memo: licd_protocol::CertMemo,
+    /// When to report next.
+    schedule: ReportSchedule,
 }
 
 impl Enforcer {
@@ -227,7 +260,19 @@ impl Enforcer {
             refusals: RefusalStats::default(),
             floor_seq: 0,
             cert_memo: licd_protocol::CertMemo::default(),
+            schedule: ReportSchedule::new(ReportPolicy::default(), 0),
         }
+    }
+
+    /// Sets the report schedule's parameters and the seed of its jitter (the shell passes OS
+    /// randomness; tests a fixed value). Starts disconnected.
+    pub fn set_report_policy(&mut self, policy: ReportPolicy, seed: u64) {
+        self.schedule = ReportSchedule::new(policy, seed);
+    }
+
+    /// The report schedule (when the next report is due, reports unanswered).
+    pub fn report_schedule(&self) -> &ReportSchedule {
+        &self.schedule
     }
 
     /// Loads a bundle from the cache at start-up: the same checks as a live bundle (the disk is
@@ -250,7 +295,10 @@ impl Enforcer {
         let now = now.max(issued_at);
         let (bundle, signer) = self.rules.check_as_issued(raw, now)?;
         self.install(bundle, raw.to_vec(), signer, now);
-        Ok(self.reevaluate(now))
+        let mut causes = Vec::new();
+        let mut effects = self.reevaluate(now, &mut causes);
+        self.report_if_due(now, causes, &mut effects);
+        Ok(effects)
     }
 
     /// Puts new trust in force (after an accepted root rotation or revocation list) and
@@ -261,6 +309,7 @@ impl Enforcer {
     pub fn set_trust(&mut self, trust: TrustStore, now: UnixTime) -> Vec<Effect> {
         self.rules.trust = trust;
         let mut effects = Vec::new();
+        let mut causes = Vec::new();
         if let Some(held) = &self.held {
             if let Err(refusal) = self
                 .rules
@@ -271,10 +320,11 @@ impl Enforcer {
                 self.held = None;
                 self.note_refusal(&refusal, now);
                 effects.push(Effect::Distrusted { seq, refusal });
-                effects.push(Effect::Report(ReportCause::BundleDistrusted));
+                causes.push(ReportCause::BundleDistrusted);
             }
         }
-        effects.extend(self.reevaluate(now));
+        effects.extend(self.reevaluate(now, &mut causes));
+        self.report_if_due(now, causes, &mut effects);
         effects
     }
 
@@ -303,14 +353,19 @@ impl Enforcer {
     /// Handles one input at trusted time `now`.
     pub fn handle(&mut self, now: UnixTime, input: Input<'_>) -> Vec<Effect> {
         let mut effects = Vec::new();
+        let mut causes = Vec::new();
         match input {
             Input::Bundle(raw) => match self.accept(raw, now) {
                 Ok(None) => return effects,
                 Ok(Some((bundle, signer))) => {
-                    let seq = bundle.seq;
+                    let (seq, issued_at) = (bundle.seq, bundle.issued_at);
+                    let refresh = bundle.refresh_after;
                     self.install(bundle, raw.to_vec(), signer, now);
                     effects.push(Effect::Persist(raw.to_vec()));
                     effects.push(Effect::Accepted { seq, signer });
+                    effects.push(Effect::WitnessTime(issued_at));
+                    // The controller answered: the next report goes at its refresh_after.
+                    self.schedule.answered(now, Some(refresh));
                 }
                 Err(refusal) => {
                     self.note_refusal(&refusal, now);
@@ -320,7 +375,7 @@ impl Enforcer {
             },
             Input::VmCount(Some(count)) => {
                 if self.vm_count() != Some(count) {
-                    effects.push(Effect::Report(ReportCause::VmCountChanged));
+                    causes.push(ReportCause::VmCountChanged);
                 }
                 self.vm.reading = Some(VmReading {
                     count,
@@ -335,10 +390,38 @@ impl Enforcer {
                 self.vm.unknown_since.get_or_insert(now);
             }
             Input::Tick => {}
+            Input::Connected => {
+                self.schedule.connect();
+                causes.push(ReportCause::Connected);
+            }
+            Input::Disconnected => self.schedule.disconnect(),
+            Input::ReportNotQueued => {
+                let refresh = self.held.as_ref().map(|h| h.bundle.refresh_after);
+                self.schedule.not_queued(now, refresh);
+                return effects;
+            }
         }
-        effects.extend(self.reevaluate(now));
+        effects.extend(self.reevaluate(now, &mut causes));
         effects.extend(self.vm_record_due().map(Effect::PersistVm));
+        self.report_if_due(now, causes, &mut effects);
         effects
+    }
+
+    /// Asks the schedule whether a report goes now (for `causes`, or because one is due) and
+    /// adds the `Report` effects if so.
+    fn report_if_due(
+        &mut self,
+        now: UnixTime,
+        causes: Vec<ReportCause>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let refresh = self.held.as_ref().map(|h| h.bundle.refresh_after);
+        effects.extend(
+            self.schedule
+                .poll(now, causes, refresh)
+                .into_iter()
+                .map(Effect::Report),
+        );
     }
 
     /// Puts a persisted VM record in force (at start-up, **before** [`Enforcer::restore`]):
@@ -449,7 +532,8 @@ impl Enforcer {
             .retain(|s, _| held.bundle.grant(s).is_some());
     }
 
-    fn reevaluate(&mut self, now: UnixTime) -> Vec<Effect> {
+    /// Re-evaluates every service at `now`; a service entering grace adds its report cause.
+    fn reevaluate(&mut self, now: UnixTime, causes: &mut Vec<ReportCause>) -> Vec<Effect> {
         self.update_vm_overuse(now);
         self.evaluated_at = now;
         let mut effects = Vec::new();
@@ -467,9 +551,9 @@ impl Enforcer {
             if old != Some(eval.state) {
                 if matches!(eval.state, ServiceState::Grace { .. })
                     && !matches!(old, Some(ServiceState::Grace { .. }))
-                    && !effects.contains(&Effect::Report(ReportCause::GraceStarted))
+                    && !causes.contains(&ReportCause::GraceStarted)
                 {
-                    effects.push(Effect::Report(ReportCause::GraceStarted));
+                    causes.push(ReportCause::GraceStarted);
                 }
                 effects.push(Effect::Changed {
                     service,
@@ -506,9 +590,15 @@ impl Enforcer {
         unlicensed(Reason::NeverGranted)
     }
 
-    /// When time alone next changes a state (wake the shell then).
+    /// When time alone next changes a state.
     pub fn next_deadline(&self) -> Option<UnixTime> {
         self.next_deadline
+    }
+
+    /// When the shell must call [`Enforcer::handle`] with [`Input::Tick`] again: the next
+    /// state change or the next report, whichever is first (`None`: nothing is due by time).
+    pub fn next_wake(&self) -> Option<UnixTime> {
+        min_opt(self.next_deadline, self.schedule.next())
     }
 
     /// The bundle in force.
