@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use licd_protocol::envelope::seal_report;
 use licd_protocol::{DeviceReport, UnixTime};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -26,7 +26,7 @@ use crate::identity::{
     VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
 };
 use crate::refusal::{Channel, LogLevel, RefusalLimiter};
-use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
+use crate::session::{self, DeviceTopics, Outbox, SessionEvent, OFFLINE};
 use crate::status::{CacheProblem, ConnectionStatus, Source, Status, AGENT_VERSION};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
@@ -212,6 +212,58 @@ pub async fn run_with(
     on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let connect = |settings: &Settings, client_id: &str, topics: &DeviceTopics| {
+        let options = session::mqtt_options(&settings.broker, client_id, topics)?;
+        if settings.broker.tls.is_none() {
+            tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let (client, task) =
+            session::start(options, settings.broker.reconnect_max, topics.clone(), tx);
+        Ok(Link {
+            events: rx,
+            outbox: Outbox::Mqtt(client),
+            session: Some(task),
+        })
+    };
+    serve(settings, clock, identity, connect, on_status, shutdown).await
+}
+
+/// How the daemon reaches the broker: the session's events in, an [`Outbox`] out.
+#[derive(Debug)]
+pub struct Link {
+    /// What the session reports ([`session::start`]'s task, or a test).
+    pub events: mpsc::Receiver<SessionEvent>,
+    /// Where publishes go.
+    pub outbox: Outbox,
+    /// The session task, awaited (bounded) at shutdown so "offline" gets out.
+    pub session: Option<JoinHandle<()>>,
+}
+
+/// [`run_with`] over a [`Link`] the caller made: no broker, no MQTT session. For in-process
+/// tests of the daemon loop (paused time, a channel for each direction) and simulators.
+pub async fn run_linked(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    identity: Identity,
+    link: Link,
+    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let connect = |_: &Settings, _: &str, _: &DeviceTopics| Ok(link);
+    serve(settings, clock, identity, connect, on_status, shutdown).await
+}
+
+/// Loads the state, binds the socket, connects through `connect`, then runs the loop until
+/// `shutdown`.
+async fn serve(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    identity: Identity,
+    connect: impl FnOnce(&Settings, &str, &DeviceTopics) -> Result<Link, RunError>,
+    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let store = Store::open(&settings.state_dir)?;
     let key = DeviceKey::load_or_create(&settings.state_dir)?;
     tracing::info!(
@@ -238,10 +290,6 @@ pub async fn run_with(
     let (core, effects, _) = Core::restore(settings, clock, store, binding, true);
     let topics = DeviceTopics::new(&core.settings.tenant, &identity.device.id);
     let client_id = format!("licd-{}-{}", core.settings.tenant, identity.device.id);
-    let options = session::mqtt_options(&core.settings.broker, &client_id, &topics)?;
-    if core.settings.broker.tls.is_none() {
-        tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
-    }
 
     // Events feed the socket API's watchers; without a socket nobody reads them, and 10,000
     // agents in one fleet process should not each allocate 256 slots.
@@ -273,13 +321,17 @@ pub async fn run_with(
         None => None,
     };
 
-    let (tx, rx) = mpsc::channel(64);
-    let (client, session_task) = session::start(
-        options,
-        core.settings.broker.reconnect_max,
-        topics.clone(),
-        tx,
-    );
+    let link = match connect(&core.settings, &client_id, &topics) {
+        Ok(link) => link,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            if let Some(t) = api_task {
+                let _ = t.await;
+            }
+            return Err(e);
+        }
+    };
+    let client = link.outbox;
     let hooks = Hooks::start(core.settings.hook.clone(), core.settings.hook_timeout);
     let broker = format!(
         "{}:{}",
@@ -313,7 +365,7 @@ pub async fn run_with(
     daemon.apply(effects);
     daemon.log_summary("enforcing from cache");
     daemon.save_mark();
-    daemon.main_loop(rx, shutdown).await;
+    daemon.main_loop(link.events, shutdown).await;
 
     // Clean shutdown: "offline" (the broker sends no will for a clean disconnect), then
     // disconnect, flush, socket removal.
@@ -325,9 +377,11 @@ pub async fn run_with(
             OFFLINE.to_vec(),
         );
         let _ = daemon.client.try_disconnect();
-        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, session_task).await;
-    } else {
-        session_task.abort();
+        if let Some(task) = link.session {
+            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, task).await;
+        }
+    } else if let Some(task) = link.session {
+        task.abort();
     }
     daemon.save_mark();
     let _ = stop_tx.send(true);
@@ -344,7 +398,7 @@ struct Daemon {
     key: DeviceKey,
     /// What the device says about itself in reports.
     identity: Identity,
-    client: AsyncClient,
+    client: Outbox,
     /// Remote diagnostics (decides and answers; see [`crate::diag::remote`]).
     remote_diag: crate::diag::remote::Responder,
     topics: DeviceTopics,
@@ -706,3 +760,6 @@ impl Daemon {
 pub fn config_exists(path: &Path) -> bool {
     path.is_file()
 }
+
+#[cfg(test)]
+mod tests;

@@ -257,11 +257,7 @@ mod tests {
         assert_eq!(s.next(), Some(T0 + 5));
         assert!(s.poll(T0 + 4, vec![], None).is_empty());
         assert_eq!(s.poll(T0 + 5, vec![], None), vec![ReportCause::Scheduled]);
-        assert_eq!(
-            s.next(),
-            Some(T0 + 5 + 10),
-            "doubled: 10 s, jitter < 1 s"
-        );
+        assert_eq!(s.next(), Some(T0 + 5 + 10), "doubled: 10 s, jitter < 1 s");
     }
 
     #[test]

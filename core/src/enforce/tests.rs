@@ -713,3 +713,41 @@ fn a_damaged_cache_or_a_distrusted_bundle_does_not_restart_the_vm_grace_clock() 
         }
     );
 }
+
+#[test]
+fn an_accepted_bundle_says_persist_accepted_and_witness_each_on_its_own() {
+    // The shell may carry effects out in any order: each accept effect carries what it needs.
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let raw = f.seal(&f.bundle(3, T0 + 100, vec![grant("wifi", T0 + 100)]));
+    let effects = e.handle(T0, Input::Bundle(&raw));
+    assert!(effects.contains(&Effect::Persist(raw.clone())));
+    assert!(effects.contains(&Effect::WitnessTime(T0 + 100)));
+    assert!(effects
+        .iter()
+        .any(|x| matches!(x, Effect::Accepted { seq: 3, .. })));
+    // Disconnected: the schedule asks for no report.
+    assert!(!effects.iter().any(|x| matches!(x, Effect::Report(_))));
+}
+
+#[test]
+fn a_connected_enforcer_reports_at_refresh_after_once_a_bundle_answers() {
+    let f = Fixture::new();
+    let mut e = f.connected(&["wifi"]);
+    e.set_report_policy(ReportPolicy::with_interval(7_200), 1);
+    e.handle(T0 - 60, Input::Connected);
+    let raw = f.seal(&f.bundle(1, T0, vec![grant("wifi", T0)]));
+    e.handle(T0, Input::Bundle(&raw));
+    let due = e.report_schedule().next().unwrap();
+    // refresh_after is T0 + LEASE / 2; jitter takes up to 10 %.
+    assert!(
+        (T0 + LEASE / 2 * 9 / 10..=T0 + LEASE / 2).contains(&due),
+        "{due}"
+    );
+    assert_eq!(e.next_wake(), Some(due), "before the lease ends");
+    assert!(e.handle(due - 1, Input::Tick).is_empty());
+    assert_eq!(
+        e.handle(due, Input::Tick),
+        vec![Effect::Report(ReportCause::Scheduled)]
+    );
+}
