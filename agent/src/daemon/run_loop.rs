@@ -1,11 +1,8 @@
-//! The daemon: loads the state, then one `select!` over the MQTT session's events, the
-//! enforcer's next wake-up (a state change or a report due), the VM-probe timer and shutdown.
-//! It turns what happens into enforcer inputs and carries out the effects; the licensing
-//! decisions, and when to report, are the enforcer's. Also the read-only, from-cache evaluation that `licd check` uses when no daemon
-//! answers.
+//! The daemon's loop: one `select!` over the MQTT session's events, the enforcer's next
+//! wake-up (a state change or a report due), the VM-probe timer and shutdown. It turns what
+//! happens into enforcer inputs and carries out the effects.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,22 +13,15 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{ApiError, ApiServer, Event};
-use crate::clock::{Clock, TrustedTime};
-use crate::config::Settings;
-use crate::enforce::{Effect, Enforcer, Input, Refusal, ReportCause};
+use super::restore::Core;
+use crate::api::Event;
+use crate::enforce::{Effect, Input, Refusal, ReportCause};
 use crate::hooks::Hooks;
-use crate::identity::{
-    probe_vm_count, resolve_identity, DeviceKey, HostRoot, Identity, IdentityError, KeyError,
-    VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
-};
+use crate::identity::{probe_vm_count, DeviceKey, Identity, VmCount, VmProbeConfig};
 use crate::refusal::{Channel, LogLevel, RefusalLimiter};
-use crate::session::{self, DeviceTopics, Outbox, SessionEvent, OFFLINE};
-use crate::status::{CacheProblem, ConnectionStatus, Source, Status, AGENT_VERSION};
-use crate::store::{Store, StoreError};
-use crate::tls::TlsError;
-use crate::trust::{Accepted, TrustState};
-use licd_core::cache::{self, Binding, Problem};
+use crate::session::{DeviceTopics, Outbox, SessionEvent};
+use crate::status::{ConnectionStatus, Source, Status, AGENT_VERSION};
+use crate::trust::Accepted;
 
 /// Longest the daemon sleeps without looking at the clock: catches wall-clock jumps and
 /// persists the time mark. One wakeup a minute when idle.
@@ -39,380 +29,30 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// The time mark is persisted at most this often while it only advances with the clock
 /// (flash wear), and at once when a bundle raises it.
 const MARK_SAVE_EVERY: u64 = 3_600;
-/// Refusals are logged at warn level at most this often per topic (a flood of bad messages
-/// must not flood the log; see [`crate::refusal`]).
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Most characters of a stray topic quoted in status and logs.
 const TOPIC_EXCERPT: usize = 80;
-/// How long a clean shutdown waits for "offline" to reach the broker.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
-/// Why the daemon could not start (it does not stop for anything after that).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RunError {
-    /// State directory or cache.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Device key.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// Identity.
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// TLS set-up.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// Local API socket.
-    #[error(transparent)]
-    Api(#[from] ApiError),
-}
-
-/// What both the daemon and the from-cache path load: the state restored by
-/// [`licd_core::cache::restore`] and what is needed to keep it current.
-struct Core {
-    store: Store,
-    binding: Binding,
-    time: TrustedTime,
-    enforcer: Enforcer,
-    clock: Arc<dyn Clock>,
-    settings: Settings,
-    /// Roots and revocations (config roots moved forward by accepted trust messages).
-    trust: TrustState,
-    /// The cached bundle found at start could not be used (cleared once a new one is cached).
-    cache_problem: Option<CacheProblem>,
-}
-
-impl Core {
-    /// Restores the state for `binding`. `writable` (the daemon): log each problem and set the
-    /// unusable files aside; read-only callers get the problems back instead.
-    fn restore(
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-        store: Store,
-        binding: Binding,
-        writable: bool,
-    ) -> (Self, Vec<Effect>, Vec<Problem>) {
-        let restored = cache::restore(&settings, &binding, &store, clock.wall(), clock.boot());
-        let mut core = Self {
-            store,
-            binding,
-            time: restored.time,
-            enforcer: restored.enforcer,
-            clock,
-            settings,
-            trust: restored.trust,
-            cache_problem: restored.cache_problem,
-        };
-        if writable {
-            for problem in &restored.problems {
-                core.set_aside(problem);
-            }
-        }
-        (core, restored.effects, restored.problems)
-    }
-
-    /// Logs a problem found at start and moves the file aside: whatever sits at the cache path
-    /// (garbage, a directory, another device's bundle) would otherwise be met again at every
-    /// start, and an unreadable one would make every later write fail.
-    fn set_aside(&mut self, problem: &Problem) {
-        let now = self.time.mark();
-        match problem {
-            Problem::MarkUnreadable(e) => {
-                tracing::warn!(error = %e, "time mark unreadable; starting from the cached bundle's time");
-                let _ = self.store.set_aside_mark(self.clock.wall());
-            }
-            Problem::VmRecordUnreadable(e) => {
-                tracing::warn!(error = %e, "VM record unreadable; the VM count is unknown until the probe reads it");
-                let _ = self.store.set_aside_vm_record(now);
-            }
-            Problem::TrustUnreadable(problem) => {
-                tracing::warn!(%problem, "trust state unreadable; starting from the config roots")
-            }
-            Problem::TrustDropped(d) => {
-                tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped")
-            }
-            Problem::BundleRefused(refusal) => {
-                tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it")
-            }
-            Problem::BundleUnreadable(e) => {
-                tracing::warn!(error = %e, "cache unreadable; starting without it")
-            }
-        }
-        if problem.is_bundle() {
-            match self.store.set_aside_bundle(now) {
-                Ok(to) => {
-                    tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
-                    if let Some(p) = self.cache_problem.as_mut() {
-                        p.set_aside_to = Some(to.display().to_string());
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set the unusable cache aside; new bundles will not survive a restart")
-                }
-            }
-        }
-    }
-
-    fn now(&mut self) -> UnixTime {
-        let r = self.time.observe(self.clock.wall(), self.clock.boot());
-        r.now
-    }
-
-    fn status(&self, source: Source, connection: Option<ConnectionStatus>) -> Status {
-        let mut status = cache::status_of(
-            source,
-            &self.settings,
-            &self.binding,
-            &self.time,
-            self.clock.wall(),
-            &self.enforcer,
-        );
-        status.connection = connection;
-        status.cache_problem = self.cache_problem.clone();
-        status
-    }
-}
-
-/// Evaluates the cache read-only, as `licd check` does when the daemon is not running
-/// ([`licd_core::cache::read_only`] at the clock's time).
-pub fn status_from_cache(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-) -> Result<(Status, Vec<Problem>), RunError> {
-    Ok(cache::read_only(&settings, clock.wall(), clock.boot())?)
-}
-
-/// Runs the daemon until `shutdown` resolves. Returns an error only for start-up failures
-/// (state dir, key, identity, TLS files, socket); after that it keeps running through broker
-/// outages, bad messages and disk errors.
-pub async fn run(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let identity = resolve_identity(
-        &settings.identity,
-        &HostRoot::system(),
-        DEFAULT_RESOLVE_TIMEOUT,
-    )
-    .await?;
-    run_with(settings, clock, identity, |_| {}, shutdown).await
-}
-
-/// [`run`] with the identity already resolved; `on_status` gets a receiver of the daemon's
-/// status (updated on every change, as the local API sees it) once the state is loaded. For
-/// hosts of many simulated agents in one process (the fleet simulator in `tests/`): resolving
-/// the host identity runs a bounded probe thread per call, and a watch replaces a socket per
-/// agent.
-pub async fn run_with(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    identity: Identity,
-    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let connect = |settings: &Settings, client_id: &str, topics: &DeviceTopics| {
-        let options = session::mqtt_options(&settings.broker, client_id, topics)?;
-        if settings.broker.tls.is_none() {
-            tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
-        }
-        let (tx, rx) = mpsc::channel(64);
-        let (client, task) =
-            session::start(options, settings.broker.reconnect_max, topics.clone(), tx);
-        Ok(Link {
-            events: rx,
-            outbox: Outbox::Mqtt(client),
-            session: Some(task),
-        })
-    };
-    serve(settings, clock, identity, connect, on_status, shutdown).await
-}
-
-/// How the daemon reaches the broker: the session's events in, an [`Outbox`] out.
-#[derive(Debug)]
-pub struct Link {
-    /// What the session reports ([`session::start`]'s task, or a test).
-    pub events: mpsc::Receiver<SessionEvent>,
-    /// Where publishes go.
-    pub outbox: Outbox,
-    /// The session task, awaited (bounded) at shutdown so "offline" gets out.
-    pub session: Option<JoinHandle<()>>,
-}
-
-/// [`run_with`] over a [`Link`] the caller made: no broker, no MQTT session. For in-process
-/// tests of the daemon loop (paused time, a channel for each direction) and simulators.
-pub async fn run_linked(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    identity: Identity,
-    link: Link,
-    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let connect = |_: &Settings, _: &str, _: &DeviceTopics| Ok(link);
-    serve(settings, clock, identity, connect, on_status, shutdown).await
-}
-
-/// Loads the state, binds the socket, connects through `connect`, then runs the loop until
-/// `shutdown`.
-async fn serve(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    identity: Identity,
-    connect: impl FnOnce(&Settings, &str, &DeviceTopics) -> Result<Link, RunError>,
-    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let store = Store::open(&settings.state_dir)?;
-    let key = DeviceKey::load_or_create(&settings.state_dir)?;
-    tracing::info!(
-        device = %identity.device.id,
-        source = ?identity.device.source,
-        tenant = %settings.tenant,
-        device_key = %key.id(),
-        "licd {AGENT_VERSION} starting"
-    );
-    // The identity this start used, for `licd diag`'s drift check (informational only).
-    let record =
-        crate::diag::record::IdentityRecord::new(&identity, key.id().to_hex(), clock.wall());
-    if let Err(e) = crate::diag::record::save_if_changed(&settings.state_dir, &record) {
-        tracing::warn!(error = %e, "cannot write the identity record (used by licd diag)");
-    }
-    // What `licd check` and the client libraries read when this daemon is not running.
-    let binding = Binding {
-        device: identity.device.id.clone(),
-        device_key: key.public(),
-    };
-    if let Err(e) = binding.save_if_changed(&settings.state_dir) {
-        tracing::warn!(error = %e, "cannot write the device binding (read by licd check when the daemon is down)");
-    }
-    let (core, effects, _) = Core::restore(settings, clock, store, binding, true);
-    let topics = DeviceTopics::new(&core.settings.tenant, &identity.device.id);
-    let client_id = format!("licd-{}-{}", core.settings.tenant, identity.device.id);
-
-    // Events feed the socket API's watchers; without a socket nobody reads them, and 10,000
-    // agents in one fleet process should not each allocate 256 slots.
-    let capacity = if core.settings.socket.is_some() {
-        256
-    } else {
-        1
-    };
-    let (events, _) = broadcast::channel(capacity);
-    let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
-    on_status(status_rx.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let api_task = match &core.settings.socket {
-        Some(path) if cfg!(feature = "socket-api") => {
-            let server = ApiServer::bind(path).await?;
-            let mut stop = stop_rx.clone();
-            let events = events.clone();
-            Some(tokio::spawn(server.serve(status_rx, events, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })))
-        }
-        Some(path) => {
-            tracing::warn!(
-                socket = %path.display(),
-                "built without the socket-api feature: no socket; `licd check` reads the cache"
-            );
-            None
-        }
-        None => None,
-    };
-
-    let link = match connect(&core.settings, &client_id, &topics) {
-        Ok(link) => link,
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            if let Some(t) = api_task {
-                let _ = t.await;
-            }
-            return Err(e);
-        }
-    };
-    let client = link.outbox;
-    let hooks = Hooks::start(core.settings.hook.clone(), core.settings.hook_timeout);
-    let broker = format!(
-        "{}:{}",
-        core.settings.broker.host, core.settings.broker.port
-    );
-    let remote_diag = crate::diag::remote::Responder::new(
-        core.settings.clone(),
-        core.clock.clone(),
-        identity.device.id.clone(),
-        key.signing.clone(),
-        client.clone(),
-        topics.diag_response.clone(),
-    );
-    let mut daemon = Daemon {
-        core,
-        key,
-        identity,
-        client,
-        remote_diag,
-        topics,
-        events,
-        hooks,
-        status_tx,
-        connection: ConnectionStatus {
-            broker,
-            ..Default::default()
-        },
-        mark_saved: 0,
-        refusals: RefusalLimiter::new(REFUSAL_LOG_EVERY),
-    };
-    daemon.apply(effects);
-    daemon.log_summary("enforcing from cache");
-    daemon.save_mark();
-    daemon.main_loop(link.events, shutdown).await;
-
-    // Clean shutdown: "offline" (the broker sends no will for a clean disconnect), then
-    // disconnect, flush, socket removal.
-    if daemon.connection.connected {
-        let _ = daemon.client.try_publish(
-            daemon.topics.presence.clone(),
-            QoS::AtLeastOnce,
-            true,
-            OFFLINE.to_vec(),
-        );
-        let _ = daemon.client.try_disconnect();
-        if let Some(task) = link.session {
-            let _ = tokio::time::timeout(SHUTDOWN_FLUSH, task).await;
-        }
-    } else if let Some(task) = link.session {
-        task.abort();
-    }
-    daemon.save_mark();
-    let _ = stop_tx.send(true);
-    if let Some(t) = api_task {
-        let _ = t.await;
-    }
-    tracing::info!("licd stopped");
-    Ok(())
-}
-
-struct Daemon {
-    core: Core,
+pub(super) struct Daemon {
+    pub(super) core: Core,
     /// The device key (reports are signed with it).
-    key: DeviceKey,
+    pub(super) key: DeviceKey,
     /// What the device says about itself in reports.
-    identity: Identity,
-    client: Outbox,
+    pub(super) identity: Identity,
+    pub(super) client: Outbox,
     /// Remote diagnostics (decides and answers; see [`crate::diag::remote`]).
-    remote_diag: crate::diag::remote::Responder,
-    topics: DeviceTopics,
-    events: broadcast::Sender<Event>,
-    hooks: Hooks,
-    status_tx: watch::Sender<Arc<Status>>,
-    connection: ConnectionStatus,
-    mark_saved: UnixTime,
+    pub(super) remote_diag: crate::diag::remote::Responder,
+    pub(super) topics: DeviceTopics,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) hooks: Hooks,
+    pub(super) status_tx: watch::Sender<Arc<Status>>,
+    pub(super) connection: ConnectionStatus,
+    pub(super) mark_saved: UnixTime,
     /// The one rate limit on refusal warnings, for every topic.
-    refusals: RefusalLimiter,
+    pub(super) refusals: RefusalLimiter,
 }
 
 impl Daemon {
-    async fn main_loop(
+    pub(super) async fn main_loop(
         &mut self,
         mut rx: mpsc::Receiver<SessionEvent>,
         shutdown: impl Future<Output = ()>,
@@ -614,7 +254,7 @@ impl Daemon {
 
     /// Carries out `effects`, in whatever order they come (see [`Effect`]): what depends on
     /// several of them (the time mark's write, the one report) is settled after the loop.
-    fn apply(&mut self, effects: Vec<Effect>) {
+    pub(super) fn apply(&mut self, effects: Vec<Effect>) {
         let now = self.core.now();
         let mut report: Option<ReportCause> = None;
         let mut cached = false;
@@ -728,7 +368,7 @@ impl Daemon {
         }
     }
 
-    fn save_mark(&mut self) {
+    pub(super) fn save_mark(&mut self) {
         let mark = self.core.time.mark();
         match self.core.store.save_mark(mark) {
             Ok(()) => self.mark_saved = mark,
@@ -743,7 +383,7 @@ impl Daemon {
         self.status_tx.send_replace(Arc::new(status));
     }
 
-    fn log_summary(&self, what: &str) {
+    pub(super) fn log_summary(&self, what: &str) {
         let snap = self.core.enforcer.snapshot();
         let licensed = snap.services.iter().filter(|s| s.state.may_run()).count();
         tracing::info!(
@@ -755,11 +395,3 @@ impl Daemon {
         );
     }
 }
-
-/// Whether `path` looks like a config that exists (for friendlier CLI errors).
-pub fn config_exists(path: &Path) -> bool {
-    path.is_file()
-}
-
-#[cfg(test)]
-mod tests;
