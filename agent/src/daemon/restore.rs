@@ -55,6 +55,15 @@ impl Core {
             for problem in &restored.problems {
                 core.set_aside(problem);
             }
+            // A device upgraded from an agent that wrote only trust.v1.bin: write the v2 file
+            // once, so later starts read it.
+            match crate::trust::migrate(core.store.dir(), &core.trust) {
+                Ok(true) => tracing::info!("trust state migrated to trust.v2.bin"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write trust.v2.bin; the trust state is read from trust.v1.bin again at the next start")
+                }
+            }
         }
         (core, restored.effects, restored.problems)
     }

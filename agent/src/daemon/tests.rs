@@ -60,7 +60,11 @@ struct Agent {
 impl Agent {
     /// Starts a daemon wanting `wifi`, reporting at least every `interval` seconds.
     async fn start(interval: u64) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), interval).await
+    }
+
+    /// [`Agent::start`] on a state directory the test prepared.
+    async fn start_in(dir: tempfile::TempDir, interval: u64) -> Self {
         let root = SigningKey::from_bytes(&[1; 32]);
         let signing = SigningKey::from_bytes(&[2; 32]);
         let text = format!(
@@ -349,5 +353,36 @@ async fn a_bundle_arriving_mid_grace_licenses_again_and_the_old_grace_end_passes
         a.status.borrow().enforcement.bundle.as_ref().map(|b| b.seq),
         Some(2)
     );
+    a.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_device_upgraded_with_only_a_v1_trust_file_keeps_its_rotated_root_and_gets_a_v2_file() {
+    use licd_protocol::rotation::seal_rotation;
+    use licd_protocol::{RootRotation, TrustTopic};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What the previous agent left: a rotation from the config root to another, in trust.v1.bin.
+    let (old, new) = (
+        SigningKey::from_bytes(&[1; 32]),
+        SigningKey::from_bytes(&[5; 32]),
+    );
+    let statement = RootRotation::sign(&old, PublicKey::from(&new.verifying_key()), 1, T0 - 100);
+    let mut state = crate::trust::TrustState::new(vec![PublicKey::from(&old.verifying_key())]);
+    state
+        .handle(TrustTopic::Roots, &seal_rotation(&statement, &new))
+        .expect("rotation accepted");
+    std::fs::write(crate::trust::v1_path_in(dir.path()), state.encode_v1()).expect("write v1");
+    let v2 = crate::trust::path_in(dir.path());
+    assert!(!v2.exists());
+
+    let a = Agent::start_in(dir, 600).await;
+    let trust = a.status.borrow().enforcement.trust.clone();
+    assert_eq!(trust.rotation_seq, 1);
+    assert_eq!(
+        trust.roots,
+        vec![PublicKey::from(&new.verifying_key()).id().to_hex()]
+    );
+    assert!(v2.exists(), "the v2 file is written at the first start");
     a.stop().await;
 }
