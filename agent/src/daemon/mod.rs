@@ -1,11 +1,11 @@
 //! The daemon: start-up ([`run`], [`run_with`], [`run_linked`]: identity, key, binding, the
 //! state restored from the state directory, the socket, the broker link), the loop
-//! ([`run_loop`]) and a clean shutdown. The licensing decisions, and when to report, are the
+//! (`run_loop`) and a clean shutdown. The licensing decisions, and when to report, are the
 //! enforcer's (`licd-core`). Also the read-only, from-cache evaluation that `licd check` uses
 //! when no daemon answers.
 //!
-//! - [`restore`]: the state loaded at start, and the unusable files set aside;
-//! - [`run_loop`]: the `select!` loop that turns events into enforcer inputs and carries out
+//! - `restore.rs`: the state loaded at start, and the unusable files set aside;
+//! - `run_loop.rs`: the `select!` loop that turns events into enforcer inputs and carries out
 //!   the effects.
 
 mod restore;
