@@ -8,7 +8,11 @@
 //!   with no daemon vs spawning `/bin/true`;
 //! - `store`: [`Store::save_bundle`] (temp file, fsync, rename, fsync dir) vs one write + fsync
 //!   of the same bytes, and [`Store::load_bundle`] vs `fs::read`;
-//! - `inproc`: [`Snapshot::state`] / [`Enforcer::state`] vs a `HashMap` lookup of the same key.
+//! - `inproc`: [`Snapshot::state`] / [`Enforcer::state`] vs a `HashMap` lookup of the same key;
+//! - `coldstart`: from spawning `licd run` on a state directory with a cached bundle to its
+//!   socket answering `check` from that bundle (`source: daemon`) vs spawning `/bin/true` and
+//!   waiting for it. `LICD_BENCH_LICD=/path/to/licd` measures another build of the binary (an
+//!   older commit's, for a before/after in one run).
 //!
 //! Subject and baseline alternate iteration by iteration so both see the same noise.
 //!
@@ -16,6 +20,7 @@
 //! cargo bench -p licd-agent --bench check             # everything
 //! cargo bench -p licd-agent --bench check -- socket   # sections whose name contains "socket"
 //! LICD_BENCH_DIR=/some/disk cargo bench -p licd-agent --bench check -- store
+//! cargo bench -p licd-agent --bench check -- coldstart
 //! ```
 
 #![allow(missing_docs)] // a bench binary
@@ -377,6 +382,68 @@ fn bench_cache(f: &Fixture) {
     );
 }
 
+/// `licd run` until its socket answers `check` from the cached bundle, vs `/bin/true`.
+fn bench_coldstart(f: &Fixture) {
+    let licd =
+        std::env::var("LICD_BENCH_LICD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_licd").into());
+    let socket = f.root.join("daemon.sock");
+    let text = std::fs::read_to_string(f.root.join("licd.toml"))
+        .unwrap()
+        .replace("no-daemon.sock", "daemon.sock");
+    let config = f.root.join("licd-run.toml");
+    std::fs::write(&config, text).unwrap();
+    let request = json!({"v": 1, "op": "check", "service": CHECKED});
+    // Spawn to answer only: the kill and reap that follow are left out.
+    let answered = std::cell::RefCell::new(Vec::new());
+    let (_, truth) = paired(
+        30,
+        2,
+        || {
+            let t = Instant::now();
+            let mut child = Command::new(&licd)
+                .arg("--config")
+                .arg(&config)
+                .arg("run")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let give_up = Instant::now() + Duration::from_secs(10);
+            loop {
+                match api::query(&socket, &request, Duration::from_secs(2)) {
+                    Ok(v) if v["source"] == "daemon" => {
+                        answered.borrow_mut().push(t.elapsed());
+                        assert_eq!(v["state"], "licensed", "{v}");
+                        break;
+                    }
+                    _ if Instant::now() < give_up => std::thread::sleep(Duration::from_micros(100)),
+                    other => panic!("licd run did not answer within 10 s: {other:?}"),
+                }
+            }
+            // The next start replaces the stale socket, as after a crash.
+            child.kill().unwrap();
+            child.wait().unwrap();
+        },
+        || {
+            let st = Command::new("/bin/true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+        },
+    );
+    let mut answered = answered.into_inner();
+    answered.drain(..2); // the warm-up rounds
+    row(
+        "coldstart: `licd run` to check answered",
+        &Samples::new(answered),
+        "spawn /bin/true",
+        &truth,
+    );
+}
+
 fn bench_store(f: &Fixture) {
     let dir = f.root.join("store-bench");
     let store = Store::open(&dir).unwrap();
@@ -482,5 +549,8 @@ fn main() {
     }
     if wanted("inproc") {
         bench_inproc(&fixture);
+    }
+    if wanted("coldstart") {
+        bench_coldstart(&fixture);
     }
 }

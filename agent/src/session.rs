@@ -7,6 +7,10 @@
 //! trust topics (`licd/v1/trust/+`: roots and revocations) that move the agent's roots and
 //! revoked signing keys forward (see [`crate::trust`]), and the device's `diag-request` topic
 //! (remote diagnostics, see [`crate::diag::remote`]).
+//!
+//! The daemon publishes through an [`Outbox`]: rumqttc's request queue, or a channel — so the
+//! daemon loop runs in tests without a broker (events in through the same `mpsc` the session
+//! task feeds, publishes out through the channel).
 
 use std::time::Duration;
 
@@ -40,6 +44,92 @@ const CONNECT_TIMEOUT_SECS: u64 = 30;
 /// presence, a diagnostic answer); rumqttc's default of 100 costs a 101-slot table per
 /// connection, ~10 KB of RSS on a device for nothing. Further publishes wait for an ack.
 const MAX_INFLIGHT: u16 = 8;
+
+/// Where the daemon's outgoing messages go.
+#[derive(Debug, Clone)]
+pub enum Outbox {
+    /// rumqttc's request queue (the session task sends them).
+    Mqtt(AsyncClient),
+    /// A channel (tests, simulators): each publish is one [`Published`]; a full channel is a
+    /// full queue, as with rumqttc.
+    Channel(mpsc::Sender<Published>),
+}
+
+/// A message handed to an [`Outbox::Channel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Topic.
+    pub topic: String,
+    /// QoS.
+    pub qos: QoS,
+    /// Retained.
+    pub retain: bool,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// A publish the outbox did not take.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OutboxError(String);
+
+impl Outbox {
+    /// Queues a publish without waiting (the daemon's loop must not block on the broker).
+    pub fn try_publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), OutboxError> {
+        match self {
+            Self::Mqtt(c) => c
+                .try_publish(topic, qos, retain, payload)
+                .map_err(|e| OutboxError(e.to_string())),
+            Self::Channel(tx) => tx
+                .try_send(Published {
+                    topic,
+                    qos,
+                    retain,
+                    payload,
+                })
+                .map_err(|e| OutboxError(format!("outbox channel: {e}"))),
+        }
+    }
+
+    /// Queues a publish, waiting for room.
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), OutboxError> {
+        match self {
+            Self::Mqtt(c) => c
+                .publish(topic, qos, retain, payload)
+                .await
+                .map_err(|e| OutboxError(e.to_string())),
+            Self::Channel(tx) => tx
+                .send(Published {
+                    topic,
+                    qos,
+                    retain,
+                    payload,
+                })
+                .await
+                .map_err(|e| OutboxError(format!("outbox channel: {e}"))),
+        }
+    }
+
+    /// Asks for a clean disconnect (rumqttc); nothing for a channel.
+    pub fn try_disconnect(&self) -> Result<(), OutboxError> {
+        match self {
+            Self::Mqtt(c) => c.try_disconnect().map_err(|e| OutboxError(e.to_string())),
+            Self::Channel(_) => Ok(()),
+        }
+    }
+}
 
 /// What the connection task tells the daemon.
 #[derive(Debug)]

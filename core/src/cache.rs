@@ -18,7 +18,7 @@ use licd_protocol::{DeviceId, KeyId, PublicKey, UnixTime};
 
 use crate::clock::TrustedTime;
 use crate::config::{Settings, VmProbeConfig};
-use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input, Refusal};
+use crate::enforce::{AcceptanceRules, Effect, Enforcer, Input, Refusal, ReportPolicy};
 use crate::status::{CacheProblem, ClockStatus, Source, Status, AGENT_VERSION};
 use crate::store::{write_atomic, Store, StoreError};
 use crate::trust::{Dropped, TrustState};
@@ -225,6 +225,10 @@ pub fn restore(
     problems.extend(unreadable.map(Problem::TrustUnreadable));
     problems.extend(dropped.into_iter().map(Problem::TrustDropped));
     let mut enforcer = Enforcer::new(rules(settings, binding, &trust), settings.services.clone());
+    enforcer.set_report_policy(
+        ReportPolicy::with_interval(settings.report_interval.as_secs()),
+        crate::backoff::os_random(),
+    );
     let now = time.observe(wall, boot).now;
     // The VM record before the bundle: over-use clocks continue under the restored bundle.
     // Only with a probe configured: without one nothing would ever update the count.

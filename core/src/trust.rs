@@ -6,6 +6,12 @@
 //! trust changed; the daemon then writes [`TrustState::encode`] to [`TRUST_FILE`] (atomically)
 //! and hands [`TrustState::store`] to the enforcer, which re-checks the bundle it holds.
 //!
+//! The file is a versioned postcard record ([`TrustFile`], `trust.v2.bin`). The first layout,
+//! `trust.v1.bin` (a magic line, then kind byte, u32 length and envelope per record), is still
+//! read when no v2 file is there — an upgraded device keeps its trust — and still written beside
+//! the v2 file for one release, so rolling the agent back by one version keeps it too
+//! (docs/OPERATIONS.md §8).
+//!
 //! Rules:
 //! - the pinned roots start as the config's `roots` and follow every accepted rotation: a
 //!   config root that was rotated away is **not** trusted any more (it is kept only as
@@ -27,13 +33,40 @@ use std::path::{Path, PathBuf};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
 use licd_protocol::{Error, MessageKind, PublicKey, TrustStore, TrustTopic};
 
+use serde::{Deserialize, Serialize};
+
 use crate::store::{write_atomic, StoreError};
 
 /// File name of the trust state in the state directory.
-pub const TRUST_FILE: &str = "trust.v1.bin";
+pub const TRUST_FILE: &str = "trust.v2.bin";
 
-/// First bytes of [`TRUST_FILE`].
+/// File name of the first layout, read when [`TRUST_FILE`] is missing and written beside it
+/// for one release (rollback).
+pub const TRUST_FILE_V1: &str = "trust.v1.bin";
+
+/// First bytes of [`TRUST_FILE_V1`].
 const MAGIC: &[u8] = b"licd trust v1\n";
+
+/// The version [`TrustFile::version`] says.
+const FILE_VERSION: u32 = 2;
+
+/// The contents of [`TRUST_FILE`], postcard-encoded.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrustFile {
+    /// [`FILE_VERSION`]; a file naming another version is refused as not understood.
+    version: u32,
+    /// The accepted messages, in the order they were accepted.
+    records: Vec<FileRecord>,
+}
+
+/// One record of a [`TrustFile`].
+#[derive(Debug, Serialize, Deserialize)]
+struct FileRecord {
+    /// [`MessageKind::to_byte`] of a revocation list or a root rotation.
+    kind: u8,
+    /// The envelope, exactly as received.
+    raw: Vec<u8>,
+}
 
 /// Most records kept: every rotation ever accepted plus one revocation list. Root rotations are
 /// rare (years apart); past this the file is refused as corrupt rather than read without bound.
@@ -99,15 +132,29 @@ impl TrustState {
         }
     }
 
-    /// Rebuilds the state from the config roots and a state file's contents, replaying every
-    /// record through the same checks as a live message. Records that fail are dropped and
-    /// returned; a file that is not a trust file at all is an error (the caller sets it aside
-    /// and starts from the config roots).
+    /// Rebuilds the state from the config roots and a [`TRUST_FILE`]'s contents, replaying
+    /// every record through the same checks as a live message. Records that fail are dropped
+    /// and returned; a file that is not a trust file at all is an error (the caller sets it
+    /// aside and starts from the config roots).
     pub fn decode(
         config_roots: Vec<PublicKey>,
         bytes: &[u8],
     ) -> Result<(Self, Vec<Dropped>), &'static str> {
-        let records = parse_file(bytes)?;
+        Self::replay(config_roots, parse_file(bytes)?)
+    }
+
+    /// [`TrustState::decode`] for the first layout ([`TRUST_FILE_V1`]).
+    pub fn decode_v1(
+        config_roots: Vec<PublicKey>,
+        bytes: &[u8],
+    ) -> Result<(Self, Vec<Dropped>), &'static str> {
+        Self::replay(config_roots, parse_file_v1(bytes)?)
+    }
+
+    fn replay(
+        config_roots: Vec<PublicKey>,
+        records: Vec<Record>,
+    ) -> Result<(Self, Vec<Dropped>), &'static str> {
         let mut state = Self::new(config_roots);
         let mut dropped = Vec::new();
         for r in records {
@@ -128,9 +175,26 @@ impl TrustState {
         Ok((state, dropped))
     }
 
-    /// The file contents: [`MAGIC`], then per record its kind byte, its length (u32 BE) and
-    /// the envelope exactly as received.
+    /// The [`TRUST_FILE`] contents: a postcard [`TrustFile`].
     pub fn encode(&self) -> Vec<u8> {
+        let file = TrustFile {
+            version: FILE_VERSION,
+            records: self
+                .records
+                .iter()
+                .map(|r| FileRecord {
+                    kind: r.kind.to_byte(),
+                    raw: r.raw.clone(),
+                })
+                .collect(),
+        };
+        // Serializing plain integers and byte strings into a Vec cannot fail.
+        postcard::to_stdvec(&file).unwrap_or_default()
+    }
+
+    /// The [`TRUST_FILE_V1`] contents: [`MAGIC`], then per record its kind byte, its length
+    /// (u32 BE) and the envelope exactly as received.
+    pub fn encode_v1(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         for r in &self.records {
             out.push(r.kind.to_byte());
@@ -241,7 +305,37 @@ impl TrustState {
     }
 }
 
+/// A record's kind, if it is one of the two a trust file holds.
+fn record_kind(byte: u8) -> Result<MessageKind, &'static str> {
+    match MessageKind::from_byte(byte) {
+        Ok(k @ (MessageKind::Revocations | MessageKind::RootRotation)) => Ok(k),
+        _ => Err("unknown record kind"),
+    }
+}
+
 fn parse_file(bytes: &[u8]) -> Result<Vec<Record>, &'static str> {
+    let file: TrustFile = postcard::from_bytes(bytes).map_err(|_| "not a licd trust file")?;
+    if file.version != FILE_VERSION {
+        return Err("a trust file version this agent does not know");
+    }
+    if file.records.len() > MAX_RECORDS {
+        return Err("too many records");
+    }
+    file.records
+        .into_iter()
+        .map(|r| {
+            if r.raw.len() > MAX_ENVELOPE_LEN {
+                return Err("record over the envelope limit");
+            }
+            Ok(Record {
+                kind: record_kind(r.kind)?,
+                raw: r.raw,
+            })
+        })
+        .collect()
+}
+
+fn parse_file_v1(bytes: &[u8]) -> Result<Vec<Record>, &'static str> {
     let mut rest = bytes
         .strip_prefix(MAGIC)
         .ok_or("not a licd trust file (bad magic)")?;
@@ -251,10 +345,7 @@ fn parse_file(bytes: &[u8]) -> Result<Vec<Record>, &'static str> {
             return Err("too many records");
         }
         let (&kind, tail) = rest.split_first().ok_or("truncated record")?;
-        let kind = match MessageKind::from_byte(kind) {
-            Ok(k @ (MessageKind::Revocations | MessageKind::RootRotation)) => k,
-            _ => return Err("unknown record kind"),
-        };
+        let kind = record_kind(kind)?;
         let (len, tail) = tail.split_at_checked(4).ok_or("truncated record length")?;
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
         if len > MAX_ENVELOPE_LEN {
@@ -275,17 +366,29 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(TRUST_FILE)
 }
 
-/// Largest trust file read: every record at the envelope limit.
-const MAX_FILE_LEN: usize = MAGIC.len() + MAX_RECORDS * (5 + MAX_ENVELOPE_LEN);
+/// Path of the first layout's trust file in `state_dir`.
+pub fn v1_path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join(TRUST_FILE_V1)
+}
 
-/// Loads the trust state from `state_dir` (the config roots when there is no file). Returns the
-/// state, the records dropped, and — when the file is unreadable or not a trust file — why;
-/// the caller logs it and may set the file aside.
+/// Largest trust file read, either layout: every record at the envelope limit (a postcard
+/// length prefix is at most 5 bytes, as the v1 kind and length are).
+const MAX_FILE_LEN: usize = MAGIC.len() + 8 + MAX_RECORDS * (10 + MAX_ENVELOPE_LEN);
+
+/// Loads the trust state from `state_dir` (the config roots when there is no file): from
+/// [`TRUST_FILE`], or from [`TRUST_FILE_V1`] when a device upgraded from an agent that wrote
+/// only that. Returns the state, the records dropped, and — when the file is unreadable or not
+/// a trust file — why; the caller logs it and may set the file aside.
 pub fn load(
     state_dir: &Path,
     config_roots: Vec<PublicKey>,
 ) -> (TrustState, Vec<Dropped>, Option<String>) {
-    let path = path_in(state_dir);
+    let mut path = path_in(state_dir);
+    let mut decode: fn(_, &[u8]) -> _ = TrustState::decode;
+    if !path.exists() && v1_path_in(state_dir).exists() {
+        path = v1_path_in(state_dir);
+        decode = TrustState::decode_v1;
+    }
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -306,7 +409,7 @@ pub fn load(
             Some(format!("{} is larger than any trust file", path.display())),
         );
     }
-    match TrustState::decode(config_roots.clone(), &bytes) {
+    match decode(config_roots.clone(), &bytes) {
         Ok((state, dropped)) => (state, dropped, None),
         Err(why) => (
             TrustState::new(config_roots),
@@ -316,9 +419,22 @@ pub fn load(
     }
 }
 
-/// Writes the trust state atomically (temp file, fsync, rename, fsync of the directory).
+/// Writes the trust state atomically (temp file, fsync, rename, fsync of the directory):
+/// [`TRUST_FILE`], then [`TRUST_FILE_V1`] for an agent rolled back by one version. A power cut
+/// between the two leaves the newer state in the file this agent reads.
 pub fn save(state_dir: &Path, state: &TrustState) -> Result<(), StoreError> {
-    write_atomic(&path_in(state_dir), &state.encode(), 0o600)
+    write_atomic(&path_in(state_dir), &state.encode(), 0o600)?;
+    write_atomic(&v1_path_in(state_dir), &state.encode_v1(), 0o600)
+}
+
+/// Writes [`TRUST_FILE`] once for a state that was loaded from [`TRUST_FILE_V1`] (an upgraded
+/// device), so later starts read the v2 file. Returns whether it wrote.
+pub fn migrate(state_dir: &Path, state: &TrustState) -> Result<bool, StoreError> {
+    if path_in(state_dir).exists() || !v1_path_in(state_dir).exists() {
+        return Ok(false);
+    }
+    write_atomic(&path_in(state_dir), &state.encode(), 0o600)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -422,6 +538,7 @@ mod tests {
         assert_eq!(back.store().roots(), &[public(&a)]);
         assert!(TrustState::decode(vec![], b"garbage").is_err());
         assert!(TrustState::decode(vec![], &[MAGIC, &[3, 0, 0]].concat()).is_err());
+        assert!(TrustState::decode_v1(vec![], &[MAGIC, &[3, 0, 0]].concat()).is_err());
     }
 
     #[test]
@@ -443,6 +560,97 @@ mod tests {
             })
         );
         assert!(s.store().is_revoked(&KeyId([7; 16])));
+    }
+
+    /// A state with a rotation and a revocation list from the new root.
+    fn rotated() -> (SigningKey, TrustState) {
+        let (a, b) = (key(1), key(2));
+        let mut s = TrustState::new(vec![public(&a)]);
+        s.handle(TrustTopic::Roots, &rotation(&a, &b, 1)).unwrap();
+        s.handle(TrustTopic::Revocations, &list(3, vec![KeyId([9; 16])], &b))
+            .unwrap();
+        (a, s)
+    }
+
+    #[test]
+    fn an_upgraded_device_reads_its_v1_trust_file_and_migrates_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, s) = rotated();
+        // What the previous agent left: the v1 layout only.
+        fs::write(v1_path_in(dir.path()), s.encode_v1()).unwrap();
+        let (back, dropped, problem) = load(dir.path(), vec![public(&a)]);
+        assert!(dropped.is_empty() && problem.is_none(), "{problem:?}");
+        assert_eq!(back.store(), s.store());
+        assert!(migrate(dir.path(), &back).unwrap());
+        assert!(!migrate(dir.path(), &back).unwrap(), "once");
+        // From now on the v2 file is what is read: a damaged v1 file changes nothing.
+        fs::write(v1_path_in(dir.path()), b"junk").unwrap();
+        let (again, dropped, problem) = load(dir.path(), vec![public(&a)]);
+        assert!(dropped.is_empty() && problem.is_none(), "{problem:?}");
+        assert_eq!(again.store(), s.store());
+        assert!(again.store().is_revoked(&KeyId([9; 16])));
+    }
+
+    #[test]
+    fn save_writes_the_postcard_record_and_the_v1_file_for_a_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, s) = rotated();
+        save(dir.path(), &s).unwrap();
+        let v2 = fs::read(path_in(dir.path())).unwrap();
+        let v1 = fs::read(v1_path_in(dir.path())).unwrap();
+        assert!(v1.starts_with(MAGIC));
+        let file: TrustFile = postcard::from_bytes(&v2).unwrap();
+        assert_eq!(file.version, FILE_VERSION);
+        assert_eq!(file.records.len(), 2);
+        let (from_v2, _) = TrustState::decode(vec![public(&a)], &v2).unwrap();
+        let (from_v1, _) = TrustState::decode_v1(vec![public(&a)], &v1).unwrap();
+        assert_eq!(from_v2.store(), s.store());
+        assert_eq!(from_v1.store(), s.store());
+        // Each reader refuses the other's layout rather than misread it.
+        assert!(TrustState::decode(vec![public(&a)], &v1).is_err());
+        assert!(TrustState::decode_v1(vec![public(&a)], &v2).is_err());
+    }
+
+    #[test]
+    fn a_trust_file_of_another_version_or_past_the_limits_is_refused() {
+        let encode = |version, records: Vec<FileRecord>| {
+            postcard::to_stdvec(&TrustFile { version, records }).unwrap()
+        };
+        let rotation_kind = MessageKind::RootRotation.to_byte();
+        assert_eq!(
+            TrustState::decode(vec![], &encode(3, vec![])).err(),
+            Some("a trust file version this agent does not know")
+        );
+        let big = FileRecord {
+            kind: rotation_kind,
+            raw: vec![0; MAX_ENVELOPE_LEN + 1],
+        };
+        assert_eq!(
+            TrustState::decode(vec![], &encode(FILE_VERSION, vec![big])).err(),
+            Some("record over the envelope limit")
+        );
+        let many = (0..=MAX_RECORDS)
+            .map(|_| FileRecord {
+                kind: rotation_kind,
+                raw: vec![1],
+            })
+            .collect();
+        assert_eq!(
+            TrustState::decode(vec![], &encode(FILE_VERSION, many)).err(),
+            Some("too many records")
+        );
+        let bundle = FileRecord {
+            kind: MessageKind::Grants.to_byte(),
+            raw: vec![1],
+        };
+        assert_eq!(
+            TrustState::decode(vec![], &encode(FILE_VERSION, vec![bundle])).err(),
+            Some("unknown record kind")
+        );
+        // A truncated file.
+        let (_, s) = rotated();
+        let bytes = s.encode();
+        assert!(TrustState::decode(vec![], &bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

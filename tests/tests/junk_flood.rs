@@ -30,7 +30,7 @@ const T: Duration = Duration::from_secs(30);
 const DEFAULT_PER_TOPIC: u64 = 2_500;
 /// Warnings are rate-limited per topic class: grants, trust, diag-request, other.
 const CLASSES: u64 = 4;
-/// The limiter's period (agent/src/daemon.rs `REFUSAL_LOG_EVERY`).
+/// The limiter's period (agent/src/daemon/mod.rs `REFUSAL_LOG_EVERY`).
 const LOG_EVERY_SECS: u64 = 10;
 
 fn per_topic() -> u64 {

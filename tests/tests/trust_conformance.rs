@@ -367,7 +367,7 @@ fn a_revocation_list_rollback_is_refused_also_after_a_restart() {
         revocations(&root, 2, &[]),
         "revocation_rollback",
     );
-    // After a restart the version held is still 2 (from trust.v1.bin: the retained copy is
+    // After a restart the version held is still 2 (from trust.v2.bin: the retained copy is
     // cleared first).
     rig.publish(TRUST_REVOCATIONS, Vec::new());
     rig.agent.restart().unwrap();

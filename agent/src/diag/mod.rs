@@ -396,7 +396,7 @@ pub async fn run_with_settings(
     ));
 
     // Cache.
-    // The config roots moved forward by accepted rotations/revocations (trust.v1.bin), as
+    // The config roots moved forward by accepted rotations/revocations (trust.v2.bin), as
     // the daemon uses them.
     let trust = crate::trust::load(dir, settings.roots.clone())
         .0

@@ -23,13 +23,14 @@ use licd_protocol::envelope::{open_diag_request, seal_diag_response};
 use licd_protocol::{
     DeviceId, DiagRequest, DiagResponse, SignerInfo, TenantId, TrustStore, UnixTime,
 };
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use tokio::task::JoinHandle;
 
 use super::steps::{Step, Verdict};
 use super::{Options, Report};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::session::Outbox;
 use crate::status::AGENT_VERSION;
 
 /// At most one remote diagnosis per minute: a diagnosis reads files and runs probes, and a
@@ -216,7 +217,7 @@ struct Job {
     settings: Settings,
     clock: Arc<dyn Clock>,
     key: SigningKey,
-    client: AsyncClient,
+    client: Outbox,
     topic: String,
 }
 
@@ -296,7 +297,7 @@ impl Responder {
         clock: Arc<dyn Clock>,
         device: DeviceId,
         key: SigningKey,
-        client: AsyncClient,
+        client: Outbox,
         response_topic: String,
     ) -> Self {
         let gate = Gate::new(device, settings.tenant.clone());

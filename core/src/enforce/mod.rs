@@ -1,8 +1,14 @@
 //! The enforcement state machine. Pure: no tokio, no files, no clock — every call takes `now`
 //! (trusted time, see [`crate::clock::TrustedTime`]) and returns [`Effect`]s for the shell to
-//! carry out. [`Enforcer::next_deadline`] says when time alone changes a state.
+//! carry out. [`Enforcer::next_deadline`] says when time alone changes a state,
+//! [`Enforcer::next_wake`] when the shell must call again (a state change or a report due).
+//!
+//! The enforcer also owns the report schedule ([`ReportSchedule`]): the shell tells it about the
+//! broker connection ([`Input::Connected`], [`Input::Disconnected`]) and sends a report when an
+//! effect says so ([`Effect::Report`]); when to report, retry and back off is decided here.
 
 mod accept;
+mod schedule;
 mod state;
 mod vm;
 
@@ -16,6 +22,9 @@ use crate::refusal::Channel;
 
 pub use crate::refusal::RefusalStats;
 pub use accept::{AcceptanceRules, Refusal};
+pub use schedule::{
+    ReportPolicy, ReportSchedule, DEFAULT_REPORT_INTERVAL, FIRST_REPORT_RETRY, MIN_REPORT_GAP,
+};
 pub use state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
 pub use vm::{OverUse, VmReading, VmRecord, VmStatus, MAX_RECORD_LEN as MAX_VM_RECORD_LEN};
 
@@ -33,12 +42,24 @@ pub enum Input<'a> {
     VmCount(Option<u32>),
     /// Time passed (a deadline was reached, or a periodic tick).
     Tick,
+    /// The broker connection came up (subscribed): a report goes at once.
+    Connected,
+    /// The broker connection went down: no report is scheduled until it is up again.
+    Disconnected,
+    /// The shell could not queue the report the last [`Effect::Report`] asked for (the MQTT
+    /// request queue was full): it does not count as sent.
+    ReportNotQueued,
 }
 
 /// Why the shell should send a report now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportCause {
+    /// The broker connection came up.
+    Connected,
+    /// The schedule: the bundle's `refresh_after`, the report interval, or a retry of a report
+    /// nobody answered.
+    Scheduled,
     /// The VM count changed.
     VmCountChanged,
     /// A service entered grace: the controller should hear about it.
@@ -49,6 +70,12 @@ pub enum ReportCause {
 }
 
 /// What the shell must do after an input.
+///
+/// Effects are independent of each other: a shell may carry them out in any order, and none
+/// needs another's outcome (`Persist` and `WitnessTime` each stand alone; the shell's own
+/// bookkeeping, such as whether the time mark still needs a write once the cache has taken the
+/// bundle, is settled after it has seen them all). Several `Report` effects from one call ask
+/// for **one** report (each names a cause).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Write this signed bundle to the cache (it was accepted).
@@ -80,8 +107,12 @@ pub enum Effect {
         /// New state.
         to: ServiceState,
     },
-    /// Send a report to the controller.
+    /// Send a report to the controller now (the schedule counts it as sent; see
+    /// [`Input::ReportNotQueued`]).
     Report(ReportCause),
+    /// Raise the trusted time mark to this time, vouched for by a signed bundle just accepted
+    /// (its `issued_at`; see [`crate::clock::TrustedTime::witness`]).
+    WitnessTime(UnixTime),
     /// Write this VM record to the state directory (it changed; see [`VmRecord`]).
     PersistVm(VmRecord),
 }
@@ -213,6 +244,8 @@ pub struct Enforcer {
     /// Services given back with `licd release` from the held bundle (or an older one): they
     /// stay unlicensed until a newer bundle is in force.
     released: Option<Release>,
+    /// When to report next.
+    schedule: ReportSchedule,
 }
 
 impl Enforcer {
@@ -232,6 +265,7 @@ impl Enforcer {
             floor_seq: 0,
             cert_memo: licd_protocol::CertMemo::default(),
             released: None,
+            schedule: ReportSchedule::new(ReportPolicy::default(), 0),
         }
     }
 
@@ -290,7 +324,10 @@ impl Enforcer {
         record.services.extend(services.iter().cloned());
         self.floor_seq = self.floor_seq.max(seq);
         self.released = Some(record.clone());
-        Ok((record, self.reevaluate(now)))
+        let mut causes = Vec::new();
+        let mut effects = self.reevaluate(now, &mut causes);
+        self.report_if_due(now, causes, &mut effects);
+        Ok((record, effects))
     }
 
     fn is_released(&self, held_seq: u64, service: &ServiceName) -> bool {
@@ -316,6 +353,17 @@ impl Enforcer {
         }
     }
 
+    /// Sets the report schedule's parameters and the seed of its jitter (the shell passes OS
+    /// randomness; tests a fixed value). Starts disconnected.
+    pub fn set_report_policy(&mut self, policy: ReportPolicy, seed: u64) {
+        self.schedule = ReportSchedule::new(policy, seed);
+    }
+
+    /// The report schedule (when the next report is due, reports unanswered).
+    pub fn report_schedule(&self) -> &ReportSchedule {
+        &self.schedule
+    }
+
     /// Loads a bundle from the cache at start-up: the same checks as a live bundle (the disk is
     /// not trusted), except that there is nothing to be newer than, and the signer's chain is
     /// judged by the cache rule ([`AcceptanceRules::check_as_issued`]): certificate valid at the
@@ -336,7 +384,10 @@ impl Enforcer {
         let now = now.max(issued_at);
         let (bundle, signer) = self.rules.check_as_issued(raw, now)?;
         self.install(bundle, raw.to_vec(), signer, now);
-        Ok(self.reevaluate(now))
+        let mut causes = Vec::new();
+        let mut effects = self.reevaluate(now, &mut causes);
+        self.report_if_due(now, causes, &mut effects);
+        Ok(effects)
     }
 
     /// Puts new trust in force (after an accepted root rotation or revocation list) and
@@ -347,6 +398,7 @@ impl Enforcer {
     pub fn set_trust(&mut self, trust: TrustStore, now: UnixTime) -> Vec<Effect> {
         self.rules.trust = trust;
         let mut effects = Vec::new();
+        let mut causes = Vec::new();
         if let Some(held) = &self.held {
             if let Err(refusal) = self
                 .rules
@@ -357,10 +409,11 @@ impl Enforcer {
                 self.held = None;
                 self.note_refusal(&refusal, now);
                 effects.push(Effect::Distrusted { seq, refusal });
-                effects.push(Effect::Report(ReportCause::BundleDistrusted));
+                causes.push(ReportCause::BundleDistrusted);
             }
         }
-        effects.extend(self.reevaluate(now));
+        effects.extend(self.reevaluate(now, &mut causes));
+        self.report_if_due(now, causes, &mut effects);
         effects
     }
 
@@ -389,14 +442,19 @@ impl Enforcer {
     /// Handles one input at trusted time `now`.
     pub fn handle(&mut self, now: UnixTime, input: Input<'_>) -> Vec<Effect> {
         let mut effects = Vec::new();
+        let mut causes = Vec::new();
         match input {
             Input::Bundle(raw) => match self.accept(raw, now) {
                 Ok(None) => return effects,
                 Ok(Some((bundle, signer))) => {
-                    let seq = bundle.seq;
+                    let (seq, issued_at) = (bundle.seq, bundle.issued_at);
+                    let refresh = bundle.refresh_after;
                     self.install(bundle, raw.to_vec(), signer, now);
                     effects.push(Effect::Persist(raw.to_vec()));
                     effects.push(Effect::Accepted { seq, signer });
+                    effects.push(Effect::WitnessTime(issued_at));
+                    // The controller answered: the next report goes at its refresh_after.
+                    self.schedule.answered(now, Some(refresh));
                 }
                 Err(refusal) => {
                     self.note_refusal(&refusal, now);
@@ -406,7 +464,7 @@ impl Enforcer {
             },
             Input::VmCount(Some(count)) => {
                 if self.vm_count() != Some(count) {
-                    effects.push(Effect::Report(ReportCause::VmCountChanged));
+                    causes.push(ReportCause::VmCountChanged);
                 }
                 self.vm.reading = Some(VmReading {
                     count,
@@ -421,10 +479,38 @@ impl Enforcer {
                 self.vm.unknown_since.get_or_insert(now);
             }
             Input::Tick => {}
+            Input::Connected => {
+                self.schedule.connect();
+                causes.push(ReportCause::Connected);
+            }
+            Input::Disconnected => self.schedule.disconnect(),
+            Input::ReportNotQueued => {
+                let refresh = self.held.as_ref().map(|h| h.bundle.refresh_after);
+                self.schedule.not_queued(now, refresh);
+                return effects;
+            }
         }
-        effects.extend(self.reevaluate(now));
+        effects.extend(self.reevaluate(now, &mut causes));
         effects.extend(self.vm_record_due().map(Effect::PersistVm));
+        self.report_if_due(now, causes, &mut effects);
         effects
+    }
+
+    /// Asks the schedule whether a report goes now (for `causes`, or because one is due) and
+    /// adds the `Report` effects if so.
+    fn report_if_due(
+        &mut self,
+        now: UnixTime,
+        causes: Vec<ReportCause>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let refresh = self.held.as_ref().map(|h| h.bundle.refresh_after);
+        effects.extend(
+            self.schedule
+                .poll(now, causes, refresh)
+                .into_iter()
+                .map(Effect::Report),
+        );
     }
 
     /// Puts a persisted VM record in force (at start-up, **before** [`Enforcer::restore`]):
@@ -535,7 +621,8 @@ impl Enforcer {
             .retain(|s, _| held.bundle.grant(s).is_some());
     }
 
-    fn reevaluate(&mut self, now: UnixTime) -> Vec<Effect> {
+    /// Re-evaluates every service at `now`; a service entering grace adds its report cause.
+    fn reevaluate(&mut self, now: UnixTime, causes: &mut Vec<ReportCause>) -> Vec<Effect> {
         self.update_vm_overuse(now);
         self.evaluated_at = now;
         let mut effects = Vec::new();
@@ -553,9 +640,9 @@ impl Enforcer {
             if old != Some(eval.state) {
                 if matches!(eval.state, ServiceState::Grace { .. })
                     && !matches!(old, Some(ServiceState::Grace { .. }))
-                    && !effects.contains(&Effect::Report(ReportCause::GraceStarted))
+                    && !causes.contains(&ReportCause::GraceStarted)
                 {
-                    effects.push(Effect::Report(ReportCause::GraceStarted));
+                    causes.push(ReportCause::GraceStarted);
                 }
                 effects.push(Effect::Changed {
                     service,
@@ -595,9 +682,15 @@ impl Enforcer {
         unlicensed(Reason::NeverGranted)
     }
 
-    /// When time alone next changes a state (wake the shell then).
+    /// When time alone next changes a state.
     pub fn next_deadline(&self) -> Option<UnixTime> {
         self.next_deadline
+    }
+
+    /// When the shell must call [`Enforcer::handle`] with [`Input::Tick`] again: the next
+    /// state change or the next report, whichever is first (`None`: nothing is due by time).
+    pub fn next_wake(&self) -> Option<UnixTime> {
+        min_opt(self.next_deadline, self.schedule.next())
     }
 
     /// The bundle in force.

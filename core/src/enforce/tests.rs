@@ -56,6 +56,13 @@ impl Fixture {
         Enforcer::new(self.rules.clone(), wanted.iter().map(|s| svc(s)))
     }
 
+    /// An enforcer whose broker connection came up at `T0 - 60` (reports go only then).
+    fn connected(&self, wanted: &[&str]) -> Enforcer {
+        let mut e = self.enforcer(wanted);
+        e.handle(T0 - 60, Input::Connected);
+        e
+    }
+
     fn bundle(&self, seq: u64, issued_at: UnixTime, grants: Vec<ServiceGrant>) -> GrantBundle {
         GrantBundle {
             device: self.rules.device.clone(),
@@ -150,7 +157,7 @@ fn lease_boundaries_are_exact() {
 #[test]
 fn entering_grace_asks_for_a_report_once() {
     let f = Fixture::new();
-    let mut e = f.enforcer(&["wifi", "poe"]);
+    let mut e = f.connected(&["wifi", "poe"]);
     let raw = f.seal(&f.bundle(1, T0, vec![grant("wifi", T0), grant("poe", T0)]));
     e.handle(T0, Input::Bundle(&raw));
     let effects = e.handle(T0 + LEASE, Input::Tick);
@@ -204,7 +211,7 @@ fn a_term_that_has_not_started_is_unlicensed_until_it_does() {
 #[test]
 fn vm_count_over_the_allowance_starts_grace_and_back_under_restores_the_license() {
     let f = Fixture::new();
-    let mut e = f.enforcer(&["hv"]);
+    let mut e = f.connected(&["hv"]);
     let mut g = grant("hv", T0);
     g.vm_allowance = Some(4);
     e.handle(T0, Input::Bundle(&f.seal(&f.bundle(1, T0, vec![g]))));
@@ -424,7 +431,7 @@ fn revoking(root: &SigningKey, version: u64, revoked: Vec<licd_protocol::KeyId>)
 #[test]
 fn a_held_bundle_whose_signer_gets_revoked_is_dropped_and_its_services_are_unlicensed() {
     let f = Fixture::new();
-    let mut e = f.enforcer(&["wifi"]);
+    let mut e = f.connected(&["wifi"]);
     e.handle(
         T0,
         Input::Bundle(&f.seal(&f.bundle(5, T0, vec![grant("wifi", T0)]))),
@@ -704,5 +711,43 @@ fn a_damaged_cache_or_a_distrusted_bundle_does_not_restart_the_vm_grace_clock() 
             until: T0 + 150 + GRACE,
             reason: Reason::OverVmAllowance,
         }
+    );
+}
+
+#[test]
+fn an_accepted_bundle_says_persist_accepted_and_witness_each_on_its_own() {
+    // The shell may carry effects out in any order: each accept effect carries what it needs.
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let raw = f.seal(&f.bundle(3, T0 + 100, vec![grant("wifi", T0 + 100)]));
+    let effects = e.handle(T0, Input::Bundle(&raw));
+    assert!(effects.contains(&Effect::Persist(raw.clone())));
+    assert!(effects.contains(&Effect::WitnessTime(T0 + 100)));
+    assert!(effects
+        .iter()
+        .any(|x| matches!(x, Effect::Accepted { seq: 3, .. })));
+    // Disconnected: the schedule asks for no report.
+    assert!(!effects.iter().any(|x| matches!(x, Effect::Report(_))));
+}
+
+#[test]
+fn a_connected_enforcer_reports_at_refresh_after_once_a_bundle_answers() {
+    let f = Fixture::new();
+    let mut e = f.connected(&["wifi"]);
+    e.set_report_policy(ReportPolicy::with_interval(7_200), 1);
+    e.handle(T0 - 60, Input::Connected);
+    let raw = f.seal(&f.bundle(1, T0, vec![grant("wifi", T0)]));
+    e.handle(T0, Input::Bundle(&raw));
+    let due = e.report_schedule().next().unwrap();
+    // refresh_after is T0 + LEASE / 2; jitter takes up to 10 %.
+    assert!(
+        (T0 + LEASE / 2 * 9 / 10..=T0 + LEASE / 2).contains(&due),
+        "{due}"
+    );
+    assert_eq!(e.next_wake(), Some(due), "before the lease ends");
+    assert!(e.handle(due - 1, Input::Tick).is_empty());
+    assert_eq!(
+        e.handle(due, Input::Tick),
+        vec![Effect::Report(ReportCause::Scheduled)]
     );
 }

@@ -1,40 +1,29 @@
-//! The daemon: loads the state, then one `select!` over the MQTT session's events, the next
-//! enforcement deadline, the report and VM-probe timers and shutdown. It turns what happens
-//! into enforcer inputs and carries out the effects; the licensing decisions are the
-//! enforcer's. Also the read-only, from-cache evaluation that `licd check` uses when no daemon
-//! answers.
+//! The daemon's loop: one `select!` over the MQTT session's events, the enforcer's next
+//! wake-up (a state change or a report due), the VM-probe timer and shutdown. It turns what
+//! happens into enforcer inputs and carries out the effects.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use licd_protocol::envelope::seal_report;
 use licd_protocol::{DeviceReport, UnixTime};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::{ApiError, ApiServer, Event, FileAnswer, FileCommand, FileOp};
-use crate::backoff::os_random;
-use crate::clock::{Clock, TrustedTime};
-use crate::config::Settings;
-use crate::enforce::{Effect, Enforcer, Input, Refusal};
+use super::restore::Core;
+use crate::api::{Event, FileAnswer, FileCommand, FileOp};
+use crate::enforce::{Effect, Input, Refusal, ReportCause};
 use crate::hooks::Hooks;
-use crate::identity::{
-    probe_vm_count, resolve_identity, DeviceKey, HostRoot, Identity, IdentityError, KeyError,
-    VmCount, VmProbeConfig, DEFAULT_RESOLVE_TIMEOUT,
-};
+use crate::identity::{probe_vm_count, DeviceKey, Identity, VmCount, VmProbeConfig};
 use crate::offline::{self as files, OfflineError, StateLock};
 use crate::refusal::{Channel, LogLevel, RefusalLimiter};
-use crate::session::{self, DeviceTopics, SessionEvent, OFFLINE};
-use crate::status::{CacheProblem, ConnectionStatus, Source, Status, AGENT_VERSION};
-use crate::store::{Store, StoreError};
-use crate::tls::TlsError;
-use crate::trust::{Accepted, TrustState};
+use crate::session::{DeviceTopics, Outbox, SessionEvent};
+use crate::status::{ConnectionStatus, Source, Status, AGENT_VERSION};
+use crate::trust::Accepted;
 use licd_core::api::ErrorAnswer;
-use licd_core::cache::{self, Binding, Problem};
 
 /// Longest the daemon sleeps without looking at the clock: catches wall-clock jumps and
 /// persists the time mark. One wakeup a minute when idle.
@@ -42,355 +31,30 @@ const HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// The time mark is persisted at most this often while it only advances with the clock
 /// (flash wear), and at once when a bundle raises it.
 const MARK_SAVE_EVERY: u64 = 3_600;
-/// First retry of a report nobody answered; doubles up to the report interval. Short, because
-/// the usual cause is benign: after a broker restart, reports sent before the controller has
-/// re-subscribed are lost (the fleet simulator measured 10,000 agents waiting out a 30 s retry).
-const FIRST_REPORT_RETRY: Duration = Duration::from_secs(5);
-/// Reports are never closer together than this, whatever a bundle's `refresh_after` says.
-const MIN_REPORT_GAP: u64 = 2;
-/// Refusals are logged at warn level at most this often per topic (a flood of bad messages
-/// must not flood the log; see [`crate::refusal`]).
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Most characters of a stray topic quoted in status and logs.
 const TOPIC_EXCERPT: usize = 80;
-/// How long a clean shutdown waits for "offline" to reach the broker.
-const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
-/// Why the daemon could not start (it does not stop for anything after that).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RunError {
-    /// State directory or cache.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Device key.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// Identity.
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// TLS set-up.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// Local API socket.
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    /// The state directory's lock (a `licd import` holding it too long).
-    #[error(transparent)]
-    Offline(#[from] OfflineError),
-}
-
-/// What both the daemon and the from-cache path load: the state restored by
-/// [`licd_core::cache::restore`] and what is needed to keep it current.
-struct Core {
-    store: Store,
-    binding: Binding,
-    time: TrustedTime,
-    enforcer: Enforcer,
-    clock: Arc<dyn Clock>,
-    settings: Settings,
-    /// Roots and revocations (config roots moved forward by accepted trust messages).
-    trust: TrustState,
-    /// The cached bundle found at start could not be used (cleared once a new one is cached).
-    cache_problem: Option<CacheProblem>,
-}
-
-impl Core {
-    /// Restores the state for `binding`. `writable` (the daemon): log each problem and set the
-    /// unusable files aside; read-only callers get the problems back instead.
-    fn restore(
-        settings: Settings,
-        clock: Arc<dyn Clock>,
-        store: Store,
-        binding: Binding,
-        writable: bool,
-    ) -> (Self, Vec<Effect>, Vec<Problem>) {
-        let restored = cache::restore(&settings, &binding, &store, clock.wall(), clock.boot());
-        let mut core = Self {
-            store,
-            binding,
-            time: restored.time,
-            enforcer: restored.enforcer,
-            clock,
-            settings,
-            trust: restored.trust,
-            cache_problem: restored.cache_problem,
-        };
-        if writable {
-            for problem in &restored.problems {
-                core.set_aside(problem);
-            }
-        }
-        (core, restored.effects, restored.problems)
-    }
-
-    /// Logs a problem found at start and moves the file aside: whatever sits at the cache path
-    /// (garbage, a directory, another device's bundle) would otherwise be met again at every
-    /// start, and an unreadable one would make every later write fail.
-    fn set_aside(&mut self, problem: &Problem) {
-        let now = self.time.mark();
-        match problem {
-            Problem::MarkUnreadable(e) => {
-                tracing::warn!(error = %e, "time mark unreadable; starting from the cached bundle's time");
-                let _ = self.store.set_aside_mark(self.clock.wall());
-            }
-            Problem::VmRecordUnreadable(e) => {
-                tracing::warn!(error = %e, "VM record unreadable; the VM count is unknown until the probe reads it");
-                let _ = self.store.set_aside_vm_record(now);
-            }
-            Problem::TrustUnreadable(problem) => {
-                tracing::warn!(%problem, "trust state unreadable; starting from the config roots")
-            }
-            Problem::TrustDropped(d) => {
-                tracing::warn!(kind = ?d.kind, reason = %d.error, "stored trust message no longer verifies; dropped")
-            }
-            Problem::OfflineUnreadable(e) => {
-                tracing::warn!(error = %e, "offline state unreadable; pending requests and the release record are lost");
-                let _ = self.store.set_aside_offline(now);
-            }
-            Problem::BundleRefused(refusal) => {
-                tracing::warn!(reason = %refusal, code = refusal.code(), "cached bundle refused; starting without it")
-            }
-            Problem::BundleUnreadable(e) => {
-                tracing::warn!(error = %e, "cache unreadable; starting without it")
-            }
-        }
-        if problem.is_bundle() {
-            match self.store.set_aside_bundle(now) {
-                Ok(to) => {
-                    tracing::warn!(moved_to = %to.display(), "cached bundle set aside");
-                    if let Some(p) = self.cache_problem.as_mut() {
-                        p.set_aside_to = Some(to.display().to_string());
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set the unusable cache aside; new bundles will not survive a restart")
-                }
-            }
-        }
-    }
-
-    fn now(&mut self) -> UnixTime {
-        let r = self.time.observe(self.clock.wall(), self.clock.boot());
-        r.now
-    }
-
-    fn status(&self, source: Source, connection: Option<ConnectionStatus>) -> Status {
-        let mut status = cache::status_of(
-            source,
-            &self.settings,
-            &self.binding,
-            &self.time,
-            self.clock.wall(),
-            &self.enforcer,
-        );
-        status.connection = connection;
-        status.cache_problem = self.cache_problem.clone();
-        status
-    }
-}
-
-/// Evaluates the cache read-only, as `licd check` does when the daemon is not running
-/// ([`licd_core::cache::read_only`] at the clock's time).
-pub fn status_from_cache(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-) -> Result<(Status, Vec<Problem>), RunError> {
-    Ok(cache::read_only(&settings, clock.wall(), clock.boot())?)
-}
-
-/// Runs the daemon until `shutdown` resolves. Returns an error only for start-up failures
-/// (state dir, key, identity, TLS files, socket); after that it keeps running through broker
-/// outages, bad messages and disk errors.
-pub async fn run(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let identity = resolve_identity(
-        &settings.identity,
-        &HostRoot::system(),
-        DEFAULT_RESOLVE_TIMEOUT,
-    )
-    .await?;
-    run_with(settings, clock, identity, |_| {}, shutdown).await
-}
-
-/// [`run`] with the identity already resolved; `on_status` gets a receiver of the daemon's
-/// status (updated on every change, as the local API sees it) once the state is loaded. For
-/// hosts of many simulated agents in one process (the fleet simulator in `tests/`): resolving
-/// the host identity runs a bounded probe thread per call, and a watch replaces a socket per
-/// agent.
-pub async fn run_with(
-    settings: Settings,
-    clock: Arc<dyn Clock>,
-    identity: Identity,
-    on_status: impl FnOnce(watch::Receiver<Arc<Status>>),
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
-    let store = Store::open(&settings.state_dir)?;
-    let key = DeviceKey::load_or_create(&settings.state_dir)?;
-    tracing::info!(
-        device = %identity.device.id,
-        source = ?identity.device.source,
-        tenant = %settings.tenant,
-        device_key = %key.id(),
-        "licd {AGENT_VERSION} starting"
-    );
-    // The identity this start used, for `licd diag`'s drift check (informational only).
-    let record =
-        crate::diag::record::IdentityRecord::new(&identity, key.id().to_hex(), clock.wall());
-    if let Err(e) = crate::diag::record::save_if_changed(&settings.state_dir, &record) {
-        tracing::warn!(error = %e, "cannot write the identity record (used by licd diag)");
-    }
-    // What `licd check` and the client libraries read when this daemon is not running.
-    let binding = Binding {
-        device: identity.device.id.clone(),
-        device_key: key.public(),
-    };
-    if let Err(e) = binding.save_if_changed(&settings.state_dir) {
-        tracing::warn!(error = %e, "cannot write the device binding (read by licd check when the daemon is down)");
-    }
-    // No `licd import` with the daemon stopped may write while this start restores the state,
-    // nor after it, until the socket answers (from then on such a command goes through it).
-    let start_lock = StateLock::acquire(&settings.state_dir, files::START_LOCK_WAIT)?;
-    let (core, effects, _) = Core::restore(settings, clock, store, binding, true);
-    let topics = DeviceTopics::new(&core.settings.tenant, &identity.device.id);
-    let client_id = format!("licd-{}-{}", core.settings.tenant, identity.device.id);
-    let options = session::mqtt_options(&core.settings.broker, &client_id, &topics)?;
-    if core.settings.broker.tls.is_none() {
-        tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
-    }
-
-    // Events feed the socket API's watchers; without a socket nobody reads them, and 10,000
-    // agents in one fleet process should not each allocate 256 slots.
-    let capacity = if core.settings.socket.is_some() {
-        256
-    } else {
-        1
-    };
-    let (events, _) = broadcast::channel(capacity);
-    let (status_tx, status_rx) = watch::channel(Arc::new(core.status(Source::Daemon, None)));
-    on_status(status_rx.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (files_tx, files_rx) = mpsc::channel(4);
-    let api_task = match &core.settings.socket {
-        Some(path) if cfg!(feature = "socket-api") => {
-            let server = ApiServer::bind(path).await?;
-            let mut stop = stop_rx.clone();
-            let events = events.clone();
-            Some(tokio::spawn(server.serve(
-                status_rx,
-                events,
-                Some(files_tx),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )))
-        }
-        Some(path) => {
-            tracing::warn!(
-                socket = %path.display(),
-                "built without the socket-api feature: no socket; `licd check` reads the cache"
-            );
-            None
-        }
-        None => None,
-    };
-
-    let (tx, rx) = mpsc::channel(64);
-    let (client, session_task) = session::start(
-        options,
-        core.settings.broker.reconnect_max,
-        topics.clone(),
-        tx,
-    );
-    let hooks = Hooks::start(core.settings.hook.clone(), core.settings.hook_timeout);
-    let broker = format!(
-        "{}:{}",
-        core.settings.broker.host, core.settings.broker.port
-    );
-    let remote_diag = crate::diag::remote::Responder::new(
-        core.settings.clone(),
-        core.clock.clone(),
-        identity.device.id.clone(),
-        key.signing.clone(),
-        client.clone(),
-        topics.diag_response.clone(),
-    );
-    let mut daemon = Daemon {
-        core,
-        key,
-        identity,
-        client,
-        remote_diag,
-        topics,
-        events,
-        hooks,
-        status_tx,
-        connection: ConnectionStatus {
-            broker,
-            ..Default::default()
-        },
-        next_report: None,
-        unanswered: 0,
-        mark_saved: 0,
-        refusals: RefusalLimiter::new(REFUSAL_LOG_EVERY),
-    };
-    drop(start_lock);
-    daemon.apply(effects);
-    daemon.log_summary("enforcing from cache");
-    daemon.save_mark();
-    daemon.main_loop(rx, files_rx, shutdown).await;
-
-    // Clean shutdown: "offline" (the broker sends no will for a clean disconnect), then
-    // disconnect, flush, socket removal.
-    if daemon.connection.connected {
-        let _ = daemon.client.try_publish(
-            daemon.topics.presence.clone(),
-            QoS::AtLeastOnce,
-            true,
-            OFFLINE.to_vec(),
-        );
-        let _ = daemon.client.try_disconnect();
-        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, session_task).await;
-    } else {
-        session_task.abort();
-    }
-    daemon.save_mark();
-    let _ = stop_tx.send(true);
-    if let Some(t) = api_task {
-        let _ = t.await;
-    }
-    tracing::info!("licd stopped");
-    Ok(())
-}
-
-struct Daemon {
-    core: Core,
+pub(super) struct Daemon {
+    pub(super) core: Core,
     /// The device key (reports are signed with it).
-    key: DeviceKey,
+    pub(super) key: DeviceKey,
     /// What the device says about itself in reports.
-    identity: Identity,
-    client: AsyncClient,
+    pub(super) identity: Identity,
+    pub(super) client: Outbox,
     /// Remote diagnostics (decides and answers; see [`crate::diag::remote`]).
-    remote_diag: crate::diag::remote::Responder,
-    topics: DeviceTopics,
-    events: broadcast::Sender<Event>,
-    hooks: Hooks,
-    status_tx: watch::Sender<Arc<Status>>,
-    connection: ConnectionStatus,
-    /// When to report next (`None`: not connected).
-    next_report: Option<Instant>,
-    /// Reports sent since the last bundle, for the retry schedule.
-    unanswered: u32,
-    mark_saved: UnixTime,
+    pub(super) remote_diag: crate::diag::remote::Responder,
+    pub(super) topics: DeviceTopics,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) hooks: Hooks,
+    pub(super) status_tx: watch::Sender<Arc<Status>>,
+    pub(super) connection: ConnectionStatus,
+    pub(super) mark_saved: UnixTime,
     /// The one rate limit on refusal warnings, for every topic.
-    refusals: RefusalLimiter,
+    pub(super) refusals: RefusalLimiter,
 }
 
 impl Daemon {
-    async fn main_loop(
+    pub(super) async fn main_loop(
         &mut self,
         mut rx: mpsc::Receiver<SessionEvent>,
         mut files_rx: mpsc::Receiver<FileCommand>,
@@ -406,7 +70,7 @@ impl Daemon {
             let wake = self
                 .core
                 .enforcer
-                .next_deadline()
+                .next_wake()
                 .map(|d| Duration::from_secs(d.saturating_sub(now)) + Duration::from_millis(5))
                 .unwrap_or(HOUSEKEEPING)
                 .min(HOUSEKEEPING);
@@ -427,7 +91,6 @@ impl Daemon {
                         self.save_mark();
                     }
                 }
-                _ = sleep_until_opt(self.next_report) => self.send_report("scheduled"),
                 Some(cmd) = files_rx.recv() => {
                     let answer = self.on_file(cmd.op);
                     let _ = cmd.reply.send(answer);
@@ -460,7 +123,8 @@ impl Daemon {
                 self.connection.connected = true;
                 self.connection.since = now;
                 self.connection.last_error = None;
-                self.send_report("connected");
+                let effects = self.core.enforcer.handle(now, Input::Connected);
+                self.apply(effects);
             }
             SessionEvent::Disconnected { error, retry_in } => {
                 if self.connection.connected
@@ -475,8 +139,8 @@ impl Daemon {
                 }
                 self.connection.connected = false;
                 self.connection.last_error = Some(error);
-                self.next_report = None;
-                self.publish_status();
+                let effects = self.core.enforcer.handle(now, Input::Disconnected);
+                self.apply(effects);
             }
             SessionEvent::Grants(bytes) => {
                 let effects = self.core.enforcer.handle(now, Input::Bundle(&bytes));
@@ -680,9 +344,13 @@ impl Daemon {
         self.apply(effects);
     }
 
-    fn apply(&mut self, effects: Vec<Effect>) {
-        let mut report = None;
+    /// Carries out `effects`, in whatever order they come (see [`Effect`]): what depends on
+    /// several of them (the time mark's write, the one report) is settled after the loop.
+    pub(super) fn apply(&mut self, effects: Vec<Effect>) {
+        let now = self.core.now();
+        let mut report: Option<ReportCause> = None;
         let mut cached = false;
+        let mut witnessed = false;
         for effect in effects {
             match effect {
                 Effect::Persist(raw) => match self.core.store.save_bundle(&raw) {
@@ -696,20 +364,11 @@ impl Daemon {
                 },
                 Effect::Accepted { seq, signer } => {
                     tracing::info!(seq, signer = %signer.signer, "grant bundle accepted");
-                    let now = self.core.now();
                     self.connection.last_bundle_at = Some(now);
-                    self.unanswered = 0;
-                    if let Some(held) = self.core.enforcer.held() {
-                        self.core
-                            .time
-                            .witness(held.bundle.issued_at, self.core.clock.boot());
-                    }
-                    // The cached bundle carries its issued_at and a restart witnesses it, so
-                    // the mark file needs a write only when the cache did not take the bundle.
-                    if !cached {
-                        self.save_mark();
-                    }
-                    self.schedule_report();
+                }
+                Effect::WitnessTime(t) => {
+                    self.core.time.witness(t, self.core.clock.boot());
+                    witnessed = true;
                 }
                 Effect::Refused(refusal) => {
                     let topic = self.topics.grants.clone();
@@ -740,25 +399,32 @@ impl Daemon {
                     self.hooks.notify(ev.clone());
                     let _ = self.events.send(ev);
                 }
-                Effect::Report(cause) => report = Some(cause),
+                // One report for however many causes; the first named is logged.
+                Effect::Report(cause) => {
+                    report.get_or_insert(cause);
+                }
             }
         }
+        // The cached bundle carries its issued_at and a restart witnesses it, so the mark file
+        // needs a write only when the cache did not take the bundle.
+        if witnessed && !cached {
+            self.save_mark();
+        }
         if let Some(cause) = report {
-            let cause = match cause {
-                crate::enforce::ReportCause::VmCountChanged => "vm count changed",
-                crate::enforce::ReportCause::GraceStarted => "grace started",
-                crate::enforce::ReportCause::BundleDistrusted => "held bundle distrusted",
-            };
             self.send_report(cause);
         }
         self.publish_status();
     }
 
-    fn send_report(&mut self, why: &str) {
-        if !self.connection.connected {
-            self.next_report = None;
-            return;
-        }
+    /// Sends the report the enforcer asked for; tells it when the report could not be queued.
+    fn send_report(&mut self, cause: ReportCause) {
+        let why = match cause {
+            ReportCause::Connected => "connected",
+            ReportCause::Scheduled => "scheduled",
+            ReportCause::VmCountChanged => "vm count changed",
+            ReportCause::GraceStarted => "grace started",
+            ReportCause::BundleDistrusted => "held bundle distrusted",
+        };
         let now = self.core.now();
         let id = &self.identity;
         let report = DeviceReport {
@@ -785,39 +451,16 @@ impl Daemon {
             Ok(()) => {
                 tracing::debug!(why, seq = report.bundle_seq, "report sent");
                 self.connection.reports_sent += 1;
-                self.unanswered = self.unanswered.saturating_add(1);
             }
-            Err(e) => tracing::warn!(error = %e, why, "report not queued"),
+            Err(e) => {
+                tracing::warn!(error = %e, why, "report not queued");
+                // No effects: the schedule only moves its next attempt.
+                let _ = self.core.enforcer.handle(now, Input::ReportNotQueued);
+            }
         }
-        self.schedule_report();
     }
 
-    /// Next report: at the bundle's `refresh_after` when it has been answered, else a retry
-    /// that doubles from 30 s up to the report interval; with 0–10 % jitter either way.
-    fn schedule_report(&mut self) {
-        if !self.connection.connected {
-            return;
-        }
-        let now = self.core.now();
-        let interval = self.core.settings.report_interval;
-        let base = match self.core.enforcer.held() {
-            Some(h) if self.unanswered == 0 => Duration::from_secs(
-                h.bundle
-                    .refresh_after
-                    .saturating_sub(now)
-                    .max(MIN_REPORT_GAP),
-            )
-            .min(interval),
-            _ => FIRST_REPORT_RETRY
-                .saturating_mul(1 << self.unanswered.saturating_sub(1).min(16))
-                .min(interval),
-        };
-        let jitter = base.mul_f64((os_random() % 1000) as f64 / 10_000.0);
-        self.next_report = Some(Instant::now() + base - jitter);
-        self.publish_status();
-    }
-
-    fn save_mark(&mut self) {
+    pub(super) fn save_mark(&mut self) {
         let mark = self.core.time.mark();
         match self.core.store.save_mark(mark) {
             Ok(()) => self.mark_saved = mark,
@@ -832,7 +475,7 @@ impl Daemon {
         self.status_tx.send_replace(Arc::new(status));
     }
 
-    fn log_summary(&self, what: &str) {
+    pub(super) fn log_summary(&self, what: &str) {
         let snap = self.core.enforcer.snapshot();
         let licensed = snap.services.iter().filter(|s| s.state.may_run()).count();
         tracing::info!(
@@ -843,16 +486,4 @@ impl Daemon {
             "{what}"
         );
     }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Whether `path` looks like a config that exists (for friendlier CLI errors).
-pub fn config_exists(path: &Path) -> bool {
-    path.is_file()
 }
