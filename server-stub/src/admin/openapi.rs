@@ -108,7 +108,7 @@ const SHARED_RESPONSES: [(&str, &str, &str); 6] = [
         "Unauthorized",
         "No bearer token, or an unknown or revoked one",
     ),
-    ("403", "Forbidden", "A read token: it may only GET"),
+    ("403", "Forbidden", "A read token (it may only GET), or a tenant token asking for what only the MSP's tokens may do"),
     (
         "413",
         "PayloadTooLarge",

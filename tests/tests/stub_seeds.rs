@@ -1,0 +1,267 @@
+//! The seed operations of issue 21 end to end: the real stub (embedded broker, ledger, rules,
+//! admin API over HTTP) and real `licd` agents, each change checked on the devices with
+//! `licd check --json`, not only in the API's answers.
+//!
+//! - tenant isolation: a tenant's admin token cannot touch another tenant's devices (the other
+//!   agent stays licensed, its bundle unchanged) and does change its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use licd_protocol::{LicenseId, ServiceName, Sku, TenantId};
+use licd_stub::admin::token::{self, TokenKind, TOKEN_STORE_FILE};
+use licd_stub::admin::{AdminConfig, AdminServer};
+use licd_stub::engine::{
+    CatalogEntry, CustomerKind, Entitlement, LeasePolicy, Selection, Subscription,
+};
+use licd_stub::{Signer, Stub, StubConfig, StubHandle};
+use licd_tests::agent::{Agent, AgentOptions};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+
+fn svc(s: &str) -> ServiceName {
+    ServiceName::new(s).unwrap()
+}
+
+fn tid(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+/// A running stub with its admin API, the MSP's admin token and one admin token per tenant.
+struct Lab {
+    rt: tokio::runtime::Runtime,
+    stub: Arc<StubHandle>,
+    server: Option<AdminServer>,
+    http: reqwest::Client,
+    msp: String,
+    tenant_tokens: Vec<(String, String)>,
+    now: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// MSP `msp`, `tenants`, SKU `LIC-WIFI` (service `wifi`, class `wireless`, the test
+    /// agents' class); lease and grace as given.
+    fn start(tenants: &[&str], lease: LeasePolicy) -> Self {
+        let rt = licd_tests::runtime();
+        let now = licd_tests::controller::unix_now();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join(TOKEN_STORE_FILE);
+        let msp = token::create(&store, "msp", TokenKind::Admin, now).unwrap();
+        let tenant_tokens = tenants
+            .iter()
+            .map(|t| {
+                let tok = token::create_scoped(
+                    &store,
+                    &format!("{t}-ops"),
+                    TokenKind::Admin,
+                    Some(&tid(t)),
+                    now,
+                )
+                .unwrap();
+                (t.to_string(), tok)
+            })
+            .collect();
+        let mut config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
+        config.lease = lease;
+        let (stub, server) = rt.block_on(async {
+            let stub = Arc::new(Stub::start(config).await.unwrap());
+            stub.add_customer(tid("msp"), "MSP", CustomerKind::Msp)
+                .await
+                .unwrap();
+            for t in tenants {
+                stub.add_customer(tid(t), t, CustomerKind::Tenant)
+                    .await
+                    .unwrap();
+            }
+            stub.add_catalog_entry(CatalogEntry {
+                sku: Sku::new("LIC-WIFI").unwrap(),
+                name: "Wi-Fi".into(),
+                service: svc("wifi"),
+                product_class: "wireless".into(),
+                vms_per_seat: None,
+            })
+            .await
+            .unwrap();
+            let config = AdminConfig::new("127.0.0.1:0".parse().unwrap(), store);
+            let server = AdminServer::start(stub.clone(), config).await.unwrap();
+            (stub, server)
+        });
+        Self {
+            rt,
+            stub,
+            server: Some(server),
+            http: reqwest::Client::new(),
+            msp,
+            tenant_tokens,
+            now,
+            _dir: dir,
+        }
+    }
+
+    fn token_of(&self, tenant: &str) -> &str {
+        &self
+            .tenant_tokens
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .unwrap()
+            .1
+    }
+
+    fn subscription(&self, id: &str, owner: &str, seats: u32) {
+        self.rt
+            .block_on(self.stub.add_subscription(Subscription {
+                id: LicenseId::new(id).unwrap(),
+                name: id.into(),
+                owner: Some(tid(owner)),
+                claim_key: None,
+                start: self.now - 60,
+                end: self.now + 86_400,
+                entitlements: vec![Entitlement {
+                    sku: Sku::new("LIC-WIFI").unwrap(),
+                    limit: seats,
+                }],
+            }))
+            .unwrap();
+    }
+
+    fn auto_license_all(&self) {
+        self.rt
+            .block_on(
+                self.stub
+                    .enable_auto_licensing(&Selection::all(), &[svc("wifi")], false),
+            )
+            .unwrap();
+    }
+
+    /// An agent of `tenant` named `device` wanting wifi.
+    fn agent(&self, tenant: &str, device: &str) -> Agent {
+        let port = self.stub.broker_addr().unwrap().port();
+        let mut options = AgentOptions::plain(port, &self.stub.root_public_key().to_hex());
+        options.tenant = tenant.into();
+        options.device_id = device.into();
+        options.services = vec!["wifi".into()];
+        Agent::start(&options).unwrap()
+    }
+
+    fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.server.as_ref().unwrap().url());
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), url)
+                .bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+    }
+
+    fn stop(mut self) {
+        let server = self.server.take().unwrap();
+        self.rt.block_on(server.shutdown());
+        let stub = self.stub.clone();
+        drop(self.stub);
+        if let Ok(stub) = Arc::try_unwrap(stub) {
+            self.rt.block_on(stub.shutdown());
+        }
+    }
+}
+
+/// `licd check wifi --json` on the agent, until `pred` holds; the last answer.
+fn wait_check(agent: &Agent, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    licd_tests::wait_for(what, T, || {
+        last = agent
+            .check_cli("wifi", &[])
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null);
+        pred(&last)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; last `licd check wifi --json`: {last}\n{}",
+            agent.log()
+        )
+    });
+    last
+}
+
+fn licensed(v: &Value) -> bool {
+    v["state"] == "licensed"
+}
+
+#[test]
+fn a_tenant_token_cannot_reach_another_tenant_s_device_and_does_reach_its_own() {
+    let lab = Lab::start(
+        &["tenant-a", "tenant-b"],
+        LeasePolicy {
+            lease_secs: 60,
+            grace_secs: 60,
+        },
+    );
+    lab.subscription("SUB-A", "tenant-a", 2);
+    lab.subscription("SUB-B", "tenant-b", 2);
+    lab.auto_license_all();
+    let a = lab.agent("tenant-a", "ap-a1");
+    let b = lab.agent("tenant-b", "ap-b1");
+    wait_check(&a, "ap-a1 licensed", licensed);
+    let before = wait_check(&b, "ap-b1 licensed", licensed);
+    let b_seq = |lab: &Lab| {
+        let (s, d) = lab.call(&lab.msp, "GET", "/api/v1/devices/tenant-b/ap-b1", None);
+        assert_eq!(s, 200, "{d}");
+        d["bundle"]["seq"].as_u64().unwrap()
+    };
+    let seq = b_seq(&lab);
+
+    // tenant-a's token against tenant-b: every change is answered as for nothing there.
+    let tok_a = lab.token_of("tenant-a");
+    let unassign_b = json!({"services": ["wifi"], "include_customers": ["tenant-b"]});
+    for (method, path, body) in [
+        ("POST", "/api/v1/auto-licensing/unassign", Some(unassign_b)),
+        ("POST", "/api/v1/devices/tenant-b/ap-b1/reissue", None),
+        (
+            "POST",
+            "/api/v1/licenses/bulkUpdate",
+            Some(json!({"scope": "Only", "ids": ["SUB-B:LIC-WIFI"], "body": {"quantity": 0}})),
+        ),
+    ] {
+        let (s, body) = lab.call(tok_a, method, path, body);
+        assert!(
+            s == 404 || body["failedCount"] == 1,
+            "{method} {path}: {s} {body}"
+        );
+    }
+    // An unassign for everyone would reach tenant-b: refused as a whole.
+    let (s, body) = lab.call(
+        tok_a,
+        "POST",
+        "/api/v1/auto-licensing/unassign",
+        Some(json!({"services": ["wifi"]})),
+    );
+    assert_eq!(s, 403, "{body}");
+
+    // tenant-a's own device: its token unassigns it, the agent sees the service revoked.
+    let (s, body) = lab.call(
+        tok_a,
+        "POST",
+        "/api/v1/auto-licensing/unassign",
+        Some(json!({"services": ["wifi"], "include_customers": ["tenant-a"]})),
+    );
+    assert_eq!(s, 200, "{body}");
+    let revoked = wait_check(&a, "ap-a1 unassigned", |v| v["state"] == "unlicensed");
+    assert_eq!(revoked["reason"], "unassigned", "{revoked}");
+
+    // tenant-b's agent: still licensed by the same bundle (nothing was re-issued to it).
+    let after = b.check_cli("wifi", &[]).unwrap();
+    assert_eq!(after.0, 0, "{}", after.1);
+    assert_eq!(after.1["state"], "licensed");
+    assert_eq!(after.1["license"], before["license"], "{}", after.1);
+    assert_eq!(b_seq(&lab), seq, "tenant-b's bundle was not re-issued");
+    lab.stop();
+}
