@@ -265,3 +265,109 @@ fn a_tenant_token_cannot_reach_another_tenant_s_device_and_does_reach_its_own() 
     assert_eq!(b_seq(&lab), seq, "tenant-b's bundle was not re-issued");
     lab.stop();
 }
+
+/// Meraki compliance per subscription (seed 002's shape), filtered by `organizationIds` and
+/// `subscriptionIds`: a tenant with one seat and two APs — the second AP's agent is unlicensed
+/// and the subscription lists one `LIC-WIFI` missing for class `wireless`; one more seat and
+/// the second agent is licensed, the violation gone.
+#[test]
+fn compliance_per_subscription_names_what_the_devices_lack_and_clears_when_they_have_it() {
+    let lab = Lab::start(
+        &["tenant-a", "tenant-b"],
+        LeasePolicy {
+            lease_secs: 60,
+            grace_secs: 3600,
+        },
+    );
+    lab.subscription("SUB-A", "tenant-a", 1);
+    lab.subscription("SUB-B", "tenant-b", 1);
+    lab.auto_license_all();
+    let a1 = lab.agent("tenant-a", "ap-a1");
+    wait_check(&a1, "ap-a1 licensed", licensed);
+    let a2 = lab.agent("tenant-a", "ap-a2");
+    let short = wait_check(&a2, "ap-a2 refused a seat", |v| {
+        v["reason"] == "seats_exhausted"
+    });
+    assert_eq!(short["state"], "unlicensed", "{short}");
+
+    let statuses = |query: &str| {
+        let (s, body) = lab.call(
+            &lab.msp,
+            "GET",
+            &format!("/api/v1/subscriptions/compliance/statuses?{query}"),
+            None,
+        );
+        assert_eq!(s, 200, "{body}");
+        body
+    };
+    let all = statuses("organizationIds=tenant-a,tenant-b");
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subscription"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["SUB-A", "SUB-B"], "{all}");
+    let a = &all[0];
+    assert_eq!(a["subscription"]["status"], "active");
+    let v = &a["violations"]["byProductClass"];
+    assert_eq!(v.as_array().unwrap().len(), 1, "{a}");
+    assert_eq!(v[0]["productClass"], "wireless");
+    assert_eq!(
+        v[0]["missing"]["entitlements"],
+        json!([{"sku": "LIC-WIFI", "quantity": 1}])
+    );
+    assert!(v[0]["gracePeriodEndsAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(all[1]["violations"]["byProductClass"], json!([]), "{all}");
+    // subscriptionIds narrows (it used to be ignored); organizationIds too.
+    assert_eq!(
+        statuses("organizationIds=tenant-a&subscriptionIds=SUB-B"),
+        json!([])
+    );
+    assert_eq!(
+        statuses("organizationIds=tenant-b")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // tenant-b's token sees its own subscription only, and not tenant-a at all.
+    let tok_b = lab.token_of("tenant-b");
+    let (s, mine) = lab.call(
+        tok_b,
+        "GET",
+        "/api/v1/subscriptions/compliance/statuses",
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine[0]["subscription"]["id"], "SUB-B");
+    let (s, _) = lab.call(
+        tok_b,
+        "GET",
+        "/api/v1/subscriptions/compliance/statuses?organizationIds=tenant-a",
+        None,
+    );
+    assert_eq!(s, 404);
+
+    // One more seat: the paused service resumes, ap-a2 is licensed, SUB-A is compliant.
+    let (s, body) = lab.call(
+        &lab.msp,
+        "POST",
+        "/api/v1/licenses/bulkUpdate",
+        Some(json!({"scope": "Only", "ids": ["SUB-A:LIC-WIFI"], "body": {"quantity": 2}})),
+    );
+    assert_eq!((s, &body["successCount"]), (200, &json!(1)), "{body}");
+    // The pause lifts at the next change the engine sees: the device's next report.
+    let (s, body) = lab.call(
+        &lab.msp,
+        "POST",
+        "/api/v1/auto-licensing/enable",
+        Some(json!({"services": ["wifi"]})),
+    );
+    assert_eq!(s, 200, "{body}");
+    wait_check(&a2, "ap-a2 licensed", licensed);
+    let a = statuses("organizationIds=tenant-a&subscriptionIds=SUB-A");
+    assert_eq!(a[0]["violations"]["byProductClass"], json!([]), "{a}");
+    lab.stop();
+}

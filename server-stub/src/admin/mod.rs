@@ -194,7 +194,9 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
             "/api/v1/licenses/{id}/assignments",
             get(licenses::assignments_of),
         )
-        .route("/api/v1/assignments", get(licenses::assignments));
+        .route("/api/v1/assignments", get(licenses::assignments))
+        // Issue 21's seed operations, each module with its own routes.
+        .merge(handlers::meraki::routes());
     #[cfg(test)]
     let api = api
         .route("/api/v1/test/panic", get(tests::panics))

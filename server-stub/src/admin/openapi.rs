@@ -65,6 +65,7 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::licenses::assignments,
         handlers::licenses::assignments_of,
         handlers::licenses::bulk_update,
+        handlers::meraki::compliance_statuses,
     ),
     components(schemas(Id, Time, LicenseRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),

@@ -23,6 +23,8 @@ mod manage_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod seed_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
