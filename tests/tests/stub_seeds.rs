@@ -371,3 +371,121 @@ fn compliance_per_subscription_names_what_the_devices_lack_and_clears_when_they_
     assert_eq!(a[0]["violations"]["byProductClass"], json!([]), "{a}");
     lab.stop();
 }
+
+/// Meraki co-term licenses: the list with its filters, and a move of one seat to another
+/// organization — the source keeps one seat for two devices, so the device assigned last goes
+/// into grace with `term_ended` on the device and out of compliance; the other stays licensed;
+/// the destination holds a new license with the moved seat.
+#[test]
+fn moving_a_co_term_license_away_puts_the_source_s_extra_device_into_grace() {
+    let lab = Lab::start(
+        &["tenant-a", "tenant-b"],
+        LeasePolicy {
+            lease_secs: 60,
+            grace_secs: 3600,
+        },
+    );
+    lab.rt
+        .block_on(lab.stub.add_subscription(Subscription {
+            id: LicenseId::new("SUB-A").unwrap(),
+            name: "Tenant A".into(),
+            owner: None,
+            claim_key: Some("Z2AA-BBBB-CCCC".into()),
+            start: lab.now - 60,
+            end: lab.now + 365 * 86_400,
+            entitlements: vec![Entitlement {
+                sku: Sku::new("LIC-WIFI").unwrap(),
+                limit: 2,
+            }],
+        }))
+        .unwrap();
+    lab.rt
+        .block_on(lab.stub.claim("Z2AA-BBBB-CCCC", &tid("tenant-a"), false))
+        .unwrap();
+    lab.auto_license_all();
+    let a1 = lab.agent("tenant-a", "ap-a1");
+    wait_check(&a1, "ap-a1 licensed", licensed);
+    let a2 = lab.agent("tenant-a", "ap-a2");
+    wait_check(&a2, "ap-a2 licensed", licensed);
+
+    let list = |org: &str, query: &str| {
+        let (s, body) = lab.call(
+            &lab.msp,
+            "GET",
+            &format!("/api/v1/organizations/{org}/licensing/coterm/licenses{query}"),
+            None,
+        );
+        assert_eq!(s, 200, "{body}");
+        body
+    };
+    let before = list("tenant-a", "");
+    assert_eq!(before[0]["key"], "Z2AA-BBBB-CCCC", "{before}");
+    assert_eq!(
+        before[0]["counts"],
+        json!([{"model": "LIC-WIFI", "count": 2}])
+    );
+    assert_eq!(before[0]["duration"], 365);
+    assert_eq!(list("tenant-a", "?expired=true"), json!([]));
+    assert_eq!(
+        list("tenant-a", "?invalidated=false")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (s, moved) = lab.call(
+        &lab.msp,
+        "POST",
+        "/api/v1/organizations/tenant-a/licensing/coterm/licenses/move",
+        Some(json!({
+            "destination": {"organizationId": "tenant-b", "mode": "addDevices"},
+            "licenses": [{"key": "Z2AA-BBBB-CCCC", "counts": [{"model": "LIC-WIFI", "count": 1}]}]
+        })),
+    );
+    assert_eq!(s, 200, "{moved}");
+    assert_eq!(
+        moved["remainderLicenses"][0]["counts"],
+        json!([{"model": "LIC-WIFI", "count": 1}]),
+        "{moved}"
+    );
+    assert_eq!(moved["movedLicenses"][0]["organizationId"], "tenant-b");
+    assert_eq!(
+        moved["movedLicenses"][0]["counts"],
+        json!([{"model": "LIC-WIFI", "count": 1}])
+    );
+    assert_eq!(list("tenant-b", "").as_array().unwrap().len(), 1);
+
+    // The device assigned last (ap-a2) is past what tenant-a still holds: grace, with the
+    // reason on the device; ap-a1 keeps running licensed.
+    let grace = wait_check(&a2, "ap-a2 in grace", |v| v["state"] == "grace");
+    assert_eq!(grace["reason"], "term_ended", "{grace}");
+    assert_eq!(grace["may_run"], true, "{grace}");
+    let (code, still) = a1.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, &still["state"]), (0, &json!("licensed")), "{still}");
+    // ... and out of compliance: the source subscription lacks one seat.
+    let (s, c) = lab.call(
+        &lab.msp,
+        "GET",
+        "/api/v1/subscriptions/compliance/statuses?organizationIds=tenant-a",
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        c[0]["violations"]["byProductClass"][0]["missing"]["entitlements"],
+        json!([{"sku": "LIC-WIFI", "quantity": 1}]),
+        "{c}"
+    );
+    // Moving more seats than the license has left is refused and changes nothing.
+    let (s, body) = lab.call(
+        &lab.msp,
+        "POST",
+        "/api/v1/organizations/tenant-a/licensing/coterm/licenses/move",
+        Some(json!({
+            "destination": {"organizationId": "tenant-b", "mode": "renew"},
+            "licenses": [{"key": "Z2AA-BBBB-CCCC", "counts": [{"model": "LIC-WIFI", "count": 2}]}]
+        })),
+    );
+    assert_eq!(s, 422, "{body}");
+    lab.stop();
+}

@@ -66,6 +66,8 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::licenses::assignments_of,
         handlers::licenses::bulk_update,
         handlers::meraki::compliance_statuses,
+        handlers::meraki::coterm_licenses,
+        handlers::meraki::move_coterm_licenses,
     ),
     components(schemas(Id, Time, LicenseRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),

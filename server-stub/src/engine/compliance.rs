@@ -146,6 +146,10 @@ impl Engine {
                             (Some(sub), _, _) if sub.status(now) == SubscriptionStatus::Expired => {
                                 (1, sub.end)
                             }
+                            // Moved away (co-term move): out of compliance from the move.
+                            _ if seat.ends_at.is_some_and(|end| end <= now) => {
+                                (1, seat.ends_at.unwrap_or(now))
+                            }
                             (None, _, _) => (1, since_report),
                             (_, Some(n), Some(a)) if n > a => {
                                 overuse = Some((n, a));

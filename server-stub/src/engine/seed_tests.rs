@@ -83,3 +83,60 @@ fn an_expired_subscription_is_at_fault_for_the_seats_it_still_holds_from_its_end
     assert_eq!(missing(&c), [("ap".into(), "LIC-AP".into(), 1)]);
     assert_eq!(c.by_product_class[0].grace_period_ends_at, end + 30 * DAY);
 }
+
+#[test]
+fn moving_seats_away_ends_the_newest_seats_beyond_the_source_s_limit_and_nothing_on_refusal() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S-A", "a", "LIC-AP", 2);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let _ = e
+        .handle_report(&report("a", "ap1", "ap", &["wifi"]), T0)
+        .unwrap();
+    let _ = e
+        .handle_report(&report("a", "ap2", "ap", &["wifi"]), T0 + 5)
+        .unwrap();
+    let sku = Sku::new("LIC-AP").unwrap();
+    let mv = |n| coterm::LicenseMove {
+        key: "S-A".into(),
+        counts: vec![(sku.clone(), n)],
+    };
+    // Refused as a whole: more than the license has, to itself, an unknown key.
+    let before = e.state().clone();
+    assert!(matches!(
+        e.move_licenses(&t("a"), &t("b"), &[mv(3)], T0 + 10),
+        Err(EngineError::InvalidMove(_))
+    ));
+    assert!(matches!(
+        e.move_licenses(&t("a"), &t("a"), &[mv(1)], T0 + 10),
+        Err(EngineError::InvalidMove(_))
+    ));
+    assert!(matches!(
+        e.move_licenses(&t("b"), &t("a"), &[mv(1)], T0 + 10),
+        Err(EngineError::UnknownLicenseKey(_))
+    ));
+    assert_eq!(e.state(), &before);
+
+    let (r, fx) = e
+        .move_licenses(&t("a"), &t("b"), &[mv(1)], T0 + 10)
+        .unwrap();
+    assert_eq!(r.remainder, [lic("S-A")]);
+    assert_eq!(r.moved, [lic("S-A-m1")]);
+    assert_eq!(r.ended_seats, 1);
+    assert_eq!(
+        e.state().subscriptions[&lic("S-A")].entitlements[0].limit,
+        1
+    );
+    let moved = &e.state().subscriptions[&lic("S-A-m1")];
+    assert_eq!(
+        (moved.owner.clone(), moved.entitlements[0].limit),
+        (Some(t("b")), 1)
+    );
+    assert_eq!(moved.claim_key.as_deref(), Some("S-A-m1"));
+    // ap2 (assigned last) gets a bundle whose grant ends at the move; ap1's is unchanged.
+    assert_eq!(fx.publish.len(), 1, "{fx:?}");
+    assert_eq!(fx.publish[0].device.as_str(), "ap2");
+    assert_eq!(fx.publish[0].grants[0].not_after, T0 + 10);
+    let c = e.compliance(&t("a"), T0 + 20).unwrap();
+    assert_eq!(c.violations[0].missing[0].quantity, 1);
+    assert_eq!(c.violations[0].grace_period_ends_at, T0 + 10 + 30 * DAY);
+}

@@ -89,4 +89,9 @@ CREATE TABLE subscription_bindings (
     PRIMARY KEY (subscription, customer)
 );
 "#,
+    // 3: a seat whose license was moved to another organization ends before its subscription
+    // (Meraki co-term move, issue 21): NULL for every seat before.
+    r#"
+ALTER TABLE seats ADD COLUMN ends_at INTEGER;
+"#,
 ];
