@@ -4,6 +4,7 @@
 //! tokens locally. Human tables by default, `--json` for scripts; errors say what to fix.
 
 mod client;
+mod meraki;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,11 @@ pub enum AdminCommand {
     Compliance(Compliance),
     /// Snow-style licenses and assignments; set seat counts in bulk.
     Licenses(Licenses),
+    /// Meraki compliance statuses per subscription (what each lacks, by product class).
+    #[command(name = "compliance-statuses")]
+    ComplianceStatuses(meraki::ComplianceStatuses),
+    /// Meraki co-term licenses: list an organization's, move seats to another.
+    Coterm(meraki::Coterm),
     /// Admin API bearer tokens (local: the token store in the key directory).
     Token(TokenArgs),
 }
@@ -615,6 +621,8 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
             Ok(())
         }
         AdminCommand::Licenses(c) => licenses(api, c, json_out).await,
+        AdminCommand::ComplianceStatuses(c) => meraki::compliance_statuses(&api, c, json_out).await,
+        AdminCommand::Coterm(c) => meraki::coterm(&api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),
     }
 }

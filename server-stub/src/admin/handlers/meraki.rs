@@ -273,7 +273,8 @@ pub struct MoveCount {
     /// Model: the SKU.
     #[schema(value_type = Id)]
     pub model: String,
-    /// Seats.
+    /// Seats (an integer: `2.0` is 2, as JSON Schema's `integer` allows).
+    #[serde(deserialize_with = "crate::admin::dto::bounded::positive")]
     #[schema(minimum = 1, maximum = 2147483647)]
     pub count: u32,
 }
