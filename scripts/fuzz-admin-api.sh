@@ -3,8 +3,8 @@
 # requests from docs/openapi.json and runs them against a real `licd-stub serve` with a seeded
 # ledger (an MSP, two tenants, a catalogue, an owned, a bound and a claimable subscription,
 # auto-licensing, three devices that reported through real agents), once with an admin token,
-# once with a read token and once with no token. Every check is on: no 5xx, every status code
-# and body as the document says, requests the document allows are accepted and requests it
+# once with a read token, once with a tenant token (acme's) and once with no token. Every check
+# is on: no 5xx, every status code and body as the document says, requests the document allows are accepted and requests it
 # does not allow are refused, 405 for undocumented methods, auth enforced. Any finding, or the
 # server not alive at the end, fails the script.
 #
@@ -75,6 +75,13 @@ else
     stub=$repo/target/debug/licd-stub
     licd=$repo/target/debug/licd
 fi
+# The agents are real `licd` daemons (licd-stub no longer carries the agent).
+if [ -n "${LICD_BIN:-}" ]; then
+    licd=$LICD_BIN
+else
+    cargo build -p licd-agent --bin licd --locked --quiet
+    licd=$repo/target/debug/licd
+fi
 
 server_pid=
 agent_pids=()
@@ -104,8 +111,11 @@ wait_for() {
 
 "$stub" keys init --key-dir "$work/keys" >"$work/root.hex" 2>/dev/null
 "$stub" token create --key-dir "$work/keys" --name reader --kind read >/dev/null 2>&1
+# A tenant token (issue 21): scoped to acme, it must get only documented answers too.
+"$stub" token create --key-dir "$work/keys" --name acme-ops --kind admin --tenant acme >/dev/null 2>&1
 admin_token=$(cat "$work/keys/admin.token")
 read_token=$(cat "$work/keys/reader.token")
+tenant_token=$(cat "$work/keys/acme-ops.token")
 
 "$stub" --log-format json serve --key-dir "$work/keys" --ledger "$work/ledger.db" \
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$work/serve.log" 2>&1 &
@@ -207,8 +217,9 @@ run() {
     shift
     say "schemathesis, $name ($max_examples cases per operation and phase, seed $seed)"
     local t0=$SECONDS
-    # The hard limit only stops a run that hangs (a normal one takes about a minute).
-    if ! (cd "$work" && timeout 300 "$st" --no-color --config-file "$repo/scripts/fuzz-admin-api.toml" run \
+    # The hard limit only stops a run that hangs (a normal one takes about a minute alone, up
+    # to five on a machine shared with other builds; FUZZ_RUN_TIMEOUT changes it).
+    if ! (cd "$work" && timeout "${FUZZ_RUN_TIMEOUT:-900}" "$st" --no-color --config-file "$repo/scripts/fuzz-admin-api.toml" run \
         "$repo/docs/openapi.json" --url "$api" "$@" \
         --checks all --max-examples "$max_examples" --seed "$seed" \
         --workers "${FUZZ_WORKERS:-1}" --request-timeout 30 --generation-database none \
@@ -222,6 +233,7 @@ run() {
 }
 run admin-token --header "Authorization: Bearer $admin_token"
 run read-token --header "Authorization: Bearer $read_token"
+run tenant-token --header "Authorization: Bearer $tenant_token"
 run no-token
 
 # --- crash detection --------------------------------------------------------------------------

@@ -53,5 +53,8 @@ if [ "${LICD_FUZZ:-1}" != 0 ]; then
     if [ -x target/debug/licd-stub ] && [ -x target/debug/licd ]; then
         export LICD_STUB_BIN=$PWD/target/debug/licd-stub LICD_BIN=$PWD/target/debug/licd
     fi
+    if [ -x target/debug/licd ]; then
+        export LICD_BIN=$PWD/target/debug/licd
+    fi
     bash scripts/fuzz-admin-api.sh
 fi

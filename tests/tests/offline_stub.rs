@@ -82,7 +82,7 @@ fn license_by_file(rt: &tokio::runtime::Runtime, stub: &StubHandle, a: &Agent, n
     let grant = a.state.join(format!("grant{n}.licd"));
     cli_ok(a, &["request", "--armor", "--out", req.to_str().unwrap()]);
     let file = rt
-        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap()))
+        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap(), None))
         .unwrap();
     std::fs::write(&grant, &file.file).unwrap();
     cli_ok(a, &["import", grant.to_str().unwrap()])
@@ -123,9 +123,9 @@ fn devices_without_a_broker_are_licensed_renewed_released_and_transferred_by_fil
     cli_ok(&a, &["release", "wifi", "--out", receipt.to_str().unwrap()]);
     assert_eq!(a.check("wifi").unwrap()["reason"], "released");
     let bytes = std::fs::read(&receipt).unwrap();
-    let returned = rt.block_on(stub.offline_return(&bytes)).unwrap();
+    let returned = rt.block_on(stub.offline_return(&bytes, None)).unwrap();
     assert_eq!(returned.freed, vec![svc("wifi")]);
-    let replay = rt.block_on(stub.offline_return(&bytes)).unwrap_err();
+    let replay = rt.block_on(stub.offline_return(&bytes, None)).unwrap_err();
     assert!(replay.to_string().contains("replay"), "{replay}");
     let dev1 = stub
         .with_engine(|e| {

@@ -14,7 +14,7 @@ use super::schema::{Id, Time};
 /// Integers of request bodies, held to the range the document states (`int32`, at least 0 or
 /// 1): a number out of it is a 400 naming the field, never stored or wrapped (issue 16 item 5).
 /// Each field using one of these also states its bounds with `#[schema(minimum, maximum)]`.
-mod bounded {
+pub(crate) mod bounded {
     use serde::de::{Error, Unexpected};
     use serde::{Deserialize, Deserializer};
 
@@ -54,6 +54,11 @@ mod bounded {
     /// 0 to [`MAX`].
     pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         check(integer(serde_json::Number::deserialize(d)?)?, 0)
+    }
+
+    /// 1 to [`MAX`].
+    pub fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        check(integer(serde_json::Number::deserialize(d)?)?, 1)
     }
 
     /// 1 to [`MAX`], or absent / null.

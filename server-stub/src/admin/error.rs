@@ -138,6 +138,7 @@ impl From<EngineError> for ApiError {
             | E::UnknownSku(_)
             | E::UnknownService(_)
             | E::UnknownDevice(..)
+            | E::UnknownLicenseKey(_)
             | E::NotEntitled(..) => ApiError::not_found(msg),
             E::CustomerExists(_)
             | E::MspExists(_)
@@ -149,7 +150,9 @@ impl From<EngineError> for ApiError {
             | E::CustomerInUse(..)
             | E::SeatsInUse { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
-            E::InvalidTerm { .. } | E::DuplicateSku(_) => ApiError::unprocessable(msg),
+            E::InvalidTerm { .. } | E::DuplicateSku(_) | E::InvalidMove(_) => {
+                ApiError::unprocessable(msg)
+            }
             E::NoServices | E::NoCustomers | E::IncludeAndExclude | E::TooManySeats { .. } => {
                 ApiError::bad_request(msg)
             }

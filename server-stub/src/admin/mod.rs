@@ -7,6 +7,7 @@
 //!
 //! - [`token`]: bearer tokens (only their SHA-256 is stored), kinds `admin` and `read`;
 //! - [`auth`]: request ids, token check (constant time), per-token rate limit, rights;
+//! - [`scope`]: tenant isolation (what a tenant token sees);
 //! - [`error`]: `{ "error": { "code", "message" } }` bodies and the JSON extractor;
 //! - [`query`]: query strings, ISO 8601 times, filters and both pagination styles;
 //! - [`params`]: each query parameter described once, for the handler and the document;
@@ -26,6 +27,7 @@ pub mod openapi;
 pub mod params;
 pub mod query;
 pub mod schema;
+pub mod scope;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -193,7 +195,9 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
             get(licenses::assignments_of),
         )
         .route("/api/v1/assignments", get(licenses::assignments))
-        .merge(handlers::offline::routes());
+        .merge(handlers::offline::routes())
+        // Issue 21's seed operations, each module with its own routes.
+        .merge(handlers::meraki::routes());
     #[cfg(test)]
     let api = api
         .route("/api/v1/test/panic", get(tests::panics))

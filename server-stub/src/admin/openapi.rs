@@ -67,6 +67,9 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::licenses::bulk_update,
         handlers::offline::grant,
         handlers::offline::return_receipt,
+        handlers::meraki::compliance_statuses,
+        handlers::meraki::coterm_licenses,
+        handlers::meraki::move_coterm_licenses,
     ),
     components(schemas(Id, Time, LicenseRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),
@@ -111,7 +114,7 @@ const SHARED_RESPONSES: [(&str, &str, &str); 6] = [
         "Unauthorized",
         "No bearer token, or an unknown or revoked one",
     ),
-    ("403", "Forbidden", "A read token: it may only GET"),
+    ("403", "Forbidden", "A read token (it may only GET), or a tenant token asking for what only the MSP's tokens may do"),
     (
         "413",
         "PayloadTooLarge",

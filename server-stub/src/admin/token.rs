@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use licd_protocol::TenantId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -66,6 +67,11 @@ pub struct TokenRecord {
     pub sha256: String,
     /// When it was made (unix seconds).
     pub created_at: u64,
+    /// The one customer (tenant) the token is scoped to; `None` = the MSP's token, which sees
+    /// every customer. Stores written before tenant tokens existed have no such field: their
+    /// tokens are the MSP's, as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Why tokens could not be made or read.
@@ -166,8 +172,20 @@ fn open_private(path: &Path, truncate: bool) -> Result<fs::File, TokenError> {
 }
 
 /// Makes a new token of `kind` named `name`, adds its hash to the store and returns the token
-/// (shown once: only its hash is kept).
+/// (shown once: only its hash is kept). The token is the MSP's: it sees every customer.
 pub fn create(store: &Path, name: &str, kind: TokenKind, now: u64) -> Result<String, TokenError> {
+    create_scoped(store, name, kind, None, now)
+}
+
+/// Like [`create`], for a token scoped to `tenant` when one is given: it sees and changes only
+/// that customer's customer record, devices, subscriptions and licenses.
+pub fn create_scoped(
+    store: &Path,
+    name: &str,
+    kind: TokenKind,
+    tenant: Option<&TenantId>,
+    now: u64,
+) -> Result<String, TokenError> {
     let mut records = load(store)?;
     if records.iter().any(|r| r.name == name) {
         return Err(TokenError::NameTaken(name.to_string()));
@@ -180,6 +198,7 @@ pub fn create(store: &Path, name: &str, kind: TokenKind, now: u64) -> Result<Str
         kind,
         sha256: hex::encode(hash(&token)),
         created_at: now,
+        tenant: tenant.map(ToString::to_string),
     });
     let json = serde_json::to_vec_pretty(&records).map_err(|e| TokenError::Invalid {
         path: store.to_path_buf(),
@@ -242,13 +261,15 @@ pub struct Principal {
     pub kind: TokenKind,
     /// Hash of the token (the rate limiter's key).
     pub hash: [u8; 32],
+    /// The customer the token is scoped to (`None`: the MSP's token, everything).
+    pub tenant: Option<TenantId>,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
     modified: Option<(SystemTime, u64)>,
     loaded: bool,
-    entries: Vec<([u8; 32], String, TokenKind)>,
+    entries: Vec<([u8; 32], String, TokenKind, Option<TenantId>)>,
 }
 
 /// Checks presented tokens against the store, re-reading it when it changes.
@@ -289,7 +310,18 @@ impl Verifier {
                     path: self.store.clone(),
                     why: format!("token {:?}: {e}", r.name),
                 })?;
-                entries.push((h, r.name, r.kind));
+                // A scope that is not an id would match no customer: refuse the store rather
+                // than let the token see nothing (or, worse, be taken for the MSP's).
+                let tenant = r
+                    .tenant
+                    .as_deref()
+                    .map(TenantId::new)
+                    .transpose()
+                    .map_err(|e| TokenError::Invalid {
+                        path: self.store.clone(),
+                        why: format!("token {:?}: tenant: {e}", r.name),
+                    })?;
+                entries.push((h, r.name, r.kind, tenant));
             }
             *cache = Cache {
                 modified,
@@ -300,12 +332,13 @@ impl Verifier {
         let presented = hash(token);
         // Compare with every entry; remember the match without leaving the loop early.
         let mut found = None;
-        for (h, name, kind) in &cache.entries {
+        for (h, name, kind, tenant) in &cache.entries {
             if ct_eq(h, &presented) && found.is_none() {
                 found = Some(Principal {
                     name: name.clone(),
                     kind: *kind,
                     hash: presented,
+                    tenant: tenant.clone(),
                 });
             }
         }

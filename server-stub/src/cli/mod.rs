@@ -16,6 +16,7 @@ mod compliance;
 mod customers;
 mod devices;
 mod licenses;
+mod meraki;
 mod offline;
 mod subscriptions;
 mod table;
@@ -84,6 +85,11 @@ pub enum AdminCommand {
     /// Licensing by file: answer an activation request with a grant file, apply a release
     /// receipt (`licd request` / `licd release` on the device).
     Offline(offline::Offline),
+    /// Meraki compliance statuses per subscription (what each lacks, by product class).
+    #[command(name = "compliance-statuses")]
+    ComplianceStatuses(meraki::ComplianceStatuses),
+    /// Meraki co-term licenses: list an organization's, move seats to another.
+    Coterm(meraki::Coterm),
     /// Admin API bearer tokens (local: the token store in the key directory).
     Token(TokenArgs),
 }
@@ -149,6 +155,8 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
         AdminCommand::Compliance(c) => compliance::run(api, c, json_out).await,
         AdminCommand::Licenses(c) => licenses::run(api, c, json_out).await,
         AdminCommand::Offline(c) => offline::run(api, c, json_out).await,
+        AdminCommand::ComplianceStatuses(c) => meraki::compliance_statuses(&api, c, json_out).await,
+        AdminCommand::Coterm(c) => meraki::coterm(&api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),
     }
 }

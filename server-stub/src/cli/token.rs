@@ -28,6 +28,10 @@ enum TokenCmd {
         /// admin (everything) or read (GET only).
         #[arg(long, default_value = "admin")]
         kind: TokenKind,
+        /// Scope the token to one customer (tenant): it sees and changes only that customer's
+        /// devices, subscriptions and licenses. Without it the token is the MSP's (everything).
+        #[arg(long)]
+        tenant: Option<licd_protocol::TenantId>,
         /// Token file (default: <key dir>/<name>.token).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -73,6 +77,7 @@ pub(super) fn run(t: TokenArgs, config_key_dir: Option<PathBuf>, now: u64) -> Re
         TokenCmd::Create {
             name,
             kind,
+            tenant,
             out,
             force,
             print,
@@ -84,7 +89,7 @@ pub(super) fn run(t: TokenArgs, config_key_dir: Option<PathBuf>, now: u64) -> Re
                     out.display()
                 );
             }
-            let t = token::create(&store, &name, kind, now)?;
+            let t = token::create_scoped(&store, &name, kind, tenant.as_ref(), now)?;
             token::write_token_file(&out, &t, force)?;
             eprintln!(
                 "{} token {name:?} written to {} (pass it with --token-file)",
@@ -103,11 +108,12 @@ pub(super) fn run(t: TokenArgs, config_key_dir: Option<PathBuf>, now: u64) -> Re
                     vec![
                         r.name,
                         r.kind.as_str().to_string(),
+                        r.tenant.unwrap_or_else(|| "(all: MSP)".into()),
                         licd_stub::admin::query::format_time(r.created_at),
                     ]
                 })
                 .collect();
-            print_table(&["NAME", "KIND", "CREATED"], rows);
+            print_table(&["NAME", "KIND", "TENANT", "CREATED"], rows);
             Ok(())
         }
         TokenCmd::Revoke { name } => {

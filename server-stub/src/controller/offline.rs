@@ -3,7 +3,7 @@
 //! `seq` before any file or MQTT message carries it.
 
 use licd_protocol::offline::{decode_file, open_activation_request, seal_grant_answer};
-use licd_protocol::{GrantAnswer, GrantBundle, UnixTime};
+use licd_protocol::{GrantAnswer, GrantBundle, TenantId, UnixTime};
 
 use super::{Controller, Publication};
 use crate::engine::offline::{OfflineRefused, Returned};
@@ -41,9 +41,12 @@ pub struct OfflineGrant {
 impl Controller {
     /// Answers an activation request (binary or armored): the report's rules, seats, a bundle
     /// with the offline lease, sealed and wrapped with the request's nonce.
+    /// `tenant`: the only tenant whose devices the caller may license (a tenant-scoped token);
+    /// a request of another tenant's device is refused as an unknown device.
     pub fn offline_request(
         &mut self,
         bytes: &[u8],
+        tenant: Option<&TenantId>,
         now: UnixTime,
     ) -> Result<(OfflineGrant, Vec<Publication>), OfflineFileError> {
         let file = |error| OfflineFileError::File {
@@ -52,6 +55,12 @@ impl Controller {
         };
         let raw = decode_file(bytes).map_err(file)?;
         let request = open_activation_request(&raw).map_err(file)?;
+        if tenant.is_some_and(|only| *only != request.report.tenant) {
+            return Err(OfflineFileError::Refused(OfflineRefused::UnknownDevice {
+                tenant: request.report.tenant.to_string(),
+                device: request.report.device.to_string(),
+            }));
+        }
         let (bundle, effects) = self.engine.handle_offline_request(&request, now)?;
         let pubs = self.commit(effects)?;
         let sealed = pubs
@@ -72,16 +81,18 @@ impl Controller {
     }
 
     /// Applies a release receipt (binary or armored): frees the seats once.
+    /// `tenant` as for [`Controller::offline_request`].
     pub fn offline_return(
         &mut self,
         bytes: &[u8],
+        tenant: Option<&TenantId>,
         now: UnixTime,
     ) -> Result<(Returned, Vec<Publication>), OfflineFileError> {
         let raw = decode_file(bytes).map_err(|error| OfflineFileError::File {
             what: "release receipt",
             error,
         })?;
-        let (returned, effects) = self.engine.handle_release(&raw, now)?;
+        let (returned, effects) = self.engine.handle_release_of(&raw, tenant, now)?;
         let pubs = self.commit(effects)?;
         tracing::info!(tenant = %returned.receipt.tenant, device = %returned.receipt.device, seq = returned.receipt.bundle_seq, freed = returned.freed.len(), "release receipt applied");
         Ok((returned, pubs))

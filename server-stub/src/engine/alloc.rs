@@ -32,10 +32,12 @@ impl Engine {
     /// ended at `now`).
     pub(super) fn has_valid_seat(&self, d: &Device, service: &ServiceName, now: UnixTime) -> bool {
         d.seats.get(service).is_some_and(|seat| {
-            self.state
-                .subscriptions
-                .get(&seat.subscription)
-                .is_some_and(|s| s.status(now) != SubscriptionStatus::Expired)
+            seat.ends_at.is_none_or(|end| now < end)
+                && self
+                    .state
+                    .subscriptions
+                    .get(&seat.subscription)
+                    .is_some_and(|s| s.status(now) != SubscriptionStatus::Expired)
         })
     }
 
@@ -147,6 +149,7 @@ impl Engine {
                         subscription: sub.clone(),
                         sku: sku.clone(),
                         since: now,
+                        ends_at: None,
                     },
                 );
                 *self.assigned.entry((sub, sku)).or_default() += 1;

@@ -38,7 +38,8 @@ impl Engine {
                 license: sub.id.clone(),
                 sku: seat.sku.clone(),
                 not_before: sub.start,
-                not_after: sub.end,
+                // A seat moved away ends before its subscription does (co-term move).
+                not_after: seat.ends_at.map_or(sub.end, |end| end.min(sub.end)),
                 vm_allowance: cat.vms_per_seat,
             });
         }

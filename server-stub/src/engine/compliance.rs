@@ -2,7 +2,7 @@
 //! missing entitlements (SKU, quantity) and `gracePeriodEndsAt`, the services whose
 //! auto-licensing is paused, and hosts running more VMs than their seats allow (Snow).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use licd_protocol::{DeviceId, LicenseId, ServiceName, Sku, TenantId, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -83,28 +83,56 @@ struct ClassAcc {
     missing: BTreeMap<ServiceName, u32>,
 }
 
+/// One wanted service of one device out of compliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeviceViolation {
+    device: DeviceId,
+    product_class: String,
+    service: ServiceName,
+    /// The seat at fault (its subscription expired or vanished, or the host runs more VMs
+    /// than it covers); `None`: the device has no seat for the service.
+    seat: Option<(LicenseId, Sku)>,
+    /// Seats missing.
+    quantity: u32,
+    /// Since when.
+    since: UnixTime,
+    /// `(vm_count, allowance)` for VM over-use.
+    overuse: Option<(u32, u32)>,
+}
+
+/// The compliance of one subscription (Meraki `complianceStatuses` item): the violations of
+/// the devices of the organizations it serves that it is the subscription to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionCompliance {
+    /// The subscription.
+    pub subscription: SubscriptionSummary,
+    /// By product class.
+    pub by_product_class: Vec<SubscriptionViolation>,
+}
+
+/// Devices of one product class short of a subscription's entitlements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionViolation {
+    /// Product class.
+    pub product_class: String,
+    /// When the earliest of these violations runs out of grace.
+    pub grace_period_ends_at: UnixTime,
+    /// Seats missing per SKU.
+    pub missing: Vec<(Sku, u32)>,
+}
+
 impl Engine {
-    /// Compliance of `customer` at `now`.
-    pub fn compliance(
-        &self,
-        customer: &TenantId,
-        now: UnixTime,
-    ) -> Result<ComplianceReport, EngineError> {
-        if !self.state.customers.contains_key(customer) {
-            return Err(EngineError::UnknownCustomer(customer.clone()));
-        }
-        let grace = self.lease.grace_secs;
-        let mut classes: BTreeMap<String, ClassAcc> = BTreeMap::new();
-        let mut vm_overuse = Vec::new();
+    fn device_violations(&self, customer: &TenantId, now: UnixTime) -> Vec<DeviceViolation> {
+        let mut out = Vec::new();
         for d in self
             .state
             .devices
             .values()
             .filter(|d| &d.tenant == customer)
         {
-            let mut device_violates = false;
             for s in &d.services_wanted {
                 let since_report = d.violation_since.get(s).copied().unwrap_or(now);
+                let mut overuse = None;
                 let (quantity, since) = match d.seats.get(s) {
                     None => (1, since_report),
                     Some(seat) => {
@@ -118,14 +146,13 @@ impl Engine {
                             (Some(sub), _, _) if sub.status(now) == SubscriptionStatus::Expired => {
                                 (1, sub.end)
                             }
+                            // Moved away (co-term move): out of compliance from the move.
+                            _ if seat.ends_at.is_some_and(|end| end <= now) => {
+                                (1, seat.ends_at.unwrap_or(now))
+                            }
                             (None, _, _) => (1, since_report),
                             (_, Some(n), Some(a)) if n > a => {
-                                vm_overuse.push(VmOveruse {
-                                    device: d.id.clone(),
-                                    service: s.clone(),
-                                    vm_count: n,
-                                    allowance: a,
-                                });
+                                overuse = Some((n, a));
                                 ((n - a).div_ceil(a.max(1)), since_report)
                             }
                             _ => (0, 0),
@@ -135,16 +162,58 @@ impl Engine {
                 if quantity == 0 {
                     continue;
                 }
-                device_violates = true;
-                let acc = classes.entry(d.product_class.clone()).or_default();
-                acc.since = Some(acc.since.map_or(since, |x| x.min(since)));
-                // VM counts come from devices: up to u32::MAX each, so the sum saturates.
-                let missing = acc.missing.entry(s.clone()).or_default();
-                *missing = missing.saturating_add(quantity);
+                out.push(DeviceViolation {
+                    device: d.id.clone(),
+                    product_class: d.product_class.clone(),
+                    service: s.clone(),
+                    seat: d
+                        .seats
+                        .get(s)
+                        .map(|seat| (seat.subscription.clone(), seat.sku.clone())),
+                    quantity,
+                    since,
+                    overuse,
+                });
             }
-            if device_violates {
-                let acc = classes.entry(d.product_class.clone()).or_default();
-                acc.devices = acc.devices.saturating_add(1);
+        }
+        out
+    }
+
+    /// Compliance of `customer` at `now`.
+    pub fn compliance(
+        &self,
+        customer: &TenantId,
+        now: UnixTime,
+    ) -> Result<ComplianceReport, EngineError> {
+        if !self.state.customers.contains_key(customer) {
+            return Err(EngineError::UnknownCustomer(customer.clone()));
+        }
+        let grace = self.lease.grace_secs;
+        let mut classes: BTreeMap<String, ClassAcc> = BTreeMap::new();
+        let mut vm_overuse = Vec::new();
+        let mut violating: BTreeMap<String, BTreeSet<DeviceId>> = BTreeMap::new();
+        for v in self.device_violations(customer, now) {
+            if let Some((vm_count, allowance)) = v.overuse {
+                vm_overuse.push(VmOveruse {
+                    device: v.device.clone(),
+                    service: v.service.clone(),
+                    vm_count,
+                    allowance,
+                });
+            }
+            violating
+                .entry(v.product_class.clone())
+                .or_default()
+                .insert(v.device.clone());
+            let acc = classes.entry(v.product_class).or_default();
+            acc.since = Some(acc.since.map_or(v.since, |x| x.min(v.since)));
+            // VM counts come from devices: up to u32::MAX each, so the sum saturates.
+            let missing = acc.missing.entry(v.service).or_default();
+            *missing = missing.saturating_add(v.quantity);
+        }
+        for (class, devices) in violating {
+            if let Some(acc) = classes.get_mut(&class) {
+                acc.devices = u32::try_from(devices.len()).unwrap_or(u32::MAX);
             }
         }
         let violations: Vec<ProductClassViolation> = classes
@@ -156,12 +225,7 @@ impl Engine {
                     .missing
                     .into_iter()
                     .map(|(service, quantity)| MissingEntitlement {
-                        sku: self
-                            .state
-                            .catalog
-                            .values()
-                            .find(|c| c.service == service && c.product_class == class)
-                            .map(|c| c.sku.clone()),
+                        sku: self.sku_for(&service, &class).cloned(),
                         service,
                         quantity,
                     })
@@ -194,6 +258,72 @@ impl Engine {
             violations,
             paused_services,
             vm_overuse,
+        })
+    }
+
+    /// The catalogue's SKU for `service` on devices of `class`.
+    fn sku_for(&self, service: &ServiceName, class: &str) -> Option<&Sku> {
+        self.state
+            .catalog
+            .values()
+            .find(|c| &c.service == service && c.product_class == class)
+            .map(|c| &c.sku)
+    }
+
+    /// Compliance of subscription `sub` (Meraki `complianceStatuses`) over the devices of
+    /// `organizations` it serves (its owner and the customers bound to it; others are left
+    /// out). A violation belongs to the subscription whose seat is at fault (expired, or over
+    /// its VM allowance); a device with no seat at all belongs to every subscription serving
+    /// its customer that entitles the SKU it needs — those are the ones whose seats would fix
+    /// it. A violation no serving subscription could fix shows in [`Engine::compliance`] only.
+    pub fn subscription_compliance(
+        &self,
+        sub: &LicenseId,
+        organizations: &[TenantId],
+        now: UnixTime,
+    ) -> Result<SubscriptionCompliance, EngineError> {
+        let s = self
+            .state
+            .subscriptions
+            .get(sub)
+            .ok_or_else(|| EngineError::UnknownSubscription(sub.clone()))?;
+        let bound = self.state.bindings.get(sub);
+        let serves =
+            |c: &TenantId| s.owner.as_ref() == Some(c) || bound.is_some_and(|b| b.contains(c));
+        let mut classes: BTreeMap<String, (UnixTime, BTreeMap<Sku, u32>)> = BTreeMap::new();
+        for c in organizations.iter().filter(|c| serves(c)) {
+            for v in self.device_violations(c, now) {
+                let sku = match &v.seat {
+                    Some((from, sku)) if from == sub => sku.clone(),
+                    Some(_) => continue,
+                    None => match self.sku_for(&v.service, &v.product_class) {
+                        Some(sku) if s.entitlements.iter().any(|e| &e.sku == sku) => sku.clone(),
+                        _ => continue,
+                    },
+                };
+                let acc = classes
+                    .entry(v.product_class)
+                    .or_insert((v.since, BTreeMap::new()));
+                acc.0 = acc.0.min(v.since);
+                let q = acc.1.entry(sku).or_default();
+                *q = q.saturating_add(v.quantity);
+            }
+        }
+        let grace = self.lease.grace_secs;
+        Ok(SubscriptionCompliance {
+            subscription: SubscriptionSummary {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                status: s.status(now),
+            },
+            by_product_class: classes
+                .into_iter()
+                .map(|(product_class, (since, missing))| SubscriptionViolation {
+                    product_class,
+                    grace_period_ends_at: since.saturating_add(grace),
+                    missing: missing.into_iter().collect(),
+                })
+                .collect(),
         })
     }
 }

@@ -8,6 +8,7 @@
 //! bundle's `seq` is on disk before any device can see it.
 
 pub mod compliance;
+pub mod coterm;
 pub mod model;
 pub mod select;
 pub mod views;
@@ -25,6 +26,8 @@ mod manage_tests;
 mod offline_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod seed_tests;
 #[cfg(test)]
 mod tests;
 
@@ -166,6 +169,12 @@ pub enum EngineError {
         /// Limit asked for.
         limit: u32,
     },
+    /// No license of the organization has that key (Meraki co-term move).
+    #[error("the organization has no license with key {0:?}")]
+    UnknownLicenseKey(String),
+    /// A license move that cannot be done as asked.
+    #[error("license move: {0}")]
+    InvalidMove(String),
     /// A seat limit below the seats already assigned.
     #[error("{assigned} seats of {sku} are assigned; a limit of {limit} would take seats away (unassign first)")]
     SeatsInUse {

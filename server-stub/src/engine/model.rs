@@ -130,6 +130,11 @@ pub struct Seat {
     pub sku: Sku,
     /// When it was assigned.
     pub since: UnixTime,
+    /// When the seat stops being good although its subscription runs on: its license was
+    /// moved to another organization (Meraki co-term move) and the source no longer holds
+    /// enough seats. Grants carry it as their term end, so the device goes into grace.
+    #[serde(default)]
+    pub ends_at: Option<UnixTime>,
 }
 
 /// What a device's bundle says, without the times that change on every issue. A new bundle is

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use licd_protocol::offline::open_release_receipt;
-use licd_protocol::{ActivationRequest, GrantBundle, ReleaseReceipt, ServiceName, UnixTime};
+use licd_protocol::{
+    ActivationRequest, GrantBundle, ReleaseReceipt, ServiceName, TenantId, UnixTime,
+};
 use serde::{Deserialize, Serialize};
 
 use super::model::DeviceKey;
@@ -237,6 +239,18 @@ impl Engine {
         bytes: &[u8],
         now: UnixTime,
     ) -> Result<(Returned, Effects), OfflineRefused> {
+        self.handle_release_of(bytes, None, now)
+    }
+
+    /// [`Engine::handle_release`] for a receipt of `tenant`'s devices only (a tenant-scoped
+    /// admin token): another tenant's device is unknown, exactly as a device that does not
+    /// exist, so the answer says nothing of what other tenants have.
+    pub fn handle_release_of(
+        &mut self,
+        bytes: &[u8],
+        tenant: Option<&TenantId>,
+        now: UnixTime,
+    ) -> Result<(Returned, Effects), OfflineRefused> {
         let claimed = licd_protocol::offline::peek_release_receipt_device(bytes)
             .map_err(OfflineRefused::Receipt)?;
         // The same device id may exist under several tenants: the pinned key decides.
@@ -244,7 +258,7 @@ impl Engine {
             .state
             .devices
             .iter()
-            .filter(|((_, dev), _)| *dev == claimed)
+            .filter(|((t, dev), _)| *dev == claimed && tenant.is_none_or(|only| only == t))
             .map(|(k, d)| (k.clone(), d.key))
             .collect();
         if candidates.is_empty() {

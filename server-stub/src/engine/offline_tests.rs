@@ -89,8 +89,18 @@ fn a_receipt_frees_the_seat_once_and_the_seat_licenses_another_device() {
     let fx = e.handle_report(&r2, T0 + 10).unwrap();
     assert!(fx.publish.iter().all(|x| x.grants.is_empty()), "{fx:?}");
 
+    // A tenant-scoped caller of another tenant finds the device as missing as a made-up one.
+    for device in ["ap1", "ap9"] {
+        let err = e
+            .handle_release_of(&receipt(device, 1, b.seq, 7), Some(&t("b")), T0 + 15)
+            .unwrap_err();
+        assert!(
+            matches!(&err, OfflineRefused::UnknownDevice { tenant, .. } if tenant == "any"),
+            "{device}: {err:?}"
+        );
+    }
     let (ret, fx) = e
-        .handle_release(&receipt("ap1", 1, b.seq, 7), T0 + 20)
+        .handle_release_of(&receipt("ap1", 1, b.seq, 7), Some(&t("a")), T0 + 20)
         .unwrap();
     assert_eq!(ret.freed, vec![svc("wifi")]);
     let ap2 = fx

@@ -289,6 +289,7 @@ fn with_seat(
             subscription: lic(sub),
             sku: sku(sku_),
             since: T0,
+            ends_at: None,
         },
     );
     Engine::from_state(st, e.lease_policy())

@@ -264,8 +264,9 @@ impl Ledger {
             };
             state.devices.insert(d.key(), d);
         }
-        let mut q =
-            c.prepare("SELECT tenant, device, service, subscription, sku, since FROM seats")?;
+        let mut q = c.prepare(
+            "SELECT tenant, device, service, subscription, sku, since, ends_at FROM seats",
+        )?;
         let mut rows = q.query([])?;
         while let Some(r) = rows.next()? {
             let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
@@ -273,6 +274,7 @@ impl Ledger {
                 subscription: id(r.get(3)?)?,
                 sku: id(r.get(4)?)?,
                 since: to_u(r.get(5)?),
+                ends_at: r.get::<_, Option<i64>>(6)?.map(to_u),
             };
             state
                 .devices
@@ -504,15 +506,16 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
     for (service, seat) in &d.seats {
         exec(
             tx,
-            "INSERT INTO seats (tenant, device, service, subscription, sku, since)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO seats (tenant, device, service, subscription, sku, since, ends_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 d.tenant.as_str(),
                 d.id.as_str(),
                 service.as_str(),
                 seat.subscription.as_str(),
                 seat.sku.as_str(),
-                to_i(seat.since)
+                to_i(seat.since),
+                seat.ends_at.map(to_i)
             ],
         )?;
     }

@@ -93,4 +93,9 @@ CREATE TABLE subscription_bindings (
     r#"
 ALTER TABLE devices ADD COLUMN offline TEXT NOT NULL DEFAULT '{}';
 "#,
+    // 4: a seat whose license was moved to another organization ends before its subscription
+    // (Meraki co-term move, issue 21): NULL for every seat before.
+    r#"
+ALTER TABLE seats ADD COLUMN ends_at INTEGER;
+"#,
 ];

@@ -5,30 +5,40 @@ use crate::controller::offline::{OfflineFileError, OfflineGrant};
 use crate::engine::offline::Returned;
 use crate::error::StubError;
 use crate::session;
+use licd_protocol::TenantId;
 
 use super::StubHandle;
 
 impl StubHandle {
     /// Answers an activation request with a grant file (see
     /// [`crate::controller::Controller::offline_request`]).
-    pub async fn offline_grant(&self, request: &[u8]) -> Result<OfflineGrant, StubError> {
+    pub async fn offline_grant(
+        &self,
+        request: &[u8],
+        tenant: Option<&TenantId>,
+    ) -> Result<OfflineGrant, StubError> {
         let _turn = self.order.lock().await;
         let now = self.now();
         let (grant, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-            core.offline_request(request, now).map_err(offline)?
+            core.offline_request(request, tenant, now)
+                .map_err(offline)?
         };
         session::publish_all(&self.client, pubs, &self.stats).await;
         Ok(grant)
     }
 
     /// Applies a release receipt (see [`crate::controller::Controller::offline_return`]).
-    pub async fn offline_return(&self, receipt: &[u8]) -> Result<Returned, StubError> {
+    pub async fn offline_return(
+        &self,
+        receipt: &[u8],
+        tenant: Option<&TenantId>,
+    ) -> Result<Returned, StubError> {
         let _turn = self.order.lock().await;
         let now = self.now();
         let (returned, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-            core.offline_return(receipt, now).map_err(offline)?
+            core.offline_return(receipt, tenant, now).map_err(offline)?
         };
         session::publish_all(&self.client, pubs, &self.stats).await;
         Ok(returned)

@@ -12,6 +12,7 @@ use crate::admin::dto::{
 use crate::admin::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::admin::params::{ValidateQuery, VALIDATE};
 use crate::admin::query::Params;
+use crate::admin::scope::TokenScope;
 use crate::admin::App;
 use crate::engine::{Effects, Selection};
 
@@ -51,6 +52,21 @@ fn parse(req: &AutoLicenseRequest) -> ApiResult<(Selection, Vec<ServiceName>)> {
     Ok((selection, services))
 }
 
+/// A tenant token selects its own customer by name: no list or an exclude list would reach
+/// every other customer (403), a list naming another one is answered like an unknown customer.
+fn within(scope: &TokenScope, selection: &Selection) -> ApiResult<()> {
+    let Some(t) = scope.tenant() else {
+        return Ok(());
+    };
+    if selection.include_customers.is_empty() || !selection.exclude_customers.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "this token is scoped to customer {t}: give include_customers: [\"{t}\"] (no list \
+             or exclude_customers would reach other customers)"
+        )));
+    }
+    scope.customers(&selection.include_customers)
+}
+
 fn strings<T: ToString>(v: impl IntoIterator<Item = T>) -> Vec<String> {
     v.into_iter().map(|x| x.to_string()).collect()
 }
@@ -67,11 +83,13 @@ fn strings<T: ToString>(v: impl IntoIterator<Item = T>) -> Vec<String> {
     security(("bearer" = [])))]
 pub async fn enable(
     State(app): State<App>,
+    scope: TokenScope,
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<AutoLicenseRequest>,
 ) -> ApiResult<Json<AutoLicenseResponse>> {
     let validate = VALIDATE.read(&Params::parse(q.as_deref()))?;
     let (selection, services) = parse(&req)?;
+    within(&scope, &selection)?;
     let customers: Vec<TenantId> = app
         .stub()
         .with_engine(|e| selection.resolve(&e.state().customers))??
@@ -110,9 +128,11 @@ pub async fn enable(
     security(("bearer" = [])))]
 pub async fn unassign(
     State(app): State<App>,
+    scope: TokenScope,
     ApiJson(req): ApiJson<AutoLicenseRequest>,
 ) -> ApiResult<Json<UnassignResponse>> {
     let (selection, services) = parse(&req)?;
+    within(&scope, &selection)?;
     let (customers, released) = app
         .stub()
         .apply(move |e, now| {
@@ -142,14 +162,14 @@ pub async fn unassign(
 #[utoipa::path(get, path = "/api/v1/auto-licensing", tag = "auto-licensing",
     responses((status = 200, body = [Policy])),
     security(("bearer" = [])))]
-pub async fn policies(State(app): State<App>) -> ApiResult<Json<Vec<Policy>>> {
+pub async fn policies(State(app): State<App>, scope: TokenScope) -> ApiResult<Json<Vec<Policy>>> {
     Ok(Json(app.stub().with_engine(|e| {
         e.state()
             .policies
             .iter()
             .map(|(s, p)| Policy {
                 service: s.to_string(),
-                customers: strings(&p.customers),
+                customers: strings(p.customers.iter().filter(|c| scope.sees(c))),
                 inherit_to_new_tenants: p.inherit_to_new_tenants,
                 paused: p.paused,
             })

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use crate::admin::dto::{Customer, CustomerKind, CustomerUpdate, NewCustomer};
-use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
+use crate::admin::error::{ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::query::format_time;
 use crate::admin::schema::Id;
+use crate::admin::scope::TokenScope;
 use crate::admin::App;
 use crate::engine::{self, Engine};
 
@@ -38,21 +39,26 @@ fn view(e: &Engine, c: &engine::Customer) -> Customer {
 fn one(app: &App, id: &licd_protocol::TenantId) -> ApiResult<Customer> {
     app.stub()
         .with_engine(|e| e.state().customers.get(id).map(|c| view(e, c)))?
-        .ok_or_else(|| ApiError::not_found(format!("unknown customer {id}")))
+        .ok_or_else(|| engine::EngineError::UnknownCustomer(id.clone()).into())
 }
 
 /// List customers.
 #[utoipa::path(get, path = "/api/v1/customers", tag = "customers",
     responses((status = 200, body = [Customer])),
     security(("bearer" = [])))]
-pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<Customer>>> {
+pub async fn list(State(app): State<App>, scope: TokenScope) -> ApiResult<Json<Vec<Customer>>> {
     Ok(Json(app.stub().with_engine(|e| {
-        e.state().customers.values().map(|c| view(e, c)).collect()
+        e.state()
+            .customers
+            .values()
+            .filter(|c| scope.sees(&c.id))
+            .map(|c| view(e, c))
+            .collect()
     })?))
 }
 
 /// Create a customer (a tenant unless `kind` is `msp`). A tenant inherits auto-licensing
-/// enabled for all customers.
+/// enabled for all customers. The MSP's tokens only (403 for a tenant token).
 #[utoipa::path(post, path = "/api/v1/customers", tag = "customers",
     request_body = NewCustomer,
     responses((status = 201, body = Customer),
@@ -60,9 +66,11 @@ pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<Customer>>> {
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
+    scope: TokenScope,
     ApiJson(req): ApiJson<NewCustomer>,
 ) -> ApiResult<(StatusCode, Json<Customer>)> {
     let id = tenant_id(&req.id)?;
+    scope.msp_only("creating customers")?;
     let name = req.name.unwrap_or_else(|| req.id.clone());
     let kind = match req.kind.unwrap_or(CustomerKind::Tenant) {
         CustomerKind::Msp => engine::CustomerKind::Msp,
@@ -81,9 +89,12 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Customer>> {
-    Ok(Json(one(&app, &tenant_id(&id)?)?))
+    let id = tenant_id(&id)?;
+    scope.customer(&id)?;
+    Ok(Json(one(&app, &id)?))
 }
 
 /// Rename a customer.
@@ -95,10 +106,12 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn update(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CustomerUpdate>,
 ) -> ApiResult<Json<Customer>> {
     let id = tenant_id(&id)?;
+    scope.customer(&id)?;
     let t = id.clone();
     app.stub()
         .apply(move |e, _| {
@@ -117,8 +130,13 @@ pub async fn update(
               (status = 404, description = "No such customer", body = ErrorBody),
               (status = 409, description = "It owns subscriptions or has devices", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn remove(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
+pub async fn remove(
+    State(app): State<App>,
+    scope: TokenScope,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let id = tenant_id(&id)?;
+    scope.customer(&id)?;
     app.stub()
         .apply(move |e, _| {
             e.remove_customer(&id)?;

@@ -9,8 +9,9 @@ use crate::admin::error::{ApiError, ApiPath, ApiResult, ErrorBody};
 use crate::admin::params::{DeviceQuery, DiagQuery, DEVICE_FILTER, TIMEOUT_SECS};
 use crate::admin::query::{apply_filter, page_numbers, Params};
 use crate::admin::schema::Id;
+use crate::admin::scope::TokenScope;
 use crate::admin::App;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 
 use super::{device_id, tenant_id};
 
@@ -26,7 +27,11 @@ fn device(e: &Engine, t: &licd_protocol::TenantId, d: &licd_protocol::DeviceId) 
     responses((status = 200, body = DevicePage),
               (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<DevicePage>> {
+pub async fn list(
+    State(app): State<App>,
+    scope: TokenScope,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<DevicePage>> {
     let p = Params::parse(q.as_deref());
     let tenant = DeviceQuery::CUSTOMER.read(&p)?.map(tenant_id).transpose()?;
     let conds = DEVICE_FILTER.read(&p)?;
@@ -34,7 +39,7 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
         e.state()
             .devices
             .keys()
-            .filter(|(t, _)| tenant.as_ref().is_none_or(|x| x == t))
+            .filter(|(t, _)| scope.sees(t) && tenant.as_ref().is_none_or(|x| x == t))
             .filter_map(|(t, d)| device(e, t, d))
             .collect()
     })?;
@@ -57,13 +62,18 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath((t, d)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Device>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
-    app.stub()
-        .with_engine(|e| device(e, &t, &d))?
+    let found = if scope.sees(&t) {
+        app.stub().with_engine(|e| device(e, &t, &d))?
+    } else {
+        None
+    };
+    found
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("unknown device {d} of tenant {t}")))
+        .ok_or_else(|| EngineError::UnknownDevice(t, d).into())
 }
 
 /// Issue the device a fresh bundle (new `seq`, new lease) even if nothing changed.
@@ -77,9 +87,13 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn reissue(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath((t, d)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ReissueResponse>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
+    if !scope.sees(&t) {
+        return Err(EngineError::UnknownDevice(t, d).into());
+    }
     app.stub().reissue(&t, &d).await?;
     let seq = app
         .stub()
@@ -129,11 +143,15 @@ pub struct DiagReport {
     security(("bearer" = [])))]
 pub async fn diag(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath((t, d)): ApiPath<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<DiagReport>> {
     let (t, d) = (tenant_id(&t)?, device_id(&d)?);
     let secs = TIMEOUT_SECS.read(&Params::parse(q.as_deref()))?;
+    if !scope.sees(&t) {
+        return Err(unknown_device(&t, &d));
+    }
     let timeout = std::time::Duration::from_secs(u64::from(secs));
     match app.stub().request_diag(&t, &d, timeout).await {
         Ok(r) => Ok(Json(DiagReport {
@@ -142,9 +160,7 @@ pub async fn diag(
             generated_at: r.generated_at,
             report: serde_json::from_str(&r.report).unwrap_or(serde_json::Value::String(r.report)),
         })),
-        Err(crate::diag::DiagError::UnknownDevice { .. }) => {
-            Err(ApiError::not_found(format!("device {t}/{d} not found")))
-        }
+        Err(crate::diag::DiagError::UnknownDevice { .. }) => Err(unknown_device(&t, &d)),
         Err(e @ crate::diag::DiagError::Offline { .. }) => Err(ApiError {
             status: axum::http::StatusCode::CONFLICT,
             code: "device_offline",
@@ -165,4 +181,9 @@ pub async fn diag(
         }),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
+}
+
+/// The 404 of a device diag cannot reach, also for another tenant's device.
+fn unknown_device(t: &licd_protocol::TenantId, d: &licd_protocol::DeviceId) -> ApiError {
+    EngineError::UnknownDevice(t.clone(), d.clone()).into()
 }

@@ -17,14 +17,21 @@ use crate::admin::error::{ApiError, ApiJson, ApiPath, ApiResult, ErrorBody};
 use crate::admin::params::{AssignmentQuery, LicenseQuery, ASSIGNMENT_FILTER, LICENSE_FILTER};
 use crate::admin::query::{apply_filter, format_time, page_numbers, Params};
 use crate::admin::schema::LicenseRef;
+use crate::admin::scope::TokenScope;
 use crate::admin::App;
 use crate::engine::Engine;
 
 use super::{license_id, sku};
 
-fn licenses(e: &Engine, now: u64) -> Vec<License> {
+/// The licenses `scope` sees: those of the subscriptions it sees.
+fn licenses(e: &Engine, scope: &TokenScope, now: u64) -> Vec<License> {
     let mut out = Vec::new();
-    for s in e.state().subscriptions.values() {
+    for s in e
+        .state()
+        .subscriptions
+        .values()
+        .filter(|s| scope.sees_subscription(s))
+    {
         for ent in &s.entitlements {
             let cat = e.state().catalog.get(&ent.sku);
             let assigned = e.assigned_seats(&s.id, &ent.sku);
@@ -49,9 +56,10 @@ fn licenses(e: &Engine, now: u64) -> Vec<License> {
     out
 }
 
-fn assignments_in(e: &Engine) -> Vec<Assignment> {
+/// The seats of the devices `scope` sees.
+fn assignments_in(e: &Engine, scope: &TokenScope) -> Vec<Assignment> {
     let mut out = Vec::new();
-    for d in e.state().devices.values() {
+    for d in e.state().devices.values().filter(|d| scope.sees(&d.tenant)) {
         for (service, seat) in &d.seats {
             let vms = e
                 .state()
@@ -84,11 +92,18 @@ fn assignments_in(e: &Engine) -> Vec<Assignment> {
     responses((status = 200, body = LicensePage),
               (status = 400, description = "A parameter is invalid (the message names it)", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<LicensePage>> {
+pub async fn list(
+    State(app): State<App>,
+    scope: TokenScope,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<LicensePage>> {
     let p = Params::parse(q.as_deref());
     let conds = LICENSE_FILTER.read(&p)?;
     let now = app.stub().now();
-    let items = apply_filter(app.stub().with_engine(|e| licenses(e, now))?, &conds)?;
+    let items = apply_filter(
+        app.stub().with_engine(|e| licenses(e, &scope, now))?,
+        &conds,
+    )?;
     let (items, pagination, links) = page_numbers(items, &p, "/api/v1/licenses")?;
     Ok(Json(LicensePage {
         items,
@@ -105,11 +120,15 @@ pub async fn list(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Js
     security(("bearer" = [])))]
 pub async fn assignments(
     State(app): State<App>,
+    scope: TokenScope,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<AssignmentPage>> {
     let p = Params::parse(q.as_deref());
     let conds = ASSIGNMENT_FILTER.read(&p)?;
-    let items = apply_filter(app.stub().with_engine(assignments_in)?, &conds)?;
+    let items = apply_filter(
+        app.stub().with_engine(|e| assignments_in(e, &scope))?,
+        &conds,
+    )?;
     let (items, pagination, links) = page_numbers(items, &p, "/api/v1/assignments")?;
     Ok(Json(AssignmentPage {
         items,
@@ -128,6 +147,7 @@ pub async fn assignments(
     security(("bearer" = [])))]
 pub async fn assignments_of(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath(id): ApiPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<AssignmentPage>> {
@@ -136,8 +156,8 @@ pub async fn assignments_of(
     let now = app.stub().now();
     let (known, all) = app.stub().with_engine(|e| {
         (
-            licenses(e, now).iter().any(|l| l.id == id),
-            assignments_in(e),
+            licenses(e, &scope, now).iter().any(|l| l.id == id),
+            assignments_in(e, &scope),
         )
     })?;
     if !known {
@@ -165,6 +185,7 @@ pub async fn assignments_of(
     security(("bearer" = [])))]
 pub async fn bulk_update(
     State(app): State<App>,
+    scope: TokenScope,
     ApiJson(req): ApiJson<BulkUpdateRequest>,
 ) -> ApiResult<Json<BulkUpdateResponse>> {
     if req.scope != Scope::All && req.ids.is_empty() {
@@ -181,7 +202,8 @@ pub async fn bulk_update(
     }
     let conds = LICENSE_FILTER.parse(req.filter.as_deref().unwrap_or(""))?;
     let now = app.stub().now();
-    let all = app.stub().with_engine(|e| licenses(e, now))?;
+    // Only the licenses the token sees: another tenant's is an unknown license.
+    let all = app.stub().with_engine(|e| licenses(e, &scope, now))?;
     let known: BTreeSet<String> = all.iter().map(|l| l.id.clone()).collect();
     let ids: BTreeSet<&String> = req.ids.iter().collect();
     let mut failed = Vec::new();

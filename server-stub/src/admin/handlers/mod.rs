@@ -5,6 +5,7 @@ pub mod auto_license;
 pub mod customers;
 pub mod devices;
 pub mod licenses;
+pub mod meraki;
 pub mod offline;
 pub mod subscriptions;
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::admin::error::{ApiError, ApiResult, ErrorBody};
+use crate::admin::scope::TokenScope;
 use crate::admin::App;
 
 /// The file routes, for [`crate::admin::router`].
@@ -65,8 +66,15 @@ fn body(bytes: &Bytes) -> ApiResult<&[u8]> {
               (status = 409, description = "The request was answered already (a replay), or it is signed by another key than the device's pinned one", body = ErrorBody),
               (status = 422, description = "Not a valid activation request (damaged, truncated, forged, another kind of file)", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn grant(State(app): State<App>, bytes: Bytes) -> ApiResult<impl IntoResponse> {
-    let g = app.stub().offline_grant(body(&bytes)?).await?;
+pub async fn grant(
+    State(app): State<App>,
+    scope: TokenScope,
+    bytes: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let g = app
+        .stub()
+        .offline_grant(body(&bytes)?, scope.tenant())
+        .await?;
     let name = format!(
         "attachment; filename=\"{}-grant-{}.licd\"",
         g.bundle.device, g.bundle.seq
@@ -93,9 +101,13 @@ pub async fn grant(State(app): State<App>, bytes: Bytes) -> ApiResult<impl IntoR
     security(("bearer" = [])))]
 pub async fn return_receipt(
     State(app): State<App>,
+    scope: TokenScope,
     bytes: Bytes,
 ) -> ApiResult<Json<ReturnResponse>> {
-    let r = app.stub().offline_return(body(&bytes)?).await?;
+    let r = app
+        .stub()
+        .offline_return(body(&bytes)?, scope.tenant())
+        .await?;
     Ok(Json(ReturnResponse {
         tenant_id: r.receipt.tenant.to_string(),
         device_id: r.receipt.device.to_string(),

@@ -16,6 +16,7 @@ use crate::admin::params::{
 };
 use crate::admin::query::{cursor_page, parse_time, Params};
 use crate::admin::schema::Id;
+use crate::admin::scope::TokenScope;
 use crate::admin::App;
 use crate::engine::{self, CatalogEntry, Engine};
 
@@ -63,8 +64,10 @@ pub async fn entitlements(
     security(("bearer" = [])))]
 pub async fn add_entitlement(
     State(app): State<App>,
+    scope: TokenScope,
     ApiJson(req): ApiJson<NewEntitlement>,
 ) -> ApiResult<(StatusCode, Json<Entitlement>)> {
+    scope.msp_only("changing the catalogue")?;
     if req.product_class.is_empty() {
         return Err(ApiError::bad_request("productClass must not be empty"));
     }
@@ -83,14 +86,42 @@ pub async fn add_entitlement(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-fn sub_view(e: &Engine, id: &licd_protocol::LicenseId, now: u64) -> ApiResult<Subscription> {
+/// A subscription as `scope` may see it: 404 when it does not, and only the bound customers
+/// it sees.
+fn sub_view(
+    e: &Engine,
+    scope: &TokenScope,
+    id: &licd_protocol::LicenseId,
+    now: u64,
+) -> ApiResult<Subscription> {
+    scope.subscription(e, id)?;
     let v = e.subscription_view(id, now)?;
-    let bound = e
-        .bound_customers(id)
+    Ok(Subscription::from_view(v, bound_names(e, scope, id)))
+}
+
+fn bound_names(e: &Engine, scope: &TokenScope, id: &licd_protocol::LicenseId) -> Vec<String> {
+    e.bound_customers(id)
         .iter()
+        .filter(|c| scope.sees(c))
         .map(|c| c.to_string())
-        .collect();
-    Ok(Subscription::from_view(v, bound))
+        .collect()
+}
+
+/// The subscription of a claim key; one owned by a customer the token does not see is
+/// answered like an unknown key (its 409 would tell that the key exists).
+fn claim_key_owner(
+    e: &Engine,
+    scope: &TokenScope,
+    key: &str,
+) -> ApiResult<licd_protocol::LicenseId> {
+    let s = e
+        .state()
+        .subscriptions
+        .values()
+        .find(|s| s.claim_key.as_deref() == Some(key))
+        .filter(|s| s.owner.is_none() || scope.sees_subscription(s))
+        .ok_or(engine::EngineError::UnknownClaimKey)?;
+    Ok(s.id.clone())
 }
 
 /// List subscriptions with filters and cursor pagination (HTTP `Link`: first, prev, next).
@@ -102,6 +133,7 @@ fn sub_view(e: &Engine, id: &licd_protocol::LicenseId, now: u64) -> ApiResult<Su
     security(("bearer" = [])))]
 pub async fn list(
     State(app): State<App>,
+    scope: TokenScope,
     RawQuery(q): RawQuery,
 ) -> ApiResult<(HeaderMap, Json<Vec<Subscription>>)> {
     let p = Params::parse(q.as_deref());
@@ -118,7 +150,8 @@ pub async fn list(
         e.state()
             .subscriptions
             .values()
-            .filter_map(|s| Some((s.start, s.end, sub_view(e, &s.id, now).ok()?)))
+            .filter(|s| scope.sees_subscription(s))
+            .filter_map(|s| Some((s.start, s.end, sub_view(e, &scope, &s.id, now).ok()?)))
             .collect()
     })?;
     let items: Vec<Subscription> = all
@@ -153,7 +186,8 @@ pub async fn list(
     Ok((headers, Json(page)))
 }
 
-/// Create a subscription (owned by `customerId`, or claimable by `claimKey`).
+/// Create a subscription (owned by `customerId`, or claimable by `claimKey`). The MSP's
+/// tokens only (403 for a tenant token).
 #[utoipa::path(post, path = "/api/v1/subscriptions", tag = "subscriptions",
     request_body = NewSubscription,
     responses((status = 201, body = Subscription),
@@ -163,9 +197,11 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
+    scope: TokenScope,
     ApiJson(req): ApiJson<NewSubscription>,
 ) -> ApiResult<(StatusCode, Json<Subscription>)> {
     let id = license_id(&req.subscription_id)?;
+    scope.msp_only("creating subscriptions")?;
     let start = match &req.start_date {
         Some(s) => parse_time(s).map_err(|e| ApiError::bad_request(format!("startDate: {e}")))?,
         None => app.stub().now(),
@@ -198,7 +234,9 @@ pub async fn create(
     };
     app.stub().add_subscription(sub).await?;
     let now = app.stub().now();
-    let v = app.stub().with_engine(|e| sub_view(e, &id, now))??;
+    let v = app
+        .stub()
+        .with_engine(|e| sub_view(e, &scope, &id, now))??;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -211,11 +249,15 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn show(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Subscription>> {
     let id = license_id(&id)?;
     let now = app.stub().now();
-    Ok(Json(app.stub().with_engine(|e| sub_view(e, &id, now))??))
+    Ok(Json(
+        app.stub()
+            .with_engine(|e| sub_view(e, &scope, &id, now))??,
+    ))
 }
 
 /// Claim a subscription into a customer by its claim key (`validate=true`: dry run).
@@ -228,21 +270,23 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn claim(
     State(app): State<App>,
+    scope: TokenScope,
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<Subscription>> {
     let validate = VALIDATE.read(&Params::parse(q.as_deref()))?;
     let customer = tenant_id(&req.customer_id)?;
+    if scope.tenant().is_some() {
+        // The engine looks at the customer first, then the key: so does this.
+        scope.customer(&customer)?;
+        app.stub()
+            .with_engine(|e| claim_key_owner(e, &scope, &req.claim_key))??;
+    }
     let v = app
         .stub()
         .claim(&req.claim_key, &customer, validate)
         .await?;
-    let bound = app.stub().with_engine(|e| {
-        e.bound_customers(&v.id)
-            .iter()
-            .map(|c| c.to_string())
-            .collect()
-    })?;
+    let bound = app.stub().with_engine(|e| bound_names(e, &scope, &v.id))?;
     Ok(Json(Subscription::from_view(v, bound)))
 }
 
@@ -255,20 +299,21 @@ pub async fn claim(
     security(("bearer" = [])))]
 pub async fn validate_claim_key(
     State(app): State<App>,
+    scope: TokenScope,
     ApiJson(req): ApiJson<ClaimKeyRequest>,
 ) -> ApiResult<Json<Subscription>> {
     let now = app.stub().now();
     let v = app.stub().with_engine(|e| {
-        let s = e
-            .state()
+        let id = claim_key_owner(e, &scope, &req.claim_key)?;
+        if e.state()
             .subscriptions
-            .values()
-            .find(|s| s.claim_key.as_deref() == Some(req.claim_key.as_str()))
-            .ok_or(engine::EngineError::UnknownClaimKey)?;
-        if s.owner.is_some() {
-            return Err(engine::EngineError::AlreadyClaimed(s.id.clone()).into());
+            .get(&id)
+            .is_some_and(|s| s.owner.is_some())
+        {
+            return Err(ApiError::from(engine::EngineError::AlreadyClaimed(id)));
         }
-        sub_view(e, &s.id, now)
+        let v = e.subscription_view(&id, now)?;
+        Ok(Subscription::from_view(v, bound_names(e, &scope, &id)))
     })??;
     Ok(Json(v))
 }
@@ -284,6 +329,7 @@ pub async fn validate_claim_key(
     security(("bearer" = [])))]
 pub async fn bind(
     State(app): State<App>,
+    scope: TokenScope,
     ApiPath(id): ApiPath<String>,
     RawQuery(q): RawQuery,
     ApiJson(req): ApiJson<BindRequest>,
@@ -291,6 +337,10 @@ pub async fn bind(
     let validate = VALIDATE.read(&Params::parse(q.as_deref()))?;
     let id = license_id(&id)?;
     let customers = tenant_ids(&req.customer_ids)?;
+    if scope.tenant().is_some() {
+        app.stub().with_engine(|e| scope.subscription(e, &id))??;
+        scope.customers(&customers)?;
+    }
     let r = app
         .stub()
         .apply(move |e, now| e.bind_customers(&id, &customers, validate, now))
@@ -334,13 +384,20 @@ pub async fn bind(
     security(("bearer" = [])))]
 pub async fn compliance(
     State(app): State<App>,
+    scope: TokenScope,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Vec<ComplianceStatus>>> {
     let ids = tenant_ids(&ComplianceQuery::CUSTOMERS.read(&Params::parse(q.as_deref()))?)?;
+    scope.customers(&ids)?;
     let now = app.stub().now();
     let out: Result<Vec<ComplianceStatus>, engine::EngineError> = app.stub().with_engine(|e| {
         let ids = if ids.is_empty() {
-            e.state().customers.keys().cloned().collect()
+            e.state()
+                .customers
+                .keys()
+                .filter(|c| scope.sees(c))
+                .cloned()
+                .collect()
         } else {
             ids
         };
