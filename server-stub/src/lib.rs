@@ -12,7 +12,7 @@
 //! - [`broker`]: the embedded rumqttd broker; [`session`]: the MQTT client loop and worker;
 //!   [`tls`]: rustls client config for `mqtts://`.
 //! - [`admin`]: the admin HTTP/JSON API (axum) over a running stub, its tokens and its
-//!   OpenAPI document.
+//!   OpenAPI document; [`metrics`]: its Prometheus `/metrics`.
 //! - [`stub`]: [`Stub::start`] → [`StubHandle`] (tests, admin API, demos) and [`serve`] (the
 //!   binary); [`config`]: [`StubConfig`] and the TOML file form.
 #![forbid(unsafe_code)]
@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod session;
 pub mod stub;
 pub mod tls;

@@ -46,6 +46,8 @@ pub struct Stats {
     pub bundles_published: AtomicU64,
     /// Connections (ConnAcks) to the broker so far.
     pub connections: AtomicU64,
+    /// Refusals by code and ledger latency, for `/metrics` (see [`crate::metrics`]).
+    pub instruments: crate::metrics::Instruments,
 }
 
 /// A snapshot of [`Stats`].
@@ -195,6 +197,7 @@ pub(crate) async fn run_eventloop(
                 stats.reports_received.fetch_add(1, Ordering::Relaxed);
                 if p.payload.len() > MAX_ENVELOPE_LEN {
                     stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    stats.instruments.refused(crate::metrics::OVERSIZED, 1);
                     tracing::warn!(topic = %p.topic, len = p.payload.len(), "report over the size limit refused");
                     continue;
                 }
@@ -310,6 +313,7 @@ pub(crate) async fn run_worker(
             .iter()
             .map(|i| (i.topic.as_str(), i.payload.as_slice()))
             .collect();
+        let started = std::time::Instant::now();
         let result = match core.lock() {
             Ok(mut c) => c.handle_report_batch(&items, now),
             Err(_) => {
@@ -317,12 +321,18 @@ pub(crate) async fn run_worker(
                 return;
             }
         };
+        stats
+            .instruments
+            .ledger_latency(crate::metrics::LedgerOp::ReportBatch, started.elapsed());
         let (results, pubs) = match result {
             Ok(r) => r,
             Err(e) => {
                 stats
                     .reports_refused
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .instruments
+                    .refused(crate::metrics::LEDGER, batch.len() as u64);
                 tracing::error!(error = %e, reports = batch.len(), "ledger write failed; reports not applied");
                 continue;
             }
@@ -335,6 +345,7 @@ pub(crate) async fn run_worker(
                 }
                 Err(e) => {
                     stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    stats.instruments.refused(e.code(), 1);
                     tracing::warn!(topic = %item.topic, reason = %e, "report refused");
                 }
             }

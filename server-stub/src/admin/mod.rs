@@ -192,7 +192,9 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
             "/api/v1/licenses/{id}/assignments",
             get(licenses::assignments_of),
         )
-        .route("/api/v1/assignments", get(licenses::assignments));
+        .route("/api/v1/assignments", get(licenses::assignments))
+        // Behind the token check like the API: labels name tenants, devices, subscriptions.
+        .route("/metrics", get(crate::metrics::serve));
     #[cfg(test)]
     let api = api
         .route("/api/v1/test/panic", get(tests::panics))
