@@ -185,6 +185,11 @@ impl StubHandle {
         &self.stats.instruments
     }
 
+    /// Reports, refusals and bundles as they happen (see [`crate::events`]).
+    pub fn events(&self) -> &crate::events::Events {
+        &self.stats.events
+    }
+
     /// Runs `op` on the engine at the current time, stores the result and publishes the
     /// bundles it produced. Every operator operation below goes through here; the admin API
     /// can use it for anything else.

@@ -206,6 +206,8 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         auth::authorize,
     ));
     api.route("/openapi.json", get(openapi::serve))
+        // The dashboard: its own sign-in (session cookie), not the bearer-token layer above.
+        .nest_service("/ui", crate::ui::router(app.clone()))
         .route("/healthz", get(handlers::health))
         .fallback(handlers::not_found)
         // After every route: it applies to the routes there are.
