@@ -4,7 +4,8 @@
 //! [`status`], [`backoff`], [`config`], re-exported here under their old paths); this crate is the daemon
 //! shell around them: the MQTT session ([`session`]), the local API ([`api`]), hooks
 //! ([`hooks`]), bounded external commands for hooks and probes ([`command`]), identity probes
-//! ([`identity`]), licensing by file ([`offline`]), TLS ([`tls`]), diagnostics ([`diag`]), and the loop that ties them together
+//! ([`identity`]), licensing by file ([`offline`]), TLS ([`tls`]), diagnostics ([`diag`]), the
+//! node_exporter textfile format of the status ([`textfile`]), and the loop that ties them together
 //! ([`daemon`]).
 //!
 //! Error types: each message is whole, its cause's text included, and no error exposes that
@@ -20,6 +21,7 @@ pub mod hooks;
 pub mod identity;
 pub mod offline;
 pub mod session;
+pub mod textfile;
 pub mod tls;
 
 pub use licd_core::{backoff, cache, clock, config, enforce, refusal, status, store, trust};

@@ -78,9 +78,17 @@ enum Command {
     },
     /// Identity, every service's state with deadlines and reasons, cache and clock facts.
     Status {
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (the same as `--format json`).
         #[arg(long)]
         json: bool,
+        /// Output format: human, json, or prometheus (node_exporter textfile collector).
+        #[arg(long, value_name = "human|json|prometheus", conflicts_with = "json")]
+        format: Option<StatusFormat>,
+        /// Write the output to FILE atomically (temp file, fsync, rename; mode 0644) instead
+        /// of stdout: what node_exporter's textfile directory needs (it must never read half
+        /// a file).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Walk the licensing path step by step (config, state, identity, clock, cache, DNS, TCP,
     /// TLS, MQTT, grant round trip, services), each with a verdict, a figure and a hint.
@@ -140,7 +148,17 @@ fn main() -> ExitCode {
             json,
             strict,
         } => check(&cli.config, &service, json, strict),
-        Command::Status { json } => status(&cli.config, json),
+        Command::Status {
+            json,
+            format,
+            output,
+        } => {
+            let format = match (json, format) {
+                (true, _) => StatusFormat::Json,
+                (false, f) => f.unwrap_or(StatusFormat::Human),
+            };
+            status(&cli.config, format, output.as_deref())
+        }
         Command::Diag {
             json,
             offline,
@@ -317,7 +335,18 @@ fn describe_state(v: &Value) -> String {
     }
 }
 
-fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
+/// How `licd status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatusFormat {
+    /// Lines for a person.
+    Human,
+    /// The status document.
+    Json,
+    /// Prometheus text format 0.0.4 for node_exporter's textfile collector.
+    Prometheus,
+}
+
+fn status(config: &Path, format: StatusFormat, output: Option<&Path>) -> anyhow::Result<u8> {
     let settings = load(config)?;
     let (status, cache_problem) = match ask_daemon(&settings, json!({"v": 1, "op": "status"})) {
         Some(a) if a["ok"] == json!(true) => (a["status"].clone(), None),
@@ -338,10 +367,26 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
         }
         None => 0,
     };
-    if as_json {
-        println!("{status:#}");
-        return Ok(code);
+    let text = match format {
+        StatusFormat::Json => format!("{status:#}\n"),
+        StatusFormat::Prometheus => licd_agent::textfile::render(&status),
+        StatusFormat::Human => {
+            if output.is_some() {
+                anyhow::bail!("--output needs --format json or prometheus");
+            }
+            print_status(&status);
+            return Ok(code);
+        }
+    };
+    match output {
+        Some(path) => licd_agent::store::write_atomic(path, text.as_bytes(), 0o644)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
     }
+    Ok(code)
+}
+
+fn print_status(status: &Value) {
     let s = |k: &str| status[k].as_str().unwrap_or("?").to_string();
     println!("device      {} (tenant {})", s("device"), s("tenant"));
     println!("device key  {}", s("device_key"));
@@ -416,7 +461,6 @@ fn status(config: &Path, as_json: bool) -> anyhow::Result<u8> {
             describe_state(svc)
         );
     }
-    Ok(code)
 }
 
 fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Result<u8> {

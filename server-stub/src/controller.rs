@@ -53,6 +53,21 @@ pub enum ReportError {
     Ledger(#[from] LedgerError),
 }
 
+impl ReportError {
+    /// A stable short code for metrics (`licd_stub_reports_refused_total{code=…}`).
+    pub fn code(&self) -> crate::metrics::RefusalCode {
+        match self {
+            Self::Oversized(_) => crate::metrics::OVERSIZED,
+            Self::Topic(_) => "bad_topic",
+            Self::Envelope(_) => "bad_envelope",
+            Self::TopicMismatch { .. } => "topic_mismatch",
+            Self::Refused(ReportRefused::KeyMismatch { .. }) => "key_mismatch",
+            Self::Refused(ReportRefused::SeqExhausted) => "seq_exhausted",
+            Self::Ledger(_) => crate::metrics::LEDGER,
+        }
+    }
+}
+
 /// Why an operator operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

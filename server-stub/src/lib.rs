@@ -12,7 +12,8 @@
 //! - [`broker`]: the embedded rumqttd broker; [`session`]: the MQTT client loop and worker;
 //!   [`tls`]: rustls client config for `mqtts://`.
 //! - [`admin`]: the admin HTTP/JSON API (axum) over a running stub, its tokens and its
-//!   OpenAPI document.
+//!   OpenAPI document; [`metrics`]: its Prometheus `/metrics`; [`ui`]: the operator
+//!   dashboard at `/ui`, with a live feed from [`events`].
 //! - [`stub`]: [`Stub::start`] → [`StubHandle`] (tests, admin API, demos) and [`serve`] (the
 //!   binary); [`config`]: [`StubConfig`] and the TOML file form.
 #![forbid(unsafe_code)]
@@ -24,11 +25,14 @@ pub mod controller;
 pub mod diag;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod session;
 pub mod stub;
 pub mod tls;
+pub mod ui;
 
 pub use config::{BrokerMode, Clock, KeySource, LedgerLocation, ReportSubscription, StubConfig};
 pub use error::StubError;

@@ -46,6 +46,10 @@ pub struct Stats {
     pub bundles_published: AtomicU64,
     /// Connections (ConnAcks) to the broker so far.
     pub connections: AtomicU64,
+    /// Refusals by code and ledger latency, for `/metrics` (see [`crate::metrics`]).
+    pub instruments: crate::metrics::Instruments,
+    /// Reports, refusals and bundles as they happen, for live views (see [`crate::events`]).
+    pub events: crate::events::Events,
 }
 
 /// A snapshot of [`Stats`].
@@ -195,6 +199,7 @@ pub(crate) async fn run_eventloop(
                 stats.reports_received.fetch_add(1, Ordering::Relaxed);
                 if p.payload.len() > MAX_ENVELOPE_LEN {
                     stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    stats.instruments.refused(crate::metrics::OVERSIZED, 1);
                     tracing::warn!(topic = %p.topic, len = p.payload.len(), "report over the size limit refused");
                     continue;
                 }
@@ -310,6 +315,7 @@ pub(crate) async fn run_worker(
             .iter()
             .map(|i| (i.topic.as_str(), i.payload.as_slice()))
             .collect();
+        let started = std::time::Instant::now();
         let result = match core.lock() {
             Ok(mut c) => c.handle_report_batch(&items, now),
             Err(_) => {
@@ -317,12 +323,18 @@ pub(crate) async fn run_worker(
                 return;
             }
         };
+        stats
+            .instruments
+            .ledger_latency(crate::metrics::LedgerOp::ReportBatch, started.elapsed());
         let (results, pubs) = match result {
             Ok(r) => r,
             Err(e) => {
                 stats
                     .reports_refused
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .instruments
+                    .refused(crate::metrics::LEDGER, batch.len() as u64);
                 tracing::error!(error = %e, reports = batch.len(), "ledger write failed; reports not applied");
                 continue;
             }
@@ -331,10 +343,25 @@ pub(crate) async fn run_worker(
             match r {
                 Ok(report) => {
                     stats.reports_applied.fetch_add(1, Ordering::Relaxed);
+                    stats.events.device(
+                        "report",
+                        report.tenant.as_str(),
+                        report.device.as_str(),
+                        format!("report applied (device holds seq {})", report.bundle_seq),
+                    );
                     tracing::debug!(tenant = %report.tenant, device = %report.device, "report applied");
                 }
                 Err(e) => {
                     stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    stats.instruments.refused(e.code(), 1);
+                    let (tenant, device) =
+                        crate::events::topic_ids(&item.topic).unwrap_or(("?", "?"));
+                    stats.events.device(
+                        "refused",
+                        tenant,
+                        device,
+                        format!("report refused: {}", e.code()),
+                    );
                     tracing::warn!(topic = %item.topic, reason = %e, "report refused");
                 }
             }
@@ -347,12 +374,18 @@ pub(crate) async fn run_worker(
 pub(crate) async fn publish_all(client: &AsyncClient, pubs: Vec<Publication>, stats: &Stats) {
     for p in pubs {
         tracing::info!(topic = %p.topic, seq = p.seq, "bundle published");
+        let event =
+            crate::events::topic_ids(&p.topic).map(|(t, d)| (t.to_string(), d.to_string(), p.seq));
         match client
             .publish(p.topic, QoS::AtLeastOnce, true, p.payload)
             .await
         {
             Ok(()) => {
                 stats.bundles_published.fetch_add(1, Ordering::Relaxed);
+                if let Some((tenant, device, seq)) = event {
+                    let text = format!("bundle seq {seq} published");
+                    stats.events.device("bundle", &tenant, &device, text);
+                }
             }
             Err(e) => tracing::error!(error = %e, "MQTT client closed; bundle not published"),
         }

@@ -182,6 +182,16 @@ impl StubHandle {
         self.stats.snapshot()
     }
 
+    /// Refusals by code and ledger latency (see [`crate::metrics`]).
+    pub fn instruments(&self) -> &crate::metrics::Instruments {
+        &self.stats.instruments
+    }
+
+    /// Reports, refusals and bundles as they happen (see [`crate::events`]).
+    pub fn events(&self) -> &crate::events::Events {
+        &self.stats.events
+    }
+
     /// Runs `op` on the engine at the current time, stores the result and publishes the
     /// bundles it produced. Every operator operation below goes through here; the admin API
     /// can use it for anything else.
@@ -191,10 +201,14 @@ impl StubHandle {
     ) -> Result<T, StubError> {
         let _turn = self.order.lock().await;
         let now = self.now();
+        let started = std::time::Instant::now();
         let (value, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
             core.apply(now, op)?
         };
+        self.stats
+            .instruments
+            .ledger_latency(crate::metrics::LedgerOp::Operator, started.elapsed());
         session::publish_all(&self.client, pubs, &self.stats).await;
         Ok(value)
     }

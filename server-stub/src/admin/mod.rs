@@ -197,7 +197,9 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         .route("/api/v1/assignments", get(licenses::assignments))
         .merge(handlers::offline::routes())
         // Issue 21's seed operations, each module with its own routes.
-        .merge(handlers::meraki::routes());
+        .merge(handlers::meraki::routes())
+        // Behind the token check like the API: labels name tenants, devices, subscriptions.
+        .route("/metrics", get(crate::metrics::serve));
     #[cfg(test)]
     let api = api
         .route("/api/v1/test/panic", get(tests::panics))
@@ -209,6 +211,8 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         auth::authorize,
     ));
     api.route("/openapi.json", get(openapi::serve))
+        // The dashboard: its own sign-in (session cookie), not the bearer-token layer above.
+        .nest_service("/ui", crate::ui::router(app.clone()))
         .route("/healthz", get(handlers::health))
         .fallback(handlers::not_found)
         // After every route: it applies to the routes there are.
