@@ -194,8 +194,11 @@ build_licd() {
     shift
     local args=(--profile "$FIRMWARE_PROFILE" --locked -p licd-agent --bin licd --target "$t" "$@")
     if [ "${TINY:-0}" = 1 ]; then
+        # Tiny builds also drop JSON log lines and compile out debug/trace log lines
+        # (cross/README.md, "The tiny build"); LICD_TINY_FEATURES overrides the list.
         args+=(--config "target.$t.rustflags=$(tiny_rustflags "$t")"
-            -Z build-std-features=optimize_for_size)
+            -Z build-std-features=optimize_for_size
+            --no-default-features --features "${LICD_TINY_FEATURES:-socket-api,info-logs-only}")
     fi
     case "$(build_kind "$t")" in
         stable) cargo build "${args[@]}" ;;

@@ -183,7 +183,16 @@ async fn serve(
     }
     // No `licd import` with the daemon stopped may write while this start restores the state,
     // nor after it, until the socket answers (from then on such a command goes through it).
-    let start_lock = StateLock::acquire(&settings.state_dir, files::START_LOCK_WAIT)?;
+    // A state directory that cannot hold the lock file (read-only, full) is not a reason to
+    // stop enforcing: no `licd import` can write there either.
+    let start_lock = match StateLock::acquire(&settings.state_dir, files::START_LOCK_WAIT) {
+        Ok(lock) => Some(lock),
+        Err(e @ OfflineError::Busy { .. }) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot lock the state directory; starting without the lock");
+            None
+        }
+    };
     let (core, effects, _) = Core::restore(settings, clock, store, binding, true);
     let topics = DeviceTopics::new(&core.settings.tenant, &identity.device.id);
     let client_id = format!("licd-{}-{}", core.settings.tenant, identity.device.id);
