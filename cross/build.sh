@@ -118,7 +118,11 @@ for t in "${targets[@]}"; do
     printf '%-32s %10d %9s %9s %6ss  %s\n' "$t" "$size" "$(mib "$size")" "$(mib "$limit")" \
         "${secs[$t]}" "$status"
 done
-echo "features: ${features[*]:-default}$([ "$TINY" = 1 ] && echo ", tiny"); binaries in $out/TARGET/licd"
+if [ "$TINY" = 1 ]; then
+    echo "features: ${LICD_TINY_FEATURES:-socket-api,info-logs-only} ${features[*]}, tiny; binaries in $out/TARGET/licd"
+else
+    echo "features: ${features[*]:-default}; binaries in $out/TARGET/licd"
+fi
 
 if [ "${#over[@]}" -gt 0 ]; then
     for t in "${over[@]}"; do

@@ -54,7 +54,12 @@ tiny_rustflags() {
 target_budget() {
     if [ "${TINY:-0}" = 1 ]; then
         case "$1" in
-            aarch64-* | armv7-*) echo $((2 * 1024 * 1024)); return ;; # the stretch goal
+            # The 2 MiB stretch goal holds on armv7. aarch64 missed it by 57,016 B on
+            # 2026-12-04 (2,154,168 B) once licensing by file, the report schedule and the
+            # textfile status landed: 2.125 MiB until file licensing can be left out of a
+            # tiny build (cross/README.md, "The tiny build").
+            aarch64-*) echo $((2 * 1024 * 1024 + 128 * 1024)); return ;;
+            armv7-*) echo $((2 * 1024 * 1024)); return ;; # the stretch goal
         esac
     fi
     case "$1" in
