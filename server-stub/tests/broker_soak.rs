@@ -17,8 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{setup_with, test_config, Device};
@@ -123,7 +122,7 @@ async fn reissue(
     admin: SocketAddr,
     tokens: &[String],
     n: usize,
-    received: &AtomicUsize,
+    received: &tokio::sync::watch::Receiver<usize>,
     until: usize,
 ) {
     let http = reqwest::Client::new();
@@ -155,15 +154,15 @@ async fn reissue(
     for t in tasks {
         t.await.unwrap();
     }
-    let deadline = Instant::now() + common::WAIT;
-    while received.load(Ordering::SeqCst) < until {
-        assert!(
-            Instant::now() < deadline,
-            "the device got {} of {until} bundles",
-            received.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut received = received.clone();
+    let reached = tokio::time::timeout(common::WAIT, received.wait_for(|n| *n >= until))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(
+        reached,
+        "the device got {} of {until} bundles",
+        *received.borrow()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,13 +196,13 @@ async fn embedded_broker_memory_levels_off_under_steady_reissues() {
         .send(&device.report(&["wifi"], 0), &device.key.clone())
         .await;
     device.wait_for(|p| matches!(p, Packet::Publish(_))).await;
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = received.clone();
+    // The device's bundle count, waited on (not polled) by `reissue`.
+    let (counter, received) = tokio::sync::watch::channel(0usize);
     let mut events = device.events;
     tokio::spawn(async move {
         while let Ok(e) = events.poll().await {
             if let Event::Incoming(Packet::Publish(_)) = e {
-                counter.fetch_add(1, Ordering::SeqCst);
+                counter.send_modify(|n| *n += 1);
             }
         }
     });
