@@ -104,6 +104,20 @@ impl Pools {
         }
     }
 
+    /// Whether `other` was made for the same delegation (constraints and window).
+    pub fn same_delegation(&self, other: &Pools) -> bool {
+        self.constraints == other.constraints
+            && self.not_before == other.not_before
+            && self.not_after == other.not_after
+    }
+
+    /// These seats under new lease terms (the relay's options may change across restarts;
+    /// what is occupied stays occupied until it ends).
+    pub fn with_terms(mut self, terms: LeaseTerms) -> Self {
+        self.terms = terms;
+        self
+    }
+
     /// The delegation's constraints.
     pub fn constraints(&self) -> &Constraints {
         &self.constraints
