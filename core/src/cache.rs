@@ -197,8 +197,10 @@ pub struct Restored {
 
 /// The acceptance rules for `binding` under `settings` and `trust`.
 pub fn rules(settings: &Settings, binding: &Binding, trust: &TrustState) -> AcceptanceRules {
+    let mut store = trust.store().clone();
+    store.set_site(settings.site.clone());
     AcceptanceRules {
-        trust: trust.store().clone(),
+        trust: store,
         device: binding.device.clone(),
         device_key: binding.key_id(),
         future_tolerance: settings.future_tolerance,

@@ -8,7 +8,7 @@
 //! | 1 | kind ([`MessageKind`]) |
 //! | 32 | signer public key |
 //! | 2 | certificate length `n` (0 = no certificate) |
-//! | n | signer certificate ([`crate::cert`], 145 bytes when present) |
+//! | n | signer certificate ([`crate::cert`], 145 bytes), optionally followed by a site delegation ([`crate::delegation`]) |
 //! | 4 | payload length `m` |
 //! | m | payload (postcard) |
 //! | 64 | ed25519 signature by the signer over [`DOMAIN`] ‖ kind ‖ payload |
@@ -23,7 +23,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cert::SignerCertificate;
+use crate::cert::{SignerCertificate, CERT_LEN};
+use crate::delegation::Delegation;
 use crate::diag::{DiagRequest, DiagResponse};
 use crate::error::Error;
 use crate::keys::{verify_strict, PublicKey};
@@ -108,8 +109,12 @@ pub struct Envelope<'a> {
     pub kind: MessageKind,
     /// The key that signed it.
     pub signer: PublicKey,
-    /// Certificate for `signer`, when the signer is a certified signing key.
+    /// Certificate of a controller signing key: `signer` itself, or — when `delegation` is
+    /// present — the controller key that delegated to `signer`.
     pub cert: Option<SignerCertificate>,
+    /// The site delegation from the certified controller key to `signer` (a relay), if the
+    /// message is signed by a site issuer.
+    pub delegation: Option<Delegation>,
     /// Payload bytes exactly as received.
     pub payload: &'a [u8],
     signature: [u8; 64],
@@ -155,11 +160,20 @@ impl<'a> Envelope<'a> {
         if cert_len > MAX_CERT_LEN {
             return Err(Error::Invalid("certificate length over the limit"));
         }
-        let cert = match cert_len {
-            0 => None,
-            n => Some(SignerCertificate::parse(
-                r.take(n, "certificate shorter than announced")?,
-            )?),
+        let (cert, delegation) = match cert_len {
+            0 => (None, None),
+            n => {
+                let chain = r.take(n, "certificate shorter than announced")?;
+                // A build that predates delegations parses all n bytes as one certificate and
+                // refuses a delegated chain as "certificate is not 145 bytes".
+                let (cert, rest) = chain.split_at(n.min(CERT_LEN));
+                let cert = SignerCertificate::parse(cert)?;
+                let delegation = match rest {
+                    [] => None,
+                    rest => Some(Delegation::parse(rest)?),
+                };
+                (Some(cert), delegation)
+            }
         };
         let payload_len = read_u32(r.take(4, "missing payload length")?) as usize;
         let payload = r.take(payload_len, "payload shorter than announced")?;
@@ -172,6 +186,7 @@ impl<'a> Envelope<'a> {
             kind,
             signer: PublicKey(signer),
             cert,
+            delegation,
             payload,
             signature,
         })
@@ -196,6 +211,15 @@ impl<'a> Envelope<'a> {
             &signing_input(self.kind, self.payload),
             &self.signature,
         )
+    }
+
+    /// For a bundle signed by a site issuer: the delegation's limits on its content
+    /// ([`Delegation::permits`]). Nothing for a bundle signed by a controller key.
+    pub fn check_delegated(&self, bundle: &GrantBundle) -> Result<(), Error> {
+        match &self.delegation {
+            Some(d) => d.permits(bundle).map_err(Error::DelegationBreach),
+            None => Ok(()),
+        }
     }
 
     /// Decodes the payload. Call only after [`Envelope::verify_signature`].
@@ -233,14 +257,33 @@ pub fn seal_bytes(
     payload: &[u8],
 ) -> Vec<u8> {
     let cert = cert.map(SignerCertificate::to_bytes).unwrap_or_default();
+    frame(kind, signer, &cert, payload)
+}
+
+/// Frames and signs payload bytes as a site issuer: the certificate field carries the
+/// controller key's certificate followed by its delegation to `signer`.
+pub fn seal_bytes_delegated(
+    kind: MessageKind,
+    signer: &SigningKey,
+    cert: &SignerCertificate,
+    delegation: &Delegation,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut chain = cert.to_bytes();
+    chain.extend_from_slice(&delegation.to_bytes());
+    frame(kind, signer, &chain, payload)
+}
+
+fn frame(kind: MessageKind, signer: &SigningKey, cert: &[u8], payload: &[u8]) -> Vec<u8> {
     let signature = signer.sign(&signing_input(kind, payload)).to_bytes();
     let mut out = Vec::with_capacity(OVERHEAD + cert.len() + payload.len());
     out.push(PROTOCOL_VERSION);
     out.push(kind.to_byte());
     out.extend_from_slice(&signer.verifying_key().to_bytes());
-    // Lengths are bounded: certificates are 145 bytes, payloads are built from bounded messages.
+    // Lengths are bounded: a certificate chain is at most MAX_CERT_LEN bytes, payloads are
+    // built from bounded messages.
     out.extend_from_slice(&(cert.len() as u16).to_be_bytes());
-    out.extend_from_slice(&cert);
+    out.extend_from_slice(cert);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload);
     out.extend_from_slice(&signature);
@@ -284,6 +327,19 @@ pub fn open_report(bytes: &[u8]) -> Result<DeviceReport, Error> {
     Ok(report)
 }
 
+/// Encodes and signs a bundle as a site issuer under `delegation` from the controller key
+/// `cert` certifies.
+pub fn seal_bundle_delegated(
+    bundle: &GrantBundle,
+    relay_key: &SigningKey,
+    cert: &SignerCertificate,
+    delegation: &Delegation,
+) -> Vec<u8> {
+    // postcard cannot fail on these types (see `seal`).
+    let payload = postcard::to_allocvec(bundle).unwrap_or_default();
+    seal_bytes_delegated(MessageKind::Grants, relay_key, cert, delegation, &payload)
+}
+
 /// Encodes and signs a bundle with a certified signing key.
 pub fn seal_bundle(
     bundle: &GrantBundle,
@@ -301,8 +357,13 @@ pub fn open_bundle(
     trust: &TrustStore,
     now: UnixTime,
 ) -> Result<(GrantBundle, SignerInfo), Error> {
-    let (bundle, signer) = open_certified::<GrantBundle>(bytes, MessageKind::Grants, trust, now)?;
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::Grants)?;
+    env.verify_signature()?;
+    let signer = trust.authorize(&env, now)?;
+    let bundle: GrantBundle = env.decode()?;
     bundle.validate()?;
+    env.check_delegated(&bundle)?;
     Ok((bundle, signer))
 }
 
@@ -320,6 +381,7 @@ pub fn open_bundle_memo(
     let signer = trust.authorize_memo(&env, now, memo)?;
     let bundle: GrantBundle = env.decode()?;
     bundle.validate()?;
+    env.check_delegated(&bundle)?;
     Ok((bundle, signer))
 }
 
@@ -354,6 +416,7 @@ pub fn open_bundle_as_issued(
     let bundle: GrantBundle = env.decode()?;
     let signer = trust.authorize_as_issued(&env, bundle.issued_at)?;
     bundle.validate()?;
+    env.check_delegated(&bundle)?;
     Ok((bundle, signer))
 }
 

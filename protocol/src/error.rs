@@ -77,6 +77,30 @@ pub enum Error {
         /// Time it was evaluated at.
         now: UnixTime,
     },
+    /// A delegation's own signature (by the controller key it names) does not verify.
+    #[error("site delegation signature does not verify")]
+    BadDelegationSignature,
+    /// The delegation's validity window ended (evaluated at the device's trusted time, so a
+    /// clock set back does not revive it).
+    #[error("site delegation expired at {not_after} (now {now})")]
+    DelegationExpired {
+        /// End of validity.
+        not_after: UnixTime,
+        /// Time it was evaluated at.
+        now: UnixTime,
+    },
+    /// The delegation's validity window has not begun.
+    #[error("site delegation not valid before {not_before} (now {now})")]
+    DelegationNotYetValid {
+        /// Start of validity.
+        not_before: UnixTime,
+        /// Time it was evaluated at.
+        now: UnixTime,
+    },
+    /// A bundle signed under a delegation oversteps it (the [`crate::delegation::Breach`] says
+    /// how).
+    #[error("site issuer oversteps its delegation: {0}")]
+    DelegationBreach(crate::delegation::Breach),
     /// The signing key was revoked by a root.
     #[error("signer {0} has been revoked")]
     SignerRevoked(KeyId),

@@ -138,6 +138,10 @@ id_type!(
     /// A license or subscription id on the controller.
     LicenseId
 );
+id_type!(
+    /// A site: the place a delegated site issuer (relay) licenses devices at (issue 23).
+    SiteId
+);
 
 #[cfg(test)]
 mod tests {

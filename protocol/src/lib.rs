@@ -2,7 +2,7 @@
 //!
 //! Everything the agent and the controller exchange is defined here: validated identifiers
 //! ([`id`]), the MQTT topic scheme ([`topic`]), the messages ([`messages`]), signing-key
-//! certificates ([`cert`]), the signed envelope that carries every message ([`envelope`]),
+//! certificates ([`cert`]), site delegations ([`delegation`]), the signed envelope that carries every message ([`envelope`]),
 //! remote diagnostics ([`diag`]), licensing by file and its armor ([`offline`]), and the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
 //! root rotations signed by the old and the new root ([`rotation`]).
 //!
@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod cert;
+pub mod delegation;
 pub mod diag;
 pub mod envelope;
 pub mod error;
@@ -30,10 +31,11 @@ pub mod topic;
 pub mod trust;
 
 pub use cert::{CertBody, SignerCertificate};
+pub use delegation::{Breach, Constraints, Delegation, SeatPool};
 pub use diag::{DiagRequest, DiagResponse};
 pub use envelope::{Envelope, MessageKind, PROTOCOL_VERSION};
 pub use error::Error;
-pub use id::{DeviceId, IdError, LicenseId, ServiceName, Sku, TenantId};
+pub use id::{DeviceId, IdError, LicenseId, ServiceName, SiteId, Sku, TenantId};
 pub use keys::{KeyId, PublicKey};
 pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldReason};
 pub use offline::{ActivationRequest, GrantAnswer, Nonce, ReleaseReceipt};

@@ -5,8 +5,13 @@
 /// 584 bytes with its certificate; 64 KiB leaves room for 64 services with certificates and long texts.
 pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
 
-/// Largest signer certificate inside an envelope.
-pub const MAX_CERT_LEN: usize = 1024;
+/// Largest certificate field inside an envelope: a 145-byte certificate, or one followed by a
+/// site delegation (at most 83 + 1,261 + 64 bytes with [`MAX_DELEGATED_SERVICES`] services
+/// and the longest ids).
+pub const MAX_CERT_LEN: usize = 2048;
+
+/// Most services one site delegation may name.
+pub const MAX_DELEGATED_SERVICES: usize = 16;
 
 /// Most services one bundle may grant (and one report may ask for).
 pub const MAX_SERVICES: usize = 64;

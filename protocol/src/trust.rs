@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 
 use crate::envelope::{Envelope, MessageKind};
 use crate::error::Error;
+use crate::id::SiteId;
 use crate::keys::{KeyId, PublicKey};
 use crate::revocation::RevocationList;
 use crate::rotation::RootRotation;
@@ -40,6 +41,7 @@ pub struct TrustStore {
     revocations: Option<RevocationList>,
     retired: Vec<RetiredRoot>,
     rotation_seq: u64,
+    site: Option<SiteId>,
 }
 
 /// The last signer certificate whose signature verified, for
@@ -60,6 +62,8 @@ pub struct SignerInfo {
     pub root: KeyId,
     /// End of the signing key's certificate.
     pub cert_not_after: UnixTime,
+    /// The site issuer (relay) key that signed under a delegation from `signer`, if any.
+    pub site_issuer: Option<KeyId>,
 }
 
 impl TrustStore {
@@ -69,6 +73,18 @@ impl TrustStore {
             roots,
             ..Self::default()
         }
+    }
+
+    /// The site this device is at: site issuers (relays) delegated for this site, and only
+    /// those, may license it. A device with no site accepts no delegated bundle. Configuration,
+    /// not trust state: set at start from the device's config, never from a message.
+    pub fn set_site(&mut self, site: Option<SiteId>) {
+        self.site = site;
+    }
+
+    /// The site set by [`TrustStore::set_site`].
+    pub fn site(&self) -> Option<&SiteId> {
+        self.site.as_ref()
     }
 
     /// The pinned (current) roots.
@@ -147,25 +163,76 @@ impl TrustStore {
         as_issued: bool,
         memo: Option<&mut CertMemo>,
     ) -> Result<SignerInfo, Error> {
-        let signer = env.signer.id();
-        let cert = env.cert.as_ref().ok_or(Error::UnknownSigner(signer))?;
-        if cert.body.subject != env.signer {
+        let cert = env
+            .cert
+            .as_ref()
+            .ok_or(Error::UnknownSigner(env.signer.id()))?;
+        // The key the root's certificate must name: the envelope's signer, or for a site
+        // issuer, the controller key that delegated to it.
+        let certified = match &env.delegation {
+            None => env.signer,
+            Some(d) => {
+                if d.body.subject != env.signer {
+                    return Err(Error::CertificateMismatch {
+                        certified: d.body.subject.id(),
+                        signer: env.signer.id(),
+                    });
+                }
+                d.body.issuer
+            }
+        };
+        let signer = certified.id();
+        if cert.body.subject != certified {
             return Err(Error::CertificateMismatch {
                 certified: cert.body.subject.id(),
                 signer,
             });
         }
         let issuer = cert.body.issuer;
-        if !self.roots.contains(&issuer) {
-            return match self.retired.iter().find(|r| r.key == issuer) {
+        let mut info = if !self.roots.contains(&issuer) {
+            match self.retired.iter().find(|r| r.key == issuer) {
                 Some(r) if as_issued && at <= r.retired_at => {
-                    self.finish(cert, signer, at, memo) // the root was current when issued
+                    self.finish(cert, signer, at, memo)? // the root was current when issued
                 }
-                Some(_) => Err(Error::RetiredRoot(issuer.id())),
-                None => Err(Error::UnknownSigner(signer)),
-            };
+                Some(_) => return Err(Error::RetiredRoot(issuer.id())),
+                None => return Err(Error::UnknownSigner(signer)),
+            }
+        } else {
+            self.finish(cert, signer, at, memo)?
+        };
+        if let Some(d) = &env.delegation {
+            info.site_issuer = Some(self.check_delegation(env.kind, d, at)?);
         }
-        self.finish(cert, signer, at, memo)
+        Ok(info)
+    }
+
+    /// The site issuer's half of the chain, after the controller key's certificate passed:
+    /// only bundles (and grant files) may be delegated, the delegation's signature by the
+    /// controller key, the site issuer not revoked, the delegation valid at `at`, and made for
+    /// this device's site.
+    fn check_delegation(
+        &self,
+        kind: MessageKind,
+        d: &crate::delegation::Delegation,
+        at: UnixTime,
+    ) -> Result<KeyId, Error> {
+        if !matches!(kind, MessageKind::Grants | MessageKind::GrantAnswer) {
+            return Err(Error::Invalid("a site issuer signs grants only"));
+        }
+        d.verify()?;
+        let relay = d.subject_id();
+        if self.is_revoked(&relay) {
+            return Err(Error::SignerRevoked(relay));
+        }
+        d.check_validity(at)?;
+        let delegated = &d.body.constraints.site;
+        match &self.site {
+            Some(site) if site == delegated => Ok(relay),
+            site => Err(Error::DelegationBreach(crate::delegation::Breach::Site {
+                device: site.clone(),
+                delegated: delegated.clone(),
+            })),
+        }
     }
 
     fn finish(
@@ -191,6 +258,7 @@ impl TrustStore {
             signer,
             root: cert.body.issuer.id(),
             cert_not_after: cert.body.not_after,
+            site_issuer: None,
         })
     }
 

@@ -264,6 +264,7 @@ fn check_bundle_vector(file: &str, comment: &str, bundle: &GrantBundle) -> usize
             signer: public(&signing_key()).id(),
             root: public(&root_key()).id(),
             cert_not_after: CERT_NOT_AFTER,
+            site_issuer: None,
         }
     );
     let env = Envelope::parse(&envelope).expect("parses");

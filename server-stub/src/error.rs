@@ -31,6 +31,9 @@ pub enum StubError {
     /// The controller's state is unusable after a panic in another thread.
     #[error("controller state poisoned by a panic")]
     Poisoned,
+    /// The site relay's files are unusable (see [`crate::relay::site::SiteError`]).
+    #[error("relay: {0}")]
+    Relay(crate::relay::site::SiteError),
     /// A file (licensing by file) was refused; nothing changed.
     #[error("{0}")]
     Offline(String, OfflineKind),
@@ -45,6 +48,14 @@ pub enum OfflineKind {
     NotFound,
     /// A replay, a receipt for a bundle never issued, another key than the pinned one: 409.
     Conflict,
+}
+
+// Not `#[from]`: that would also make the error its `source()`, and the one-line messages
+// of the binaries would print its text twice.
+impl From<crate::relay::site::SiteError> for StubError {
+    fn from(e: crate::relay::site::SiteError) -> Self {
+        StubError::Relay(e)
+    }
 }
 
 impl From<ApplyError> for StubError {

@@ -123,7 +123,7 @@ impl Signer {
     }
 }
 
-fn random_key() -> Result<SigningKey, KeyError> {
+pub(crate) fn random_key() -> Result<SigningKey, KeyError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
     Ok(SigningKey::from_bytes(&seed))
@@ -145,7 +145,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -158,7 +158,7 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     f.sync_all().map_err(io(path))
 }
 
-fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
     hex::decode(text.trim()).map_err(|e| KeyError::Invalid {
         path: path.to_path_buf(),
@@ -166,7 +166,7 @@ fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
     })
 }
 
-fn read_seed(path: &Path) -> Result<SigningKey, KeyError> {
+pub(crate) fn read_seed(path: &Path) -> Result<SigningKey, KeyError> {
     let bytes = read_hex(path)?;
     let seed: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Invalid {
         path: path.to_path_buf(),
@@ -175,9 +175,8 @@ fn read_seed(path: &Path) -> Result<SigningKey, KeyError> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
-/// Creates the key directory (mode 0700) with a new root key, a signing key and its
-/// certificate. Refuses to overwrite existing keys. Returns the root public key.
-pub fn init(dir: &Path, now: UnixTime) -> Result<PublicKey, KeyError> {
+/// Creates a directory for secrets (mode 0700), with its parents; an existing one is fine.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), KeyError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -185,7 +184,13 @@ pub fn init(dir: &Path, now: UnixTime) -> Result<PublicKey, KeyError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(io(dir))?;
+    builder.create(dir).map_err(io(dir))
+}
+
+/// Creates the key directory (mode 0700) with a new root key, a signing key and its
+/// certificate. Refuses to overwrite existing keys. Returns the root public key.
+pub fn init(dir: &Path, now: UnixTime) -> Result<PublicKey, KeyError> {
+    create_dir(dir)?;
     for f in [ROOT_FILE, SIGNING_FILE, CERT_FILE] {
         let p = dir.join(f);
         if p.exists() {

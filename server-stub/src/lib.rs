@@ -14,6 +14,7 @@
 //! - [`admin`]: the admin HTTP/JSON API (axum) over a running stub, its tokens and its
 //!   OpenAPI document; [`metrics`]: its Prometheus `/metrics`; [`ui`]: the operator
 //!   dashboard at `/ui`, with a live feed from [`events`].
+//! - [`relay`]: the site relay's floating seats within a delegation (issue 23).
 //! - [`stub`]: [`Stub::start`] → [`StubHandle`] (tests, admin API, demos) and [`serve`] (the
 //!   binary); [`config`]: [`StubConfig`] and the TOML file form.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod events;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod relay;
 pub mod session;
 pub mod stub;
 pub mod tls;

@@ -49,8 +49,78 @@ enum Command {
     /// Manage the controller's keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A site relay: a delegated issuer that licenses a disconnected site's devices from the
+    /// seat pools of its delegation (docs/OPERATIONS.md "Site relays").
+    #[command(subcommand)]
+    Relay(RelayCommand),
+    /// Delegate seat pools to a site relay: writes the delegation file to carry to the site
+    /// (the relay's `delegation.hex`), signed by this controller's signing key.
+    Delegate(DelegateArgs),
     #[command(flatten)]
     Admin(cli::AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RelayCommand {
+    /// Create the relay's key in its directory (refuses to overwrite) and print its public
+    /// key: give that to the controller's operator for `licd-stub delegate --relay-key`.
+    Init {
+        /// Relay directory (created with mode 0700).
+        #[arg(long, default_value = "relay")]
+        dir: PathBuf,
+    },
+    /// Run the relay until ctrl-c: an embedded broker (or --broker) for the site's devices,
+    /// bundles signed under the delegation in DIR/delegation.hex.
+    Run(RelayRunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayRunArgs {
+    /// Relay directory (relay.key, delegation.hex; seats are saved there as pools.json).
+    #[arg(long, default_value = "relay")]
+    dir: PathBuf,
+    /// Use this external broker (mqtt://host:port or mqtts://host:port) instead of the
+    /// embedded one.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Listener of the embedded broker (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    listen: SocketAddr,
+    /// Lease of each bundle in seconds (capped by the delegation's maximum lease). A device
+    /// that goes away frees its seat when its lease and grace have run out.
+    #[arg(long, default_value_t = 3600)]
+    lease_secs: u64,
+    /// Grace each grant carries, in seconds.
+    #[arg(long, default_value_t = 0)]
+    grace_secs: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct DelegateArgs {
+    /// The relay's public key (hex), as `licd-stub relay init` printed it.
+    #[arg(long)]
+    relay_key: String,
+    /// The only tenant whose devices the relay may license.
+    #[arg(long)]
+    tenant: String,
+    /// The site (devices there are configured with `site = "…"`).
+    #[arg(long)]
+    site: String,
+    /// A seat pool, SERVICE=SEATS (repeat for several services, at most 16).
+    #[arg(long = "service", required = true)]
+    services: Vec<String>,
+    /// Longest lease the relay may give, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    max_lease_secs: u64,
+    /// How long the delegation is valid, in days (capped by the signing key's certificate).
+    #[arg(long, default_value_t = 30)]
+    valid_days: u64,
+    /// Key directory made by `keys init`.
+    #[arg(long)]
+    key_dir: Option<PathBuf>,
+    /// Where to write the delegation file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,6 +291,93 @@ new root (pin it in new firmware/config): {}",
     }
 }
 
+/// `relay run`.
+fn run_relay(args: RelayRunArgs) -> Result<()> {
+    use licd_stub::relay::{pool::LeaseTerms, run};
+    let broker = match args.broker {
+        Some(url) => licd_stub::BrokerMode::External {
+            url,
+            ca_file: None,
+            credentials: None,
+        },
+        None => licd_stub::BrokerMode::Embedded {
+            listen: args.listen,
+            tls: None,
+        },
+    };
+    let config = run::RelayConfig {
+        dir: args.dir,
+        broker,
+        terms: LeaseTerms {
+            lease_secs: args.lease_secs,
+            grace_secs: args.grace_secs,
+        },
+        clock: licd_stub::Clock::System,
+        client_id: format!("licd-relay-{}", std::process::id()),
+        connect_timeout: std::time::Duration::from_secs(10),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c; stopping");
+        }
+    };
+    runtime
+        .block_on(run::serve(config, ctrl_c))
+        .context("licd-stub relay run")
+}
+
+/// `delegate`: the controller's side of a site delegation.
+fn delegate(args: DelegateArgs, default_dir: Option<PathBuf>) -> Result<()> {
+    use licd_protocol::{Constraints, PublicKey, SeatPool, ServiceName, SiteId, TenantId};
+    let dir = args
+        .key_dir
+        .or(default_dir)
+        .unwrap_or_else(|| PathBuf::from("keys"));
+    let signer = licd_stub::keys::load_signer(&dir)
+        .with_context(|| format!("loading the signing key in {}", dir.display()))?;
+    let relay = PublicKey::from_hex(&args.relay_key)
+        .map_err(|_| anyhow::anyhow!("--relay-key {:?} is not 64 hex digits", args.relay_key))?;
+    relay
+        .to_verifying_key()
+        .map_err(|_| anyhow::anyhow!("--relay-key is not a valid ed25519 key"))?;
+    let mut pools = Vec::new();
+    for s in &args.services {
+        let (service, seats) = s
+            .split_once('=')
+            .with_context(|| format!("--service {s:?}: expected SERVICE=SEATS"))?;
+        pools.push(SeatPool {
+            service: ServiceName::new(service).with_context(|| format!("--service {s:?}"))?,
+            seats: seats
+                .parse()
+                .with_context(|| format!("--service {s:?}: seats must be a number"))?,
+        });
+    }
+    let constraints = Constraints {
+        tenant: TenantId::new(args.tenant.as_str()).context("--tenant")?,
+        site: SiteId::new(args.site.as_str()).context("--site")?,
+        max_lease: args.max_lease_secs,
+        pools,
+    };
+    let valid = args.valid_days.saturating_mul(86_400);
+    let bytes = licd_stub::relay::site::delegate(&signer, relay, constraints, now(), valid)
+        .context("delegating")?;
+    licd_stub::relay::site::write_delegation_file(&args.out, &bytes)?;
+    println!(
+        "delegation for relay {} at site {} written to {}: carry it to the site and put it in \
+         the relay's directory as {}",
+        relay.id(),
+        args.site,
+        args.out.display(),
+        licd_stub::relay::site::DELEGATION_FILE
+    );
+    Ok(())
+}
+
 fn init_logging(format: &str) -> Result<()> {
     init_logging_with(format, "info,rumqttd=warn,rumqttc=warn")
 }
@@ -314,6 +471,21 @@ fn run() -> Result<()> {
             | KeysCommand::Publish { .. }),
         ) => run_trust_keys(command, file.key_dir),
         Command::Admin(cmd) => cli::run(cmd, &cli.client, file.key_dir, now()),
+        Command::Relay(RelayCommand::Init { dir }) => {
+            let key = licd_stub::relay::site::init(&dir)
+                .with_context(|| format!("creating the relay key in {}", dir.display()))?;
+            println!("{}", key.to_hex());
+            eprintln!(
+                "relay key {} created in {}: give the line above to the controller's operator \
+                 (licd-stub delegate --relay-key …) and put the delegation file they return at {}",
+                key.id(),
+                dir.display(),
+                dir.join(licd_stub::relay::site::DELEGATION_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Relay(RelayCommand::Run(args)) => run_relay(args),
+        Command::Delegate(args) => delegate(args, file.key_dir),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);
             file.listen = args.listen.or(file.listen);

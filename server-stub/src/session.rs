@@ -147,8 +147,8 @@ pub(crate) type PublishOrder = tokio::sync::Mutex<()>;
 
 /// A received report, queued for the worker.
 pub(crate) struct Incoming {
-    topic: String,
-    payload: Vec<u8>,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Polls the event loop until shutdown.

@@ -34,6 +34,8 @@ pub struct AgentOptions {
     pub roots: Vec<String>,
     /// Extra TOML appended at the end (e.g. a `[vm]` table).
     pub extra: String,
+    /// `site = …` (site relays, issue 23); `None`: no site.
+    pub site: Option<String>,
     /// `log.level` (default `debug,rumqttc=info`; tests that count log lines use `info`).
     pub log_level: String,
 }
@@ -50,6 +52,7 @@ impl AgentOptions {
             services: vec!["wifi".into()],
             roots: vec![root_hex.into()],
             extra: String::new(),
+            site: None,
             log_level: "debug,rumqttc=info".into(),
         }
     }
@@ -78,8 +81,13 @@ impl AgentOptions {
                 key.display().to_string()
             ));
         }
+        let site = self
+            .site
+            .as_ref()
+            .map(|s| format!("site = {s:?}\n"))
+            .unwrap_or_default();
         format!(
-            "tenant = {:?}\nservices = [{}]\nstate_dir = {:?}\nroots = [{}]\n\n[broker]\n{broker}\n\
+            "{site}tenant = {:?}\nservices = [{}]\nstate_dir = {:?}\nroots = [{}]\n\n[broker]\n{broker}\n\
              [api]\nsocket = {:?}\n\n[log]\nlevel = {:?}\n\n[identity]\ndevice_id = {:?}\n\
              model = \"AP-TEST\"\nserial = \"SN-TEST\"\nproduct_class = \"wireless\"\n\n{}\n",
             self.tenant,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use licd_protocol::{PublicKey, ServiceName, TenantId};
+use licd_protocol::{PublicKey, ServiceName, SiteId, TenantId};
 use serde::Deserialize;
 
 pub mod host;
@@ -152,6 +152,10 @@ impl ConfigError {
 pub struct Config {
     /// Tenant (customer) this device belongs to.
     pub tenant: String,
+    /// Site this device is at (issue 23): a site issuer (relay) delegated for this site may
+    /// license it. Unset: only the controller itself may.
+    #[serde(default)]
+    pub site: Option<String>,
     /// Services this device wants licensed.
     #[serde(default)]
     pub services: Vec<String>,
@@ -367,6 +371,8 @@ pub struct BrokerSettings {
 pub struct Settings {
     /// Tenant.
     pub tenant: TenantId,
+    /// Site (see [`Config::site`]).
+    pub site: Option<SiteId>,
     /// Wanted services.
     pub services: Vec<ServiceName>,
     /// State directory.
@@ -422,6 +428,11 @@ impl Settings {
     pub fn validate(c: Config) -> Result<Self, ConfigError> {
         let tenant = TenantId::new(c.tenant.as_str())
             .map_err(|e| invalid("tenant", format!("{:?}: {e}", c.tenant)))?;
+        let site = c
+            .site
+            .as_deref()
+            .map(|s| SiteId::new(s).map_err(|e| invalid("site", format!("{s:?}: {e}"))))
+            .transpose()?;
         let mut services = Vec::new();
         for s in &c.services {
             let s = ServiceName::new(s.as_str())
@@ -480,6 +491,7 @@ impl Settings {
             .map_err(|err| invalid(err.key(), err.to_string()))?;
         Ok(Settings {
             tenant,
+            site,
             services,
             state_dir: c.state_dir,
             roots,
@@ -658,6 +670,10 @@ mod tests {
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/licd"));
         assert_eq!(s.socket, Some(PathBuf::from("/run/licd/licd.sock")));
         assert_eq!(s.future_tolerance, 300);
+        assert_eq!(
+            s.site, None,
+            "no site: only the controller may license the device"
+        );
     }
 
     #[test]
@@ -699,6 +715,9 @@ mod tests {
             (
                 "tenant = \"a\"\nroots = []\n[broker]\nurl = \"mqtts://h\"\n".to_string(),
                 "roots",
+            ),            (
+                format!("tenant = \"a\"\nsite = \"plant 7\"\nroots = [\"{ROOT}\"]\n[broker]\nurl = \"mqtts://h\"\n"),
+                "site",
             ),
         ];
         for (text, key) in cases {

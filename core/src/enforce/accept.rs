@@ -65,11 +65,18 @@ impl Refusal {
                 E::Truncated(_) | E::Decode(_) | E::Invalid(_) | E::Id(_) => "malformed",
                 E::BadVersion { .. } => "bad_version",
                 E::UnknownKind(_) | E::WrongKind { .. } => "wrong_kind",
-                E::BadSignature | E::BadPublicKey | E::BadCertificateSignature => "bad_signature",
+                E::BadSignature
+                | E::BadPublicKey
+                | E::BadCertificateSignature
+                | E::BadDelegationSignature => "bad_signature",
                 E::UnknownSigner(_) | E::CertificateMismatch { .. } => "untrusted_signer",
                 E::CertificateExpired { .. } | E::CertificateNotYetValid { .. } => {
                     "certificate_validity"
                 }
+                E::DelegationExpired { .. } | E::DelegationNotYetValid { .. } => {
+                    "delegation_validity"
+                }
+                E::DelegationBreach(_) => "delegation_breach",
                 E::SignerRevoked(_) => "signer_revoked",
                 E::RetiredRoot(_) => "retired_root",
                 E::NotSignedByRoot(_) => "not_signed_by_root",

@@ -395,7 +395,10 @@ impl Enforcer {
     /// whose root was retired before it was issued) is dropped — its services become
     /// unlicensed with reason `revoked`, a report is asked for, and later bundles must still
     /// have a higher seq than the dropped one.
-    pub fn set_trust(&mut self, trust: TrustStore, now: UnixTime) -> Vec<Effect> {
+    pub fn set_trust(&mut self, mut trust: TrustStore, now: UnixTime) -> Vec<Effect> {
+        // The site is configuration, not trust state: a new store from the trust records
+        // keeps the configured one.
+        trust.set_site(self.rules.trust.site().cloned());
         self.rules.trust = trust;
         let mut effects = Vec::new();
         let mut causes = Vec::new();

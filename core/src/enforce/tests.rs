@@ -751,3 +751,173 @@ fn a_connected_enforcer_reports_at_refresh_after_once_a_bundle_answers() {
         vec![Effect::Report(ReportCause::Scheduled)]
     );
 }
+
+/// A relay at site `plant-7`, delegated `wifi` for the tenant `acme` with leases of at most
+/// two hours, for the 30 days from `T0 - 60`.
+fn delegation(f: &Fixture) -> licd_protocol::Delegation {
+    licd_protocol::Delegation::issue(
+        &f.signing,
+        PublicKey::from(&key(9).verifying_key()),
+        T0 - 60,
+        T0 + 30 * 86_400,
+        licd_protocol::Constraints {
+            tenant: TenantId::new("acme").unwrap(),
+            site: licd_protocol::SiteId::new("plant-7").unwrap(),
+            max_lease: 2 * LEASE,
+            pools: vec![licd_protocol::SeatPool {
+                service: svc("wifi"),
+                seats: 5,
+            }],
+        },
+    )
+    .unwrap()
+}
+
+fn at_site(f: &Fixture, site: Option<&str>) -> Enforcer {
+    let mut rules = f.rules.clone();
+    rules
+        .trust
+        .set_site(site.map(|s| licd_protocol::SiteId::new(s).unwrap()));
+    let mut e = Enforcer::new(rules, [svc("wifi")]);
+    e.handle(T0 - 60, Input::Connected);
+    e
+}
+
+fn relayed(f: &Fixture, b: &GrantBundle) -> Vec<u8> {
+    licd_protocol::envelope::seal_bundle_delegated(b, &key(9), &f.cert, &delegation(f))
+}
+
+fn refusal_code(effects: &[Effect]) -> Option<&'static str> {
+    effects.iter().find_map(|x| match x {
+        Effect::Refused(r) => Some(r.code()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_device_at_the_delegated_site_is_licensed_by_the_relay_and_keeps_its_site_across_trust_changes()
+{
+    let f = Fixture::new();
+    let mut e = at_site(&f, Some("plant-7"));
+    let effects = e.handle(
+        T0,
+        Input::Bundle(&relayed(&f, &f.bundle(1, T0, vec![grant("wifi", T0)]))),
+    );
+    assert_eq!(refusal_code(&effects), None, "{effects:?}");
+    assert!(e.state(&svc("wifi")).may_run());
+
+    // A trust update (here: an unrelated revocation) keeps the configured site, so the held
+    // relay bundle stays in force...
+    let mut trust = e.trust().clone();
+    trust
+        .accept_revocations(&revoking(
+            &key(1),
+            1,
+            vec![PublicKey::from(&key(77).verifying_key()).id()],
+        ))
+        .unwrap();
+    let effects = e.set_trust(trust, T0 + 5);
+    assert!(
+        !effects
+            .iter()
+            .any(|x| matches!(x, Effect::Distrusted { .. })),
+        "{effects:?}"
+    );
+    assert!(e.state(&svc("wifi")).may_run());
+
+    // ...and revoking the relay's key drops it.
+    let relay = PublicKey::from(&key(9).verifying_key()).id();
+    let mut trust = e.trust().clone();
+    trust
+        .accept_revocations(&revoking(&key(1), 2, vec![relay]))
+        .unwrap();
+    let effects = e.set_trust(trust, T0 + 10);
+    assert!(
+        effects.iter().any(|x| matches!(
+            x,
+            Effect::Distrusted {
+                refusal: Refusal::Protocol(licd_protocol::Error::SignerRevoked(k)),
+                ..
+            } if *k == relay
+        )),
+        "{effects:?}"
+    );
+    assert!(!e.state(&svc("wifi")).may_run());
+}
+
+#[test]
+fn a_relay_overstepping_its_delegation_is_refused_and_changes_nothing() {
+    let f = Fixture::new();
+    let mut e = at_site(&f, Some("plant-7"));
+    e.handle(
+        T0,
+        Input::Bundle(&relayed(&f, &f.bundle(1, T0, vec![grant("wifi", T0)]))),
+    );
+    let before = e.state(&svc("wifi"));
+
+    let mut too_long = grant("wifi", T0 + 10);
+    too_long.lease_until = T0 + 10 + 2 * LEASE + 1;
+    let mut other_service = grant("guest", T0 + 10);
+    other_service.lease_until = T0 + 10 + LEASE;
+    let mut other_tenant = f.bundle(2, T0 + 10, vec![grant("wifi", T0 + 10)]);
+    other_tenant.tenant = TenantId::new("other").unwrap();
+    for (what, bytes, code) in [
+        (
+            "lease too long",
+            relayed(&f, &f.bundle(2, T0 + 10, vec![too_long])),
+            "delegation_breach",
+        ),
+        (
+            "service not delegated",
+            relayed(
+                &f,
+                &f.bundle(2, T0 + 10, vec![grant("wifi", T0 + 10), other_service]),
+            ),
+            "delegation_breach",
+        ),
+        (
+            "another tenant",
+            relayed(&f, &other_tenant),
+            "delegation_breach",
+        ),
+    ] {
+        let effects = e.handle(T0 + 10, Input::Bundle(&bytes));
+        assert_eq!(refusal_code(&effects), Some(code), "{what}: {effects:?}");
+        assert_eq!(e.state(&svc("wifi")), before, "{what} changed the state");
+        assert_eq!(e.held().map(|h| h.bundle.seq), Some(1), "{what}");
+    }
+
+    // After the delegation's end (trusted time: a clock set back does not move `now` back),
+    // a new relay bundle is refused for the delegation's validity.
+    let end = T0 + 30 * 86_400;
+    let effects = e.handle(
+        end,
+        Input::Bundle(&relayed(
+            &f,
+            &f.bundle(3, end - 5, vec![grant("wifi", end - 5)]),
+        )),
+    );
+    assert_eq!(
+        refusal_code(&effects),
+        Some("delegation_validity"),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_device_without_a_site_or_at_another_refuses_every_relay() {
+    let f = Fixture::new();
+    for site in [None, Some("plant-8")] {
+        let mut e = at_site(&f, site);
+        let effects = e.handle(
+            T0,
+            Input::Bundle(&relayed(&f, &f.bundle(1, T0, vec![grant("wifi", T0)]))),
+        );
+        assert_eq!(
+            refusal_code(&effects),
+            Some("delegation_breach"),
+            "{site:?}"
+        );
+        assert!(!e.state(&svc("wifi")).may_run());
+    }
+}
