@@ -63,15 +63,25 @@ fn browser_binaries() -> Option<(PathBuf, PathBuf)> {
         eprintln!("LICD_SKIP_BROWSER=1: browser test skipped");
         return None;
     }
-    // Debian's /usr/bin/chromium is a wrapper script; the binary is under /usr/lib/chromium.
-    let chromium = find_binary(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]);
-    let driver = find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
+    // LICD_CHROMIUM / LICD_CHROMEDRIVER name other installs. Debian's /usr/bin/chromium is a
+    // wrapper script; the binary is under /usr/lib/chromium.
+    let from_env = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .map(|p| p.is_file().then_some(p))
+    };
+    let chromium = from_env("LICD_CHROMIUM")
+        .unwrap_or_else(|| find_binary(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]));
+    let driver = from_env("LICD_CHROMEDRIVER").unwrap_or_else(|| {
+        find_binary(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+    });
     match (chromium, driver) {
         (Some(c), Some(d)) => Some((c, d)),
         (c, d) => panic!(
             "the browser test needs Chromium and chromedriver (found chromium: {c:?}, \
              chromedriver: {d:?}): run scripts/test.sh, which installs them, or \
-             `apt-get install chromium chromium-driver`; set LICD_SKIP_BROWSER=1 to skip it"
+             `apt-get install chromium chromium-driver` (LICD_CHROMIUM and LICD_CHROMEDRIVER \
+             name other installs); set LICD_SKIP_BROWSER=1 to skip it"
         ),
     }
 }

@@ -245,9 +245,9 @@ async fn logout(State(ui): Shared, headers: HeaderMap, Form(form): Form<CsrfForm
 fn device_table(app: &App) -> Result<pages::DeviceTable, crate::StubError> {
     let stub = app.stub();
     let now = stub.now();
-    let views = stub.devices(None)?;
+    // One read of the engine: the seats and the outlooks agree.
     let rows = stub.with_engine(|e| {
-        views
+        e.device_views(None)
             .into_iter()
             .map(|view| {
                 let outlook = e
@@ -339,12 +339,11 @@ async fn show_device(
     };
     let stub = ui.app.stub();
     let now = stub.now();
-    let found = stub.device(&t, &d).and_then(|view| {
-        let outlook = stub.with_engine(|e| e.outlook(&t, &d, now))?;
-        Ok(view.map(|view| pages::DeviceRow {
+    let found = stub.with_engine(|e| {
+        e.device_view(&t, &d).map(|view| pages::DeviceRow {
             view,
-            outlook: outlook.unwrap_or_default(),
-        }))
+            outlook: e.outlook(&t, &d, now).unwrap_or_default(),
+        })
     });
     match found {
         Ok(Some(row)) => page(StatusCode::OK, pages::device(s, &row, diag)),
