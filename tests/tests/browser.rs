@@ -444,6 +444,14 @@ fn an_operator_signs_in_watches_grace_runs_diagnostics_and_unassigns_in_a_real_b
             ),
         )
         .await;
+        // The same render: the newest bundle grants nothing, so nothing is expected to run.
+        let expected = c
+            .find_all(Locator::Css(&format!(
+                r#"{ROW} td.expected [data-service="wifi"]"#
+            )))
+            .await
+            .unwrap();
+        assert!(expected.is_empty(), "wifi still expected on the device");
         let kept = c.execute("return window.licdNoReload;", vec![]).await.unwrap();
         assert_eq!(kept, serde_json::json!(42), "the row changed without a reload");
         let feed = c

@@ -168,7 +168,7 @@ fn outlook_badges(o: &Outlook) -> Markup {
                 @if let Some(until) = state.until() { " until " (fmt_time(until)) }
             }
         }
-        @if o.services.is_empty() { span.hint { "no bundle" } }
+        @if o.services.is_empty() { span.hint { "nothing granted" } }
     }
 }
 
