@@ -20,6 +20,17 @@ if [ "$have_faketime" -eq 0 ]; then
     missing+=(faketime)
 fi
 
+# chromium + chromium-driver: tests/tests/browser.rs drives the stub's dashboard in headless
+# Chromium through chromedriver (it fails without them unless LICD_SKIP_BROWSER=1).
+if [ "${LICD_SKIP_BROWSER:-0}" != 1 ]; then
+    if [ ! -x /usr/lib/chromium/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+        missing+=(chromium)
+    fi
+    if ! command -v chromedriver >/dev/null 2>&1; then
+        missing+=(chromium-driver)
+    fi
+fi
+
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "test.sh: installing ${missing[*]}" >&2
     sudo=()

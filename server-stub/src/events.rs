@@ -12,7 +12,7 @@ const CAPACITY: usize = 256;
 /// One thing that happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StubEvent {
-    /// `report`, `refused`, `bundle` or `operator`.
+    /// `report`, `refused`, `bundle`, `operator` or `link` (the controller's broker link).
     pub kind: &'static str,
     /// Tenant, when the event concerns one device.
     pub tenant: Option<String>,

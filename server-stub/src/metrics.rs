@@ -260,6 +260,15 @@ pub fn render(stub: &StubHandle) -> Result<String, StubError> {
 
 /// `GET /metrics` (admin server, the MSP's read or admin token: the labels name every
 /// tenant's devices and subscriptions, so a tenant-scoped token gets a 403).
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
+    description = "The controller's metrics in the OpenMetrics text format (Prometheus scrapes \
+it): reports and bundles, refusals by code, devices' services by state, seats per SKU, the MQTT \
+session, ledger latency. The MSP's read or admin tokens only.",
+    responses((status = 200, description = "OpenMetrics text", body = String,
+               content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+              (status = 403, description = "A tenant token: the metrics name every tenant's devices",
+               body = crate::admin::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub(crate) async fn serve(
     axum::extract::State(app): axum::extract::State<crate::admin::App>,
     scope: crate::admin::scope::TokenScope,

@@ -151,6 +151,17 @@ pub(crate) struct Incoming {
     pub(crate) payload: Vec<u8>,
 }
 
+/// Tells live views (the dashboard) that the controller's broker link came up or went down:
+/// once per change, not per reconnect attempt.
+fn link_event(stats: &Stats, text: impl Into<String>) {
+    stats.events.send(crate::events::StubEvent {
+        kind: "link",
+        tenant: None,
+        device: None,
+        text: text.into(),
+    });
+}
+
 /// Polls the event loop until shutdown.
 // Each argument is a channel or shared state the loop uses once; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -187,7 +198,9 @@ pub(crate) async fn run_eventloop(
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(?ack.return_codes, "subscribed");
-                ready.send_replace(true);
+                if !ready.send_replace(true) {
+                    link_event(&stats, "controller connected to the broker and subscribed");
+                }
             }
             // Presence arrives only while a diagnostic request waits on that device.
             Ok(Event::Incoming(Packet::Publish(p)))
@@ -219,7 +232,9 @@ pub(crate) async fn run_eventloop(
             }
             Ok(_) => {}
             Err(e) => {
-                ready.send_replace(false);
+                if ready.send_replace(false) {
+                    link_event(&stats, format!("controller lost the broker: {e}"));
+                }
                 // The next ConnAck subscribes again.
                 subscriptions = Subscriptions::default();
                 let held = connected_at.take().map(|t| t.elapsed());

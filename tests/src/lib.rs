@@ -9,6 +9,7 @@
 //! - [`bundle`]: [`BundleBuilder`], signed grant bundles from defaults a test overrides;
 //! - [`wait`]: waiting on a condition with a timeout (no fixed sleeps);
 //! - [`net`]: free loopback ports;
+//! - [`relay`]: a TCP relay a test cuts and heals (the controller's broker link alone);
 //! - [`state`]: a temporary state directory for an agent;
 //! - [`process`]: the freshly built `licd` binary and child processes that are killed on drop;
 //! - [`fleet`]: the fleet simulator (N real agents in one process against mosquitto and the
@@ -26,6 +27,7 @@ pub mod mosquitto;
 pub mod net;
 pub mod pki;
 pub mod process;
+pub mod relay;
 pub mod scene;
 pub mod state;
 pub mod wait;

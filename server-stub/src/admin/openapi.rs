@@ -70,6 +70,7 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::meraki::compliance_statuses,
         handlers::meraki::coterm_licenses,
         handlers::meraki::move_coterm_licenses,
+        crate::metrics::serve,
     ),
     components(schemas(Id, Time, LicenseRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),
@@ -80,7 +81,7 @@ a request it allows whose values contradict each other. A method a path does not
         (name = "devices", description = "Devices, their grants and bundles"),
         (name = "licenses", description = "Snow-style licenses, assignments, bulk update (seed 003)"),
         (name = "offline", description = "Licensing by file: activation requests, grant files, release receipts (issue 18)"),
-        (name = "meta", description = "Liveness"),
+        (name = "meta", description = "Liveness and metrics"),
     )
 )]
 pub struct ApiDoc;
@@ -162,7 +163,8 @@ impl Modify for ErrorResponses {
                 .or_insert_with(|| RefOr::Ref(Ref::new(format!("#/components/responses/{name}"))));
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let api = path.starts_with("/api/");
+            // `/metrics` sits behind the same token check and rate limit as the API.
+            let api = path.starts_with("/api/") || path == "/metrics";
             for (method, op) in [
                 (HttpMethod::Get, item.get.as_mut()),
                 (HttpMethod::Post, item.post.as_mut()),

@@ -18,6 +18,7 @@ mod bundle;
 pub mod manage;
 pub mod offline;
 pub mod ops;
+pub mod outlook;
 mod report;
 
 #[cfg(test)]

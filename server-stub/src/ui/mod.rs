@@ -240,6 +240,31 @@ async fn logout(State(ui): Shared, headers: HeaderMap, Form(form): Form<CsrfForm
         .into_response()
 }
 
+/// The devices table: each device with its outlook, the controller's broker link, and when
+/// the table changes next by time alone.
+fn device_table(app: &App) -> Result<pages::DeviceTable, crate::StubError> {
+    let stub = app.stub();
+    let now = stub.now();
+    // One read of the engine: the seats and the outlooks agree.
+    let rows = stub.with_engine(|e| {
+        e.device_views(None)
+            .into_iter()
+            .map(|view| {
+                let outlook = e
+                    .outlook(&view.tenant, &view.device, now)
+                    .unwrap_or_default();
+                pages::DeviceRow { view, outlook }
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let next = rows.iter().filter_map(|r| r.outlook.next_change).min();
+    Ok(pages::DeviceTable {
+        rows,
+        linked: stub.is_connected(),
+        refresh_in: next.map(|t| t.saturating_sub(now)),
+    })
+}
+
 fn gather(app: &App) -> Result<pages::Overview, crate::StubError> {
     let stub = app.stub();
     let now = stub.now();
@@ -265,7 +290,7 @@ fn gather(app: &App) -> Result<pages::Overview, crate::StubError> {
     })?;
     Ok(pages::Overview {
         customers,
-        devices: stub.devices(None)?,
+        devices: device_table(app)?,
         subscriptions: stub.subscriptions()?,
         compliance,
         policies,
@@ -286,7 +311,7 @@ async fn devices_fragment(State(ui): Shared, headers: HeaderMap) -> Response {
     if ui.session(&headers).is_none() {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    match ui.app.stub().devices(None) {
+    match device_table(&ui.app) {
         Ok(d) => Html(pages::devices_fragment(&d).into_string()).into_response(),
         Err(e) => internal(None, e),
     }
@@ -312,8 +337,16 @@ async fn show_device(
             "No such device.",
         );
     };
-    match ui.app.stub().device(&t, &d) {
-        Ok(Some(view)) => page(StatusCode::OK, pages::device(s, &view, diag)),
+    let stub = ui.app.stub();
+    let now = stub.now();
+    let found = stub.with_engine(|e| {
+        e.device_view(&t, &d).map(|view| pages::DeviceRow {
+            view,
+            outlook: e.outlook(&t, &d, now).unwrap_or_default(),
+        })
+    });
+    match found {
+        Ok(Some(row)) => page(StatusCode::OK, pages::device(s, &row, diag)),
         Ok(None) => refused(
             Some(s),
             StatusCode::NOT_FOUND,
@@ -379,36 +412,63 @@ async fn run_diag(
     show_device(&ui, &s, &tenant, &device, Some(result)).await
 }
 
+/// Why a form action did not happen: the status and the line the refusal page shows.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn no_such_device() -> Self {
+        Self(StatusCode::NOT_FOUND, "No such device.".into())
+    }
+
+    /// The controller refused the change (bad selection, unknown device, ledger error).
+    fn unprocessable(e: impl std::fmt::Display) -> Self {
+        Self(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
+
+    fn bad_request(text: String) -> Self {
+        Self(StatusCode::BAD_REQUEST, text)
+    }
+}
+
+/// The shape of every dashboard action that changes something: check the session, the
+/// form's CSRF token and admin rights, run `action` as that session, then redirect to the
+/// path it returns (post/redirect/get: a reload does not post again) or show its refusal.
+async fn form_action<F, Fut>(ui: &Ui, headers: &HeaderMap, csrf: &str, action: F) -> Response
+where
+    F: FnOnce(Session) -> Fut,
+    Fut: std::future::Future<Output = Result<String, Refusal>>,
+{
+    let s = match ui.form_session(headers, csrf, true) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match action(s.clone()).await {
+        Ok(to) => Redirect::to(&to).into_response(),
+        Err(Refusal(status, text)) => {
+            let title = if status == StatusCode::NOT_FOUND {
+                "Not found"
+            } else {
+                "Refused"
+            };
+            refused(Some(&s), status, title, &text)
+        }
+    }
+}
+
 async fn reissue(
     State(ui): Shared,
     headers: HeaderMap,
     Path((tenant, device)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let s = match ui.form_session(&headers, &form.csrf, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let Some((t, d)) = ids(&tenant, &device) else {
-        return refused(
-            Some(&s),
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "No such device.",
-        );
-    };
-    match ui.app.stub().reissue(&t, &d).await {
-        Ok(()) => {
-            tracing::info!(token = %s.principal.name, %t, %d, "dashboard: bundle reissued");
-            Redirect::to(&format!("/ui/devices/{t}/{d}")).into_response()
-        }
-        Err(e) => refused(
-            Some(&s),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Refused",
-            &e.to_string(),
-        ),
-    }
+    let stub = ui.app.stub();
+    form_action(&ui, &headers, &form.csrf, |s| async move {
+        let (t, d) = ids(&tenant, &device).ok_or_else(Refusal::no_such_device)?;
+        stub.reissue(&t, &d).await.map_err(Refusal::unprocessable)?;
+        tracing::info!(token = %s.principal.name, %t, %d, "dashboard: bundle reissued");
+        Ok(format!("/ui/devices/{t}/{d}"))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -426,60 +486,38 @@ async fn auto_licensing(
     headers: HeaderMap,
     Form(form): Form<AutoLicensingForm>,
 ) -> Response {
-    let s = match ui.form_session(&headers, &form.csrf, true) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let bad = |text: String| refused(Some(&s), StatusCode::BAD_REQUEST, "Refused", &text);
-    let service = match ServiceName::new(form.service.trim()) {
-        Ok(v) => v,
-        Err(e) => return bad(format!("service: {e}")),
-    };
-    let selection = match form.customer.trim() {
-        "" => Selection::all(),
-        c => match TenantId::new(c) {
-            Ok(t) => Selection::only([t]),
-            Err(e) => return bad(format!("customer: {e}")),
-        },
-    };
     let stub = ui.app.stub();
-    let done = match form.action.as_str() {
-        "enable" => stub
-            .enable_auto_licensing(&selection, std::slice::from_ref(&service), false)
-            .await
-            .map(drop),
-        "unassign" => {
-            stub.unassign(&selection, std::slice::from_ref(&service))
+    form_action(&ui, &headers, &form.csrf, |s| async move {
+        let service = ServiceName::new(form.service.trim())
+            .map_err(|e| Refusal::bad_request(format!("service: {e}")))?;
+        let (selection, whom) = match form.customer.trim() {
+            "" => (Selection::all(), "all customers".to_string()),
+            c => {
+                let t = TenantId::new(c)
+                    .map_err(|e| Refusal::bad_request(format!("customer: {e}")))?;
+                (Selection::only([t]), c.to_string())
+            }
+        };
+        let services = std::slice::from_ref(&service);
+        match form.action.as_str() {
+            "enable" => stub
+                .enable_auto_licensing(&selection, services, false)
                 .await
+                .map(drop),
+            "unassign" => stub.unassign(&selection, services).await,
+            other => return Err(Refusal::bad_request(format!("unknown action {other:?}"))),
         }
-        other => return bad(format!("unknown action {other:?}")),
-    };
-    match done {
-        Ok(()) => {
-            let whom = if form.customer.trim().is_empty() {
-                "all customers".to_string()
-            } else {
-                form.customer.trim().to_string()
-            };
-            tracing::info!(token = %s.principal.name, action = %form.action, %service, customers = %whom, "dashboard: auto-licensing");
-            stub.events().send(crate::events::StubEvent {
-                kind: "operator",
-                tenant: None,
-                device: None,
-                text: format!(
-                    "{} {service} for {whom} by {}",
-                    form.action, s.principal.name
-                ),
-            });
-            Redirect::to("/ui/").into_response()
-        }
-        Err(e) => refused(
-            Some(&s),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Refused",
-            &e.to_string(),
-        ),
-    }
+        .map_err(Refusal::unprocessable)?;
+        tracing::info!(token = %s.principal.name, action = %form.action, %service, customers = %whom, "dashboard: auto-licensing");
+        stub.events().send(crate::events::StubEvent {
+            kind: "operator",
+            tenant: None,
+            device: None,
+            text: format!("{} {service} for {whom} by {}", form.action, s.principal.name),
+        });
+        Ok("/ui/".to_string())
+    })
+    .await
 }
 
 /// The live feed: one SSE message per [`crate::events::StubEvent`], JSON; a listener that

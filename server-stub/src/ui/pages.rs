@@ -10,7 +10,9 @@ use maud::{html, Markup, DOCTYPE};
 use super::session::Session;
 use crate::engine::compliance::ComplianceReport;
 use crate::engine::model::{Customer, CustomerKind, SubscriptionStatus};
+use crate::engine::outlook::Outlook;
 use crate::engine::views::{DeviceView, ServiceState, SubscriptionView};
+use licd_core::enforce::ServiceState as ExpectedState;
 
 /// Everything the overview shows.
 #[derive(Debug)]
@@ -18,13 +20,34 @@ pub struct Overview {
     /// Customers.
     pub customers: Vec<Customer>,
     /// Devices.
-    pub devices: Vec<DeviceView>,
+    pub devices: DeviceTable,
     /// Subscriptions with seats.
     pub subscriptions: Vec<SubscriptionView>,
     /// Compliance of each customer.
     pub compliance: Vec<ComplianceReport>,
     /// Services with an auto-licensing policy.
     pub policies: Vec<String>,
+}
+
+/// A device with what it is expected to make of its newest bundle.
+#[derive(Debug)]
+pub struct DeviceRow {
+    /// The controller's view.
+    pub view: DeviceView,
+    /// The device's expected states.
+    pub outlook: Outlook,
+}
+
+/// The devices table (the overview's, and the fragment the page re-fetches).
+#[derive(Debug)]
+pub struct DeviceTable {
+    /// The devices.
+    pub rows: Vec<DeviceRow>,
+    /// The controller's MQTT session is connected and subscribed.
+    pub linked: bool,
+    /// Seconds until an expected state changes by time alone (the page refreshes the table
+    /// then: a lease running out sends no message).
+    pub refresh_in: Option<u64>,
 }
 
 fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
@@ -105,12 +128,12 @@ fn service_badge(service: &str, state: &ServiceState) -> Markup {
         ServiceState::Granted { sku, .. } => ("ok", format!("granted ({sku})")),
         ServiceState::Withheld { reason } => ("bad", format!("withheld: {}", reason_name(*reason))),
     };
-    let state_name = match state {
-        ServiceState::Granted { .. } => "granted",
-        ServiceState::Withheld { .. } => "withheld",
+    let (state_name, reason) = match state {
+        ServiceState::Granted { .. } => ("granted", None),
+        ServiceState::Withheld { reason } => ("withheld", Some(reason_name(*reason))),
     };
     html! {
-        span class={"badge " (class)} data-service=(service) data-state=(state_name) {
+        span class={"badge " (class)} data-service=(service) data-state=(state_name) data-reason=[reason] {
             strong { (service) } " " (label)
         }
     }
@@ -131,13 +154,41 @@ fn device_href(d: &DeviceView) -> String {
     format!("/ui/devices/{}/{}", d.tenant, d.device)
 }
 
-fn device_rows(devices: &[DeviceView]) -> Markup {
+fn outlook_badges(o: &Outlook) -> Markup {
     html! {
-        table #"devices-table" {
+        @for (service, state) in &o.services {
+            @let class = match state {
+                ExpectedState::Licensed { .. } => "ok",
+                ExpectedState::Grace { .. } => "warn",
+                ExpectedState::Unlicensed { .. } => "bad",
+            };
+            span class={"badge " (class)} data-service=(service) data-expected=(state.name()) {
+                strong { (service) } " " (state.name())
+                @if let Some(r) = state.reason() { " (" (r.name()) ")" }
+                @if let Some(until) = state.until() { " until " (fmt_time(until)) }
+            }
+        }
+        @if o.services.is_empty() { span.hint { "nothing granted" } }
+    }
+}
+
+fn device_rows(t: &DeviceTable) -> Markup {
+    html! {
+        @if t.linked {
+            p.link.ok #"broker-link" data-connected="true" { "Controller's broker link: connected." }
+        } @else {
+            p.link.bad #"broker-link" data-connected="false" {
+                "Controller's broker link: down. Reports go unheard and leases are not renewed: "
+                "devices fall into grace when their lease ends."
+            }
+        }
+        table #"devices-table" data-refresh-in=[t.refresh_in] {
             thead { tr { th { "Tenant" } th { "Device" } th { "Model" } th { "Class" }
-                th { "Last report" } th { "Bundle seq (held)" } th { "Services" } } }
+                th { "Last report" } th { "Bundle seq (held)" } th { "Seats (controller)" }
+                th { "On the device (expected)" } } }
             tbody {
-                @for d in devices {
+                @for row in &t.rows {
+                    @let d = &row.view;
                     tr data-device={(d.tenant) "/" (d.device)} {
                         td { (d.tenant) }
                         td { a href=(device_href(d)) { (d.device) } }
@@ -150,6 +201,7 @@ fn device_rows(devices: &[DeviceView]) -> Markup {
                                 (service_badge(service.as_str(), state))
                             }
                         }
+                        td.expected { (outlook_badges(&row.outlook)) }
                     }
                 }
             }
@@ -179,7 +231,7 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                         tr data-customer=(c.id) {
                             td { (c.id) } td { (c.name) }
                             td { @match c.kind { CustomerKind::Msp => "MSP", CustomerKind::Tenant => "tenant" } }
-                            td { (o.devices.iter().filter(|d| d.tenant == c.id).count()) }
+                            td { (o.devices.rows.iter().filter(|r| r.view.tenant == c.id).count()) }
                         }
                     } }
                 }
@@ -253,13 +305,14 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
 }
 
 /// The devices table alone (what the overview's script re-fetches when events arrive).
-pub fn devices_fragment(devices: &[DeviceView]) -> Markup {
+pub fn devices_fragment(devices: &DeviceTable) -> Markup {
     device_rows(devices)
 }
 
 /// One device: its last report as the ledger holds it, its bundle, its services, actions and
 /// (after a run) its diagnostic report.
-pub fn device(session: &Session, d: &DeviceView, diag: Option<Result<String, String>>) -> Markup {
+pub fn device(session: &Session, row: &DeviceRow, diag: Option<Result<String, String>>) -> Markup {
+    let d = &row.view;
     layout(
         d.device.as_str(),
         Some(session),
@@ -280,6 +333,10 @@ pub fn device(session: &Session, d: &DeviceView, diag: Option<Result<String, Str
             div.services #"device-services" data-device={(d.tenant) "/" (d.device)} {
                 @for (service, state) in &d.services { (service_badge(service.as_str(), state)) }
             }
+            h2 { "On the device (expected)" }
+            p.hint { "What the device makes of the newest bundle issued to it, by the device's own rules: "
+                "licensed until the lease or term ends, then grace." }
+            div.services #"device-expected" { (outlook_badges(&row.outlook)) }
             h2 { "Actions" }
             @let base = device_href(d);
             form.inline #"run-diag" method="post" action={(base) "/diag"} {

@@ -1,6 +1,8 @@
 // licd-stub dashboard: the live event feed (Server-Sent Events from /ui/events) and, on the
-// overview, a refresh of the devices table when a report or bundle arrives. Text goes into the
-// page with textContent only; the refreshed table is HTML the server rendered and escaped.
+// overview, a refresh of the devices table when an event arrives or when a device's expected
+// state changes by time alone (a lease running out sends no message: the table says when,
+// in data-refresh-in). Text goes into the page with textContent only; the refreshed table is
+// HTML the server rendered and escaped.
 "use strict";
 
 (function () {
@@ -10,14 +12,31 @@
   }
   var live = document.getElementById("devices-live");
   var pending = null;
+  var timed = null;
+
+  // Refresh once more when the soonest expected state changes (at most an hour ahead: the
+  // table is re-rendered long before then anyway).
+  function scheduleTimed() {
+    if (timed !== null) { clearTimeout(timed); timed = null; }
+    var table = document.getElementById("devices-table");
+    var secs = table ? parseInt(table.getAttribute("data-refresh-in"), 10) : NaN;
+    if (!isNaN(secs) && secs >= 0) {
+      timed = setTimeout(function () { timed = null; refreshDevices(); },
+                         Math.min(secs, 3600) * 1000 + 500);
+    }
+  }
 
   function refreshDevices() {
     pending = null;
     fetch("/ui/fragments/devices", { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) { if (html !== null && live) { live.innerHTML = html; } })
+      .then(function (html) {
+        if (html !== null && live) { live.innerHTML = html; scheduleTimed(); }
+      })
       .catch(function () {});
   }
+
+  if (live) { scheduleTimed(); }
 
   var source = new EventSource(list.getAttribute("data-source"));
   source.onmessage = function (msg) {
