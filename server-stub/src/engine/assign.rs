@@ -423,13 +423,15 @@ impl Engine {
         })
     }
 
-    /// Replaces every assignment of `kind` of license `r` with `reqs` (all of them checked
-    /// first: one bad request changes nothing). Computers left out lose the service.
+    /// Replaces every assignment of `kind` of license `r` that `visible` selects (a tenant
+    /// token's own; every one for the MSP) with `reqs` (all of them checked first: one bad
+    /// request changes nothing). Computers left out lose the service.
     pub fn replace_assignments(
         &mut self,
         r: &LicenseRef,
         kind: AssignmentKind,
         reqs: Vec<AssignmentRequest>,
+        visible: &dyn Fn(&AssignmentView) -> bool,
         now: UnixTime,
     ) -> Result<Effects, EngineError> {
         self.license(r)?;
@@ -459,7 +461,7 @@ impl Engine {
             let ids: Vec<String> = e
                 .assignments_of(r, kind, now)?
                 .into_iter()
-                .filter(|a| !a.is_auto_allocated)
+                .filter(|a| !a.is_auto_allocated && visible(a))
                 .map(|a| a.id)
                 .collect();
             for id in ids.iter().filter(|id| !seen.contains(*id)) {
@@ -478,17 +480,20 @@ impl Engine {
         })
     }
 
-    /// Deletes every assignment of `kind` of license `r`. For computers that is every seat of
-    /// the license, auto-licensed ones included: each of those devices loses the service.
+    /// Deletes every assignment of `kind` of license `r` that `visible` selects. For
+    /// computers that is every seat of the license, auto-licensed ones included: each of those
+    /// devices loses the service.
     pub fn delete_assignments(
         &mut self,
         r: &LicenseRef,
         kind: AssignmentKind,
+        visible: &dyn Fn(&AssignmentView) -> bool,
         now: UnixTime,
     ) -> Result<Effects, EngineError> {
         let ids: Vec<String> = self
             .assignments_of(r, kind, now)?
             .into_iter()
+            .filter(|a| visible(a))
             .map(|a| a.id)
             .collect();
         self.atomically(|e| {

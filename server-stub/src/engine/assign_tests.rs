@@ -157,12 +157,12 @@ fn replacing_all_computer_assignments_revokes_the_left_out_and_checks_all_first(
     // One bad item (unknown device) and nothing changes.
     let bad = vec![computer("a", "ap1", 1), computer("a", "ghost", 1)];
     assert!(e
-        .replace_assignments(&l, AssignmentKind::Computer, bad, T0)
+        .replace_assignments(&l, AssignmentKind::Computer, bad, &|_| true, T0)
         .is_err());
     assert_eq!(e.state(), &before);
     let twice = vec![computer("a", "ap1", 1), computer("a", "ap1", 1)];
     assert!(matches!(
-        e.replace_assignments(&l, AssignmentKind::Computer, twice, T0),
+        e.replace_assignments(&l, AssignmentKind::Computer, twice, &|_| true, T0),
         Err(EngineError::InvalidAssignment(_))
     ));
     // Explicit ap1 only: the auto-allocated seats stay, ap1's becomes the operator's.
@@ -171,6 +171,7 @@ fn replacing_all_computer_assignments_revokes_the_left_out_and_checks_all_first(
             &l,
             AssignmentKind::Computer,
             vec![computer("a", "ap1", 1)],
+            &|_| true,
             T0,
         )
         .unwrap();
@@ -184,7 +185,7 @@ fn replacing_all_computer_assignments_revokes_the_left_out_and_checks_all_first(
     assert_eq!(explicit, ["a:ap1"]);
     // Delete all: every device of the license loses the service.
     let fx = e
-        .delete_assignments(&l, AssignmentKind::Computer, T0 + 1)
+        .delete_assignments(&l, AssignmentKind::Computer, &|_| true, T0 + 1)
         .unwrap();
     for d in ["ap1", "ap2", "ap3"] {
         let b = bundle_for(&fx, &dev("a", d)).unwrap();
@@ -357,7 +358,9 @@ fn organization_site_and_user_assignments_are_records_with_a_summary() {
     ));
     // Records do not use seats.
     assert_eq!(e.assigned_seats(&l.subscription, &l.sku), 2);
-    let _ = e.delete_assignments(&l, AssignmentKind::User, T0).unwrap();
+    let _ = e
+        .delete_assignments(&l, AssignmentKind::User, &|_| true, T0)
+        .unwrap();
     assert!(!e.assignment_summary(&l, T0).unwrap().user);
 }
 
@@ -449,9 +452,10 @@ mod props {
                         &l,
                         AssignmentKind::Computer,
                         v.into_iter().map(|(d, q)| computer("a", &host(d), q)).collect(),
+                        &|_| true,
                         now,
                     ),
-                    Op::DeleteAll => e.delete_assignments(&l, AssignmentKind::Computer, now),
+                    Op::DeleteAll => e.delete_assignments(&l, AssignmentKind::Computer, &|_| true, now),
                     Op::Dc(q) => e.put_assignment(&l, other(AssignmentKind::Datacenter, "dc", q), PutMode::Add, now),
                     Op::DeleteDc => e.delete_assignment(&l, AssignmentKind::Datacenter, "dc", now),
                     Op::Place(d, p) => e.place_device(&dev("a", &host(d)), p.then(|| "dc".to_string()), now),
