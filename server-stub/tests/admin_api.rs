@@ -1597,7 +1597,7 @@ async fn snow_computer_assignments_add_list_show_replace_and_delete() {
     );
     // Refusals: unknown computer, license, malformed ids.
     for (path, body, status) in [
-        (base.to_string(), json!({"computerId": "acme:nope"}), 404),
+        (base.to_string(), json!({"computerId": "acme:nope"}), 422),
         (
             base.replace("SUB-1", "SUB-9"),
             json!({"computerId": "acme:ap-1"}),
@@ -1761,7 +1761,7 @@ async fn snow_datacenter_organization_site_and_user_assignments() {
             json!({"organizationId": "ghost"}),
         )
         .await;
-    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+    assert_eq!((s, code(&v)), (422, "unprocessable"), "{v}");
     let (s, v) = lab
         .post(&format!("{lic}/site"), json!({"organizationId": "beta"}))
         .await;

@@ -321,9 +321,11 @@ fn plain_id(field: &str, v: &str) -> ApiResult<()> {
 
 impl IntoRequest for ComputerAssignmentRequest {
     fn into_request(self, e: &Engine, scope: &TokenScope) -> ApiResult<AssignmentRequest> {
+        // A target the body names that does not exist (or the token does not see) is a 422:
+        // the request's resource is the license, which exists.
         let unknown = || {
-            ApiError::not_found(format!(
-                "unknown computer {:?} (a device: <tenant>:<device>)",
+            ApiError::unprocessable(format!(
+                "assignment: unknown computer {:?} (a device: <tenant>:<device>)",
                 self.computer_id
             ))
         };
@@ -374,7 +376,27 @@ impl IntoRequest for DatacenterAssignmentRequest {
 
 fn organization(scope: &TokenScope, id: &str) -> ApiResult<()> {
     plain_id("organizationId", id)?;
-    scope.customer(&tenant_id(id)?)
+    if scope.sees(&tenant_id(id)?) {
+        Ok(())
+    } else {
+        // The engine's words for a customer that does not exist (see `target_error`).
+        Err(target_error(EngineError::UnknownCustomer(tenant_id(id)?)).into())
+    }
+}
+
+/// A target a body names that does not exist is the request's fault, not a missing
+/// resource: 422 (the path's license exists), the same whether it is missing or another
+/// tenant's.
+fn target_error(e: EngineError) -> EngineError {
+    match e {
+        EngineError::UnknownCustomer(c) => {
+            EngineError::InvalidAssignment(format!("unknown customer {c}"))
+        }
+        EngineError::UnknownDevice(t, d) => {
+            EngineError::InvalidAssignment(format!("unknown computer \"{t}:{d}\""))
+        }
+        other => other,
+    }
 }
 
 impl IntoRequest for OrganizationAssignmentRequest {
@@ -454,7 +476,10 @@ async fn put<R: IntoRequest>(
         one(app, scope, id, kind_of(&req.target), path_id)?;
     }
     app.stub()
-        .apply(move |e, now| Ok(((), e.put_assignment(&r, req, mode, now)?)))
+        .apply(move |e, now| {
+            let fx = e.put_assignment(&r, req, mode, now).map_err(target_error)?;
+            Ok(((), fx))
+        })
         .await?;
     Ok(target)
 }
@@ -500,7 +525,9 @@ async fn replace_all<R: IntoRequest>(
     let scope = scope.clone();
     app.stub()
         .apply(move |e, now| {
-            let fx = e.replace_assignments(&r, kind, reqs, &|a| visible(&scope, a), now)?;
+            let fx = e
+                .replace_assignments(&r, kind, reqs, &|a| visible(&scope, a), now)
+                .map_err(target_error)?;
             Ok(((), fx))
         })
         .await?;
@@ -700,9 +727,9 @@ macro_rules! kind_handlers {
             params(("id" = LicenseRefSchema, Path, description = "License id `<subscriptionId>:<sku>`")),
             request_body = $req,
             responses((status = 201, body = AssignmentCreated),
-                      (status = 404, description = "No such license, or the target does not exist", body = ErrorBody),
+                      (status = 404, description = "No such license", body = ErrorBody),
                       (status = 409, description = "The assignment exists, or the license has too few free seats", body = ErrorBody),
-                      (status = 422, description = "The license cannot have this assignment (product class, a customer that may not use it)", body = ErrorBody)),
+                      (status = 422, description = "The target does not exist, or the license cannot have it (product class, a customer that may not use it)", body = ErrorBody)),
             security(("bearer" = [])))]
         pub async fn $add(
             State(app): State<App>,
@@ -719,9 +746,9 @@ macro_rules! kind_handlers {
             params(("id" = LicenseRefSchema, Path, description = "License id `<subscriptionId>:<sku>`")),
             request_body = Vec<$req>,
             responses((status = 200, body = $page),
-                      (status = 404, description = "No such license, or a target does not exist", body = ErrorBody),
+                      (status = 404, description = "No such license", body = ErrorBody),
                       (status = 409, description = "The license has too few free seats", body = ErrorBody),
-                      (status = 422, description = "A target is listed twice, or the license cannot have one of them", body = ErrorBody)),
+                      (status = 422, description = "A target is listed twice, does not exist, or the license cannot have it", body = ErrorBody)),
             security(("bearer" = [])))]
         pub async fn $replace_all(
             State(app): State<App>,
@@ -792,7 +819,7 @@ macro_rules! kind_handlers {
             responses((status = 200, body = $dto),
                       (status = 404, description = "No such license or assignment", body = ErrorBody),
                       (status = 409, description = "The license has too few free seats", body = ErrorBody),
-                      (status = 422, description = "The body names another target than the path, or the license cannot have it", body = ErrorBody)),
+                      (status = 422, description = "The body names another target than the path, one that does not exist, or the license cannot have it", body = ErrorBody)),
             security(("bearer" = [])))]
         pub async fn $replace(
             State(app): State<App>,
@@ -998,9 +1025,9 @@ pub async fn show_site(
     params(("id" = LicenseRefSchema, Path, description = "License id `<subscriptionId>:<sku>`")),
     request_body = SiteAssignmentRequest,
     responses((status = 201, body = AssignmentCreated),
-              (status = 404, description = "No such license or organization", body = ErrorBody),
+              (status = 404, description = "No such license", body = ErrorBody),
               (status = 409, description = "The license has a site assignment", body = ErrorBody),
-              (status = 422, description = "The organization may not use the license", body = ErrorBody)),
+              (status = 422, description = "The organization does not exist or may not use the license", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn add_site(
     State(app): State<App>,
