@@ -782,13 +782,15 @@ async fn every_request_body_refuses_an_unknown_field_by_name() {
                 .collect::<Vec<_>>()
                 .join("/");
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            // A list body (Snow's replace-all) gets the typo in its item.
+            let body =
+                if op["requestBody"]["content"]["application/json"]["schema"]["type"] == "array" {
+                    json!([{"zz_typo": true}])
+                } else {
+                    json!({"zz_typo": true})
+                };
             let (s, v, _) = lab
-                .call(
-                    method.clone(),
-                    &path,
-                    Some(&lab.admin),
-                    Some(json!({"zz_typo": true})),
-                )
+                .call(method.clone(), &path, Some(&lab.admin), Some(body))
                 .await;
             assert_eq!(
                 (s, code(&v)),
@@ -1500,5 +1502,308 @@ async fn a_change_the_ledger_refuses_is_undone_and_later_writes_go_through() {
         )
         .unwrap();
     assert_eq!(stored, 3);
+    lab.stop().await;
+}
+
+/// The state of `service` on a device, as `GET /api/v1/devices/{t}/{d}` shows it.
+async fn service_state(lab: &Lab, tenant: &str, device: &str, service: &str) -> Value {
+    let (s, v) = lab.get(&format!("/api/v1/devices/{tenant}/{device}")).await;
+    assert_eq!(s, 200, "{v}");
+    v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["service"] == service)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Issue 21 item 3: a license's computer assignments over HTTP — add (and its refusals),
+/// list with the seed's filter and paging, show, replace, delete one (the device's service is
+/// withheld `Unassigned`), the summary, delete all.
+#[tokio::test]
+async fn snow_computer_assignments_add_list_show_replace_and_delete() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    for d in ["ap-1", "ap-2"] {
+        lab.report("acme", d, "ap", &["wifi"], None).await;
+    }
+    let base = "/api/v1/licenses/SUB-1:LIC-AP/assignments/computers";
+    let (s, v) = lab.post(base, json!({"computerId": "acme:ap-1"})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["id"], "acme:ap-1");
+    let (s, v) = lab.post(base, json!({"computerId": "acme:ap-1"})).await;
+    assert_eq!((s, code(&v)), (409, "conflict"), "{v}");
+    // One seat is left: a quantity of 2 does not fit.
+    let (s, v) = lab
+        .post(base, json!({"computerId": "ap-2", "quantity": 2}))
+        .await;
+    assert_eq!((s, code(&v)), (409, "conflict"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("1 free"));
+    let (s, v) = lab
+        .post(
+            base,
+            json!({"computerId": "ap-2", "virtualMachines": ["vm-1"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        service_state(&lab, "acme", "ap-2", "wifi").await["state"],
+        "granted"
+    );
+    // The list, the seed's filter and page numbers.
+    let (s, v) = lab.get(base).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    let (s, v) = lab
+        .get(&format!(
+            "{base}?filter=computerId%20-eq%20%22ap-2%22&page_number=1&page_size=1"
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"][0]["computerId"], "ap-2");
+    assert_eq!(v["items"][0]["applicationId"], "wifi");
+    // VMs named for a license without VM use rights.
+    assert_eq!(
+        v["items"][0]["invalidAssignmentReasons"],
+        json!(["noVmUseRights"])
+    );
+    let (s, v) = lab.get(&format!("{base}?page_size=1&page_number=2")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["pagination"]["total_pages"], 2);
+    let (s, v) = lab
+        .get(&format!("{base}?filter=colour%20-eq%20%22x%22"))
+        .await;
+    assert_eq!((s, code(&v)), (400, "invalid_request"), "{v}");
+    // Show and replace one.
+    let (s, v) = lab.get(&format!("{base}/acme:ap-1")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["quantity"].as_u64(), v["isAutoAllocated"].as_bool()),
+        (Some(1), Some(false))
+    );
+    let (s, v, _) = lab
+        .call(
+            reqwest::Method::PUT,
+            &format!("{base}/acme:ap-1"),
+            Some(&lab.admin),
+            Some(json!({"computerId": "acme:ap-2"})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (422, "unprocessable"),
+        "a replace does not move: {v}"
+    );
+    // Refusals: unknown computer, license, malformed ids.
+    for (path, body, status) in [
+        (base.to_string(), json!({"computerId": "acme:nope"}), 422),
+        (
+            base.replace("SUB-1", "SUB-9"),
+            json!({"computerId": "acme:ap-1"}),
+            404,
+        ),
+        (
+            base.replace("SUB-1:LIC-AP", "SUB-1"),
+            json!({"computerId": "acme:ap-1"}),
+            400,
+        ),
+        (base.to_string(), json!({"computerId": "a b"}), 400),
+        (
+            base.to_string(),
+            json!({"computerId": "acme:ap-1", "quantity": 0}),
+            400,
+        ),
+        (
+            base.to_string(),
+            json!({"computerId": "acme:ap-1", "virtualMachines": ["../x"]}),
+            400,
+        ),
+    ] {
+        let (s, v) = lab.post(&path, body.clone()).await;
+        assert_eq!(s, status, "{path} {body}: {v}");
+    }
+    // Delete one: that device's service is withheld Unassigned, the other keeps it.
+    let (s, _, _) = lab
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{base}/acme:ap-1"),
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let st = service_state(&lab, "acme", "ap-1", "wifi").await;
+    assert_eq!(
+        (st["state"].as_str(), st["reason"].as_str()),
+        (Some("withheld"), Some("Unassigned")),
+        "{st}"
+    );
+    assert_eq!(
+        service_state(&lab, "acme", "ap-2", "wifi").await["state"],
+        "granted"
+    );
+    let (s, v) = lab
+        .get("/api/v1/licenses/SUB-1:LIC-AP/assignments/summary")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["hasComputerAssignment"], true);
+    assert_eq!(v["hasSiteAssignment"], false);
+    // Replace all with ap-1 only: ap-2 loses the service, ap-1 gets it back.
+    let (s, v, _) = lab
+        .call(
+            reqwest::Method::PUT,
+            base,
+            Some(&lab.admin),
+            Some(json!([{"computerId": "acme:ap-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        service_state(&lab, "acme", "ap-1", "wifi").await["state"],
+        "granted"
+    );
+    assert_eq!(
+        service_state(&lab, "acme", "ap-2", "wifi").await["state"],
+        "withheld"
+    );
+    let (s, _, _) = lab
+        .call(reqwest::Method::DELETE, base, Some(&lab.admin), None)
+        .await;
+    assert_eq!(s, 204);
+    let (_, v) = lab.get(base).await;
+    assert_eq!(v["items"], json!([]));
+    // A read token reads but does not change.
+    let (s, _, _) = lab
+        .call(
+            reqwest::Method::POST,
+            base,
+            Some(&lab.read),
+            Some(json!({"computerId": "acme:ap-1"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    lab.stop().await;
+}
+
+/// Issue 21 item 3: a host placed in a datacenter is licensed by the datacenter's assignment
+/// (the license has VM use rights); organization, site and user assignments; assignment types.
+#[tokio::test]
+async fn snow_datacenter_organization_site_and_user_assignments() {
+    let lab = Lab::start().await;
+    lab.seed().await;
+    lab.report("beta", "h-1", "server", &["hv"], Some(3)).await;
+    assert_eq!(
+        service_state(&lab, "beta", "h-1", "hv").await["state"],
+        "withheld"
+    );
+    let (s, v, _) = lab
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/devices/beta/h-1/datacenter",
+            Some(&lab.admin),
+            Some(json!({"datacenterId": "dc-1"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["datacenterId"], "dc-1");
+    let lic = "/api/v1/licenses/SUB-1:LIC-HV/assignments";
+    let (s, v) = lab
+        .post(
+            &format!("{lic}/datacenters"),
+            json!({"datacenterId": "dc-1", "quantity": 1, "virtualMachines": ["vm-1"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let st = service_state(&lab, "beta", "h-1", "hv").await;
+    assert_eq!(st["state"], "granted", "{st}");
+    let (s, v) = lab.get(&format!("{lic}/datacenters/dc-1")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["coveredComputers"], json!(["beta:h-1"]));
+    assert_eq!(v["hasVmUseRights"], true);
+    assert_eq!(v["numberOfSupportedVirtualMachines"], 4);
+    assert_eq!(v["invalidAssignmentReasons"], json!([]));
+    // The license's only seat is the datacenter's now.
+    let (s, v) = lab
+        .post(
+            &format!("{lic}/datacenters"),
+            json!({"datacenterId": "dc-2"}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (409, "conflict"), "{v}");
+    // Taken out of the datacenter, the host loses the service.
+    let (s, v, _) = lab
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/devices/beta/h-1/datacenter",
+            Some(&lab.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["datacenterId"], Value::Null);
+    assert_eq!(
+        service_state(&lab, "beta", "h-1", "hv").await["state"],
+        "withheld"
+    );
+    // Organizations, the site, users.
+    let (s, v) = lab
+        .post(
+            &format!("{lic}/organizations"),
+            json!({"organizationId": "beta", "quantity": 3}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = lab
+        .post(
+            &format!("{lic}/organizations"),
+            json!({"organizationId": "ghost"}),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (422, "unprocessable"), "{v}");
+    let (s, v) = lab
+        .post(&format!("{lic}/site"), json!({"organizationId": "beta"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = lab
+        .post(&format!("{lic}/site"), json!({"organizationId": "acme"}))
+        .await;
+    assert_eq!((s, code(&v)), (409, "conflict"), "{v}");
+    let (s, v) = lab.get(&format!("{lic}/site")).await;
+    assert_eq!(
+        (s, v["organizationId"].as_str()),
+        (200, Some("beta")),
+        "{v}"
+    );
+    let (s, v) = lab
+        .post(&format!("{lic}/users"), json!({"userId": "u-1"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = lab.get(&format!("{lic}/summary")).await;
+    assert_eq!(s, 200, "{v}");
+    for k in ["Organization", "Site", "User", "Datacenter"] {
+        assert_eq!(v[format!("has{k}Assignment")], true, "{k}: {v}");
+    }
+    let (s, v, _) = lab
+        .call(
+            reqwest::Method::PUT,
+            &format!("{lic}/users"),
+            Some(&lab.admin),
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!((s, v["items"].clone()), (200, json!([])), "{v}");
+    let (s, v) = lab
+        .get("/api/v1/licenses/assignmenttypes?filter=affectsDevices%20-eq%20%22true%22")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["computer", "datacenter"]);
     lab.stop().await;
 }

@@ -25,6 +25,9 @@ struct Ids {
     subscription: &'static str,
     claim_key: &'static str,
     license: &'static str,
+    computer: &'static str,
+    datacenter: &'static str,
+    user: &'static str,
 }
 
 /// Tenant-b's objects (they exist).
@@ -34,6 +37,9 @@ const B: Ids = Ids {
     subscription: "SUB-B",
     claim_key: "KEY-B",
     license: "SUB-B:LIC-AP",
+    computer: "tenant-b:ap-b1",
+    datacenter: "dc-b",
+    user: "user-b",
 };
 
 /// Objects of the same shape that do not exist.
@@ -43,6 +49,9 @@ const Z: Ids = Ids {
     subscription: "SUB-Z",
     claim_key: "KEY-Z",
     license: "SUB-Z:LIC-AP",
+    computer: "tenant-z:ap-z1",
+    datacenter: "dc-z",
+    user: "user-z",
 };
 
 /// Which id a parameter or property of this name carries, if any.
@@ -58,6 +67,12 @@ fn id_for(name: &str, ids: &Ids) -> Option<String> {
         ids.device
     } else if n == "ids" || n.contains("licenseid") {
         ids.license
+    } else if n == "computerid" {
+        ids.computer
+    } else if n == "datacenterid" {
+        ids.datacenter
+    } else if n == "userid" {
+        ids.user
     } else {
         return None;
     };
@@ -179,7 +194,20 @@ fn calls(doc: &Value, ids: &Ids) -> Vec<(String, Call)> {
             let mut query = Vec::new();
             for p in op["parameters"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap();
-                let value = if p["in"] == "path" && name == "id" {
+                let value = if p["in"] == "path" && name == "assignmentId" {
+                    // A Snow assignment's id is its target's, by the kind before it.
+                    let what = template.split("/{assignmentId}").next().unwrap();
+                    Some(
+                        match what.rsplit('/').next().unwrap() {
+                            "computers" => ids.computer,
+                            "datacenters" => ids.datacenter,
+                            "organizations" | "site" => ids.customer,
+                            "users" => ids.user,
+                            other => panic!("an assignment of {other}: teach the walk what it is"),
+                        }
+                        .to_string(),
+                    )
+                } else if p["in"] == "path" && name == "id" {
                     // An `{id}` names what the segment before it lists.
                     let what = template.split("/{id}").next().unwrap();
                     Some(
@@ -223,6 +251,9 @@ fn calls(doc: &Value, ids: &Ids) -> Vec<(String, Call)> {
 /// What `text` says with `from`'s ids written as `to`'s.
 fn swap(text: &str, from: &Ids, to: &Ids) -> String {
     text.replace(from.license, to.license)
+        .replace(from.computer, to.computer)
+        .replace(from.datacenter, to.datacenter)
+        .replace(from.user, to.user)
         .replace(from.subscription, to.subscription)
         .replace(from.claim_key, to.claim_key)
         .replace(from.device, to.device)
@@ -360,6 +391,34 @@ async fn lab() -> (Lab, String, String, String) {
     };
     lab.report("tenant-a", "ap-a1").await;
     lab.report("tenant-b", "ap-b1").await;
+    // Tenant-b's Snow assignments of each kind, and its host placed in a datacenter.
+    let lic = "/api/v1/licenses/SUB-B:LIC-AP/assignments";
+    for (path, body) in [
+        (
+            "/datacenters",
+            json!({"datacenterId": "dc-b", "quantity": 1}),
+        ),
+        (
+            "/organizations",
+            json!({"organizationId": "tenant-b", "quantity": 1}),
+        ),
+        ("/site", json!({"organizationId": "tenant-b"})),
+        ("/users", json!({"userId": "user-b"})),
+    ] {
+        let call = Call {
+            method: reqwest::Method::POST,
+            path: format!("{lic}{path}"),
+            body: Some(body),
+        };
+        let (s, b) = lab.call(&msp, &call).await;
+        assert_eq!(s, 201, "{path}: {b}");
+    }
+    let call = Call {
+        method: reqwest::Method::PUT,
+        path: "/api/v1/devices/tenant-b/ap-b1/datacenter".into(),
+        body: Some(json!({"datacenterId": "dc-b"})),
+    };
+    assert_eq!(lab.call(&msp, &call).await.0, 200);
     (lab, msp, a_admin, a_read)
 }
 
@@ -371,6 +430,12 @@ async fn snapshot(lab: &Lab, msp: &str) -> Vec<Value> {
         "/api/v1/devices/tenant-b/ap-b1",
         "/api/v1/subscriptions/SUB-B",
         "/api/v1/licenses/SUB-B:LIC-AP/assignments",
+        "/api/v1/licenses/SUB-B:LIC-AP/assignments/computers",
+        "/api/v1/licenses/SUB-B:LIC-AP/assignments/datacenters",
+        "/api/v1/licenses/SUB-B:LIC-AP/assignments/organizations",
+        "/api/v1/licenses/SUB-B:LIC-AP/assignments/site",
+        "/api/v1/licenses/SUB-B:LIC-AP/assignments/users",
+        "/api/v1/devices/tenant-b/ap-b1/datacenter",
         "/api/v1/auto-licensing",
     ] {
         let (status, body) = lab.get(msp, path).await;

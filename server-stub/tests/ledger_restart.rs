@@ -185,3 +185,130 @@ fn an_operation_the_engine_refuses_writes_nothing() {
     assert!(r.is_err());
     assert_eq!(c.ledger().load().unwrap(), before);
 }
+
+fn open(path: &std::path::Path, signer: &Signer) -> Controller {
+    Controller::open(
+        Ledger::open(path).unwrap(),
+        signer.clone(),
+        LeasePolicy::default(),
+    )
+    .unwrap()
+}
+
+/// Issue 21 (co-term move, migration 4): a seat whose license moved away keeps its end
+/// across a restart, so the device stays in grace rather than being licensed again.
+#[test]
+fn a_seat_ended_by_a_license_move_keeps_its_end_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let signer = Signer::ephemeral(T0).unwrap();
+    let mut c = open(&path, &signer);
+    populate(&mut c);
+    let (topic, bytes) = report("host-1", &SigningKey::from_bytes(&[5; 32]), &["hv"], 0);
+    let _ = c.handle_report_message(&topic, &bytes, T0).unwrap();
+    let (_, pubs) = c
+        .apply(T0 + 5, |e, now| {
+            let beta = TenantId::new("beta").unwrap();
+            let _ = e.add_customer(beta.clone(), "Beta", CustomerKind::Tenant, now)?;
+            let (_, fx) = e.move_licenses(
+                &TenantId::new("msp").unwrap(),
+                &beta,
+                &[licd_stub::engine::coterm::LicenseMove {
+                    key: "CK-1".into(),
+                    counts: vec![(Sku::new("LIC-HV-4").unwrap(), 3)],
+                }],
+                now,
+            )?;
+            Ok(((), fx))
+        })
+        .unwrap();
+    assert!(!pubs.is_empty(), "host-1 gets a bundle ending at the move");
+    let before = c.engine().state().clone();
+    drop(c);
+    let c = open(&path, &signer);
+    assert_eq!(c.engine().state(), &before);
+    let d = &c.engine().state().devices[&(
+        TenantId::new("acme").unwrap(),
+        DeviceId::new("host-1").unwrap(),
+    )];
+    assert_eq!(d.seats[&svc("hv")].ends_at, Some(T0 + 5));
+}
+
+/// Issue 21 item 3 (migration 5): every kind of Snow assignment, a computer assignment's
+/// quantity and VM ids, a datacenter's seats on its hosts and the hosts' placement survive a
+/// restart, and the seat counts rebuilt from them are the same.
+#[test]
+fn snow_assignments_and_placements_survive_a_restart() {
+    use licd_stub::engine::assign::{AssignmentRequest, LicenseRef, PutMode, Target};
+    use licd_stub::engine::AssignmentKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let signer = Signer::ephemeral(T0).unwrap();
+    let mut c = open(&path, &signer);
+    populate(&mut c);
+    let acme = TenantId::new("acme").unwrap();
+    let host = |d: &str| (acme.clone(), DeviceId::new(d).unwrap());
+    for (n, d) in [(5u8, "host-1"), (7, "host-2")] {
+        let (topic, bytes) = report(d, &SigningKey::from_bytes(&[n; 32]), &["hv"], 0);
+        let _ = c.handle_report_message(&topic, &bytes, T0).unwrap();
+    }
+    let l = LicenseRef {
+        subscription: LicenseId::new("S1").unwrap(),
+        sku: Sku::new("LIC-HV-4").unwrap(),
+    };
+    let other = |kind, id: &str, quantity| AssignmentRequest {
+        target: Target::Other(kind, id.into()),
+        quantity,
+        virtual_machines: vec!["vm-a".into()],
+    };
+    let (h1, h2) = (host("host-1"), host("host-2"));
+    c.apply(T0 + 1, |e, now| {
+        // host-2's service is revoked (an operator's revocation also keeps its datacenter
+        // from covering it) and it is placed in dc-1.
+        let _ = e.delete_assignment(&l, AssignmentKind::Computer, "acme:host-2", now)?;
+        let _ = e.place_device(&h2, Some("dc-1".into()), now)?;
+        // host-1's auto-licensed seat becomes the operator's, with a quantity and VM ids.
+        let _ = e.put_assignment(
+            &l,
+            AssignmentRequest {
+                target: Target::Computer(h1.clone()),
+                quantity: 2,
+                virtual_machines: vec!["vm-1".into(), "vm-2".into()],
+            },
+            PutMode::Add,
+            now,
+        )?;
+        for (kind, id, q) in [
+            (AssignmentKind::Organization, "acme", 2),
+            (AssignmentKind::Site, "acme", 1),
+            (AssignmentKind::User, "user-1", 1),
+        ] {
+            let _ = e.put_assignment(&l, other(kind, id, q), PutMode::Add, now)?;
+        }
+        let _ = e.put_assignment(
+            &l,
+            other(AssignmentKind::Datacenter, "dc-1", 1),
+            PutMode::Add,
+            now,
+        )?;
+        Ok(((), Effects::default()))
+    })
+    .unwrap();
+    let before = c.engine().state().clone();
+    let seats = c.engine().assigned_seats(&l.subscription, &l.sku);
+    assert_eq!(seats, 3, "host-1's 2 and the datacenter's 1");
+    drop(c);
+    let c = open(&path, &signer);
+    assert_eq!(c.engine().state(), &before);
+    assert_eq!(c.engine().assigned_seats(&l.subscription, &l.sku), seats);
+    let e = c.engine();
+    let a = e
+        .assignment(&l, AssignmentKind::Computer, "acme:host-1", T0 + 2)
+        .unwrap();
+    assert_eq!((a.quantity, a.virtual_machines.len()), (2, 2));
+    assert_eq!(e.state().devices[&h2].datacenter.as_deref(), Some("dc-1"));
+    assert!(e.state().devices[&h2].seats.is_empty());
+    let s = e.assignment_summary(&l, T0 + 2).unwrap();
+    assert!(s.computer && s.datacenter && s.organization && s.site && s.user);
+}

@@ -492,3 +492,179 @@ fn moving_a_co_term_license_away_puts_the_source_s_extra_device_into_grace() {
     assert_eq!(s, 422, "{body}");
     lab.stop();
 }
+
+/// Snow computer assignments (seed 003): deleting one computer's assignment of a license
+/// revokes the service on that device only — its agent reports it unlicensed, `unassigned` —
+/// while the other device keeps its bundle; adding it again licenses the device again.
+#[test]
+fn deleting_a_computer_assignment_revokes_the_service_on_that_device_only() {
+    let lab = Lab::start(
+        &["tenant-a"],
+        LeasePolicy {
+            lease_secs: 60,
+            grace_secs: 3600,
+            ..LeasePolicy::default()
+        },
+    );
+    lab.subscription("SUB-A", "tenant-a", 2);
+    lab.auto_license_all();
+    let a1 = lab.agent("tenant-a", "ap-a1");
+    let a2 = lab.agent("tenant-a", "ap-a2");
+    wait_check(&a1, "ap-a1 licensed", licensed);
+    let before = wait_check(&a2, "ap-a2 licensed", licensed);
+    let seq_of = |lab: &Lab, d: &str| {
+        let (s, v) = lab.call(
+            &lab.msp,
+            "GET",
+            &format!("/api/v1/devices/tenant-a/{d}"),
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        v["bundle"]["seq"].as_u64().unwrap()
+    };
+    let a2_seq = seq_of(&lab, "ap-a2");
+    let base = "/api/v1/licenses/SUB-A:LIC-WIFI/assignments/computers";
+    let (s, list) = lab.call(&lab.msp, "GET", base, None);
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+
+    // The tenant's own token removes it (tenant scoping applies to assignments too).
+    let tok = lab.token_of("tenant-a");
+    let (s, body) = lab.call(tok, "DELETE", &format!("{base}/tenant-a:ap-a1"), None);
+    assert_eq!(s, 204, "{body}");
+    let revoked = wait_check(&a1, "ap-a1 revoked", |v| v["state"] == "unlicensed");
+    assert_eq!(revoked["reason"], "unassigned", "{revoked}");
+    let after = a2.check_cli("wifi", &[]).unwrap();
+    assert_eq!(after.1["state"], "licensed", "{}", after.1);
+    assert_eq!(after.1["license"], before["license"]);
+    assert_eq!(
+        seq_of(&lab, "ap-a2"),
+        a2_seq,
+        "ap-a2's bundle was not re-issued"
+    );
+
+    // Assigned again by the operator: licensed again.
+    let (s, body) = lab.call(
+        tok,
+        "POST",
+        base,
+        Some(json!({"computerId": "tenant-a:ap-a1", "quantity": 1})),
+    );
+    assert_eq!(s, 201, "{body}");
+    wait_check(&a1, "ap-a1 licensed again", licensed);
+    lab.stop();
+}
+
+/// Snow datacenter assignments (seed 003): a license with VM use rights assigned to a
+/// datacenter licenses the hosts placed in it — their agents report licensed — and not a
+/// host elsewhere; taking a host out of the datacenter revokes it there.
+#[test]
+fn a_datacenter_assignment_with_vm_use_rights_licenses_the_hosts_placed_in_it() {
+    let lab = Lab::start(
+        &["tenant-a"],
+        LeasePolicy {
+            lease_secs: 60,
+            grace_secs: 3600,
+            ..LeasePolicy::default()
+        },
+    );
+    lab.rt.block_on(async {
+        lab.stub
+            .add_catalog_entry(CatalogEntry {
+                sku: Sku::new("LIC-WIFI-DC").unwrap(),
+                name: "Wi-Fi, datacenter (VM use rights)".into(),
+                service: svc("wifi"),
+                product_class: "wireless".into(),
+                vms_per_seat: Some(16),
+            })
+            .await
+            .unwrap();
+        lab.stub
+            .add_subscription(Subscription {
+                id: LicenseId::new("SUB-DC").unwrap(),
+                name: "Datacenter".into(),
+                owner: Some(tid("tenant-a")),
+                claim_key: None,
+                start: lab.now - 60,
+                end: lab.now + 86_400,
+                entitlements: vec![Entitlement {
+                    sku: Sku::new("LIC-WIFI-DC").unwrap(),
+                    limit: 1,
+                }],
+            })
+            .await
+            .unwrap();
+    });
+    let hosts: Vec<Agent> = ["h-1", "h-2", "h-3"]
+        .iter()
+        .map(|d| lab.agent("tenant-a", d))
+        .collect();
+    for h in &hosts {
+        // Its first bundle (nothing for it yet) says the controller knows the host.
+        let v = wait_check(h, "host reported, not entitled", |v| {
+            v["reason"] == "not_entitled"
+        });
+        assert_eq!(v["state"], "unlicensed", "{v}");
+    }
+    for d in ["h-1", "h-2"] {
+        let (s, body) = lab.call(
+            &lab.msp,
+            "PUT",
+            &format!("/api/v1/devices/tenant-a/{d}/datacenter"),
+            Some(json!({"datacenterId": "dc-north"})),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    let (s, body) = lab.call(
+        &lab.msp,
+        "POST",
+        "/api/v1/licenses/SUB-DC:LIC-WIFI-DC/assignments/datacenters",
+        Some(json!({"datacenterId": "dc-north", "quantity": 1})),
+    );
+    assert_eq!(s, 201, "{body}");
+    for (h, d) in hosts[..2].iter().zip(["h-1", "h-2"]) {
+        wait_check(h, "host in dc-north licensed", licensed);
+        let (s, v) = lab.call(
+            &lab.msp,
+            "GET",
+            &format!("/api/v1/devices/tenant-a/{d}"),
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["services"][0]["subscriptionId"], "SUB-DC", "{v}");
+        // The datacenter's VM use rights cover the host's VMs: no allowance per host.
+        assert_eq!(v["services"][0]["vmAllowance"], Value::Null, "{v}");
+    }
+    let v = hosts[2].check_cli("wifi", &[]).unwrap().1;
+    assert_eq!(
+        v["state"], "unlicensed",
+        "h-3 is not in the datacenter: {v}"
+    );
+    let (s, a) = lab.call(
+        &lab.msp,
+        "GET",
+        "/api/v1/licenses/SUB-DC:LIC-WIFI-DC/assignments/datacenters/dc-north",
+        None,
+    );
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        a["coveredComputers"],
+        json!(["tenant-a:h-1", "tenant-a:h-2"])
+    );
+    // h-2 leaves the datacenter: its agent is told at once.
+    let (s, body) = lab.call(
+        &lab.msp,
+        "DELETE",
+        "/api/v1/devices/tenant-a/h-2/datacenter",
+        None,
+    );
+    assert_eq!(s, 200, "{body}");
+    wait_check(&hosts[1], "h-2 out of the datacenter", |v| {
+        v["state"] == "unlicensed"
+    });
+    assert_eq!(
+        hosts[0].check_cli("wifi", &[]).unwrap().1["state"],
+        "licensed"
+    );
+    lab.stop();
+}

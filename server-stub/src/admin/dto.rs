@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::query::{format_time, Link, Pagination};
 #[allow(unused_imports)] // referenced by the `ToSchema` derives only
-use super::schema::{Id, Time};
+use super::schema::{ComputerRef, Id, Time};
 
 /// Integers of request bodies, held to the range the document states (`int32`, at least 0 or
 /// 1): a number out of it is a 400 naming the field, never stored or wrapped (issue 16 item 5).
@@ -948,4 +948,288 @@ pub struct Health {
     pub status: String,
     /// Whether the controller is connected to its broker and subscribed.
     pub broker_connected: bool,
+}
+
+/// One assignment type (Snow `GET …/assignmenttypes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentType {
+    /// `computer`, `datacenter`, `organization`, `site` or `user`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Whether assignments of this type reach devices (computers and datacenters do).
+    pub affects_devices: bool,
+}
+
+/// A page of assignment types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AssignmentTypePage {
+    /// Types.
+    pub items: Vec<AssignmentType>,
+    /// Where this page is.
+    pub pagination: Pagination,
+    /// Other pages.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+}
+
+/// A license's assignment to a computer (Snow; a device's seat of the license).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputerAssignment {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// Assignment id within the license: `<tenant>:<device>`.
+    pub id: String,
+    /// License (`<subscriptionId>:<sku>`).
+    pub license_id: String,
+    /// The service the license grants (Snow `applicationId`).
+    pub application_id: String,
+    /// Device id (Snow `computerId`).
+    pub computer_id: String,
+    /// Tenant of the device.
+    pub customer_id: String,
+    /// Seats of the license the computer holds.
+    pub quantity: u32,
+    /// VMs supported: `numberOfSupportedVirtualMachines` of the SKU × quantity.
+    pub number_of_supported_virtual_machines: Option<u32>,
+    /// The license counts VMs.
+    pub has_vm_use_rights: bool,
+    /// Why the assignment does not do what it says (empty when it does).
+    pub invalid_assignment_reasons: Vec<String>,
+    /// VM ids the assignment names.
+    pub virtual_machines: Vec<String>,
+    /// Made by auto-licensing, not by an operator.
+    pub is_auto_allocated: bool,
+}
+
+/// A license's assignment to a datacenter (Snow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatacenterAssignment {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// Assignment id within the license: the datacenter id.
+    pub id: String,
+    /// License.
+    pub license_id: String,
+    /// The service the license grants.
+    pub application_id: String,
+    /// Datacenter.
+    pub datacenter_id: String,
+    /// Seats of the license it uses.
+    pub quantity: u32,
+    /// VMs supported over the datacenter's hosts.
+    pub number_of_supported_virtual_machines: Option<u32>,
+    /// The license counts VMs (without, it covers no host).
+    pub has_vm_use_rights: bool,
+    /// Why the assignment does not do what it says.
+    pub invalid_assignment_reasons: Vec<String>,
+    /// VM ids the assignment names.
+    pub virtual_machines: Vec<String>,
+    /// Hosts placed in the datacenter it covers now (`<tenant>:<device>`).
+    pub covered_computers: Vec<String>,
+}
+
+/// A license's assignment to an organization (Snow; a customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationAssignment {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// Assignment id within the license: the organization id.
+    pub id: String,
+    /// License.
+    pub license_id: String,
+    /// The service the license grants.
+    pub application_id: String,
+    /// Organization (customer).
+    pub organization_id: String,
+    /// Quantity allocated.
+    pub quantity: u32,
+    /// Always false: made by an operator.
+    pub is_auto_allocated: bool,
+}
+
+/// A license's site assignment (Snow; named by an organization).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteAssignment {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// Assignment id within the license: the organization id.
+    pub id: String,
+    /// License.
+    pub license_id: String,
+    /// The service the license grants.
+    pub application_id: String,
+    /// Organization.
+    pub organization_id: String,
+    /// Quantity.
+    pub quantity: u32,
+}
+
+/// A license's assignment to a user (Snow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAssignment {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// Assignment id within the license: the user id.
+    pub id: String,
+    /// License.
+    pub license_id: String,
+    /// The service the license grants.
+    pub application_id: String,
+    /// User.
+    pub user_id: String,
+    /// Quantity (one).
+    pub quantity: u32,
+    /// Why the assignment does not do what it says.
+    pub invalid_assignment_reasons: Vec<String>,
+}
+
+macro_rules! assignment_page {
+    ($name:ident, $item:ty) => {
+        /// A page of assignments.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        pub struct $name {
+            /// Assignments.
+            pub items: Vec<$item>,
+            /// Where this page is.
+            pub pagination: Pagination,
+            /// Other pages.
+            #[serde(rename = "_links")]
+            pub links: Vec<Link>,
+        }
+    };
+}
+
+assignment_page!(ComputerAssignmentPage, ComputerAssignment);
+assignment_page!(DatacenterAssignmentPage, DatacenterAssignment);
+assignment_page!(OrganizationAssignmentPage, OrganizationAssignment);
+assignment_page!(UserAssignmentPage, UserAssignment);
+
+/// Add or replace a computer assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComputerAssignmentRequest {
+    /// `<tenant>:<device>`, or a device id alone when one device the token sees has it.
+    #[schema(value_type = ComputerRef)]
+    pub computer_id: String,
+    /// Seats of the license (default 1).
+    #[serde(default, deserialize_with = "bounded::positive_opt")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub quantity: Option<u32>,
+    /// VM ids the assignment names.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Id>>)]
+    pub virtual_machines: Option<Vec<String>>,
+}
+
+/// Add or replace a datacenter assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatacenterAssignmentRequest {
+    /// Datacenter id.
+    #[schema(value_type = Id)]
+    pub datacenter_id: String,
+    /// Seats of the license (default 1).
+    #[serde(default, deserialize_with = "bounded::positive_opt")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub quantity: Option<u32>,
+    /// VM ids the assignment names.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Id>>)]
+    pub virtual_machines: Option<Vec<String>>,
+}
+
+/// Add or replace an organization assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationAssignmentRequest {
+    /// Organization (customer) id.
+    #[schema(value_type = Id)]
+    pub organization_id: String,
+    /// Quantity allocated (default 1).
+    #[serde(default, deserialize_with = "bounded::positive_opt")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub quantity: Option<u32>,
+}
+
+/// Add or replace the site assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteAssignmentRequest {
+    /// Organization (customer) id.
+    #[schema(value_type = Id)]
+    pub organization_id: String,
+}
+
+/// Add a user assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserAssignmentRequest {
+    /// User id.
+    #[schema(value_type = Id)]
+    pub user_id: String,
+}
+
+/// An assignment made (Snow: its links and id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AssignmentCreated {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// Assignment id within the license.
+    pub id: String,
+}
+
+/// Which kinds of assignment a license has (Snow assignments summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentSummary {
+    /// Links.
+    #[serde(rename = "_links")]
+    pub links: Vec<Link>,
+    /// License.
+    pub license_id: String,
+    /// Has organization assignments.
+    pub has_organization_assignment: bool,
+    /// Has computer assignments.
+    pub has_computer_assignment: bool,
+    /// Has user assignments.
+    pub has_user_assignment: bool,
+    /// Has a site assignment.
+    pub has_site_assignment: bool,
+    /// Has datacenter assignments.
+    pub has_datacenter_assignment: bool,
+}
+
+/// Where a host is placed (Snow: a computer whose parent is a datacenter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Tenant.
+    pub customer_id: String,
+    /// Device (Snow `computerId`).
+    pub computer_id: String,
+    /// The datacenter it is placed in (Snow `parentComputerId` with
+    /// `isParentComputerDatacenter`); null when it is in none.
+    pub datacenter_id: Option<String>,
+}
+
+/// Place a host in a datacenter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementRequest {
+    /// Datacenter id.
+    #[schema(value_type = Id)]
+    pub datacenter_id: String,
 }

@@ -139,6 +139,8 @@ impl From<EngineError> for ApiError {
             | E::UnknownService(_)
             | E::UnknownDevice(..)
             | E::UnknownLicenseKey(_)
+            | E::UnknownLicense(_)
+            | E::UnknownAssignment { .. }
             | E::NotEntitled(..) => ApiError::not_found(msg),
             E::CustomerExists(_)
             | E::MspExists(_)
@@ -149,10 +151,13 @@ impl From<EngineError> for ApiError {
             | E::Unclaimed(_)
             | E::CustomerInUse(..)
             | E::SeatsInUse { .. }
+            | E::AssignmentExists { .. }
+            | E::NotEnoughSeats { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
-            E::InvalidTerm { .. } | E::DuplicateSku(_) | E::InvalidMove(_) => {
-                ApiError::unprocessable(msg)
-            }
+            E::InvalidTerm { .. }
+            | E::DuplicateSku(_)
+            | E::InvalidMove(_)
+            | E::InvalidAssignment(_) => ApiError::unprocessable(msg),
             E::NoServices | E::NoCustomers | E::IncludeAndExclude | E::TooManySeats { .. } => {
                 ApiError::bad_request(msg)
             }

@@ -198,6 +198,7 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         .merge(handlers::offline::routes())
         // Issue 21's seed operations, each module with its own routes.
         .merge(handlers::meraki::routes())
+        .merge(handlers::snow::routes())
         // Behind the token check like the API: labels name tenants, devices, subscriptions.
         .route("/metrics", get(crate::metrics::serve));
     #[cfg(test)]

@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::error::ErrorBody;
 use super::handlers;
 use super::params::LICENSE_FILTER;
-use super::schema::{Id, LicenseRef, Time};
+use super::schema::{ComputerRef, Id, LicenseRef, Time};
 
 /// The document.
 #[derive(OpenApi)]
@@ -71,8 +71,44 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::meraki::coterm_licenses,
         handlers::meraki::move_coterm_licenses,
         crate::metrics::serve,
+        handlers::snow::assignment_types,
+        handlers::snow::summary,
+        handlers::snow::list_computers,
+        handlers::snow::add_computer,
+        handlers::snow::replace_computers,
+        handlers::snow::delete_computers,
+        handlers::snow::show_computer,
+        handlers::snow::replace_computer,
+        handlers::snow::delete_computer,
+        handlers::snow::list_datacenters,
+        handlers::snow::add_datacenter,
+        handlers::snow::replace_datacenters,
+        handlers::snow::delete_datacenters,
+        handlers::snow::show_datacenter,
+        handlers::snow::replace_datacenter,
+        handlers::snow::delete_datacenter,
+        handlers::snow::list_organizations,
+        handlers::snow::add_organization,
+        handlers::snow::replace_organizations,
+        handlers::snow::delete_organizations,
+        handlers::snow::show_organization,
+        handlers::snow::replace_organization,
+        handlers::snow::delete_organization,
+        handlers::snow::show_site,
+        handlers::snow::add_site,
+        handlers::snow::replace_site,
+        handlers::snow::delete_site,
+        handlers::snow::list_users,
+        handlers::snow::add_user,
+        handlers::snow::replace_users,
+        handlers::snow::delete_users,
+        handlers::snow::show_user,
+        handlers::snow::delete_user,
+        handlers::snow::show_placement,
+        handlers::snow::place,
+        handlers::snow::unplace,
     ),
-    components(schemas(Id, Time, LicenseRef, ErrorBody)),
+    components(schemas(Id, Time, LicenseRef, ComputerRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),
     tags(
         (name = "customers", description = "The MSP and its tenants"),

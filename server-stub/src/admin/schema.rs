@@ -52,6 +52,24 @@ impl PartialSchema for LicenseRef {
 
 impl ToSchema for LicenseRef {}
 
+/// A computer (device) reference: `<tenant>:<device>`, or a device id alone.
+pub struct ComputerRef;
+
+impl PartialSchema for ComputerRef {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "`<tenant>:<device>`, or a device id alone when one device the token sees has it",
+            ))
+            .pattern(Some(format!("^(?:{core}:)?{core}$", core = id_core())))
+            .examples(["acme:ap-1"])
+            .into()
+    }
+}
+
+impl ToSchema for ComputerRef {}
+
 /// The property names of `T`'s schema (what a Snow filter may name: the item's JSON fields).
 pub fn properties_of<T: PartialSchema>() -> Vec<String> {
     match T::schema() {

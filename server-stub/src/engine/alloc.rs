@@ -59,6 +59,8 @@ impl Engine {
     ) -> bool {
         self.state.customers.contains_key(&d.tenant)
             && d.services_wanted.contains(service)
+            // Revoked on this device by an operator (unassign, a computer assignment deleted).
+            && !d.unassigned.contains(service)
             && self
                 .state
                 .policies
@@ -143,15 +145,8 @@ impl Engine {
         for (key, sub, sku) in plan {
             self.release_seat(&key, service);
             if let Some(d) = self.state.devices.get_mut(&key) {
-                d.seats.insert(
-                    service.clone(),
-                    Seat {
-                        subscription: sub.clone(),
-                        sku: sku.clone(),
-                        since: now,
-                        ends_at: None,
-                    },
-                );
+                d.seats
+                    .insert(service.clone(), Seat::new(sub.clone(), sku.clone(), now));
                 *self.assigned.entry((sub, sku)).or_default() += 1;
                 self.dirty.devices.insert(key.clone());
                 changed.insert(key);
@@ -168,8 +163,9 @@ impl Engine {
         let Some(seat) = d.seats.remove(service) else {
             return false;
         };
+        let counted = seat.counted();
         if let Some(n) = self.assigned.get_mut(&(seat.subscription, seat.sku)) {
-            *n = n.saturating_sub(1);
+            *n = n.saturating_sub(counted);
         }
         self.dirty.devices.insert(key.clone());
         true

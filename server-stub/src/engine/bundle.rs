@@ -40,7 +40,7 @@ impl Engine {
                 not_before: sub.start,
                 // A seat moved away ends before its subscription does (co-term move).
                 not_after: seat.ends_at.map_or(sub.end, |end| end.min(sub.end)),
-                vm_allowance: cat.vms_per_seat,
+                vm_allowance: cat.vms_per_seat.and(self.seat_vm_allowance(seat)),
             });
         }
         grants.truncate(MAX_SERVICES);

@@ -137,11 +137,7 @@ impl Engine {
                     None => (1, since_report),
                     Some(seat) => {
                         let sub = self.state.subscriptions.get(&seat.subscription);
-                        let allowance = self
-                            .state
-                            .catalog
-                            .get(&seat.sku)
-                            .and_then(|c| c.vms_per_seat);
+                        let allowance = self.seat_vm_allowance(seat);
                         match (sub, d.vm_count, allowance) {
                             (Some(sub), _, _) if sub.status(now) == SubscriptionStatus::Expired => {
                                 (1, sub.end)

@@ -7,6 +7,7 @@
 //! each call and writes in one transaction — before the shell publishes anything, so a
 //! bundle's `seq` is on disk before any device can see it.
 
+pub mod assign;
 pub mod compliance;
 pub mod coterm;
 pub mod model;
@@ -21,6 +22,8 @@ pub mod ops;
 pub mod outlook;
 mod report;
 
+#[cfg(test)]
+mod assign_tests;
 #[cfg(test)]
 mod manage_tests;
 #[cfg(test)]
@@ -38,8 +41,9 @@ use licd_protocol::{GrantBundle, KeyId, LicenseId, ServiceName, Sku, TenantId};
 use serde::{Deserialize, Serialize};
 
 pub use model::{
-    AutoLicense, BundleBasis, BundleState, CatalogEntry, Customer, CustomerKind, Device, DeviceKey,
-    Entitlement, GrantBasis, Seat, Subscription, SubscriptionStatus,
+    AssignmentKind, AutoLicense, BundleBasis, BundleState, CatalogEntry, ComputerAssignment,
+    Customer, CustomerKind, Device, DeviceKey, Entitlement, GrantBasis, Seat, SnowAssignment,
+    SnowKey, Subscription, SubscriptionStatus,
 };
 pub use select::Selection;
 
@@ -173,6 +177,43 @@ pub enum EngineError {
     /// No license of the organization has that key (Meraki co-term move).
     #[error("the organization has no license with key {0:?}")]
     UnknownLicenseKey(String),
+    /// No license `<subscriptionId>:<sku>` (Snow).
+    #[error("unknown license {0:?} (ids are <subscriptionId>:<sku>)")]
+    UnknownLicense(String),
+    /// The license has no such assignment.
+    #[error("license {license} has no {kind} assignment {id:?}")]
+    UnknownAssignment {
+        /// License.
+        license: String,
+        /// Kind of assignment.
+        kind: &'static str,
+        /// Assignment id.
+        id: String,
+    },
+    /// The license already has that assignment (replace it instead).
+    #[error("license {license} already has a {kind} assignment {id:?}; replace it with PUT")]
+    AssignmentExists {
+        /// License.
+        license: String,
+        /// Kind of assignment.
+        kind: &'static str,
+        /// Assignment id.
+        id: String,
+    },
+    /// The license has fewer free seats than the assignment's quantity.
+    #[error("license {license} has {free} free seats; the assignment needs {quantity}")]
+    NotEnoughSeats {
+        /// License.
+        license: String,
+        /// Seats free (counting those the replaced assignments give back).
+        free: u64,
+        /// Seats asked for.
+        quantity: u64,
+    },
+    /// An assignment the license cannot have (wrong product class, a customer that may not
+    /// use the subscription, a target named twice).
+    #[error("assignment: {0}")]
+    InvalidAssignment(String),
     /// A license move that cannot be done as asked.
     #[error("license move: {0}")]
     InvalidMove(String),
@@ -227,6 +268,8 @@ pub struct Dirty {
     pub policies: BTreeSet<ServiceName>,
     /// Devices (identity, key, seats, bundle state).
     pub devices: BTreeSet<DeviceKey>,
+    /// Snow assignments to datacenters, organizations, sites and users.
+    pub snow: BTreeSet<SnowKey>,
 }
 
 impl Dirty {
@@ -237,6 +280,7 @@ impl Dirty {
             && self.subscriptions.is_empty()
             && self.policies.is_empty()
             && self.devices.is_empty()
+            && self.snow.is_empty()
     }
 }
 
@@ -257,6 +301,9 @@ pub struct State {
     /// its seats after their own subscriptions' and before the MSP's. Stored with the
     /// subscription (a subscription in [`Dirty::subscriptions`] has its bindings written too).
     pub bindings: BTreeMap<LicenseId, BTreeSet<TenantId>>,
+    /// Snow assignments to datacenters, organizations, sites and users (computer assignments
+    /// are the devices' seats).
+    pub snow: BTreeMap<SnowKey, SnowAssignment>,
 }
 
 /// The licensing engine. See the module docs.
@@ -282,9 +329,19 @@ impl Engine {
         let mut assigned: BTreeMap<(LicenseId, Sku), u32> = BTreeMap::new();
         for d in state.devices.values() {
             for seat in d.seats.values() {
-                *assigned
+                let n = assigned
                     .entry((seat.subscription.clone(), seat.sku.clone()))
-                    .or_default() += 1;
+                    .or_default();
+                *n = n.saturating_add(seat.counted());
+            }
+        }
+        // A datacenter assignment uses its quantity of the license's seats.
+        for a in state.snow.values() {
+            if a.kind == AssignmentKind::Datacenter {
+                let n = assigned
+                    .entry((a.subscription.clone(), a.sku.clone()))
+                    .or_default();
+                *n = n.saturating_add(a.quantity);
             }
         }
         Self {
@@ -323,6 +380,7 @@ impl Engine {
         self.dirty.subscriptions.extend(dirty.subscriptions);
         self.dirty.policies.extend(dirty.policies);
         self.dirty.devices.extend(dirty.devices);
+        self.dirty.snow.extend(dirty.snow);
     }
 
     /// Seats assigned from `sku` of subscription `sub`.

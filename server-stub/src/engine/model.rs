@@ -135,6 +135,129 @@ pub struct Seat {
     /// enough seats. Grants carry it as their term end, so the device goes into grace.
     #[serde(default)]
     pub ends_at: Option<UnixTime>,
+    /// Seats of the SKU this one stands for (Snow assignment `quantity`; auto-licensing
+    /// assigns 1). A per-VM SKU covers `vms_per_seat × quantity` VMs.
+    #[serde(default = "one")]
+    pub quantity: u32,
+    /// Made by an operator's Snow computer assignment (not by auto-licensing): it stays while
+    /// the device stops wanting the service, and its removal revokes the service.
+    #[serde(default)]
+    pub assigned: Option<ComputerAssignment>,
+    /// Given by a datacenter assignment of this datacenter (the device is placed in it): the
+    /// datacenter assignment's quantity counts against the license, not this seat.
+    #[serde(default)]
+    pub datacenter: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Seat {
+    /// A seat of one unit from `subscription`/`sku` since `since`, as auto-licensing gives.
+    pub fn new(subscription: LicenseId, sku: Sku, since: UnixTime) -> Self {
+        Self {
+            subscription,
+            sku,
+            since,
+            ends_at: None,
+            quantity: 1,
+            assigned: None,
+            datacenter: None,
+        }
+    }
+
+    /// Seats of the license this one uses: a datacenter's hosts use the datacenter
+    /// assignment's, not their own.
+    pub fn counted(&self) -> u32 {
+        if self.datacenter.is_some() {
+            0
+        } else {
+            self.quantity
+        }
+    }
+}
+
+/// What an operator's Snow computer assignment adds to a seat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputerAssignment {
+    /// The virtual machines the assignment names (Snow `virtualMachines`, VM ids). Agents
+    /// report a VM count, not ids: the list is the operator's record, checked against the
+    /// supported number in `invalidAssignmentReasons`.
+    pub virtual_machines: Vec<String>,
+}
+
+/// The kinds of Snow license assignment (seed 003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignmentKind {
+    /// A device (Snow computer); kept as the device's [`Seat`].
+    Computer,
+    /// A datacenter: covers the hosts placed in it when the license has VM use rights.
+    Datacenter,
+    /// An organization (a customer): an allocation, no seat of a device.
+    Organization,
+    /// The license's site (one per license, named by an organization).
+    Site,
+    /// A user: recorded; devices do not report users.
+    User,
+}
+
+impl AssignmentKind {
+    /// Every kind, in the order of the assignment types list.
+    pub const ALL: [AssignmentKind; 5] = [
+        AssignmentKind::Computer,
+        AssignmentKind::Datacenter,
+        AssignmentKind::Organization,
+        AssignmentKind::Site,
+        AssignmentKind::User,
+    ];
+
+    /// The word used in the ledger and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentKind::Computer => "computer",
+            AssignmentKind::Datacenter => "datacenter",
+            AssignmentKind::Organization => "organization",
+            AssignmentKind::Site => "site",
+            AssignmentKind::User => "user",
+        }
+    }
+}
+
+/// A Snow assignment of a license to a datacenter, organization, site or user (computer
+/// assignments are device seats). Keyed by license, kind and target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnowAssignment {
+    /// The license's subscription.
+    pub subscription: LicenseId,
+    /// The license's SKU.
+    pub sku: Sku,
+    /// What it is assigned to.
+    pub kind: AssignmentKind,
+    /// The datacenter, organization (customer) or user id.
+    pub target: String,
+    /// Quantity (datacenters: seats of the license it uses; organizations: allocated).
+    pub quantity: u32,
+    /// Virtual machines named (datacenters).
+    #[serde(default)]
+    pub virtual_machines: Vec<String>,
+    /// When it was made.
+    pub created_at: UnixTime,
+}
+
+/// A [`SnowAssignment`]'s key: `(<subscription>:<sku>, kind, target)`.
+pub type SnowKey = (String, AssignmentKind, String);
+
+impl SnowAssignment {
+    /// Its key.
+    pub fn key(&self) -> SnowKey {
+        (
+            format!("{}:{}", self.subscription, self.sku),
+            self.kind,
+            self.target.clone(),
+        )
+    }
 }
 
 /// What a device's bundle says, without the times that change on every issue. A new bundle is
@@ -221,6 +344,10 @@ pub struct Device {
     pub bundle: BundleState,
     /// Licensing by file: offline flag, nonces seen, last release, history.
     pub offline: super::offline::OfflineRecord,
+    /// The datacenter the host is placed in (Snow: its parent computer is a datacenter);
+    /// datacenter assignments with VM use rights cover it.
+    #[serde(default)]
+    pub datacenter: Option<String>,
 }
 
 impl Device {

@@ -337,6 +337,8 @@ impl Engine {
 
     /// Reconciles every auto-licensed service, then issues bundles where entitlements changed.
     pub(super) fn settle_all(&mut self, now: UnixTime) -> Effects {
+        // Datacenter coverage first: a covered host needs no seat from auto-licensing.
+        self.cover_datacenters(now);
         let services: Vec<ServiceName> = self.state.policies.keys().cloned().collect();
         for s in &services {
             let _ = self.reconcile(s, now);

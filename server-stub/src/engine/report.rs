@@ -35,7 +35,10 @@ impl Engine {
         self.record(report, now);
 
         let mut touched = BTreeSet::new();
-        for service in self.release_stale_seats(&key) {
+        let stale = self.release_stale_seats(&key);
+        // A host placed in a datacenter is covered by its assignment before auto-licensing.
+        self.cover_host(&key, now);
+        for service in stale {
             let r = self.reconcile(&service, now);
             if r.pause_changed {
                 touched.extend(self.devices_wanting(&service));
@@ -93,6 +96,7 @@ impl Engine {
                 violation_since: BTreeMap::new(),
                 bundle: BundleState::default(),
                 offline: Default::default(),
+                datacenter: None,
             }
         });
         d.model.clone_from(&r.model);
@@ -119,7 +123,8 @@ impl Engine {
             .seats
             .iter()
             .filter(|(service, seat)| {
-                !d.services_wanted.contains(*service)
+                // An operator's computer assignment stays while the service is not wanted.
+                (!d.services_wanted.contains(*service) && seat.assigned.is_none())
                     || self
                         .state
                         .catalog
@@ -151,11 +156,7 @@ impl Engine {
                         .subscriptions
                         .get(&seat.subscription)
                         .is_none_or(|sub| sub.status(now) == SubscriptionStatus::Expired);
-                    let allowance = self
-                        .state
-                        .catalog
-                        .get(&seat.sku)
-                        .and_then(|c| c.vms_per_seat);
+                    let allowance = self.seat_vm_allowance(seat);
                     let over = matches!((d.vm_count, allowance), (Some(n), Some(a)) if n > a);
                     ended || over
                 }

@@ -283,15 +283,8 @@ fn with_seat(
         .devices
         .get_mut(&(t(tenant), DeviceId::new(device).unwrap()))
         .unwrap();
-    d.seats.insert(
-        svc(service),
-        Seat {
-            subscription: lic(sub),
-            sku: sku(sku_),
-            since: T0,
-            ends_at: None,
-        },
-    );
+    d.seats
+        .insert(svc(service), Seat::new(lic(sub), sku(sku_), T0));
     Engine::from_state(st, e.lease_policy())
 }
 

@@ -17,8 +17,9 @@ use licd_protocol::{PublicKey, TenantId, UnixTime};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::engine::{
-    AutoLicense, BundleState, CatalogEntry, Customer, CustomerKind, Device, DeviceKey, Dirty,
-    Entitlement, Seat, State, Subscription,
+    AssignmentKind, AutoLicense, BundleState, CatalogEntry, ComputerAssignment, Customer,
+    CustomerKind, Device, DeviceKey, Dirty, Entitlement, Seat, SnowAssignment, SnowKey, State,
+    Subscription,
 };
 
 /// Why the ledger failed.
@@ -261,6 +262,7 @@ impl Ledger {
                     basis: basis.as_deref().map(json).transpose()?,
                 },
                 offline: json(&r.get::<_, String>(21)?)?,
+                datacenter: None,
             };
             state.devices.insert(d.key(), d);
         }
@@ -275,6 +277,7 @@ impl Ledger {
                 sku: id(r.get(4)?)?,
                 since: to_u(r.get(5)?),
                 ends_at: r.get::<_, Option<i64>>(6)?.map(to_u),
+                ..Seat::new(id(r.get(3)?)?, id(r.get(4)?)?, 0)
             };
             state
                 .devices
@@ -283,6 +286,7 @@ impl Ledger {
                 .seats
                 .insert(id(r.get(2)?)?, seat);
         }
+        load_snow(c, &mut state)?;
         Ok(state)
     }
 
@@ -355,6 +359,9 @@ impl Ledger {
             if let Some(d) = state.devices.get(key) {
                 save_device(&tx, d)?;
             }
+        }
+        for key in &dirty.snow {
+            save_snow(&tx, key, state.snow.get(key))?;
         }
         tx.commit()?;
         Ok(())
@@ -503,6 +510,7 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
         "DELETE FROM seats WHERE tenant = ?1 AND device = ?2",
         params![d.tenant.as_str(), d.id.as_str()],
     )?;
+    save_snow_device(tx, d)?;
     for (service, seat) in &d.seats {
         exec(
             tx,
@@ -516,6 +524,143 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
                 seat.sku.as_str(),
                 to_i(seat.since),
                 seat.ends_at.map(to_i)
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Loads what migration 5 added: Snow assignments, seat extras, host placements.
+fn load_snow(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
+    let mut q = c.prepare(
+        "SELECT kind, target, subscription, sku, quantity, virtual_machines, created_at
+         FROM snow_assignments",
+    )?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let kind = match r.get::<_, String>(0)?.as_str() {
+            "datacenter" => AssignmentKind::Datacenter,
+            "organization" => AssignmentKind::Organization,
+            "site" => AssignmentKind::Site,
+            "user" => AssignmentKind::User,
+            other => return Err(corrupt(format!("assignment kind {other}"))),
+        };
+        let a = SnowAssignment {
+            kind,
+            target: r.get(1)?,
+            subscription: id(r.get(2)?)?,
+            sku: id(r.get(3)?)?,
+            quantity: r.get(4)?,
+            virtual_machines: json(&r.get::<_, String>(5)?)?,
+            created_at: to_u(r.get(6)?),
+        };
+        state.snow.insert(a.key(), a);
+    }
+    let mut q = c.prepare(
+        "SELECT tenant, device, service, quantity, virtual_machines, datacenter
+         FROM seat_assignments",
+    )?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+        let service: licd_protocol::ServiceName = id(r.get(2)?)?;
+        let seat = state
+            .devices
+            .get_mut(&key)
+            .and_then(|d| d.seats.get_mut(&service))
+            .ok_or_else(|| corrupt("seat assignment of an unknown seat"))?;
+        seat.quantity = r.get(3)?;
+        seat.assigned = r
+            .get::<_, Option<String>>(4)?
+            .map(|v| json(&v).map(|virtual_machines| ComputerAssignment { virtual_machines }))
+            .transpose()?;
+        seat.datacenter = r.get(5)?;
+    }
+    let mut q = c.prepare("SELECT tenant, device, datacenter FROM device_placement")?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+        state
+            .devices
+            .get_mut(&key)
+            .ok_or_else(|| corrupt("placement of an unknown device"))?
+            .datacenter = Some(r.get(2)?);
+    }
+    Ok(())
+}
+
+/// Writes a device's seat extras and placement (migration 5). Seats without extras have no
+/// row: a ledger written before them reads the same.
+fn save_snow_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
+    let key = params![d.tenant.as_str(), d.id.as_str()];
+    exec(
+        tx,
+        "DELETE FROM seat_assignments WHERE tenant = ?1 AND device = ?2",
+        key,
+    )?;
+    exec(
+        tx,
+        "DELETE FROM device_placement WHERE tenant = ?1 AND device = ?2",
+        key,
+    )?;
+    for (service, seat) in &d.seats {
+        if seat.quantity == 1 && seat.assigned.is_none() && seat.datacenter.is_none() {
+            continue;
+        }
+        let vms = seat
+            .assigned
+            .as_ref()
+            .map(|a| to_json(&a.virtual_machines))
+            .transpose()?;
+        exec(
+            tx,
+            "INSERT INTO seat_assignments (tenant, device, service, quantity, virtual_machines,
+                 datacenter) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                d.tenant.as_str(),
+                d.id.as_str(),
+                service.as_str(),
+                seat.quantity,
+                vms,
+                seat.datacenter
+            ],
+        )?;
+    }
+    if let Some(dc) = &d.datacenter {
+        exec(
+            tx,
+            "INSERT INTO device_placement (tenant, device, datacenter) VALUES (?1, ?2, ?3)",
+            params![d.tenant.as_str(), d.id.as_str(), dc],
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes (or deletes) one Snow assignment.
+fn save_snow(
+    tx: &Transaction<'_>,
+    key: &SnowKey,
+    a: Option<&SnowAssignment>,
+) -> Result<(), LedgerError> {
+    exec(
+        tx,
+        "DELETE FROM snow_assignments WHERE license = ?1 AND kind = ?2 AND target = ?3",
+        params![key.0, key.1.as_str(), key.2],
+    )?;
+    if let Some(a) = a {
+        exec(
+            tx,
+            "INSERT INTO snow_assignments (license, kind, target, subscription, sku, quantity,
+                 virtual_machines, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                key.0,
+                key.1.as_str(),
+                key.2,
+                a.subscription.as_str(),
+                a.sku.as_str(),
+                a.quantity,
+                to_json(&a.virtual_machines)?,
+                to_i(a.created_at)
             ],
         )?;
     }

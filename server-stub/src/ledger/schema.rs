@@ -98,4 +98,38 @@ ALTER TABLE devices ADD COLUMN offline TEXT NOT NULL DEFAULT '{}';
     r#"
 ALTER TABLE seats ADD COLUMN ends_at INTEGER;
 "#,
+    // 5: Snow license assignments (issue 21 item 3). Tables of their own, so nothing here
+    // depends on another migration: assignments to datacenters, organizations, sites and
+    // users; what an operator's computer assignment adds to a seat (quantity, VM ids) and a
+    // datacenter's seat; the datacenter a host is placed in.
+    r#"
+CREATE TABLE snow_assignments (
+    license          TEXT NOT NULL,    -- <subscription>:<sku>
+    kind             TEXT NOT NULL CHECK (kind IN ('datacenter', 'organization', 'site', 'user')),
+    target           TEXT NOT NULL,
+    subscription     TEXT NOT NULL,
+    sku              TEXT NOT NULL,
+    quantity         INTEGER NOT NULL,
+    virtual_machines TEXT NOT NULL,    -- JSON array of VM ids
+    created_at       INTEGER NOT NULL,
+    PRIMARY KEY (license, kind, target)
+);
+CREATE TABLE seat_assignments (
+    tenant           TEXT NOT NULL,
+    device           TEXT NOT NULL,
+    service          TEXT NOT NULL,
+    quantity         INTEGER NOT NULL,
+    virtual_machines TEXT,             -- JSON array; NULL: not an operator's computer assignment
+    datacenter       TEXT,             -- the datacenter assignment the seat comes from
+    PRIMARY KEY (tenant, device, service),
+    FOREIGN KEY (tenant, device) REFERENCES devices(tenant, device) ON DELETE CASCADE
+);
+CREATE TABLE device_placement (
+    tenant     TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    datacenter TEXT NOT NULL,
+    PRIMARY KEY (tenant, device),
+    FOREIGN KEY (tenant, device) REFERENCES devices(tenant, device) ON DELETE CASCADE
+);
+"#,
 ];
