@@ -403,9 +403,10 @@ fn raise_fd_limit(need: u64) -> Result<(), FleetError> {
     )
     .map_err(|e| {
         err(format!(
-            "the broker needs about {need} file descriptors and `ulimit -n` is {:?} \
-             (raising it failed: {e}); run as root or raise the hard limit",
-            cur.current
+            "the broker needs about {need} file descriptors and `ulimit -n` is {} (hard \
+             limit {}; raising it failed: {e}): one broker process cannot hold this fleet here",
+            cur.current.map_or("unlimited".into(), |c| c.to_string()),
+            cur.maximum.map_or("unlimited".into(), |c| c.to_string()),
         ))
     })
 }
