@@ -4,7 +4,9 @@
 # is not mounted on the build hosts; x86_64 runs natively there) as the `licd` of the
 # end-to-end tests in tests/, against a real mosquitto and the test controller on 127.0.0.1.
 # Passing means the agent resolved its identity, reported, received and verified a signed
-# grant, and answered `licd check` as licensed, over plain MQTT and over TLS.
+# grant, and answered `licd check` as licensed, over plain MQTT and over TLS; and, with no
+# network at all, imported a grant file made on the host by `licd-stub offline grant` (issue
+# 18), through its daemon and with the daemon stopped, and answered `licd check` as licensed.
 #
 #   cross/smoke.sh [TARGET...]     default: all four (cross/lib.sh ALL_TARGETS)
 #
@@ -19,6 +21,10 @@ source "$ROOT/cross/lib.sh"
 # `licd check` through the daemon and a not-granted service refused), and the same over TLS
 # (ring's assembly for the target, certificate checks).
 SCENARIOS=(first_boot_reports_gets_a_grant tls_with_the_generated_ca_licenses_the_device)
+# Licensing by file with no network (tests/tests/offline_stub.rs): `licd request` under
+# emulation, the grant file from the real `licd-stub offline grant` on the host, `licd import`
+# and `licd check` under emulation.
+OFFLINE_SCENARIOS=(a_device_with_no_network_is_licensed_by_a_grant_file_from_the_stub_cli)
 
 DIST="${LICD_DIST:-dist}"
 targets=("$@")
@@ -52,11 +58,17 @@ for t in "${targets[@]}"; do
     echo "== smoke $t (${qemu:-native}): $("$wrapper" --version)" >&2
     start=$(date +%s)
     # --workspace: the same feature set as the project's test run, so CI reuses its build.
-    if LICD_BIN="$wrapper" cargo test --workspace --locked --test agent_session -- \
-        "${SCENARIOS[@]}" --test-threads=1 --nocapture 2>&1 | tee "$wrappers/$t.log" >&2 &&
+    # Test filters are substrings, so each name matches in its own file only; each file's
+    # result line must count its own scenarios.
+    if LICD_BIN="$wrapper" cargo test --workspace --locked --test agent_session \
+        --test offline_stub -- "${SCENARIOS[@]}" "${OFFLINE_SCENARIOS[@]}" \
+        --test-threads=1 --nocapture 2>&1 | tee "$wrappers/$t.log" >&2 &&
         grep -q "test result: ok. ${#SCENARIOS[@]} passed" "$wrappers/$t.log" &&
+        grep -q "test result: ok. ${#OFFLINE_SCENARIOS[@]} passed" "$wrappers/$t.log" &&
+        [ "$(grep -c '^test result: ok\.' "$wrappers/$t.log")" = 2 ] &&
         grep -q '^--config .* run$' "$wrappers/$t.calls" &&
-        grep -q '^--config .* check ' "$wrappers/$t.calls"; then
+        grep -q '^--config .* check ' "$wrappers/$t.calls" &&
+        grep -q '^--config .* import ' "$wrappers/$t.calls"; then
         result[$t]=ok
     else
         result[$t]=FAILED
@@ -66,12 +78,14 @@ for t in "${targets[@]}"; do
     # The tests print the time from the agent's start to its first grant applied.
     first="$(grep -o 'cold start to first grant applied ([A-Za-z]*): [^ ]*' "$wrappers/$t.log" |
         sed 's/.*(\(.*\)): \(.*\)/\1 \2/' | paste -sd, - | sed 's/,/, /g' || true)"
-    result[$t]="${result[$t]}	first grant: ${first:-?}"
+    # And the wall time of `licd import` (the whole emulated process) by file.
+    import="$(grep -o 'licd import wall time: .*' "$wrappers/$t.log" | sed 's/licd import wall time: //' || true)"
+    result[$t]="${result[$t]}	first grant: ${first:-?}	import: ${import:-?}"
 done
 
-printf '\n%-32s %-10s %s\n' target result 'start to first grant applied; whole run'
+printf '\n%-32s %-10s %s\n' target result 'start to first grant applied; licd import by file; whole run'
 for t in "${targets[@]}"; do
-    IFS=$'\t' read -r r f <<<"${result[$t]}"
-    printf '%-32s %-10s %s; %ss\n' "$t" "$r" "$f" "${secs[$t]}"
+    IFS=$'\t' read -r r f i <<<"${result[$t]}"
+    printf '%-32s %-10s %s; %s; %ss\n' "$t" "$r" "$f" "$i" "${secs[$t]}"
 done
 exit "$failed"

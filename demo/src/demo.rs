@@ -2,8 +2,9 @@
 //! with its embedded broker and a throwaway ledger, sets up an MSP with two tenants and
 //! subscriptions (one with too few seats), starts real agent processes (this binary re-run as
 //! `licd-demo agent`, which runs the licd agent library), and narrates what they do: reports,
-//! grants, a paused service, an unassign, a controller outage with grace, and recovery. It
-//! cleans up after itself.
+//! grants, a paused service, an unassign, a controller outage with grace, and recovery; then an
+//! air-gapped AP with no broker at all licensed by carrying files (request → grant → import).
+//! It cleans up after itself.
 //!
 //! Also `licd-demo agent --config FILE`: the licd daemon run from this binary, so the demo
 //! needs nothing but `cargo run -p licd-demo`.
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use licd_core::api::{Op, Request as ApiRequest};
 use licd_protocol::{DeviceId, LicenseId, ServiceName, Sku, TenantId};
 use licd_stub::engine::{
     CatalogEntry, CustomerKind, Entitlement, LeasePolicy, Selection, Subscription,
@@ -339,8 +341,13 @@ fn agent_config(
     root_hex: &str,
     tenant: &str,
     device: &str,
+    services: &[&str],
 ) -> String {
-    let services = SERVICES.map(|s| format!("{s:?}")).join(", ");
+    let services = services
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "tenant = {tenant:?}\nservices = [{services}]\nstate_dir = {state:?}\nroots = [{root_hex:?}]\n\n\
          [broker]\nurl = \"mqtt://{broker}\"\nallow_insecure = true\nreconnect_max_secs = 2\nkeep_alive_secs = 10\n\n\
@@ -487,23 +494,11 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
         let dir = work.join(d);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("licd.toml");
-        std::fs::write(&config, agent_config(&dir, broker, &root_hex, t, d))?;
-        let log = std::fs::File::create(dir.join("licd.log"))?;
-        let child = Command::new(&exe)
-            .arg("agent")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting an agent")?;
-        agents.push(DemoAgent {
-            tenant: t.into(),
-            device: d.into(),
-            dir,
-            child,
-        });
+        std::fs::write(
+            &config,
+            agent_config(&dir, broker, &root_hex, t, d, &SERVICES),
+        )?;
+        agents.push(spawn_agent(&exe, t, d, dir)?);
         n.until(&agents, &format!("{d}'s grants"), |_, st| {
             let wifi = st.get("wifi-ap").is_some_and(|s| s.0 == "licensed");
             // PoE+ is licensed, or withheld with the controller's reason.
@@ -562,12 +557,158 @@ async fn run_in(work: &Path, options: &DemoOptions) -> Result<()> {
     .await?;
     n.table(&agents);
 
+    file_licensing(&mut n, work, &exe, &stub, &root_hex).await?;
+
     n.phase("Stopping the agents and the controller");
     for a in &mut agents {
         a.stop();
     }
     stub.shutdown().await;
     n.say("demo finished: every step above was real MQTT, real signatures and real files");
+    Ok(())
+}
+
+/// Starts `licd-demo agent` for the config in `dir`, its output in `dir/licd.log`.
+fn spawn_agent(exe: &Path, tenant: &str, device: &str, dir: PathBuf) -> Result<DemoAgent> {
+    let log = std::fs::File::create(dir.join("licd.log"))?;
+    let child = Command::new(exe)
+        .arg("agent")
+        .arg("--config")
+        .arg(dir.join("licd.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting an agent")?;
+    Ok(DemoAgent {
+        tenant: tenant.into(),
+        device: device.into(),
+        dir,
+        child,
+    })
+}
+
+/// One request on the agent's socket, as `licd request`/`licd import` send it when the daemon
+/// runs (one JSON line each way; core/src/api.rs). The answer must say `ok`; a refusal is an
+/// error with the agent's reason.
+fn socket_call(agent: &DemoAgent, op: Op) -> Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(agent.socket())
+        .with_context(|| format!("connecting to {}", agent.socket().display()))?;
+    stream.set_read_timeout(Some(PHASE_TIMEOUT))?;
+    let mut line = serde_json::to_string(&ApiRequest::new(op))?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&answer).context("the agent's answer is not JSON")?;
+    if v["ok"] != true {
+        bail!(
+            "{}: {}",
+            agent.device,
+            v["error"].as_str().unwrap_or("refused")
+        );
+    }
+    Ok(v)
+}
+
+/// The file licensing act (issue 18): a device with no broker at all gets its license by
+/// carrying files, and the narration says which file goes where. The device's daemon runs
+/// (its broker URL is a closed port), so the import takes effect at once, as `licd import`
+/// does through the socket.
+async fn file_licensing(
+    n: &mut Narrator,
+    work: &Path,
+    exe: &Path,
+    stub: &StubHandle,
+    root_hex: &str,
+) -> Result<()> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    const DEVICE: &str = "acme-ap-vault";
+    n.phase("An air-gapped AP: licensed by carrying files, no broker at all");
+    // A port nobody listens on: bind one, then let it go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let dir = work.join(DEVICE);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("licd.toml"),
+        agent_config(&dir, closed, root_hex, "acme", DEVICE, &["wifi-ap"]),
+    )?;
+    let agent = spawn_agent(exe, "acme", DEVICE, dir.clone())?;
+    n.say(&format!(
+        "its files are in {} (kept with --keep)",
+        dir.display()
+    ));
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let before = loop {
+        if let Some(state) = agent.client().and_then(|mut c| c.check("wifi-ap").ok()) {
+            break state;
+        }
+        if Instant::now() >= deadline {
+            bail!("demo: {DEVICE} did not answer on its socket");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    n.say(&format!(
+        "{DEVICE} (tenant acme) cannot reach any broker: wifi-ap {} ({})",
+        before.name(),
+        before.reason().map_or("", |r| r.name()).replace('_', " ")
+    ));
+
+    let answer = socket_call(
+        &agent,
+        Op::Request {
+            services: vec!["wifi-ap".into()],
+        },
+    )?;
+    let request = b64
+        .decode(answer["file"].as_str().unwrap_or_default())
+        .context("the agent's request file is not base64")?;
+    let request_path = dir.join(format!("{DEVICE}.req"));
+    std::fs::write(&request_path, &request)?;
+    n.say(&format!(
+        "1. on the device:     licd request --out {DEVICE}.req       ({} bytes, signed by the device key)",
+        request.len()
+    ));
+    n.say("   carry it to the controller (USB stick, e-mail, web form; `--armor` makes it text)");
+
+    let grant = stub
+        .offline_grant(&request, None)
+        .await
+        .context("the controller refused the request")?;
+    std::fs::write(dir.join(format!("{DEVICE}.grant")), &grant.file)?;
+    n.say(&format!(
+        "2. at the controller: licd-stub offline grant {DEVICE}.req --out {DEVICE}.grant   ({} bytes, seq {})",
+        grant.file.len(),
+        grant.bundle.seq
+    ));
+    n.say("   a seat of acme's subscription, leased for offline_lease_days; carry it back");
+
+    let answer = socket_call(
+        &agent,
+        Op::Import {
+            file: b64.encode(&grant.file),
+        },
+    )?;
+    n.say(&format!(
+        "3. on the device:     licd import {DEVICE}.grant → {}",
+        answer["message"].as_str().unwrap_or_default()
+    ));
+    let after = agent
+        .client()
+        .context("the agent stopped answering")?
+        .check("wifi-ap")?;
+    n.say(&format!(
+        "{DEVICE} wifi-ap {} by file; renewal is a new request before the lease ends",
+        after.name()
+    ));
+    if after.name() != "licensed" {
+        bail!("demo: {DEVICE} is not licensed after the import");
+    }
+    let mut agent = agent;
+    agent.stop();
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The README's first command, `licd-demo`, runs to the end on its own: real agents get
 //! grants, one service pauses, an unassign revokes, an outage shows grace, the controller comes
-//! back. This is the same binary and the same run a new user gets.
+//! back, an air-gapped AP is licensed by file. This is the same binary and the same run a new
+//! user gets.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,6 +25,11 @@ fn the_demo_runs_to_the_end_and_shows_every_phase() {
         "unassigned",
         "grace      (lease expired)",
         "Controller back",
+        // The file act (issue 18): which file goes where, and the device licensed by file.
+        "1. on the device:     licd request --out acme-ap-vault.req",
+        "2. at the controller: licd-stub offline grant acme-ap-vault.req --out acme-ap-vault.grant",
+        "3. on the device:     licd import acme-ap-vault.grant → imported grant seq 1",
+        "acme-ap-vault wifi-ap licensed by file",
         "demo finished",
     ] {
         assert!(stdout.contains(phase), "missing {phase:?} in:\n{stdout}");

@@ -37,7 +37,7 @@ pub use error::{HarnessError, Result};
 pub use mosquitto::{BrokerSecurity, Mosquitto, MosquittoConfig};
 pub use net::free_port;
 pub use pki::{CertFiles, Pki};
-pub use process::{licd_bin, spawn_licd, TestProcess};
+pub use process::{licd_bin, spawn_licd, stub_bin, TestProcess};
 pub use scene::{Scene, SceneBuilder};
 pub use state::TempState;
 pub use wait::{wait_for, wait_for_async};

@@ -44,6 +44,24 @@ pub fn licd_bin() -> Result<PathBuf> {
     .map_err(HarnessError::Build)
 }
 
+/// Environment variable naming a prebuilt `licd-stub` to run instead of building one.
+pub const LICD_STUB_BIN_ENV: &str = "LICD_STUB_BIN";
+
+/// The path of an up-to-date `licd-stub` binary (its admin CLI, e.g. `offline grant`), built
+/// at most once per test process like [`licd_bin`]; `LICD_STUB_BIN` skips the build. The
+/// controller always runs on the host, also when `LICD_BIN` is an emulated agent.
+pub fn stub_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os(LICD_STUB_BIN_ENV) {
+            return Ok(PathBuf::from(path));
+        }
+        build_bin("licd-stub", "licd-stub")
+    })
+    .clone()
+    .map_err(HarnessError::Build)
+}
+
 /// Builds `bin` of `package` with cargo and returns the executable path cargo reports.
 fn build_bin(package: &str, bin: &str) -> std::result::Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -3,10 +3,20 @@
 //! device finds no seat; the first releases, the controller frees the seat once (a replayed
 //! receipt is refused) and the second gets it by file; then the second is given a broker and
 //! continues from the seq it imported, with no gap.
+//!
+//! The cross smoke (`cross/smoke.sh`) also runs
+//! `a_device_with_no_network_is_licensed_by_a_grant_file_from_the_stub_cli` with `LICD_BIN`
+//! set to an emulated firmware build: the grant file is made on the host by the real
+//! `licd-stub offline grant` and imported under qemu with no network at all.
 
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use licd_protocol::{LicenseId, ServiceName, Sku, TenantId};
+use licd_stub::admin::token::{self, TokenKind, TOKEN_STORE_FILE};
+use licd_stub::admin::{AdminConfig, AdminServer};
 use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subscription};
 use licd_stub::{Signer, Stub, StubConfig, StubHandle};
 use licd_tests::agent::{Agent, AgentOptions};
@@ -169,4 +179,99 @@ fn devices_without_a_broker_are_licensed_renewed_released_and_transferred_by_fil
     .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     assert_eq!(b.state_of("wifi").as_deref(), Some("licensed"));
     rt.block_on(stub.shutdown());
+}
+
+/// `licd-stub --admin-url URL --token-file F offline grant REQUEST --out GRANT`, the real CLI
+/// an operator runs at the controller; asserts it succeeds and says where the file goes.
+fn stub_cli_grant(admin: &AdminServer, token_file: &Path, request: &Path, grant: &Path) {
+    let out = Command::new(licd_tests::stub_bin().unwrap())
+        .arg("--admin-url")
+        .arg(admin.url())
+        .arg("--token-file")
+        .arg(token_file)
+        .args(["offline", "grant"])
+        .arg(request)
+        .arg("--out")
+        .arg(grant)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "licd-stub offline grant: {text}");
+    assert!(text.contains("licd import"), "{text}");
+}
+
+/// Runs `licd import FILE` and returns its output and wall time (the whole process, as an
+/// operator sees it; under qemu in the cross smoke).
+fn timed_import(a: &Agent, grant: &Path) -> (String, Duration) {
+    let start = Instant::now();
+    let out = cli_ok(a, &["import", grant.to_str().unwrap()]);
+    (out, start.elapsed())
+}
+
+/// Issue 18, the cross smoke's scenario: a device that has no network at all (its broker URL
+/// is a closed port) is licensed by carrying files. `licd request` on the device, the real
+/// `licd-stub offline grant` CLI against the controller's admin API on the host, `licd import`
+/// on the device: first through the running daemon, then (renewal) with the daemon stopped,
+/// straight into the cache; `licd check` agrees each time. Prints the import wall times.
+#[test]
+fn a_device_with_no_network_is_licensed_by_a_grant_file_from_the_stub_cli() {
+    let rt = licd_tests::runtime();
+    let stub = Arc::new(stub(&rt));
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(TOKEN_STORE_FILE);
+    let now = licd_tests::controller::unix_now();
+    let tok = token::create(&store, "ops", TokenKind::Admin, now).unwrap();
+    let token_file = dir.path().join("admin.token");
+    token::write_token_file(&token_file, &tok, false).unwrap();
+    let admin = rt
+        .block_on(AdminServer::start(
+            stub.clone(),
+            AdminConfig::new("127.0.0.1:0".parse().unwrap(), store),
+        ))
+        .unwrap();
+
+    let mut a = offline_agent("ap-1", &stub.root_public_key().to_hex());
+    let (code, _, _) = a.cli(&["check", "wifi"]).unwrap();
+    assert_ne!(code, 0, "not licensed before any file");
+
+    // Through the running daemon: in force at once.
+    let req = a.state.join("ap-1.req");
+    let grant = dir.path().join("ap-1.grant");
+    let out = cli_ok(&a, &["request", "--out", req.to_str().unwrap()]);
+    assert!(out.contains("licd-stub offline grant"), "{out}");
+    stub_cli_grant(&admin, &token_file, &req, &grant);
+    let (out, running) = timed_import(&a, &grant);
+    assert!(out.contains("the daemon enforces it now"), "{out}");
+    let (code, v) = a.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, &v["state"]), (0, &"licensed".into()), "{v}");
+    let first = seq(&a);
+    assert!(first > 0);
+
+    // Renewal with the daemon stopped: the import writes the cache under the state-dir lock,
+    // and `licd check` answers from it.
+    a.stop().unwrap();
+    let req = a.state.join("ap-1-renew.req");
+    let grant = dir.path().join("ap-1-renew.grant");
+    cli_ok(&a, &["request", "--armor", "--out", req.to_str().unwrap()]);
+    stub_cli_grant(&admin, &token_file, &req, &grant);
+    let (out, stopped) = timed_import(&a, &grant);
+    assert!(out.contains("written to the cache"), "{out}");
+    let (code, v) = a.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, &v["state"]), (0, &"licensed".into()), "{v}");
+    let (_, status, _) = a.cli(&["status", "--json"]).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["bundle"]["seq"].as_u64().unwrap_or(0) > first,
+        "the renewal raised the seq: {status}"
+    );
+    println!(
+        "licd import wall time: daemon running {} ms, daemon stopped {} ms",
+        running.as_millis(),
+        stopped.as_millis()
+    );
+    rt.block_on(admin.shutdown());
 }

@@ -100,6 +100,23 @@ impl Lab {
         }
     }
 
+    /// The lab of every test here: tenants `tenant-a` and `tenant-b` under the MSP, a 60 s
+    /// lease and `grace_secs` of grace; `seats` adds the subscriptions, then auto-licensing
+    /// for wifi is turned on for everyone.
+    fn two_tenants(grace_secs: u64, seats: impl FnOnce(&Lab)) -> Self {
+        let lab = Self::start(
+            &["tenant-a", "tenant-b"],
+            LeasePolicy {
+                lease_secs: 60,
+                grace_secs,
+                ..LeasePolicy::default()
+            },
+        );
+        seats(&lab);
+        lab.auto_license_all();
+        lab
+    }
+
     fn token_of(&self, tenant: &str) -> &str {
         &self
             .tenant_tokens
@@ -143,6 +160,13 @@ impl Lab {
         options.device_id = device.into();
         options.services = vec!["wifi".into()];
         Agent::start(&options).unwrap()
+    }
+
+    /// [`Lab::agent`], waited on until `licd check wifi` says licensed; that answer too.
+    fn licensed_agent(&self, tenant: &str, device: &str) -> (Agent, Value) {
+        let agent = self.agent(tenant, device);
+        let check = wait_check(&agent, &format!("{device} licensed"), licensed);
+        (agent, check)
     }
 
     fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -198,21 +222,12 @@ fn licensed(v: &Value) -> bool {
 
 #[test]
 fn a_tenant_token_cannot_reach_another_tenant_s_device_and_does_reach_its_own() {
-    let lab = Lab::start(
-        &["tenant-a", "tenant-b"],
-        LeasePolicy {
-            lease_secs: 60,
-            grace_secs: 60,
-            ..LeasePolicy::default()
-        },
-    );
-    lab.subscription("SUB-A", "tenant-a", 2);
-    lab.subscription("SUB-B", "tenant-b", 2);
-    lab.auto_license_all();
-    let a = lab.agent("tenant-a", "ap-a1");
-    let b = lab.agent("tenant-b", "ap-b1");
-    wait_check(&a, "ap-a1 licensed", licensed);
-    let before = wait_check(&b, "ap-b1 licensed", licensed);
+    let lab = Lab::two_tenants(60, |lab| {
+        lab.subscription("SUB-A", "tenant-a", 2);
+        lab.subscription("SUB-B", "tenant-b", 2);
+    });
+    let (a, _) = lab.licensed_agent("tenant-a", "ap-a1");
+    let (b, before) = lab.licensed_agent("tenant-b", "ap-b1");
     let b_seq = |lab: &Lab| {
         let (s, d) = lab.call(&lab.msp, "GET", "/api/v1/devices/tenant-b/ap-b1", None);
         assert_eq!(s, 200, "{d}");
@@ -273,19 +288,11 @@ fn a_tenant_token_cannot_reach_another_tenant_s_device_and_does_reach_its_own() 
 /// the second agent is licensed, the violation gone.
 #[test]
 fn compliance_per_subscription_names_what_the_devices_lack_and_clears_when_they_have_it() {
-    let lab = Lab::start(
-        &["tenant-a", "tenant-b"],
-        LeasePolicy {
-            lease_secs: 60,
-            grace_secs: 3600,
-            ..LeasePolicy::default()
-        },
-    );
-    lab.subscription("SUB-A", "tenant-a", 1);
-    lab.subscription("SUB-B", "tenant-b", 1);
-    lab.auto_license_all();
-    let a1 = lab.agent("tenant-a", "ap-a1");
-    wait_check(&a1, "ap-a1 licensed", licensed);
+    let lab = Lab::two_tenants(3600, |lab| {
+        lab.subscription("SUB-A", "tenant-a", 1);
+        lab.subscription("SUB-B", "tenant-b", 1);
+    });
+    let (_a1, _) = lab.licensed_agent("tenant-a", "ap-a1");
     let a2 = lab.agent("tenant-a", "ap-a2");
     let short = wait_check(&a2, "ap-a2 refused a seat", |v| {
         v["reason"] == "seats_exhausted"
@@ -380,36 +387,27 @@ fn compliance_per_subscription_names_what_the_devices_lack_and_clears_when_they_
 /// the destination holds a new license with the moved seat.
 #[test]
 fn moving_a_co_term_license_away_puts_the_source_s_extra_device_into_grace() {
-    let lab = Lab::start(
-        &["tenant-a", "tenant-b"],
-        LeasePolicy {
-            lease_secs: 60,
-            grace_secs: 3600,
-            ..LeasePolicy::default()
-        },
-    );
-    lab.rt
-        .block_on(lab.stub.add_subscription(Subscription {
-            id: LicenseId::new("SUB-A").unwrap(),
-            name: "Tenant A".into(),
-            owner: None,
-            claim_key: Some("Z2AA-BBBB-CCCC".into()),
-            start: lab.now - 60,
-            end: lab.now + 365 * 86_400,
-            entitlements: vec![Entitlement {
-                sku: Sku::new("LIC-WIFI").unwrap(),
-                limit: 2,
-            }],
-        }))
-        .unwrap();
-    lab.rt
-        .block_on(lab.stub.claim("Z2AA-BBBB-CCCC", &tid("tenant-a"), false))
-        .unwrap();
-    lab.auto_license_all();
-    let a1 = lab.agent("tenant-a", "ap-a1");
-    wait_check(&a1, "ap-a1 licensed", licensed);
-    let a2 = lab.agent("tenant-a", "ap-a2");
-    wait_check(&a2, "ap-a2 licensed", licensed);
+    let lab = Lab::two_tenants(3600, |lab| {
+        lab.rt
+            .block_on(lab.stub.add_subscription(Subscription {
+                id: LicenseId::new("SUB-A").unwrap(),
+                name: "Tenant A".into(),
+                owner: None,
+                claim_key: Some("Z2AA-BBBB-CCCC".into()),
+                start: lab.now - 60,
+                end: lab.now + 365 * 86_400,
+                entitlements: vec![Entitlement {
+                    sku: Sku::new("LIC-WIFI").unwrap(),
+                    limit: 2,
+                }],
+            }))
+            .unwrap();
+        lab.rt
+            .block_on(lab.stub.claim("Z2AA-BBBB-CCCC", &tid("tenant-a"), false))
+            .unwrap();
+    });
+    let (a1, _) = lab.licensed_agent("tenant-a", "ap-a1");
+    let (a2, _) = lab.licensed_agent("tenant-a", "ap-a2");
 
     let list = |org: &str, query: &str| {
         let (s, body) = lab.call(

@@ -5,13 +5,17 @@
 //!
 //! ```text
 //! cargo run --profile bench -p licd-tests --bin licd-fleet -- --devices 10000
+//! licd-fleet --devices 50000 --workers 4      # past one process's fd limit (fleet phase only)
 //! ```
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use licd_tests::fleet::{run, start_controller, FleetOptions, CONNECT_WINDOW};
+use licd_protocol::PublicKey;
+use licd_tests::fleet::{
+    run, run_worker, run_workers, start_controller, FleetOptions, CONNECT_WINDOW,
+};
 
 /// Fleet simulator: N real licd agents against mosquitto and the stub controller, compared
 /// with a bare MQTT request/response echo of the same size through the same broker.
@@ -56,6 +60,23 @@ struct Args {
     /// class `wireless`), print `root <hex>` and run until killed (cross/size-report.sh).
     #[arg(long, value_name = "URL")]
     controller_only: Option<String>,
+    /// Run the agents in this many worker processes (this binary re-run), each under its own
+    /// fd limit, the broker and the controller in this one; the results are merged into one
+    /// report. The fleet phase only: no baseline, floor or storm.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Where the agents' state directories go (default /dev/shm, else the temp dir).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<std::path::PathBuf>,
+    /// Worker mode (set by `--workers`): the broker to connect to.
+    #[arg(long, hide = true, requires_all = ["worker_root", "worker_first"])]
+    worker_url: Option<String>,
+    /// Worker mode: the root key the agents pin, hex.
+    #[arg(long, hide = true)]
+    worker_root: Option<String>,
+    /// Worker mode: the first device index of this worker's slice (`--devices` of them).
+    #[arg(long, hide = true)]
+    worker_first: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +84,7 @@ fn main() -> ExitCode {
     if let Some(url) = &args.controller_only {
         return controller_only(url, args.devices);
     }
-    let opts = FleetOptions {
+    let mut opts = FleetOptions {
         devices: args.devices,
         connect_window: args.connect_window.max(1),
         agent_threads: args.agent_threads.max(1),
@@ -73,9 +94,37 @@ fn main() -> ExitCode {
         storm: !args.no_storm,
         phase_timeout: Duration::from_secs(args.timeout_secs),
         progress: !args.json,
-        work_dir: None,
+        work_dir: args.work_dir.clone(),
     };
-    match run(&opts) {
+    if let (Some(url), Some(root), Some(first)) =
+        (&args.worker_url, &args.worker_root, args.worker_first)
+    {
+        opts.progress = false;
+        let Ok(root) = PublicKey::from_hex(root) else {
+            eprintln!("licd-fleet worker: --worker-root is not a public key in hex");
+            return ExitCode::FAILURE;
+        };
+        return match run_worker(&opts, url, &root, first, args.devices) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let result = if args.workers > 1 {
+        if opts.baseline || opts.floor || opts.storm {
+            eprintln!(
+                "licd-fleet: with --workers, the fleet phase only (no baseline, floor or storm)"
+            );
+        }
+        std::env::current_exe()
+            .map_err(|e| licd_tests::fleet::FleetError(format!("this executable: {e}")))
+            .and_then(|exe| run_workers(&opts, &exe, args.workers))
+    } else {
+        run(&opts)
+    };
+    match result {
         Ok(report) => {
             if args.json {
                 println!("{}", report.json());

@@ -58,6 +58,16 @@ impl Tracker {
         }
     }
 
+    /// When the last client connected (for the first time or again).
+    pub(super) fn last_connect(&self) -> Option<Instant> {
+        self.last_connect
+    }
+
+    /// Report → done of every client done so far, in the order they finished.
+    pub(super) fn latencies(&self) -> &[Duration] {
+        &self.latencies
+    }
+
     pub(super) fn on(&mut self, i: usize, kind: Kind, at: Instant) {
         if i >= self.n {
             return;

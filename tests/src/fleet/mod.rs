@@ -22,7 +22,7 @@
 //! Modules: [`report`] (the figures, table and JSON), [`proc`] (CPU and memory from `/proc`),
 //! [`drive`] (per-client bookkeeping and the loop every phase runs), [`baseline`] (bare echo
 //! and floor), [`controller`] (the stub with the fleet's ledger), [`agents`] (the fleet phase)
-//! and [`storm`] (the broker restart).
+//! and [`storm`] (the broker restart); [`workers`] runs the fleet phase across processes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,10 +39,12 @@ mod drive;
 mod proc;
 mod report;
 mod storm;
+mod workers;
 
 pub use controller::start_controller;
 pub use proc::vm_rss;
 pub use report::{Convergence, FleetReport, Storm};
+pub use workers::{merge, run_worker, run_workers, WorkerResult};
 
 /// The services every simulated device wants (and the ledger licenses).
 pub const SERVICES: [&str; 5] = ["wifi", "vpn", "ids", "guest-portal", "mesh"];
@@ -149,26 +151,9 @@ pub fn run(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
     }
     check_fd_limit(opts.devices)?;
     let n = opts.devices;
-    // mosquitto with deliberate limits: one connection per device, the controller and the
-    // echo client, plus slack; memory bounded well above what N sessions with a retained
-    // bundle each need (≈ 16 MB idle per 10k connections measured, plus the bundles).
-    let memory_limit: u64 = 256 * 1024 * 1024 + n as u64 * 32 * 1024;
-    let config = MosquittoConfig::plain()
-        .with_line(format!("max_connections {}", n + 64))
-        .with_line(format!("memory_limit {memory_limit}"))
-        .with_line("connection_messages false");
-    let mut broker = Mosquitto::start(config).map_err(err)?;
+    let mut broker = start_broker(n, &[])?;
     let url = broker.url();
-
-    let base_dir = match &opts.work_dir {
-        Some(d) => d.clone(),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-        None => std::env::temp_dir(),
-    };
-    let work = tempfile::Builder::new()
-        .prefix("licd-fleet-")
-        .tempdir_in(&base_dir)
-        .map_err(|e| err(format!("temp dir in {}: {e}", base_dir.display())))?;
+    let work = work_dir(opts)?;
 
     let samples = baseline::sample_messages();
     let mut out = FleetReport {
@@ -203,6 +188,36 @@ pub fn run(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
         )?);
     }
     Ok(out)
+}
+
+/// mosquitto for `n` clients, with deliberate limits: one connection per device, the
+/// controller and the echo client, plus slack; memory bounded well above what N sessions with a
+/// retained bundle each need (≈ 16 MB idle per 10k connections measured, plus the bundles).
+/// `extra_ports`: more listeners on 127.0.0.1 (the workers spread over them: one destination
+/// port has ~28,000 ephemeral source ports, `ip_local_port_range`, and its own listen backlog).
+fn start_broker(n: usize, extra_ports: &[u16]) -> Result<Mosquitto, FleetError> {
+    let memory_limit: u64 = 256 * 1024 * 1024 + n as u64 * 32 * 1024;
+    let mut config = MosquittoConfig::plain()
+        .with_line(format!("max_connections {}", n + 64))
+        .with_line(format!("memory_limit {memory_limit}"))
+        .with_line("connection_messages false");
+    for p in extra_ports {
+        config = config.with_line(format!("listener {p} 127.0.0.1"));
+    }
+    Mosquitto::start(config).map_err(err)
+}
+
+/// A fresh directory for state dirs and the ledger (see [`FleetOptions::work_dir`]).
+fn work_dir(opts: &FleetOptions) -> Result<tempfile::TempDir, FleetError> {
+    let base_dir = match &opts.work_dir {
+        Some(d) => d.clone(),
+        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
+    };
+    tempfile::Builder::new()
+        .prefix("licd-fleet-")
+        .tempdir_in(&base_dir)
+        .map_err(|e| err(format!("temp dir in {}: {e}", base_dir.display())))
 }
 
 fn svc(s: &str) -> ServiceName {

@@ -101,6 +101,9 @@ pub struct FleetReport {
     pub process_rss: u64,
     /// mosquitto's VmRSS with the fleet licensed, bytes.
     pub broker_rss: u64,
+    /// With `--workers`: (pid, devices, licensed) of each worker process; empty when the fleet
+    /// ran in this process. `process_rss` is then the sum over the workers and the parent.
+    pub workers: Vec<(u32, usize, usize)>,
 }
 
 impl FleetReport {
@@ -139,6 +142,9 @@ impl FleetReport {
             "process_rss_bytes": self.process_rss,
             "process_rss_bytes_per_device": self.process_rss / self.devices.max(1) as u64,
             "broker_rss_bytes": self.broker_rss,
+            "workers": self.workers.iter().map(|(pid, devices, done)| json!({
+                "pid": pid, "devices": devices, "done": done,
+            })).collect::<Vec<_>>(),
             "storm": self.storm.as_ref().map(|s| json!({
                 "broker_down_s": secs(s.broker_down),
                 "all_reconnected_s": secs(s.all_reconnected),
@@ -226,6 +232,19 @@ impl FleetReport {
             self.process_rss as f64 / 1024.0 / self.devices.max(1) as f64,
             self.broker_rss as f64 / 1048576.0,
         );
+        if !self.workers.is_empty() {
+            let each: Vec<String> = self
+                .workers
+                .iter()
+                .map(|(pid, devices, done)| format!("pid {pid}: {done}/{devices}"))
+                .collect();
+            let _ = writeln!(
+                t,
+                "{} worker processes (RSS summed over them and the parent): {}",
+                self.workers.len(),
+                each.join(", ")
+            );
+        }
         if let Some(s) = &self.storm {
             let _ = writeln!(
                 t,
