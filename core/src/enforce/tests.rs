@@ -755,3 +755,5 @@ fn a_connected_enforcer_reports_at_refresh_after_once_a_bundle_answers() {
         vec![Effect::Report(ReportCause::Scheduled)]
     );
 }
+
+mod policy;
