@@ -364,6 +364,23 @@ impl Enforcer {
         self.policy_persisted_at = now;
     }
 
+    /// Counts grace time up to `now` and returns the policy record when it has changes not
+    /// yet handed to the shell (for a clean shutdown: nothing accrued is lost).
+    pub fn flush_policy(&mut self, now: UnixTime) -> Option<PolicyRecord> {
+        let in_grace = self.in_grace();
+        if !in_grace.is_empty() && now > self.policy.accrued_at {
+            self.policy_dirty = true;
+        }
+        self.policy.accrue(now, in_grace.iter());
+        if !self.policy_dirty {
+            return None;
+        }
+        self.policy_dirty = false;
+        self.policy_urgent = false;
+        self.policy_persisted_at = now;
+        Some(self.policy.clone())
+    }
+
     /// The policy record in force.
     pub fn policy_record(&self) -> &PolicyRecord {
         &self.policy
