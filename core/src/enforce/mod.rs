@@ -166,7 +166,7 @@ impl Held {
 }
 
 /// A warning on a service that may run (status, `licd check --json`, the report).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "warning", rename_all = "snake_case")]
 pub enum Warning {
     /// More VMs than the allowance, within the policy's tolerance: licensed.
