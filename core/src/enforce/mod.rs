@@ -1016,16 +1016,15 @@ impl Enforcer {
     pub fn next_wake(&self) -> Option<UnixTime> {
         // While a service is in grace its seconds accrue: persist them at least every
         // USAGE_PERSIST_INTERVAL, so a kill -9 loses no more than that.
-        let usage = (self.policy_dirty
-            && self
-                .states
-                .values()
-                .any(|s| matches!(s, ServiceState::Grace { .. })))
-        .then(|| {
-            self.policy_persisted_at
-                .saturating_add(USAGE_PERSIST_INTERVAL)
-                .max(self.evaluated_at.saturating_add(1))
-        });
+        let usage = self
+            .states
+            .values()
+            .any(|s| matches!(s, ServiceState::Grace { .. }))
+            .then(|| {
+                self.policy_persisted_at
+                    .saturating_add(USAGE_PERSIST_INTERVAL)
+                    .max(self.evaluated_at.saturating_add(1))
+            });
         min_opt(min_opt(self.next_deadline, self.schedule.next()), usage)
     }
 
