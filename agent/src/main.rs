@@ -318,8 +318,9 @@ fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::R
     }
     Ok(match answer["state"].as_str() {
         Some("licensed") => 0,
-        Some("grace") if strict => EXIT_GRACE_STRICT,
-        Some("grace") => 0,
+        // Advisory past grace: the service runs, licensed with a warning (OPERATIONS.md §5).
+        Some("grace" | "non_compliant") if strict => EXIT_GRACE_STRICT,
+        Some("grace" | "non_compliant") => 0,
         _ => EXIT_UNLICENSED,
     })
 }
@@ -330,6 +331,7 @@ fn describe_state(v: &Value) -> String {
     match v["state"].as_str() {
         Some("licensed") => format!("licensed until {until}"),
         Some("grace") => format!("GRACE until {until} ({reason})"),
+        Some("non_compliant") => format!("NON-COMPLIANT, running (advisory: {reason})"),
         Some("unlicensed") => format!("UNLICENSED ({reason})"),
         _ => "unknown".into(),
     }
@@ -454,13 +456,48 @@ fn print_status(status: &Value) {
             refusals["last_message"].as_str().unwrap_or("?")
         );
     }
+    let now = clock["now"].as_u64().unwrap_or(0);
     for svc in status["services"].as_array().into_iter().flatten() {
         println!(
-            "  {:<20} {}",
+            "  {:<20} {}{}",
             svc["service"].as_str().unwrap_or("?"),
-            describe_state(svc)
+            describe_state(svc),
+            describe_policy(svc, now)
         );
     }
+}
+
+/// The policy part of a service's status line: strategy (unless restrict), time to the term
+/// end, warnings.
+fn describe_policy(svc: &Value, now: u64) -> String {
+    let mut out = String::new();
+    if let Some(strategy) = svc["strategy"].as_str().filter(|s| *s != "restrict") {
+        out.push_str(&format!(", {strategy}"));
+    }
+    if let Some(end) = svc["term_ends_at"].as_u64() {
+        let left = end.saturating_sub(now);
+        if left > 0 {
+            out.push_str(&format!(
+                ", term ends in {}d {}h",
+                left / 86_400,
+                left % 86_400 / 3_600
+            ));
+        }
+    }
+    for w in svc["warnings"].as_array().into_iter().flatten() {
+        match w["warning"].as_str() {
+            Some("overage") => out.push_str(&format!(
+                ", OVERAGE {}/{} VMs (tolerated {})",
+                w["vms"], w["allowance"], w["tolerated"]
+            )),
+            Some("expiring_soon") => out.push_str(&format!(
+                ", EXPIRING SOON (warned {} d before the end)",
+                w["threshold"].as_u64().unwrap_or(0) / 86_400
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Result<u8> {

@@ -216,7 +216,10 @@ impl TrustStore {
         d: &crate::delegation::Delegation,
         at: UnixTime,
     ) -> Result<KeyId, Error> {
-        if !matches!(kind, MessageKind::Grants | MessageKind::GrantAnswer) {
+        if !matches!(
+            kind,
+            MessageKind::Grants | MessageKind::PolicyBundle | MessageKind::GrantAnswer
+        ) {
             return Err(Error::Invalid("a site issuer signs grants only"));
         }
         d.verify()?;

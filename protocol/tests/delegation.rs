@@ -387,3 +387,45 @@ fn bad_constraints_cannot_be_issued_or_parsed() {
     // The domain string is its own.
     assert_eq!(DELEGATION_DOMAIN, b"licd/v1 site delegation\0");
 }
+
+#[test]
+fn the_any_kind_bundle_paths_check_the_delegation_too() {
+    use licd_protocol::policy::{
+        open_any_bundle, open_any_bundle_as_issued, open_any_bundle_memo, PolicyBundle,
+    };
+    let mut too_long = relay_bundle();
+    too_long.grants[0].lease_until = NOW + 3 * HOUR;
+    let plain = sealed(&too_long, &delegation());
+    let policy = seal_bytes_delegated(
+        MessageKind::PolicyBundle,
+        &relay_key(),
+        &signing_cert(),
+        &delegation(),
+        &postcard::to_allocvec(&PolicyBundle::plain(too_long)).unwrap(),
+    );
+    for bytes in [&plain, &policy] {
+        let breach = |r: Result<_, Error>| match r {
+            Err(Error::DelegationBreach(Breach::LeaseTooLong { .. })) => {}
+            other => panic!("expected LeaseTooLong, got {other:?}"),
+        };
+        breach(open_any_bundle(bytes, &site_trust(), NOW));
+        breach(open_any_bundle_memo(
+            bytes,
+            &site_trust(),
+            NOW,
+            &mut Default::default(),
+        ));
+        breach(open_any_bundle_as_issued(bytes, &site_trust()));
+    }
+    // Within the delegation, a policy bundle from the relay is accepted.
+    let ok = seal_bytes_delegated(
+        MessageKind::PolicyBundle,
+        &relay_key(),
+        &signing_cert(),
+        &delegation(),
+        &postcard::to_allocvec(&PolicyBundle::plain(relay_bundle())).unwrap(),
+    );
+    let (b, signer) = open_any_bundle(&ok, &site_trust(), NOW).expect("accepted");
+    assert_eq!(b.bundle, relay_bundle());
+    assert_eq!(signer.site_issuer, Some(public(&relay_key()).id()));
+}

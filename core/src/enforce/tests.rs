@@ -166,7 +166,11 @@ fn entering_grace_asks_for_a_report_once() {
         .filter(|e| matches!(e, Effect::Report(ReportCause::GraceStarted)))
         .count();
     assert_eq!(reports, 1);
-    assert!(e.handle(T0 + LEASE + 1, Input::Tick).is_empty());
+    // No second report (the grace time counted since is persisted, nothing else happens).
+    assert!(e
+        .handle(T0 + LEASE + 1, Input::Tick)
+        .iter()
+        .all(|e| matches!(e, Effect::PersistPolicy(_))));
 }
 
 #[test]
@@ -921,3 +925,5 @@ fn a_device_without_a_site_or_at_another_refuses_every_relay() {
         assert!(!e.state(&svc("wifi")).may_run());
     }
 }
+
+mod policy;

@@ -1,5 +1,5 @@
 //! The site relay (issue 23): a delegated, constrained issuer that licenses a disconnected
-//! site's devices from the seat pools of its delegation (docs/PROTOCOL.md §17).
+//! site's devices from the seat pools of its delegation (docs/PROTOCOL.md §18).
 //!
 //! - [`pool`]: floating seats — the pure rules of what the relay grants.
 //! - [`site`]: the relay's files (key, delegation, seats) and the controller's `delegate`.

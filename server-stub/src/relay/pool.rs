@@ -9,7 +9,7 @@
 //! a device that goes away frees its seat when its lease and grace have run out, a waiting
 //! device gets it at its next report, and at no instant can more devices run a service than its
 //! pool holds. A lease never outlives the delegation and is never longer than its `max_lease`,
-//! so every bundle stays within what devices check (docs/PROTOCOL.md §17.3).
+//! so every bundle stays within what devices check (docs/PROTOCOL.md §18.3).
 
 use std::collections::BTreeMap;
 
