@@ -159,7 +159,8 @@ fn outlook_badges(o: &Outlook) -> Markup {
         @for (service, state) in &o.services {
             @let class = match state {
                 ExpectedState::Licensed { .. } => "ok",
-                ExpectedState::Grace { .. } => "warn",
+                // Advisory policy: runs past grace, shown as a warning (issue 20).
+                ExpectedState::Grace { .. } | ExpectedState::NonCompliant { .. } => "warn",
                 ExpectedState::Unlicensed { .. } => "bad",
             };
             span class={"badge " (class)} data-service=(service) data-expected=(state.name()) {
