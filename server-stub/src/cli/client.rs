@@ -135,6 +135,12 @@ impl Client {
         Ok(self.send(Method::PATCH, path, Some(body)).await?.0)
     }
 
+    /// PUT a JSON body.
+    pub async fn put(&self, path: &str, body: &impl Serialize) -> Result<Value> {
+        let body = serde_json::to_value(body).context("encoding the request")?;
+        Ok(self.send(Method::PUT, path, Some(body)).await?.0)
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<Value> {
         Ok(self.send(Method::DELETE, path, None).await?.0)

@@ -18,12 +18,15 @@ mod bundle;
 pub mod manage;
 pub mod offline;
 pub mod ops;
+pub mod policy;
 mod report;
 
 #[cfg(test)]
 mod manage_tests;
 #[cfg(test)]
 mod offline_tests;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -43,7 +46,7 @@ pub use model::{
 pub use select::Selection;
 
 /// One day in seconds.
-const DAY: u64 = 24 * 60 * 60;
+pub const DAY: u64 = 24 * 60 * 60;
 
 /// The most seats one SKU of a subscription may have: the admin API documents seat counts as
 /// `int32`, so a larger number is refused rather than stored (issue 16 item 5).
@@ -169,6 +172,9 @@ pub enum EngineError {
         /// Limit asked for.
         limit: u32,
     },
+    /// A licensing policy with a value out of range (issue 20).
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(policy::PolicyError),
     /// No license of the organization has that key (Meraki co-term move).
     #[error("the organization has no license with key {0:?}")]
     UnknownLicenseKey(String),
@@ -226,6 +232,10 @@ pub struct Dirty {
     pub policies: BTreeSet<ServiceName>,
     /// Devices (identity, key, seats, bundle state).
     pub devices: BTreeSet<DeviceKey>,
+    /// SKU policies (issue 20).
+    pub sku_policies: BTreeSet<Sku>,
+    /// Subscription policies (issue 20).
+    pub subscription_policies: BTreeSet<LicenseId>,
 }
 
 impl Dirty {
@@ -236,6 +246,8 @@ impl Dirty {
             && self.subscriptions.is_empty()
             && self.policies.is_empty()
             && self.devices.is_empty()
+            && self.sku_policies.is_empty()
+            && self.subscription_policies.is_empty()
     }
 }
 
@@ -256,6 +268,10 @@ pub struct State {
     /// its seats after their own subscriptions' and before the MSP's. Stored with the
     /// subscription (a subscription in [`Dirty::subscriptions`] has its bindings written too).
     pub bindings: BTreeMap<LicenseId, BTreeSet<TenantId>>,
+    /// Licensing policy per catalogue SKU: the default of its seats (issue 20).
+    pub sku_policies: BTreeMap<Sku, policy::Policy>,
+    /// Licensing policy per subscription: overrides its SKUs' field by field (issue 20).
+    pub subscription_policies: BTreeMap<LicenseId, policy::Policy>,
 }
 
 /// The licensing engine. See the module docs.
@@ -266,8 +282,9 @@ pub struct Engine {
     /// Seats assigned per (subscription, SKU); derived from the devices' seats.
     assigned: BTreeMap<(LicenseId, Sku), u32>,
     dirty: Dirty,
-    /// A file request is being answered (its report is not a device coming online).
-    answering_file: bool,
+    /// The device whose file request is being answered (its report is not a device coming
+    /// online, and its bundle gets the offline lease).
+    answering_file: Option<DeviceKey>,
 }
 
 impl Engine {
@@ -291,7 +308,7 @@ impl Engine {
             lease,
             assigned,
             dirty: Dirty::default(),
-            answering_file: false,
+            answering_file: None,
         }
     }
 
@@ -322,6 +339,10 @@ impl Engine {
         self.dirty.subscriptions.extend(dirty.subscriptions);
         self.dirty.policies.extend(dirty.policies);
         self.dirty.devices.extend(dirty.devices);
+        self.dirty.sku_policies.extend(dirty.sku_policies);
+        self.dirty
+            .subscription_policies
+            .extend(dirty.subscription_policies);
     }
 
     /// Seats assigned from `sku` of subscription `sub`.

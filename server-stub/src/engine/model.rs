@@ -162,6 +162,10 @@ pub struct GrantBasis {
     pub not_after: UnixTime,
     /// VM allowance for per-VM SKUs.
     pub vm_allowance: Option<u32>,
+    /// The licensing policy of the grant (issue 20); bases stored before it existed read
+    /// back as the default, the behaviour they were issued with.
+    #[serde(default)]
+    pub policy: super::policy::EffectivePolicy,
 }
 
 /// The last bundle issued to a device.

@@ -55,7 +55,7 @@ impl Engine {
         };
         // A device licensed by file that now reports over MQTT gets a bundle with the regular
         // lease at once (continuing from the seq it imported).
-        let back_online = !self.answering_file && self.back_online(&key, now);
+        let back_online = self.answering_file.is_none() && self.back_online(&key, now);
         let due = back_online
             || self.state.devices.get(&key).is_some_and(|d| {
                 d.bundle.basis.as_ref() != Some(&basis)

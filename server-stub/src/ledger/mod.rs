@@ -221,6 +221,21 @@ impl Ledger {
             );
         }
 
+        let mut q = c.prepare("SELECT scope, id, policy FROM license_policies")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let policy: crate::engine::policy::Policy = json(&r.get::<_, String>(2)?)?;
+            match r.get::<_, String>(0)?.as_str() {
+                "sku" => {
+                    state.sku_policies.insert(id(r.get(1)?)?, policy);
+                }
+                "subscription" => {
+                    state.subscription_policies.insert(id(r.get(1)?)?, policy);
+                }
+                other => return Err(corrupt(format!("policy scope {other}"))),
+            }
+        }
+
         let mut q = c.prepare(
             "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
                     agent_version, vm_count, services_wanted, first_seen, last_report_at,
@@ -356,6 +371,17 @@ impl Ledger {
                 save_device(&tx, d)?;
             }
         }
+        for sku in &dirty.sku_policies {
+            save_policy(&tx, "sku", sku.as_str(), state.sku_policies.get(sku))?;
+        }
+        for sub in &dirty.subscription_policies {
+            save_policy(
+                &tx,
+                "subscription",
+                sub.as_str(),
+                state.subscription_policies.get(sub),
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -450,6 +476,28 @@ fn save_subscription(tx: &Transaction<'_>, s: &Subscription) -> Result<(), Ledge
             params![s.id.as_str(), e.sku.as_str(), e.limit],
         )?;
     }
+    Ok(())
+}
+
+/// Writes one policy row, or deletes it when the policy is gone (everything inherits).
+fn save_policy(
+    tx: &Transaction<'_>,
+    scope: &str,
+    id: &str,
+    policy: Option<&crate::engine::policy::Policy>,
+) -> Result<(), LedgerError> {
+    match policy {
+        Some(p) => exec(
+            tx,
+            "INSERT OR REPLACE INTO license_policies (scope, id, policy) VALUES (?1, ?2, ?3)",
+            params![scope, id, to_json(p)?],
+        )?,
+        None => exec(
+            tx,
+            "DELETE FROM license_policies WHERE scope = ?1 AND id = ?2",
+            params![scope, id],
+        )?,
+    };
     Ok(())
 }
 

@@ -98,4 +98,15 @@ ALTER TABLE devices ADD COLUMN offline TEXT NOT NULL DEFAULT '{}';
     r#"
 ALTER TABLE seats ADD COLUMN ends_at INTEGER;
 "#,
+    // 5: licensing policy per SKU or subscription (issue 20; issue 18's offline_lease_days):
+    // the fields set, as JSON (unset fields inherit). Usage reported by devices (issue 20),
+    // one row per (device, report seq): the key makes storing a report twice a no-op.
+    r#"
+CREATE TABLE license_policies (
+    scope  TEXT NOT NULL CHECK (scope IN ('sku', 'subscription')),
+    id     TEXT NOT NULL,
+    policy TEXT NOT NULL,              -- JSON: strategy, overage_tolerance_pct, warn_before, offline_lease_days
+    PRIMARY KEY (scope, id)
+);
+"#,
 ];

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod licenses;
 pub mod meraki;
 pub mod offline;
+pub mod policy;
 pub mod subscriptions;
 
 use axum::extract::State;
