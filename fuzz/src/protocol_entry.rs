@@ -1,5 +1,6 @@
-//! Fuzz entries for the wire protocol (`licd-protocol` only): envelope decoding and topic
-//! parsing. Included by the fuzz crate and by `protocol/tests/fuzz_corpus.rs`.
+//! Fuzz entries for the wire protocol (`licd-protocol` only): envelope decoding, topic
+//! parsing, files and the policy kinds. Included by the fuzz crate and by
+//! `protocol/tests/fuzz_corpus.rs`.
 //!
 //! The keys are the golden vectors' seeds (`protocol/tests/vectors/keys.json`), so the
 //! vectors' envelopes open completely and make good seeds.
@@ -11,6 +12,10 @@ use licd_protocol::envelope::{open_bundle, open_report, seal_bundle, seal_bytes,
 use licd_protocol::offline::{
     armor, dearmor, decode_file, open_activation_request, open_grant_answer, open_release_receipt,
     seal_activation_request, seal_release_receipt,
+};
+use licd_protocol::policy::{
+    open_any_bundle, open_any_bundle_as_issued, open_extended_report, open_policy_bundle,
+    seal_extended_report, seal_policy_bundle,
 };
 use licd_protocol::{
     ActivationRequest, DeviceReport, Envelope, GrantBundle, MessageKind, PublicKey, ReleaseReceipt,
@@ -146,4 +151,35 @@ pub fn offline_file(data: &[u8]) {
     }
     let sealed = seal_bytes(MessageKind::GrantAnswer, &k.signing, Some(&k.cert), data);
     let _ = open_grant_answer(&sealed, &k.trust, NOW);
+}
+
+/// The policy kinds (docs/PROTOCOL.md §17): `data` as a received policy bundle (by the strict
+/// and the either-kind openers) and extended report, then as the payload of each signed by
+/// the right key (so postcard decoding and the content rules are reached). Invariants:
+/// nothing panics; what opens re-seals to what opens the same.
+pub fn policy(data: &[u8]) {
+    let k = keys();
+    let _ = open_policy_bundle(data, &k.trust, NOW);
+    let _ = open_any_bundle(data, &k.trust, NOW);
+    let _ = open_extended_report(data);
+
+    let sealed = seal_bytes(MessageKind::PolicyBundle, &k.signing, Some(&k.cert), data);
+    if let Ok((bundle, _)) = open_any_bundle(&sealed, &k.trust, NOW) {
+        let again = seal_policy_bundle(&bundle, &k.signing, &k.cert);
+        let (reopened, _) =
+            open_policy_bundle(&again, &k.trust, NOW).expect("a re-encoded policy bundle opens");
+        assert_eq!(reopened, bundle, "policy bundle round trip");
+        let _ = open_any_bundle_as_issued(&again, &k.trust);
+    }
+    let sealed = seal_bytes(MessageKind::ExtendedReport, &k.device, None, data);
+    if let Ok(report) = open_extended_report(&sealed) {
+        if report.report.device_key == PublicKey::from(&k.device.verifying_key()) {
+            let again = seal_extended_report(&report, &k.device);
+            assert_eq!(
+                open_extended_report(&again).expect("a re-encoded extended report opens"),
+                report,
+                "extended report round trip"
+            );
+        }
+    }
 }

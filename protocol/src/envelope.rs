@@ -66,6 +66,12 @@ pub enum MessageKind {
     /// A [`crate::offline::GrantAnswer`] (a grant file answering a request), signed by a
     /// controller signing key.
     GrantAnswer,
+    /// A [`crate::policy::PolicyBundle`] (a bundle with licensing policy and a usage
+    /// acknowledgement), signed by a controller signing key.
+    PolicyBundle,
+    /// A [`crate::policy::ExtendedReport`] (a report with usage and compliance), signed by the
+    /// device key.
+    ExtendedReport,
 }
 
 impl MessageKind {
@@ -81,6 +87,8 @@ impl MessageKind {
             MessageKind::ActivationRequest => 7,
             MessageKind::ReleaseReceipt => 8,
             MessageKind::GrantAnswer => 9,
+            MessageKind::PolicyBundle => 10,
+            MessageKind::ExtendedReport => 11,
         }
     }
 
@@ -96,6 +104,8 @@ impl MessageKind {
             7 => Ok(MessageKind::ActivationRequest),
             8 => Ok(MessageKind::ReleaseReceipt),
             9 => Ok(MessageKind::GrantAnswer),
+            10 => Ok(MessageKind::PolicyBundle),
+            11 => Ok(MessageKind::ExtendedReport),
             other => Err(Error::UnknownKind(other)),
         }
     }

@@ -3,7 +3,8 @@
 //! Everything the agent and the controller exchange is defined here: validated identifiers
 //! ([`id`]), the MQTT topic scheme ([`topic`]), the messages ([`messages`]), signing-key
 //! certificates ([`cert`]), the signed envelope that carries every message ([`envelope`]),
-//! remote diagnostics ([`diag`]), licensing by file and its armor ([`offline`]), and the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
+//! remote diagnostics ([`diag`]), licensing by file and its armor ([`offline`]), licensing policy and usage reports
+//! ([`policy`]), and the trust chain: pinned roots ([`trust`]), root-signed revocation lists ([`revocation`]) and
 //! root rotations signed by the old and the new root ([`rotation`]).
 //!
 //! The crate is pure: no I/O, no clock, no randomness. Time is always an argument (unix seconds),
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod limits;
 pub mod messages;
 pub mod offline;
+pub mod policy;
 pub mod revocation;
 pub mod rotation;
 pub mod topic;
@@ -37,6 +39,10 @@ pub use id::{DeviceId, IdError, LicenseId, ServiceName, Sku, TenantId};
 pub use keys::{KeyId, PublicKey};
 pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldReason};
 pub use offline::{ActivationRequest, GrantAnswer, Nonce, ReleaseReceipt};
+pub use policy::{
+    ComplianceReason, ExtendedReport, PolicyBundle, ServiceCompliance, ServicePolicy,
+    ServiceSeconds, Standing, Strategy, Usage,
+};
 pub use revocation::RevocationList;
 pub use rotation::RootRotation;
 pub use topic::{Topic, TopicKind, TrustTopic};

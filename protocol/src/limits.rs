@@ -20,3 +20,11 @@ pub const MAX_ID_LEN: usize = 64;
 /// Most signing-key ids one revocation list may name (16 bytes each: 16 KiB at most, well
 /// within [`MAX_ENVELOPE_LEN`]).
 pub const MAX_REVOKED: usize = 1024;
+
+/// Most expiring-soon thresholds one service policy may carry (Cisco warns at two; eight
+/// leaves room for a daily countdown over the last week).
+pub const MAX_WARN_THRESHOLDS: usize = 8;
+
+/// Largest overage tolerance, in percent of the VM allowance (ten times the allowance): a
+/// larger one is a controller bug, not a policy.
+pub const MAX_OVERAGE_TOLERANCE_PCT: u32 = 1_000;

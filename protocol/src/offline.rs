@@ -59,7 +59,8 @@ pub struct GrantAnswer {
     pub device: DeviceId,
     /// The nonce of the [`ActivationRequest`] this answers.
     pub request_nonce: Nonce,
-    /// The signed grant bundle envelope (kind 2), exactly as a broker would carry it.
+    /// The signed grant bundle envelope (kind 2, or kind 10 with policy), exactly as a broker
+    /// would carry it.
     pub bundle: Vec<u8>,
 }
 
@@ -136,7 +137,8 @@ pub fn seal_grant_answer(
 }
 
 /// Verifies and decodes a grant answer like a live bundle (signature, then the chain to a
-/// pinned root at `now`), then checks that it carries a Grants envelope (framing only: the
+/// pinned root at `now`), then checks that it carries a bundle envelope, kind Grants or
+/// PolicyBundle (framing only: the
 /// bundle inside is opened by the same rules as any bundle, by the caller).
 pub fn open_grant_answer(
     bytes: &[u8],
@@ -145,7 +147,10 @@ pub fn open_grant_answer(
 ) -> Result<(GrantAnswer, SignerInfo), Error> {
     let (answer, signer) =
         open_certified::<GrantAnswer>(bytes, MessageKind::GrantAnswer, trust, now)?;
-    Envelope::parse(&answer.bundle)?.expect_kind(MessageKind::Grants)?;
+    let inner = Envelope::parse(&answer.bundle)?;
+    if inner.kind != MessageKind::PolicyBundle {
+        inner.expect_kind(MessageKind::Grants)?;
+    }
     Ok((answer, signer))
 }
 
@@ -218,8 +223,10 @@ pub fn decode_file(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
 /// A label for files of `kind` (armor headers, file names, operator messages).
 pub fn label(kind: MessageKind) -> &'static str {
     match kind {
-        MessageKind::Report | MessageKind::ActivationRequest => "REQUEST",
-        MessageKind::Grants | MessageKind::GrantAnswer => "GRANT",
+        MessageKind::Report | MessageKind::ActivationRequest | MessageKind::ExtendedReport => {
+            "REQUEST"
+        }
+        MessageKind::Grants | MessageKind::GrantAnswer | MessageKind::PolicyBundle => "GRANT",
         MessageKind::ReleaseReceipt => "RELEASE",
         MessageKind::Revocations | MessageKind::RootRotation => "TRUST",
         MessageKind::DiagRequest | MessageKind::DiagResponse => "DIAG",

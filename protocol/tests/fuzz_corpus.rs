@@ -49,6 +49,11 @@ fn the_offline_file_corpus_replays_without_a_panic() {
 }
 
 #[test]
+fn the_policy_corpus_replays_without_a_panic() {
+    replay("policy", protocol_entry::policy);
+}
+
+#[test]
 fn the_topic_corpus_replays_without_a_panic() {
     replay("topic", protocol_entry::topic);
 }
