@@ -20,6 +20,7 @@ pub mod offline;
 pub mod ops;
 pub mod policy;
 mod report;
+pub mod usage;
 
 #[cfg(test)]
 mod manage_tests;
@@ -33,6 +34,8 @@ mod proptests;
 mod seed_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -236,6 +239,8 @@ pub struct Dirty {
     pub sku_policies: BTreeSet<Sku>,
     /// Subscription policies (issue 20).
     pub subscription_policies: BTreeSet<LicenseId>,
+    /// Usage windows to upsert into the history, in order (issue 20).
+    pub usage_windows: Vec<usage::UsageWindow>,
 }
 
 impl Dirty {
@@ -248,6 +253,7 @@ impl Dirty {
             && self.devices.is_empty()
             && self.sku_policies.is_empty()
             && self.subscription_policies.is_empty()
+            && self.usage_windows.is_empty()
     }
 }
 
@@ -343,6 +349,7 @@ impl Engine {
         self.dirty
             .subscription_policies
             .extend(dirty.subscription_policies);
+        self.dirty.usage_windows.extend(dirty.usage_windows);
     }
 
     /// Seats assigned from `sku` of subscription `sub`.

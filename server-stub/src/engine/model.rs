@@ -225,6 +225,8 @@ pub struct Device {
     pub bundle: BundleState,
     /// Licensing by file: offline flag, nonces seen, last release, history.
     pub offline: super::offline::OfflineRecord,
+    /// Policy kinds spoken, open usage window, compliance as the device reports it (issue 20).
+    pub usage: super::usage::UsageState,
 }
 
 impl Device {

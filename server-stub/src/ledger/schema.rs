@@ -108,5 +108,20 @@ CREATE TABLE license_policies (
     policy TEXT NOT NULL,              -- JSON: strategy, overage_tolerance_pct, warn_before, offline_lease_days
     PRIMARY KEY (scope, id)
 );
+ALTER TABLE devices ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'; -- JSON: open window, policy kinds, reported compliance
+CREATE TABLE usage_windows (
+    tenant        TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    window_seq    INTEGER NOT NULL,    -- the report seq the window opened at
+    last_seq      INTEGER NOT NULL,    -- the report whose counters are its value
+    closed        INTEGER NOT NULL,    -- 1: final; 0: the open window's latest report so far
+    period_start  INTEGER NOT NULL,
+    period_end    INTEGER NOT NULL,
+    peak_vm_count INTEGER,
+    refusals      INTEGER NOT NULL,
+    grace_seconds TEXT NOT NULL,       -- JSON object service -> seconds
+    PRIMARY KEY (tenant, device, window_seq)
+);
+CREATE INDEX usage_windows_by_end ON usage_windows (period_end);
 "#,
 ];
