@@ -197,6 +197,7 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         .route("/api/v1/assignments", get(licenses::assignments))
         .merge(handlers::offline::routes())
         .merge(handlers::policy::routes())
+        .merge(handlers::usage::routes())
         // Issue 21's seed operations, each module with its own routes.
         .merge(handlers::meraki::routes())
         // Behind the token check like the API: labels name tenants, devices, subscriptions.

@@ -22,6 +22,7 @@ mod policy;
 mod subscriptions;
 mod table;
 mod token;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -89,6 +90,8 @@ pub enum AdminCommand {
     /// Licensing policy per SKU or subscription: expiry strategy, overage tolerance,
     /// expiring-soon thresholds, offline lease (show, set, clear).
     Policy(policy::PolicyArgs),
+    /// Usage reported by devices, counted once: grace seconds, peak VMs, refusals per window.
+    Usage(usage::UsageArgs),
     /// Meraki compliance statuses per subscription (what each lacks, by product class).
     #[command(name = "compliance-statuses")]
     ComplianceStatuses(meraki::ComplianceStatuses),
@@ -160,6 +163,7 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
         AdminCommand::Licenses(c) => licenses::run(api, c, json_out).await,
         AdminCommand::Offline(c) => offline::run(api, c, json_out).await,
         AdminCommand::Policy(c) => policy::run(api, c, json_out).await,
+        AdminCommand::Usage(c) => usage::run(api, c, json_out).await,
         AdminCommand::ComplianceStatuses(c) => meraki::compliance_statuses(&api, c, json_out).await,
         AdminCommand::Coterm(c) => meraki::coterm(&api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),

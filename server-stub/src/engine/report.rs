@@ -190,7 +190,10 @@ impl Engine {
                         .catalog
                         .get(&seat.sku)
                         .and_then(|c| c.vms_per_seat);
-                    let over = matches!((d.vm_count, allowance), (Some(n), Some(a)) if n > a);
+                    // Over the tolerance of the seat's policy (issue 20); within it the
+                    // service is licensed with a warning.
+                    let over = matches!((d.vm_count, allowance), (Some(n), Some(a))
+                        if n > self.effective_policy(&seat.subscription, &seat.sku).tolerated_vms(a));
                     ended || over
                 }
             })

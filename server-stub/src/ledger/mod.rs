@@ -67,7 +67,7 @@ pub struct UsageQuery<'a> {
     pub device: Option<&'a licd_protocol::DeviceId>,
     /// Periods ending at or after this time.
     pub from: UnixTime,
-    /// Periods starting at or before this time.
+    /// Periods ending at or before this time.
     pub to: UnixTime,
 }
 
@@ -445,14 +445,14 @@ impl Ledger {
 
     /// The usage history: every window (closed ones final, open ones at their latest
     /// report) of `tenant`'s devices (all when `None`), optionally one device, whose period
-    /// ends at or after `from` and starts at or before `to`; oldest first.
+    /// ends between `from` and `to` (inclusive); oldest first.
     pub fn usage_windows(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageWindow>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT tenant, device, window_seq, last_seq, closed, period_start, period_end,
                     peak_vm_count, refusals, grace_seconds
              FROM usage_windows
              WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR device = ?2)
-               AND period_end >= ?3 AND period_start <= ?4
+               AND period_end >= ?3 AND period_end <= ?4
              ORDER BY period_end, tenant, device, window_seq",
         )?;
         let mut rows = stmt.query(params![

@@ -9,6 +9,7 @@ pub mod meraki;
 pub mod offline;
 pub mod policy;
 pub mod subscriptions;
+pub mod usage;
 
 use axum::extract::State;
 use axum::Json;
