@@ -318,8 +318,9 @@ fn check(config: &Path, service: &str, as_json: bool, strict: bool) -> anyhow::R
     }
     Ok(match answer["state"].as_str() {
         Some("licensed") => 0,
-        Some("grace") if strict => EXIT_GRACE_STRICT,
-        Some("grace") => 0,
+        // Advisory past grace: the service runs, licensed with a warning (OPERATIONS.md §5).
+        Some("grace" | "non_compliant") if strict => EXIT_GRACE_STRICT,
+        Some("grace" | "non_compliant") => 0,
         _ => EXIT_UNLICENSED,
     })
 }
@@ -330,6 +331,7 @@ fn describe_state(v: &Value) -> String {
     match v["state"].as_str() {
         Some("licensed") => format!("licensed until {until}"),
         Some("grace") => format!("GRACE until {until} ({reason})"),
+        Some("non_compliant") => format!("NON-COMPLIANT, running (advisory: {reason})"),
         Some("unlicensed") => format!("UNLICENSED ({reason})"),
         _ => "unknown".into(),
     }

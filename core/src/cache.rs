@@ -121,6 +121,9 @@ pub enum Problem {
     MarkUnreadable(StoreError),
     /// The VM record is unreadable; the VM count is unknown until the probe reads it.
     VmRecordUnreadable(StoreError),
+    /// The policy record is unreadable: usage not yet acknowledged is lost, report seqs and
+    /// expiring-soon thresholds start afresh.
+    PolicyRecordUnreadable(StoreError),
     /// The trust state file is unreadable; trust starts from the config roots.
     TrustUnreadable(String),
     /// A stored trust message no longer verifies and was dropped.
@@ -165,6 +168,7 @@ impl std::fmt::Display for Problem {
         match self {
             Self::MarkUnreadable(e) => write!(f, "time mark unreadable: {e}"),
             Self::VmRecordUnreadable(e) => write!(f, "VM record unreadable: {e}"),
+            Self::PolicyRecordUnreadable(e) => write!(f, "policy record unreadable: {e}"),
             Self::TrustUnreadable(e) => write!(f, "trust state unreadable: {e}"),
             Self::TrustDropped(d) => write!(
                 f,
@@ -237,6 +241,12 @@ pub fn restore(
         Ok(None) => {}
         Ok(Some(record)) => enforcer.restore_vm(record),
         Err(e) => problems.push(Problem::VmRecordUnreadable(e)),
+    }
+    // The policy record before the bundle: thresholds fired stay fired, seqs continue.
+    match store.load_policy_record() {
+        Ok(None) => {}
+        Ok(Some(record)) => enforcer.restore_policy(record, now),
+        Err(e) => problems.push(Problem::PolicyRecordUnreadable(e)),
     }
     // The release record before the bundle: released services stay unlicensed under it, and
     // its floor holds even when the cache was lost.

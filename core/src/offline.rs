@@ -340,7 +340,7 @@ pub fn import(
     let raw = decode_file(file).map_err(ImportRefusal::File)?;
     let env = Envelope::parse(&raw).map_err(ImportRefusal::File)?;
     let (bundle, answers) = match env.kind {
-        MessageKind::Grants => (raw.to_vec(), None),
+        MessageKind::Grants | MessageKind::PolicyBundle => (raw.to_vec(), None),
         MessageKind::GrantAnswer => {
             let (answer, _) =
                 open_grant_answer(&raw, enforcer.trust(), now).map_err(ImportRefusal::File)?;

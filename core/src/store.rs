@@ -10,7 +10,10 @@
 //! - `bundle.v1.bin`: the signed grant envelope exactly as received;
 //! - `time-mark.v1`: the high-water mark, decimal unix seconds and a newline;
 //! - `vm.v1`: the last VM count read, since when the probe fails, and since when each service
-//!   is over its VM allowance ([`VmRecord`]), so a restart continues the over-use grace clock.
+//!   is over its VM allowance ([`VmRecord`]), so a restart continues the over-use grace clock;
+//! - `policy.v1.bin`: report seqs, usage not yet acknowledged and expiring-soon thresholds
+//!   fired ([`PolicyRecord`]), so a restart neither reuses a seq, loses or re-sends usage, nor
+//!   fires a threshold again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
 use licd_protocol::UnixTime;
 
-use crate::enforce::{VmRecord, MAX_VM_RECORD_LEN};
+use crate::enforce::{PolicyRecord, VmRecord, MAX_POLICY_RECORD_LEN, MAX_VM_RECORD_LEN};
 
 /// File name of the cached bundle.
 pub const BUNDLE_FILE: &str = "bundle.v1.bin";
@@ -28,6 +31,8 @@ pub const BUNDLE_FILE: &str = "bundle.v1.bin";
 pub const MARK_FILE: &str = "time-mark.v1";
 /// File name of the VM record.
 pub const VM_FILE: &str = "vm.v1";
+/// File name of the policy record.
+pub const POLICY_FILE: &str = "policy.v1.bin";
 
 /// A failed cache operation, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +187,38 @@ impl Store {
     /// Persists the VM record atomically.
     pub fn save_vm_record(&self, record: &VmRecord) -> Result<(), StoreError> {
         write_atomic(&self.dir.join(VM_FILE), record.encode().as_bytes(), 0o600)
+    }
+
+    /// The persisted policy record (`None`: never written). A file that is not a record is an
+    /// error; the caller sets it aside and starts a fresh one (report seqs then restart at 1:
+    /// the controller sees a new window, PROTOCOL.md §17.3).
+    pub fn load_policy_record(&self) -> Result<Option<PolicyRecord>, StoreError> {
+        let path = self.dir.join(POLICY_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let mut raw = Vec::new();
+        file.take(MAX_POLICY_RECORD_LEN as u64 + 1)
+            .read_to_end(&mut raw)
+            .map_err(io_err("read", &path))?;
+        PolicyRecord::decode(&raw)
+            .map(Some)
+            .map_err(|why| StoreError::Corrupt {
+                path,
+                why: why.into(),
+            })
+    }
+
+    /// Persists the policy record atomically.
+    pub fn save_policy_record(&self, record: &PolicyRecord) -> Result<(), StoreError> {
+        write_atomic(&self.dir.join(POLICY_FILE), &record.encode(), 0o600)
+    }
+
+    /// Moves a corrupt policy record aside.
+    pub fn set_aside_policy_record(&self, now: UnixTime) -> Result<PathBuf, StoreError> {
+        set_aside(&self.dir.join(POLICY_FILE), now)
     }
 
     /// Moves a corrupt VM record aside.

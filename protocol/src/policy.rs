@@ -458,7 +458,8 @@ mod tests {
     #[test]
     fn a_valid_policy_passes_and_each_malformed_one_is_refused_with_its_reason() {
         assert_eq!(policy().validate(), Ok(()));
-        let cases: [(fn(&mut PolicyBundle), &str); 7] = [
+        type Case = (fn(&mut PolicyBundle), &'static str);
+        let cases: [Case; 7] = [
             (
                 |b| b.policies[0].overage_tolerance_pct = 99,
                 "overage tolerance below 100 %",

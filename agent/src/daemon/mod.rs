@@ -297,6 +297,12 @@ async fn serve(
         task.abort();
     }
     daemon.save_mark();
+    let now = daemon.core.now();
+    if let Some(record) = daemon.core.enforcer.flush_policy(now) {
+        if let Err(e) = daemon.core.store.save_policy_record(&record) {
+            tracing::warn!(error = %e, "cannot write the policy record at shutdown; usage since the last write is lost");
+        }
+    }
     let _ = stop_tx.send(true);
     if let Some(t) = api_task {
         let _ = t.await;

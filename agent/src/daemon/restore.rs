@@ -82,6 +82,10 @@ impl Core {
                 tracing::warn!(error = %e, "VM record unreadable; the VM count is unknown until the probe reads it");
                 let _ = self.store.set_aside_vm_record(now);
             }
+            Problem::PolicyRecordUnreadable(e) => {
+                tracing::warn!(error = %e, "policy record unreadable; usage not yet acknowledged is lost, report seqs start afresh");
+                let _ = self.store.set_aside_policy_record(now);
+            }
             Problem::TrustUnreadable(problem) => {
                 tracing::warn!(%problem, "trust state unreadable; starting from the config roots")
             }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use licd_protocol::envelope::seal_report;
-use licd_protocol::{DeviceReport, UnixTime};
+use licd_protocol::policy::seal_extended_report;
+use licd_protocol::{DeviceReport, ExtendedReport, UnixTime};
 use rumqttc::QoS;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use super::restore::Core;
 use crate::api::{Event, FileAnswer, FileCommand, FileOp};
 use crate::enforce::{Effect, Input, Refusal, ReportCause};
-use crate::hooks::Hooks;
+use crate::hooks::{HookEvent, Hooks};
 use crate::identity::{probe_vm_count, DeviceKey, Identity, VmCount, VmProbeConfig};
 use crate::offline::{self as files, OfflineError, StateLock};
 use crate::refusal::{Channel, LogLevel, RefusalLimiter};
@@ -396,8 +397,34 @@ impl Daemon {
                         service: service.to_string(),
                         state: to,
                     };
-                    self.hooks.notify(ev.clone());
+                    self.hooks.notify(ev.clone().into());
                     let _ = self.events.send(ev);
+                }
+                Effect::ExpiringSoon {
+                    service,
+                    threshold,
+                    term_ends_at,
+                } => {
+                    tracing::warn!(
+                        %service,
+                        threshold_days = threshold / 86_400,
+                        threshold_secs = threshold,
+                        term_ends_at,
+                        "license term ends soon"
+                    );
+                    let state = self.core.enforcer.state(&service);
+                    self.hooks.notify(HookEvent {
+                        event: Event {
+                            service: service.to_string(),
+                            state,
+                        },
+                        expiring: Some((threshold, term_ends_at)),
+                    });
+                }
+                Effect::PersistPolicy(record) => {
+                    if let Err(e) = self.core.store.save_policy_record(&record) {
+                        tracing::error!(error = %e, "cannot write the policy record; a restart could fire an expiring-soon warning again or lose usage not yet acknowledged");
+                    }
                 }
                 // One report for however many causes; the first named is logged.
                 Effect::Report(cause) => {
@@ -443,13 +470,34 @@ impl Daemon {
             uptime: self.core.clock.boot().as_secs(),
             clock_rollback: self.core.time.rollback(),
         };
-        let bytes = seal_report(&report, &self.key.signing);
+        let bundle_seq = report.bundle_seq;
+        let bytes = if self.core.settings.extended_reports {
+            let (report_seq, usage, compliance, record) = self.core.enforcer.prepare_report(now);
+            // Write-ahead (PROTOCOL.md §17.3): the seq and what the report carries are on disk
+            // before it leaves, so a crash can skip a seq but never reuse one.
+            if let Err(e) = self.core.store.save_policy_record(&record) {
+                tracing::error!(error = %e, "cannot write the policy record; report not sent");
+                let _ = self.core.enforcer.handle(now, Input::ReportNotQueued);
+                return;
+            }
+            seal_extended_report(
+                &ExtendedReport {
+                    report,
+                    report_seq,
+                    usage,
+                    compliance,
+                },
+                &self.key.signing,
+            )
+        } else {
+            seal_report(&report, &self.key.signing)
+        };
         match self
             .client
             .try_publish(self.topics.report.clone(), QoS::AtLeastOnce, false, bytes)
         {
             Ok(()) => {
-                tracing::debug!(why, seq = report.bundle_seq, "report sent");
+                tracing::debug!(why, seq = bundle_seq, "report sent");
                 self.connection.reports_sent += 1;
             }
             Err(e) => {

@@ -387,7 +387,7 @@ fn check_bundle(raw: &[u8], params: &MqttParams<'_>, took: Duration) -> BundleSe
         },
         Some(rules) => match rules.check(raw, params.now) {
             Ok((bundle, _)) => BundleSeen {
-                seq: bundle.seq,
+                seq: bundle.bundle.seq,
                 took,
                 check: Ok(()),
             },

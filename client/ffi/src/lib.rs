@@ -290,7 +290,8 @@ fn reason_code(r: Option<Reason>) -> licd_reason {
 fn to_c_state(state: &State, source: Source) -> licd_state {
     licd_state {
         state: match state {
-            State::Licensed { .. } => licd_state_kind::LICD_LICENSED,
+            // Advisory past grace runs: licensed with a warning (its reason says why).
+            State::Licensed { .. } | State::NonCompliant { .. } => licd_state_kind::LICD_LICENSED,
             State::Grace { .. } => licd_state_kind::LICD_GRACE,
             State::Unlicensed { .. } => licd_state_kind::LICD_UNLICENSED,
         },

@@ -286,6 +286,11 @@ pub struct EnforceConfig {
     /// How often the VM probe runs.
     #[serde(default = "default_vm_interval")]
     pub vm_probe_interval_secs: u64,
+    /// Send extended reports (report seq, usage, compliance; PROTOCOL.md §17) instead of plain
+    /// ones, so the controller answers with policy bundles. Only towards a controller that
+    /// reads them: an older one drops them and never answers.
+    #[serde(default)]
+    pub extended_reports: bool,
 }
 
 impl Default for EnforceConfig {
@@ -295,6 +300,7 @@ impl Default for EnforceConfig {
             rollback_tolerance_secs: default_tolerance(),
             report_interval_secs: default_report_interval(),
             vm_probe_interval_secs: default_vm_interval(),
+            extended_reports: false,
         }
     }
 }
@@ -389,6 +395,8 @@ pub struct Settings {
     pub report_interval: Duration,
     /// See [`EnforceConfig::vm_probe_interval_secs`].
     pub vm_probe_interval: Duration,
+    /// See [`EnforceConfig::extended_reports`].
+    pub extended_reports: bool,
     /// Logging.
     pub log: LogConfig,
     /// Identity overrides.
@@ -491,6 +499,7 @@ impl Settings {
             rollback_tolerance: e.rollback_tolerance_secs,
             report_interval: Duration::from_secs(e.report_interval_secs),
             vm_probe_interval: Duration::from_secs(e.vm_probe_interval_secs),
+            extended_reports: e.extended_reports,
             log: c.log,
             identity: c.identity,
             vm: c.vm,

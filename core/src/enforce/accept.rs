@@ -1,8 +1,8 @@
 //! The acceptance rules for a grant bundle: what a bundle must prove before it can change any
 //! license state. Pure: trust anchors, the held bundle and the time are passed in.
 
-use licd_protocol::envelope::{open_bundle, open_bundle_as_issued, open_bundle_memo};
-use licd_protocol::{CertMemo, DeviceId, GrantBundle, KeyId, SignerInfo, TrustStore, UnixTime};
+use licd_protocol::policy::{open_any_bundle, open_any_bundle_as_issued, open_any_bundle_memo};
+use licd_protocol::{CertMemo, DeviceId, KeyId, PolicyBundle, SignerInfo, TrustStore, UnixTime};
 
 /// Why a bundle was refused. The state is unchanged after any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,9 +104,14 @@ pub struct AcceptanceRules {
 
 impl AcceptanceRules {
     /// Checks everything but freshness against a held bundle: signature and chain at `now`,
-    /// device binding, and `issued_at` not too far ahead of `now`.
-    pub fn check(&self, bytes: &[u8], now: UnixTime) -> Result<(GrantBundle, SignerInfo), Refusal> {
-        let opened = open_bundle(bytes, &self.trust, now)?;
+    /// device binding, and `issued_at` not too far ahead of `now`. Either bundle kind (2, or
+    /// 10 with policy; a plain one comes back with default policies).
+    pub fn check(
+        &self,
+        bytes: &[u8],
+        now: UnixTime,
+    ) -> Result<(PolicyBundle, SignerInfo), Refusal> {
+        let opened = open_any_bundle(bytes, &self.trust, now)?;
         self.bind(opened, now)
     }
 
@@ -117,8 +122,8 @@ impl AcceptanceRules {
         bytes: &[u8],
         now: UnixTime,
         memo: &mut CertMemo,
-    ) -> Result<(GrantBundle, SignerInfo), Refusal> {
-        let opened = open_bundle_memo(bytes, &self.trust, now, memo)?;
+    ) -> Result<(PolicyBundle, SignerInfo), Refusal> {
+        let opened = open_any_bundle_memo(bytes, &self.trust, now, memo)?;
         self.bind(opened, now)
     }
 
@@ -131,19 +136,20 @@ impl AcceptanceRules {
         &self,
         bytes: &[u8],
         now: UnixTime,
-    ) -> Result<(GrantBundle, SignerInfo), Refusal> {
-        let opened = open_bundle_as_issued(bytes, &self.trust)?;
+    ) -> Result<(PolicyBundle, SignerInfo), Refusal> {
+        let opened = open_any_bundle_as_issued(bytes, &self.trust)?;
         self.bind(opened, now)
     }
 
     fn bind(
         &self,
-        (bundle, signer): (GrantBundle, SignerInfo),
+        (policy, signer): (PolicyBundle, SignerInfo),
         now: UnixTime,
-    ) -> Result<(GrantBundle, SignerInfo), Refusal> {
+    ) -> Result<(PolicyBundle, SignerInfo), Refusal> {
+        let bundle = &policy.bundle;
         if bundle.device != self.device {
             return Err(Refusal::WrongDevice {
-                got: bundle.device,
+                got: bundle.device.clone(),
                 expected: self.device.clone(),
             });
         }
@@ -160,6 +166,6 @@ impl AcceptanceRules {
                 tolerance: self.future_tolerance,
             });
         }
-        Ok((bundle, signer))
+        Ok((policy, signer))
     }
 }

@@ -8,13 +8,17 @@
 //! effect says so ([`Effect::Report`]); when to report, retry and back off is decided here.
 
 mod accept;
+mod policy;
 mod schedule;
 mod state;
 mod vm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use licd_protocol::{GrantBundle, ServiceName, SignerInfo, TrustStore, UnixTime};
+use licd_protocol::{
+    ComplianceReason, GrantBundle, MessageKind, PolicyBundle, ServiceCompliance, ServiceName,
+    ServicePolicy, SignerInfo, Standing, TrustStore, UnixTime, Usage,
+};
 use serde::Serialize;
 
 use crate::offline::{Release, ReleaseError};
@@ -22,6 +26,10 @@ use crate::refusal::Channel;
 
 pub use crate::refusal::RefusalStats;
 pub use accept::{AcceptanceRules, Refusal};
+pub use policy::{
+    evaluate_with_policy, thresholds_crossed, AckOutcome, Counters, Fired, PolicyRecord,
+    MAX_POLICY_RECORD_LEN, MAX_SENT_REMEMBERED, USAGE_PERSIST_INTERVAL,
+};
 pub use schedule::{
     ReportPolicy, ReportSchedule, DEFAULT_REPORT_INTERVAL, FIRST_REPORT_RETRY, MIN_REPORT_GAP,
 };
@@ -115,6 +123,19 @@ pub enum Effect {
     WitnessTime(UnixTime),
     /// Write this VM record to the state directory (it changed; see [`VmRecord`]).
     PersistVm(VmRecord),
+    /// A service's term ends within `threshold` seconds (a threshold of its policy was
+    /// crossed): log it and run the hook with event `expiring_soon`. Once per threshold and
+    /// term, also across restarts (the record is persisted with it, [`Effect::PersistPolicy`]).
+    ExpiringSoon {
+        /// The service.
+        service: ServiceName,
+        /// The smallest threshold crossed, seconds before the term end.
+        threshold: u64,
+        /// The term end (`not_after`).
+        term_ends_at: UnixTime,
+    },
+    /// Write this policy record (report seqs, usage, thresholds fired) to the state directory.
+    PersistPolicy(PolicyRecord),
 }
 
 /// The bundle currently in force.
@@ -122,10 +143,51 @@ pub enum Effect {
 pub struct Held {
     /// Decoded content.
     pub bundle: GrantBundle,
+    /// Policies of its services (empty for a plain kind-2 bundle: every service has the
+    /// default policy).
+    pub policies: Vec<ServicePolicy>,
+    /// Whether it came as a policy bundle (kind 10).
+    pub with_policy: bool,
     /// The signed bytes (what the cache stores).
     pub raw: Vec<u8>,
     /// Who signed it.
     pub signer: SignerInfo,
+}
+
+impl Held {
+    /// The policy of `service` (the default one when the bundle has none for it).
+    pub fn policy(&self, service: &ServiceName) -> ServicePolicy {
+        self.policies
+            .iter()
+            .find(|p| &p.service == service)
+            .cloned()
+            .unwrap_or_else(|| ServicePolicy::default_for(service.clone()))
+    }
+}
+
+/// A warning on a service that may run (status, `licd check --json`, the report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "warning", rename_all = "snake_case")]
+pub enum Warning {
+    /// More VMs than the allowance, within the policy's tolerance: licensed.
+    Overage {
+        /// VMs running.
+        vms: u32,
+        /// The grant's allowance.
+        allowance: u32,
+        /// The most the tolerance allows.
+        tolerated: u32,
+    },
+    /// The term ends within `threshold` seconds (a threshold of the policy was crossed).
+    ExpiringSoon {
+        /// The smallest threshold crossed.
+        threshold: u64,
+    },
+    /// Advisory strategy past grace: the service runs, but is not compliant.
+    NonCompliant {
+        /// Why.
+        reason: Reason,
+    },
 }
 
 /// One service in a [`Snapshot`].
@@ -139,6 +201,15 @@ pub struct ServiceStatus {
     /// License id and SKU when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
+    /// The grant's expiry strategy (`restrict`, `advisory`, `immediate`) when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<&'static str>,
+    /// The grant's term end (`not_after`) when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term_ends_at: Option<UnixTime>,
+    /// Warnings (overage within tolerance, expiring soon, advisory non-compliance).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 /// Facts about the held bundle, for status.
@@ -246,6 +317,14 @@ pub struct Enforcer {
     released: Option<Release>,
     /// When to report next.
     schedule: ReportSchedule,
+    /// Report seqs, usage until acknowledged, thresholds fired (persisted).
+    policy: PolicyRecord,
+    /// The policy record changed since it was last handed to the shell.
+    policy_dirty: bool,
+    /// The change must be persisted at once (an acknowledgement applied, a threshold fired).
+    policy_urgent: bool,
+    /// When the policy record was last handed to the shell to persist.
+    policy_persisted_at: UnixTime,
 }
 
 impl Enforcer {
@@ -266,7 +345,138 @@ impl Enforcer {
             cert_memo: licd_protocol::CertMemo::default(),
             released: None,
             schedule: ReportSchedule::new(ReportPolicy::default(), 0),
+            policy: PolicyRecord::default(),
+            policy_dirty: false,
+            policy_urgent: false,
+            policy_persisted_at: 0,
         }
+    }
+
+    /// Puts a persisted policy record in force (at start-up, **before**
+    /// [`Enforcer::restore`]): report seqs continue, usage not yet acknowledged is kept, and
+    /// thresholds already fired do not fire again. Grace time is counted from `now` on (the
+    /// time the daemon was down is not known to be grace).
+    pub fn restore_policy(&mut self, mut record: PolicyRecord, now: UnixTime) {
+        record.accrued_at = now;
+        self.policy = record;
+        self.policy_dirty = false;
+        self.policy_urgent = false;
+        self.policy_persisted_at = now;
+    }
+
+    /// Counts grace time up to `now` and returns the policy record when it has changes not
+    /// yet handed to the shell (for a clean shutdown: nothing accrued is lost).
+    pub fn flush_policy(&mut self, now: UnixTime) -> Option<PolicyRecord> {
+        let in_grace = self.in_grace();
+        if !in_grace.is_empty() && now > self.policy.accrued_at {
+            self.policy_dirty = true;
+        }
+        self.policy.accrue(now, in_grace.iter());
+        if !self.policy_dirty {
+            return None;
+        }
+        self.policy_dirty = false;
+        self.policy_urgent = false;
+        self.policy_persisted_at = now;
+        Some(self.policy.clone())
+    }
+
+    /// The policy record in force.
+    pub fn policy_record(&self) -> &PolicyRecord {
+        &self.policy
+    }
+
+    /// Takes the next report seq for an extended report and returns what it carries: the
+    /// seq, the usage since the window opened and the compliance per service. The record
+    /// returned must be persisted **before** the report is sent (write-ahead, PROTOCOL.md
+    /// §17.3).
+    pub fn prepare_report(
+        &mut self,
+        now: UnixTime,
+    ) -> (u64, Usage, Vec<ServiceCompliance>, PolicyRecord) {
+        let in_grace: Vec<ServiceName> = self.in_grace();
+        self.policy.accrue(now, in_grace.iter());
+        let (seq, usage) = self.policy.next_report();
+        self.policy_dirty = false;
+        self.policy_urgent = false;
+        self.policy_persisted_at = now;
+        (seq, usage, self.compliance(), self.policy.clone())
+    }
+
+    fn in_grace(&self) -> Vec<ServiceName> {
+        self.states
+            .iter()
+            .filter(|(_, s)| matches!(s, ServiceState::Grace { .. }))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Per service, what the device sees (for the extended report).
+    pub fn compliance(&self) -> Vec<ServiceCompliance> {
+        self.states
+            .iter()
+            .map(|(service, state)| {
+                let (standing, reason) = match *state {
+                    ServiceState::Licensed { .. } => (Standing::Licensed, None),
+                    ServiceState::Grace { reason, .. } => (Standing::Grace, Some(reason)),
+                    ServiceState::NonCompliant { reason } => (Standing::NonCompliant, Some(reason)),
+                    ServiceState::Unlicensed { reason } => (Standing::Unlicensed, Some(reason)),
+                };
+                let warnings = self.warnings(service);
+                ServiceCompliance {
+                    service: service.clone(),
+                    standing,
+                    reason: reason.and_then(wire_reason),
+                    overage_vms: warnings.iter().find_map(|w| match w {
+                        Warning::Overage { vms, allowance, .. } => Some(vms - allowance),
+                        _ => None,
+                    }),
+                    expiring_within: warnings.iter().find_map(|w| match w {
+                        Warning::ExpiringSoon { threshold } => Some(*threshold),
+                        _ => None,
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// The warnings on `service` at the last evaluation.
+    fn warnings(&self, service: &ServiceName) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let state = self.state(service);
+        if let ServiceState::NonCompliant { reason } = state {
+            out.push(Warning::NonCompliant { reason });
+        }
+        let Some(held) = &self.held else {
+            return out;
+        };
+        let Some(grant) = held.bundle.grant(service) else {
+            return out;
+        };
+        if !state.may_run() {
+            return out;
+        }
+        let policy = held.policy(service);
+        if let (Some(vms), Some(allowance)) = (self.vm_count(), grant.vm_allowance) {
+            let tolerated = policy.tolerated_vms(allowance);
+            if vms > allowance && vms <= tolerated {
+                out.push(Warning::Overage {
+                    vms,
+                    allowance,
+                    tolerated,
+                });
+            }
+        }
+        if let Some(threshold) = self
+            .policy
+            .fired
+            .get(service)
+            .filter(|f| f.not_after == grant.not_after && self.evaluated_at < grant.not_after)
+            .and_then(|f| f.thresholds.iter().next().copied())
+        {
+            out.push(Warning::ExpiringSoon { threshold });
+        }
+        out
     }
 
     /// Puts a persisted release record in force (at start-up, before [`Enforcer::restore`]):
@@ -379,10 +589,15 @@ impl Enforcer {
     /// signed by a trusted signer. Moving evaluation time forward can only end validity sooner.
     pub fn restore(&mut self, raw: &[u8], now: UnixTime) -> Result<Vec<Effect>, Refusal> {
         let issued_at = licd_protocol::Envelope::parse(raw)
-            .and_then(|env| env.decode::<GrantBundle>())
+            .and_then(|env| match env.kind {
+                MessageKind::PolicyBundle => env.decode::<PolicyBundle>().map(|p| p.bundle),
+                _ => env.decode::<GrantBundle>(),
+            })
             .map_or(0, |b| b.issued_at);
         let now = now.max(issued_at);
         let (bundle, signer) = self.rules.check_as_issued(raw, now)?;
+        // The acknowledgement was applied when the bundle was accepted live; applying it
+        // again changes nothing (the window is at it or past it).
         self.install(bundle, raw.to_vec(), signer, now);
         let mut causes = Vec::new();
         let mut effects = self.reevaluate(now, &mut causes);
@@ -437,6 +652,8 @@ impl Enforcer {
         now: UnixTime,
     ) {
         self.refusals.count(channel, code, message, now);
+        self.policy.usage.add_refusal();
+        self.policy_dirty = true;
     }
 
     /// Handles one input at trusted time `now`.
@@ -447,8 +664,8 @@ impl Enforcer {
             Input::Bundle(raw) => match self.accept(raw, now) {
                 Ok(None) => return effects,
                 Ok(Some((bundle, signer))) => {
-                    let (seq, issued_at) = (bundle.seq, bundle.issued_at);
-                    let refresh = bundle.refresh_after;
+                    let (seq, issued_at) = (bundle.bundle.seq, bundle.bundle.issued_at);
+                    let refresh = bundle.bundle.refresh_after;
                     self.install(bundle, raw.to_vec(), signer, now);
                     effects.push(Effect::Persist(raw.to_vec()));
                     effects.push(Effect::Accepted { seq, signer });
@@ -471,6 +688,10 @@ impl Enforcer {
                     read_at: now,
                 });
                 self.vm.unknown_since = None;
+                if self.policy.usage.peak_vm_count.is_none_or(|p| count > p) {
+                    self.policy.usage.see_vms(count);
+                    self.policy_dirty = true;
+                }
             }
             // Unknown is not zero: the last known count stays in force (a probe that fails on
             // and off must not lift over-use, nor restart its grace clock). The report keeps
@@ -492,8 +713,32 @@ impl Enforcer {
         }
         effects.extend(self.reevaluate(now, &mut causes));
         effects.extend(self.vm_record_due().map(Effect::PersistVm));
+        effects.extend(self.policy_record_due(now).map(Effect::PersistPolicy));
         self.report_if_due(now, causes, &mut effects);
         effects
+    }
+
+    /// The policy record, when it changed and is due: at once after an acknowledgement or a
+    /// threshold fired (`policy_urgent`), else at most
+    /// every [`USAGE_PERSIST_INTERVAL`] while usage grows.
+    fn policy_record_due(&mut self, now: UnixTime) -> Option<PolicyRecord> {
+        if self.policy_persisted_at == 0 {
+            // The first evaluation: the interval counts from here.
+            self.policy_persisted_at = now;
+        }
+        if !self.policy_dirty
+            || !self.policy_urgent
+                && now
+                    < self
+                        .policy_persisted_at
+                        .saturating_add(USAGE_PERSIST_INTERVAL)
+        {
+            return None;
+        }
+        self.policy_dirty = false;
+        self.policy_urgent = false;
+        self.policy_persisted_at = now;
+        Some(self.policy.clone())
     }
 
     /// Asks the schedule whether a report goes now (for `causes`, or because one is due) and
@@ -551,22 +796,33 @@ impl Enforcer {
         &mut self,
         raw: &[u8],
         now: UnixTime,
-    ) -> Result<Option<(GrantBundle, SignerInfo)>, Refusal> {
+    ) -> Result<Option<(PolicyBundle, SignerInfo)>, Refusal> {
         if self.held.as_ref().is_some_and(|h| h.raw == raw) {
             return Ok(None);
         }
         let (bundle, signer) = self.rules.check_memo(raw, now, &mut self.cert_memo)?;
         let held = self.held_seq().max(self.floor_seq);
-        if (self.held.is_some() || self.floor_seq > 0) && bundle.seq <= held {
+        if (self.held.is_some() || self.floor_seq > 0) && bundle.bundle.seq <= held {
             return Err(Refusal::Stale {
-                seq: bundle.seq,
+                seq: bundle.bundle.seq,
                 held,
             });
         }
         Ok(Some((bundle, signer)))
     }
 
-    fn install(&mut self, bundle: GrantBundle, raw: Vec<u8>, signer: SignerInfo, now: UnixTime) {
+    fn install(&mut self, policy: PolicyBundle, raw: Vec<u8>, signer: SignerInfo, now: UnixTime) {
+        let with_policy = raw.get(1) == Some(&MessageKind::PolicyBundle.to_byte());
+        let PolicyBundle {
+            bundle,
+            policies,
+            usage_ack,
+        } = policy;
+        if let AckOutcome::Closed(_) = self.policy.acknowledge(usage_ack, self.vm_count()) {
+            // Persist at once: a restart must not send the acknowledged usage again.
+            self.policy_dirty = true;
+            self.policy_urgent = true;
+        }
         self.ever_granted
             .extend(bundle.grants.iter().map(|g| g.service.clone()));
         // A new bundle restarts the over-allowance clock only for services whose allowance it
@@ -588,6 +844,8 @@ impl Enforcer {
         }
         self.held = Some(Held {
             bundle,
+            policies,
+            with_policy,
             raw,
             signer,
         });
@@ -601,8 +859,13 @@ impl Enforcer {
         };
         let count = self.vm.reading.map(|r| r.count);
         for g in &held.bundle.grants {
-            match (count, g.vm_allowance) {
-                (Some(n), Some(allowance)) if n > allowance => {
+            // Within the policy's tolerance the service stays licensed (with a warning); the
+            // grace clock starts only above it.
+            let tolerated = g
+                .vm_allowance
+                .map(|a| held.policy(&g.service).tolerated_vms(a));
+            match (count, g.vm_allowance, tolerated) {
+                (Some(n), Some(allowance), Some(t)) if n > t => {
                     self.vm
                         .over_since
                         .entry(g.service.clone())
@@ -623,10 +886,16 @@ impl Enforcer {
 
     /// Re-evaluates every service at `now`; a service entering grace adds its report cause.
     fn reevaluate(&mut self, now: UnixTime, causes: &mut Vec<ReportCause>) -> Vec<Effect> {
+        // Grace time up to now belongs to the states in force until now.
+        let in_grace = self.in_grace();
+        if !in_grace.is_empty() && now > self.policy.accrued_at {
+            self.policy_dirty = true;
+        }
+        self.policy.accrue(now, in_grace.iter());
         self.update_vm_overuse(now);
         self.evaluated_at = now;
         let mut effects = Vec::new();
-        let mut deadline = None;
+        let mut deadline = self.expiring_soon(now, &mut effects);
         let services: BTreeSet<ServiceName> = self
             .wanted
             .iter()
@@ -671,7 +940,12 @@ impl Enforcer {
             return unlicensed(Reason::Released);
         }
         if let Some(grant) = held.bundle.grant(service) {
-            return evaluate(grant, now, self.vm.over_since.get(service).map(|o| o.since));
+            return evaluate_with_policy(
+                grant,
+                &held.policy(service),
+                now,
+                self.vm.over_since.get(service).map(|o| o.since),
+            );
         }
         if let Some(w) = held.bundle.withheld.iter().find(|w| &w.service == service) {
             return unlicensed(w.reason.into());
@@ -682,6 +956,56 @@ impl Enforcer {
         unlicensed(Reason::NeverGranted)
     }
 
+    /// Fires the expiring-soon thresholds crossed at `now` that have not fired in the current
+    /// term (one effect per service: the smallest threshold crossed; the larger ones crossed
+    /// with it count as fired). Returns when the next threshold is crossed.
+    fn expiring_soon(&mut self, now: UnixTime, effects: &mut Vec<Effect>) -> Option<UnixTime> {
+        let Some(held) = &self.held else {
+            return None;
+        };
+        let mut next = None;
+        let fired = &mut self.policy.fired;
+        fired.retain(|s, _| held.bundle.grant(s).is_some());
+        for g in &held.bundle.grants {
+            let policy = held.policy(&g.service);
+            if policy.warn_before.is_empty()
+                || self
+                    .released
+                    .as_ref()
+                    .is_some_and(|r| held.bundle.seq <= r.seq && r.services.contains(&g.service))
+            {
+                continue;
+            }
+            let (crossed, at) = thresholds_crossed(g.not_after, &policy, now);
+            next = min_opt(next, at);
+            let entry = fired.entry(g.service.clone()).or_default();
+            if entry.not_after != g.not_after {
+                // A new term (a renewal): its thresholds fire again.
+                *entry = Fired {
+                    not_after: g.not_after,
+                    thresholds: Default::default(),
+                };
+                self.policy_dirty = true;
+            }
+            let new: Vec<u64> = crossed
+                .into_iter()
+                .filter(|w| !entry.thresholds.contains(w))
+                .collect();
+            if let Some(&smallest) = new.iter().min() {
+                entry.thresholds.extend(new.iter().copied());
+                effects.push(Effect::ExpiringSoon {
+                    service: g.service.clone(),
+                    threshold: smallest,
+                    term_ends_at: g.not_after,
+                });
+                // Persist at once: a restart must not fire it again.
+                self.policy_dirty = true;
+                self.policy_urgent = true;
+            }
+        }
+        next
+    }
+
     /// When time alone next changes a state.
     pub fn next_deadline(&self) -> Option<UnixTime> {
         self.next_deadline
@@ -690,7 +1014,19 @@ impl Enforcer {
     /// When the shell must call [`Enforcer::handle`] with [`Input::Tick`] again: the next
     /// state change or the next report, whichever is first (`None`: nothing is due by time).
     pub fn next_wake(&self) -> Option<UnixTime> {
-        min_opt(self.next_deadline, self.schedule.next())
+        // While a service is in grace its seconds accrue: persist them at least every
+        // USAGE_PERSIST_INTERVAL, so a kill -9 loses no more than that.
+        let usage = (self.policy_dirty
+            && self
+                .states
+                .values()
+                .any(|s| matches!(s, ServiceState::Grace { .. })))
+        .then(|| {
+            self.policy_persisted_at
+                .saturating_add(USAGE_PERSIST_INTERVAL)
+                .max(self.evaluated_at.saturating_add(1))
+        });
+        min_opt(min_opt(self.next_deadline, self.schedule.next()), usage)
     }
 
     /// The bundle in force.
@@ -743,6 +1079,13 @@ impl Enforcer {
                     license: held
                         .and_then(|h| h.bundle.grant(service))
                         .map(|g| format!("{} ({})", g.license, g.sku)),
+                    strategy: held
+                        .filter(|h| h.bundle.grant(service).is_some())
+                        .map(|h| h.policy(service).strategy.name()),
+                    term_ends_at: held
+                        .and_then(|h| h.bundle.grant(service))
+                        .map(|g| g.not_after),
+                    warnings: self.warnings(service),
                 })
                 .collect(),
             bundle: held.map(|h| BundleInfo {
@@ -762,3 +1105,21 @@ impl Enforcer {
 
 #[cfg(test)]
 mod tests;
+
+/// The wire form of a reason (None for `Other`, which the agent never gives).
+fn wire_reason(r: Reason) -> Option<ComplianceReason> {
+    Some(match r {
+        Reason::NeverGranted => ComplianceReason::NeverGranted,
+        Reason::LeaseExpired => ComplianceReason::LeaseExpired,
+        Reason::TermEnded => ComplianceReason::TermEnded,
+        Reason::NotYetValid => ComplianceReason::NotYetValid,
+        Reason::OverVmAllowance => ComplianceReason::OverVmAllowance,
+        Reason::Revoked => ComplianceReason::Revoked,
+        Reason::NotEntitled => ComplianceReason::NotEntitled,
+        Reason::SeatsExhausted => ComplianceReason::SeatsExhausted,
+        Reason::Unassigned => ComplianceReason::Unassigned,
+        Reason::UnknownTenant => ComplianceReason::UnknownTenant,
+        Reason::Released => ComplianceReason::Released,
+        Reason::Other => return None,
+    })
+}

@@ -111,6 +111,12 @@ pub enum ServiceState {
         /// What started the grace period.
         reason: Reason,
     },
+    /// Advisory strategy past grace: still allowed to run (licensed with a warning), but not
+    /// compliant, because of `reason`.
+    NonCompliant {
+        /// What ended the license.
+        reason: Reason,
+    },
     /// Not allowed to run.
     Unlicensed {
         /// Why.
@@ -124,11 +130,12 @@ impl ServiceState {
         !matches!(self, ServiceState::Unlicensed { .. })
     }
 
-    /// Short name: `licensed`, `grace`, `unlicensed`.
+    /// Short name: `licensed`, `grace`, `non_compliant`, `unlicensed`.
     pub fn name(&self) -> &'static str {
         match self {
             ServiceState::Licensed { .. } => "licensed",
             ServiceState::Grace { .. } => "grace",
+            ServiceState::NonCompliant { .. } => "non_compliant",
             ServiceState::Unlicensed { .. } => "unlicensed",
         }
     }
@@ -137,7 +144,7 @@ impl ServiceState {
     pub fn until(&self) -> Option<UnixTime> {
         match *self {
             ServiceState::Licensed { until } | ServiceState::Grace { until, .. } => Some(until),
-            ServiceState::Unlicensed { .. } => None,
+            ServiceState::NonCompliant { .. } | ServiceState::Unlicensed { .. } => None,
         }
     }
 
@@ -145,9 +152,9 @@ impl ServiceState {
     pub fn reason(&self) -> Option<Reason> {
         match *self {
             ServiceState::Licensed { .. } => None,
-            ServiceState::Grace { reason, .. } | ServiceState::Unlicensed { reason } => {
-                Some(reason)
-            }
+            ServiceState::Grace { reason, .. }
+            | ServiceState::NonCompliant { reason }
+            | ServiceState::Unlicensed { reason } => Some(reason),
         }
     }
 
@@ -156,11 +163,13 @@ impl ServiceState {
         match *self {
             ServiceState::Licensed { until } => (0, UnixTime::MAX - until),
             ServiceState::Grace { until, .. } => (1, UnixTime::MAX - until),
-            ServiceState::Unlicensed { .. } => (2, 0),
+            ServiceState::NonCompliant { .. } => (2, 0),
+            ServiceState::Unlicensed { .. } => (3, 0),
         }
     }
 
-    /// The worse of two states (unlicensed over grace over licensed; the earlier end first).
+    /// The worse of two states (unlicensed over non-compliant over grace over licensed; the
+    /// earlier end first).
     pub fn worst(self, other: ServiceState) -> ServiceState {
         if other.severity() > self.severity() {
             other
@@ -175,6 +184,9 @@ impl fmt::Display for ServiceState {
         match self {
             ServiceState::Licensed { until } => write!(f, "licensed until {until}"),
             ServiceState::Grace { until, reason } => write!(f, "grace until {until}: {reason}"),
+            ServiceState::NonCompliant { reason } => {
+                write!(f, "non-compliant (running, advisory): {reason}")
+            }
             ServiceState::Unlicensed { reason } => write!(f, "unlicensed: {reason}"),
         }
     }

@@ -166,7 +166,11 @@ fn entering_grace_asks_for_a_report_once() {
         .filter(|e| matches!(e, Effect::Report(ReportCause::GraceStarted)))
         .count();
     assert_eq!(reports, 1);
-    assert!(e.handle(T0 + LEASE + 1, Input::Tick).is_empty());
+    // No second report (the grace time counted since is persisted, nothing else happens).
+    assert!(e
+        .handle(T0 + LEASE + 1, Input::Tick)
+        .iter()
+        .all(|e| matches!(e, Effect::PersistPolicy(_))));
 }
 
 #[test]
@@ -751,3 +755,5 @@ fn a_connected_enforcer_reports_at_refresh_after_once_a_bundle_answers() {
         vec![Effect::Report(ReportCause::Scheduled)]
     );
 }
+
+mod policy;

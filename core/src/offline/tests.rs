@@ -359,3 +359,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_policy_bundle_imports_bare_or_inside_an_answer_armored_or_not() {
+    use licd_protocol::policy::seal_policy_bundle;
+    use licd_protocol::{PolicyBundle, ServicePolicy, Strategy};
+    let mut s = site();
+    let policy = |seq| {
+        let plain = s.bundle(seq);
+        let env = licd_protocol::Envelope::parse(&plain).unwrap();
+        let bundle: GrantBundle = env.decode().unwrap();
+        seal_policy_bundle(
+            &PolicyBundle {
+                bundle,
+                policies: vec![ServicePolicy {
+                    service: svc("wifi"),
+                    strategy: Strategy::Advisory,
+                    overage_tolerance_pct: 100,
+                    warn_before: vec![86_400],
+                }],
+                usage_ack: 0,
+            },
+            &s.signing,
+            &s.cert,
+        )
+    };
+    let bare = policy(5);
+    let armored = licd_protocol::offline::armor(&policy(6)).unwrap();
+    let nonce = [7; 16];
+    let answer = seal_grant_answer(
+        &GrantAnswer {
+            device: DeviceId::new("ap-1").unwrap(),
+            request_nonce: nonce,
+            bundle: policy(7),
+        },
+        &s.signing,
+        &s.cert,
+    );
+    s.import(&bare).unwrap();
+    assert_eq!(s.enforcer.held_seq(), 5);
+    assert!(s.enforcer.held().is_some_and(|h| h.with_policy));
+    s.import(armored.as_bytes()).unwrap();
+    assert_eq!(s.enforcer.held_seq(), 6);
+    s.offline.pending.push(nonce);
+    s.import(&answer).unwrap();
+    assert_eq!(s.enforcer.held_seq(), 7);
+    assert_eq!(
+        s.enforcer.snapshot().services[1].strategy,
+        Some("advisory"),
+        "wids has no entry, wifi (second in order) is advisory"
+    );
+}

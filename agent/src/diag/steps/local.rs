@@ -444,6 +444,16 @@ pub fn judge_service(s: &ServiceStatus, wanted: bool, last_heard: Option<UnixTim
             )
             .hint(hint_for(reason))
         }
+        ServiceState::NonCompliant { reason } => Step::new(
+            &id,
+            &title,
+            Verdict::Warn,
+            format!(
+                "NON-COMPLIANT (advisory policy: keeps running): {}",
+                reason.describe()
+            ),
+        )
+        .hint(hint_for(reason)),
         ServiceState::Unlicensed { reason } => {
             let why = match reason {
                 Reason::LeaseExpired => {
@@ -541,6 +551,9 @@ mod tests {
             service: ServiceName::new("wifi").unwrap(),
             state,
             license: None,
+            strategy: None,
+            term_ends_at: None,
+            warnings: vec![],
         };
         let grace = judge_service(
             &svc(ServiceState::Grace {
