@@ -77,11 +77,20 @@ pub fn invalid_service(service: &str) -> Option<String> {
 pub fn check_answer(status: &Status, service: &str) -> Result<CheckAnswer, ErrorAnswer> {
     match invalid_service(service) {
         Some(message) => Err(ErrorAnswer::new(message)),
-        None => Ok(CheckAnswer::new(
-            service,
-            status.state(service),
-            status.source,
-        )),
+        None => {
+            let answer = CheckAnswer::new(service, status.state(service), status.source);
+            Ok(
+                match status
+                    .enforcement
+                    .services
+                    .iter()
+                    .find(|s| s.service.as_str() == service)
+                {
+                    Some(s) => answer.with_policy(s),
+                    None => answer,
+                },
+            )
+        }
     }
 }
 

@@ -456,13 +456,48 @@ fn print_status(status: &Value) {
             refusals["last_message"].as_str().unwrap_or("?")
         );
     }
+    let now = clock["now"].as_u64().unwrap_or(0);
     for svc in status["services"].as_array().into_iter().flatten() {
         println!(
-            "  {:<20} {}",
+            "  {:<20} {}{}",
             svc["service"].as_str().unwrap_or("?"),
-            describe_state(svc)
+            describe_state(svc),
+            describe_policy(svc, now)
         );
     }
+}
+
+/// The policy part of a service's status line: strategy (unless restrict), time to the term
+/// end, warnings.
+fn describe_policy(svc: &Value, now: u64) -> String {
+    let mut out = String::new();
+    if let Some(strategy) = svc["strategy"].as_str().filter(|s| *s != "restrict") {
+        out.push_str(&format!(", {strategy}"));
+    }
+    if let Some(end) = svc["term_ends_at"].as_u64() {
+        let left = end.saturating_sub(now);
+        if left > 0 {
+            out.push_str(&format!(
+                ", term ends in {}d {}h",
+                left / 86_400,
+                left % 86_400 / 3_600
+            ));
+        }
+    }
+    for w in svc["warnings"].as_array().into_iter().flatten() {
+        match w["warning"].as_str() {
+            Some("overage") => out.push_str(&format!(
+                ", OVERAGE {}/{} VMs (tolerated {})",
+                w["vms"], w["allowance"], w["tolerated"]
+            )),
+            Some("expiring_soon") => out.push_str(&format!(
+                ", EXPIRING SOON (warned {} d before the end)",
+                w["threshold"].as_u64().unwrap_or(0) / 86_400
+            )),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn diag(config: &Path, as_json: bool, offline: bool, timeout: u64) -> anyhow::Result<u8> {

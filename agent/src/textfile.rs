@@ -53,10 +53,14 @@ pub fn render(status: &Value) -> String {
     out.family(
         "licd_service_may_run",
         "gauge",
-        "1 while the service may run (licensed or in grace)",
+        "1 while the service may run (licensed, in grace, or non-compliant under an advisory \
+         policy)",
     );
     for s in &services {
-        let may_run = matches!(s["state"].as_str(), Some("licensed" | "grace"));
+        let may_run = matches!(
+            s["state"].as_str(),
+            Some("licensed" | "grace" | "non_compliant")
+        );
         out.sample(
             "licd_service_may_run",
             &[("service", s["service"].as_str().unwrap_or("?"))],
@@ -75,6 +79,40 @@ pub fn render(status: &Value) -> String {
                 "licd_service_deadline_seconds",
                 &[("service", s["service"].as_str().unwrap_or("?"))],
                 until as f64,
+            );
+        }
+    }
+    out.family(
+        "licd_service_term_end_seconds",
+        "gauge",
+        "Unix time the service's entitlement term ends (its grant's not_after); absent when not \
+         granted",
+    );
+    for s in &services {
+        if let Some(end) = s["term_ends_at"].as_u64() {
+            out.sample(
+                "licd_service_term_end_seconds",
+                &[("service", s["service"].as_str().unwrap_or("?"))],
+                end as f64,
+            );
+        }
+    }
+    out.family(
+        "licd_service_warning",
+        "gauge",
+        "1 for each warning on a service that may run: overage (VMs over the allowance within \
+         the tolerance), expiring_soon (a threshold of the grant's policy crossed), \
+         non_compliant (advisory policy past grace)",
+    );
+    for s in &services {
+        for w in s["warnings"].as_array().into_iter().flatten() {
+            out.sample(
+                "licd_service_warning",
+                &[
+                    ("service", s["service"].as_str().unwrap_or("?")),
+                    ("warning", w["warning"].as_str().unwrap_or("?")),
+                ],
+                1.0,
             );
         }
     }
@@ -230,7 +268,9 @@ mod tests {
             "clock": {"now": 1_000, "wall": 1_000, "mark": 1_000, "rollback": true},
             "services": [
                 {"service": "wifi", "state": "grace", "until": 1_600, "reason": "lease_expired"},
-                {"service": "poe", "state": "unlicensed", "reason": "unassigned"}
+                {"service": "poe", "state": "unlicensed", "reason": "unassigned"},
+                {"service": "ids", "state": "non_compliant", "reason": "term_ended",
+                 "term_ends_at": 900, "warnings": [{"warning": "non_compliant", "reason": "term_ended"}]}
             ],
             "bundle": {"seq": 7, "issued_at": 400},
             "refusals": {"total": 2, "by_topic": {"grants": 2, "trust": 0, "diag_request": 0, "other": 0}},
@@ -240,6 +280,9 @@ mod tests {
         for line in [
             "licd_service_state{service=\"wifi\",state=\"grace\",reason=\"lease_expired\"} 1",
             "licd_service_may_run{service=\"poe\"} 0",
+            "licd_service_may_run{service=\"ids\"} 1",
+            "licd_service_term_end_seconds{service=\"ids\"} 900",
+            "licd_service_warning{service=\"ids\",warning=\"non_compliant\"} 1",
             "licd_service_deadline_seconds{service=\"wifi\"} 1600",
             "licd_refused_messages_total{topic=\"grants\"} 2",
             "licd_clock_rollback 1",

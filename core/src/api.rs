@@ -136,6 +136,15 @@ pub struct CheckAnswer {
     /// source predate the field and came from the daemon.
     #[serde(default = "daemon")]
     pub source: Source,
+    /// The grant's expiry strategy (`restrict`, `advisory`, `immediate`) when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// The grant's term end when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_ends_at: Option<licd_protocol::UnixTime>,
+    /// Warnings on a service that may run (overage, expiring soon, non-compliant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::enforce::Warning>,
 }
 
 fn daemon() -> Source {
@@ -152,7 +161,18 @@ impl CheckAnswer {
             may_run: state.may_run(),
             state,
             source,
+            strategy: None,
+            term_ends_at: None,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Adds the policy facts of `status` (strategy, term end, warnings).
+    pub fn with_policy(mut self, status: &crate::enforce::ServiceStatus) -> Self {
+        self.strategy = status.strategy.map(str::to_owned);
+        self.term_ends_at = status.term_ends_at;
+        self.warnings = status.warnings.clone();
+        self
     }
 }
 
@@ -317,6 +337,31 @@ mod tests {
             serde_json::to_value(&a).unwrap(),
             json!({"v":1,"ok":true,"service":"wifi-ap","state":"grace","until":7,
                    "reason":"lease_expired","may_run":true,"source":"cache"})
+        );
+        let back: CheckAnswer = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn a_non_compliant_answer_may_run_and_carries_its_policy_and_warnings() {
+        let status = crate::enforce::ServiceStatus {
+            service: licd_protocol::ServiceName::new("ids").unwrap(),
+            state: ServiceState::NonCompliant {
+                reason: Reason::TermEnded,
+            },
+            license: None,
+            strategy: Some("advisory"),
+            term_ends_at: Some(900),
+            warnings: vec![crate::enforce::Warning::NonCompliant {
+                reason: Reason::TermEnded,
+            }],
+        };
+        let a = CheckAnswer::new("ids", status.state, Source::Daemon).with_policy(&status);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"v":1,"ok":true,"service":"ids","state":"non_compliant","reason":"term_ended",
+                   "may_run":true,"source":"daemon","strategy":"advisory","term_ends_at":900,
+                   "warnings":[{"warning":"non_compliant","reason":"term_ended"}]})
         );
         let back: CheckAnswer = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
         assert_eq!(back, a);

@@ -166,7 +166,7 @@ impl Held {
 }
 
 /// A warning on a service that may run (status, `licd check --json`, the report).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "warning", rename_all = "snake_case")]
 pub enum Warning {
     /// More VMs than the allowance, within the policy's tolerance: licensed.
@@ -1016,16 +1016,15 @@ impl Enforcer {
     pub fn next_wake(&self) -> Option<UnixTime> {
         // While a service is in grace its seconds accrue: persist them at least every
         // USAGE_PERSIST_INTERVAL, so a kill -9 loses no more than that.
-        let usage = (self.policy_dirty
-            && self
-                .states
-                .values()
-                .any(|s| matches!(s, ServiceState::Grace { .. })))
-        .then(|| {
-            self.policy_persisted_at
-                .saturating_add(USAGE_PERSIST_INTERVAL)
-                .max(self.evaluated_at.saturating_add(1))
-        });
+        let usage = self
+            .states
+            .values()
+            .any(|s| matches!(s, ServiceState::Grace { .. }))
+            .then(|| {
+                self.policy_persisted_at
+                    .saturating_add(USAGE_PERSIST_INTERVAL)
+                    .max(self.evaluated_at.saturating_add(1))
+            });
         min_opt(min_opt(self.next_deadline, self.schedule.next()), usage)
     }
 

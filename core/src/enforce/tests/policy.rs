@@ -547,3 +547,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn grace_time_is_persisted_at_least_every_five_minutes_without_other_wake_ups() {
+    let f = Fixture::new();
+    let mut e = f.enforcer(&["wifi"]);
+    let mut g = grant("wifi", T0);
+    g.grace = 10 * DAY;
+    e.handle(T0, Input::Bundle(&f.seal(&f.bundle(1, T0, vec![g]))));
+    e.handle(T0 + LEASE, Input::Tick); // grace starts; it ends in 10 days
+    let mut at = T0 + LEASE;
+    for _ in 0..3 {
+        let wake = e.next_wake().expect("a wake-up");
+        assert!(wake <= at + USAGE_PERSIST_INTERVAL, "woken at {wake}, {at} + 300");
+        let effects = e.handle(wake, Input::Tick);
+        if let Some(r) = effects.iter().find_map(|e| match e {
+            Effect::PersistPolicy(r) => Some(r),
+            _ => None,
+        }) {
+            assert_eq!(r.usage.grace_seconds[&svc("wifi")], wake - (T0 + LEASE));
+            at = wake;
+        }
+    }
+    assert!(at > T0 + LEASE, "grace time was never persisted");
+}
