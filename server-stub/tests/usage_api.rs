@@ -116,8 +116,12 @@ impl Lab {
 }
 
 fn extended(dev: &Device, seq: u64, window: u64, grace: u64, held: u64) -> ExtendedReport {
+    let mut report = dev.report(&["wifi"], held);
+    // A report sent again carries its first clock: what tells a duplicate from a device that
+    // lost its record and started over (PROTOCOL.md §17.3).
+    report.clock = 1_700_000_000 + seq;
     ExtendedReport {
-        report: dev.report(&["wifi"], held),
+        report,
         report_seq: seq,
         usage: Usage {
             window,

@@ -58,7 +58,7 @@ impl Engine {
         let acknowledge = match extended {
             Some(ext) => matches!(
                 self.record_usage(&key, ext, now),
-                UsageOutcome::Stored | UsageOutcome::Closed
+                UsageOutcome::Stored | UsageOutcome::Closed | UsageOutcome::Reset
             ),
             None => false,
         };

@@ -49,6 +49,9 @@ pub struct UsageCounters {
 pub struct StoredReport {
     /// When it arrived (controller time).
     pub at: UnixTime,
+    /// The device's clock in it (tells a reset from a duplicate, PROTOCOL.md §17.3).
+    #[serde(default)]
+    pub clock: UnixTime,
     /// What it carried.
     pub counters: UsageCounters,
 }
@@ -76,6 +79,10 @@ pub struct UsageState {
     /// Its last report was an extended one: its bundles are policy bundles.
     #[serde(default)]
     pub extended: bool,
+    /// Report chains the device started (0: its first): a device that lost its policy record
+    /// starts again at report seq 1, window 0 — a new chain, whose windows are new rows.
+    #[serde(default)]
+    pub chain: u64,
     /// The open window opened at this report seq (0: the device's first).
     #[serde(default)]
     pub window: u64,
@@ -104,6 +111,8 @@ impl UsageState {
 pub struct UsageWindow {
     /// Device.
     pub device: DeviceKey,
+    /// The device's report chain (see [`UsageState::chain`]).
+    pub chain: u64,
     /// The report seq the window opened at (0: the first).
     pub window: u64,
     /// The report whose counters are its value (the closing one, or the latest).
@@ -129,6 +138,10 @@ pub enum UsageOutcome {
     Duplicate,
     /// A report of a window already closed (arrived late): nothing changed.
     ClosedWindow,
+    /// The device lost its policy record and started again at seq 1, window 0 (a seq not
+    /// above the highest seen, window 0, a later clock): the open window closed at its latest
+    /// report and a new chain began with this report.
+    Reset,
 }
 
 fn counters(r: &ExtendedReport) -> UsageCounters {
@@ -212,9 +225,36 @@ impl Engine {
         let opened_at = r.usage.window;
         let stored = StoredReport {
             at: now,
+            clock: r.report.clock,
             counters: counters(r),
         };
-        let outcome = if opened_at < u.window {
+        let highest = u.window.max(u.ack());
+        let latest = u.reports.values().next_back();
+        let reset =
+            opened_at == 0 && seq <= highest && latest.is_some_and(|l| r.report.clock > l.clock);
+        let outcome = if reset {
+            // PROTOCOL.md §17.3: the usage the device had not had acknowledged is lost with
+            // its record; what was reported stays counted, once.
+            if let Some((&last, l)) = u.reports.iter().next_back() {
+                self.dirty.usage_windows.push(UsageWindow {
+                    device: key.clone(),
+                    chain: u.chain,
+                    window: u.window,
+                    last_seq: last,
+                    closed: true,
+                    start: u.window_start,
+                    end: l.at,
+                    counters: l.counters.clone(),
+                });
+            }
+            tracing::warn!(tenant = %key.0, device = %key.1, seq, "device restarted its usage reports (its policy record was lost): a new chain");
+            u.chain = u.chain.saturating_add(1);
+            u.window = 0;
+            u.window_start = now;
+            u.reports.clear();
+            u.reports.insert(seq, stored);
+            UsageOutcome::Reset
+        } else if opened_at < u.window {
             UsageOutcome::ClosedWindow
         } else if opened_at == u.window {
             if u.reports.contains_key(&seq) {
@@ -243,11 +283,13 @@ impl Engine {
                 opened_at,
                 StoredReport {
                     at: now,
+                    clock: r.report.clock,
                     counters: UsageCounters::default(),
                 },
             ));
             self.dirty.usage_windows.push(UsageWindow {
                 device: key.clone(),
+                chain: u.chain,
                 window: u.window,
                 last_seq,
                 closed: true,
@@ -261,13 +303,17 @@ impl Engine {
             u.reports.insert(seq, stored);
             UsageOutcome::Closed
         };
-        if matches!(outcome, UsageOutcome::Stored | UsageOutcome::Closed) {
+        if matches!(
+            outcome,
+            UsageOutcome::Stored | UsageOutcome::Closed | UsageOutcome::Reset
+        ) {
             while u.reports.len() > MAX_OPEN_REPORTS {
                 u.reports.pop_first();
             }
             if let Some((&last, latest)) = u.reports.iter().next_back() {
                 self.dirty.usage_windows.push(UsageWindow {
                     device: key.clone(),
+                    chain: u.chain,
                     window: u.window,
                     last_seq: last,
                     closed: false,

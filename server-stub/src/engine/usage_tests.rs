@@ -48,12 +48,12 @@ fn engine() -> Engine {
 /// The ledger's history table, as [`crate::ledger::Ledger::save`] upserts it: by key, a closed
 /// row never changes again.
 #[derive(Default)]
-struct History(BTreeMap<(DeviceKey, u64), UsageWindow>);
+struct History(BTreeMap<(DeviceKey, u64, u64), UsageWindow>);
 
 impl History {
     fn take(&mut self, e: &mut Engine) {
         for w in e.take_dirty().usage_windows {
-            let k = (w.device.clone(), w.window);
+            let k = (w.device.clone(), w.chain, w.window);
             if self.0.get(&k).is_none_or(|old| !old.closed) {
                 self.0.insert(k, w);
             }
@@ -271,4 +271,42 @@ proptest! {
             prop_assert_eq!(h.grace(), expected, "ack {}", ack);
         }
     }
+}
+
+#[test]
+fn a_device_that_lost_its_record_starts_a_new_chain_and_nothing_is_counted_twice() {
+    let mut e = engine();
+    let mut h = History::default();
+    let at = |seq, window, grace, clock| {
+        let mut r = ext(seq, window, grace);
+        r.report.clock = clock;
+        r
+    };
+    for r in [at(1, 0, 100, T0), at(2, 0, 300, T0 + 10)] {
+        let _ = e.handle_extended_report(&r, T0).unwrap();
+        h.take(&mut e);
+    }
+    assert_eq!(h.grace(), 300);
+    let key = key();
+    // A late copy of report 1 (earlier clock): a duplicate, not a reset.
+    assert_eq!(
+        e.record_usage(&key, &at(1, 0, 100, T0), T0),
+        UsageOutcome::Duplicate
+    );
+    // The record was lost: seq 1 again, window 0, a later clock — a new chain.
+    let _ = e
+        .handle_extended_report(&at(1, 0, 50, T0 + 100), T0)
+        .unwrap();
+    h.take(&mut e);
+    assert_eq!(
+        h.grace(),
+        350,
+        "the old chain closed at 300, the new one has 50"
+    );
+    assert_eq!(e.state().devices[&key].usage.chain, 1);
+    let _ = e
+        .handle_extended_report(&at(2, 0, 80, T0 + 110), T0)
+        .unwrap();
+    h.take(&mut e);
+    assert_eq!(h.grace(), 380);
 }

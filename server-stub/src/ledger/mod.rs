@@ -449,11 +449,11 @@ impl Ledger {
     pub fn usage_windows(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageWindow>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT tenant, device, window_seq, last_seq, closed, period_start, period_end,
-                    peak_vm_count, refusals, grace_seconds
+                    peak_vm_count, refusals, grace_seconds, chain
              FROM usage_windows
              WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR device = ?2)
                AND period_end >= ?3 AND period_end <= ?4
-             ORDER BY period_end, tenant, device, window_seq",
+             ORDER BY period_end, tenant, device, chain, window_seq",
         )?;
         let mut rows = stmt.query(params![
             q.tenant.map(|t| t.as_str()),
@@ -465,6 +465,7 @@ impl Ledger {
         while let Some(r) = rows.next()? {
             out.push(UsageWindow {
                 device: (id(r.get(0)?)?, id(r.get(1)?)?),
+                chain: to_u(r.get(10)?),
                 window: to_u(r.get(2)?),
                 last_seq: to_u(r.get(3)?),
                 closed: r.get(4)?,
@@ -541,9 +542,9 @@ fn save_usage_window(tx: &Transaction<'_>, w: &UsageWindow) -> Result<(), Ledger
     exec(
         tx,
         "INSERT INTO usage_windows (tenant, device, window_seq, last_seq, closed, period_start,
-             period_end, peak_vm_count, refusals, grace_seconds)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT(tenant, device, window_seq) DO UPDATE SET last_seq = excluded.last_seq,
+             period_end, peak_vm_count, refusals, grace_seconds, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(tenant, device, chain, window_seq) DO UPDATE SET last_seq = excluded.last_seq,
              closed = excluded.closed, period_start = excluded.period_start,
              period_end = excluded.period_end, peak_vm_count = excluded.peak_vm_count,
              refusals = excluded.refusals, grace_seconds = excluded.grace_seconds
@@ -559,6 +560,7 @@ fn save_usage_window(tx: &Transaction<'_>, w: &UsageWindow) -> Result<(), Ledger
             w.counters.peak_vm_count,
             w.counters.refusals,
             to_json(&w.counters.grace_seconds)?,
+            to_i(w.chain),
         ],
     )?;
     Ok(())

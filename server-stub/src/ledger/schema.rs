@@ -112,6 +112,7 @@ ALTER TABLE devices ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'; -- JSON: open w
 CREATE TABLE usage_windows (
     tenant        TEXT NOT NULL,
     device        TEXT NOT NULL,
+    chain         INTEGER NOT NULL,    -- the device's report chain (a new one after a reset)
     window_seq    INTEGER NOT NULL,    -- the report seq the window opened at
     last_seq      INTEGER NOT NULL,    -- the report whose counters are its value
     closed        INTEGER NOT NULL,    -- 1: final; 0: the open window's latest report so far
@@ -120,7 +121,7 @@ CREATE TABLE usage_windows (
     peak_vm_count INTEGER,
     refusals      INTEGER NOT NULL,
     grace_seconds TEXT NOT NULL,       -- JSON object service -> seconds
-    PRIMARY KEY (tenant, device, window_seq)
+    PRIMARY KEY (tenant, device, chain, window_seq)
 );
 CREATE INDEX usage_windows_by_end ON usage_windows (period_end);
 "#,

@@ -559,7 +559,10 @@ fn grace_time_is_persisted_at_least_every_five_minutes_without_other_wake_ups() 
     let mut at = T0 + LEASE;
     for _ in 0..3 {
         let wake = e.next_wake().expect("a wake-up");
-        assert!(wake <= at + USAGE_PERSIST_INTERVAL, "woken at {wake}, {at} + 300");
+        assert!(
+            wake <= at + USAGE_PERSIST_INTERVAL,
+            "woken at {wake}, {at} + 300"
+        );
         let effects = e.handle(wake, Input::Tick);
         if let Some(r) = effects.iter().find_map(|e| match e {
             Effect::PersistPolicy(r) => Some(r),
