@@ -61,7 +61,7 @@ enum PolicyCmd {
         strategy: Option<StrategyArg>,
         /// VMs tolerated in percent of the allowance (100–1000).
         #[arg(long)]
-        overage_tolerance_pct: Option<u16>,
+        overage_tolerance_pct: Option<u32>,
         /// Expiring-soon thresholds, descending, comma-separated: seconds or with a unit
         /// (`30d,7d`, `12h`, `90m`, `600s`).
         #[arg(long, value_delimiter = ',', value_parser = parse_duration)]

@@ -67,9 +67,15 @@ impl From<Strategy> for PolicyStrategy {
     }
 }
 
-/// A policy as set (a field left out inherits from the SKU, then the controller).
+/// A policy as set (a field left out inherits from the SKU, then the controller). Read
+/// through a JSON object only (serde would take an array for a struct), with integers as the
+/// document's `integer` (`132.0` is 132).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    try_from = "serde_json::Map<String, serde_json::Value>"
+)]
 pub struct PolicySettings {
     /// What the device does when the term ends, the lease runs out, the license is revoked
     /// or the host runs more VMs than tolerated.
@@ -79,7 +85,7 @@ pub struct PolicySettings {
     /// overage warning; above it, grace then the strategy. 100 = no overage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 100, maximum = 1000)]
-    pub overage_tolerance_pct: Option<u16>,
+    pub overage_tolerance_pct: Option<u32>,
     /// Expiring-soon thresholds in seconds before the term end, strictly descending (the
     /// device warns once per threshold crossed), e.g. `[2592000, 604800]` = 30 and 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +96,68 @@ pub struct PolicySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 3650)]
     pub offline_lease_days: Option<u32>,
+}
+
+/// The fields of [`PolicySettings`] as read from a JSON object.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyFields {
+    #[serde(default)]
+    strategy: Option<PolicyStrategy>,
+    #[serde(default, deserialize_with = "crate::admin::dto::bounded::positive_opt")]
+    overage_tolerance_pct: Option<u32>,
+    #[serde(default, deserialize_with = "thresholds")]
+    warn_before_secs: Option<Vec<u64>>,
+    #[serde(default, deserialize_with = "crate::admin::dto::bounded::positive_opt")]
+    offline_lease_days: Option<u32>,
+}
+
+/// Thresholds: integers (`60.0` is 60) from 1 to [`MAX_WARN_BEFORE_SECS`].
+fn thresholds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u64>>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let Some(list) = Option::<Vec<serde_json::Number>>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let expected = format!("an integer from 1 to {MAX_WARN_BEFORE_SECS}");
+    list.into_iter()
+        .map(|n| {
+            let v = match (n.as_u64(), n.as_f64()) {
+                (Some(v), _) => Some(v),
+                (None, Some(f))
+                    if f.fract() == 0.0 && f >= 1.0 && f <= MAX_WARN_BEFORE_SECS as f64 =>
+                {
+                    Some(f as u64)
+                }
+                _ => None,
+            };
+            v.filter(|v| (1..=MAX_WARN_BEFORE_SECS).contains(v))
+                .ok_or_else(|| {
+                    D::Error::invalid_value(Unexpected::Other(&n.to_string()), &expected.as_str())
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for PolicySettings {
+    type Error = serde_json::Error;
+
+    fn try_from(m: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        use serde::de::Error;
+        // Field by field, so a refusal names the field it is about.
+        for (k, v) in &m {
+            let one = serde_json::Map::from_iter([(k.clone(), v.clone())]);
+            serde_json::from_value::<PolicyFields>(serde_json::Value::Object(one))
+                .map_err(|e| serde_json::Error::custom(format!("{k}: {e}")))?;
+        }
+        let f: PolicyFields = serde_json::from_value(serde_json::Value::Object(m))?;
+        Ok(Self {
+            strategy: f.strategy,
+            overage_tolerance_pct: f.overage_tolerance_pct,
+            warn_before_secs: f.warn_before_secs,
+            offline_lease_days: f.offline_lease_days,
+        })
+    }
 }
 
 /// A threshold: seconds before the term end (1 s to ten years).
@@ -113,7 +181,10 @@ impl From<PolicySettings> for Policy {
     fn from(p: PolicySettings) -> Self {
         Policy {
             strategy: p.strategy.map(Strategy::from),
-            overage_tolerance_pct: p.overage_tolerance_pct,
+            // Above u16 is above the 1000 % cap: refused by the policy's own check.
+            overage_tolerance_pct: p
+                .overage_tolerance_pct
+                .map(|t| u16::try_from(t).unwrap_or(u16::MAX)),
             warn_before: p.warn_before_secs,
             offline_lease_days: p.offline_lease_days,
         }
@@ -124,7 +195,7 @@ impl From<Policy> for PolicySettings {
     fn from(p: Policy) -> Self {
         PolicySettings {
             strategy: p.strategy.map(PolicyStrategy::from),
-            overage_tolerance_pct: p.overage_tolerance_pct,
+            overage_tolerance_pct: p.overage_tolerance_pct.map(u32::from),
             warn_before_secs: p.warn_before,
             offline_lease_days: p.offline_lease_days,
         }
