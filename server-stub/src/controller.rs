@@ -3,8 +3,10 @@
 //! [`Publication`]s for the MQTT session to send. Operator operations go through
 //! [`Controller::apply`] so they follow the same order: engine, ledger, then signatures.
 
-use licd_protocol::envelope::open_report;
+use licd_protocol::envelope::{open_report, Envelope};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
+use licd_protocol::policy::{open_extended_report, seal_policy_bundle};
+use licd_protocol::MessageKind;
 use licd_protocol::{DeviceReport, GrantBundle, Topic, TopicKind, UnixTime};
 
 use crate::engine::{Effects, Engine, EngineError, LeasePolicy, ReportRefused};
@@ -175,14 +177,29 @@ impl Controller {
                 "not a report topic",
             )));
         }
-        let report = open_report(payload).map_err(ReportError::Envelope)?;
+        // A new agent sends extended reports (issue 20), an older one plain reports: each
+        // opens by its own rules, and the answer is of the matching bundle kind.
+        let extended = match Envelope::parse(payload) {
+            Ok(env) if env.kind == MessageKind::ExtendedReport => {
+                Some(open_extended_report(payload).map_err(ReportError::Envelope)?)
+            }
+            _ => None,
+        };
+        let report = match &extended {
+            Some(x) => x.report.clone(),
+            None => open_report(payload).map_err(ReportError::Envelope)?,
+        };
         if report.tenant != t.tenant || report.device != t.device {
             return Err(ReportError::TopicMismatch {
                 tenant: report.tenant.to_string(),
                 device: report.device.to_string(),
             });
         }
-        match self.engine.handle_report(&report, now) {
+        let applied = match &extended {
+            Some(x) => self.engine.handle_extended_report(x, now),
+            None => self.engine.handle_report(&report, now),
+        };
+        match applied {
             Ok(effects) => Ok((report, effects)),
             Err(refused) => {
                 let reason = refused.to_string();
@@ -232,11 +249,16 @@ impl Controller {
         Ok(effects.publish.iter().map(|b| self.seal(b)).collect())
     }
 
-    /// Seals one bundle.
+    /// Seals one bundle: a policy bundle (each service's policy, the usage acknowledgement)
+    /// for a device whose last report was extended, a plain bundle for an older agent.
     pub fn seal(&self, b: &GrantBundle) -> Publication {
+        let payload = match self.engine.policy_bundle(b) {
+            Some(pb) => seal_policy_bundle(&pb, self.signer.key(), self.signer.cert()),
+            None => self.signer.seal(b),
+        };
         Publication {
             topic: Topic::new(&b.tenant, &b.device, TopicKind::Grants).to_topic_string(),
-            payload: self.signer.seal(b),
+            payload,
             seq: b.seq,
         }
     }

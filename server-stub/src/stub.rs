@@ -343,6 +343,15 @@ impl StubHandle {
         Ok(core.ledger().refused_reports(limit)?)
     }
 
+    /// The usage history (see [`crate::ledger::Ledger::usage_windows`]).
+    pub fn usage_windows(
+        &self,
+        q: &crate::ledger::UsageQuery<'_>,
+    ) -> Result<Vec<crate::engine::usage::UsageWindow>, StubError> {
+        let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        Ok(core.ledger().usage_windows(q)?)
+    }
+
     /// Asks `device` of `tenant` for its diagnostic report over MQTT and waits up to `timeout`
     /// for the answer signed by the device's pinned key (see [`crate::diag`]).
     pub async fn request_diag(

@@ -219,6 +219,9 @@ fn calls(doc: &Value, ids: &Ids) -> Vec<(String, Call)> {
                         }
                         .to_string(),
                     )
+                } else if p["in"] == "path" && name == "sku" {
+                    // The catalogue is not a tenant's: the same existing SKU for both.
+                    Some("LIC-AP".to_string())
                 } else {
                     id_for(name, ids)
                 };

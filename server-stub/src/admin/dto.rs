@@ -456,6 +456,48 @@ pub struct VmOveruse {
     pub vm_count: u32,
     /// VMs its seat covers.
     pub allowance: u32,
+    /// VMs its policy tolerates (allowance × overage tolerance; issue 20).
+    pub tolerated: u32,
+}
+
+/// A grant whose term ends soon (issue 20).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiringGrant {
+    /// Device.
+    pub device_id: String,
+    /// Service.
+    pub service: String,
+    /// Subscription of the seat.
+    pub subscription_id: String,
+    /// SKU of the seat.
+    pub sku: String,
+    /// When the term ends (ISO 8601).
+    #[schema(format = DateTime)]
+    pub not_after: String,
+    /// Seconds left.
+    pub seconds_left: u64,
+    /// The smallest expiring-soon threshold of its policy crossed now, in seconds (null: none).
+    pub threshold_secs: Option<u64>,
+}
+
+/// A service as its device reports it (extended reports, issue 20).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceReportedStanding {
+    /// Device.
+    pub device_id: String,
+    /// Service.
+    pub service: String,
+    /// `grace`, `non_compliant` (advisory past grace: still running, not compliant) or
+    /// `unlicensed`.
+    pub standing: String,
+    /// Why (`term_ended`, `lease_expired`, `over_vm_allowance`, …).
+    pub reason: Option<String>,
+    /// VMs over the allowance within the tolerance.
+    pub overage_vms: Option<u32>,
+    /// The smallest expiring-soon threshold crossed, in seconds.
+    pub expiring_within_secs: Option<u64>,
 }
 
 /// Compliance of a customer (Meraki `complianceStatuses`).
@@ -472,13 +514,71 @@ pub struct ComplianceStatus {
     pub violations: Violations,
     /// Auto-licensed services paused for lack of seats.
     pub paused_services: Vec<String>,
-    /// VM over-use.
+    /// VM over-use: above what the policy tolerates.
     pub vm_overuse: Vec<VmOveruse>,
+    /// Over the allowance but within the tolerance: licensed with a warning.
+    #[serde(default)]
+    pub vm_overage_warnings: Vec<VmOveruse>,
+    /// Grants whose term ends soon: within `expiringWithinDays`, or (when not given) within
+    /// the largest expiring-soon threshold of their policy. A warning, not a violation.
+    #[serde(default)]
+    pub expiring: Vec<ExpiringGrant>,
+    /// Services the devices report as not licensed; `non_compliant` (an advisory service
+    /// past grace) makes the customer not compliant.
+    #[serde(default)]
+    pub device_reported: Vec<DeviceReportedStanding>,
+}
+
+fn vm_overuse(o: crate::engine::compliance::VmOveruse) -> VmOveruse {
+    VmOveruse {
+        device_id: o.device.to_string(),
+        service: o.service.to_string(),
+        vm_count: o.vm_count,
+        allowance: o.allowance,
+        tolerated: o.tolerated,
+    }
+}
+
+impl ComplianceStatus {
+    /// The view of `r` at `now` (for the seconds left of expiring grants).
+    pub fn at(r: crate::engine::compliance::ComplianceReport, now: u64) -> Self {
+        let expiring = r
+            .expiring
+            .iter()
+            .map(|x| ExpiringGrant {
+                device_id: x.device.to_string(),
+                service: x.service.to_string(),
+                subscription_id: x.subscription.to_string(),
+                sku: x.sku.to_string(),
+                not_after: format_time(x.not_after),
+                seconds_left: x.not_after.saturating_sub(now),
+                threshold_secs: x.threshold,
+            })
+            .collect();
+        Self {
+            expiring,
+            ..Self::from(r)
+        }
+    }
 }
 
 impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
     fn from(r: crate::engine::compliance::ComplianceReport) -> Self {
         Self {
+            vm_overage_warnings: r.vm_overage_warnings.into_iter().map(vm_overuse).collect(),
+            expiring: Vec::new(),
+            device_reported: r
+                .device_reported
+                .into_iter()
+                .map(|d| DeviceReportedStanding {
+                    device_id: d.device.to_string(),
+                    service: d.service.to_string(),
+                    standing: d.report.standing,
+                    reason: d.report.reason,
+                    overage_vms: d.report.overage_vms,
+                    expiring_within_secs: d.report.expiring_within,
+                })
+                .collect(),
             customer_id: r.customer.to_string(),
             compliant: r.compliant,
             subscriptions: r
@@ -513,16 +613,7 @@ impl From<crate::engine::compliance::ComplianceReport> for ComplianceStatus {
                     .collect(),
             },
             paused_services: r.paused_services.iter().map(|s| s.to_string()).collect(),
-            vm_overuse: r
-                .vm_overuse
-                .into_iter()
-                .map(|o| VmOveruse {
-                    device_id: o.device.to_string(),
-                    service: o.service.to_string(),
-                    vm_count: o.vm_count,
-                    allowance: o.allowance,
-                })
-                .collect(),
+            vm_overuse: r.vm_overuse.into_iter().map(vm_overuse).collect(),
         }
     }
 }

@@ -12,6 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::engine::policy::PolicyError;
 use crate::engine::EngineError;
 use crate::error::StubError;
 
@@ -157,10 +158,15 @@ impl From<EngineError> for ApiError {
             E::InvalidTerm { .. }
             | E::DuplicateSku(_)
             | E::InvalidMove(_)
-            | E::InvalidAssignment(_) => ApiError::unprocessable(msg),
-            E::NoServices | E::NoCustomers | E::IncludeAndExclude | E::TooManySeats { .. } => {
-                ApiError::bad_request(msg)
+            | E::InvalidAssignment(_)
+            | E::InvalidPolicy(PolicyError::ThresholdsNotDescending(_)) => {
+                ApiError::unprocessable(msg)
             }
+            E::NoServices
+            | E::NoCustomers
+            | E::IncludeAndExclude
+            | E::TooManySeats { .. }
+            | E::InvalidPolicy(_) => ApiError::bad_request(msg),
         }
     }
 }

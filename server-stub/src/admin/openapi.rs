@@ -107,6 +107,11 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::snow::show_placement,
         handlers::snow::place,
         handlers::snow::unplace,
+        handlers::policy::show_sku,
+        handlers::policy::set_sku,
+        handlers::policy::show_subscription,
+        handlers::policy::set_subscription,
+        handlers::usage::list,
     ),
     components(schemas(Id, Time, LicenseRef, ComputerRef, ErrorBody)),
     modifiers(&BearerAuth, &ErrorResponses, &CrossFieldRules),
@@ -117,6 +122,7 @@ a request it allows whose values contradict each other. A method a path does not
         (name = "devices", description = "Devices, their grants and bundles"),
         (name = "licenses", description = "Snow-style licenses, assignments, bulk update (seed 003)"),
         (name = "offline", description = "Licensing by file: activation requests, grant files, release receipts (issue 18)"),
+        (name = "policy", description = "Licensing policy per SKU or subscription: expiry strategy, overage tolerance, expiring-soon thresholds, offline lease; usage reported by devices, counted once (issue 20)"),
         (name = "meta", description = "Liveness and metrics"),
     )
 )]

@@ -460,9 +460,25 @@ impl ComplianceQuery {
     };
 }
 
+impl ComplianceQuery {
+    /// `expiringWithinDays` (issue 20).
+    pub const EXPIRING_WITHIN_DAYS: IntParam = IntParam {
+        name: "expiringWithinDays",
+        description: "List grants whose term ends within this many days in `expiring` (when \
+                      not given: within the largest expiring-soon threshold of each grant's \
+                      policy)",
+        default: 30,
+        min: 0,
+        max: 3650,
+    };
+}
+
 impl IntoParams for ComplianceQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![Self::CUSTOMERS.parameter()]
+        vec![
+            Self::CUSTOMERS.parameter(),
+            Self::EXPIRING_WITHIN_DAYS.parameter(),
+        ]
     }
 }
 

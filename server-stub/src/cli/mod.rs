@@ -1,5 +1,5 @@
 //! The lab engineer's subcommands of `licd-stub`: `customers`, `catalog`, `subscriptions`,
-//! `auto-license`, `unassign`, `devices`, `compliance`, `licenses` talk to a running stub's
+//! `auto-license`, `unassign`, `devices`, `compliance`, `licenses`, `policy`, `usage` talk to a running stub's
 //! admin API over HTTP (reqwest, plain HTTP on loopback); `token` manages the API's bearer
 //! tokens locally. Human tables by default, `--json` for scripts; errors say what to fix.
 //!
@@ -18,9 +18,11 @@ mod devices;
 mod licenses;
 mod meraki;
 mod offline;
+mod policy;
 mod subscriptions;
 mod table;
 mod token;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -85,6 +87,11 @@ pub enum AdminCommand {
     /// Licensing by file: answer an activation request with a grant file, apply a release
     /// receipt (`licd request` / `licd release` on the device).
     Offline(offline::Offline),
+    /// Licensing policy per SKU or subscription: expiry strategy, overage tolerance,
+    /// expiring-soon thresholds, offline lease (show, set, clear).
+    Policy(policy::PolicyArgs),
+    /// Usage reported by devices, counted once: grace seconds, peak VMs, refusals per window.
+    Usage(usage::UsageArgs),
     /// Meraki compliance statuses per subscription (what each lacks, by product class).
     #[command(name = "compliance-statuses")]
     ComplianceStatuses(meraki::ComplianceStatuses),
@@ -155,6 +162,8 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
         AdminCommand::Compliance(c) => compliance::run(api, c, json_out).await,
         AdminCommand::Licenses(c) => licenses::run(api, c, json_out).await,
         AdminCommand::Offline(c) => offline::run(api, c, json_out).await,
+        AdminCommand::Policy(c) => policy::run(api, c, json_out).await,
+        AdminCommand::Usage(c) => usage::run(api, c, json_out).await,
         AdminCommand::ComplianceStatuses(c) => meraki::compliance_statuses(&api, c, json_out).await,
         AdminCommand::Coterm(c) => meraki::coterm(&api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),

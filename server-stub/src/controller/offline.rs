@@ -69,7 +69,7 @@ impl Controller {
                 p.seq == bundle.seq && p.topic.ends_with(&format!("/{}/grants", bundle.device))
             })
             .map(|p| p.payload.clone())
-            .unwrap_or_else(|| self.signer.seal(&bundle));
+            .unwrap_or_else(|| self.seal(&bundle).payload);
         let answer = GrantAnswer {
             device: bundle.device.clone(),
             request_nonce: request.nonce,

@@ -41,6 +41,7 @@ impl Engine {
                 // A seat moved away ends before its subscription does (co-term move).
                 not_after: seat.ends_at.map_or(sub.end, |end| end.min(sub.end)),
                 vm_allowance: cat.vms_per_seat.and(self.seat_vm_allowance(seat)),
+                policy: self.effective_policy(&sub.id, &seat.sku),
             });
         }
         grants.truncate(MAX_SERVICES);
@@ -81,10 +82,32 @@ impl Engine {
         now: UnixTime,
     ) -> Option<GrantBundle> {
         let lease = self.lease;
+        // A grant file's lease comes from each grant's policy (`offline_lease_days`, per
+        // subscription or SKU) or the controller's default; the device cannot renew often.
+        let by_file = self.answering_file.as_ref() == Some(key);
+        let lease_of = |g: &GrantBasis| {
+            if by_file {
+                g.policy
+                    .offline_lease_secs
+                    .unwrap_or(lease.offline_lease_secs)
+            } else {
+                lease.lease_secs
+            }
+        };
+        let shortest = basis
+            .grants
+            .iter()
+            .map(lease_of)
+            .min()
+            .unwrap_or(if by_file {
+                lease.offline_lease_secs
+            } else {
+                lease.lease_secs
+            });
         let d = self.state.devices.get_mut(key)?;
         let seq = d.bundle.seq.max(d.reported_seq).checked_add(1)?;
-        let refresh_after = now.saturating_add(lease.refresh_secs());
-        let lease_until = now.saturating_add(lease.lease_secs);
+        // Half the shortest lease, so one missed refresh still leaves half a lease.
+        let refresh_after = now.saturating_add((shortest / 2).max(1));
         let bundle = GrantBundle {
             device: d.id.clone(),
             device_key: d.key.id(),
@@ -101,7 +124,7 @@ impl Engine {
                     sku: g.sku.clone(),
                     not_before: g.not_before,
                     not_after: g.not_after,
-                    lease_until,
+                    lease_until: now.saturating_add(lease_of(g)),
                     grace: lease.grace_secs,
                     vm_allowance: g.vm_allowance,
                 })

@@ -23,8 +23,44 @@ pub struct ComplianceReport {
     pub violations: Vec<ProductClassViolation>,
     /// Auto-licensed services paused for this customer for lack of seats.
     pub paused_services: Vec<ServiceName>,
-    /// Hosts running more VMs than their seat covers.
+    /// Hosts running more VMs than their seat's policy tolerates.
     pub vm_overuse: Vec<VmOveruse>,
+    /// Hosts over their allowance but within the tolerance: licensed with a warning (issue 20).
+    pub vm_overage_warnings: Vec<VmOveruse>,
+    /// Grants whose term ends soon (issue 20): within the asked window, or within the
+    /// largest `warn_before` threshold of the grant's policy.
+    pub expiring: Vec<ExpiringGrant>,
+    /// Services the devices themselves report as not licensed (issue 20): advisory services
+    /// past grace (`non_compliant`: running, and not compliant), in grace, or unlicensed.
+    pub device_reported: Vec<ReportedStanding>,
+}
+
+/// A grant whose term ends soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiringGrant {
+    /// Device.
+    pub device: DeviceId,
+    /// Service.
+    pub service: ServiceName,
+    /// Subscription of the seat.
+    pub subscription: LicenseId,
+    /// SKU of the seat.
+    pub sku: Sku,
+    /// When the term ends.
+    pub not_after: UnixTime,
+    /// The smallest `warn_before` threshold of its policy crossed now (None: none).
+    pub threshold: Option<u64>,
+}
+
+/// A service's standing as its device reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedStanding {
+    /// Device.
+    pub device: DeviceId,
+    /// Service.
+    pub service: ServiceName,
+    /// How the device reported it (see [`super::usage::ReportedCompliance`]).
+    pub report: super::usage::ReportedCompliance,
 }
 
 /// A subscription in a compliance report.
@@ -74,6 +110,8 @@ pub struct VmOveruse {
     pub vm_count: u32,
     /// VMs its seat covers.
     pub allowance: u32,
+    /// VMs its policy tolerates (the allowance × the overage tolerance).
+    pub tolerated: u32,
 }
 
 #[derive(Default)]
@@ -96,8 +134,8 @@ struct DeviceViolation {
     quantity: u32,
     /// Since when.
     since: UnixTime,
-    /// `(vm_count, allowance)` for VM over-use.
-    overuse: Option<(u32, u32)>,
+    /// `(vm_count, allowance, tolerated)` for VM over-use.
+    overuse: Option<(u32, u32, u32)>,
 }
 
 /// The compliance of one subscription (Meraki `complianceStatuses` item): the violations of
@@ -147,8 +185,15 @@ impl Engine {
                                 (1, seat.ends_at.unwrap_or(now))
                             }
                             (None, _, _) => (1, since_report),
-                            (_, Some(n), Some(a)) if n > a => {
-                                overuse = Some((n, a));
+                            (_, Some(n), Some(a))
+                                if n > self
+                                    .effective_policy(&seat.subscription, &seat.sku)
+                                    .tolerated_vms(a) =>
+                            {
+                                let tolerated = self
+                                    .effective_policy(&seat.subscription, &seat.sku)
+                                    .tolerated_vms(a);
+                                overuse = Some((n, a, tolerated));
                                 ((n - a).div_ceil(a.max(1)), since_report)
                             }
                             _ => (0, 0),
@@ -175,11 +220,96 @@ impl Engine {
         out
     }
 
-    /// Compliance of `customer` at `now`.
+    /// Compliance of `customer` at `now`; grants listed as expiring by their policies'
+    /// thresholds.
     pub fn compliance(
         &self,
         customer: &TenantId,
         now: UnixTime,
+    ) -> Result<ComplianceReport, EngineError> {
+        self.compliance_with(customer, now, None)
+    }
+
+    /// Grants of `customer`'s devices whose term ends after `now` and within `within`
+    /// seconds, or (`None`) within the largest `warn_before` threshold of their policy.
+    fn expiring(
+        &self,
+        customer: &TenantId,
+        now: UnixTime,
+        within: Option<u64>,
+    ) -> Vec<ExpiringGrant> {
+        let mut out = Vec::new();
+        for d in self
+            .state
+            .devices
+            .values()
+            .filter(|d| &d.tenant == customer)
+        {
+            for (service, seat) in &d.seats {
+                let Some(sub) = self.state.subscriptions.get(&seat.subscription) else {
+                    continue;
+                };
+                let not_after = seat.ends_at.map_or(sub.end, |end| end.min(sub.end));
+                if not_after <= now {
+                    continue;
+                }
+                let left = not_after - now;
+                let policy = self.effective_policy(&seat.subscription, &seat.sku);
+                let threshold = policy
+                    .warn_before
+                    .iter()
+                    .rev()
+                    .find(|w| left <= **w)
+                    .copied();
+                let listed = match within {
+                    Some(w) => left <= w,
+                    None => threshold.is_some(),
+                };
+                if listed {
+                    out.push(ExpiringGrant {
+                        device: d.id.clone(),
+                        service: service.clone(),
+                        subscription: seat.subscription.clone(),
+                        sku: seat.sku.clone(),
+                        not_after,
+                        threshold,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.not_after, &a.device, &a.service).cmp(&(b.not_after, &b.device, &b.service))
+        });
+        out
+    }
+
+    /// Services `customer`'s devices report as not licensed (their last extended report).
+    fn device_reported(&self, customer: &TenantId) -> Vec<ReportedStanding> {
+        self.state
+            .devices
+            .values()
+            .filter(|d| &d.tenant == customer)
+            .flat_map(|d| {
+                d.usage
+                    .compliance
+                    .iter()
+                    .filter(|(_, c)| c.standing != "licensed")
+                    .map(|(service, c)| ReportedStanding {
+                        device: d.id.clone(),
+                        service: service.clone(),
+                        report: c.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// [`Engine::compliance`] listing grants expiring within `expiring_within` seconds
+    /// (`None`: by their policies' thresholds).
+    pub fn compliance_with(
+        &self,
+        customer: &TenantId,
+        now: UnixTime,
+        expiring_within: Option<u64>,
     ) -> Result<ComplianceReport, EngineError> {
         if !self.state.customers.contains_key(customer) {
             return Err(EngineError::UnknownCustomer(customer.clone()));
@@ -189,12 +319,13 @@ impl Engine {
         let mut vm_overuse = Vec::new();
         let mut violating: BTreeMap<String, BTreeSet<DeviceId>> = BTreeMap::new();
         for v in self.device_violations(customer, now) {
-            if let Some((vm_count, allowance)) = v.overuse {
+            if let Some((vm_count, allowance, tolerated)) = v.overuse {
                 vm_overuse.push(VmOveruse {
                     device: v.device.clone(),
                     service: v.service.clone(),
                     vm_count,
                     allowance,
+                    tolerated,
                 });
             }
             violating
@@ -247,14 +378,61 @@ impl Engine {
                 status: s.status(now),
             })
             .collect();
+        let device_reported = self.device_reported(customer);
+        // Advisory past grace runs on, but is not compliant, whatever the seats say.
+        let advisory_breach = device_reported
+            .iter()
+            .any(|r| r.report.standing == "non_compliant");
         Ok(ComplianceReport {
             customer: customer.clone(),
-            compliant: violations.is_empty() && paused_services.is_empty() && vm_overuse.is_empty(),
+            compliant: violations.is_empty()
+                && paused_services.is_empty()
+                && vm_overuse.is_empty()
+                && !advisory_breach,
             subscriptions,
             violations,
             paused_services,
             vm_overuse,
+            vm_overage_warnings: self.overage_warnings(customer),
+            expiring: self.expiring(customer, now, expiring_within),
+            device_reported,
         })
+    }
+
+    /// Hosts over their allowance but within their policy's tolerance.
+    fn overage_warnings(&self, customer: &TenantId) -> Vec<VmOveruse> {
+        let mut out = Vec::new();
+        for d in self
+            .state
+            .devices
+            .values()
+            .filter(|d| &d.tenant == customer)
+        {
+            let Some(n) = d.vm_count else { continue };
+            for (service, seat) in &d.seats {
+                let Some(a) = self
+                    .state
+                    .catalog
+                    .get(&seat.sku)
+                    .and_then(|c| c.vms_per_seat)
+                else {
+                    continue;
+                };
+                let tolerated = self
+                    .effective_policy(&seat.subscription, &seat.sku)
+                    .tolerated_vms(a);
+                if n > a && n <= tolerated {
+                    out.push(VmOveruse {
+                        device: d.id.clone(),
+                        service: service.clone(),
+                        vm_count: n,
+                        allowance: a,
+                        tolerated,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The catalogue's SKU for `service` on devices of `class`.

@@ -20,7 +20,9 @@ pub mod manage;
 pub mod offline;
 pub mod ops;
 pub mod outlook;
+pub mod policy;
 mod report;
+pub mod usage;
 
 #[cfg(test)]
 mod assign_tests;
@@ -29,11 +31,15 @@ mod manage_tests;
 #[cfg(test)]
 mod offline_tests;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod seed_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,7 +54,7 @@ pub use model::{
 pub use select::Selection;
 
 /// One day in seconds.
-const DAY: u64 = 24 * 60 * 60;
+pub const DAY: u64 = 24 * 60 * 60;
 
 /// The most seats one SKU of a subscription may have: the admin API documents seat counts as
 /// `int32`, so a larger number is refused rather than stored (issue 16 item 5).
@@ -174,6 +180,9 @@ pub enum EngineError {
         /// Limit asked for.
         limit: u32,
     },
+    /// A licensing policy with a value out of range (issue 20).
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(policy::PolicyError),
     /// No license of the organization has that key (Meraki co-term move).
     #[error("the organization has no license with key {0:?}")]
     UnknownLicenseKey(String),
@@ -270,6 +279,12 @@ pub struct Dirty {
     pub devices: BTreeSet<DeviceKey>,
     /// Snow assignments to datacenters, organizations, sites and users.
     pub snow: BTreeSet<SnowKey>,
+    /// SKU policies (issue 20).
+    pub sku_policies: BTreeSet<Sku>,
+    /// Subscription policies (issue 20).
+    pub subscription_policies: BTreeSet<LicenseId>,
+    /// Usage windows to upsert into the history, in order (issue 20).
+    pub usage_windows: Vec<usage::UsageWindow>,
 }
 
 impl Dirty {
@@ -281,6 +296,9 @@ impl Dirty {
             && self.policies.is_empty()
             && self.devices.is_empty()
             && self.snow.is_empty()
+            && self.sku_policies.is_empty()
+            && self.subscription_policies.is_empty()
+            && self.usage_windows.is_empty()
     }
 }
 
@@ -304,6 +322,10 @@ pub struct State {
     /// Snow assignments to datacenters, organizations, sites and users (computer assignments
     /// are the devices' seats).
     pub snow: BTreeMap<SnowKey, SnowAssignment>,
+    /// Licensing policy per catalogue SKU: the default of its seats (issue 20).
+    pub sku_policies: BTreeMap<Sku, policy::Policy>,
+    /// Licensing policy per subscription: overrides its SKUs' field by field (issue 20).
+    pub subscription_policies: BTreeMap<LicenseId, policy::Policy>,
 }
 
 /// The licensing engine. See the module docs.
@@ -314,8 +336,9 @@ pub struct Engine {
     /// Seats assigned per (subscription, SKU); derived from the devices' seats.
     assigned: BTreeMap<(LicenseId, Sku), u32>,
     dirty: Dirty,
-    /// A file request is being answered (its report is not a device coming online).
-    answering_file: bool,
+    /// The device whose file request is being answered (its report is not a device coming
+    /// online, and its bundle gets the offline lease).
+    answering_file: Option<DeviceKey>,
 }
 
 impl Engine {
@@ -349,7 +372,7 @@ impl Engine {
             lease,
             assigned,
             dirty: Dirty::default(),
-            answering_file: false,
+            answering_file: None,
         }
     }
 
@@ -381,6 +404,11 @@ impl Engine {
         self.dirty.policies.extend(dirty.policies);
         self.dirty.devices.extend(dirty.devices);
         self.dirty.snow.extend(dirty.snow);
+        self.dirty.sku_policies.extend(dirty.sku_policies);
+        self.dirty
+            .subscription_policies
+            .extend(dirty.subscription_policies);
+        self.dirty.usage_windows.extend(dirty.usage_windows);
     }
 
     /// Seats assigned from `sku` of subscription `sub`.

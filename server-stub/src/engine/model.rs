@@ -285,6 +285,10 @@ pub struct GrantBasis {
     pub not_after: UnixTime,
     /// VM allowance for per-VM SKUs.
     pub vm_allowance: Option<u32>,
+    /// The licensing policy of the grant (issue 20); bases stored before it existed read
+    /// back as the default, the behaviour they were issued with.
+    #[serde(default)]
+    pub policy: super::policy::EffectivePolicy,
 }
 
 /// The last bundle issued to a device.
@@ -348,6 +352,8 @@ pub struct Device {
     /// datacenter assignments with VM use rights cover it.
     #[serde(default)]
     pub datacenter: Option<String>,
+    /// Policy kinds spoken, open usage window, compliance as the device reports it (issue 20).
+    pub usage: super::usage::UsageState,
 }
 
 impl Device {

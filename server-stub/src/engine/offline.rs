@@ -12,7 +12,7 @@ use licd_protocol::{
 use serde::{Deserialize, Serialize};
 
 use super::model::DeviceKey;
-use super::{Effects, Engine, LeasePolicy, ReportRefused};
+use super::{Effects, Engine, ReportRefused};
 
 /// Most history entries kept per device (the oldest go first).
 pub const MAX_HISTORY: usize = 64;
@@ -145,15 +145,12 @@ impl Engine {
         {
             return Err(OfflineRefused::ReplayedRequest);
         }
-        let online = self.lease;
-        self.lease = LeasePolicy {
-            lease_secs: online.offline_lease_secs,
-            ..online
-        };
-        self.answering_file = true;
+        // `issue` gives this device's bundle the offline lease (per grant: its policy's
+        // `offline_lease_days`, else the controller's); other devices whose seats change
+        // meanwhile keep the regular lease.
+        self.answering_file = Some(key.clone());
         let result = self.answer_request(request, &key, now);
-        self.answering_file = false;
-        self.lease = online;
+        self.answering_file = None;
         result
     }
 

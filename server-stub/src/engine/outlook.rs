@@ -25,7 +25,9 @@ pub struct Outlook {
 }
 
 /// The outlook of `bundle` (issued with a lease of `lease_secs` and `grace_secs` of grace)
-/// at `now`. VM over-use is left out: the controller shows it from the device's report.
+/// at `now`. VM over-use is left out: the controller shows it from the device's report. So is
+/// the grant's policy (issue 20): an advisory or immediate service is shown by the restrict
+/// rule here; what the device itself says is in compliance (`deviceReported`).
 pub fn outlook(bundle: &BundleState, lease_secs: u64, grace_secs: u64, now: UnixTime) -> Outlook {
     let Some(basis) = &bundle.basis else {
         return Outlook::default();
@@ -89,6 +91,7 @@ mod tests {
                     not_before,
                     not_after,
                     vm_allowance: None,
+                    policy: Default::default(),
                 }],
                 withheld: vec![],
             }),

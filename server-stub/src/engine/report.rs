@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use licd_protocol::{DeviceReport, UnixTime};
+use licd_protocol::{DeviceReport, ExtendedReport, UnixTime};
 
 use super::model::{BundleState, Device, DeviceKey, SubscriptionStatus};
+use super::usage::UsageOutcome;
 use super::{Effects, Engine, ReportRefused};
 
 impl Engine {
@@ -16,6 +17,27 @@ impl Engine {
     pub fn handle_report(
         &mut self,
         report: &DeviceReport,
+        now: UnixTime,
+    ) -> Result<Effects, ReportRefused> {
+        self.handle_any_report(report, None, now)
+    }
+
+    /// [`Engine::handle_report`] for an extended report (issue 20): the report part the same,
+    /// then its usage counted once and its compliance kept (see [`super::usage`]); the
+    /// device's bundles become policy bundles. A report whose usage was stored gets a bundle
+    /// acknowledging it.
+    pub fn handle_extended_report(
+        &mut self,
+        report: &ExtendedReport,
+        now: UnixTime,
+    ) -> Result<Effects, ReportRefused> {
+        self.handle_any_report(&report.report, Some(report), now)
+    }
+
+    fn handle_any_report(
+        &mut self,
+        report: &DeviceReport,
+        extended: Option<&ExtendedReport>,
         now: UnixTime,
     ) -> Result<Effects, ReportRefused> {
         let key: DeviceKey = (report.tenant.clone(), report.device.clone());
@@ -33,6 +55,16 @@ impl Engine {
             return Err(ReportRefused::SeqExhausted);
         }
         self.record(report, now);
+        let acknowledge = match extended {
+            Some(ext) => matches!(
+                self.record_usage(&key, ext, now),
+                UsageOutcome::Stored | UsageOutcome::Closed | UsageOutcome::Reset
+            ),
+            None => false,
+        };
+        if let Some(d) = self.state.devices.get_mut(&key) {
+            d.usage.extended = extended.is_some();
+        }
 
         let mut touched = BTreeSet::new();
         let stale = self.release_stale_seats(&key);
@@ -58,8 +90,9 @@ impl Engine {
         };
         // A device licensed by file that now reports over MQTT gets a bundle with the regular
         // lease at once (continuing from the seq it imported).
-        let back_online = !self.answering_file && self.back_online(&key, now);
+        let back_online = self.answering_file.is_none() && self.back_online(&key, now);
         let due = back_online
+            || acknowledge
             || self.state.devices.get(&key).is_some_and(|d| {
                 d.bundle.basis.as_ref() != Some(&basis)
                     || now >= d.bundle.refresh_after
@@ -97,6 +130,7 @@ impl Engine {
                 bundle: BundleState::default(),
                 offline: Default::default(),
                 datacenter: None,
+                usage: Default::default(),
             }
         });
         d.model.clone_from(&r.model);
@@ -157,7 +191,10 @@ impl Engine {
                         .get(&seat.subscription)
                         .is_none_or(|sub| sub.status(now) == SubscriptionStatus::Expired);
                     let allowance = self.seat_vm_allowance(seat);
-                    let over = matches!((d.vm_count, allowance), (Some(n), Some(a)) if n > a);
+                    // Over the tolerance of the seat's policy (issue 20); within it the
+                    // service is licensed with a warning.
+                    let over = matches!((d.vm_count, allowance), (Some(n), Some(a))
+                        if n > self.effective_policy(&seat.subscription, &seat.sku).tolerated_vms(a));
                     ended || over
                 }
             })

@@ -15,10 +15,10 @@ pub(super) fn t(s: &str) -> TenantId {
 pub(super) fn svc(s: &str) -> ServiceName {
     ServiceName::new(s).unwrap()
 }
-fn sku(s: &str) -> Sku {
+pub(super) fn sku(s: &str) -> Sku {
     Sku::new(s).unwrap()
 }
-fn lic(s: &str) -> LicenseId {
+pub(super) fn lic(s: &str) -> LicenseId {
     LicenseId::new(s).unwrap()
 }
 

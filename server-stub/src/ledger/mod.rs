@@ -16,6 +16,7 @@ use std::path::Path;
 use licd_protocol::{PublicKey, TenantId, UnixTime};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::engine::usage::{UsageCounters, UsageWindow};
 use crate::engine::{
     AssignmentKind, AutoLicense, BundleState, CatalogEntry, ComputerAssignment, Customer,
     CustomerKind, Device, DeviceKey, Dirty, Entitlement, Seat, SnowAssignment, SnowKey, State,
@@ -56,6 +57,19 @@ pub struct RefusedReport {
     pub device: String,
     /// Why it was refused.
     pub reason: String,
+}
+
+/// Which usage windows [`Ledger::usage_windows`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageQuery<'a> {
+    /// Only this tenant's devices.
+    pub tenant: Option<&'a TenantId>,
+    /// Only devices with this id.
+    pub device: Option<&'a licd_protocol::DeviceId>,
+    /// Periods ending at or after this time.
+    pub from: UnixTime,
+    /// Periods ending at or before this time.
+    pub to: UnixTime,
 }
 
 /// An open ledger file.
@@ -222,11 +236,26 @@ impl Ledger {
             );
         }
 
+        let mut q = c.prepare("SELECT scope, id, policy FROM license_policies")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let policy: crate::engine::policy::Policy = json(&r.get::<_, String>(2)?)?;
+            match r.get::<_, String>(0)?.as_str() {
+                "sku" => {
+                    state.sku_policies.insert(id(r.get(1)?)?, policy);
+                }
+                "subscription" => {
+                    state.subscription_policies.insert(id(r.get(1)?)?, policy);
+                }
+                other => return Err(corrupt(format!("policy scope {other}"))),
+            }
+        }
+
         let mut q = c.prepare(
             "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
                     agent_version, vm_count, services_wanted, first_seen, last_report_at,
                     reported_clock, clock_rollback, reported_seq, bundle_seq, bundle_issued_at,
-                    bundle_refresh, bundle_basis, unassigned, violation_since, offline
+                    bundle_refresh, bundle_basis, unassigned, violation_since, offline, usage
              FROM devices",
         )?;
         let mut rows = q.query([])?;
@@ -263,6 +292,7 @@ impl Ledger {
                 },
                 offline: json(&r.get::<_, String>(21)?)?,
                 datacenter: None,
+                usage: json(&r.get::<_, String>(22)?)?,
             };
             state.devices.insert(d.key(), d);
         }
@@ -363,6 +393,21 @@ impl Ledger {
         for key in &dirty.snow {
             save_snow(&tx, key, state.snow.get(key))?;
         }
+        // After the devices: a window's row goes with its device's open-window state.
+        for w in &dirty.usage_windows {
+            save_usage_window(&tx, w)?;
+        }
+        for sku in &dirty.sku_policies {
+            save_policy(&tx, "sku", sku.as_str(), state.sku_policies.get(sku))?;
+        }
+        for sub in &dirty.subscription_policies {
+            save_policy(
+                &tx,
+                "subscription",
+                sub.as_str(),
+                state.subscription_policies.get(sub),
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -403,6 +448,44 @@ impl Ledger {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The usage history: every window (closed ones final, open ones at their latest
+    /// report) of `tenant`'s devices (all when `None`), optionally one device, whose period
+    /// ends between `from` and `to` (inclusive); oldest first.
+    pub fn usage_windows(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageWindow>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tenant, device, window_seq, last_seq, closed, period_start, period_end,
+                    peak_vm_count, refusals, grace_seconds, chain
+             FROM usage_windows
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR device = ?2)
+               AND period_end >= ?3 AND period_end <= ?4
+             ORDER BY period_end, tenant, device, chain, window_seq",
+        )?;
+        let mut rows = stmt.query(params![
+            q.tenant.map(|t| t.as_str()),
+            q.device.map(|d| d.as_str()),
+            to_i(q.from.min(i64::MAX as u64)),
+            to_i(q.to.min(i64::MAX as u64)),
+        ])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(UsageWindow {
+                device: (id(r.get(0)?)?, id(r.get(1)?)?),
+                chain: to_u(r.get(10)?),
+                window: to_u(r.get(2)?),
+                last_seq: to_u(r.get(3)?),
+                closed: r.get(4)?,
+                start: to_u(r.get(5)?),
+                end: to_u(r.get(6)?),
+                counters: UsageCounters {
+                    peak_vm_count: r.get(7)?,
+                    refusals: r.get(8)?,
+                    grace_seconds: json(&r.get::<_, String>(9)?)?,
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// The stored bundle `seq` of a device (tests and diagnostics).
@@ -460,6 +543,58 @@ fn save_subscription(tx: &Transaction<'_>, s: &Subscription) -> Result<(), Ledge
     Ok(())
 }
 
+/// Upserts one usage window by its key: an open window's row follows its latest report, and
+/// the closing report's counters replace it once, for good.
+fn save_usage_window(tx: &Transaction<'_>, w: &UsageWindow) -> Result<(), LedgerError> {
+    exec(
+        tx,
+        "INSERT INTO usage_windows (tenant, device, window_seq, last_seq, closed, period_start,
+             period_end, peak_vm_count, refusals, grace_seconds, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(tenant, device, chain, window_seq) DO UPDATE SET last_seq = excluded.last_seq,
+             closed = excluded.closed, period_start = excluded.period_start,
+             period_end = excluded.period_end, peak_vm_count = excluded.peak_vm_count,
+             refusals = excluded.refusals, grace_seconds = excluded.grace_seconds
+         WHERE usage_windows.closed = 0",
+        params![
+            w.device.0.as_str(),
+            w.device.1.as_str(),
+            to_i(w.window),
+            to_i(w.last_seq),
+            w.closed,
+            to_i(w.start),
+            to_i(w.end),
+            w.counters.peak_vm_count,
+            w.counters.refusals,
+            to_json(&w.counters.grace_seconds)?,
+            to_i(w.chain),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes one policy row, or deletes it when the policy is gone (everything inherits).
+fn save_policy(
+    tx: &Transaction<'_>,
+    scope: &str,
+    id: &str,
+    policy: Option<&crate::engine::policy::Policy>,
+) -> Result<(), LedgerError> {
+    match policy {
+        Some(p) => exec(
+            tx,
+            "INSERT OR REPLACE INTO license_policies (scope, id, policy) VALUES (?1, ?2, ?3)",
+            params![scope, id, to_json(p)?],
+        )?,
+        None => exec(
+            tx,
+            "DELETE FROM license_policies WHERE scope = ?1 AND id = ?2",
+            params![scope, id],
+        )?,
+    };
+    Ok(())
+}
+
 fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
     let basis = d.bundle.basis.as_ref().map(to_json).transpose()?;
     exec(
@@ -467,9 +602,10 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
         "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
              firmware_version, agent_version, vm_count, services_wanted, first_seen,
              last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
-             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since, offline)
+             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since, offline,
+             usage)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21, ?22)
+             ?18, ?19, ?20, ?21, ?22, ?23)
          ON CONFLICT(tenant, device) DO UPDATE SET device_key = excluded.device_key,
              model = excluded.model, serial = excluded.serial,
              product_class = excluded.product_class, firmware_version = excluded.firmware_version,
@@ -479,7 +615,8 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
              reported_seq = excluded.reported_seq, bundle_seq = excluded.bundle_seq,
              bundle_issued_at = excluded.bundle_issued_at, bundle_refresh = excluded.bundle_refresh,
              bundle_basis = excluded.bundle_basis, unassigned = excluded.unassigned,
-             violation_since = excluded.violation_since, offline = excluded.offline",
+             violation_since = excluded.violation_since, offline = excluded.offline,
+             usage = excluded.usage",
         params![
             d.tenant.as_str(),
             d.id.as_str(),
@@ -503,6 +640,7 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
             to_json(&d.unassigned)?,
             to_json(&d.violation_since)?,
             to_json(&d.offline)?,
+            to_json(&d.usage)?,
         ],
     )?;
     exec(

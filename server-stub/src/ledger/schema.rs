@@ -132,4 +132,31 @@ CREATE TABLE device_placement (
     FOREIGN KEY (tenant, device) REFERENCES devices(tenant, device) ON DELETE CASCADE
 );
 "#,
+    // 6: licensing policy per SKU or subscription (issue 20; issue 18's offline_lease_days):
+    // the fields set, as JSON (unset fields inherit). Usage reported by devices (issue 20),
+    // one row per (device, report seq): the key makes storing a report twice a no-op.
+    r#"
+CREATE TABLE license_policies (
+    scope  TEXT NOT NULL CHECK (scope IN ('sku', 'subscription')),
+    id     TEXT NOT NULL,
+    policy TEXT NOT NULL,              -- JSON: strategy, overage_tolerance_pct, warn_before, offline_lease_days
+    PRIMARY KEY (scope, id)
+);
+ALTER TABLE devices ADD COLUMN usage TEXT NOT NULL DEFAULT '{}'; -- JSON: open window, policy kinds, reported compliance
+CREATE TABLE usage_windows (
+    tenant        TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    chain         INTEGER NOT NULL,    -- the device's report chain (a new one after a reset)
+    window_seq    INTEGER NOT NULL,    -- the report seq the window opened at
+    last_seq      INTEGER NOT NULL,    -- the report whose counters are its value
+    closed        INTEGER NOT NULL,    -- 1: final; 0: the open window's latest report so far
+    period_start  INTEGER NOT NULL,
+    period_end    INTEGER NOT NULL,
+    peak_vm_count INTEGER,
+    refusals      INTEGER NOT NULL,
+    grace_seconds TEXT NOT NULL,       -- JSON object service -> seconds
+    PRIMARY KEY (tenant, device, chain, window_seq)
+);
+CREATE INDEX usage_windows_by_end ON usage_windows (period_end);
+"#,
 ];

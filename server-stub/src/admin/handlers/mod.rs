@@ -7,8 +7,10 @@ pub mod devices;
 pub mod licenses;
 pub mod meraki;
 pub mod offline;
+pub mod policy;
 pub mod snow;
 pub mod subscriptions;
+pub mod usage;
 
 use axum::extract::State;
 use axum::Json;
