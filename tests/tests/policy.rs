@@ -10,7 +10,8 @@
 //! - 125 % tolerance on a 4-VM allowance: 4 licensed, 5 licensed with an overage warning, 6 in
 //!   grace, on the device and in compliance;
 //! - usage (grace seconds) survives a kill -9 of the agent and a controller restart and is
-//!   counted once.
+//!   counted once;
+//! - an expiring-soon hook fires exactly once per threshold, across an agent restart.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -466,5 +467,52 @@ fn usage_survives_a_kill_9_of_the_agent_and_a_controller_restart_and_is_counted_
         1,
         "one open window: {windows:?}"
     );
+    rt.block_on(stub.shutdown());
+}
+
+#[test]
+fn an_expiring_soon_hook_fires_exactly_once_per_threshold_across_a_restart() {
+    let rt = licd_tests::runtime();
+    let warn = Policy {
+        warn_before: Some(vec![20, 10]),
+        ..Policy::default()
+    };
+    let lab = Lab {
+        skus: &[("LIC-WIFI", "wifi", None, warn)],
+        // Thresholds at 10 s and 20 s after the start; the term ends at 30 s.
+        term_ends_in: 30,
+        lease: 60,
+        grace: 120,
+        broker: None,
+        ledger: None,
+        signer: Signer::ephemeral(unix_now()).unwrap(),
+    };
+    let stub = lab.start(&rt);
+    let port = stub.broker_addr().unwrap().port();
+    let hooks = tempfile::NamedTempFile::new().unwrap();
+    let mut o = AgentOptions::plain(port, &stub.root_public_key().to_hex());
+    o.extra = format!(
+        "[enforce]\nextended_reports = true\n\n[hooks]\non_change = [\"sh\", \"-c\", \
+         \"[ \\\"$LICD_EVENT\\\" = expiring_soon ] && echo $LICD_SERVICE $LICD_THRESHOLD_SECS >> {} || true\"]\n",
+        hooks.path().display()
+    );
+    let mut a = Agent::start(&o).unwrap();
+    let fired = || std::fs::read_to_string(hooks.path()).unwrap_or_default();
+    wait_check(&a, "wifi", "wifi licensed with warnings", |code, v| {
+        code == 0 && v["state"] == "licensed"
+    });
+    wait_for("the 20 s threshold's hook", T, || fired().contains("wifi 20"))
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", fired(), a.log()));
+    // A restart between the thresholds: the first does not fire again, the second fires once.
+    assert!(a.stop().unwrap());
+    a.restart().unwrap();
+    wait_for("the 10 s threshold's hook", T, || fired().contains("wifi 10"))
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", fired(), a.log()));
+    // Up to the term's end: ticks and reports in between fire nothing more.
+    wait_check(&a, "wifi", "wifi in grace after the term", |_, v| {
+        v["state"] == "grace"
+    });
+    let lines: Vec<String> = fired().lines().map(str::to_owned).collect();
+    assert_eq!(lines, vec!["wifi 20", "wifi 10"], "{}", a.log());
     rt.block_on(stub.shutdown());
 }
