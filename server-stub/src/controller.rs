@@ -254,7 +254,7 @@ impl Controller {
     pub fn seal(&self, b: &GrantBundle) -> Publication {
         let payload = match self.engine.policy_bundle(b) {
             Some(pb) => seal_policy_bundle(&pb, self.signer.key(), self.signer.cert()),
-            None => self.signer.seal(b),
+            None => self.signer.seal(&self.engine.plain_bundle(b)),
         };
         Publication {
             topic: Topic::new(&b.tenant, &b.device, TopicKind::Grants).to_topic_string(),

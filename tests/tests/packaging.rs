@@ -186,6 +186,10 @@ fn the_shipped_uci_file_renders_to_a_config_the_agent_loads() {
         assert!(s.hook.is_empty());
         // Empty options are left to licd's defaults.
         assert!(!toml.contains("device_id"), "{toml}");
+        assert_eq!(
+            s.site, None,
+            "an empty site: only the controller licenses it"
+        );
     }
 }
 
@@ -195,6 +199,7 @@ fn uci_values_are_escaped_lists_become_arrays_and_bad_values_are_refused() {
     let uci = format!(
         "config agent 'main'\n\
          \toption tenant 'acme'\n\
+         \toption site 'plant-7'\n\
          \tlist service 'wifi-ap'\n\
          \tlist service 'poe-plus'\n\
          \tlist root '{root}'\n\
@@ -213,6 +218,7 @@ fn uci_values_are_escaped_lists_become_arrays_and_bad_values_are_refused() {
         assert!(ok, "{shell:?}: {err}");
         let s = Settings::from_toml(&toml).unwrap_or_else(|e| panic!("{shell:?}: {e}\n{toml}"));
         assert_eq!(s.services.len(), 2);
+        assert_eq!(s.site.as_ref().map(|x| x.as_str()), Some("plant-7"));
         assert_eq!(s.roots.len(), 2);
         assert!(s.broker.tls.is_none());
         assert_eq!(s.broker.keep_alive.as_secs(), 30);

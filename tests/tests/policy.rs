@@ -501,13 +501,17 @@ fn an_expiring_soon_hook_fires_exactly_once_per_threshold_across_a_restart() {
     wait_check(&a, "wifi", "wifi licensed with warnings", |code, v| {
         code == 0 && v["state"] == "licensed"
     });
-    wait_for("the 20 s threshold's hook", T, || fired().contains("wifi 20"))
-        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", fired(), a.log()));
+    wait_for("the 20 s threshold's hook", T, || {
+        fired().contains("wifi 20")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", fired(), a.log()));
     // A restart between the thresholds: the first does not fire again, the second fires once.
     assert!(a.stop().unwrap());
     a.restart().unwrap();
-    wait_for("the 10 s threshold's hook", T, || fired().contains("wifi 10"))
-        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", fired(), a.log()));
+    wait_for("the 10 s threshold's hook", T, || {
+        fired().contains("wifi 10")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", fired(), a.log()));
     // Up to the term's end: ticks and reports in between fire nothing more.
     wait_check(&a, "wifi", "wifi in grace after the term", |_, v| {
         v["state"] == "grace"

@@ -337,6 +337,24 @@ impl Engine {
         self.state.devices.get(key).map_or(0, |d| d.usage.ack())
     }
 
+    /// `b` as sent to a device that does not speak the policy kinds (a plain bundle): a
+    /// service whose policy is `immediate` gets no grace at all, so editing the agent's config
+    /// (`extended_reports = false`) cannot buy the term-end grace the policy withholds. The
+    /// price is that such a device also loses the lease grace for that service; the other
+    /// strategies are never looser under the plain rule (advisory becomes restrict, a
+    /// tolerance becomes 100 %).
+    pub fn plain_bundle(&self, b: &GrantBundle) -> GrantBundle {
+        let mut plain = b.clone();
+        for g in &mut plain.grants {
+            if self.effective_policy(&g.license, &g.sku).strategy
+                == super::policy::Strategy::Immediate
+            {
+                g.grace = 0;
+            }
+        }
+        plain
+    }
+
     /// The policy bundle to send for `b` if its device speaks the policy kinds (its last
     /// report was extended): each granted service's policy and the usage acknowledgement.
     /// `None`: send `b` as a plain bundle (an older agent).

@@ -113,6 +113,35 @@ fn the_worked_example_of_the_protocol_counts_1500_seconds() {
 }
 
 #[test]
+fn an_agent_without_the_policy_kinds_gets_no_grace_for_an_immediate_service() {
+    let mut e = engine();
+    let fx = e
+        .handle_report(&report("a", "ap1", "ap", &["wifi"]), T0)
+        .unwrap();
+    let b = fx.publish[0].clone();
+    assert!(b.grants.iter().all(|g| g.grace > 0));
+    assert_eq!(e.plain_bundle(&b), b, "restrict: sent as issued");
+    let _ = e
+        .set_sku_policy(
+            &super::tests::sku("LIC-AP"),
+            policy::Policy {
+                strategy: Some(policy::Strategy::Immediate),
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap();
+    let b = e.issue(&key(), e.basis(&key()).unwrap(), T0 + 1).unwrap();
+    assert!(
+        e.policy_bundle(&b).is_none(),
+        "a plain report: a plain bundle"
+    );
+    let plain = e.plain_bundle(&b);
+    assert!(!plain.grants.is_empty());
+    assert!(plain.grants.iter().all(|g| g.grace == 0), "{plain:?}");
+}
+
+#[test]
 fn a_plain_report_gets_a_plain_bundle_and_an_extended_one_a_policy_bundle() {
     let mut e = engine();
     let fx = e
