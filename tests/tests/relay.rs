@@ -3,7 +3,8 @@
 //! controller; 8 real agents at the site. Exactly 5 are licensed and never more (sampled
 //! throughout); one licensed agent is stopped and, once its lease has run out, its seat floats
 //! to a waiting agent. An agent configured for another site, pointed at the same relay, is
-//! refused by its own acceptance rules with the precise reason.
+//! refused by its own acceptance rules with the precise reason. Revoking the relay's key (the
+//! controller's existing revocation list, delivered on the site broker) cuts the site off.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,6 +26,15 @@ fn svc(s: &str) -> ServiceName {
 }
 
 fn start_relay(rt: &tokio::runtime::Runtime, signer: &Signer, dir: &Path) -> RelayHandle {
+    start_relay_with(rt, signer, dir, 5)
+}
+
+fn start_relay_with(
+    rt: &tokio::runtime::Runtime,
+    signer: &Signer,
+    dir: &Path,
+    seats: u32,
+) -> RelayHandle {
     let now = licd_tests::controller::unix_now();
     let relay_key = site::init(dir).unwrap();
     let constraints = Constraints {
@@ -33,7 +43,7 @@ fn start_relay(rt: &tokio::runtime::Runtime, signer: &Signer, dir: &Path) -> Rel
         max_lease: 60,
         pools: vec![SeatPool {
             service: svc("wifi"),
-            seats: 5,
+            seats,
         }],
     };
     let bytes = site::delegate(signer, relay_key, constraints, now - 60, 3_600).unwrap();
@@ -144,5 +154,41 @@ fn a_site_relay_licenses_exactly_its_pool_and_a_lapsed_seat_floats_to_a_waiting_
     })
     .unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", stranger.status(), stranger.log()));
     assert_ne!(stranger.state_of("wifi").as_deref(), Some("licensed"));
+    rt.block_on(relay.shutdown());
+}
+
+#[test]
+fn revoking_the_relay_key_cuts_the_site_off_on_the_devices() {
+    let rt = licd_tests::runtime();
+    let now = licd_tests::controller::unix_now();
+    let keys = tempfile::tempdir().unwrap();
+    let key_dir = keys.path().join("keys");
+    let root = licd_stub::keys::init(&key_dir, now).unwrap().to_hex();
+    let signer = licd_stub::keys::load_signer(&key_dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay_with(&rt, &signer, dir.path(), 2);
+    let port = relay.broker_addr().unwrap().port();
+    let a = site_agent(port, &root, "ap-0", "plant-7");
+    a.wait_state("wifi", "licensed", T).unwrap();
+
+    // The controller's operator revokes the relay key; the list reaches the site's broker.
+    let relay_id = site::public_key(dir.path()).unwrap().id();
+    licd_stub::keys::trust::revoke(&key_dir, relay_id, now).unwrap();
+    let messages = licd_stub::keys::trust::trust_messages(&key_dir).unwrap();
+    rt.block_on(licd_stub::keys::trust::publish_retained(
+        &format!("mqtt://127.0.0.1:{port}"),
+        messages,
+        Duration::from_secs(10),
+    ))
+    .unwrap();
+    a.wait_state("wifi", "unlicensed", T).unwrap();
+    assert_eq!(a.check("wifi").unwrap()["reason"], "revoked");
+    // The relay keeps answering, and every bundle it sends is refused.
+    let refused = wait_for("the agent to refuse the relay's next bundle", T, || {
+        a.status()
+            .is_some_and(|s| s.to_string().contains("signer_revoked"))
+    });
+    refused.unwrap_or_else(|e| panic!("{e}\n{:?}\n{}", a.status(), a.log()));
+    assert_eq!(a.state_of("wifi").as_deref(), Some("unlicensed"));
     rt.block_on(relay.shutdown());
 }
