@@ -7,7 +7,9 @@
 //! Prints: bare ed25519 signatures/s; bundles sealed/s by the controller (postcard + sign +
 //! envelope); reports processed/s for new devices (verify, pin, seat, bundle, SQLite write,
 //! seal) and for known devices holding their newest bundle (verify, record, SQLite write); and
-//! the ledger file size for the fleet.
+//! the ledger file size for the fleet; and a site relay's reports/s for the same new devices
+//! (verify, floating seats, the seats file written and fsynced, seal with the delegation
+//! chain), against the controller's unbatched rate in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -224,6 +226,49 @@ fn main() {
     drop(conn);
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
 
+    // A site relay licensing the same new devices from a delegation of n seats each.
+    let relay_rate = {
+        use licd_protocol::{Constraints, SeatPool, SiteId};
+        use licd_stub::relay::{pool::LeaseTerms, run::RelayCore, site};
+        let relay_dir = tempfile::tempdir().expect("tempdir");
+        let relay_key = site::init(relay_dir.path()).expect("relay key");
+        let constraints = Constraints {
+            tenant: TenantId::new("acme").expect("id"),
+            site: SiteId::new("plant-7").expect("id"),
+            max_lease: 3_600,
+            pools: ["wifi", "security"]
+                .iter()
+                .map(|s| SeatPool {
+                    service: svc(s),
+                    seats: n,
+                })
+                .collect(),
+        };
+        let bytes = site::delegate(
+            &Signer::ephemeral(T0).expect("keys"),
+            relay_key,
+            constraints,
+            T0 - 60,
+            86_400,
+        )
+        .expect("delegation");
+        site::write_delegation_file(&relay_dir.path().join(site::DELEGATION_FILE), &bytes)
+            .expect("delegation file");
+        let mut relay = RelayCore::open(
+            relay_dir.path().to_path_buf(),
+            LeaseTerms {
+                lease_secs: 3_600,
+                grace_secs: 0,
+            },
+        )
+        .expect("relay");
+        let t = Instant::now();
+        for (topic, bytes) in &first {
+            relay.handle(topic, bytes, T0).expect("relay report");
+        }
+        rate(first.len(), t.elapsed())
+    };
+
     println!("devices:                          {n}");
     println!("bare ed25519 sign/s:              {bare:>10.0}");
     println!("bundles sealed/s (controller):    {seal_rate:>10.0}  ({:.2} of bare; envelope {envelope_len} bytes)", seal_rate / bare);
@@ -246,5 +291,9 @@ fn main() {
     println!(
         "ledger size for {n} devices:   {size:>10} bytes ({:.0} bytes/device)",
         size as f64 / f64::from(n.max(1))
+    );
+    println!(
+        "relay reports/s, new devices:     {relay_rate:>10.0}  ({:.2} of the controller's unbatched)",
+        relay_rate / new_rate
     );
 }
