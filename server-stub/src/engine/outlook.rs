@@ -9,8 +9,8 @@
 //! It is an expectation, not a report: a device that never received the bundle, or whose
 //! clock was set back, may differ. Pure: time comes in as an argument.
 
-use licd_core::enforce::{evaluate, ServiceState};
-use licd_protocol::{DeviceId, ServiceGrant, ServiceName, TenantId, UnixTime};
+use licd_core::enforce::{evaluate, evaluate_with_policy, ServiceState};
+use licd_protocol::{DeviceId, ServiceGrant, ServiceName, ServicePolicy, TenantId, UnixTime};
 
 use super::model::{BundleState, DeviceKey};
 use super::Engine;
@@ -25,10 +25,17 @@ pub struct Outlook {
 }
 
 /// The outlook of `bundle` (issued with a lease of `lease_secs` and `grace_secs` of grace)
-/// at `now`. VM over-use is left out: the controller shows it from the device's report. So is
-/// the grant's policy (issue 20): an advisory or immediate service is shown by the restrict
-/// rule here; what the device itself says is in compliance (`deviceReported`).
-pub fn outlook(bundle: &BundleState, lease_secs: u64, grace_secs: u64, now: UnixTime) -> Outlook {
+/// at `now`, for a device that applies policy bundles (`policy_kinds`) or not. VM over-use is
+/// left out: the controller shows it from the device's report. Each grant's policy (issue 20)
+/// is the one its bundle carried: a device that speaks the policy kinds applies it; one that
+/// does not got a plain bundle (restrict, and no grace for an immediate service).
+pub fn outlook(
+    bundle: &BundleState,
+    lease_secs: u64,
+    grace_secs: u64,
+    policy_kinds: bool,
+    now: UnixTime,
+) -> Outlook {
     let Some(basis) = &bundle.basis else {
         return Outlook::default();
     };
@@ -46,7 +53,21 @@ pub fn outlook(bundle: &BundleState, lease_secs: u64, grace_secs: u64, now: Unix
             grace: grace_secs,
             vm_allowance: g.vm_allowance,
         };
-        let e = evaluate(&grant, now, None);
+        let immediate = g.policy.strategy == super::policy::Strategy::Immediate;
+        let e = if policy_kinds {
+            let policy = ServicePolicy {
+                service: g.service.clone(),
+                strategy: super::usage::strategy(g.policy.strategy),
+                overage_tolerance_pct: u32::from(g.policy.overage_tolerance_pct),
+                warn_before: g.policy.warn_before.clone(),
+            };
+            evaluate_with_policy(&grant, &policy, now, None)
+        } else if immediate {
+            // What `Engine::plain_bundle` sent.
+            evaluate(&ServiceGrant { grace: 0, ..grant }, now, None)
+        } else {
+            evaluate(&grant, now, None)
+        };
         out.next_change = licd_core::enforce::min_opt(out.next_change, e.next_change);
         out.services.push((g.service.clone(), e.state));
     }
@@ -64,7 +85,13 @@ impl Engine {
         } else {
             self.lease.lease_secs
         };
-        Some(outlook(&d.bundle, lease, self.lease.grace_secs, now))
+        Some(outlook(
+            &d.bundle,
+            lease,
+            self.lease.grace_secs,
+            d.usage.extended,
+            now,
+        ))
     }
 }
 
@@ -99,7 +126,7 @@ mod tests {
     }
 
     fn state(b: &BundleState, now: UnixTime) -> ServiceState {
-        outlook(b, 60, 100, now).services[0].1
+        outlook(b, 60, 100, false, now).services[0].1
     }
 
     #[test]
@@ -121,8 +148,8 @@ mod tests {
                 reason: Reason::LeaseExpired
             }
         );
-        assert_eq!(outlook(&b, 60, 100, T0).next_change, Some(T0 + 60));
-        assert_eq!(outlook(&b, 60, 100, T0 + 200).next_change, None);
+        assert_eq!(outlook(&b, 60, 100, false, T0).next_change, Some(T0 + 60));
+        assert_eq!(outlook(&b, 60, 100, false, T0 + 200).next_change, None);
     }
 
     #[test]
@@ -141,8 +168,42 @@ mod tests {
     #[test]
     fn no_bundle_issued_means_no_services() {
         assert_eq!(
-            outlook(&BundleState::default(), 60, 100, T0),
+            outlook(&BundleState::default(), 60, 100, false, T0),
             Outlook::default()
         );
+    }
+
+    #[test]
+    fn the_grants_policy_is_applied_as_the_device_applies_it() {
+        use crate::engine::policy::Strategy;
+        let with = |strategy: Strategy| {
+            let mut b = bundle(T0 - 10, T0 + 20);
+            if let Some(basis) = b.basis.as_mut() {
+                basis.grants[0].policy.strategy = strategy;
+            }
+            b
+        };
+        // Advisory, on a device that speaks the policy kinds: runs past grace, non-compliant.
+        let advisory = with(Strategy::Advisory);
+        assert!(matches!(
+            outlook(&advisory, 60, 100, true, T0 + 500).services[0].1,
+            ServiceState::NonCompliant { .. }
+        ));
+        // The same on a device that does not: the plain (restrict) rule.
+        assert!(matches!(
+            outlook(&advisory, 60, 100, false, T0 + 500).services[0].1,
+            ServiceState::Unlicensed { .. }
+        ));
+        // Immediate: no grace at term end either way (a plain bundle carried grace 0).
+        let immediate = with(Strategy::Immediate);
+        for kinds in [true, false] {
+            assert!(
+                matches!(
+                    outlook(&immediate, 60, 100, kinds, T0 + 20).services[0].1,
+                    ServiceState::Unlicensed { .. }
+                ),
+                "policy kinds {kinds}"
+            );
+        }
     }
 }

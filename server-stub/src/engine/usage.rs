@@ -184,7 +184,7 @@ pub fn reason_name(r: ComplianceReason) -> &'static str {
     }
 }
 
-fn strategy(s: Strategy) -> licd_protocol::Strategy {
+pub(super) fn strategy(s: Strategy) -> licd_protocol::Strategy {
     match s {
         Strategy::Restrict => licd_protocol::Strategy::Restrict,
         Strategy::Advisory => licd_protocol::Strategy::Advisory,
