@@ -24,7 +24,9 @@ fi
 # Chromium through chromedriver (it fails without them unless LICD_SKIP_BROWSER=1).
 if [ "${LICD_SKIP_BROWSER:-0}" != 1 ]; then
     if [ ! -x /usr/lib/chromium/chromium ] && ! command -v chromium >/dev/null 2>&1; then
-        missing+=(chromium)
+        # fonts-liberation is only a Recommends of chromium (not installed below): without a
+        # font the screenshots show no text.
+        missing+=(chromium fonts-liberation)
     fi
     if ! command -v chromedriver >/dev/null 2>&1; then
         missing+=(chromium-driver)
