@@ -117,6 +117,22 @@ fn server(name: &str, listen: SocketAddr) -> ServerSettings {
     }
 }
 
+/// Starts the embedded broker when `mode` asks for one (on the blocking pool: [`start`] waits
+/// for the port), for the controller and the site relay alike. `None` with an external broker.
+pub(crate) async fn start_if_embedded(
+    mode: &crate::config::BrokerMode,
+    timeout: Duration,
+) -> Result<Option<EmbeddedBroker>, crate::StubError> {
+    let crate::config::BrokerMode::Embedded { listen, tls } = mode else {
+        return Ok(None);
+    };
+    let (listen, tls) = (*listen, tls.clone());
+    let broker = tokio::task::spawn_blocking(move || start(listen, tls, timeout))
+        .await
+        .map_err(|e| crate::StubError::Config(format!("broker start task: {e}")))??;
+    Ok(Some(broker))
+}
+
 /// Starts rumqttd with a plain v4 listener on `listen` (port 0 = a free one) and optionally a
 /// TLS listener, and waits up to `timeout` until it accepts connections.
 pub fn start(

@@ -65,19 +65,14 @@ impl Stub {
         let root = signer.root_public_key();
         let core = Controller::open(ledger, signer, config.lease)?;
 
-        let mut broker_tls_addr = None;
-        let (embedded, broker_url) = match &config.broker {
-            BrokerMode::Embedded { listen, tls } => {
-                let (listen, tls) = (*listen, tls.clone());
-                let timeout = config.connect_timeout;
-                let b =
-                    tokio::task::spawn_blocking(move || crate::broker::start(listen, tls, timeout))
-                        .await
-                        .map_err(|e| StubError::Config(format!("broker start task: {e}")))??;
-                broker_tls_addr = b.tls_addr;
-                (Some(b.addr), format!("mqtt://{}", b.addr))
-            }
-            BrokerMode::External { url, .. } => (None, url.clone()),
+        let started =
+            crate::broker::start_if_embedded(&config.broker, config.connect_timeout).await?;
+        let broker_tls_addr = started.and_then(|b| b.tls_addr);
+        let embedded = started.map(|b| b.addr);
+        let broker_url = match (&config.broker, embedded) {
+            (BrokerMode::External { url, .. }, _) => url.clone(),
+            (_, Some(addr)) => format!("mqtt://{addr}"),
+            (_, None) => String::new(),
         };
         let opts = session::mqtt_options(&config.broker, embedded, &config.client_id)?;
         let filter = match &config.subscription {

@@ -179,16 +179,9 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
     let core = RelayCore::open(config.dir.clone(), config.terms)?;
     let site_id = core.site.delegation.body.constraints.site.clone();
     let tenant = core.site.delegation.body.constraints.tenant.clone();
-    let embedded = match &config.broker {
-        BrokerMode::Embedded { listen, tls } => {
-            let (listen, tls, timeout) = (*listen, tls.clone(), config.connect_timeout);
-            let b = tokio::task::spawn_blocking(move || crate::broker::start(listen, tls, timeout))
-                .await
-                .map_err(|e| StubError::Config(format!("broker start task: {e}")))??;
-            Some(b.addr)
-        }
-        BrokerMode::External { .. } => None,
-    };
+    let embedded = crate::broker::start_if_embedded(&config.broker, config.connect_timeout)
+        .await?
+        .map(|b| b.addr);
     let opts = session::mqtt_options(&config.broker, embedded, &config.client_id)?;
     let filter = format!("licd/v1/{tenant}/+/report");
     let (client, eventloop) = AsyncClient::new(opts, 256);
