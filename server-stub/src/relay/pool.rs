@@ -111,6 +111,17 @@ impl Pools {
             && self.not_after == other.not_after
     }
 
+    /// Fresh pools of a new delegation that keep what `old` knew of the same tenant's devices:
+    /// pinned keys, seqs, and seats still occupied (a device keeps running on a lease of the
+    /// old delegation until it ends, so its seat counts against the new pools too). Nothing is
+    /// kept from another tenant's pools.
+    pub fn continuing(mut self, old: Pools) -> Self {
+        if old.constraints.tenant == self.constraints.tenant {
+            self.devices = old.devices;
+        }
+        self
+    }
+
     /// These seats under new lease terms (the relay's options may change across restarts;
     /// what is occupied stays occupied until it ends).
     pub fn with_terms(mut self, terms: LeaseTerms) -> Self {
@@ -382,6 +393,37 @@ mod tests {
             p.handle_report(&imposter, T0),
             Err(RelayRefused::KeyMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_new_delegation_keeps_the_seats_still_occupied_under_the_old_one() {
+        let mut old = pools(2);
+        for n in 0..2 {
+            old.handle_report(&report(n, 0, &["wifi-ap"]), T0).unwrap();
+        }
+        // A renewed delegation (another window) for the same tenant and site.
+        let renewed = Pools::new(
+            old.constraints().clone(),
+            T0,
+            T0 + 60 * 86_400,
+            LeaseTerms {
+                lease_secs: LEASE,
+                grace_secs: GRACE,
+            },
+        );
+        assert!(!renewed.same_delegation(&old));
+        let mut p = renewed.continuing(old);
+        let wifi = ServiceName::new("wifi-ap").unwrap();
+        assert_eq!(p.occupied(&wifi, T0 + 1), 2);
+        let b = p
+            .handle_report(&report(2, 0, &["wifi-ap"]), T0 + 1)
+            .unwrap();
+        assert_eq!(b.withheld[0].reason, WithheldReason::SeatsExhausted);
+        let b = p
+            .handle_report(&report(0, 1, &["wifi-ap"]), T0 + 2)
+            .unwrap();
+        assert!(granted(&b), "a device holding a seat renews it");
+        assert_eq!(b.seq, 2, "its seq continues");
     }
 
     #[derive(Debug, Clone)]

@@ -70,16 +70,18 @@ pub struct RelayCore {
 }
 
 impl RelayCore {
-    /// Loads the site and its saved seats (empty pools when there are none, or when they were
-    /// saved under another delegation).
+    /// Loads the site and its saved seats. Seats saved under another delegation (a renewed
+    /// one) carry over for the same tenant: leases given under the old one still run.
     pub fn open(dir: PathBuf, terms: LeaseTerms) -> Result<Self, SiteError> {
         let site = Site::load(&dir)?;
         let fresh = site.pools(terms);
         let pools = match site::load_state(&dir)? {
             Some(saved) if saved.same_delegation(&fresh) => saved.with_terms(terms),
-            Some(_) => {
-                tracing::warn!("saved seats belong to another delegation; starting empty");
-                fresh
+            Some(saved) => {
+                tracing::info!(
+                    "a new delegation: seats still occupied under the old one carry over"
+                );
+                fresh.continuing(saved)
             }
             None => fresh,
         };

@@ -169,9 +169,8 @@ impl Site {
     }
 }
 
-/// The seats saved in `dir`, if any. Seats saved under another delegation (a new one was
-/// installed) are not carried over: the caller starts from empty pools, and the devices' seqs
-/// continue from what they report.
+/// The seats saved in `dir`, if any (possibly under an earlier delegation: the caller decides
+/// what carries over, see [`Pools::continuing`]).
 pub fn load_state(dir: &Path) -> Result<Option<Pools>, SiteError> {
     let path = dir.join(STATE_FILE);
     match std::fs::read(&path) {
