@@ -51,6 +51,9 @@ pub enum HarnessError {
     /// Building or locating the `licd` binary failed.
     #[error("cannot get the licd binary: {0}")]
     Build(String),
+    /// A real component (relay, key, delegation) could not be set up.
+    #[error("set-up failed: {0}")]
+    Setup(String),
 }
 
 impl HarnessError {

@@ -10,6 +10,7 @@
 //! - [`wait`]: waiting on a condition with a timeout (no fixed sleeps);
 //! - [`net`]: free loopback ports;
 //! - [`relay`]: a TCP relay a test cuts and heals (the controller's broker link alone);
+//! - [`site`]: a site relay with its own embedded broker and a delegation from a test signer;
 //! - [`state`]: a temporary state directory for an agent;
 //! - [`process`]: the freshly built `licd` binary and child processes that are killed on drop;
 //! - [`fleet`]: the fleet simulator (N real agents in one process against mosquitto and the
@@ -29,6 +30,7 @@ pub mod pki;
 pub mod process;
 pub mod relay;
 pub mod scene;
+pub mod site;
 pub mod state;
 pub mod wait;
 

@@ -26,7 +26,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use hardening::{grants_topic, Publisher, T};
+use licd_stub::relay::run::RelayHandle;
+use licd_stub::{Clock, Signer};
 use licd_tests::controller::{unix_now, Policy};
+use licd_tests::site::{start_site_relay, SiteRelayOptions};
 use licd_tests::{licd_bin, wait_for, Scene, TempState, TestProcess};
 use serde_json::{json, Value};
 
@@ -67,9 +70,18 @@ impl FakeTimeAgent {
     /// Writes a config for the plain broker on `port` and starts the agent with its clock at
     /// `spec` (libfaketime syntax: `+0`, `-365d`, `@1970-01-01 00:00:00`).
     fn start(lib: PathBuf, port: u16, root_hex: &str, spec: &str) -> Self {
+        Self::start_with(lib, port, root_hex, spec, "")
+    }
+
+    /// The same, configured for `site` (licensed by that site's relay).
+    fn start_at_site(lib: PathBuf, port: u16, root_hex: &str, spec: &str, site: &str) -> Self {
+        Self::start_with(lib, port, root_hex, spec, &format!("site = {site:?}\n"))
+    }
+
+    fn start_with(lib: PathBuf, port: u16, root_hex: &str, spec: &str, top: &str) -> Self {
         let state = TempState::new("faketime").unwrap();
         let config = format!(
-            "tenant = \"acme\"\nservices = [\"wifi\"]\nstate_dir = {:?}\nroots = [{root_hex:?}]\n\n\
+            "tenant = \"acme\"\nservices = [\"wifi\"]\n{top}state_dir = {:?}\nroots = [{root_hex:?}]\n\n\
              [broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nallow_insecure = true\n\
              reconnect_max_secs = 2\nkeep_alive_secs = 5\n\n[api]\nsocket = {:?}\n\n\
              [log]\nlevel = \"debug,rumqttc=info\"\n\n[identity]\ndevice_id = \"ap-1\"\n\
@@ -365,4 +377,79 @@ fn a_clock_jumped_forward_ends_leases_and_setting_it_back_does_not_undo_that() {
         s["clock"]["now"].as_u64().unwrap() - unix_now(),
         agent.service()["state"]
     );
+}
+
+#[test]
+fn an_expired_delegation_is_refused_even_with_the_device_and_relay_clocks_set_back() {
+    let Some(lib) = libfaketime() else { return };
+    let rt = licd_tests::runtime();
+    let now = unix_now();
+    let signer = Signer::ephemeral(now).unwrap();
+    let root = signer.root_public_key().to_hex();
+    let dir = tempfile::tempdir().unwrap();
+    // The delegation runs out in an hour; the relay's clock is the test's to set.
+    let (clock, relay_clock) = Clock::manual(now);
+    let mut opts = SiteRelayOptions::wifi(2, 60);
+    opts.clock = clock;
+    let relay = rt
+        .block_on(start_site_relay(&signer, dir.path(), opts))
+        .unwrap();
+    let port = relay.broker_addr().unwrap().port();
+    // Real time until the attack (a manual clock does not run on its own).
+    relay_clock.store(unix_now(), std::sync::atomic::Ordering::SeqCst);
+    let mut agent = FakeTimeAgent::start_at_site(lib, port, &root, "+0", "plant-7");
+    agent.wait_state("licensed");
+
+    // Two hours pass on the device: the relay's lease and its delegation are over. The relay
+    // still answers (its clock, set back by whoever holds the site, keeps the delegation
+    // valid), and the device refuses it by its own time.
+    agent.set_clock("+2h");
+    let s = restart_until_the_relay_is_refused(&mut agent, &relay);
+    assert_ne!(agent.service()["state"], "licensed", "{s}");
+
+    // Now the device's clock is set back into the window too. Its trusted time stays ahead
+    // (the mark), so the relay's next bundle, stamped inside the window, is refused again.
+    relay_clock.store(unix_now(), std::sync::atomic::Ordering::SeqCst);
+    agent.set_clock("+0");
+    let s = restart_until_the_relay_is_refused(&mut agent, &relay);
+    println!(
+        "delegation expired, clocks set back: wall {}, evaluation time {}, rollback {}, refusal {}",
+        s["clock"]["wall"],
+        s["clock"]["now"],
+        s["clock"]["rollback"],
+        s["refusals"]["last_message"]
+    );
+    assert!(
+        s["clock"]["now"].as_u64().unwrap() >= now + 7_200 - 5,
+        "the device's trusted time followed its clock back: {s}"
+    );
+    assert_eq!(s["clock"]["rollback"], true, "{s}");
+    assert!(
+        s["refusals"]["last_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired")),
+        "{s}"
+    );
+    assert_ne!(agent.service()["state"], "licensed", "{s}");
+    agent.stop();
+    rt.block_on(relay.shutdown());
+}
+
+/// Restarts the agent (it reports at start) and waits until the relay has answered that report
+/// with a fresh bundle and the agent has refused it for the delegation's window: the retained
+/// bundle it gets first and the fresh one make two refusals on the grants topic.
+fn restart_until_the_relay_is_refused(agent: &mut FakeTimeAgent, relay: &RelayHandle) -> Value {
+    let published = relay.bundles_published();
+    agent.restart();
+    wait_for("the relay to answer the restarted agent", T, || {
+        relay.bundles_published() > published
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    agent.wait(
+        "the relay's fresh bundle refused for the delegation's window",
+        |s| {
+            s["refusals"]["by_topic"]["grants"].as_u64() >= Some(2)
+                && s["refusals"]["last_code"] == "delegation_validity"
+        },
+    )
 }
