@@ -27,7 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// MQTT keep-alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Most reports applied in one ledger transaction.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 /// Requests (publishes, subscribes) queued in the rumqttc client.
 const REQUEST_CAPACITY: usize = 256;
 

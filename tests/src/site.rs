@@ -33,6 +33,10 @@ pub struct SiteRelayOptions {
     pub terms: LeaseTerms,
     /// The relay's clock.
     pub clock: Clock,
+    /// An external broker (`mqtt://…`) instead of an embedded one on 127.0.0.1:0.
+    pub broker: Option<String>,
+    /// The relay's MQTT client id.
+    pub client_id: String,
 }
 
 impl SiteRelayOptions {
@@ -52,6 +56,8 @@ impl SiteRelayOptions {
                 grace_secs: 0,
             },
             clock: Clock::System,
+            broker: None,
+            client_id: "relay-test".into(),
         }
     }
 }
@@ -61,7 +67,8 @@ fn invalid(what: &str, e: impl std::fmt::Display) -> HarnessError {
 }
 
 /// Creates the relay's key in `dir`, has `signer` delegate to it as `opts` says, and starts
-/// the relay with an embedded broker on 127.0.0.1:0. Waits until it is subscribed.
+/// the relay with an embedded broker on 127.0.0.1:0 (or the external one `opts` names). Waits
+/// until it is subscribed.
 pub async fn start_site_relay(
     signer: &Signer,
     dir: &Path,
@@ -94,15 +101,23 @@ pub async fn start_site_relay(
     .map_err(|e| invalid("delegate", e))?;
     site::write_delegation_file(&dir.join(site::DELEGATION_FILE), &bytes)
         .map_err(|e| invalid("write the delegation", e))?;
-    run::start(RelayConfig {
-        dir: dir.to_path_buf(),
-        broker: BrokerMode::Embedded {
+    let broker = match opts.broker {
+        Some(url) => BrokerMode::External {
+            url,
+            ca_file: None,
+            credentials: None,
+        },
+        None => BrokerMode::Embedded {
             listen: "127.0.0.1:0".parse().map_err(|e| invalid("listen", e))?,
             tls: None,
         },
+    };
+    run::start(RelayConfig {
+        dir: dir.to_path_buf(),
+        broker,
         terms: opts.terms,
         clock: opts.clock,
-        client_id: "relay-test".into(),
+        client_id: opts.client_id,
         connect_timeout: Duration::from_secs(10),
     })
     .await

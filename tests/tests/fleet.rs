@@ -1,7 +1,8 @@
 //! The fleet simulator, short: 500 real agents in this process against a fresh mosquitto and
 //! the stub controller, with the bare echo baseline and a broker restart. Checks that every
 //! device is licensed, that every agent reconnects and reports after the restart without
-//! losing a license, and that no report was dropped; prints the table. (The full 10,000-device
+//! losing a license, and that no report was dropped; then as many new devices through a site
+//! relay with exactly as many seats (`licd-fleet --relay`); prints the table. (The full 10,000-device
 //! run is local: `cargo run --profile bench -p licd-tests --bin licd-fleet -- --devices 10000`.)
 //! Also a small fleet across two worker processes (`licd-fleet --workers`), and their merge.
 
@@ -14,6 +15,7 @@ use licd_tests::fleet::{merge, run, run_workers, FleetOptions, WorkerResult};
 fn five_hundred_agents_are_licensed_and_survive_a_broker_restart() {
     let mut opts = FleetOptions::new(500);
     opts.phase_timeout = Duration::from_secs(60);
+    opts.relay = true;
     let report = run(&opts).expect("the fleet run completes");
     println!("{}", report.table());
     println!("{}", report.json());
@@ -27,6 +29,10 @@ fn five_hundred_agents_are_licensed_and_survive_a_broker_restart() {
     let baseline = report.baseline_before.as_ref().expect("the baseline ran");
     assert_eq!(baseline.done, 500);
     assert!(report.ratio().is_some());
+    // Then 500 new devices through a site relay holding 500 seats of each service: all of
+    // them licensed (every seat used, none twice).
+    let relay = report.relay.as_ref().expect("the relay phase ran");
+    assert_eq!(relay.done, 500, "every device licensed by the site relay");
 }
 
 /// `licd-fleet --workers 2`: the agents of one fleet in two worker processes (this package's

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use licd_protocol::envelope::{open_report, seal_bundle_delegated};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
-use licd_protocol::{Topic, TopicKind, UnixTime};
+use licd_protocol::{GrantBundle, Topic, TopicKind, UnixTime};
 use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -101,6 +101,59 @@ impl RelayCore {
         payload: &[u8],
         now: UnixTime,
     ) -> Result<Publication, RelayError> {
+        let mut results = self.handle_batch(&[(topic, payload)], now)?;
+        results
+            .pop()
+            .unwrap_or(Err(RelayError::Invalid(licd_protocol::Error::BadTopic(
+                "empty batch",
+            ))))
+    }
+
+    /// Applies several reports, saves the seats once for all of them, then seals each
+    /// bundle: the same steps as [`RelayCore::handle`] with one fsynced write per batch (the
+    /// seats file holds the whole site, so a write per report cost O(devices) each). If the
+    /// seats cannot be saved, none of the batch is given: the pools stay as they were on disk
+    /// and the error is returned for all of it.
+    pub fn handle_batch(
+        &mut self,
+        items: &[(&str, &[u8])],
+        now: UnixTime,
+    ) -> Result<Vec<Result<Publication, RelayError>>, RelayError> {
+        let before = self.pools.clone();
+        let bundles: Vec<Result<GrantBundle, RelayError>> = items
+            .iter()
+            .map(|(topic, payload)| self.apply(topic, payload, now))
+            .collect();
+        self.pools.prune(now);
+        if let Err(e) = site::save_state(&self.dir, &self.pools) {
+            // Not saved, not given: the seats stay as they were on disk.
+            self.pools = before;
+            return Err(e.into());
+        }
+        Ok(bundles
+            .into_iter()
+            .map(|b| {
+                b.map(|bundle| Publication {
+                    topic: Topic::new(&bundle.tenant, &bundle.device, TopicKind::Grants)
+                        .to_topic_string(),
+                    payload: seal_bundle_delegated(
+                        &bundle,
+                        &self.site.key,
+                        &self.site.cert,
+                        &self.site.delegation,
+                    ),
+                    seq: bundle.seq,
+                })
+            })
+            .collect())
+    }
+
+    fn apply(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<GrantBundle, RelayError> {
         if payload.len() > MAX_ENVELOPE_LEN {
             return Err(RelayError::Oversized(payload.len()));
         }
@@ -117,24 +170,7 @@ impl RelayCore {
                 report.tenant, report.device
             )));
         }
-        let before = self.pools.clone();
-        let bundle = self.pools.handle_report(&report, now)?;
-        self.pools.prune(now);
-        if let Err(e) = site::save_state(&self.dir, &self.pools) {
-            // Not saved, not given: the seats stay as they were on disk.
-            self.pools = before;
-            return Err(e.into());
-        }
-        Ok(Publication {
-            topic: Topic::new(&bundle.tenant, &bundle.device, TopicKind::Grants).to_topic_string(),
-            payload: seal_bundle_delegated(
-                &bundle,
-                &self.site.key,
-                &self.site.cert,
-                &self.site.delegation,
-            ),
-            seq: bundle.seq,
-        })
+        Ok(self.pools.handle_report(&report, now)?)
     }
 }
 
@@ -152,6 +188,12 @@ impl RelayHandle {
     /// The embedded broker's address (`None` with an external broker).
     pub fn broker_addr(&self) -> Option<SocketAddr> {
         self.broker_addr
+    }
+
+    /// The session's counters (reports received, applied, refused, dropped; bundles
+    /// published), as the controller's [`crate::StubHandle::stats`] gives them.
+    pub fn stats(&self) -> crate::session::StatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// Bundles published so far.
@@ -249,24 +291,50 @@ async fn run_worker(
     mut work_rx: mpsc::Receiver<Incoming>,
     stats: Arc<Stats>,
 ) {
-    while let Some(item) = work_rx.recv().await {
+    while let Some(first) = work_rx.recv().await {
+        // Take what is queued, up to a batch: one write of the seats file for all of it.
+        let mut batch = vec![first];
+        while batch.len() < session::MAX_BATCH {
+            match work_rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
         let now = clock.now();
-        let result = match core.lock() {
-            Ok(mut c) => c.handle(&item.topic, &item.payload, now),
+        let items: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|i| (i.topic.as_str(), i.payload.as_slice()))
+            .collect();
+        let results = match core.lock() {
+            Ok(mut c) => c.handle_batch(&items, now),
             Err(_) => {
                 tracing::error!("relay state poisoned; stopping the worker");
                 return;
             }
         };
-        match result {
-            Ok(publication) => {
-                stats.reports_applied.fetch_add(1, Ordering::Relaxed);
-                session::publish_all(&client, vec![publication], &stats).await;
-            }
+        let results = match results {
+            Ok(r) => r,
             Err(e) => {
-                stats.reports_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = %item.topic, reason = %e, "relay: report refused");
+                stats
+                    .reports_refused
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, reports = batch.len(), "relay: seats not saved; reports not answered");
+                continue;
+            }
+        };
+        let mut pubs = Vec::with_capacity(results.len());
+        for (item, r) in batch.iter().zip(results) {
+            match r {
+                Ok(publication) => {
+                    stats.reports_applied.fetch_add(1, Ordering::Relaxed);
+                    pubs.push(publication);
+                }
+                Err(e) => {
+                    stats.reports_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %item.topic, reason = %e, "relay: report refused");
+                }
             }
         }
+        session::publish_all(&client, pubs, &stats).await;
     }
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --profile bench -p licd-tests --bin licd-fleet -- --devices 10000
 //! licd-fleet --devices 50000 --workers 4      # past one process's fd limit (fleet phase only)
+//! licd-fleet --devices 1000 --relay           # then as many devices through a site relay
 //! ```
 
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ struct Args {
     /// Skip the broker restart.
     #[arg(long)]
     no_storm: bool,
+    /// Then license as many new devices through a site relay (a delegation of as many seats,
+    /// same broker) and compare its time with the controller's.
+    #[arg(long)]
+    relay: bool,
     /// Upper bound of each phase, seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         timeline: args.timeline,
         floor: args.floor,
         storm: !args.no_storm,
+        relay: args.relay,
         phase_timeout: Duration::from_secs(args.timeout_secs),
         progress: !args.json,
         work_dir: args.work_dir.clone(),
@@ -113,9 +119,9 @@ fn main() -> ExitCode {
         };
     }
     let result = if args.workers > 1 {
-        if opts.baseline || opts.floor || opts.storm {
+        if opts.baseline || opts.floor || opts.storm || opts.relay {
             eprintln!(
-                "licd-fleet: with --workers, the fleet phase only (no baseline, floor or storm)"
+                "licd-fleet: with --workers, the fleet phase only (no baseline, floor, storm or relay)"
             );
         }
         std::env::current_exe()

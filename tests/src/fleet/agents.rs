@@ -21,26 +21,35 @@ use tokio::sync::watch;
 use super::controller::start_controller;
 use super::drive::{drive, summarize, Events, Kind, Tracker};
 use super::proc::{process_cpu, threads_cpu, vm_rss};
-use super::report::FleetReport;
+use super::report::{Convergence, FleetReport};
 use super::storm;
 use super::{
-    err, runtime, FleetError, FleetOptions, AGENT_THREAD, CONTROLLER_THREAD, PRODUCT_CLASS,
-    PROGRESS_EVERY, SERVICES, TENANT,
+    err, runtime, unix_now, FleetError, FleetOptions, AGENT_THREAD, CONTROLLER_THREAD,
+    PRODUCT_CLASS, PROGRESS_EVERY, SERVICES, SITE, SITE_TENANT, TENANT,
 };
 use crate::mosquitto::Mosquitto;
+use crate::site::{start_site_relay, SiteRelayOptions};
+use licd_stub::relay::pool::LeaseTerms;
+use licd_stub::relay::run::RelayHandle;
+use licd_stub::{Clock, Signer, StubHandle};
+use tokio::runtime::Runtime;
 
 /// How long stopping agents may take (each publishes "offline" and disconnects).
 pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The agent config every simulated device shares (state dir and id are set per device).
+/// The agent config every simulated device shares (state dir and id are set per device); a
+/// `site` for devices licensed by a site relay.
 pub(super) fn agent_settings(
     url: &str,
     root: &PublicKey,
     dir: &Path,
+    tenant: &str,
+    site: Option<&str>,
 ) -> Result<Settings, FleetError> {
     let services = SERVICES.map(|s| format!("{s:?}")).join(", ");
+    let site = site.map_or(String::new(), |s| format!("site = {s:?}\n"));
     let text = format!(
-        "tenant = {TENANT:?}\nservices = [{services}]\nstate_dir = {state:?}\nroots = [{root:?}]\n\n\
+        "tenant = {tenant:?}\n{site}services = [{services}]\nstate_dir = {state:?}\nroots = [{root:?}]\n\n\
          [broker]\nurl = {url:?}\nallow_insecure = true\n\n\
          [api]\nsocket = \"\"\n\n\
          [identity]\ndevice_id = \"fleet-00000\"\nmodel = \"AP-FLEET\"\nserial = \"SN-00000\"\n\
@@ -113,6 +122,49 @@ pub(super) async fn watch_agent(i: usize, mut rx: watch::Receiver<Arc<Status>>, 
     }
 }
 
+/// Who licenses the fleet: the stub controller, or (`--relay`) a site relay holding a
+/// delegation of the same seats for the site's tenant.
+enum Issuer {
+    Controller(StubHandle),
+    Relay(RelayHandle),
+}
+
+impl Issuer {
+    fn stats(&self) -> StatsSnapshot {
+        match self {
+            Self::Controller(stub) => stub.stats(),
+            Self::Relay(relay) => relay.stats(),
+        }
+    }
+}
+
+/// The agents of one convergence, still running.
+struct Running {
+    agents: Runtime,
+    handles: Vec<tokio::task::JoinHandle<Result<(), daemon::RunError>>>,
+    stop_tx: watch::Sender<bool>,
+    rx: std_mpsc::Receiver<(usize, Kind, Instant)>,
+    tracker: Tracker,
+    /// Reports the issuer dropped (queue full) while the fleet converged.
+    tracker_dropped: u64,
+}
+
+impl Running {
+    fn stop(self) {
+        self.stop_tx.send_replace(true);
+        let handles = self.handles;
+        self.agents.block_on(async {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, async {
+                for h in handles {
+                    let _ = h.await;
+                }
+            })
+            .await;
+        });
+        self.agents.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
 pub(super) fn phase(
     opts: &FleetOptions,
     broker: &mut Mosquitto,
@@ -120,11 +172,103 @@ pub(super) fn phase(
     dir: &Path,
     out: &mut FleetReport,
 ) -> Result<(), FleetError> {
-    let n = opts.devices;
-    let (ctl, stub) = start_controller(url, n, dir)?;
-    let agents = runtime(opts.agent_threads, AGENT_THREAD)?;
+    let (ctl, stub) = start_controller(url, opts.devices, dir)?;
+    let root = stub.root_public_key();
+    let issuer = Issuer::Controller(stub);
+    let settings = agent_settings(url, &root, dir, TENANT, None)?;
+    let mut running = converge(
+        opts,
+        broker,
+        &settings,
+        dir,
+        &issuer,
+        "fleet",
+        &mut out.fleet,
+    )?;
+    out.reports_dropped = running.tracker_dropped;
+    out.process_rss = vm_rss("self");
+    out.broker_rss = broker.pid().map_or(0, |p| vm_rss(&p.to_string()));
+    let Issuer::Controller(stub) = issuer else {
+        unreachable!("built above")
+    };
+    if opts.storm {
+        out.storm = Some(storm::phase(
+            opts,
+            broker,
+            &stub,
+            &running.rx,
+            &mut running.tracker,
+        )?);
+    }
+    running.stop();
+    ctl.block_on(stub.shutdown());
+    ctl.shutdown_timeout(Duration::from_secs(5));
+    if opts.relay {
+        out.relay = Some(relay_phase(opts, broker, url, &dir.join("site"))?);
+    }
+    Ok(())
+}
 
-    let settings = agent_settings(url, &stub.root_public_key(), dir)?;
+/// The same fleet (new devices of another tenant, so nothing retained from the controller's
+/// run reaches them) licensed by a site relay through the same broker: a delegation of
+/// `devices` seats of every service to site [`SITE`], leases of an hour.
+fn relay_phase(
+    opts: &FleetOptions,
+    broker: &mut Mosquitto,
+    url: &str,
+    dir: &Path,
+) -> Result<Convergence, FleetError> {
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    let rt = runtime(1, CONTROLLER_THREAD)?;
+    let now = unix_now();
+    let signer = Signer::ephemeral(now).map_err(err)?;
+    let seats = u32::try_from(opts.devices).unwrap_or(u32::MAX);
+    let site_opts = SiteRelayOptions {
+        tenant: SITE_TENANT.into(),
+        site: SITE.into(),
+        pools: SERVICES.iter().map(|s| (s.to_string(), seats)).collect(),
+        max_lease: 3_600,
+        valid_from: now.saturating_sub(60),
+        valid_secs: 86_400,
+        terms: LeaseTerms {
+            lease_secs: 3_600,
+            grace_secs: 0,
+        },
+        clock: Clock::System,
+        broker: Some(url.to_string()),
+        client_id: "licd-fleet-relay".into(),
+    };
+    let relay = rt
+        .block_on(start_site_relay(&signer, dir, site_opts))
+        .map_err(|e| err(format!("site relay: {e}")))?;
+    let issuer = Issuer::Relay(relay);
+    let settings = agent_settings(url, &signer.root_public_key(), dir, SITE_TENANT, Some(SITE))?;
+    let mut conv = Convergence::default();
+    let running = converge(opts, broker, &settings, dir, &issuer, "relay", &mut conv);
+    let Issuer::Relay(relay) = issuer else {
+        unreachable!("built above")
+    };
+    if let Ok(r) = running {
+        r.stop();
+    }
+    rt.block_on(relay.shutdown());
+    rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(conv)
+}
+
+/// Starts `opts.devices` agents within the connect window and waits until every one licenses
+/// all its services (or the phase times out); fills `conv`. The agents keep running.
+fn converge(
+    opts: &FleetOptions,
+    broker: &Mosquitto,
+    settings: &Settings,
+    dir: &Path,
+    issuer: &Issuer,
+    label: &'static str,
+    conv: &mut Convergence,
+) -> Result<Running, FleetError> {
+    let n = opts.devices;
+    let agents = runtime(opts.agent_threads, AGENT_THREAD)?;
     let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())
         .map_err(|e| err(format!("identity: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -135,9 +279,9 @@ pub(super) fn phase(
     let cpu0 = threads_cpu(CONTROLLER_THREAD);
     let bcpu0 = process_cpu(broker.pid());
     let acpu0 = threads_cpu(AGENT_THREAD);
-    let stats0 = stub.stats();
+    let stats0 = issuer.stats();
     let started = Instant::now();
-    let spawn = |i: usize| match device(&settings, &identity, dir, i) {
+    let spawn = |i: usize| match device(settings, &identity, dir, i) {
         Ok((s, ident)) => {
             let mut stop = stop_rx.clone();
             let tx = tx.clone();
@@ -161,18 +305,18 @@ pub(super) fn phase(
     let sampling = AtomicBool::new(true);
     let (result, samples) = std::thread::scope(|sc| {
         let sampler = opts.timeline.then(|| {
-            let (stub, sampling) = (&stub, &sampling);
+            let sampling = &sampling;
             sc.spawn(move || {
                 let mut samples = Vec::new();
                 while sampling.load(Ordering::Relaxed) {
-                    samples.push((started.elapsed(), stub.stats()));
+                    samples.push((started.elapsed(), issuer.stats()));
                     std::thread::sleep(PROGRESS_EVERY);
                 }
-                samples.push((started.elapsed(), stub.stats()));
+                samples.push((started.elapsed(), issuer.stats()));
                 samples
             })
         });
-        let r = drive(opts, "fleet", &rx, &mut tracker, spawn, n, |t| t.done == n);
+        let r = drive(opts, label, &rx, &mut tracker, spawn, n, |t| t.done == n);
         sampling.store(false, Ordering::Relaxed);
         (r, sampler.and_then(|h| h.join().ok()).unwrap_or_default())
     });
@@ -180,10 +324,10 @@ pub(super) fn phase(
         eprint!("{}", timeline(&tracker, started, &stats0, &samples));
     }
     let total = started.elapsed();
-    let stats = stub.stats();
+    let stats = issuer.stats();
     let messages = (stats.reports_received - stats0.reports_received)
         + (stats.bundles_published - stats0.bundles_published);
-    out.fleet = summarize(
+    *conv = summarize(
         &mut tracker,
         started,
         total,
@@ -192,31 +336,23 @@ pub(super) fn phase(
         process_cpu(broker.pid()).saturating_sub(bcpu0),
         threads_cpu(AGENT_THREAD).saturating_sub(acpu0),
     );
-    out.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
-    out.process_rss = vm_rss("self");
-    out.broker_rss = broker.pid().map_or(0, |p| vm_rss(&p.to_string()));
+    let running = Running {
+        agents,
+        handles,
+        stop_tx,
+        rx,
+        tracker,
+        tracker_dropped: stats.reports_dropped - stats0.reports_dropped,
+    };
     if let Some(e) = failures.into_iter().next() {
+        running.stop();
         return Err(e);
     }
-    result?;
-
-    if opts.storm {
-        out.storm = Some(storm::phase(opts, broker, &stub, &rx, &mut tracker)?);
+    if let Err(e) = result {
+        running.stop();
+        return Err(e);
     }
-
-    stop_tx.send_replace(true);
-    agents.block_on(async {
-        let _ = tokio::time::timeout(STOP_TIMEOUT, async {
-            for h in handles {
-                let _ = h.await;
-            }
-        })
-        .await;
-    });
-    ctl.block_on(stub.shutdown());
-    agents.shutdown_timeout(Duration::from_secs(5));
-    ctl.shutdown_timeout(Duration::from_secs(5));
-    Ok(())
+    Ok(running)
 }
 
 /// The fleet phase as cumulative counts every [`PROGRESS_EVERY`]: reports the agents sent, the

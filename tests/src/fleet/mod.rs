@@ -12,7 +12,9 @@
 //!    that licenses all its services;
 //! 3. storm: with N agents connected, mosquitto is restarted (SIGTERM, same port); done when
 //!    every agent is connected again and the controller has had a report from each;
-//! 4. baseline again (after the agents stopped, to free their sockets), so drift in the
+//! 4. relay, with [`FleetOptions::relay`]: the same number of new devices licensed by a site
+//!    relay (`licd_stub::relay`, a delegation of as many seats) through the same broker;
+//! 5. baseline again (after the agents stopped, to free their sockets), so drift in the
 //!    machine's load shows.
 //!
 //! What it leaves to others: the agent's behaviour (this only observes its status watch) and
@@ -50,6 +52,11 @@ pub use workers::{merge, run_worker, run_workers, WorkerResult};
 pub const SERVICES: [&str; 5] = ["wifi", "vpn", "ids", "guest-portal", "mesh"];
 /// Tenant of the simulated devices.
 const TENANT: &str = "fleet";
+/// Tenant of the devices a site relay licenses (`--relay`): another tenant, so nothing the
+/// controller's run left retained on the broker reaches them.
+const SITE_TENANT: &str = "fleet-site";
+/// Site of the devices a site relay licenses.
+const SITE: &str = "fleet-site-1";
 /// Product class of the devices and the catalogue entries (auto-licensing matches on it).
 const PRODUCT_CLASS: &str = "wireless";
 /// Name of the controller's runtime threads; their CPU is the controller's CPU.
@@ -83,6 +90,10 @@ pub struct FleetOptions {
     pub floor: bool,
     /// Restart the broker with the fleet connected.
     pub storm: bool,
+    /// After the controller's fleet, license the same number of new devices through a site
+    /// relay (a delegation of as many seats) on the same broker: the relay's throughput
+    /// against the controller's in one run.
+    pub relay: bool,
     /// Upper bound of every phase.
     pub phase_timeout: Duration,
     /// Draw a progress line on stderr.
@@ -104,6 +115,7 @@ impl FleetOptions {
             baseline: true,
             floor: false,
             storm: true,
+            relay: false,
             phase_timeout: Duration::from_secs(300),
             progress: false,
             timeline: false,

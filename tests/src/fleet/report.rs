@@ -95,6 +95,8 @@ pub struct FleetReport {
     pub baseline_after: Option<Convergence>,
     /// Broker restart.
     pub storm: Option<Storm>,
+    /// The same number of new devices licensed by a site relay (`--relay`).
+    pub relay: Option<Convergence>,
     /// Reports the controller dropped while the fleet converged.
     pub reports_dropped: u64,
     /// This process's VmRSS with the fleet licensed (agents + controller), bytes.
@@ -145,6 +147,10 @@ impl FleetReport {
             "workers": self.workers.iter().map(|(pid, devices, done)| json!({
                 "pid": pid, "devices": devices, "done": done,
             })).collect::<Vec<_>>(),
+            "relay": self.relay.as_ref().map(Convergence::json),
+            "ratio_relay_to_fleet": self.relay.as_ref().map(|r| {
+                (r.total.as_secs_f64() / self.fleet.total.as_secs_f64().max(1e-9) * 1000.0).round() / 1000.0
+            }),
             "storm": self.storm.as_ref().map(|s| json!({
                 "broker_down_s": secs(s.broker_down),
                 "all_reconnected_s": secs(s.all_reconnected),
@@ -206,6 +212,9 @@ impl FleetReport {
             line("floor (echo + work)", f);
         }
         line("fleet (real agents)", &self.fleet);
+        if let Some(r) = &self.relay {
+            line("site relay (agents)", r);
+        }
         if let Some(b) = &self.baseline_after {
             line("baseline (after)", b);
         }
@@ -213,6 +222,15 @@ impl FleetReport {
             let _ = writeln!(
                 t,
                 "convergence ratio fleet / baseline mean: {r:.2}× (goal ≤ 1.5×)"
+            );
+        }
+        if let Some(r) = &self.relay {
+            let _ = writeln!(
+                t,
+                "site relay / controller: {:.2}× the time ({:.0} vs {:.0} devices licensed per second)",
+                r.total.as_secs_f64() / self.fleet.total.as_secs_f64().max(1e-9),
+                r.done as f64 / r.total.as_secs_f64().max(1e-9),
+                self.fleet.done as f64 / self.fleet.total.as_secs_f64().max(1e-9),
             );
         }
         if let (Some(f), Some(b)) = (&self.floor, self.baseline_total()) {

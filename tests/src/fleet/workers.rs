@@ -34,7 +34,7 @@ use super::proc::{process_cpu, threads_cpu, vm_rss};
 use super::report::{Convergence, FleetReport};
 use super::{
     check_fd_limit, err, runtime, start_broker, FleetError, FleetOptions, AGENT_THREAD,
-    CONTROLLER_THREAD, FD_MARGIN,
+    CONTROLLER_THREAD, FD_MARGIN, TENANT,
 };
 
 /// What one worker measured, printed by it as one JSON line on stdout.
@@ -137,7 +137,7 @@ fn converge_slice(
     let work = super::work_dir(opts)?;
     let dir = work.path();
     let agents = runtime(opts.agent_threads, AGENT_THREAD)?;
-    let settings = agent_settings(url, root, dir)?;
+    let settings = agent_settings(url, root, dir, TENANT, None)?;
     let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())
         .map_err(|e| err(format!("identity: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
