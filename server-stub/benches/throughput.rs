@@ -9,7 +9,8 @@
 //! seal) and for known devices holding their newest bundle (verify, record, SQLite write); and
 //! the ledger file size for the fleet; and a site relay's reports/s for the same new devices
 //! (verify, floating seats, the seats file written and fsynced, seal with the delegation
-//! chain), against the controller's unbatched rate in the same run.
+//! chain), one by one against the controller's unbatched rate and batched by 64 against its
+//! batched rate, in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -226,8 +227,9 @@ fn main() {
     drop(conn);
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
 
-    // A site relay licensing the same new devices from a delegation of n seats each.
-    let relay_rate = {
+    // A site relay licensing the same new devices from a delegation of n seats each: one by
+    // one (a seats-file write per report), then batched like the controller's worker.
+    let open_relay = || {
         use licd_protocol::{Constraints, SeatPool, SiteId};
         use licd_stub::relay::{pool::LeaseTerms, run::RelayCore, site};
         let relay_dir = tempfile::tempdir().expect("tempdir");
@@ -254,7 +256,7 @@ fn main() {
         .expect("delegation");
         site::write_delegation_file(&relay_dir.path().join(site::DELEGATION_FILE), &bytes)
             .expect("delegation file");
-        let mut relay = RelayCore::open(
+        let relay = RelayCore::open(
             relay_dir.path().to_path_buf(),
             LeaseTerms {
                 lease_secs: 3_600,
@@ -262,9 +264,27 @@ fn main() {
             },
         )
         .expect("relay");
+        (relay_dir, relay)
+    };
+    let relay_rate = {
+        let (_dir, mut relay) = open_relay();
         let t = Instant::now();
         for (topic, bytes) in &first {
             relay.handle(topic, bytes, T0).expect("relay report");
+        }
+        rate(first.len(), t.elapsed())
+    };
+    let relay_batched = {
+        let (_dir, mut relay) = open_relay();
+        let t = Instant::now();
+        for chunk in first.chunks(64) {
+            let items: Vec<(&str, &[u8])> = chunk
+                .iter()
+                .map(|(t, b)| (t.as_str(), b.as_slice()))
+                .collect();
+            for r in relay.handle_batch(&items, T0).expect("relay batch") {
+                r.expect("relay report");
+            }
         }
         rate(first.len(), t.elapsed())
     };
@@ -295,5 +315,9 @@ fn main() {
     println!(
         "relay reports/s, new devices:     {relay_rate:>10.0}  ({:.2} of the controller's unbatched)",
         relay_rate / new_rate
+    );
+    println!(
+        "relay reports/s, batched by 64:   {relay_batched:>10.0}  ({:.2} of the controller's batched)",
+        relay_batched / new_batched
     );
 }
