@@ -339,6 +339,78 @@ impl Delegation {
     }
 }
 
+/// A delegation as its relay receives it (kind [`crate::MessageKind::Delegation`], §18.4):
+/// the controller key's certificate and the delegation it signed, checked to belong together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationFile {
+    /// The controller signing key's certificate.
+    pub cert: crate::SignerCertificate,
+    /// The delegation, issued by the certificate's subject.
+    pub delegation: Delegation,
+}
+
+impl DelegationFile {
+    /// The chain a relay puts in the certificate field of what it signs: the certificate
+    /// followed by the delegation (the relay's `delegation.hex`).
+    pub fn chain(&self) -> Vec<u8> {
+        let mut out = self.cert.to_bytes();
+        out.extend_from_slice(&self.delegation.to_bytes());
+        out
+    }
+}
+
+/// Seals `delegation` as a kind-12 envelope signed by the controller key that issued it, with
+/// its certificate: what the controller publishes retained for the relay and what a
+/// delegation file holds (binary or armored).
+pub fn seal_delegation(
+    delegation: &Delegation,
+    signing_key: &SigningKey,
+    cert: &crate::SignerCertificate,
+) -> Vec<u8> {
+    crate::envelope::seal_bytes(
+        crate::MessageKind::Delegation,
+        signing_key,
+        Some(cert),
+        &delegation.to_bytes(),
+    )
+}
+
+/// Opens a kind-12 envelope: framing, kind, a plain certificate (no chain), the envelope's
+/// signature, the certificate's signature, the certificate names the signer, the delegation
+/// parses, is issued by the signer and its signature verifies. Whether the certificate's root
+/// is one the devices pin, and the window, are the devices' to decide (§18.3): a relay takes
+/// what its controller signed and the devices hold it to it.
+pub fn open_delegation(bytes: &[u8]) -> Result<DelegationFile, Error> {
+    let env = crate::Envelope::parse(bytes)?;
+    env.expect_kind(crate::MessageKind::Delegation)?;
+    if env.delegation.is_some() {
+        return Err(Error::Invalid(
+            "a delegation is not signed by a site issuer",
+        ));
+    }
+    let cert = env
+        .cert
+        .clone()
+        .ok_or(Error::Invalid("a delegation carries no certificate"))?;
+    env.verify_signature()?;
+    cert.verify()?;
+    if cert.body.subject != env.signer {
+        return Err(Error::CertificateMismatch {
+            certified: cert.body.subject.id(),
+            signer: env.signer.id(),
+        });
+    }
+    let delegation = Delegation::parse(env.payload)?;
+    if delegation.body.issuer != env.signer {
+        return Err(Error::CertificateMismatch {
+            certified: delegation.body.issuer.id(),
+            signer: env.signer.id(),
+        });
+    }
+    delegation.verify()?;
+    Ok(DelegationFile { cert, delegation })
+}
+
 fn encode_body(body: &DelegationBody) -> Result<Vec<u8>, Error> {
     let constraints = postcard::to_allocvec(&body.constraints)
         .map_err(|_| Error::Invalid("constraints do not encode"))?;

@@ -73,6 +73,9 @@ pub enum MessageKind {
     /// A [`crate::policy::ExtendedReport`] (a report with usage and compliance), signed by the
     /// device key.
     ExtendedReport,
+    /// A site delegation (docs/PROTOCOL.md §18.4) handed to its relay over MQTT or as a file,
+    /// signed by the certified controller key that issued it.
+    Delegation,
 }
 
 impl MessageKind {
@@ -90,6 +93,7 @@ impl MessageKind {
             MessageKind::GrantAnswer => 9,
             MessageKind::PolicyBundle => 10,
             MessageKind::ExtendedReport => 11,
+            MessageKind::Delegation => 12,
         }
     }
 
@@ -107,6 +111,7 @@ impl MessageKind {
             9 => Ok(MessageKind::GrantAnswer),
             10 => Ok(MessageKind::PolicyBundle),
             11 => Ok(MessageKind::ExtendedReport),
+            12 => Ok(MessageKind::Delegation),
             other => Err(Error::UnknownKind(other)),
         }
     }

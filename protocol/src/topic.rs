@@ -119,6 +119,15 @@ impl core::fmt::Display for Topic {
     }
 }
 
+/// The leaf of a site's delegation topic.
+pub const DELEGATION_LEAF: &str = "delegation";
+
+/// `licd/v1/{tenant}/{site}/delegation`: the controller publishes a site's newest delegation
+/// there, retained (kind 12), for the site's relay to take over its uplink.
+pub fn delegation_topic(tenant: &TenantId, site: &crate::SiteId) -> String {
+    format!("{PREFIX}/{tenant}/{site}/{DELEGATION_LEAF}")
+}
+
 /// The retained topic of the newest root-signed revocation list (kind 3).
 pub const TRUST_REVOCATIONS: &str = "licd/v1/trust/revocations";
 

@@ -73,6 +73,17 @@ enum RelayCommand {
     /// Run the relay until ctrl-c: an embedded broker (or --broker) for the site's devices,
     /// bundles signed under the delegation in DIR/delegation.hex.
     Run(RelayRunArgs),
+    /// Install a delegation carried to the site: the armored or binary file (`licd-stub
+    /// delegations show --armor`) or the hex file `licd-stub delegate` wrote. Checks that it is
+    /// for this relay's key and signed by a certified controller key, then writes
+    /// DIR/delegation.hex (restart `relay run` to use it; with --uplink it renews itself).
+    Import {
+        /// The delegation file.
+        file: PathBuf,
+        /// Relay directory.
+        #[arg(long, default_value = "relay")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +105,14 @@ struct RelayRunArgs {
     /// Grace each grant carries, in seconds.
     #[arg(long, default_value_t = 0)]
     grace_secs: u64,
+    /// The controller's broker (mqtt://host:port or mqtts://host:port), when the site has an
+    /// uplink: renewed delegations arrive from there. Without it (or while it is down) the
+    /// relay works on the delegation it holds until it ends.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// CA certificate (PEM) for an mqtts:// uplink (default: the system's roots).
+    #[arg(long)]
+    uplink_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -288,6 +307,11 @@ fn run_relay(args: RelayRunArgs) -> Result<()> {
         clock: licd_stub::Clock::System,
         client_id: format!("licd-relay-{}", std::process::id()),
         connect_timeout: std::time::Duration::from_secs(10),
+        uplink: args.uplink.map(|url| licd_stub::BrokerMode::External {
+            url,
+            ca_file: args.uplink_ca_file,
+            credentials: None,
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -411,6 +435,24 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Relay(RelayCommand::Run(args)) => run_relay(args),
+        Command::Relay(RelayCommand::Import { file, dir }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let delegation = licd_stub::relay::site::read_delegation(&bytes)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
+            let site = licd_stub::relay::site::install(&dir, delegation)
+                .with_context(|| format!("installing the delegation in {}", dir.display()))?;
+            let b = &site.delegation.body;
+            println!(
+                "delegation for site {} (tenant {}, valid until {}) installed as {}: restart \
+                 `licd-stub relay run` to use it",
+                b.constraints.site,
+                b.constraints.tenant,
+                b.not_after,
+                dir.join(licd_stub::relay::site::DELEGATION_FILE).display()
+            );
+            Ok(())
+        }
         Command::Delegate(args) => cli::delegate(args, &cli.client, file.key_dir),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);

@@ -395,3 +395,127 @@ async fn licd_stub_delegate_asks_the_controller_and_writes_a_file_the_relay_load
     assert!(String::from_utf8_lossy(&o.stdout).contains("returned"));
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_an_uplink_takes_a_renewed_delegation_the_controller_publishes() {
+    use licd_stub::relay::pool::LeaseTerms;
+    use licd_stub::relay::run::{self, RelayConfig};
+    use licd_stub::relay::site;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path()).await;
+    for (id, kind) in [("msp", CustomerKind::Msp), ("acme", CustomerKind::Tenant)] {
+        lab.stub.add_customer(tid(id), id, kind).await.unwrap();
+    }
+    lab.stub
+        .add_catalog_entry(CatalogEntry {
+            sku: Sku::new("LIC-AP").unwrap(),
+            name: "AP".into(),
+            service: svc("wifi"),
+            product_class: "ap".into(),
+            vms_per_seat: None,
+        })
+        .await
+        .unwrap();
+    lab.stub
+        .add_subscription(Subscription {
+            id: LicenseId::new("SUB-A").unwrap(),
+            name: "A".into(),
+            owner: Some(tid("acme")),
+            claim_key: None,
+            start: now() - 60,
+            end: now() + 60 * 86_400,
+            entitlements: vec![Entitlement {
+                sku: Sku::new("LIC-AP").unwrap(),
+                limit: 10,
+            }],
+        })
+        .await
+        .unwrap();
+    let relay_dir = dir.path().join("relay");
+    let key = site::init(&relay_dir).unwrap().to_hex();
+    let body = |seats: u32, days: u32| {
+        json!({
+            "relayKey": key, "customerId": "acme", "siteId": "plant-7",
+            "pools": [{"service": "wifi", "seats": seats}], "validDays": days
+        })
+    };
+    // The first delegation reaches the site as an armored file: `relay import`.
+    let (s, d1) = lab.post("/api/v1/delegations", body(2, 7)).await;
+    assert_eq!(s, 201, "{d1}");
+    let armored = d1["armored"].as_str().unwrap();
+    assert!(armored.starts_with("-----BEGIN LICD DELEGATION-----"));
+    let file = dir.path().join("plant-7.asc");
+    std::fs::write(&file, armored).unwrap();
+    let o = cli(
+        &lab,
+        dir.path(),
+        &[
+            "relay",
+            "import",
+            file.to_str().unwrap(),
+            "--dir",
+            relay_dir.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A file for another relay's key is refused, and the one installed stays.
+    let other = dir.path().join("other");
+    site::init(&other).unwrap();
+    let o = cli(
+        &lab,
+        dir.path(),
+        &[
+            "relay",
+            "import",
+            file.to_str().unwrap(),
+            "--dir",
+            other.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("this relay's key is"));
+
+    let relay = run::start(RelayConfig {
+        dir: relay_dir.clone(),
+        broker: licd_stub::BrokerMode::Embedded {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        },
+        terms: LeaseTerms {
+            lease_secs: 60,
+            grace_secs: 0,
+        },
+        clock: licd_stub::Clock::System,
+        client_id: "relay-uplink-test".into(),
+        connect_timeout: std::time::Duration::from_secs(10),
+        uplink: Some(licd_stub::BrokerMode::External {
+            url: lab.stub.broker_url().to_string(),
+            ca_file: None,
+            credentials: None,
+        }),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        relay.delegation().unwrap().body.constraints.pools[0].seats,
+        2
+    );
+    // The controller renews (3 seats, a longer window): the relay takes it over the uplink,
+    // retained, and keeps it on disk.
+    let (s, d2) = lab.post("/api/v1/delegations", body(3, 8)).await;
+    assert_eq!(s, 201, "{d2}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while relay.delegation().unwrap().body.constraints.pools[0].seats != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not take the renewed delegation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let on_disk = std::fs::read_to_string(relay_dir.join(site::DELEGATION_FILE)).unwrap();
+    assert_eq!(on_disk.trim(), d2["delegation"].as_str().unwrap());
+    relay.shutdown().await;
+    lab.stop().await;
+}

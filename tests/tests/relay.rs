@@ -61,6 +61,7 @@ fn start_relay_with(
         clock: Clock::System,
         client_id: "relay-test".into(),
         connect_timeout: Duration::from_secs(10),
+        uplink: None,
     }))
     .unwrap()
 }

@@ -45,6 +45,10 @@ pub struct DelegateArgs {
     /// Where to write the delegation file (the relay's `delegation.hex`).
     #[arg(long)]
     out: PathBuf,
+    /// Write the delegation armored (`-----BEGIN LICD DELEGATION-----`, for `licd-stub relay
+    /// import`) instead of hex.
+    #[arg(long)]
+    armor: bool,
 }
 
 /// `delegations`.
@@ -65,6 +69,9 @@ enum DelegationsCmd {
         /// Write the delegation file here.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Write it armored (for `licd-stub relay import`) instead of hex.
+        #[arg(long)]
+        armor: bool,
     },
     /// Return a delegation: its seats are free again (the relay key is not revoked).
     Return {
@@ -79,7 +86,11 @@ enum DelegationsCmd {
     },
 }
 
-fn write_file(d: &Delegation, out: &std::path::Path) -> Result<()> {
+fn write_file(d: &Delegation, out: &std::path::Path, armor: bool) -> Result<()> {
+    if armor {
+        return std::fs::write(out, &d.armored)
+            .with_context(|| format!("cannot write {}", out.display()));
+    }
     let bytes = hex::decode(&d.delegation)
         .context("the controller's delegation is not hex (is the server the same version?)")?;
     licd_stub::relay::site::write_delegation_file(out, &bytes)?;
@@ -126,7 +137,7 @@ pub async fn delegate(api: Client, a: DelegateArgs, json_out: bool) -> Result<()
     }
     let v = api.post("/api/v1/delegations", &body).await?;
     let d: Delegation = super::decode(v.clone())?;
-    write_file(&d, &a.out)?;
+    write_file(&d, &a.out, a.armor)?;
     if json_out {
         return print_json(&v);
     }
@@ -179,11 +190,11 @@ pub async fn run(api: Client, c: Delegations, json_out: bool) -> Result<()> {
                 );
             })
         }
-        DelegationsCmd::Show { id, out } => {
+        DelegationsCmd::Show { id, out, armor } => {
             let v = api.get(&format!("/api/v1/delegations/{id}")).await?;
             let d: Delegation = super::decode(v.clone())?;
             if let Some(out) = &out {
-                write_file(&d, out)?;
+                write_file(&d, out, armor)?;
             }
             if json_out {
                 return print_json(&v);

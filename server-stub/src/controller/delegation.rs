@@ -80,8 +80,13 @@ impl Controller {
             constraints,
         )
         .map_err(|e| EngineError::InvalidDelegation(e.to_string()))?;
-        let mut signed = self.signer.cert().to_bytes();
-        signed.extend_from_slice(&delegation.to_bytes());
+        // Kept as the kind-12 envelope: the same signed bytes go to the relay over MQTT, as a
+        // file (binary or armored) and, unwrapped, as its `delegation.hex`.
+        let signed = licd_protocol::delegation::seal_delegation(
+            &delegation,
+            self.signer.key(),
+            self.signer.cert(),
+        );
         let (record, pubs) = self.apply(now, |e, now| e.add_delegation(&request, signed, now))?;
         debug_assert!(pubs.is_empty(), "reserving seats issues no bundle");
         Ok(record)

@@ -91,12 +91,20 @@ pub struct DelegationRecord {
     pub created_at: UnixTime,
     /// When it was returned or revoked.
     pub ended_at: Option<UnixTime>,
-    /// The signed delegation as the relay loads it: the controller key's certificate followed
-    /// by the delegation (docs/PROTOCOL.md §18).
+    /// The signed delegation: a kind-12 envelope (docs/PROTOCOL.md §18.4) — what the relay
+    /// takes over MQTT or as a file.
     pub signed: Vec<u8>,
 }
 
 impl DelegationRecord {
+    /// The chain a relay loads as `delegation.hex` (certificate ‖ delegation), from the
+    /// stored envelope; `None` if it does not open (never for what the controller stored).
+    pub fn chain(&self) -> Option<Vec<u8>> {
+        licd_protocol::delegation::open_delegation(&self.signed)
+            .ok()
+            .map(|f| f.chain())
+    }
+
     /// Whether its seats are reserved at `now`: active and within its window.
     pub fn reserves_at(&self, now: UnixTime) -> bool {
         self.state == DelegationState::Active && now < self.not_after

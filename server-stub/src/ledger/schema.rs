@@ -175,7 +175,7 @@ CREATE TABLE delegations (
     state      TEXT NOT NULL CHECK (state IN ('active', 'returned', 'revoked')),
     created_at BIGINT NOT NULL,
     ended_at   BIGINT,
-    signed     TEXT NOT NULL           -- certificate then delegation, hex
+    signed     TEXT NOT NULL           -- the kind-12 envelope (certificate, delegation), hex
 );
 CREATE TABLE delegation_seats (
     delegation   TEXT NOT NULL REFERENCES delegations(id) ON DELETE CASCADE,

@@ -1,6 +1,7 @@
 //! Site delegations on the running stub (issue 23): create, return and revoke in the stub's
 //! order, with the bundles they cause (devices given freed seats) published like any other
-//! change, and a revocation's new list published retained where devices already listen.
+//! change, a revocation's new list published retained where devices already listen, and each
+//! site's newest delegation published retained for its relay (`licd/v1/{tenant}/{site}/delegation`).
 
 use licd_protocol::topic::TRUST_REVOCATIONS;
 use licd_protocol::TenantId;
@@ -28,8 +29,46 @@ impl StubHandle {
     pub async fn delegate(&self, req: NewDelegation) -> Result<DelegationRecord, StubError> {
         let _turn = self.order.lock().await;
         let now = self.now();
-        let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-        Ok(core.delegate(req, now)?)
+        let d = {
+            let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+            core.delegate(req, now)?
+        };
+        self.publish_site_delegation(&d.tenant, &d.site).await;
+        Ok(d)
+    }
+
+    /// Publishes, retained on `licd/v1/{tenant}/{site}/delegation`, the site's newest active
+    /// delegation — or clears the retained message when the site has none any more, so a relay
+    /// that connects later is not handed one that was returned or revoked.
+    async fn publish_site_delegation(&self, tenant: &TenantId, site: &licd_protocol::SiteId) {
+        let now = self.now();
+        let newest = self.with_engine(|e| {
+            e.state()
+                .delegations
+                .values()
+                .filter(|d| &d.tenant == tenant && &d.site == site && d.reserves_at(now))
+                .max_by_key(|d| (d.created_at, d.not_after))
+                .map(|d| d.signed.clone())
+        });
+        let payload = match newest {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the delegations to publish");
+                return;
+            }
+        };
+        let topic = licd_protocol::topic::delegation_topic(tenant, site);
+        let cleared = payload.is_empty();
+        match self
+            .client
+            .publish(topic.as_str(), QoS::AtLeastOnce, true, payload)
+            .await
+        {
+            Ok(()) => tracing::info!(%topic, cleared, "site delegation published"),
+            Err(e) => {
+                tracing::error!(error = %e, %topic, "MQTT client closed; site delegation not published")
+            }
+        }
     }
 
     /// Returns a delegation: its seats are free again (the relay key is not revoked: for a
@@ -47,6 +86,7 @@ impl StubHandle {
             core.end_delegation(id, tenant, DelegationState::Returned, now)?
         };
         session::publish_all(&self.client, pubs, &self.stats).await;
+        self.publish_site_delegation(&d.tenant, &d.site).await;
         Ok(d)
     }
 
@@ -100,6 +140,7 @@ impl StubHandle {
             core.end_delegation(id, tenant, DelegationState::Revoked, now)?
         };
         session::publish_all(&self.client, pubs, &self.stats).await;
+        self.publish_site_delegation(&d.tenant, &d.site).await;
         Ok(Revoked {
             delegation: d,
             revocation_list_version: list.version,

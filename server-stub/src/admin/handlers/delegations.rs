@@ -149,6 +149,10 @@ pub struct Delegation {
     /// The signed delegation, hex: the controller key's certificate followed by the
     /// delegation — the relay's `delegation.hex`.
     pub delegation: String,
+    /// The same delegation as an armored kind-12 file (`-----BEGIN LICD DELEGATION-----`),
+    /// for `licd-stub relay import`; also published retained on
+    /// `licd/v1/{tenant}/{site}/delegation` for a relay with an uplink.
+    pub armored: String,
     /// After a revocation: the version of the revocation list that names the relay key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_list_version: Option<u64>,
@@ -189,7 +193,8 @@ fn view(d: &DelegationRecord, now: u64) -> Delegation {
                     .collect(),
             })
             .collect(),
-        delegation: hex::encode(&d.signed),
+        delegation: hex::encode(d.chain().unwrap_or_default()),
+        armored: licd_protocol::offline::armor(&d.signed).unwrap_or_default(),
         revocation_list_version: None,
     }
 }
