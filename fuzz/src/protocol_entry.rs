@@ -8,7 +8,9 @@
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
-use licd_protocol::delegation::{open_delegation, seal_delegation};
+use licd_protocol::delegation::{
+    open_delegation, open_relay_ack, open_relay_report, seal_delegation,
+};
 use licd_protocol::envelope::{open_bundle, open_report, seal_bundle, seal_bytes, seal_report};
 use licd_protocol::offline::{
     armor, dearmor, decode_file, open_activation_request, open_grant_answer, open_release_receipt,
@@ -164,6 +166,9 @@ pub fn offline_file(data: &[u8]) {
             "delegation round trip"
         );
     }
+    // Kinds 13 and 14 as received.
+    let _ = open_relay_report(data);
+    let _ = open_relay_ack(data);
 }
 
 /// The policy kinds (docs/PROTOCOL.md §17): `data` as a received policy bundle (by the strict

@@ -76,6 +76,12 @@ pub enum MessageKind {
     /// A site delegation (docs/PROTOCOL.md §18.4) handed to its relay over MQTT or as a file,
     /// signed by the certified controller key that issued it.
     Delegation,
+    /// A [`crate::delegation::RelayReport`]: what a site relay issued, signed by the relay key
+    /// under its delegation.
+    RelayReport,
+    /// A [`crate::delegation::RelayAck`]: the controller has stored a relay's reports up to a
+    /// point, signed by a certified controller key.
+    RelayAck,
 }
 
 impl MessageKind {
@@ -94,6 +100,8 @@ impl MessageKind {
             MessageKind::PolicyBundle => 10,
             MessageKind::ExtendedReport => 11,
             MessageKind::Delegation => 12,
+            MessageKind::RelayReport => 13,
+            MessageKind::RelayAck => 14,
         }
     }
 
@@ -112,6 +120,8 @@ impl MessageKind {
             10 => Ok(MessageKind::PolicyBundle),
             11 => Ok(MessageKind::ExtendedReport),
             12 => Ok(MessageKind::Delegation),
+            13 => Ok(MessageKind::RelayReport),
+            14 => Ok(MessageKind::RelayAck),
             other => Err(Error::UnknownKind(other)),
         }
     }

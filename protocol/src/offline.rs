@@ -231,6 +231,7 @@ pub fn label(kind: MessageKind) -> &'static str {
         MessageKind::Revocations | MessageKind::RootRotation => "TRUST",
         MessageKind::DiagRequest | MessageKind::DiagResponse => "DIAG",
         MessageKind::Delegation => "DELEGATION",
+        MessageKind::RelayReport | MessageKind::RelayAck => "RELAY",
     }
 }
 

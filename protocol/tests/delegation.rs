@@ -454,11 +454,48 @@ fn a_delegation_travels_as_a_kind_12_envelope_binary_or_armored_and_matches_its_
 
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let vector = root.join("tests/vectors/delegation.json");
+    // Kinds 13 and 14: a relay report of one lease, signed by the relay key (seed 55…55) under
+    // the test delegation, and the controller's acknowledgement of it.
+    let report = licd_protocol::RelayReport {
+        tenant: tenant(),
+        site: site("plant-7"),
+        sent_at: NOW,
+        leases: vec![licd_protocol::IssuedLease {
+            n: 1,
+            device: device(),
+            service: svc("wifi-ap"),
+            bundle_seq: 3,
+            issued_at: NOW,
+            lease_until: NOW + HOUR,
+        }],
+    };
+    let report_env = licd_protocol::delegation::seal_relay_report(
+        &report,
+        &relay_key(),
+        &signing_cert(),
+        &delegation(),
+    );
+    let opened = licd_protocol::delegation::open_relay_report(&report_env).expect("opens");
+    assert_eq!(opened.report, report);
+    let ack = licd_protocol::RelayAck {
+        tenant: tenant(),
+        site: site("plant-7"),
+        relay: public(&relay_key()).id(),
+        through: 1,
+        acked_at: NOW + 1,
+    };
+    let ack_env = licd_protocol::delegation::seal_relay_ack(&ack, &signing_key(), &signing_cert());
+    assert_eq!(
+        licd_protocol::delegation::open_relay_ack(&ack_env).expect("opens"),
+        (ack, public(&signing_key()))
+    );
     let fresh = serde_json::json!({
-        "description": "the test delegation (tenant acme-retail, site plant-7, max_lease 7200, wifi-ap x5, wids x2) sealed as kind 12 by the golden signing key with its certificate",
+        "description": "the test delegation (tenant acme-retail, site plant-7, max_lease 7200, wifi-ap x5, wids x2) sealed as kind 12 by the golden signing key with its certificate; a relay report (kind 13) of one lease signed by the relay key 55..55 under it; the acknowledgement (kind 14) through 1",
         "delegation": hex::encode(delegation().to_bytes()),
         "envelope": hex::encode(&bytes),
         "armored": text,
+        "relay_report": hex::encode(&report_env),
+        "relay_ack": hex::encode(&ack_env),
     });
     if std::env::var("LICD_BLESS").is_ok_and(|v| v == "1") {
         let pretty = serde_json::to_string_pretty(&fresh).expect("json") + "\n";

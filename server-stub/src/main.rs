@@ -113,6 +113,10 @@ struct RelayRunArgs {
     /// CA certificate (PEM) for an mqtts:// uplink (default: the system's roots).
     #[arg(long)]
     uplink_ca_file: Option<PathBuf>,
+    /// Seconds between reports of what the relay issued while the uplink is up (one is also
+    /// sent whenever it comes back).
+    #[arg(long, default_value_t = 30)]
+    uplink_report_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -312,6 +316,7 @@ fn run_relay(args: RelayRunArgs) -> Result<()> {
             ca_file: args.uplink_ca_file,
             credentials: None,
         }),
+        uplink_report_every: std::time::Duration::from_secs(args.uplink_report_secs),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

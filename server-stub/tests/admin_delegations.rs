@@ -495,6 +495,7 @@ async fn a_relay_with_an_uplink_takes_a_renewed_delegation_the_controller_publis
             ca_file: None,
             credentials: None,
         }),
+        uplink_report_every: std::time::Duration::from_millis(200),
     })
     .await
     .unwrap();
@@ -516,6 +517,33 @@ async fn a_relay_with_an_uplink_takes_a_renewed_delegation_the_controller_publis
     }
     let on_disk = std::fs::read_to_string(relay_dir.join(site::DELEGATION_FILE)).unwrap();
     assert_eq!(on_disk.trim(), d2["delegation"].as_str().unwrap());
+
+    // A device at the site: the relay licenses it, reports the lease over the uplink, the
+    // controller stores it under the renewal and acknowledges, and the relay forgets it.
+    let mut dev =
+        common::Device::connect_to(relay.broker_addr().unwrap(), "acme", "ap-9", 90).await;
+    let r = dev.report(&["wifi"], 0);
+    dev.send(&r, &dev.key.clone()).await;
+    // Turning the device's event loop sends the report; the relay's bundle comes back.
+    dev.wait_for(|p| matches!(p, rumqttc::Packet::Publish(_)))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let leases = loop {
+        let (s, v) = lab.get("/api/v1/delegations/dlg-2/leases").await;
+        assert_eq!(s, 200, "{v}");
+        if v.as_array().is_some_and(|a| !a.is_empty()) && relay.unacknowledged() == 0 {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay's lease did not reach the controller: {v}, {} unacknowledged",
+            relay.unacknowledged()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(leases[0]["deviceId"], "ap-9");
+    assert_eq!(leases[0]["service"], "wifi");
+    assert_eq!(leases[0]["n"], 1);
     relay.shutdown().await;
     lab.stop().await;
 }

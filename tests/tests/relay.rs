@@ -62,6 +62,7 @@ fn start_relay_with(
         client_id: "relay-test".into(),
         connect_timeout: Duration::from_secs(10),
         uplink: None,
+        uplink_report_every: Duration::from_secs(1),
     }))
     .unwrap()
 }

@@ -72,6 +72,7 @@ a request it allows whose values contradict each other. A method a path does not
         handlers::delegations::show,
         handlers::delegations::return_delegation,
         handlers::delegations::revoke,
+        handlers::delegations::leases,
         handlers::meraki::compliance_statuses,
         handlers::meraki::coterm_licenses,
         handlers::meraki::move_coterm_licenses,

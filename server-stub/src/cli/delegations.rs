@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use licd_stub::admin::handlers::delegations::Delegation;
+use licd_stub::admin::handlers::delegations::{DelegatedLease, Delegation};
 
 use super::client::Client;
 use super::table::print_table;
@@ -81,6 +81,11 @@ enum DelegationsCmd {
     /// Revoke a delegation: the relay key goes on the revocation list devices honour, and
     /// its seats are free.
     Revoke {
+        /// Delegation id.
+        id: String,
+    },
+    /// What the delegation's relay reported issuing (over its uplink).
+    Leases {
         /// Delegation id.
         id: String,
     },
@@ -234,6 +239,28 @@ pub async fn run(api: Client, c: Delegations, json_out: bool) -> Result<()> {
                     "delegation {} returned: {} seats free again",
                     d.id,
                     seats(&d)
+                );
+            })
+        }
+        DelegationsCmd::Leases { id } => {
+            let v = api.get(&format!("/api/v1/delegations/{id}/leases")).await?;
+            output(v, json_out, |ls: Vec<DelegatedLease>| {
+                let rows = ls
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.n.to_string(),
+                            l.device_id.clone(),
+                            l.service.clone(),
+                            l.bundle_seq.to_string(),
+                            l.issued_at.clone(),
+                            l.lease_until.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["N", "DEVICE", "SERVICE", "SEQ", "ISSUED", "LEASE UNTIL"],
+                    rows,
                 );
             })
         }

@@ -104,3 +104,141 @@ impl Controller {
         self.apply(now, |e, now| e.end_delegation(id, tenant, to, now))
     }
 }
+
+/// Why a relay report was not stored. Nothing changed; no acknowledgement is sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayReportError {
+    /// Not `licd/v1/{tenant}/{site}/relay-report`, or another tenant or site than the report.
+    #[error("relay report on the wrong topic: {0}")]
+    Topic(String),
+    /// Over the envelope limit, or the envelope, its chain or its payload does not open.
+    #[error("invalid relay report: {error}")]
+    Invalid {
+        /// Why.
+        error: licd_protocol::Error,
+    },
+    /// Signed under a delegation this controller did not issue (or no longer holds).
+    #[error("relay report under a delegation this controller does not hold (relay key {0})")]
+    UnknownDelegation(licd_protocol::KeyId),
+    /// Signed under a revoked delegation.
+    #[error("relay report under revoked delegation {0}")]
+    Revoked(String),
+    /// A lease the relay's delegations do not allow: forged or overstepping.
+    #[error("relay report lease {n} ({device} {service}) is outside every delegation to the relay: {why}")]
+    Lease {
+        /// Its number.
+        n: u64,
+        /// Device.
+        device: String,
+        /// Service.
+        service: String,
+        /// What it breaks.
+        why: &'static str,
+    },
+    /// The ledger could not store it.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+}
+
+impl Controller {
+    /// A site relay's report over its uplink (kind 13): verified (signatures, chain), matched
+    /// against the delegations this controller issued to that relay key for that tenant and
+    /// site (not revoked), each lease inside one of them (service delegated, issued in its
+    /// window, lease within its maximum and its end), stored idempotently, and answered with
+    /// a signed acknowledgement to publish retained on the site's `relay-ack` topic. A
+    /// replayed or resent report stores nothing new and gets the same acknowledgement.
+    pub fn handle_relay_report(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: UnixTime,
+    ) -> Result<(Publication, usize), RelayReportError> {
+        use licd_protocol::delegation::{open_relay_report, seal_relay_ack};
+        use licd_protocol::topic::{
+            parse_site_topic, site_topic, RELAY_ACK_LEAF, RELAY_REPORT_LEAF,
+        };
+        if payload.len() > licd_protocol::limits::MAX_ENVELOPE_LEN {
+            return Err(RelayReportError::Invalid {
+                error: licd_protocol::Error::Oversized {
+                    len: payload.len(),
+                    max: licd_protocol::limits::MAX_ENVELOPE_LEN,
+                },
+            });
+        }
+        let (tenant, site) = parse_site_topic(topic, RELAY_REPORT_LEAF)
+            .ok_or_else(|| RelayReportError::Topic(topic.to_string()))?;
+        let opened =
+            open_relay_report(payload).map_err(|error| RelayReportError::Invalid { error })?;
+        let report = &opened.report;
+        if report.tenant != tenant || report.site != site {
+            return Err(RelayReportError::Topic(topic.to_string()));
+        }
+        let relay = opened.file.delegation.body.subject;
+        let chain = opened.file.chain();
+        let delegations: Vec<&DelegationRecord> = self
+            .engine
+            .state()
+            .delegations
+            .values()
+            .filter(|d| d.relay_key == relay && d.tenant == tenant && d.site == site)
+            .collect();
+        // The delegation the report is signed under must be one of ours, not revoked.
+        let signed_under = *delegations
+            .iter()
+            .find(|d| d.chain().as_deref() == Some(chain.as_slice()))
+            .ok_or(RelayReportError::UnknownDelegation(relay.id()))?;
+        if signed_under.state == DelegationState::Revoked {
+            return Err(RelayReportError::Revoked(signed_under.id.clone()));
+        }
+        // A lease belongs to the delegation the report is signed under if it fits it, else to
+        // the newest other one it fits (leases issued before a renewal are reported after it).
+        let mut delegations = delegations;
+        delegations.sort_by_key(|d| {
+            (
+                d.id != signed_under.id,
+                std::cmp::Reverse((d.created_at, d.not_after)),
+            )
+        });
+        let mut rows = Vec::with_capacity(report.leases.len());
+        for l in &report.leases {
+            let breach = |why| RelayReportError::Lease {
+                n: l.n,
+                device: l.device.to_string(),
+                service: l.service.to_string(),
+                why,
+            };
+            let under = delegations
+                .iter()
+                .filter(|d| d.state != DelegationState::Revoked)
+                .find(|d| d.not_before <= l.issued_at && l.issued_at < d.not_after)
+                .ok_or_else(|| breach("issued outside every delegation's window"))?;
+            if !under.pools.iter().any(|p| p.service == l.service) {
+                return Err(breach("service not delegated"));
+            }
+            if l.lease_until > l.issued_at.saturating_add(under.max_lease)
+                || l.lease_until > under.not_after
+            {
+                return Err(breach("lease longer than the delegation allows"));
+            }
+            rows.push((under.id.clone(), l.clone()));
+        }
+        let through = self.ledger.store_delegated_leases(&relay, &rows, now)?;
+        let ack = licd_protocol::RelayAck {
+            tenant: tenant.clone(),
+            site: site.clone(),
+            relay: relay.id(),
+            through,
+            acked_at: now,
+        };
+        tracing::info!(%tenant, %site, relay = %relay.id(), leases = rows.len(), through, "relay report stored");
+        Ok((
+            Publication {
+                topic: site_topic(&tenant, &site, RELAY_ACK_LEAF),
+                payload: seal_relay_ack(&ack, self.signer.key(), self.signer.cert()),
+                seq: through,
+            },
+            rows.len(),
+        ))
+    }
+}

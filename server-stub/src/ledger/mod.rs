@@ -73,6 +73,27 @@ pub struct UsageQuery<'a> {
     pub to: UnixTime,
 }
 
+/// A lease a site relay reported issuing, as stored (migration 7).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DelegatedLease {
+    /// The delegation it was issued under.
+    pub delegation: String,
+    /// The relay's number for it.
+    pub n: u64,
+    /// The device.
+    pub device: String,
+    /// The service.
+    pub service: String,
+    /// The bundle's seq.
+    pub bundle_seq: u64,
+    /// The bundle's issued_at.
+    pub issued_at: UnixTime,
+    /// The grant's lease end.
+    pub lease_until: UnixTime,
+    /// When the controller received it.
+    pub reported_at: UnixTime,
+}
+
 /// An open ledger file.
 #[derive(Debug)]
 pub struct Ledger {
@@ -415,6 +436,69 @@ impl Ledger {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Stores the leases of a relay report, each under its delegation, in one transaction;
+    /// a lease already stored (same relay key and number: a replay or a resend) is left as it
+    /// is. Returns the highest number stored for the relay key — what the acknowledgement
+    /// says.
+    pub fn store_delegated_leases(
+        &mut self,
+        relay_key: &PublicKey,
+        leases: &[(String, licd_protocol::IssuedLease)],
+        now: UnixTime,
+    ) -> Result<u64, LedgerError> {
+        let key = relay_key.to_hex();
+        let tx = self.conn.transaction()?;
+        for (delegation, l) in leases {
+            exec(
+                &tx,
+                "INSERT INTO delegated_leases (relay_key, n, delegation, device, service,
+                     bundle_seq, issued_at, lease_until, reported_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (relay_key, n) DO NOTHING",
+                params![
+                    key,
+                    to_i(l.n),
+                    delegation,
+                    l.device.as_str(),
+                    l.service.as_str(),
+                    to_i(l.bundle_seq),
+                    to_i(l.issued_at),
+                    to_i(l.lease_until),
+                    to_i(now)
+                ],
+            )?;
+        }
+        let through: Option<i64> = tx.query_row(
+            "SELECT MAX(n) FROM delegated_leases WHERE relay_key = ?1",
+            params![key],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(through.map_or(0, to_u))
+    }
+
+    /// The leases the relay of `delegation` reported issuing under it, in its order.
+    pub fn delegated_leases(&self, delegation: &str) -> Result<Vec<DelegatedLease>, LedgerError> {
+        let mut q = self.conn.prepare(
+            "SELECT delegation, n, device, service, bundle_seq, issued_at, lease_until,
+                    reported_at
+             FROM delegated_leases WHERE delegation = ?1 ORDER BY n",
+        )?;
+        let rows = q.query_map(params![delegation], |r| {
+            Ok(DelegatedLease {
+                delegation: r.get(0)?,
+                n: to_u(r.get(1)?),
+                device: r.get(2)?,
+                service: r.get(3)?,
+                bundle_seq: to_u(r.get(4)?),
+                issued_at: to_u(r.get(5)?),
+                lease_until: to_u(r.get(6)?),
+                reported_at: to_u(r.get(7)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records a refused report (keeps the newest 1000).
@@ -888,13 +972,21 @@ fn save_delegation(
         "DELETE FROM delegation_seats WHERE delegation = ?1",
         params![key],
     )?;
-    exec(tx, "DELETE FROM delegations WHERE id = ?1", params![key])?;
-    let Some(d) = d else { return Ok(()) };
+    let Some(d) = d else {
+        exec(tx, "DELETE FROM delegations WHERE id = ?1", params![key])?;
+        return Ok(());
+    };
+    // An upsert, not delete + insert: the leases its relay reported reference the row.
     exec(
         tx,
         "INSERT INTO delegations (id, tenant, site, relay_key, max_lease, not_before, not_after,
              state, created_at, ended_at, signed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site,
+             relay_key = excluded.relay_key, max_lease = excluded.max_lease,
+             not_before = excluded.not_before, not_after = excluded.not_after,
+             state = excluded.state, created_at = excluded.created_at,
+             ended_at = excluded.ended_at, signed = excluded.signed",
         params![
             d.id,
             d.tenant.as_str(),

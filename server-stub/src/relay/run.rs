@@ -42,6 +42,9 @@ pub struct RelayConfig {
     /// delegations from there (`licd/v1/{tenant}/{site}/delegation`, retained). The relay
     /// works the same without it, or while it is down.
     pub uplink: Option<BrokerMode>,
+    /// How often the relay sends what it issued over the uplink while it is up (and at once
+    /// whenever it comes back).
+    pub uplink_report_every: Duration,
 }
 
 /// Why a report got no bundle from the relay.
@@ -63,6 +66,9 @@ pub enum RelayError {
     /// The seats could not be saved; nothing was published.
     #[error(transparent)]
     Site(#[from] SiteError),
+    /// An acknowledgement from the uplink was not taken (the reason).
+    #[error("acknowledgement from the uplink not taken: {0}")]
+    Ack(String),
     /// A delegation from the uplink was not taken (the reason); the one in force stays.
     #[error("delegation from the uplink not taken: {0}")]
     Delegation(String),
@@ -150,6 +156,74 @@ impl RelayCore {
         Ok(true)
     }
 
+    /// The report to send over the uplink: the oldest unacknowledged leases (at most 256),
+    /// signed with the relay key under its delegation; `None` when everything is
+    /// acknowledged.
+    pub fn relay_report(&self, now: UnixTime) -> Option<(String, Vec<u8>)> {
+        let leases = self
+            .pools
+            .unacknowledged(licd_protocol::limits::MAX_RELAY_REPORT_LEASES);
+        if leases.is_empty() {
+            return None;
+        }
+        let c = &self.site.delegation.body.constraints;
+        let report = licd_protocol::RelayReport {
+            tenant: c.tenant.clone(),
+            site: c.site.clone(),
+            sent_at: now,
+            leases: leases.to_vec(),
+        };
+        Some((
+            licd_protocol::topic::site_topic(
+                &c.tenant,
+                &c.site,
+                licd_protocol::topic::RELAY_REPORT_LEAF,
+            ),
+            licd_protocol::delegation::seal_relay_report(
+                &report,
+                &self.site.key,
+                &self.site.cert,
+                &self.site.delegation,
+            ),
+        ))
+    }
+
+    /// Takes the controller's acknowledgement (kind 14): signed by the controller key that
+    /// delegated to this relay, for its tenant, site and key; the leases it covers are
+    /// forgotten and the seats file saved. Returns how many are still unacknowledged.
+    pub fn take_ack(&mut self, payload: &[u8]) -> Result<usize, RelayError> {
+        if payload.is_empty() {
+            return Ok(self.pools.unacknowledged(usize::MAX).len());
+        }
+        let (ack, signer) = licd_protocol::delegation::open_relay_ack(payload)
+            .map_err(|e| RelayError::Ack(e.to_string()))?;
+        let b = &self.site.delegation.body;
+        if signer != b.issuer {
+            return Err(RelayError::Ack(format!(
+                "signed by {}, not by the controller key that delegated to this relay ({})",
+                signer.id(),
+                b.issuer.id()
+            )));
+        }
+        let ours = licd_protocol::PublicKey::from(&self.site.key.verifying_key()).id();
+        if ack.relay != ours || ack.tenant != b.constraints.tenant || ack.site != b.constraints.site
+        {
+            return Err(RelayError::Ack("for another relay, tenant or site".into()));
+        }
+        let before = self.pools.clone();
+        if self.pools.acknowledge(ack.through) {
+            if let Err(e) = site::save_state(&self.dir, &self.pools) {
+                self.pools = before;
+                return Err(e.into());
+            }
+            tracing::info!(
+                through = ack.through,
+                "relay: leases acknowledged by the controller"
+            );
+        }
+        Ok(self.pools.unacknowledged(usize::MAX).len())
+    }
+
     /// The seats.
     pub fn pools(&self) -> &Pools {
         &self.pools
@@ -182,6 +256,8 @@ impl RelayCore {
         let before = self.pools.clone();
         let bundle = self.pools.handle_report(&report, now)?;
         self.pools.prune(now);
+        // Recorded for the controller in the same write as the seats.
+        self.pools.record_issued(&bundle);
         if let Err(e) = site::save_state(&self.dir, &self.pools) {
             // Not saved, not given: the seats stay as they were on disk.
             self.pools = before;
@@ -226,6 +302,14 @@ impl RelayHandle {
         self.core
             .lock()
             .map(|c| c.pools().occupied(service, now))
+            .unwrap_or(0)
+    }
+
+    /// Leases issued and not yet acknowledged by the controller.
+    pub fn unacknowledged(&self) -> usize {
+        self.core
+            .lock()
+            .map(|c| c.pools().unacknowledged(usize::MAX).len())
             .unwrap_or(0)
     }
 
@@ -285,7 +369,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
         let up_filter = format!("licd/v1/{tenant}/{site_id}/+");
         let (up_client, up_loop) = AsyncClient::new(up_opts, 64);
         let (up_tx, up_rx) = mpsc::channel(64);
-        let (up_ready, _) = watch::channel(false);
+        let (up_ready, up_ready_rx) = watch::channel(false);
         tasks.push(tokio::spawn(session::run_eventloop(
             up_loop,
             up_client.clone(),
@@ -300,6 +384,14 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
             core.clone(),
             config.clock.clone(),
             up_rx,
+        )));
+        tasks.push(tokio::spawn(send_reports(
+            core.clone(),
+            up_client,
+            config.clock.clone(),
+            up_ready_rx,
+            shutdown_rx.clone(),
+            config.uplink_report_every,
         )));
         tracing::info!(filter = %up_filter, "relay uplink configured");
     }
@@ -367,7 +459,21 @@ async fn run_worker(
 /// the site's topics is not for this relay's worker.
 async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, mut rx: mpsc::Receiver<Incoming>) {
     let leaf = format!("/{}", licd_protocol::topic::DELEGATION_LEAF);
+    let ack_leaf = format!("/{}", licd_protocol::topic::RELAY_ACK_LEAF);
     while let Some(item) = rx.recv().await {
+        if item.topic.ends_with(&ack_leaf) {
+            let taken = match core.lock() {
+                Ok(mut c) => c.take_ack(&item.payload),
+                Err(_) => return,
+            };
+            match taken {
+                Ok(left) => tracing::debug!(left, "relay: acknowledgement taken"),
+                Err(e) => {
+                    tracing::warn!(topic = %item.topic, reason = %e, "relay: acknowledgement refused")
+                }
+            }
+            continue;
+        }
         if !item.topic.ends_with(&leaf) {
             continue;
         }
@@ -386,6 +492,40 @@ async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, mut rx: mpsc::Rec
             }
             Err(e) => {
                 tracing::warn!(topic = %item.topic, reason = %e, "delegation from the uplink refused")
+            }
+        }
+    }
+}
+
+/// Sends what the relay issued over the uplink: at once when it comes up, then every
+/// `every` while it is up, until everything is acknowledged. A report lost on the way is
+/// simply sent again (the controller stores each lease once).
+async fn send_reports(
+    core: Arc<Mutex<RelayCore>>,
+    client: AsyncClient,
+    clock: Clock,
+    mut ready: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = ready.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        if !*ready.borrow() {
+            continue;
+        }
+        let report = match core.lock() {
+            Ok(c) => c.relay_report(clock.now()),
+            Err(_) => return,
+        };
+        if let Some((topic, payload)) = report {
+            if let Err(e) = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload) {
+                tracing::debug!(error = %e, "relay report not queued; sent again later");
             }
         }
     }

@@ -25,6 +25,18 @@ pub struct Revoked {
 }
 
 impl StubHandle {
+    /// What the relay of delegation `id` reported issuing under it (tenant-scoped like
+    /// [`crate::engine::Engine::delegation`]).
+    pub fn delegated_leases(
+        &self,
+        id: &str,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<crate::ledger::DelegatedLease>, StubError> {
+        let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        core.engine().delegation(id, tenant)?;
+        Ok(core.ledger().delegated_leases(id)?)
+    }
+
     /// Delegates seats to a site relay (see [`crate::controller::Controller::delegate`]).
     pub async fn delegate(&self, req: NewDelegation) -> Result<DelegationRecord, StubError> {
         let _turn = self.order.lock().await;

@@ -29,6 +29,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/delegations/{id}", get(show))
         .route("/api/v1/delegations/{id}/return", post(return_delegation))
         .route("/api/v1/delegations/{id}/revoke", post(revoke))
+        .route("/api/v1/delegations/{id}/leases", get(leases))
 }
 
 /// Seats of one service to delegate.
@@ -322,4 +323,56 @@ pub async fn revoke(
     let mut v = view(&r.delegation, app.stub().now());
     v.revocation_list_version = Some(r.revocation_list_version);
     Ok(Json(v))
+}
+
+/// A lease the delegation's relay reported issuing (over its uplink, acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegatedLease {
+    /// The relay's number for it (increasing; a newer lease of the same device and service
+    /// has a higher one).
+    pub n: u64,
+    /// Device.
+    pub device_id: String,
+    /// Service.
+    pub service: String,
+    /// The bundle's seq.
+    pub bundle_seq: u64,
+    /// When the relay issued it (ISO 8601).
+    #[schema(format = DateTime)]
+    pub issued_at: String,
+    /// Its lease end (ISO 8601).
+    #[schema(format = DateTime)]
+    pub lease_until: String,
+    /// When the controller received it (ISO 8601).
+    #[schema(format = DateTime)]
+    pub reported_at: String,
+}
+
+/// What the delegation's relay issued under it, as it reported over its uplink (each lease
+/// once, in the relay's order).
+#[utoipa::path(get, path = "/api/v1/delegations/{id}/leases", tag = "delegations",
+    params(("id" = String, Path, description = "Delegation id")),
+    responses((status = 200, body = [DelegatedLease]),
+              (status = 404, description = "No such delegation", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn leases(
+    State(app): State<App>,
+    scope: TokenScope,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Vec<DelegatedLease>>> {
+    let rows = app.stub().delegated_leases(&id, scope.tenant())?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|l| DelegatedLease {
+                n: l.n,
+                device_id: l.device,
+                service: l.service,
+                bundle_seq: l.bundle_seq,
+                issued_at: format_time(l.issued_at),
+                lease_until: format_time(l.lease_until),
+                reported_at: format_time(l.reported_at),
+            })
+            .collect(),
+    ))
 }
