@@ -8,6 +8,9 @@
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
+use licd_protocol::delegation::{
+    open_delegation, open_relay_ack, open_relay_report, seal_delegation,
+};
 use licd_protocol::envelope::{open_bundle, open_report, seal_bundle, seal_bytes, seal_report};
 use licd_protocol::offline::{
     armor, dearmor, decode_file, open_activation_request, open_grant_answer, open_release_receipt,
@@ -151,6 +154,21 @@ pub fn offline_file(data: &[u8]) {
     }
     let sealed = seal_bytes(MessageKind::GrantAnswer, &k.signing, Some(&k.cert), data);
     let _ = open_grant_answer(&sealed, &k.trust, NOW);
+    // A site delegation (kind 12) as received, then `data` as its delegation signed by the
+    // controller key: what opens re-seals to what opens the same.
+    let _ = open_delegation(data);
+    let sealed = seal_bytes(MessageKind::Delegation, &k.signing, Some(&k.cert), data);
+    if let Ok(file) = open_delegation(&sealed) {
+        let again = seal_delegation(&file.delegation, &k.signing, &k.cert);
+        assert_eq!(
+            open_delegation(&again).expect("a re-encoded delegation opens"),
+            file,
+            "delegation round trip"
+        );
+    }
+    // Kinds 13 and 14 as received.
+    let _ = open_relay_report(data);
+    let _ = open_relay_ack(data);
 }
 
 /// The policy kinds (docs/PROTOCOL.md §17): `data` as a received policy bundle (by the strict

@@ -339,6 +339,245 @@ impl Delegation {
     }
 }
 
+/// A delegation as its relay receives it (kind [`crate::MessageKind::Delegation`], §18.4):
+/// the controller key's certificate and the delegation it signed, checked to belong together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationFile {
+    /// The controller signing key's certificate.
+    pub cert: crate::SignerCertificate,
+    /// The delegation, issued by the certificate's subject.
+    pub delegation: Delegation,
+}
+
+impl DelegationFile {
+    /// The chain a relay puts in the certificate field of what it signs: the certificate
+    /// followed by the delegation (the relay's `delegation.hex`).
+    pub fn chain(&self) -> Vec<u8> {
+        let mut out = self.cert.to_bytes();
+        out.extend_from_slice(&self.delegation.to_bytes());
+        out
+    }
+}
+
+/// Seals `delegation` as a kind-12 envelope signed by the controller key that issued it, with
+/// its certificate: what the controller publishes retained for the relay and what a
+/// delegation file holds (binary or armored).
+pub fn seal_delegation(
+    delegation: &Delegation,
+    signing_key: &SigningKey,
+    cert: &crate::SignerCertificate,
+) -> Vec<u8> {
+    crate::envelope::seal_bytes(
+        crate::MessageKind::Delegation,
+        signing_key,
+        Some(cert),
+        &delegation.to_bytes(),
+    )
+}
+
+/// Opens a kind-12 envelope: framing, kind, a plain certificate (no chain), the envelope's
+/// signature, the certificate's signature, the certificate names the signer, the delegation
+/// parses, is issued by the signer and its signature verifies. Whether the certificate's root
+/// is one the devices pin, and the window, are the devices' to decide (§18.3): a relay takes
+/// what its controller signed and the devices hold it to it.
+pub fn open_delegation(bytes: &[u8]) -> Result<DelegationFile, Error> {
+    let env = crate::Envelope::parse(bytes)?;
+    env.expect_kind(crate::MessageKind::Delegation)?;
+    if env.delegation.is_some() {
+        return Err(Error::Invalid(
+            "a delegation is not signed by a site issuer",
+        ));
+    }
+    let cert = env
+        .cert
+        .clone()
+        .ok_or(Error::Invalid("a delegation carries no certificate"))?;
+    env.verify_signature()?;
+    cert.verify()?;
+    if cert.body.subject != env.signer {
+        return Err(Error::CertificateMismatch {
+            certified: cert.body.subject.id(),
+            signer: env.signer.id(),
+        });
+    }
+    let delegation = Delegation::parse(env.payload)?;
+    if delegation.body.issuer != env.signer {
+        return Err(Error::CertificateMismatch {
+            certified: delegation.body.issuer.id(),
+            signer: env.signer.id(),
+        });
+    }
+    delegation.verify()?;
+    Ok(DelegationFile { cert, delegation })
+}
+
+/// One lease a site relay issued (a grant of one service in one bundle), numbered by the
+/// relay: `n` grows by one with every lease it records and never repeats for its key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IssuedLease {
+    /// The relay's number for it.
+    pub n: u64,
+    /// The device.
+    pub device: crate::DeviceId,
+    /// The service.
+    pub service: ServiceName,
+    /// The bundle's `seq`.
+    pub bundle_seq: u64,
+    /// The bundle's `issued_at`.
+    pub issued_at: UnixTime,
+    /// The grant's `lease_until`.
+    pub lease_until: UnixTime,
+}
+
+/// What a site relay reports over its uplink (kind 13, §18.5): leases it issued that the
+/// controller has not acknowledged, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelayReport {
+    /// The delegation's tenant.
+    pub tenant: TenantId,
+    /// The delegation's site.
+    pub site: SiteId,
+    /// The relay's clock when it sent it.
+    pub sent_at: UnixTime,
+    /// 1 to [`crate::limits::MAX_RELAY_REPORT_LEASES`] leases, `n` strictly increasing.
+    pub leases: Vec<IssuedLease>,
+}
+
+impl RelayReport {
+    /// Checks what postcard cannot: 1 to 256 leases, numbers strictly increasing.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.leases.is_empty() {
+            return Err(Error::Invalid("a relay report carries no lease"));
+        }
+        if self.leases.len() > crate::limits::MAX_RELAY_REPORT_LEASES {
+            return Err(Error::Invalid("more than 256 leases in a relay report"));
+        }
+        if self.leases.windows(2).any(|w| w[0].n >= w[1].n) {
+            return Err(Error::Invalid(
+                "a relay report's lease numbers do not strictly increase",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The controller's acknowledgement of a relay's reports (kind 14, §18.5): every lease the
+/// relay numbered up to `through` is stored; the relay may forget them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelayAck {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The site.
+    pub site: SiteId,
+    /// The relay key it answers.
+    pub relay: KeyId,
+    /// Leases numbered up to this one are stored.
+    pub through: u64,
+    /// The controller's clock.
+    pub acked_at: UnixTime,
+}
+
+/// A relay report as opened: the report, the delegation it was signed under and the relay key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedRelayReport {
+    /// The report.
+    pub report: RelayReport,
+    /// The certificate and delegation from the envelope.
+    pub file: DelegationFile,
+}
+
+/// Seals a relay report with the relay key, its delegation chain in the certificate field.
+pub fn seal_relay_report(
+    report: &RelayReport,
+    relay_key: &SigningKey,
+    cert: &crate::SignerCertificate,
+    delegation: &Delegation,
+) -> Vec<u8> {
+    let payload = postcard::to_allocvec(report).unwrap_or_default();
+    crate::envelope::seal_bytes_delegated(
+        crate::MessageKind::RelayReport,
+        relay_key,
+        cert,
+        delegation,
+        &payload,
+    )
+}
+
+/// Opens a relay report: framing, kind, a delegation chain in the certificate field, the
+/// envelope's signature (by the relay key), the chain's signatures and that it links
+/// certificate → controller key → relay key, the payload and its rules, and that tenant and
+/// site are the delegation's. Whether that delegation is one the controller issued and has not
+/// revoked, and each lease against it, are the controller's to check (it holds its ledger).
+pub fn open_relay_report(bytes: &[u8]) -> Result<OpenedRelayReport, Error> {
+    let env = crate::Envelope::parse(bytes)?;
+    env.expect_kind(crate::MessageKind::RelayReport)?;
+    let (Some(cert), Some(delegation)) = (env.cert.clone(), env.delegation.clone()) else {
+        return Err(Error::Invalid("a relay report carries no delegation chain"));
+    };
+    env.verify_signature()?;
+    cert.verify()?;
+    if delegation.body.issuer != cert.body.subject || delegation.body.subject != env.signer {
+        return Err(Error::CertificateMismatch {
+            certified: delegation.body.subject.id(),
+            signer: env.signer.id(),
+        });
+    }
+    delegation.verify()?;
+    let report: RelayReport = env.decode()?;
+    report.validate()?;
+    let c = &delegation.body.constraints;
+    if report.tenant != c.tenant || report.site != c.site {
+        return Err(Error::Invalid(
+            "a relay report names another tenant or site than its delegation",
+        ));
+    }
+    Ok(OpenedRelayReport {
+        report,
+        file: DelegationFile { cert, delegation },
+    })
+}
+
+/// Seals an acknowledgement with the controller's signing key and certificate.
+pub fn seal_relay_ack(
+    ack: &RelayAck,
+    signing_key: &SigningKey,
+    cert: &crate::SignerCertificate,
+) -> Vec<u8> {
+    let payload = postcard::to_allocvec(ack).unwrap_or_default();
+    crate::envelope::seal_bytes(
+        crate::MessageKind::RelayAck,
+        signing_key,
+        Some(cert),
+        &payload,
+    )
+}
+
+/// Opens an acknowledgement: framing, kind, a plain certificate, the envelope's and the
+/// certificate's signatures, the certificate names the signer. Returns the ack and the
+/// signing key; the relay accepts it only from the key that delegated to it.
+pub fn open_relay_ack(bytes: &[u8]) -> Result<(RelayAck, PublicKey), Error> {
+    let env = crate::Envelope::parse(bytes)?;
+    env.expect_kind(crate::MessageKind::RelayAck)?;
+    if env.delegation.is_some() {
+        return Err(Error::Invalid(
+            "an acknowledgement is not signed by a site issuer",
+        ));
+    }
+    let cert = env
+        .cert
+        .clone()
+        .ok_or(Error::Invalid("an acknowledgement carries no certificate"))?;
+    env.verify_signature()?;
+    cert.verify()?;
+    if cert.body.subject != env.signer {
+        return Err(Error::CertificateMismatch {
+            certified: cert.body.subject.id(),
+            signer: env.signer.id(),
+        });
+    }
+    Ok((env.decode()?, env.signer))
+}
+
 fn encode_body(body: &DelegationBody) -> Result<Vec<u8>, Error> {
     let constraints = postcard::to_allocvec(&body.constraints)
         .map_err(|_| Error::Invalid("constraints do not encode"))?;

@@ -73,6 +73,15 @@ pub enum MessageKind {
     /// A [`crate::policy::ExtendedReport`] (a report with usage and compliance), signed by the
     /// device key.
     ExtendedReport,
+    /// A site delegation (docs/PROTOCOL.md §18.4) handed to its relay over MQTT or as a file,
+    /// signed by the certified controller key that issued it.
+    Delegation,
+    /// A [`crate::delegation::RelayReport`]: what a site relay issued, signed by the relay key
+    /// under its delegation.
+    RelayReport,
+    /// A [`crate::delegation::RelayAck`]: the controller has stored a relay's reports up to a
+    /// point, signed by a certified controller key.
+    RelayAck,
 }
 
 impl MessageKind {
@@ -90,6 +99,9 @@ impl MessageKind {
             MessageKind::GrantAnswer => 9,
             MessageKind::PolicyBundle => 10,
             MessageKind::ExtendedReport => 11,
+            MessageKind::Delegation => 12,
+            MessageKind::RelayReport => 13,
+            MessageKind::RelayAck => 14,
         }
     }
 
@@ -107,6 +119,9 @@ impl MessageKind {
             9 => Ok(MessageKind::GrantAnswer),
             10 => Ok(MessageKind::PolicyBundle),
             11 => Ok(MessageKind::ExtendedReport),
+            12 => Ok(MessageKind::Delegation),
+            13 => Ok(MessageKind::RelayReport),
+            14 => Ok(MessageKind::RelayAck),
             other => Err(Error::UnknownKind(other)),
         }
     }

@@ -34,7 +34,9 @@ pub mod topic;
 pub mod trust;
 
 pub use cert::{CertBody, SignerCertificate};
-pub use delegation::{Breach, Constraints, Delegation, SeatPool};
+pub use delegation::{
+    Breach, Constraints, Delegation, DelegationFile, IssuedLease, RelayAck, RelayReport, SeatPool,
+};
 pub use diag::{DiagRequest, DiagResponse};
 pub use envelope::{Envelope, MessageKind, PROTOCOL_VERSION};
 pub use error::Error;

@@ -13,6 +13,10 @@ pub const MAX_CERT_LEN: usize = 2048;
 /// Most services one site delegation may name.
 pub const MAX_DELEGATED_SERVICES: usize = 16;
 
+/// Most leases one relay report may carry (a relay sends more in several reports): at most
+/// about 170 bytes each with the longest ids, well within the envelope limit.
+pub const MAX_RELAY_REPORT_LEASES: usize = 256;
+
 /// Most services one bundle may grant (and one report may ask for).
 pub const MAX_SERVICES: usize = 64;
 

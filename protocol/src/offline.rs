@@ -230,6 +230,8 @@ pub fn label(kind: MessageKind) -> &'static str {
         MessageKind::ReleaseReceipt => "RELEASE",
         MessageKind::Revocations | MessageKind::RootRotation => "TRUST",
         MessageKind::DiagRequest | MessageKind::DiagResponse => "DIAG",
+        MessageKind::Delegation => "DELEGATION",
+        MessageKind::RelayReport | MessageKind::RelayAck => "RELAY",
     }
 }
 

@@ -119,6 +119,42 @@ impl core::fmt::Display for Topic {
     }
 }
 
+/// The leaf of a site's delegation topic.
+pub const DELEGATION_LEAF: &str = "delegation";
+
+/// `licd/v1/{tenant}/{site}/delegation`: the controller publishes a site's newest delegation
+/// there, retained (kind 12), for the site's relay to take over its uplink.
+pub fn delegation_topic(tenant: &TenantId, site: &crate::SiteId) -> String {
+    format!("{PREFIX}/{tenant}/{site}/{DELEGATION_LEAF}")
+}
+
+/// The leaf a site relay publishes its reports on (kind 13).
+pub const RELAY_REPORT_LEAF: &str = "relay-report";
+
+/// The leaf the controller acknowledges a relay's reports on (kind 14, retained).
+pub const RELAY_ACK_LEAF: &str = "relay-ack";
+
+/// `licd/v1/{tenant}/{site}/{leaf}`: a site relay's uplink topics.
+pub fn site_topic(tenant: &TenantId, site: &crate::SiteId, leaf: &str) -> String {
+    format!("{PREFIX}/{tenant}/{site}/{leaf}")
+}
+
+/// The tenant and site of a site relay's uplink topic with leaf `leaf`
+/// (`licd/v1/{tenant}/{site}/{leaf}`); `None` for anything else.
+pub fn parse_site_topic(topic: &str, leaf: &str) -> Option<(TenantId, crate::SiteId)> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let (Some(tenant), Some(site), Some(l), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    if l != leaf {
+        return None;
+    }
+    Some((TenantId::new(tenant).ok()?, crate::SiteId::new(site).ok()?))
+}
+
 /// The retained topic of the newest root-signed revocation list (kind 3).
 pub const TRUST_REVOCATIONS: &str = "licd/v1/trust/revocations";
 

@@ -429,3 +429,120 @@ fn the_any_kind_bundle_paths_check_the_delegation_too() {
     assert_eq!(b.bundle, relay_bundle());
     assert_eq!(signer.site_issuer, Some(public(&relay_key()).id()));
 }
+
+/// The kind-12 golden vector (docs/PROTOCOL.md §18.4): the test delegation sealed by the
+/// controller key, binary and armored. Regenerate after an intended change with
+/// `LICD_BLESS=1 cargo test -p licd-protocol --test delegation`; the same bytes seed the
+/// `offline_file` and `armor` fuzz corpora.
+#[test]
+fn a_delegation_travels_as_a_kind_12_envelope_binary_or_armored_and_matches_its_vector() {
+    use licd_protocol::delegation::{open_delegation, seal_delegation};
+    use licd_protocol::offline::{armor, decode_file};
+    let bytes = seal_delegation(&delegation(), &signing_key(), &signing_cert());
+    assert_eq!(bytes[1], 12, "kind byte");
+    let text = armor(&bytes).expect("armors");
+    assert!(
+        text.starts_with("-----BEGIN LICD DELEGATION-----\n"),
+        "{text}"
+    );
+    let opened = open_delegation(&decode_file(text.as_bytes()).expect("dearmors")).expect("opens");
+    assert_eq!(opened.delegation, delegation());
+    assert_eq!(opened.cert, signing_cert());
+    let mut chain = signing_cert().to_bytes();
+    chain.extend_from_slice(&delegation().to_bytes());
+    assert_eq!(opened.chain(), chain, "the relay's delegation.hex");
+
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let vector = root.join("tests/vectors/delegation.json");
+    // Kinds 13 and 14: a relay report of one lease, signed by the relay key (seed 55…55) under
+    // the test delegation, and the controller's acknowledgement of it.
+    let report = licd_protocol::RelayReport {
+        tenant: tenant(),
+        site: site("plant-7"),
+        sent_at: NOW,
+        leases: vec![licd_protocol::IssuedLease {
+            n: 1,
+            device: device(),
+            service: svc("wifi-ap"),
+            bundle_seq: 3,
+            issued_at: NOW,
+            lease_until: NOW + HOUR,
+        }],
+    };
+    let report_env = licd_protocol::delegation::seal_relay_report(
+        &report,
+        &relay_key(),
+        &signing_cert(),
+        &delegation(),
+    );
+    let opened = licd_protocol::delegation::open_relay_report(&report_env).expect("opens");
+    assert_eq!(opened.report, report);
+    let ack = licd_protocol::RelayAck {
+        tenant: tenant(),
+        site: site("plant-7"),
+        relay: public(&relay_key()).id(),
+        through: 1,
+        acked_at: NOW + 1,
+    };
+    let ack_env = licd_protocol::delegation::seal_relay_ack(&ack, &signing_key(), &signing_cert());
+    assert_eq!(
+        licd_protocol::delegation::open_relay_ack(&ack_env).expect("opens"),
+        (ack, public(&signing_key()))
+    );
+    let fresh = serde_json::json!({
+        "description": "the test delegation (tenant acme-retail, site plant-7, max_lease 7200, wifi-ap x5, wids x2) sealed as kind 12 by the golden signing key with its certificate; a relay report (kind 13) of one lease signed by the relay key 55..55 under it; the acknowledgement (kind 14) through 1",
+        "delegation": hex::encode(delegation().to_bytes()),
+        "envelope": hex::encode(&bytes),
+        "armored": text,
+        "relay_report": hex::encode(&report_env),
+        "relay_ack": hex::encode(&ack_env),
+    });
+    if std::env::var("LICD_BLESS").is_ok_and(|v| v == "1") {
+        let pretty = serde_json::to_string_pretty(&fresh).expect("json") + "\n";
+        std::fs::write(&vector, pretty).expect("write the vector");
+        std::fs::write(
+            root.join("../fuzz/corpus/offline_file/delegation.bin"),
+            &bytes,
+        )
+        .expect("write a corpus seed");
+        std::fs::write(root.join("../fuzz/corpus/armor/delegation.asc"), &text)
+            .expect("write a corpus seed");
+    }
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&vector).expect("the vector exists"))
+            .expect("json");
+    assert_eq!(stored, fresh, "kind 12 bytes changed: a wire change (§13)");
+
+    // Every flipped bit of the envelope is refused; so is another kind, and a chain
+    // (a relay cannot pass a delegation on).
+    for i in 0..bytes.len() * 8 {
+        let mut b = bytes.clone();
+        b[i / 8] ^= 1 << (i % 8);
+        assert!(open_delegation(&b).is_err(), "bit {i} flipped still opens");
+    }
+    let wrong = seal_bytes_delegated(
+        MessageKind::Delegation,
+        &relay_key(),
+        &signing_cert(),
+        &delegation(),
+        &delegation().to_bytes(),
+    );
+    assert!(matches!(open_delegation(&wrong), Err(Error::Invalid(_))));
+    let bundle = sealed(&relay_bundle(), &delegation());
+    assert!(matches!(
+        open_delegation(&bundle),
+        Err(Error::WrongKind { .. })
+    ));
+    // Signed by another key than the one that issued the delegation.
+    let stranger_cert = SignerCertificate::issue(
+        &root_key(),
+        public(&stranger_key()),
+        CERT_NOT_BEFORE,
+        CERT_NOT_AFTER,
+    );
+    let forged = seal_delegation(&delegation(), &stranger_key(), &stranger_cert);
+    assert!(matches!(
+        open_delegation(&forged),
+        Err(Error::CertificateMismatch { .. })
+    ));
+}

@@ -13,6 +13,7 @@ use crate::engine::{Effects, Engine, EngineError, LeasePolicy, ReportRefused};
 use crate::keys::Signer;
 use crate::ledger::{Ledger, LedgerError};
 
+pub mod delegation;
 pub mod offline;
 
 /// A sealed bundle to publish, QoS 1 and retained, on its device's grants topic.

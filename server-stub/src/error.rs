@@ -34,6 +34,10 @@ pub enum StubError {
     /// The site relay's files are unusable (see [`crate::relay::site::SiteError`]).
     #[error("relay: {0}")]
     Relay(crate::relay::site::SiteError),
+    /// An operation the controller cannot do as it is set up (the message says what to do
+    /// instead); nothing changed.
+    #[error("{0}")]
+    Conflict(String),
     /// A file (licensing by file) was refused; nothing changed.
     #[error("{0}")]
     Offline(String, OfflineKind),

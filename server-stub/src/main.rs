@@ -53,9 +53,10 @@ enum Command {
     /// seat pools of its delegation (docs/OPERATIONS.md "Site relays").
     #[command(subcommand)]
     Relay(RelayCommand),
-    /// Delegate seat pools to a site relay: writes the delegation file to carry to the site
-    /// (the relay's `delegation.hex`), signed by this controller's signing key.
-    Delegate(DelegateArgs),
+    /// Delegate seat pools to a site relay through the running controller's admin API: the
+    /// controller signs the delegation and reserves its seats in the ledger; writes the file to
+    /// carry to the site (the relay's `delegation.hex`).
+    Delegate(cli::DelegateArgs),
     #[command(flatten)]
     Admin(cli::AdminCommand),
 }
@@ -72,6 +73,17 @@ enum RelayCommand {
     /// Run the relay until ctrl-c: an embedded broker (or --broker) for the site's devices,
     /// bundles signed under the delegation in DIR/delegation.hex.
     Run(RelayRunArgs),
+    /// Install a delegation carried to the site: the armored or binary file (`licd-stub
+    /// delegations show --armor`) or the hex file `licd-stub delegate` wrote. Checks that it is
+    /// for this relay's key and signed by a certified controller key, then writes
+    /// DIR/delegation.hex (restart `relay run` to use it; with --uplink it renews itself).
+    Import {
+        /// The delegation file.
+        file: PathBuf,
+        /// Relay directory.
+        #[arg(long, default_value = "relay")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,34 +105,18 @@ struct RelayRunArgs {
     /// Grace each grant carries, in seconds.
     #[arg(long, default_value_t = 0)]
     grace_secs: u64,
-}
-
-#[derive(Debug, clap::Args)]
-struct DelegateArgs {
-    /// The relay's public key (hex), as `licd-stub relay init` printed it.
+    /// The controller's broker (mqtt://host:port or mqtts://host:port), when the site has an
+    /// uplink: renewed delegations arrive from there. Without it (or while it is down) the
+    /// relay works on the delegation it holds until it ends.
     #[arg(long)]
-    relay_key: String,
-    /// The only tenant whose devices the relay may license.
+    uplink: Option<String>,
+    /// CA certificate (PEM) for an mqtts:// uplink (default: the system's roots).
     #[arg(long)]
-    tenant: String,
-    /// The site (devices there are configured with `site = "…"`).
-    #[arg(long)]
-    site: String,
-    /// A seat pool, SERVICE=SEATS (repeat for several services, at most 16).
-    #[arg(long = "service", required = true)]
-    services: Vec<String>,
-    /// Longest lease the relay may give, in seconds.
-    #[arg(long, default_value_t = 3600)]
-    max_lease_secs: u64,
-    /// How long the delegation is valid, in days (capped by the signing key's certificate).
+    uplink_ca_file: Option<PathBuf>,
+    /// Seconds between reports of what the relay issued while the uplink is up (one is also
+    /// sent whenever it comes back).
     #[arg(long, default_value_t = 30)]
-    valid_days: u64,
-    /// Key directory made by `keys init`.
-    #[arg(long)]
-    key_dir: Option<PathBuf>,
-    /// Where to write the delegation file.
-    #[arg(long)]
-    out: PathBuf,
+    uplink_report_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -315,6 +311,12 @@ fn run_relay(args: RelayRunArgs) -> Result<()> {
         clock: licd_stub::Clock::System,
         client_id: format!("licd-relay-{}", std::process::id()),
         connect_timeout: std::time::Duration::from_secs(10),
+        uplink: args.uplink.map(|url| licd_stub::BrokerMode::External {
+            url,
+            ca_file: args.uplink_ca_file,
+            credentials: None,
+        }),
+        uplink_report_every: std::time::Duration::from_secs(args.uplink_report_secs),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -329,53 +331,6 @@ fn run_relay(args: RelayRunArgs) -> Result<()> {
     runtime
         .block_on(run::serve(config, ctrl_c))
         .context("licd-stub relay run")
-}
-
-/// `delegate`: the controller's side of a site delegation.
-fn delegate(args: DelegateArgs, default_dir: Option<PathBuf>) -> Result<()> {
-    use licd_protocol::{Constraints, PublicKey, SeatPool, ServiceName, SiteId, TenantId};
-    let dir = args
-        .key_dir
-        .or(default_dir)
-        .unwrap_or_else(|| PathBuf::from("keys"));
-    let signer = licd_stub::keys::load_signer(&dir)
-        .with_context(|| format!("loading the signing key in {}", dir.display()))?;
-    let relay = PublicKey::from_hex(&args.relay_key)
-        .map_err(|_| anyhow::anyhow!("--relay-key {:?} is not 64 hex digits", args.relay_key))?;
-    relay
-        .to_verifying_key()
-        .map_err(|_| anyhow::anyhow!("--relay-key is not a valid ed25519 key"))?;
-    let mut pools = Vec::new();
-    for s in &args.services {
-        let (service, seats) = s
-            .split_once('=')
-            .with_context(|| format!("--service {s:?}: expected SERVICE=SEATS"))?;
-        pools.push(SeatPool {
-            service: ServiceName::new(service).with_context(|| format!("--service {s:?}"))?,
-            seats: seats
-                .parse()
-                .with_context(|| format!("--service {s:?}: seats must be a number"))?,
-        });
-    }
-    let constraints = Constraints {
-        tenant: TenantId::new(args.tenant.as_str()).context("--tenant")?,
-        site: SiteId::new(args.site.as_str()).context("--site")?,
-        max_lease: args.max_lease_secs,
-        pools,
-    };
-    let valid = args.valid_days.saturating_mul(86_400);
-    let bytes = licd_stub::relay::site::delegate(&signer, relay, constraints, now(), valid)
-        .context("delegating")?;
-    licd_stub::relay::site::write_delegation_file(&args.out, &bytes)?;
-    println!(
-        "delegation for relay {} at site {} written to {}: carry it to the site and put it in \
-         the relay's directory as {}",
-        relay.id(),
-        args.site,
-        args.out.display(),
-        licd_stub::relay::site::DELEGATION_FILE
-    );
-    Ok(())
 }
 
 fn init_logging(format: &str) -> Result<()> {
@@ -485,7 +440,25 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Relay(RelayCommand::Run(args)) => run_relay(args),
-        Command::Delegate(args) => delegate(args, file.key_dir),
+        Command::Relay(RelayCommand::Import { file, dir }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let delegation = licd_stub::relay::site::read_delegation(&bytes)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
+            let site = licd_stub::relay::site::install(&dir, delegation)
+                .with_context(|| format!("installing the delegation in {}", dir.display()))?;
+            let b = &site.delegation.body;
+            println!(
+                "delegation for site {} (tenant {}, valid until {}) installed as {}: restart \
+                 `licd-stub relay run` to use it",
+                b.constraints.site,
+                b.constraints.tenant,
+                b.not_after,
+                dir.join(licd_stub::relay::site::DELEGATION_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Delegate(args) => cli::delegate(args, &cli.client, file.key_dir),
         Command::Serve(args) => {
             file.broker = args.broker.or(file.broker);
             file.listen = args.listen.or(file.listen);

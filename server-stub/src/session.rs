@@ -193,7 +193,16 @@ pub(crate) async fn run_eventloop(
                 let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(connection = n, %filter, "connected to broker, subscribing to reports");
                 let diag_filter = licd_protocol::topic::diag_response_filter();
-                subscriptions = Subscriptions::after_connack(vec![filter.clone(), diag_filter]);
+                let mut filters = vec![filter.clone(), diag_filter];
+                // Beside the reports, site relays' reports (same share group: one replica
+                // stores each).
+                if let Some(stem) = filter.strip_suffix("/report") {
+                    filters.push(format!(
+                        "{stem}/{}",
+                        licd_protocol::topic::RELAY_REPORT_LEAF
+                    ));
+                }
+                subscriptions = Subscriptions::after_connack(filters);
                 subscriptions.queue(&client);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -326,6 +335,34 @@ pub(crate) async fn run_worker(
         }
         let _turn = order.lock().await;
         let now = clock.now();
+        // Site relays' reports are stored and acknowledged one by one, apart from devices'.
+        let relay_leaf = format!("/{}", licd_protocol::topic::RELAY_REPORT_LEAF);
+        let (relay_reports, batch): (Vec<Incoming>, Vec<Incoming>) = batch
+            .into_iter()
+            .partition(|i| i.topic.ends_with(&relay_leaf));
+        for item in relay_reports {
+            let result = match core.lock() {
+                Ok(mut c) => c.handle_relay_report(&item.topic, &item.payload, now),
+                Err(_) => {
+                    tracing::error!("controller state poisoned; stopping the worker");
+                    return;
+                }
+            };
+            match result {
+                Ok((ack, _)) => {
+                    if let Err(e) = client
+                        .publish(ack.topic, QoS::AtLeastOnce, true, ack.payload)
+                        .await
+                    {
+                        tracing::error!(error = %e, "MQTT client closed; relay acknowledgement not published");
+                    }
+                }
+                Err(e) => tracing::warn!(topic = %item.topic, reason = %e, "relay report refused"),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let items: Vec<(&str, &[u8])> = batch
             .iter()
             .map(|i| (i.topic.as_str(), i.payload.as_slice()))

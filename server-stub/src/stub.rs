@@ -25,7 +25,10 @@ use crate::error::StubError;
 use crate::ledger::{Ledger, RefusedReport};
 use crate::session::{self, Stats, StatsSnapshot};
 
+mod delegation;
 mod offline;
+
+pub use delegation::Revoked;
 
 /// Entry point of the runtime.
 #[derive(Debug)]
@@ -48,6 +51,9 @@ pub struct StubHandle {
     ready: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The key directory, when the keys come from one: revoking a delegation signs a new
+    /// revocation list with its root key.
+    key_dir: Option<std::path::PathBuf>,
 }
 
 impl Stub {
@@ -121,6 +127,10 @@ impl Stub {
             ready: ready.clone(),
             shutdown_tx,
             tasks,
+            key_dir: match &config.keys {
+                KeySource::Dir(dir) => Some(dir.clone()),
+                KeySource::Signer(_) => None,
+            },
         };
         let waited = tokio::time::timeout(config.connect_timeout, ready.wait_for(|r| *r)).await;
         if !matches!(waited, Ok(Ok(_))) {

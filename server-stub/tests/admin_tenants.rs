@@ -28,6 +28,7 @@ struct Ids {
     computer: &'static str,
     datacenter: &'static str,
     user: &'static str,
+    delegation: &'static str,
 }
 
 /// Tenant-b's objects (they exist).
@@ -40,6 +41,7 @@ const B: Ids = Ids {
     computer: "tenant-b:ap-b1",
     datacenter: "dc-b",
     user: "user-b",
+    delegation: "dlg-1",
 };
 
 /// Objects of the same shape that do not exist.
@@ -52,6 +54,7 @@ const Z: Ids = Ids {
     computer: "tenant-z:ap-z1",
     datacenter: "dc-z",
     user: "user-z",
+    delegation: "dlg-9",
 };
 
 /// Which id a parameter or property of this name carries, if any.
@@ -215,6 +218,7 @@ fn calls(doc: &Value, ids: &Ids) -> Vec<(String, Call)> {
                             "customers" => ids.customer,
                             "subscriptions" => ids.subscription,
                             "licenses" => ids.license,
+                            "delegations" => ids.delegation,
                             other => panic!("an {{id}} of {other}: teach the walk what it is"),
                         }
                         .to_string(),
@@ -254,6 +258,7 @@ fn calls(doc: &Value, ids: &Ids) -> Vec<(String, Call)> {
 /// What `text` says with `from`'s ids written as `to`'s.
 fn swap(text: &str, from: &Ids, to: &Ids) -> String {
     text.replace(from.license, to.license)
+        .replace(from.delegation, to.delegation)
         .replace(from.computer, to.computer)
         .replace(from.datacenter, to.datacenter)
         .replace(from.user, to.user)
@@ -367,7 +372,8 @@ async fn lab() -> (Lab, String, String, String) {
             owner: owner.map(tid),
             claim_key: key.map(String::from),
             start: now() - 60,
-            end: now() + 86_400,
+            // Long enough to back tenant-b's site delegation for its whole window.
+            end: now() + 40 * 86_400,
             entitlements: vec![Entitlement {
                 sku: Sku::new("LIC-AP").unwrap(),
                 limit: 5,
@@ -422,6 +428,23 @@ async fn lab() -> (Lab, String, String, String) {
         body: Some(json!({"datacenterId": "dc-b"})),
     };
     assert_eq!(lab.call(&msp, &call).await.0, 200);
+    // Tenant-b's site delegation (issue 23): one seat reserved for its relay.
+    let call = Call {
+        method: reqwest::Method::POST,
+        path: "/api/v1/delegations".into(),
+        body: Some(json!({
+            "relayKey": PublicKey::from(
+                &ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key()
+            )
+            .to_hex(),
+            "customerId": "tenant-b",
+            "siteId": "plant-b",
+            "pools": [{"service": "wifi", "seats": 1}],
+            "validDays": 1
+        })),
+    };
+    let (s, b) = lab.call(&msp, &call).await;
+    assert_eq!((s, b["id"].as_str()), (201, Some(B.delegation)), "{b}");
     (lab, msp, a_admin, a_read)
 }
 
@@ -440,6 +463,7 @@ async fn snapshot(lab: &Lab, msp: &str) -> Vec<Value> {
         "/api/v1/licenses/SUB-B:LIC-AP/assignments/users",
         "/api/v1/devices/tenant-b/ap-b1/datacenter",
         "/api/v1/auto-licensing",
+        "/api/v1/delegations/dlg-1",
     ] {
         let (status, body) = lab.get(msp, path).await;
         assert_eq!(status, 200, "the MSP sees {path}: {body}");

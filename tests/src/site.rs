@@ -118,6 +118,8 @@ pub async fn start_site_relay(
         terms: opts.terms,
         clock: opts.clock,
         client_id: opts.client_id,
+        uplink: None,
+        uplink_report_every: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(10),
     })
     .await

@@ -8,7 +8,7 @@
 //! -----END LICD GRANT-----
 //! ```
 //!
-//! The label (`REQUEST`, `GRANT`, `RELEASE`, `TRUST`, `DIAG`) follows the envelope's kind
+//! The label (`REQUEST`, `GRANT`, `RELEASE`, `TRUST`, `DIAG`, `DELEGATION`, `RELAY`) follows the envelope's kind
 //! byte ([`super::label`]); the decoder refuses a label that does not match it. The checksum
 //! catches a mangled copy before the signature check would (with a message that says so); it
 //! is not a security measure — the signature is. Blank lines before the header and after the
@@ -120,7 +120,15 @@ pub enum ArmorError {
     },
 }
 
-const LABELS: [&str; 5] = ["REQUEST", "GRANT", "RELEASE", "TRUST", "DIAG"];
+const LABELS: [&str; 7] = [
+    "REQUEST",
+    "GRANT",
+    "RELEASE",
+    "TRUST",
+    "DIAG",
+    "DELEGATION",
+    "RELAY",
+];
 
 fn checksum(bytes: &[u8]) -> String {
     hex4(&Sha256::digest(bytes)[..4])

@@ -172,6 +172,9 @@ pub struct NewEntitlement {
 pub struct Seats {
     /// In use.
     pub assigned: u64,
+    /// Reserved by site delegations (issue 23): neither free nor held by a device here.
+    #[serde(default)]
+    pub reserved: u64,
     /// Free.
     pub available: u64,
     /// Bought.
@@ -182,6 +185,7 @@ impl From<crate::engine::views::SeatCounts> for Seats {
     fn from(s: crate::engine::views::SeatCounts) -> Self {
         Self {
             assigned: s.assigned,
+            reserved: s.reserved,
             available: s.available,
             limit: s.limit,
         }

@@ -142,6 +142,7 @@ impl From<EngineError> for ApiError {
             | E::UnknownLicenseKey(_)
             | E::UnknownLicense(_)
             | E::UnknownAssignment { .. }
+            | E::UnknownDelegation(_)
             | E::NotEntitled(..) => ApiError::not_found(msg),
             E::CustomerExists(_)
             | E::MspExists(_)
@@ -154,11 +155,14 @@ impl From<EngineError> for ApiError {
             | E::SeatsInUse { .. }
             | E::AssignmentExists { .. }
             | E::NotEnoughSeats { .. }
+            | E::NotEnoughForDelegation { .. }
+            | E::DelegationEnded { .. }
             | E::SeqExhausted => ApiError::conflict(msg),
             E::InvalidTerm { .. }
             | E::DuplicateSku(_)
             | E::InvalidMove(_)
             | E::InvalidAssignment(_)
+            | E::InvalidDelegation(_)
             | E::InvalidPolicy(PolicyError::ThresholdsNotDescending(_)) => {
                 ApiError::unprocessable(msg)
             }
@@ -175,6 +179,7 @@ impl From<StubError> for ApiError {
     fn from(e: StubError) -> Self {
         match e {
             StubError::Engine(e) => e.into(),
+            StubError::Conflict(message) => ApiError::conflict(message),
             StubError::Offline(message, kind) => match kind {
                 crate::error::OfflineKind::Invalid => ApiError::unprocessable(message),
                 crate::error::OfflineKind::NotFound => ApiError::not_found(message),

@@ -196,6 +196,7 @@ pub fn router(stub: Arc<StubHandle>, config: &AdminConfig) -> Router {
         )
         .route("/api/v1/assignments", get(licenses::assignments))
         .merge(handlers::offline::routes())
+        .merge(handlers::delegations::routes())
         .merge(handlers::policy::routes())
         .merge(handlers::usage::routes())
         // Issue 21's seed operations, each module with its own routes.

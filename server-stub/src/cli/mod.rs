@@ -14,6 +14,7 @@ mod catalog;
 mod client;
 mod compliance;
 mod customers;
+mod delegations;
 mod devices;
 mod licenses;
 mod meraki;
@@ -38,6 +39,7 @@ pub use auto_license::{AutoLicense, Unassign};
 pub use catalog::Catalog;
 pub use compliance::Compliance;
 pub use customers::Customers;
+pub use delegations::DelegateArgs;
 pub use devices::Devices;
 pub use licenses::Licenses;
 pub use subscriptions::Subscriptions;
@@ -92,6 +94,8 @@ pub enum AdminCommand {
     Policy(policy::PolicyArgs),
     /// Usage reported by devices, counted once: grace seconds, peak VMs, refusals per window.
     Usage(usage::UsageArgs),
+    /// Site delegations: list, show (and write the file again), return, revoke.
+    Delegations(delegations::Delegations),
     /// Meraki compliance statuses per subscription (what each lacks, by product class).
     #[command(name = "compliance-statuses")]
     ComplianceStatuses(meraki::ComplianceStatuses),
@@ -162,12 +166,24 @@ async fn run_client(cmd: AdminCommand, args: &ClientArgs, cfg: Option<PathBuf>) 
         AdminCommand::Compliance(c) => compliance::run(api, c, json_out).await,
         AdminCommand::Licenses(c) => licenses::run(api, c, json_out).await,
         AdminCommand::Offline(c) => offline::run(api, c, json_out).await,
+        AdminCommand::Delegations(c) => delegations::run(api, c, json_out).await,
         AdminCommand::Policy(c) => policy::run(api, c, json_out).await,
         AdminCommand::Usage(c) => usage::run(api, c, json_out).await,
         AdminCommand::ComplianceStatuses(c) => meraki::compliance_statuses(&api, c, json_out).await,
         AdminCommand::Coterm(c) => meraki::coterm(&api, c, json_out).await,
         AdminCommand::Token(_) => Ok(()),
     }
+}
+
+/// `delegate`: a client of the admin API like the admin subcommands; its `--key-dir` says
+/// where the admin token is (before the configuration file's `key_dir`).
+pub fn delegate(a: DelegateArgs, args: &ClientArgs, config_key_dir: Option<PathBuf>) -> Result<()> {
+    let api = client(args, a.key_dir.clone().or(config_key_dir))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(delegations::delegate(api, a, args.json))
 }
 
 fn print_json(v: &Value) -> Result<()> {

@@ -69,6 +69,31 @@ impl Engine {
             && !self.has_valid_seat(d, service, now)
     }
 
+    /// How early `tenant` may draw on `sub`: its own subscriptions first (0), then those it
+    /// is bound to (1), then the MSP's (2); `None` if it may not. Devices and site
+    /// delegations use the same order.
+    pub(super) fn subscription_rank(
+        &self,
+        sub: &super::model::Subscription,
+        tenant: &licd_protocol::TenantId,
+    ) -> Option<u8> {
+        let owner = sub.owner.as_ref()?;
+        let bound = self
+            .state
+            .bindings
+            .get(&sub.id)
+            .is_some_and(|b| b.contains(tenant));
+        if owner == tenant {
+            Some(0)
+        } else if bound {
+            Some(1)
+        } else if self.msp().is_some_and(|m| &m.id == owner) {
+            Some(2)
+        } else {
+            None
+        }
+    }
+
     /// Seats `d` could take for `service`, best first: its own customer's subscriptions, then
     /// those it is bound to, then the MSP's, then the earliest-ending, then by id and SKU. Each with its free seats.
     fn candidates(
@@ -77,26 +102,12 @@ impl Engine {
         d: &Device,
         now: UnixTime,
     ) -> Vec<(LicenseId, Sku, u32)> {
-        let msp = self.msp().map(|c| c.id.clone());
         let mut out = Vec::new();
         for sub in self.state.subscriptions.values() {
             if sub.status(now) != SubscriptionStatus::Active {
                 continue;
             }
-            let Some(owner) = &sub.owner else { continue };
-            let bound = self
-                .state
-                .bindings
-                .get(&sub.id)
-                .is_some_and(|b| b.contains(&d.tenant));
-            // Own subscriptions first, then those the tenant is bound to, then the MSP's.
-            let rank: u8 = if owner == &d.tenant {
-                0
-            } else if bound {
-                1
-            } else if Some(owner) == msp.as_ref() {
-                2
-            } else {
+            let Some(rank) = self.subscription_rank(sub, &d.tenant) else {
                 continue;
             };
             for ent in &sub.entitlements {
@@ -106,9 +117,10 @@ impl Engine {
                 if &cat.service != service || cat.product_class != d.product_class {
                     continue;
                 }
+                // Seats reserved by site delegations are as good as assigned.
                 let free = ent
                     .limit
-                    .saturating_sub(self.assigned_seats(&sub.id, &ent.sku));
+                    .saturating_sub(self.used_seats(&sub.id, &ent.sku, now));
                 out.push((rank, sub.end, sub.id.clone(), ent.sku.clone(), free));
             }
         }

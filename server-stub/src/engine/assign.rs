@@ -589,7 +589,7 @@ impl Engine {
         let uses_seats = matches!(kind, AssignmentKind::Computer | AssignmentKind::Datacenter);
         if uses_seats {
             let held = exists.as_ref().map_or(0, |a| a.quantity);
-            let assigned = self.assigned_seats(&r.subscription, &r.sku);
+            let assigned = self.used_seats(&r.subscription, &r.sku, now);
             let free = u64::from(self.limit_of(r))
                 .saturating_sub(u64::from(assigned).saturating_sub(u64::from(held)));
             if u64::from(req.quantity) > free {

@@ -152,7 +152,7 @@ impl Engine {
                 })
                 .count();
             let n = u32::try_from(n).unwrap_or(u32::MAX);
-            let free = e.limit.saturating_sub(self.assigned_seats(sub, &e.sku));
+            let free = e.limit.saturating_sub(self.used_seats(sub, &e.sku, now));
             if n > free {
                 let need = need.entry(e.sku.clone()).or_default();
                 *need = need.saturating_add(n - free);
@@ -207,7 +207,8 @@ impl Engine {
                 limit,
             });
         }
-        let assigned = self.assigned_seats(sub, sku);
+        // Seats reserved by site delegations cannot be taken back by lowering the limit either.
+        let assigned = self.used_seats(sub, sku, now);
         let s = self
             .state
             .subscriptions

@@ -10,6 +10,7 @@
 pub mod assign;
 pub mod compliance;
 pub mod coterm;
+pub mod delegation;
 pub mod model;
 pub mod select;
 pub mod views;
@@ -26,6 +27,8 @@ pub mod usage;
 
 #[cfg(test)]
 mod assign_tests;
+#[cfg(test)]
+mod delegation_tests;
 #[cfg(test)]
 mod manage_tests;
 #[cfg(test)]
@@ -180,6 +183,33 @@ pub enum EngineError {
         /// Limit asked for.
         limit: u32,
     },
+    /// A delegation's seats cannot be reserved in full (issue 23).
+    #[error(
+        "cannot delegate {seats} seats of {service}: {free} are free in subscriptions active \
+         for the whole delegation (the tenant's own, those it is bound to, the MSP's)"
+    )]
+    NotEnoughForDelegation {
+        /// Service.
+        service: ServiceName,
+        /// Seats asked for.
+        seats: u32,
+        /// Seats that could be reserved.
+        free: u32,
+    },
+    /// A delegation that breaks a rule (a service twice, an empty pool, an empty window).
+    #[error("delegation: {0}")]
+    InvalidDelegation(String),
+    /// No such delegation.
+    #[error("unknown delegation {0}")]
+    UnknownDelegation(String),
+    /// The delegation was returned or revoked already.
+    #[error("delegation {id} is {state} already")]
+    DelegationEnded {
+        /// Id.
+        id: String,
+        /// Its state.
+        state: &'static str,
+    },
     /// A licensing policy with a value out of range (issue 20).
     #[error("invalid policy: {0}")]
     InvalidPolicy(policy::PolicyError),
@@ -285,6 +315,8 @@ pub struct Dirty {
     pub subscription_policies: BTreeSet<LicenseId>,
     /// Usage windows to upsert into the history, in order (issue 20).
     pub usage_windows: Vec<usage::UsageWindow>,
+    /// Site delegations (issue 23).
+    pub delegations: BTreeSet<String>,
 }
 
 impl Dirty {
@@ -299,6 +331,7 @@ impl Dirty {
             && self.sku_policies.is_empty()
             && self.subscription_policies.is_empty()
             && self.usage_windows.is_empty()
+            && self.delegations.is_empty()
     }
 }
 
@@ -326,6 +359,8 @@ pub struct State {
     pub sku_policies: BTreeMap<Sku, policy::Policy>,
     /// Licensing policy per subscription: overrides its SKUs' field by field (issue 20).
     pub subscription_policies: BTreeMap<LicenseId, policy::Policy>,
+    /// Site delegations by id (issue 23): their reservations count as used seats.
+    pub delegations: BTreeMap<String, delegation::DelegationRecord>,
 }
 
 /// The licensing engine. See the module docs.
@@ -409,6 +444,7 @@ impl Engine {
             .subscription_policies
             .extend(dirty.subscription_policies);
         self.dirty.usage_windows.extend(dirty.usage_windows);
+        self.dirty.delegations.extend(dirty.delegations);
     }
 
     /// Seats assigned from `sku` of subscription `sub`.

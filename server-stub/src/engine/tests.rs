@@ -544,6 +544,7 @@ fn seat_counts_follow_assignments() {
         v.seats,
         views::SeatCounts {
             assigned: 1,
+            reserved: 0,
             available: 2,
             limit: 3
         }

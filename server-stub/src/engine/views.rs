@@ -16,6 +16,8 @@ use super::{Engine, EngineError};
 pub struct SeatCounts {
     /// Seats in use.
     pub assigned: u64,
+    /// Seats reserved by site delegations (issue 23): not free, not held by a device here.
+    pub reserved: u64,
     /// Seats free.
     pub available: u64,
     /// Seats bought.
@@ -124,12 +126,14 @@ pub struct DeviceView {
 
 impl Engine {
     /// Seat counts of `sku` in subscription `sub` with the given limit.
-    fn counts(&self, sub: &LicenseId, sku: &Sku, limit: u32) -> SeatCounts {
+    fn counts(&self, sub: &LicenseId, sku: &Sku, limit: u32, now: UnixTime) -> SeatCounts {
         let assigned = u64::from(self.assigned_seats(sub, sku));
+        let reserved = u64::from(self.reserved_seats(sub, sku, now));
         let limit = u64::from(limit);
         SeatCounts {
             assigned,
-            available: limit.saturating_sub(assigned),
+            reserved,
+            available: limit.saturating_sub(assigned).saturating_sub(reserved),
             limit,
         }
     }
@@ -151,10 +155,11 @@ impl Engine {
             .entitlements
             .iter()
             .map(|e| {
-                let seats = self.counts(&s.id, &e.sku, e.limit);
+                let seats = self.counts(&s.id, &e.sku, e.limit, now);
                 // Each term is below 2^32 and a subscription has far fewer than 2^32 SKUs:
                 // the sums are exact (saturating only as a guard).
                 total.assigned = total.assigned.saturating_add(seats.assigned);
+                total.reserved = total.reserved.saturating_add(seats.reserved);
                 total.available = total.available.saturating_add(seats.available);
                 total.limit = total.limit.saturating_add(seats.limit);
                 let cat = self.state.catalog.get(&e.sku);
@@ -263,7 +268,7 @@ impl Engine {
                             continue;
                         }
                         for e in s.entitlements.iter().filter(|e| e.sku == c.sku) {
-                            let available = self.counts(&s.id, &e.sku, e.limit).available;
+                            let available = self.counts(&s.id, &e.sku, e.limit, now).available;
                             free =
                                 free.saturating_add(u32::try_from(available).unwrap_or(u32::MAX));
                         }

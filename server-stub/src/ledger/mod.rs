@@ -16,6 +16,7 @@ use std::path::Path;
 use licd_protocol::{PublicKey, TenantId, UnixTime};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::engine::delegation::{DelegatedPool, DelegationRecord, DelegationState, Reservation};
 use crate::engine::usage::{UsageCounters, UsageWindow};
 use crate::engine::{
     AssignmentKind, AutoLicense, BundleState, CatalogEntry, ComputerAssignment, Customer,
@@ -70,6 +71,27 @@ pub struct UsageQuery<'a> {
     pub from: UnixTime,
     /// Periods ending at or before this time.
     pub to: UnixTime,
+}
+
+/// A lease a site relay reported issuing, as stored (migration 7).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DelegatedLease {
+    /// The delegation it was issued under.
+    pub delegation: String,
+    /// The relay's number for it.
+    pub n: u64,
+    /// The device.
+    pub device: String,
+    /// The service.
+    pub service: String,
+    /// The bundle's seq.
+    pub bundle_seq: u64,
+    /// The bundle's issued_at.
+    pub issued_at: UnixTime,
+    /// The grant's lease end.
+    pub lease_until: UnixTime,
+    /// When the controller received it.
+    pub reported_at: UnixTime,
 }
 
 /// An open ledger file.
@@ -317,6 +339,7 @@ impl Ledger {
                 .insert(id(r.get(2)?)?, seat);
         }
         load_snow(c, &mut state)?;
+        load_delegations(c, &mut state)?;
         Ok(state)
     }
 
@@ -408,8 +431,74 @@ impl Ledger {
                 state.subscription_policies.get(sub),
             )?;
         }
+        for id in &dirty.delegations {
+            save_delegation(&tx, id, state.delegations.get(id))?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Stores the leases of a relay report, each under its delegation, in one transaction;
+    /// a lease already stored (same relay key and number: a replay or a resend) is left as it
+    /// is. Returns the highest number stored for the relay key — what the acknowledgement
+    /// says.
+    pub fn store_delegated_leases(
+        &mut self,
+        relay_key: &PublicKey,
+        leases: &[(String, licd_protocol::IssuedLease)],
+        now: UnixTime,
+    ) -> Result<u64, LedgerError> {
+        let key = relay_key.to_hex();
+        let tx = self.conn.transaction()?;
+        for (delegation, l) in leases {
+            exec(
+                &tx,
+                "INSERT INTO delegated_leases (relay_key, n, delegation, device, service,
+                     bundle_seq, issued_at, lease_until, reported_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (relay_key, n) DO NOTHING",
+                params![
+                    key,
+                    to_i(l.n),
+                    delegation,
+                    l.device.as_str(),
+                    l.service.as_str(),
+                    to_i(l.bundle_seq),
+                    to_i(l.issued_at),
+                    to_i(l.lease_until),
+                    to_i(now)
+                ],
+            )?;
+        }
+        let through: Option<i64> = tx.query_row(
+            "SELECT MAX(n) FROM delegated_leases WHERE relay_key = ?1",
+            params![key],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(through.map_or(0, to_u))
+    }
+
+    /// The leases the relay of `delegation` reported issuing under it, in its order.
+    pub fn delegated_leases(&self, delegation: &str) -> Result<Vec<DelegatedLease>, LedgerError> {
+        let mut q = self.conn.prepare(
+            "SELECT delegation, n, device, service, bundle_seq, issued_at, lease_until,
+                    reported_at
+             FROM delegated_leases WHERE delegation = ?1 ORDER BY n",
+        )?;
+        let rows = q.query_map(params![delegation], |r| {
+            Ok(DelegatedLease {
+                delegation: r.get(0)?,
+                n: to_u(r.get(1)?),
+                device: r.get(2)?,
+                service: r.get(3)?,
+                bundle_seq: to_u(r.get(4)?),
+                issued_at: to_u(r.get(5)?),
+                lease_until: to_u(r.get(6)?),
+                reported_at: to_u(r.get(7)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records a refused report (keeps the newest 1000).
@@ -801,6 +890,134 @@ fn save_snow(
                 to_i(a.created_at)
             ],
         )?;
+    }
+    Ok(())
+}
+
+/// Loads the site delegations and their reservations (migration 7).
+fn load_delegations(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
+    let mut q = c.prepare(
+        "SELECT id, tenant, site, relay_key, max_lease, not_before, not_after, state,
+                created_at, ended_at, signed
+         FROM delegations",
+    )?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let state_word: String = r.get(7)?;
+        let d = DelegationRecord {
+            id: r.get(0)?,
+            tenant: id(r.get(1)?)?,
+            site: id(r.get(2)?)?,
+            relay_key: PublicKey::from_hex(&r.get::<_, String>(3)?)
+                .map_err(|_| corrupt("a delegation's relay key is not 64 hex digits"))?,
+            max_lease: to_u(r.get(4)?),
+            not_before: to_u(r.get(5)?),
+            not_after: to_u(r.get(6)?),
+            state: match state_word.as_str() {
+                "active" => DelegationState::Active,
+                "returned" => DelegationState::Returned,
+                "revoked" => DelegationState::Revoked,
+                other => return Err(corrupt(format!("delegation state {other}"))),
+            },
+            created_at: to_u(r.get(8)?),
+            ended_at: r.get::<_, Option<i64>>(9)?.map(to_u),
+            signed: hex::decode(r.get::<_, String>(10)?)
+                .map_err(|_| corrupt("a delegation's signed bytes are not hex"))?,
+            pools: Vec::new(),
+        };
+        state.delegations.insert(d.id.clone(), d);
+    }
+    let mut q = c.prepare(
+        "SELECT delegation, service, subscription, sku, seats FROM delegation_seats
+         ORDER BY delegation, pool, position",
+    )?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let owner: String = r.get(0)?;
+        let service: licd_protocol::ServiceName = id(r.get(1)?)?;
+        let seats = u32::try_from(r.get::<_, i64>(4)?)
+            .map_err(|_| corrupt("a delegation's seats are out of range"))?;
+        let reservation = Reservation {
+            subscription: id(r.get(2)?)?,
+            sku: id(r.get(3)?)?,
+            seats,
+        };
+        let d = state
+            .delegations
+            .get_mut(&owner)
+            .ok_or_else(|| corrupt("seats of an unknown delegation"))?;
+        match d.pools.last_mut() {
+            Some(p) if p.service == service => {
+                p.seats = p.seats.saturating_add(seats);
+                p.reserved.push(reservation);
+            }
+            _ => d.pools.push(DelegatedPool {
+                service,
+                seats,
+                reserved: vec![reservation],
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// Writes (or deletes) one delegation with its reservations.
+fn save_delegation(
+    tx: &Transaction<'_>,
+    key: &str,
+    d: Option<&DelegationRecord>,
+) -> Result<(), LedgerError> {
+    exec(
+        tx,
+        "DELETE FROM delegation_seats WHERE delegation = ?1",
+        params![key],
+    )?;
+    let Some(d) = d else {
+        exec(tx, "DELETE FROM delegations WHERE id = ?1", params![key])?;
+        return Ok(());
+    };
+    // An upsert, not delete + insert: the leases its relay reported reference the row.
+    exec(
+        tx,
+        "INSERT INTO delegations (id, tenant, site, relay_key, max_lease, not_before, not_after,
+             state, created_at, ended_at, signed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site,
+             relay_key = excluded.relay_key, max_lease = excluded.max_lease,
+             not_before = excluded.not_before, not_after = excluded.not_after,
+             state = excluded.state, created_at = excluded.created_at,
+             ended_at = excluded.ended_at, signed = excluded.signed",
+        params![
+            d.id,
+            d.tenant.as_str(),
+            d.site.as_str(),
+            d.relay_key.to_hex(),
+            to_i(d.max_lease),
+            to_i(d.not_before),
+            to_i(d.not_after),
+            d.state.as_str(),
+            to_i(d.created_at),
+            d.ended_at.map(to_i),
+            hex::encode(&d.signed)
+        ],
+    )?;
+    for (pool, p) in d.pools.iter().enumerate() {
+        for (position, r) in p.reserved.iter().enumerate() {
+            exec(
+                tx,
+                "INSERT INTO delegation_seats (delegation, pool, position, service,
+                     subscription, sku, seats) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    d.id,
+                    to_i(pool as u64),
+                    to_i(position as u64),
+                    p.service.as_str(),
+                    r.subscription.as_str(),
+                    r.sku.as_str(),
+                    i64::from(r.seats)
+                ],
+            )?;
+        }
     }
     Ok(())
 }

@@ -159,4 +159,46 @@ CREATE TABLE usage_windows (
 );
 CREATE INDEX usage_windows_by_end ON usage_windows (period_end);
 "#,
+    // 7: site delegations (issue 23): the delegation as signed, the seats it reserves from
+    // each subscription's SKU (one row per reservation, in the order they were chosen; a
+    // pool's seats are the sum of its rows), and the leases its relay reported issuing. Portable SQL (no SQLite-only syntax): times
+    // and counts as BIGINT, keys and signed bytes as hex text.
+    r#"
+CREATE TABLE delegations (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    site       TEXT NOT NULL,
+    relay_key  TEXT NOT NULL,          -- ed25519 public key, hex
+    max_lease  BIGINT NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after  BIGINT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('active', 'returned', 'revoked')),
+    created_at BIGINT NOT NULL,
+    ended_at   BIGINT,
+    signed     TEXT NOT NULL           -- the kind-12 envelope (certificate, delegation), hex
+);
+CREATE TABLE delegation_seats (
+    delegation   TEXT NOT NULL REFERENCES delegations(id) ON DELETE CASCADE,
+    pool         INTEGER NOT NULL,     -- the pool's place in the delegation
+    position     INTEGER NOT NULL,     -- the reservation's place in its pool
+    service      TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    sku          TEXT NOT NULL,
+    seats        BIGINT NOT NULL,
+    PRIMARY KEY (delegation, pool, position)
+);
+CREATE TABLE delegated_leases (
+    relay_key   TEXT NOT NULL,         -- the relay's public key, hex
+    n           BIGINT NOT NULL,       -- the relay's number for the lease (never reused)
+    delegation  TEXT NOT NULL REFERENCES delegations(id) ON DELETE CASCADE,
+    device      TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    bundle_seq  BIGINT NOT NULL,
+    issued_at   BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL,
+    reported_at BIGINT NOT NULL,       -- controller time the report arrived
+    PRIMARY KEY (relay_key, n)
+);
+CREATE INDEX delegated_leases_by_delegation ON delegated_leases (delegation, n);
+"#,
 ];

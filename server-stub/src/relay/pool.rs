@@ -80,6 +80,23 @@ pub struct Pools {
     not_after: UnixTime,
     terms: LeaseTerms,
     devices: BTreeMap<DeviceId, SiteDevice>,
+    /// Leases issued and not yet acknowledged by the controller (a seats file written before
+    /// the uplink existed reads as an empty outbox).
+    #[serde(default)]
+    outbox: Outbox,
+}
+
+/// What the relay issued and the controller has not acknowledged, saved with the seats (one
+/// atomic, fsynced file: a lease is never issued without being recorded). One entry per
+/// device and service — the newest lease, which is what the controller's ledger needs — so
+/// it stays as small as the site however long the uplink is down.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbox {
+    /// The last number given (numbers start at 1: an acknowledgement "through 0" covers
+    /// nothing).
+    next: u64,
+    /// Unacknowledged leases, oldest number first.
+    pending: Vec<licd_protocol::IssuedLease>,
 }
 
 /// The license id and SKU a relay's grants name (the controller's ledger knows the delegation
@@ -101,6 +118,7 @@ impl Pools {
             not_after,
             terms,
             devices: BTreeMap::new(),
+            outbox: Outbox::default(),
         }
     }
 
@@ -118,8 +136,43 @@ impl Pools {
     pub fn continuing(mut self, old: Pools) -> Self {
         if old.constraints.tenant == self.constraints.tenant {
             self.devices = old.devices;
+            // Leases issued under the old delegation are still to be reported.
+            self.outbox = old.outbox;
         }
         self
+    }
+
+    /// Records the leases of `bundle` (just issued) for the controller: each replaces the
+    /// pending one of the same device and service, numbered anew.
+    pub fn record_issued(&mut self, bundle: &GrantBundle) {
+        for g in &bundle.grants {
+            let o = &mut self.outbox;
+            o.pending
+                .retain(|l| !(l.device == bundle.device && l.service == g.service));
+            o.next = o.next.saturating_add(1);
+            o.pending.push(licd_protocol::IssuedLease {
+                n: o.next,
+                device: bundle.device.clone(),
+                service: g.service.clone(),
+                bundle_seq: bundle.seq,
+                issued_at: bundle.issued_at,
+                lease_until: g.lease_until,
+            });
+        }
+    }
+
+    /// The oldest unacknowledged leases, at most `max`.
+    pub fn unacknowledged(&self, max: usize) -> &[licd_protocol::IssuedLease] {
+        let o = &self.outbox.pending;
+        &o[..o.len().min(max)]
+    }
+
+    /// Forgets the leases numbered up to `through` (the controller stored them). Returns
+    /// whether anything was forgotten.
+    pub fn acknowledge(&mut self, through: u64) -> bool {
+        let before = self.outbox.pending.len();
+        self.outbox.pending.retain(|l| l.n > through);
+        self.outbox.pending.len() != before
     }
 
     /// These seats under new lease terms (the relay's options may change across restarts;
@@ -482,5 +535,82 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use licd_protocol::{SeatPool, SiteId, TenantId};
+
+    fn bundle(device: &str, seq: u64, at: UnixTime) -> GrantBundle {
+        GrantBundle {
+            device: DeviceId::new(device).unwrap(),
+            device_key: licd_protocol::KeyId([0; 16]),
+            tenant: TenantId::new("acme").unwrap(),
+            seq,
+            issued_at: at,
+            refresh_after: at + 30,
+            grants: vec![ServiceGrant {
+                service: ServiceName::new("wifi").unwrap(),
+                license: ids().0,
+                sku: ids().1,
+                not_before: 0,
+                not_after: at + 1000,
+                lease_until: at + 60,
+                grace: 0,
+                vm_allowance: None,
+            }],
+            withheld: vec![],
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_the_newest_lease_per_device_until_acknowledged_and_survives_a_renewal() {
+        let c = Constraints {
+            tenant: TenantId::new("acme").unwrap(),
+            site: SiteId::new("plant-7").unwrap(),
+            max_lease: 600,
+            pools: vec![SeatPool {
+                service: ServiceName::new("wifi").unwrap(),
+                seats: 2,
+            }],
+        };
+        let terms = LeaseTerms {
+            lease_secs: 60,
+            grace_secs: 0,
+        };
+        let mut p = Pools::new(c.clone(), 0, 10_000, terms);
+        p.record_issued(&bundle("ap-1", 1, 100));
+        p.record_issued(&bundle("ap-2", 1, 101));
+        p.record_issued(&bundle("ap-1", 2, 130));
+        let n: Vec<(u64, &str, u64)> = p
+            .unacknowledged(10)
+            .iter()
+            .map(|l| (l.n, l.device.as_str(), l.bundle_seq))
+            .collect();
+        assert_eq!(
+            n,
+            [(2, "ap-2", 1), (3, "ap-1", 2)],
+            "newest per device, numbered anew"
+        );
+        assert_eq!(p.unacknowledged(1).len(), 1);
+        // The seats file round-trips the outbox; one written before it reads as empty.
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Pools>(&json).unwrap(), p);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v.as_object_mut().unwrap().remove("outbox");
+        let old: Pools = serde_json::from_value(v).unwrap();
+        assert!(old.unacknowledged(10).is_empty());
+        // A renewal carries it; an acknowledgement drops what it covers, once.
+        let mut renewed = Pools::new(c, 5_000, 20_000, terms).continuing(p);
+        assert!(!renewed.acknowledge(1), "lease 1 was superseded already");
+        assert!(renewed.acknowledge(2));
+        assert!(!renewed.acknowledge(2));
+        assert_eq!(renewed.unacknowledged(10)[0].n, 3);
+        renewed.record_issued(&bundle("ap-3", 1, 6_000));
+        assert_eq!(renewed.unacknowledged(10).last().unwrap().n, 4);
     }
 }

@@ -38,6 +38,13 @@ pub struct RelayConfig {
     pub client_id: String,
     /// How long to wait for the broker at start.
     pub connect_timeout: Duration,
+    /// The controller's broker, when the site has an uplink: the relay takes renewed
+    /// delegations from there (`licd/v1/{tenant}/{site}/delegation`, retained). The relay
+    /// works the same without it, or while it is down.
+    pub uplink: Option<BrokerMode>,
+    /// How often the relay sends what it issued over the uplink while it is up (and at once
+    /// whenever it comes back).
+    pub uplink_report_every: Duration,
 }
 
 /// Why a report got no bundle from the relay.
@@ -59,6 +66,12 @@ pub enum RelayError {
     /// The seats could not be saved; nothing was published.
     #[error(transparent)]
     Site(#[from] SiteError),
+    /// An acknowledgement from the uplink was not taken (the reason).
+    #[error("acknowledgement from the uplink not taken: {0}")]
+    Ack(String),
+    /// A delegation from the uplink was not taken (the reason); the one in force stays.
+    #[error("delegation from the uplink not taken: {0}")]
+    Delegation(String),
 }
 
 /// The relay's state: its delegation and seats, saved in its directory.
@@ -67,6 +80,7 @@ pub struct RelayCore {
     site: Site,
     pools: Pools,
     dir: PathBuf,
+    terms: LeaseTerms,
 }
 
 impl RelayCore {
@@ -85,7 +99,129 @@ impl RelayCore {
             }
             None => fresh,
         };
-        Ok(Self { site, pools, dir })
+        Ok(Self {
+            site,
+            pools,
+            dir,
+            terms,
+        })
+    }
+
+    /// The delegation in force.
+    pub fn delegation(&self) -> &licd_protocol::Delegation {
+        &self.site.delegation
+    }
+
+    /// Takes a delegation received from the controller (a kind-12 envelope on the uplink):
+    /// installs it if it is for this relay, its tenant and site, and newer than the one in
+    /// force; the seats still occupied carry over ([`Pools::continuing`]). Returns whether it
+    /// was installed (`false`: the same one again, or an empty retained message).
+    pub fn take_delegation(&mut self, payload: &[u8], now: UnixTime) -> Result<bool, RelayError> {
+        if payload.is_empty() {
+            return Ok(false);
+        }
+        let file = site::read_delegation(payload).map_err(RelayError::Delegation)?;
+        let (cur, new) = (&self.site.delegation.body, &file.delegation.body);
+        if file.delegation == self.site.delegation {
+            return Ok(false);
+        }
+        if new.constraints.tenant != cur.constraints.tenant
+            || new.constraints.site != cur.constraints.site
+        {
+            return Err(RelayError::Delegation(format!(
+                "a delegation for {}/{}, this relay serves {}/{}",
+                new.constraints.tenant,
+                new.constraints.site,
+                cur.constraints.tenant,
+                cur.constraints.site
+            )));
+        }
+        if (new.not_before, new.not_after) <= (cur.not_before, cur.not_after) {
+            return Err(RelayError::Delegation(format!(
+                "not newer than the delegation in force (valid {}..{}, this one {}..{})",
+                cur.not_before, cur.not_after, new.not_before, new.not_after
+            )));
+        }
+        let site = site::install(&self.dir, file)?;
+        let mut pools = site.pools(self.terms).continuing(self.pools.clone());
+        pools.prune(now);
+        site::save_state(&self.dir, &pools)?;
+        tracing::info!(
+            site = %site.delegation.body.constraints.site,
+            not_after = site.delegation.body.not_after,
+            "renewed delegation installed; seats still occupied carry over"
+        );
+        self.site = site;
+        self.pools = pools;
+        Ok(true)
+    }
+
+    /// The report to send over the uplink: the oldest unacknowledged leases (at most 256),
+    /// signed with the relay key under its delegation; `None` when everything is
+    /// acknowledged.
+    pub fn relay_report(&self, now: UnixTime) -> Option<(String, Vec<u8>)> {
+        let leases = self
+            .pools
+            .unacknowledged(licd_protocol::limits::MAX_RELAY_REPORT_LEASES);
+        if leases.is_empty() {
+            return None;
+        }
+        let c = &self.site.delegation.body.constraints;
+        let report = licd_protocol::RelayReport {
+            tenant: c.tenant.clone(),
+            site: c.site.clone(),
+            sent_at: now,
+            leases: leases.to_vec(),
+        };
+        Some((
+            licd_protocol::topic::site_topic(
+                &c.tenant,
+                &c.site,
+                licd_protocol::topic::RELAY_REPORT_LEAF,
+            ),
+            licd_protocol::delegation::seal_relay_report(
+                &report,
+                &self.site.key,
+                &self.site.cert,
+                &self.site.delegation,
+            ),
+        ))
+    }
+
+    /// Takes the controller's acknowledgement (kind 14): signed by the controller key that
+    /// delegated to this relay, for its tenant, site and key; the leases it covers are
+    /// forgotten and the seats file saved. Returns how many are still unacknowledged.
+    pub fn take_ack(&mut self, payload: &[u8]) -> Result<usize, RelayError> {
+        if payload.is_empty() {
+            return Ok(self.pools.unacknowledged(usize::MAX).len());
+        }
+        let (ack, signer) = licd_protocol::delegation::open_relay_ack(payload)
+            .map_err(|e| RelayError::Ack(e.to_string()))?;
+        let b = &self.site.delegation.body;
+        if signer != b.issuer {
+            return Err(RelayError::Ack(format!(
+                "signed by {}, not by the controller key that delegated to this relay ({})",
+                signer.id(),
+                b.issuer.id()
+            )));
+        }
+        let ours = licd_protocol::PublicKey::from(&self.site.key.verifying_key()).id();
+        if ack.relay != ours || ack.tenant != b.constraints.tenant || ack.site != b.constraints.site
+        {
+            return Err(RelayError::Ack("for another relay, tenant or site".into()));
+        }
+        let before = self.pools.clone();
+        if self.pools.acknowledge(ack.through) {
+            if let Err(e) = site::save_state(&self.dir, &self.pools) {
+                self.pools = before;
+                return Err(e.into());
+            }
+            tracing::info!(
+                through = ack.through,
+                "relay: leases acknowledged by the controller"
+            );
+        }
+        Ok(self.pools.unacknowledged(usize::MAX).len())
     }
 
     /// The seats.
@@ -170,7 +306,10 @@ impl RelayCore {
                 report.tenant, report.device
             )));
         }
-        Ok(self.pools.handle_report(&report, now)?)
+        let bundle = self.pools.handle_report(&report, now)?;
+        // Recorded for the controller in the same write as the seats.
+        self.pools.record_issued(&bundle);
+        Ok(bundle)
     }
 }
 
@@ -209,6 +348,19 @@ impl RelayHandle {
             .unwrap_or(0)
     }
 
+    /// Leases issued and not yet acknowledged by the controller.
+    pub fn unacknowledged(&self) -> usize {
+        self.core
+            .lock()
+            .map(|c| c.pools().unacknowledged(usize::MAX).len())
+            .unwrap_or(0)
+    }
+
+    /// The delegation in force.
+    pub fn delegation(&self) -> Option<licd_protocol::Delegation> {
+        self.core.lock().ok().map(|c| c.delegation().clone())
+    }
+
     /// Stops the session and the worker.
     pub async fn shutdown(self) {
         self.shutdown_tx.send_replace(true);
@@ -241,7 +393,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
             filter.clone(),
             work_tx,
             ready_tx,
-            shutdown_rx,
+            shutdown_rx.clone(),
             stats.clone(),
             Arc::new(crate::diag::DiagWaiters::default()),
         )),
@@ -253,6 +405,39 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
             stats.clone(),
         )),
     ];
+    let mut tasks = tasks;
+    if let Some(uplink) = &config.uplink {
+        let up_opts = session::mqtt_options(uplink, None, &format!("{}-uplink", config.client_id))?;
+        // One filter for what the controller sends this site.
+        let up_filter = format!("licd/v1/{tenant}/{site_id}/+");
+        let (up_client, up_loop) = AsyncClient::new(up_opts, 64);
+        let (up_tx, up_rx) = mpsc::channel(64);
+        let (up_ready, up_ready_rx) = watch::channel(false);
+        tasks.push(tokio::spawn(session::run_eventloop(
+            up_loop,
+            up_client.clone(),
+            up_filter.clone(),
+            up_tx,
+            up_ready,
+            shutdown_rx.clone(),
+            Arc::new(Stats::default()),
+            Arc::new(crate::diag::DiagWaiters::default()),
+        )));
+        tasks.push(tokio::spawn(run_uplink(
+            core.clone(),
+            config.clock.clone(),
+            up_rx,
+        )));
+        tasks.push(tokio::spawn(send_reports(
+            core.clone(),
+            up_client,
+            config.clock.clone(),
+            up_ready_rx,
+            shutdown_rx.clone(),
+            config.uplink_report_every,
+        )));
+        tracing::info!(filter = %up_filter, "relay uplink configured");
+    }
     let handle = RelayHandle {
         core,
         broker_addr: embedded,
@@ -336,5 +521,156 @@ async fn run_worker(
             }
         }
         session::publish_all(&client, pubs, &stats).await;
+    }
+}
+
+/// What the controller sends the site over the uplink: renewed delegations. Anything else on
+/// the site's topics is not for this relay's worker.
+async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, mut rx: mpsc::Receiver<Incoming>) {
+    let leaf = format!("/{}", licd_protocol::topic::DELEGATION_LEAF);
+    let ack_leaf = format!("/{}", licd_protocol::topic::RELAY_ACK_LEAF);
+    while let Some(item) = rx.recv().await {
+        if item.topic.ends_with(&ack_leaf) {
+            let taken = match core.lock() {
+                Ok(mut c) => c.take_ack(&item.payload),
+                Err(_) => return,
+            };
+            match taken {
+                Ok(left) => tracing::debug!(left, "relay: acknowledgement taken"),
+                Err(e) => {
+                    tracing::warn!(topic = %item.topic, reason = %e, "relay: acknowledgement refused")
+                }
+            }
+            continue;
+        }
+        if !item.topic.ends_with(&leaf) {
+            continue;
+        }
+        let now = clock.now();
+        let taken = match core.lock() {
+            Ok(mut c) => c.take_delegation(&item.payload, now),
+            Err(_) => {
+                tracing::error!("relay state poisoned; stopping the uplink worker");
+                return;
+            }
+        };
+        match taken {
+            Ok(true) => tracing::info!(topic = %item.topic, "delegation renewed from the uplink"),
+            Ok(false) => {
+                tracing::debug!(topic = %item.topic, "delegation from the uplink already in force")
+            }
+            Err(e) => {
+                tracing::warn!(topic = %item.topic, reason = %e, "delegation from the uplink refused")
+            }
+        }
+    }
+}
+
+/// Sends what the relay issued over the uplink: at once when it comes up, then every
+/// `every` while it is up, until everything is acknowledged. A report lost on the way is
+/// simply sent again (the controller stores each lease once).
+async fn send_reports(
+    core: Arc<Mutex<RelayCore>>,
+    client: AsyncClient,
+    clock: Clock,
+    mut ready: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = ready.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        if !*ready.borrow() {
+            continue;
+        }
+        let report = match core.lock() {
+            Ok(c) => c.relay_report(clock.now()),
+            Err(_) => return,
+        };
+        if let Some((topic, payload)) = report {
+            if let Err(e) = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload) {
+                tracing::debug!(error = %e, "relay report not queued; sent again later");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use licd_protocol::delegation::seal_delegation;
+    use licd_protocol::{Constraints, SeatPool, ServiceName, SiteId, TenantId};
+
+    const T0: u64 = 1_800_000_000;
+
+    fn envelope(
+        signer: &crate::Signer,
+        relay: licd_protocol::PublicKey,
+        tenant: &str,
+        nb: u64,
+        na: u64,
+        seats: u32,
+    ) -> Vec<u8> {
+        let c = Constraints {
+            tenant: TenantId::new(tenant).unwrap(),
+            site: SiteId::new("plant-7").unwrap(),
+            max_lease: 600,
+            pools: vec![SeatPool {
+                service: ServiceName::new("wifi").unwrap(),
+                seats,
+            }],
+        };
+        let d = licd_protocol::Delegation::issue(signer.key(), relay, nb, na, c).unwrap();
+        seal_delegation(&d, signer.key(), signer.cert())
+    }
+
+    #[test]
+    fn the_uplink_installs_only_a_newer_delegation_for_the_same_relay_tenant_and_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = crate::Signer::ephemeral(T0).unwrap();
+        let relay = site::init(dir.path()).unwrap();
+        let first = envelope(&signer, relay, "acme", T0, T0 + 1000, 2);
+        site::install(dir.path(), site::read_delegation(&first).unwrap()).unwrap();
+        let terms = LeaseTerms {
+            lease_secs: 60,
+            grace_secs: 0,
+        };
+        let mut core = RelayCore::open(dir.path().to_path_buf(), terms).unwrap();
+        // The same again, or an empty retained message: nothing to do.
+        assert!(!core.take_delegation(&first, T0).unwrap());
+        assert!(!core.take_delegation(&[], T0).unwrap());
+        // Newer: installed, on disk too.
+        let newer = envelope(&signer, relay, "acme", T0 + 10, T0 + 2000, 3);
+        assert!(core.take_delegation(&newer, T0 + 10).unwrap());
+        assert_eq!(core.delegation().body.constraints.pools[0].seats, 3);
+        let reopened = RelayCore::open(dir.path().to_path_buf(), terms).unwrap();
+        assert_eq!(reopened.delegation(), core.delegation());
+        // Older (the controller republished one after a return), another tenant, another
+        // relay's key, garbage: refused, the one in force stays.
+        for bad in [
+            first.clone(),
+            envelope(&signer, relay, "other", T0 + 20, T0 + 3000, 1),
+            envelope(
+                &signer,
+                crate::keys::random_key()
+                    .map(|k| (&k.verifying_key()).into())
+                    .unwrap(),
+                "acme",
+                T0 + 20,
+                T0 + 3000,
+                1,
+            ),
+            b"not a delegation".to_vec(),
+        ] {
+            assert!(core.take_delegation(&bad, T0 + 20).is_err());
+            assert_eq!(core.delegation().body.constraints.pools[0].seats, 3);
+        }
     }
 }

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use licd_protocol::cert::CERT_LEN;
-use licd_protocol::{Constraints, Delegation, PublicKey, SignerCertificate, UnixTime};
+use licd_protocol::delegation::open_delegation;
+use licd_protocol::offline::decode_file;
+use licd_protocol::{
+    Constraints, Delegation, DelegationFile, PublicKey, SignerCertificate, UnixTime,
+};
 
 use super::pool::{LeaseTerms, Pools};
 use crate::keys::{read_hex, read_seed, write_secret, KeyError, Signer};
@@ -129,36 +133,24 @@ impl Site {
             path: path.clone(),
             why,
         };
-        if bytes.len() <= CERT_LEN {
-            return Err(bad(
-                "shorter than a certificate and a delegation (is this the file `licd-stub delegate` wrote?)".into(),
-            ));
-        }
-        let (cert, delegation) = bytes.split_at(CERT_LEN);
-        let cert = SignerCertificate::parse(cert).map_err(|e| bad(format!("certificate: {e}")))?;
-        let delegation =
-            Delegation::parse(delegation).map_err(|e| bad(format!("delegation: {e}")))?;
-        cert.verify()
-            .map_err(|e| bad(format!("certificate: {e}")))?;
-        if delegation.body.issuer != cert.body.subject {
-            return Err(bad(
-                "the delegation is not signed by the key the certificate certifies".into(),
-            ));
-        }
-        delegation
-            .verify()
-            .map_err(|e| bad(format!("delegation: {e}")))?;
-        if delegation.body.subject != PublicKey::from(&key.verifying_key()) {
-            return Err(bad(format!(
+        let file = parse_chain(&bytes).map_err(bad)?;
+        Self::new(key, file).map_err(|why| SiteError::Delegation { path, why })
+    }
+
+    /// The site of `key` under `file`, if `file` is a delegation to `key`.
+    fn new(key: SigningKey, file: DelegationFile) -> Result<Self, String> {
+        let ours = PublicKey::from(&key.verifying_key());
+        if file.delegation.body.subject != ours {
+            return Err(format!(
                 "the delegation is for relay key {}, this relay's key is {}",
-                delegation.body.subject.id(),
-                PublicKey::from(&key.verifying_key()).id()
-            )));
+                file.delegation.body.subject.id(),
+                ours.id()
+            ));
         }
         Ok(Self {
             key,
-            cert,
-            delegation,
+            cert: file.cert,
+            delegation: file.delegation,
         })
     }
 
@@ -167,6 +159,65 @@ impl Site {
         let b = &self.delegation.body;
         Pools::new(b.constraints.clone(), b.not_before, b.not_after, terms)
     }
+}
+
+/// Parses and checks a chain (certificate ‖ delegation, what `delegation.hex` holds): the
+/// certificate's signature, the delegation issued by the certified key, its signature.
+fn parse_chain(bytes: &[u8]) -> Result<DelegationFile, String> {
+    if bytes.len() <= CERT_LEN {
+        return Err(
+            "shorter than a certificate and a delegation (is this the file `licd-stub delegate` wrote?)".into(),
+        );
+    }
+    let (cert, delegation) = bytes.split_at(CERT_LEN);
+    let cert = SignerCertificate::parse(cert).map_err(|e| format!("certificate: {e}"))?;
+    let delegation = Delegation::parse(delegation).map_err(|e| format!("delegation: {e}"))?;
+    cert.verify().map_err(|e| format!("certificate: {e}"))?;
+    if delegation.body.issuer != cert.body.subject {
+        return Err("the delegation is not signed by the key the certificate certifies".into());
+    }
+    delegation
+        .verify()
+        .map_err(|e| format!("delegation: {e}"))?;
+    Ok(DelegationFile { cert, delegation })
+}
+
+/// Reads a delegation as it reaches a site: a kind-12 file, armored
+/// (`-----BEGIN LICD DELEGATION-----`) or binary, as `licd-stub delegations show --armor` or
+/// the MQTT uplink gives it, or hex — of such a file or of the chain `licd-stub delegate
+/// --out` writes. Checks every signature.
+pub fn read_delegation(bytes: &[u8]) -> Result<DelegationFile, String> {
+    let text = std::str::from_utf8(bytes).ok().map(str::trim);
+    if let Some(hex_text) =
+        text.filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        let raw = hex::decode(hex_text).map_err(|e| format!("not hex: {e}"))?;
+        // A chain starts like an envelope (a version byte 1, then the root key's first byte,
+        // which may be 12): whichever opens is the one.
+        return open_delegation(&raw)
+            .map_err(|e| e.to_string())
+            .or_else(|_| parse_chain(&raw));
+    }
+    let raw = decode_file(bytes).map_err(|e| e.to_string())?;
+    open_delegation(&raw).map_err(|e| e.to_string())
+}
+
+/// Installs `file` as the relay's delegation in `dir` (`delegation.hex`, atomic replace,
+/// fsynced) if it is a delegation to the relay's key; returns the site it makes.
+pub fn install(dir: &Path, file: DelegationFile) -> Result<Site, SiteError> {
+    let key = read_seed(&dir.join(KEY_FILE))?;
+    let path = dir.join(DELEGATION_FILE);
+    let chain = file.chain();
+    let site = Site::new(key, file).map_err(|why| SiteError::Delegation {
+        path: path.clone(),
+        why,
+    })?;
+    licd_core::store::write_atomic(&path, format!("{}\n", hex::encode(chain)).as_bytes(), 0o644)
+        .map_err(|e| SiteError::Delegation {
+            path,
+            why: e.to_string(),
+        })?;
+    Ok(site)
 }
 
 /// The seats saved in `dir`, if any (possibly under an earlier delegation: the caller decides

@@ -245,7 +245,7 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
             section #"subscriptions" {
                 h2 { "Subscriptions" }
                 table { thead { tr { th { "Id" } th { "Name" } th { "Owner" } th { "Status" } th { "Term" }
-                        th { "SKU" } th { "Assigned" } th { "Available" } th { "Limit" } } }
+                        th { "SKU" } th { "Assigned" } th { "Reserved" } th { "Available" } th { "Limit" } } }
                     tbody { @for s in &o.subscriptions { @for e in &s.entitlements {
                         tr data-seats={(s.id) ":" (e.sku)} {
                             td { (s.id) } td { (s.name) }
@@ -254,6 +254,8 @@ pub fn overview(session: &Session, o: &Overview) -> Markup {
                             td { (fmt_time(s.start)) " – " (fmt_time(s.end)) }
                             td { (e.sku) }
                             td.assigned { (e.seats.assigned) }
+                            // Reserved by site delegations (issue 23).
+                            td.reserved { (e.seats.reserved) }
                             td.available { (e.seats.available) }
                             td.limit { (e.seats.limit) }
                         }

@@ -44,7 +44,8 @@ fn licenses(e: &Engine, scope: &TokenScope, now: u64) -> Vec<License> {
                 customer_id: s.owner.as_ref().map(|o| o.to_string()),
                 quantity: ent.limit,
                 assigned,
-                available: ent.limit.saturating_sub(assigned),
+                // Seats reserved by site delegations are not available either.
+                available: ent.limit.saturating_sub(e.used_seats(&s.id, &ent.sku, now)),
                 has_vm_use_rights: cat.is_some_and(|c| c.vms_per_seat.is_some()),
                 number_of_supported_virtual_machines: cat.and_then(|c| c.vms_per_seat),
                 subscription_valid_from: format_time(s.start),

@@ -3,6 +3,7 @@
 
 pub mod auto_license;
 pub mod customers;
+pub mod delegations;
 pub mod devices;
 pub mod licenses;
 pub mod meraki;
