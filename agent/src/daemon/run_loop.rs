@@ -421,6 +421,7 @@ impl Daemon {
                         expiring: Some((threshold, term_ends_at)),
                     });
                 }
+                Effect::Negotiated(change) => tracing::info!(%change, "report kind"),
                 Effect::PersistPolicy(record) => {
                     if let Err(e) = self.core.store.save_policy_record(&record) {
                         tracing::error!(error = %e, "cannot write the policy record; a restart could fire an expiring-soon warning again or lose usage not yet acknowledged");
@@ -471,7 +472,21 @@ impl Daemon {
             clock_rollback: self.core.time.rollback(),
         };
         let bundle_seq = report.bundle_seq;
-        let bytes = if self.core.settings.extended_reports {
+        let (extended, change) = self.core.enforcer.next_report_kind(now);
+        if let Some(change) = change {
+            tracing::info!(%change, "report kind");
+            if !extended {
+                // An extended report persists the record below anyway (write-ahead).
+                if let Err(e) = self
+                    .core
+                    .store
+                    .save_policy_record(self.core.enforcer.policy_record())
+                {
+                    tracing::warn!(error = %e, "cannot write the policy record; a restart negotiates the report kind again");
+                }
+            }
+        }
+        let bytes = if extended {
             let (report_seq, usage, compliance, record) = self.core.enforcer.prepare_report(now);
             // Write-ahead (PROTOCOL.md §17.3): the seq and what the report carries are on disk
             // before it leaves, so a crash can skip a seq but never reuse one.
