@@ -73,6 +73,9 @@ pub enum MessageKind {
     /// A [`crate::policy::ExtendedReport`] (a report with usage and compliance), signed by the
     /// device key.
     ExtendedReport,
+    /// A [`crate::policy::ExtendedActivationRequest`] (a request file carrying an extended
+    /// report), signed by the device key.
+    ExtendedActivationRequest,
 }
 
 impl MessageKind {
@@ -90,6 +93,7 @@ impl MessageKind {
             MessageKind::GrantAnswer => 9,
             MessageKind::PolicyBundle => 10,
             MessageKind::ExtendedReport => 11,
+            MessageKind::ExtendedActivationRequest => 12,
         }
     }
 
@@ -107,6 +111,7 @@ impl MessageKind {
             9 => Ok(MessageKind::GrantAnswer),
             10 => Ok(MessageKind::PolicyBundle),
             11 => Ok(MessageKind::ExtendedReport),
+            12 => Ok(MessageKind::ExtendedActivationRequest),
             other => Err(Error::UnknownKind(other)),
         }
     }

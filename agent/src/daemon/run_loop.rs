@@ -261,7 +261,16 @@ impl Daemon {
                     self.core.time.rollback(),
                 );
                 let (n, seq) = (report.services_wanted.len(), report.bundle_seq);
-                let bytes = files::new_request(&lock, &dir, report, &self.key).map_err(refuse)?;
+                let store = self.core.store.clone();
+                let bytes = files::new_request(
+                    &lock,
+                    &store,
+                    &mut self.core.enforcer,
+                    report,
+                    &self.key,
+                    now,
+                )
+                .map_err(refuse)?;
                 tracing::info!(services = n, seq, "activation request written");
                 Ok(FileAnswer::new(
                     format!("activation request for {n} service(s), holding grant seq {seq}"),

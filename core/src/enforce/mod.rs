@@ -387,6 +387,12 @@ impl Enforcer {
         self.extended = mode;
     }
 
+    /// Whether the next report (or activation request) would be extended: the setting, and
+    /// under `auto` the negotiation (not fallen back to plain reports). Changes nothing.
+    pub fn sends_extended(&self) -> bool {
+        self.policy.negotiation.extended(self.extended)
+    }
+
     /// Decides whether the report about to go at `now` is extended (PROTOCOL.md §17.6) and
     /// counts it. With `Some` change, the shell logs it and persists
     /// [`Enforcer::policy_record`] (an extended report persists it anyway, write-ahead).

@@ -34,7 +34,7 @@ impl Engine {
         self.handle_any_report(&report.report, Some(report), now)
     }
 
-    fn handle_any_report(
+    pub(super) fn handle_any_report(
         &mut self,
         report: &DeviceReport,
         extended: Option<&ExtendedReport>,
