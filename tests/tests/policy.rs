@@ -634,6 +634,7 @@ fn an_agent_left_at_auto_falls_back_to_plain_reports_once_with_a_controller_pred
     )
     .unwrap_or_else(|e| panic!("{e}: {}", a.log()));
     let took = started.elapsed();
+    eprintln!("licensed after the fallback in {took:?}");
     assert!(
         took >= Duration::from_secs(8),
         "licensed after {took:?}: too soon to have fallen back"
@@ -670,6 +671,7 @@ fn an_agent_left_at_auto_falls_back_to_plain_reports_once_with_a_controller_pred
         stub.stats().reports_applied >= before.reports_applied + 2
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", stub.stats(), a.log()));
+    eprintln!("two reports after the restart at {:?}", started.elapsed());
     assert_eq!(stub.stats().reports_refused, before.reports_refused);
     assert_eq!(a.log().matches("got no answer").count(), 1, "{}", a.log());
     rt.block_on(stub.shutdown());
