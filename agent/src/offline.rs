@@ -19,8 +19,10 @@ use licd_core::offline::{ImportOutcome, ImportRefusal, Imported, OfflineState, R
 use licd_core::store::{Store, StoreError};
 use licd_core::trust::{Accepted, TrustState};
 use licd_protocol::offline::{seal_activation_request, seal_release_receipt};
+use licd_protocol::policy::seal_extended_activation_request;
 use licd_protocol::{
-    ActivationRequest, DeviceReport, Nonce, ReleaseReceipt, ServiceName, TenantId, UnixTime,
+    ActivationRequest, DeviceReport, ExtendedActivationRequest, ExtendedReport, Nonce,
+    ReleaseReceipt, ServiceName, TenantId, UnixTime,
 };
 
 use crate::clock::Clock;
@@ -211,19 +213,39 @@ fn nonce() -> Result<Nonce, OfflineError> {
 }
 
 /// Writes a signed activation request for `report`: the nonce is remembered as pending
-/// (under the lock) before the request exists, so its answer is always recognised.
+/// (under the lock) before the request exists, so its answer is always recognised. A device
+/// that speaks policy (`extended_reports` not `false`, and not fallen back to plain reports)
+/// writes an extended request (kind 15, PROTOCOL.md §17.7): it takes the next report seq and
+/// persists it with the usage it carries first (write-ahead, as for an extended report).
 pub fn new_request(
     _held: &StateLock,
-    state_dir: &Path,
+    store: &Store,
+    enforcer: &mut Enforcer,
     report: DeviceReport,
     key: &DeviceKey,
+    now: UnixTime,
 ) -> Result<Vec<u8>, OfflineError> {
+    let dir = store.dir();
     let nonce = nonce()?;
-    let mut state = OfflineState::load(state_dir)?;
+    let mut state = OfflineState::load(dir)?;
     state.add_pending(nonce);
-    state.save(state_dir)?;
-    Ok(seal_activation_request(
-        &ActivationRequest { report, nonce },
+    state.save(dir)?;
+    if !enforcer.sends_extended() {
+        return Ok(seal_activation_request(
+            &ActivationRequest { report, nonce },
+            &key.signing,
+        ));
+    }
+    let (report_seq, usage, compliance, record) = enforcer.prepare_report(now);
+    store.save_policy_record(&record)?;
+    let report = ExtendedReport {
+        report,
+        report_seq,
+        usage,
+        compliance,
+    };
+    Ok(seal_extended_activation_request(
+        &ExtendedActivationRequest { report, nonce },
         &key.signing,
     ))
 }
@@ -280,6 +302,9 @@ pub fn import(
     for e in std::mem::take(&mut out.effects) {
         match e {
             Effect::Persist(raw) => store.save_bundle(&raw)?,
+            // A policy bundle's usage acknowledgement: persisted here, also with the daemon
+            // stopped, so the next request does not carry the acknowledged usage again.
+            Effect::PersistPolicy(record) => store.save_policy_record(&record)?,
             other => effects.push(other),
         }
     }
@@ -402,7 +427,7 @@ pub fn request_stopped(
         device_key: key.public(),
     };
     binding.save_if_changed(&settings.state_dir)?;
-    let s = Stopped::restore(settings, &binding, clock)?;
+    let mut s = Stopped::restore(settings, &binding, clock)?;
     let report = report(
         identity,
         &key,
@@ -413,7 +438,7 @@ pub fn request_stopped(
         s.uptime,
         s.rollback,
     );
-    new_request(lock, &settings.state_dir, report, &key)
+    new_request(lock, &s.store, &mut s.enforcer, report, &key, s.now)
 }
 
 #[cfg(test)]

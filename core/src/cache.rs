@@ -235,6 +235,7 @@ pub fn restore(
         ReportPolicy::with_interval(settings.report_interval.as_secs()),
         crate::backoff::os_random(),
     );
+    enforcer.set_extended_reports(settings.extended_reports);
     let now = time.observe(wall, boot).now;
     // The VM record before the bundle: over-use clocks continue under the restored bundle.
     // Only with a probe configured: without one nothing would ever update the count.

@@ -17,7 +17,8 @@ use licd_protocol::offline::{
     seal_activation_request, seal_release_receipt,
 };
 use licd_protocol::policy::{
-    open_any_bundle, open_any_bundle_as_issued, open_extended_report, open_policy_bundle,
+    open_any_bundle, open_any_bundle_as_issued, open_extended_activation_request,
+    open_extended_report, open_policy_bundle, seal_extended_activation_request,
     seal_extended_report, seal_policy_bundle,
 };
 use licd_protocol::{
@@ -199,5 +200,20 @@ pub fn policy(data: &[u8]) {
                 "extended report round trip"
             );
         }
+    }
+    let _ = open_extended_activation_request(data);
+    let sealed = seal_bytes(
+        MessageKind::ExtendedActivationRequest,
+        &k.device,
+        None,
+        data,
+    );
+    if let Ok(request) = open_extended_activation_request(&sealed) {
+        let again = seal_extended_activation_request(&request, &k.device);
+        assert_eq!(
+            open_extended_activation_request(&again).expect("a re-encoded request opens"),
+            request,
+            "extended activation request round trip"
+        );
     }
 }

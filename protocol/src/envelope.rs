@@ -82,6 +82,9 @@ pub enum MessageKind {
     /// A [`crate::delegation::RelayAck`]: the controller has stored a relay's reports up to a
     /// point, signed by a certified controller key.
     RelayAck,
+    /// A [`crate::policy::ExtendedActivationRequest`] (a request file carrying an extended
+    /// report), signed by the device key.
+    ExtendedActivationRequest,
 }
 
 impl MessageKind {
@@ -102,6 +105,7 @@ impl MessageKind {
             MessageKind::Delegation => 12,
             MessageKind::RelayReport => 13,
             MessageKind::RelayAck => 14,
+            MessageKind::ExtendedActivationRequest => 15,
         }
     }
 
@@ -122,6 +126,7 @@ impl MessageKind {
             12 => Ok(MessageKind::Delegation),
             13 => Ok(MessageKind::RelayReport),
             14 => Ok(MessageKind::RelayAck),
+            15 => Ok(MessageKind::ExtendedActivationRequest),
             other => Err(Error::UnknownKind(other)),
         }
     }

@@ -45,8 +45,8 @@ pub use keys::{KeyId, PublicKey};
 pub use messages::{DeviceReport, GrantBundle, ServiceGrant, Withheld, WithheldReason};
 pub use offline::{ActivationRequest, GrantAnswer, Nonce, ReleaseReceipt};
 pub use policy::{
-    ComplianceReason, ExtendedReport, PolicyBundle, ServiceCompliance, ServicePolicy,
-    ServiceSeconds, Standing, Strategy, Usage,
+    ComplianceReason, ExtendedActivationRequest, ExtendedReport, PolicyBundle, ServiceCompliance,
+    ServicePolicy, ServiceSeconds, Standing, Strategy, Usage,
 };
 pub use revocation::RevocationList;
 pub use rotation::RootRotation;

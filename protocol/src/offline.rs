@@ -223,9 +223,10 @@ pub fn decode_file(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
 /// A label for files of `kind` (armor headers, file names, operator messages).
 pub fn label(kind: MessageKind) -> &'static str {
     match kind {
-        MessageKind::Report | MessageKind::ActivationRequest | MessageKind::ExtendedReport => {
-            "REQUEST"
-        }
+        MessageKind::Report
+        | MessageKind::ActivationRequest
+        | MessageKind::ExtendedReport
+        | MessageKind::ExtendedActivationRequest => "REQUEST",
         MessageKind::Grants | MessageKind::GrantAnswer | MessageKind::PolicyBundle => "GRANT",
         MessageKind::ReleaseReceipt => "RELEASE",
         MessageKind::Revocations | MessageKind::RootRotation => "TRUST",

@@ -388,6 +388,55 @@ pub fn open_any_bundle_as_issued(
     Ok((bundle, signer))
 }
 
+/// An activation request carrying an extended report (kind 15, PROTOCOL.md §17.7): what a
+/// device that speaks policy writes for `licd request`, so the grant file answering it is a
+/// policy bundle acknowledging the usage the report carries. Signed by the device key (no
+/// certificate).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExtendedActivationRequest {
+    /// The extended report a connected device would send (its report seq is taken, and
+    /// persisted, like one sent over MQTT).
+    pub report: ExtendedReport,
+    /// Fresh randomness: the grant file answering this request names it.
+    pub nonce: crate::offline::Nonce,
+}
+
+/// Encodes and signs an extended activation request with the device key.
+pub fn seal_extended_activation_request(
+    request: &ExtendedActivationRequest,
+    device_key: &SigningKey,
+) -> Vec<u8> {
+    seal(
+        MessageKind::ExtendedActivationRequest,
+        device_key,
+        None,
+        request,
+    )
+}
+
+/// Verifies and decodes an extended activation request: no certificate, the signature by the
+/// envelope's signer, decoding, `report.report.device_key` equal to the signer, the extended
+/// report's content rules. Whether the key is the one pinned for the device, and whether the
+/// seq is new, is the controller's decision.
+pub fn open_extended_activation_request(bytes: &[u8]) -> Result<ExtendedActivationRequest, Error> {
+    let env = Envelope::parse(bytes)?;
+    env.expect_kind(MessageKind::ExtendedActivationRequest)?;
+    if env.cert.is_some() {
+        return Err(Error::Invalid(
+            "an activation request carries no signer certificate",
+        ));
+    }
+    env.verify_signature()?;
+    let request: ExtendedActivationRequest = env.decode()?;
+    if request.report.report.device_key != env.signer {
+        return Err(Error::Invalid(
+            "request is not signed by the device key it names",
+        ));
+    }
+    request.report.validate()?;
+    Ok(request)
+}
+
 /// Encodes and signs an extended report with the device key.
 pub fn seal_extended_report(report: &ExtendedReport, device_key: &SigningKey) -> Vec<u8> {
     seal(MessageKind::ExtendedReport, device_key, None, report)

@@ -43,7 +43,7 @@ fn kinds_5_and_6_are_the_diag_messages() {
     assert_eq!(MessageKind::DiagResponse.to_byte(), 6);
     assert_eq!(MessageKind::from_byte(5), Ok(MessageKind::DiagRequest));
     assert_eq!(MessageKind::from_byte(6), Ok(MessageKind::DiagResponse));
-    assert_eq!(MessageKind::from_byte(15), Err(Error::UnknownKind(15)));
+    assert_eq!(MessageKind::from_byte(16), Err(Error::UnknownKind(16)));
 }
 
 #[test]

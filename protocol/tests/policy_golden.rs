@@ -15,12 +15,14 @@ use common::*;
 use licd_protocol::envelope::{open_bundle, seal_bundle, seal_bytes, seal_report};
 use licd_protocol::offline::{open_grant_answer, seal_grant_answer};
 use licd_protocol::policy::{
-    open_any_bundle, open_any_bundle_as_issued, open_extended_report, open_policy_bundle,
+    open_any_bundle, open_any_bundle_as_issued, open_extended_activation_request,
+    open_extended_report, open_policy_bundle, seal_extended_activation_request,
     seal_extended_report, seal_policy_bundle,
 };
 use licd_protocol::{
-    ComplianceReason, Envelope, Error, ExtendedReport, GrantAnswer, MessageKind, PolicyBundle,
-    ServiceCompliance, ServicePolicy, ServiceSeconds, Standing, Strategy, Usage,
+    ComplianceReason, Envelope, Error, ExtendedActivationRequest, ExtendedReport, GrantAnswer,
+    MessageKind, PolicyBundle, ServiceCompliance, ServicePolicy, ServiceSeconds, Standing,
+    Strategy, Usage,
 };
 use serde_json::{json, Value};
 
@@ -97,6 +99,14 @@ fn extended_report() -> ExtendedReport {
     }
 }
 
+/// The extended report as an activation request (§17.7), with the request vector's nonce.
+fn extended_request() -> ExtendedActivationRequest {
+    ExtendedActivationRequest {
+        report: extended_report(),
+        nonce: [0x55; 16],
+    }
+}
+
 fn entry(kind: MessageKind, bytes: &[u8], message: Value) -> Value {
     let env = Envelope::parse(bytes).expect("parses");
     json!({
@@ -120,6 +130,7 @@ fn sealed() -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn policy_kinds_match_the_golden_vector_both_ways() {
     let (bundle, report) = sealed();
+    let request = seal_extended_activation_request(&extended_request(), &device_key());
     let expected = json!({
         "comment": "licd protocol v1 policy kinds for the golden keys (keys.json): the 5-service \
                     bundle (grant_bundle_5_services.json) with policies for wifi-ap (advisory, \
@@ -131,6 +142,8 @@ fn policy_kinds_match_the_golden_vector_both_ways() {
             serde_json::to_value(policy_bundle()).expect("json")),
         "extended_report": entry(MessageKind::ExtendedReport, &report,
             serde_json::to_value(extended_report()).expect("json")),
+        "extended_activation_request": entry(MessageKind::ExtendedActivationRequest, &request,
+            serde_json::to_value(extended_request()).expect("json")),
     });
     let path = root().join("tests/vectors/policy.json");
     if blessing() {
@@ -141,6 +154,7 @@ fn policy_kinds_match_the_golden_vector_both_ways() {
         for (name, bytes) in [
             ("policy_bundle.bin", bundle.clone()),
             ("extended_report.bin", report.clone()),
+            ("extended_activation_request.bin", request.clone()),
             (
                 "policy_bundle.payload",
                 Envelope::parse(&bundle).expect("p").payload.to_vec(),
@@ -158,7 +172,11 @@ fn policy_kinds_match_the_golden_vector_both_ways() {
         &std::fs::read_to_string(&path).expect("read policy.json (bless it first)"),
     )
     .expect("json");
-    for key in ["policy_bundle", "extended_report"] {
+    for key in [
+        "policy_bundle",
+        "extended_report",
+        "extended_activation_request",
+    ] {
         assert_eq!(
             stored[key], expected[key],
             "WIRE CHANGE in policy.json `{key}` (needs a new protocol version)"
@@ -171,6 +189,51 @@ fn policy_kinds_match_the_golden_vector_both_ways() {
     assert_eq!(
         open_extended_report(&bytes("extended_report")),
         Ok(extended_report())
+    );
+    assert_eq!(
+        open_extended_activation_request(&bytes("extended_activation_request")),
+        Ok(extended_request())
+    );
+}
+
+#[test]
+fn an_extended_activation_request_is_the_extended_report_and_the_nonce_and_opens_only_as_its_kind()
+{
+    let request = seal_extended_activation_request(&extended_request(), &device_key());
+    let report = seal_extended_report(&extended_report(), &device_key());
+    let payload = |b: &[u8]| Envelope::parse(b).expect("parses").payload.to_vec();
+    let mut expected = payload(&report);
+    expected.extend([0x55; 16]);
+    assert_eq!(payload(&request), expected);
+    // Not a plain activation request: a build that knows kind 15 says so; one that predates
+    // it refuses the byte itself (`UnknownKind(15)`) before anything else.
+    assert!(matches!(
+        licd_protocol::offline::open_activation_request(&request),
+        Err(Error::WrongKind { .. })
+    ));
+    let sealed = seal_extended_activation_request(&extended_request(), &stranger_key());
+    assert_eq!(
+        open_extended_activation_request(&sealed),
+        Err(Error::Invalid(
+            "request is not signed by the device key it names"
+        ))
+    );
+    let mut bad = extended_request();
+    bad.report.report_seq = 0;
+    bad.report.usage.window = 0;
+    let sealed = seal_extended_activation_request(&bad, &device_key());
+    assert_eq!(
+        open_extended_activation_request(&sealed),
+        Err(Error::Invalid("report seq 0"))
+    );
+    // Armored as a REQUEST, like kind 7.
+    let text = licd_protocol::offline::armor(&request).expect("armor");
+    assert!(text.starts_with("-----BEGIN LICD REQUEST-----"), "{text}");
+    assert_eq!(
+        licd_protocol::offline::decode_file(text.as_bytes())
+            .expect("dearmors")
+            .as_ref(),
+        &request[..]
     );
 }
 
@@ -385,7 +448,10 @@ fn encoded_sizes_of_the_policy_kinds() {
         report.len(),
         plain_report.len()
     );
+    let request = seal_extended_activation_request(&extended_request(), &device_key());
+    println!("extended activation request {} bytes", request.len());
     // Keep docs/PROTOCOL.md §17.5 in step with these.
     assert_eq!(bundle.len(), 636);
     assert_eq!(report.len(), 305);
+    assert_eq!(request.len(), 321);
 }

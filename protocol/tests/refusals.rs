@@ -119,7 +119,7 @@ fn unknown_version_is_refused_with_a_precise_message() {
 
 #[test]
 fn unknown_kind_is_refused() {
-    for kind in [0u8, 15, 0x81, 0xff] {
+    for kind in [0u8, 16, 0x81, 0xff] {
         let mut bytes = sealed_report();
         bytes[1] = kind;
         assert_eq!(Envelope::parse(&bytes), Err(Error::UnknownKind(kind)));

@@ -124,6 +124,10 @@ pub struct StubConfig {
     pub connect_timeout: Duration,
     /// Wall clock.
     pub clock: Clock,
+    /// Speak the policy kinds (PROTOCOL.md §17): answer extended reports with policy bundles.
+    /// `false` behaves as a controller predating §17: extended reports and extended
+    /// activation requests are refused as an unknown kind, every bundle is plain.
+    pub policy_kinds: bool,
 }
 
 impl StubConfig {
@@ -143,6 +147,7 @@ impl StubConfig {
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(10),
             clock: Clock::System,
+            policy_kinds: true,
         }
     }
 }
@@ -167,6 +172,8 @@ impl StubConfig {
 /// share_group = "licd-controllers"
 /// client_id = "licd-stub"
 /// admin_listen = "127.0.0.1:8180"           # admin HTTP API (loopback by default)
+/// policy_kinds = true                       # false: act as a controller predating policy
+///                                           # (PROTOCOL.md §17.6), e.g. to stage a rollout
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +212,8 @@ pub struct FileConfig {
     pub client_id: Option<String>,
     /// Listener of the admin HTTP API (`licd-stub serve`; default 127.0.0.1:8180).
     pub admin_listen: Option<SocketAddr>,
+    /// Speak the policy kinds (default true); see [`StubConfig::policy_kinds`].
+    pub policy_kinds: Option<bool>,
 }
 
 /// Why a configuration is not usable.
@@ -333,6 +342,7 @@ impl FileConfig {
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(10),
             clock: Clock::System,
+            policy_kinds: self.policy_kinds.unwrap_or(true),
         })
     }
 }
@@ -350,6 +360,9 @@ mod tests {
         assert_eq!(c.lease.grace_secs, LeasePolicy::default().grace_secs);
         assert_eq!(c.subscription, ReportSubscription::Plain);
         assert!(matches!(c.broker, BrokerMode::Embedded { .. }));
+        assert!(c.policy_kinds, "policy kinds on by default");
+        let old: FileConfig = toml::from_str("policy_kinds = false").unwrap();
+        assert!(!old.into_config().unwrap().policy_kinds);
         let bad: FileConfig = toml::from_str("broker = \"tcp://x:1\"").unwrap();
         assert!(bad.into_config().is_err());
     }

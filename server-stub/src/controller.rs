@@ -89,6 +89,8 @@ pub struct Controller {
     engine: Engine,
     ledger: Ledger,
     signer: Signer,
+    /// See [`crate::StubConfig::policy_kinds`].
+    policy_kinds: bool,
 }
 
 impl Controller {
@@ -105,7 +107,21 @@ impl Controller {
             engine: Engine::from_state(state, lease),
             ledger,
             signer,
+            policy_kinds: true,
         })
+    }
+
+    /// Speaks the policy kinds (PROTOCOL.md §17, the default) or not: with `false` it behaves
+    /// as a controller predating §17 — extended reports and extended activation requests are
+    /// refused as an unknown kind (so agents negotiating fall back to plain reports, §17.6),
+    /// and every bundle is plain.
+    pub fn set_policy_kinds(&mut self, on: bool) {
+        self.policy_kinds = on;
+    }
+
+    /// Whether it speaks the policy kinds.
+    pub fn policy_kinds(&self) -> bool {
+        self.policy_kinds
     }
 
     /// The engine (read-only).
@@ -181,6 +197,12 @@ impl Controller {
         // A new agent sends extended reports (issue 20), an older one plain reports: each
         // opens by its own rules, and the answer is of the matching bundle kind.
         let extended = match Envelope::parse(payload) {
+            Ok(env) if env.kind == MessageKind::ExtendedReport && !self.policy_kinds => {
+                // What a controller predating §17 answers: nothing it can read.
+                return Err(ReportError::Envelope(licd_protocol::Error::UnknownKind(
+                    MessageKind::ExtendedReport.to_byte(),
+                )));
+            }
             Ok(env) if env.kind == MessageKind::ExtendedReport => {
                 Some(open_extended_report(payload).map_err(ReportError::Envelope)?)
             }
@@ -253,7 +275,11 @@ impl Controller {
     /// Seals one bundle: a policy bundle (each service's policy, the usage acknowledgement)
     /// for a device whose last report was extended, a plain bundle for an older agent.
     pub fn seal(&self, b: &GrantBundle) -> Publication {
-        let payload = match self.engine.policy_bundle(b) {
+        let policy = self
+            .policy_kinds
+            .then(|| self.engine.policy_bundle(b))
+            .flatten();
+        let payload = match policy {
             Some(pb) => seal_policy_bundle(&pb, self.signer.key(), self.signer.cert()),
             None => self.signer.seal(&self.engine.plain_bundle(b)),
         };

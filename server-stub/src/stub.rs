@@ -69,7 +69,8 @@ impl Stub {
             LedgerLocation::InMemory => Ledger::open_in_memory()?,
         };
         let root = signer.root_public_key();
-        let core = Controller::open(ledger, signer, config.lease)?;
+        let mut core = Controller::open(ledger, signer, config.lease)?;
+        core.set_policy_kinds(config.policy_kinds);
 
         let started =
             crate::broker::start_if_embedded(&config.broker, config.connect_timeout).await?;

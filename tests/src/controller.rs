@@ -156,7 +156,14 @@ impl TestController {
                         g.presence.push((p.topic.clone(), p.payload.to_vec()));
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Ok(report) = open_report(&p.payload) {
+                        // An extended report (agents negotiate, PROTOCOL.md §17.6) is read
+                        // for its report part and answered with a plain bundle, like any
+                        // controller that does not speak policy: the agent falls back.
+                        let report = open_report(&p.payload).or_else(|_| {
+                            licd_protocol::policy::open_extended_report(&p.payload)
+                                .map(|x| x.report)
+                        });
+                        if let Ok(report) = report {
                             let answer = {
                                 let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
                                 g.reports.push(report.clone());

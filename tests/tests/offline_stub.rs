@@ -4,6 +4,11 @@
 //! receipt is refused) and the second gets it by file; then the second is given a broker and
 //! continues from the seq it imported, with no gap.
 //!
+//! A device that speaks policy (the default, `extended_reports = "auto"`) writes extended
+//! requests (kind 15): the grant file carries a policy bundle, and the usage the request
+//! carried is acknowledged (the next request opens its window at it); a controller predating
+//! policy refuses such a request cleanly, and a plain one from a device set to `false` works.
+//!
 //! The cross smoke (`cross/smoke.sh`) also runs
 //! `a_device_with_no_network_is_licensed_by_a_grant_file_from_the_stub_cli` with `LICD_BIN`
 //! set to an emulated firmware build: the grant file is made on the host by the real
@@ -30,8 +35,14 @@ fn svc(s: &str) -> ServiceName {
 
 /// The stub with one wifi seat for tenant acme and auto-licensing on.
 fn stub(rt: &tokio::runtime::Runtime) -> StubHandle {
+    stub_speaking(rt, true)
+}
+
+/// [`stub`] with `policy_kinds` set (`false`: a controller predating PROTOCOL.md §17).
+fn stub_speaking(rt: &tokio::runtime::Runtime, policy_kinds: bool) -> StubHandle {
     let now = licd_tests::controller::unix_now();
-    let config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
+    let mut config = StubConfig::for_tests(Signer::ephemeral(now).unwrap());
+    config.policy_kinds = policy_kinds;
     rt.block_on(async {
         let stub = Stub::start(config).await.unwrap();
         let acme = TenantId::new("acme").unwrap();
@@ -274,4 +285,148 @@ fn a_device_with_no_network_is_licensed_by_a_grant_file_from_the_stub_cli() {
         stopped.as_millis()
     );
     rt.block_on(admin.shutdown());
+}
+
+/// The request file `path` (armored or not), opened as an extended activation request.
+fn extended_request(path: &Path) -> licd_protocol::ExtendedActivationRequest {
+    let bytes = std::fs::read(path).unwrap();
+    let raw = licd_protocol::offline::decode_file(&bytes).unwrap();
+    licd_protocol::policy::open_extended_activation_request(&raw)
+        .unwrap_or_else(|e| panic!("{}: not an extended request: {e}", path.display()))
+}
+
+/// The kind of the bundle inside a grant file answering a request.
+fn answer_bundle_kind(file: &[u8]) -> licd_protocol::MessageKind {
+    let raw = licd_protocol::offline::decode_file(file).unwrap();
+    let answer: licd_protocol::GrantAnswer = licd_protocol::Envelope::parse(&raw)
+        .unwrap()
+        .decode()
+        .unwrap();
+    licd_protocol::Envelope::parse(&answer.bundle).unwrap().kind
+}
+
+/// Issue 20: a device licensed only by file gets its policy and has its usage acknowledged.
+/// `licd request` writes an extended request (report seq 1, window 0); the grant file carries
+/// a policy bundle (the SKU's advisory strategy shows on the device) acknowledging report 1;
+/// the renewal request — with the daemon stopped, so the acknowledgement was persisted by the
+/// stopped import — carries report 2 in the window opened at 1, and the controller closes
+/// window 0 at report 1 (counted once).
+#[test]
+fn a_device_licensed_only_by_file_gets_its_policy_and_its_usage_acknowledged() {
+    use licd_stub::engine::policy::{Policy, Strategy};
+    let rt = licd_tests::runtime();
+    let stub = stub(&rt);
+    let sku = Sku::new("LIC-WIFI").unwrap();
+    let policy = Policy {
+        strategy: Some(Strategy::Advisory),
+        ..Policy::default()
+    };
+    rt.block_on(stub.apply(move |e, now| Ok(((), e.set_sku_policy(&sku, policy, now)?))))
+        .unwrap();
+    let mut a = offline_agent("ap-1", &stub.root_public_key().to_hex());
+
+    let req = a.state.join("req1.licd");
+    cli_ok(&a, &["request", "--armor", "--out", req.to_str().unwrap()]);
+    let r1 = extended_request(&req);
+    assert_eq!((r1.report.report_seq, r1.report.usage.window), (1, 0));
+    let file = rt
+        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap(), None))
+        .unwrap();
+    assert_eq!(
+        answer_bundle_kind(&file.file),
+        licd_protocol::MessageKind::PolicyBundle
+    );
+    let grant = a.state.join("grant1.licd");
+    std::fs::write(&grant, &file.file).unwrap();
+    cli_ok(&a, &["import", grant.to_str().unwrap()]);
+    let (code, v) = a.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, &v["state"]), (0, &"licensed".into()), "{v}");
+    let st = a.status().unwrap();
+    let wifi = st["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "wifi").cloned())
+        .unwrap_or_default();
+    assert_eq!(wifi["strategy"], "advisory", "{st}");
+
+    // Renewal with the daemon stopped.
+    a.stop().unwrap();
+    let req = a.state.join("req2.licd");
+    cli_ok(&a, &["request", "--out", req.to_str().unwrap()]);
+    let r2 = extended_request(&req);
+    assert_eq!(
+        (r2.report.report_seq, r2.report.usage.window),
+        (2, 1),
+        "report 1 was acknowledged"
+    );
+    let file = rt
+        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap(), None))
+        .unwrap();
+    let grant = a.state.join("grant2.licd");
+    std::fs::write(&grant, &file.file).unwrap();
+    cli_ok(&a, &["import", grant.to_str().unwrap()]);
+    let req = a.state.join("req3.licd");
+    cli_ok(&a, &["request", "--out", req.to_str().unwrap()]);
+    let r3 = extended_request(&req);
+    assert_eq!(
+        (r3.report.report_seq, r3.report.usage.window),
+        (3, 2),
+        "the stopped import persisted the acknowledgement of report 2"
+    );
+    let acme = TenantId::new("acme").unwrap();
+    let windows = stub
+        .usage_windows(&licd_stub::ledger::UsageQuery {
+            tenant: Some(&acme),
+            device: None,
+            from: 0,
+            to: u64::MAX,
+        })
+        .unwrap();
+    let summary: Vec<_> = windows
+        .iter()
+        .map(|w| (w.window, w.last_seq, w.closed))
+        .collect();
+    assert!(summary.contains(&(0, 1, true)), "{summary:?}");
+    assert!(summary.contains(&(1, 2, false)), "{summary:?}");
+    rt.block_on(stub.shutdown());
+}
+
+/// An extended request (kind 15) at a controller predating policy is refused cleanly — the
+/// unknown kind named, nothing changed — and the same device set to `extended_reports =
+/// false` writes a plain request that the controller answers with a plain bundle.
+#[test]
+fn a_controller_predating_policy_refuses_an_extended_request_cleanly_and_answers_a_plain_one() {
+    let rt = licd_tests::runtime();
+    let stub = stub_speaking(&rt, false);
+    let root = stub.root_public_key().to_hex();
+    let mut a = offline_agent("ap-1", &root);
+    let req = a.state.join("req.licd");
+    cli_ok(&a, &["request", "--armor", "--out", req.to_str().unwrap()]);
+    let e = rt
+        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap(), None))
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown message kind 15"), "{e}");
+    assert!(stub.devices(None).unwrap().is_empty(), "nothing changed");
+
+    a.stop().unwrap();
+    let cfg = std::fs::read_to_string(a.config_path()).unwrap();
+    let cfg = if cfg.contains("[enforce]") {
+        cfg.replace("[enforce]", "[enforce]\nextended_reports = false")
+    } else {
+        format!("{cfg}\n[enforce]\nextended_reports = false\n")
+    };
+    std::fs::write(a.config_path(), cfg).unwrap();
+    cli_ok(&a, &["request", "--out", req.to_str().unwrap()]);
+    let file = rt
+        .block_on(stub.offline_grant(&std::fs::read(&req).unwrap(), None))
+        .unwrap();
+    assert_eq!(
+        answer_bundle_kind(&file.file),
+        licd_protocol::MessageKind::Grants
+    );
+    let grant = a.state.join("grant.licd");
+    std::fs::write(&grant, &file.file).unwrap();
+    cli_ok(&a, &["import", grant.to_str().unwrap()]);
+    let (code, v) = a.check_cli("wifi", &[]).unwrap();
+    assert_eq!((code, &v["state"]), (0, &"licensed".into()), "{v}");
+    rt.block_on(stub.shutdown());
 }

@@ -11,7 +11,10 @@
 //!   grace, on the device and in compliance;
 //! - usage (grace seconds) survives a kill -9 of the agent and a controller restart and is
 //!   counted once;
-//! - an expiring-soon hook fires exactly once per threshold, across an agent restart.
+//! - an expiring-soon hook fires exactly once per threshold, across an agent restart;
+//! - an agent with the default `extended_reports = "auto"` gets policy bundles from the stub
+//!   and falls back to plain reports (licensed, once, also across a restart) with a stub
+//!   configured as a controller predating §17 (`policy_kinds = false`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,12 +80,19 @@ impl Lab<'_> {
     /// Starts the stub and sets up MSP, tenant acme, the SKUs with their policies and one
     /// subscription of acme with 5 seats of each, auto-licensing on.
     fn start(&self, rt: &tokio::runtime::Runtime) -> StubHandle {
+        self.start_speaking(rt, true)
+    }
+
+    /// [`Lab::start`] with `policy_kinds` set (`false`: a controller predating §17).
+    fn start_speaking(&self, rt: &tokio::runtime::Runtime, policy_kinds: bool) -> StubHandle {
         // The agent binary is built (once) before the term starts counting: a term of seconds
         // must not run out while cargo builds.
         licd_tests::licd_bin().unwrap();
         let now = unix_now();
+        let mut config = self.config();
+        config.policy_kinds = policy_kinds;
         rt.block_on(async {
-            let stub = Stub::start(self.config()).await.unwrap();
+            let stub = Stub::start(config).await.unwrap();
             stub.add_customer(TenantId::new("msp").unwrap(), "MSP", CustomerKind::Msp)
                 .await
                 .unwrap();
@@ -518,5 +528,151 @@ fn an_expiring_soon_hook_fires_exactly_once_per_threshold_across_a_restart() {
     });
     let lines: Vec<String> = fired().lines().map(str::to_owned).collect();
     assert_eq!(lines, vec!["wifi 20", "wifi 10"], "{}", a.log());
+    rt.block_on(stub.shutdown());
+}
+
+/// An agent with the default `extended_reports` ("auto"), reporting every 10 s at most.
+fn auto_agent(stub_port: u16, root: &str) -> Agent {
+    let mut o = AgentOptions::plain(stub_port, root);
+    o.services = vec!["wifi".into()];
+    o.extra = "[enforce]\nreport_interval_secs = 10\n".into();
+    Agent::start(&o).unwrap()
+}
+
+fn reports_of(a: &Agent) -> Value {
+    a.status().unwrap_or_default()["reports"].clone()
+}
+
+#[test]
+fn an_agent_left_at_auto_gets_policy_bundles_from_the_stub_and_keeps_sending_extended_reports() {
+    let rt = licd_tests::runtime();
+    let lab = Lab {
+        skus: &[("LIC-WIFI", "wifi", None, strategy(Strategy::Advisory))],
+        term_ends_in: 86_400,
+        lease: 60,
+        grace: 60,
+        broker: None,
+        ledger: None,
+        signer: Signer::ephemeral(unix_now()).unwrap(),
+    };
+    let stub = lab.start(&rt);
+    let port = stub.broker_addr().unwrap().port();
+    let mut a = auto_agent(port, &stub.root_public_key().to_hex());
+    wait_check(&a, "wifi", "wifi licensed", |code, v| {
+        code == 0 && v["state"] == "licensed"
+    });
+    // The policy came in the grant: the controller speaks policy.
+    wait_for("a policy bundle", T, || {
+        status_of(&a, "wifi")["strategy"] == "advisory"
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", a.log()));
+    let r = reports_of(&a);
+    assert_eq!(
+        (&r["kind"], &r["setting"], &r["confirmed"]),
+        (
+            &Value::from("extended"),
+            &Value::from("auto"),
+            &Value::from(true)
+        ),
+        "{r}"
+    );
+    // The controller saw extended reports from the device.
+    assert!(sent_extended(&stub));
+    // A restart keeps the confirmation (persisted), and reports stay extended.
+    a.restart().unwrap();
+    let r = wait_for_reports(&a);
+    assert_eq!(
+        (&r["kind"], &r["confirmed"]),
+        (&Value::from("extended"), &Value::from(true)),
+        "{r}"
+    );
+    assert!(!a.log().contains("plain reports"), "{}", a.log());
+    rt.block_on(stub.shutdown());
+}
+
+/// Whether the controller's record of ap-1 says its last report was extended.
+fn sent_extended(stub: &StubHandle) -> bool {
+    stub.with_engine(|e| {
+        e.state()
+            .devices
+            .values()
+            .any(|d| d.id.as_str() == "ap-1" && d.usage.extended)
+    })
+    .unwrap_or(false)
+}
+
+/// The `reports` status of a (re)started agent, once its socket answers.
+fn wait_for_reports(a: &Agent) -> Value {
+    wait_for("the agent to answer", T, || a.status().is_some()).unwrap();
+    reports_of(a)
+}
+
+#[test]
+fn an_agent_left_at_auto_falls_back_to_plain_reports_once_with_a_controller_predating_policy() {
+    let rt = licd_tests::runtime();
+    let lab = Lab {
+        skus: &[("LIC-WIFI", "wifi", None, strategy(Strategy::Immediate))],
+        term_ends_in: 86_400,
+        lease: 60,
+        grace: 60,
+        broker: None,
+        ledger: None,
+        signer: Signer::ephemeral(unix_now()).unwrap(),
+    };
+    // The real stub, configured as a controller predating §17: it refuses extended reports
+    // as an unknown kind and never answers them.
+    let stub = lab.start_speaking(&rt, false);
+    let port = stub.broker_addr().unwrap().port();
+    let mut a = auto_agent(port, &stub.root_public_key().to_hex());
+    // Three extended reports (at 0, 5 and 15 s) get no answer over the 10 s span; the next
+    // one is plain, and its plain bundle licenses the device.
+    let started = std::time::Instant::now();
+    wait_for(
+        "wifi licensed after the fallback",
+        Duration::from_secs(60),
+        || check(&a, "wifi").1["state"] == "licensed",
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", a.log()));
+    let took = started.elapsed();
+    eprintln!("licensed after the fallback in {took:?}");
+    assert!(
+        took >= Duration::from_secs(8),
+        "licensed after {took:?}: too soon to have fallen back"
+    );
+    let r = reports_of(&a);
+    assert_eq!(
+        (&r["kind"], &r["confirmed"]),
+        (&Value::from("plain"), &Value::from(false)),
+        "{r}"
+    );
+    let since = r["plain_since"].as_u64().expect("plain_since");
+    let log = a.log();
+    assert_eq!(
+        log.matches("got no answer").count(),
+        1,
+        "one line says why: {log}"
+    );
+    // A plain bundle: the default policy (restrict), never the grant's immediate.
+    assert_eq!(status_of(&a, "wifi")["strategy"], "restrict");
+    assert!(!sent_extended(&stub));
+    let refused = stub.stats().reports_refused;
+    assert!(refused >= 3, "the extended reports were refused: {refused}");
+    // A restart does not probe the old controller again: plain at once (the stub applies
+    // the reports after the restart, refuses none).
+    let before = stub.stats();
+    a.restart().unwrap();
+    let r = wait_for_reports(&a);
+    assert_eq!(
+        (&r["kind"], r["plain_since"].as_u64()),
+        (&Value::from("plain"), Some(since)),
+        "{r}"
+    );
+    wait_for("two reports after the restart", T, || {
+        stub.stats().reports_applied >= before.reports_applied + 2
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", stub.stats(), a.log()));
+    eprintln!("two reports after the restart at {:?}", started.elapsed());
+    assert_eq!(stub.stats().reports_refused, before.reports_refused);
+    assert_eq!(a.log().matches("got no answer").count(), 1, "{}", a.log());
     rt.block_on(stub.shutdown());
 }

@@ -261,7 +261,16 @@ impl Daemon {
                     self.core.time.rollback(),
                 );
                 let (n, seq) = (report.services_wanted.len(), report.bundle_seq);
-                let bytes = files::new_request(&lock, &dir, report, &self.key).map_err(refuse)?;
+                let store = self.core.store.clone();
+                let bytes = files::new_request(
+                    &lock,
+                    &store,
+                    &mut self.core.enforcer,
+                    report,
+                    &self.key,
+                    now,
+                )
+                .map_err(refuse)?;
                 tracing::info!(services = n, seq, "activation request written");
                 Ok(FileAnswer::new(
                     format!("activation request for {n} service(s), holding grant seq {seq}"),
@@ -421,6 +430,7 @@ impl Daemon {
                         expiring: Some((threshold, term_ends_at)),
                     });
                 }
+                Effect::Negotiated(change) => tracing::info!(%change, "report kind"),
                 Effect::PersistPolicy(record) => {
                     if let Err(e) = self.core.store.save_policy_record(&record) {
                         tracing::error!(error = %e, "cannot write the policy record; a restart could fire an expiring-soon warning again or lose usage not yet acknowledged");
@@ -471,7 +481,21 @@ impl Daemon {
             clock_rollback: self.core.time.rollback(),
         };
         let bundle_seq = report.bundle_seq;
-        let bytes = if self.core.settings.extended_reports {
+        let (extended, change) = self.core.enforcer.next_report_kind(now);
+        if let Some(change) = change {
+            tracing::info!(%change, "report kind");
+            if !extended {
+                // An extended report persists the record below anyway (write-ahead).
+                if let Err(e) = self
+                    .core
+                    .store
+                    .save_policy_record(self.core.enforcer.policy_record())
+                {
+                    tracing::warn!(error = %e, "cannot write the policy record; a restart negotiates the report kind again");
+                }
+            }
+        }
+        let bytes = if extended {
             let (report_seq, usage, compliance, record) = self.core.enforcer.prepare_report(now);
             // Write-ahead (PROTOCOL.md §17.3): the seq and what the report carries are on disk
             // before it leaves, so a crash can skip a seq but never reuse one.

@@ -153,7 +153,15 @@ impl Agent {
                 .await
                 .ok()??;
             if p.topic == "licd/v1/acme/ap-1/report" {
-                let report = open_report(&p.payload).expect("a signed report");
+                // Extended or plain (`extended_reports = "auto"` negotiates): the report part.
+                let report = match open_report(&p.payload) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        licd_protocol::policy::open_extended_report(&p.payload)
+                            .expect("a signed report")
+                            .report
+                    }
+                };
                 return Some((self.elapsed(), report));
             }
         }

@@ -185,9 +185,10 @@ pub fn cache_facts(
         Ok(Some(r)) => r,
     };
     // The cache rule: the chain as of the bundle's `issued_at` (as the daemon loads it).
-    let opened = licd_protocol::envelope::open_bundle_as_issued(&raw, trust);
+    // Either bundle kind: a policy bundle (kind 10) is cached as received.
+    let opened = licd_protocol::policy::open_any_bundle_as_issued(&raw, trust);
     let (bundle, signer) = match opened {
-        Ok(b) => b,
+        Ok((b, signer)) => (b.bundle, signer),
         Err(e) => {
             let r = crate::enforce::Refusal::from(e);
             return CacheFacts::Refused {

@@ -10,6 +10,8 @@ use std::time::Duration;
 use licd_protocol::{PublicKey, ServiceName, SiteId, TenantId};
 use serde::Deserialize;
 
+pub use crate::enforce::ExtendedReports;
+
 pub mod host;
 
 pub use host::{IdentityConfig, VmProbeConfig};
@@ -290,11 +292,12 @@ pub struct EnforceConfig {
     /// How often the VM probe runs.
     #[serde(default = "default_vm_interval")]
     pub vm_probe_interval_secs: u64,
-    /// Send extended reports (report seq, usage, compliance; PROTOCOL.md §17) instead of plain
-    /// ones, so the controller answers with policy bundles. Only towards a controller that
-    /// reads them: an older one drops them and never answers.
+    /// Extended reports (report seq, usage, compliance; PROTOCOL.md §17), answered by policy
+    /// bundles: `"auto"` (the default) negotiates with the controller — extended, falling back
+    /// to plain reports when a controller predating §17 leaves them unanswered (§17.6);
+    /// `true` always, `false` never.
     #[serde(default)]
-    pub extended_reports: bool,
+    pub extended_reports: ExtendedReports,
 }
 
 impl Default for EnforceConfig {
@@ -304,7 +307,7 @@ impl Default for EnforceConfig {
             rollback_tolerance_secs: default_tolerance(),
             report_interval_secs: default_report_interval(),
             vm_probe_interval_secs: default_vm_interval(),
-            extended_reports: false,
+            extended_reports: ExtendedReports::Auto,
         }
     }
 }
@@ -402,7 +405,7 @@ pub struct Settings {
     /// See [`EnforceConfig::vm_probe_interval_secs`].
     pub vm_probe_interval: Duration,
     /// See [`EnforceConfig::extended_reports`].
-    pub extended_reports: bool,
+    pub extended_reports: ExtendedReports,
     /// Logging.
     pub log: LogConfig,
     /// Identity overrides.
@@ -683,6 +686,29 @@ mod tests {
             s.site, None,
             "no site: only the controller may license the device"
         );
+    }
+
+    #[test]
+    fn extended_reports_is_auto_by_default_and_true_false_mean_always_never() {
+        let with = |v: &str| {
+            Settings::from_toml(&format!(
+                "{}[enforce]\nextended_reports = {v}\n",
+                minimal("url = \"mqtts://h\"")
+            ))
+        };
+        let s = Settings::from_toml(&minimal("url = \"mqtts://h\"")).unwrap();
+        assert_eq!(s.extended_reports, ExtendedReports::Auto);
+        for (v, want) in [
+            ("\"auto\"", ExtendedReports::Auto),
+            ("true", ExtendedReports::Always),
+            ("false", ExtendedReports::Never),
+        ] {
+            assert_eq!(with(v).unwrap().extended_reports, want, "{v}");
+        }
+        for bad in ["\"yes\"", "1"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("\"auto\", true or false"), "{bad}: {e}");
+        }
     }
 
     #[test]

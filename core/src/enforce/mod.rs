@@ -8,6 +8,7 @@
 //! effect says so ([`Effect::Report`]); when to report, retry and back off is decided here.
 
 mod accept;
+mod negotiate;
 mod policy;
 mod schedule;
 mod state;
@@ -26,6 +27,10 @@ use crate::refusal::Channel;
 
 pub use crate::refusal::RefusalStats;
 pub use accept::{AcceptanceRules, Refusal};
+pub use negotiate::{
+    ExtendedReports, Negotiated, Negotiation, FALLBACK_AFTER, FALLBACK_SPAN_MAX,
+    RETRY_EXTENDED_AFTER,
+};
 pub use policy::{
     evaluate_with_policy, thresholds_crossed, AckOutcome, Counters, Fired, PolicyRecord,
     MAX_POLICY_RECORD_LEN, MAX_SENT_REMEMBERED, USAGE_PERSIST_INTERVAL,
@@ -136,6 +141,9 @@ pub enum Effect {
     },
     /// Write this policy record (report seqs, usage, thresholds fired) to the state directory.
     PersistPolicy(PolicyRecord),
+    /// The report kind changed (extended or plain, §17.6): log it. The record is persisted
+    /// with it ([`Effect::PersistPolicy`]).
+    Negotiated(Negotiated),
 }
 
 /// The bundle currently in force.
@@ -276,6 +284,22 @@ pub struct Snapshot {
     pub refusals: RefusalStats,
     /// Roots and revocations in force.
     pub trust: TrustInfo,
+    /// Which report kind goes next (PROTOCOL.md §17.6).
+    pub reports: ReportsInfo,
+}
+
+/// The report kind in force, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportsInfo {
+    /// `extended` or `plain`: the kind of the next report.
+    pub kind: &'static str,
+    /// The `extended_reports` setting: `auto`, `always` or `never`.
+    pub setting: &'static str,
+    /// A policy bundle confirmed the controller speaks policy.
+    pub confirmed: bool,
+    /// Plain reports since this time after falling back (auto), until a retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_since: Option<UnixTime>,
 }
 
 impl Snapshot {
@@ -325,6 +349,10 @@ pub struct Enforcer {
     policy_urgent: bool,
     /// When the policy record was last handed to the shell to persist.
     policy_persisted_at: UnixTime,
+    /// The `extended_reports` setting.
+    extended: ExtendedReports,
+    /// The last report counted was extended (undone by [`Input::ReportNotQueued`]).
+    last_extended: bool,
 }
 
 impl Enforcer {
@@ -349,7 +377,37 @@ impl Enforcer {
             policy_dirty: false,
             policy_urgent: false,
             policy_persisted_at: 0,
+            extended: ExtendedReports::Never,
+            last_extended: false,
         }
+    }
+
+    /// Sets the `extended_reports` setting (a new enforcer sends plain reports only).
+    pub fn set_extended_reports(&mut self, mode: ExtendedReports) {
+        self.extended = mode;
+    }
+
+    /// Whether the next report (or activation request) would be extended: the setting, and
+    /// under `auto` the negotiation (not fallen back to plain reports). Changes nothing.
+    pub fn sends_extended(&self) -> bool {
+        self.policy.negotiation.extended(self.extended)
+    }
+
+    /// Decides whether the report about to go at `now` is extended (PROTOCOL.md §17.6) and
+    /// counts it. With `Some` change, the shell logs it and persists
+    /// [`Enforcer::policy_record`] (an extended report persists it anyway, write-ahead).
+    pub fn next_report_kind(&mut self, now: UnixTime) -> (bool, Option<Negotiated>) {
+        let held = self.held.as_ref().map(|h| h.signer.signer);
+        let span = self.schedule.policy().interval;
+        let (extended, change) =
+            self.policy
+                .negotiation
+                .next_report(self.extended, now, span, held);
+        self.last_extended = extended;
+        if change.is_some() {
+            self.policy_dirty = true;
+        }
+        (extended, change)
     }
 
     /// Puts a persisted policy record in force (at start-up, **before**
@@ -669,6 +727,17 @@ impl Enforcer {
                 Ok(Some((bundle, signer))) => {
                     let (seq, issued_at) = (bundle.bundle.seq, bundle.bundle.issued_at);
                     let refresh = bundle.bundle.refresh_after;
+                    let with_policy = raw.get(1) == Some(&MessageKind::PolicyBundle.to_byte());
+                    if let Some(n) = self.policy.negotiation.bundle_accepted(
+                        self.extended,
+                        with_policy,
+                        signer.signer,
+                        now,
+                    ) {
+                        effects.push(Effect::Negotiated(n));
+                        self.policy_dirty = true;
+                        self.policy_urgent = true;
+                    }
                     self.install(bundle, raw.to_vec(), signer, now);
                     effects.push(Effect::Persist(raw.to_vec()));
                     effects.push(Effect::Accepted { seq, signer });
@@ -709,6 +778,7 @@ impl Enforcer {
             }
             Input::Disconnected => self.schedule.disconnect(),
             Input::ReportNotQueued => {
+                self.policy.negotiation.not_queued(self.last_extended);
                 let refresh = self.held.as_ref().map(|h| h.bundle.refresh_after);
                 self.schedule.not_queued(now, refresh);
                 return effects;
@@ -1101,6 +1171,21 @@ impl Enforcer {
             vm: VmStatus::of(&self.vm, self.evaluated_at),
             refusals: self.refusals.clone(),
             trust: TrustInfo::of(&self.rules.trust),
+            reports: {
+                let n = &self.policy.negotiation;
+                ReportsInfo {
+                    kind: if n.extended(self.extended) {
+                        "extended"
+                    } else {
+                        "plain"
+                    },
+                    setting: self.extended.name(),
+                    confirmed: n.confirmed,
+                    plain_since: n
+                        .plain_since
+                        .filter(|_| self.extended == ExtendedReports::Auto),
+                }
+            },
         }
     }
 }

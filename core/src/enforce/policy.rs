@@ -11,6 +11,7 @@ use licd_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::negotiate::Negotiation;
 use super::state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
 
 /// How many reports sent in the open window the device remembers (an acknowledgement of an
@@ -182,6 +183,10 @@ pub struct PolicyRecord {
     pub accrued_at: UnixTime,
     /// Expiring-soon thresholds fired per service.
     pub fired: BTreeMap<ServiceName, Fired>,
+    /// Whether the controller speaks policy (extended reports, §17.6). Encoded after the
+    /// fields above, so a record written before it existed still reads (negotiating afresh).
+    #[serde(skip)]
+    pub negotiation: Negotiation,
 }
 
 /// First bytes of the record file (`policy.v1.bin`).
@@ -205,6 +210,7 @@ impl PolicyRecord {
         let mut out = MAGIC.to_vec();
         // postcard cannot fail on these types (no unsized data, maps with string keys).
         out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out.extend(postcard::to_allocvec(&self.negotiation).unwrap_or_default());
         out
     }
 
@@ -217,8 +223,17 @@ impl PolicyRecord {
         let body = bytes
             .strip_prefix(MAGIC)
             .ok_or("not a policy record (bad header)")?;
-        let (record, rest) = postcard::take_from_bytes::<PolicyRecord>(body)
+        let (mut record, rest) = postcard::take_from_bytes::<PolicyRecord>(body)
             .map_err(|_| "policy record does not decode")?;
+        // A record from before the negotiation ends here.
+        let rest = if rest.is_empty() {
+            rest
+        } else {
+            let (n, rest) = postcard::take_from_bytes::<Negotiation>(rest)
+                .map_err(|_| "policy record does not decode")?;
+            record.negotiation = n;
+            rest
+        };
         if !rest.is_empty() {
             return Err("bytes after the policy record");
         }
@@ -335,6 +350,20 @@ mod tests {
         c.add_grace(&svc("a"), u64::MAX);
         c.add_grace(&svc("a"), 5);
         assert_eq!(c.grace_seconds[&svc("a")], u64::MAX);
+    }
+
+    #[test]
+    fn a_record_written_before_the_negotiation_still_reads_and_the_negotiation_round_trips() {
+        let mut dev = PolicyRecord::default();
+        dev.usage.add_refusal();
+        dev.next_report();
+        // What an agent before §17.6 wrote: the magic line and the record alone.
+        let mut old = MAGIC.to_vec();
+        old.extend(postcard::to_allocvec(&dev).unwrap());
+        assert_eq!(PolicyRecord::decode(&old).unwrap(), dev);
+        dev.negotiation.confirmed = true;
+        dev.negotiation.plain_since = Some(7);
+        assert_eq!(PolicyRecord::decode(&dev.encode()).unwrap(), dev);
     }
 
     #[test]

@@ -926,4 +926,5 @@ fn a_device_without_a_site_or_at_another_refuses_every_relay() {
     }
 }
 
+mod negotiate;
 mod policy;

@@ -3,7 +3,10 @@
 //! `seq` before any file or MQTT message carries it.
 
 use licd_protocol::offline::{decode_file, open_activation_request, seal_grant_answer};
-use licd_protocol::{GrantAnswer, GrantBundle, TenantId, UnixTime};
+use licd_protocol::policy::open_extended_activation_request;
+use licd_protocol::{
+    ActivationRequest, Envelope, GrantAnswer, GrantBundle, MessageKind, TenantId, UnixTime,
+};
 
 use super::{Controller, Publication};
 use crate::engine::offline::{OfflineRefused, Returned};
@@ -54,14 +57,33 @@ impl Controller {
             error,
         };
         let raw = decode_file(bytes).map_err(file)?;
-        let request = open_activation_request(&raw).map_err(file)?;
+        // A device that speaks policy writes an extended request (kind 15, PROTOCOL.md
+        // §17.7): its usage is counted like an extended report's, and the answer is a policy
+        // bundle acknowledging it.
+        let (request, extended) = match Envelope::parse(&raw) {
+            Ok(env) if env.kind == MessageKind::ExtendedActivationRequest => {
+                if !self.policy_kinds {
+                    // What a controller predating §17 says.
+                    return Err(file(licd_protocol::Error::UnknownKind(env.kind.to_byte())));
+                }
+                let x = open_extended_activation_request(&raw).map_err(file)?;
+                let request = ActivationRequest {
+                    report: x.report.report.clone(),
+                    nonce: x.nonce,
+                };
+                (request, Some(x.report))
+            }
+            _ => (open_activation_request(&raw).map_err(file)?, None),
+        };
         if tenant.is_some_and(|only| *only != request.report.tenant) {
             return Err(OfflineFileError::Refused(OfflineRefused::UnknownDevice {
                 tenant: request.report.tenant.to_string(),
                 device: request.report.device.to_string(),
             }));
         }
-        let (bundle, effects) = self.engine.handle_offline_request(&request, now)?;
+        let (bundle, effects) =
+            self.engine
+                .handle_offline_request_with(&request, extended.as_ref(), now)?;
         let pubs = self.commit(effects)?;
         let sealed = pubs
             .iter()

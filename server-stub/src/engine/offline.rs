@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use licd_protocol::offline::open_release_receipt;
 use licd_protocol::{
-    ActivationRequest, GrantBundle, ReleaseReceipt, ServiceName, TenantId, UnixTime,
+    ActivationRequest, ExtendedReport, GrantBundle, ReleaseReceipt, ServiceName, TenantId, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +135,18 @@ impl Engine {
         request: &ActivationRequest,
         now: UnixTime,
     ) -> Result<(GrantBundle, Effects), OfflineRefused> {
+        self.handle_offline_request_with(request, None, now)
+    }
+
+    /// [`Engine::handle_offline_request`] for a request carrying an extended report (its
+    /// report part is `request.report`): its usage is counted once like an extended report's
+    /// over MQTT, and the device's bundles become policy bundles acknowledging it.
+    pub fn handle_offline_request_with(
+        &mut self,
+        request: &ActivationRequest,
+        extended: Option<&ExtendedReport>,
+        now: UnixTime,
+    ) -> Result<(GrantBundle, Effects), OfflineRefused> {
         let report = &request.report;
         let key: DeviceKey = (report.tenant.clone(), report.device.clone());
         if self
@@ -149,7 +161,7 @@ impl Engine {
         // `offline_lease_days`, else the controller's); other devices whose seats change
         // meanwhile keep the regular lease.
         self.answering_file = Some(key.clone());
-        let result = self.answer_request(request, &key, now);
+        let result = self.answer_request(request, extended, &key, now);
         self.answering_file = None;
         result
     }
@@ -179,11 +191,12 @@ impl Engine {
     fn answer_request(
         &mut self,
         request: &ActivationRequest,
+        extended: Option<&ExtendedReport>,
         key: &DeviceKey,
         now: UnixTime,
     ) -> Result<(GrantBundle, Effects), OfflineRefused> {
         let mut effects = self
-            .handle_report(&request.report, now)
+            .handle_any_report(&request.report, extended, now)
             .map_err(OfflineRefused::Report)?;
         let bundle = match effects
             .publish

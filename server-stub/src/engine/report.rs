@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use licd_protocol::{DeviceReport, ExtendedReport, UnixTime};
 
 use super::model::{BundleState, Device, DeviceKey, SubscriptionStatus};
-use super::usage::UsageOutcome;
 use super::{Effects, Engine, ReportRefused};
 
 impl Engine {
@@ -34,7 +33,7 @@ impl Engine {
         self.handle_any_report(&report.report, Some(report), now)
     }
 
-    fn handle_any_report(
+    pub(super) fn handle_any_report(
         &mut self,
         report: &DeviceReport,
         extended: Option<&ExtendedReport>,
@@ -55,11 +54,16 @@ impl Engine {
             return Err(ReportRefused::SeqExhausted);
         }
         self.record(report, now);
+        // Every extended report is answered, also one whose usage is ignored (a duplicate,
+        // a late copy, a reset device not yet recognised): an agent negotiating the report
+        // kind takes unanswered extended reports for a controller predating them
+        // (PROTOCOL.md §17.6).
         let acknowledge = match extended {
-            Some(ext) => matches!(
-                self.record_usage(&key, ext, now),
-                UsageOutcome::Stored | UsageOutcome::Closed | UsageOutcome::Reset
-            ),
+            Some(ext) => {
+                let outcome = self.record_usage(&key, ext, now);
+                tracing::debug!(tenant = %key.0, device = %key.1, seq = ext.report_seq, ?outcome, "usage");
+                true
+            }
             None => false,
         };
         if let Some(d) = self.state.devices.get_mut(&key) {

@@ -96,6 +96,12 @@ pub struct UsageState {
     /// Per service, as the device last reported it.
     #[serde(default)]
     pub compliance: BTreeMap<ServiceName, ReportedCompliance>,
+    /// The highest report seq the device sent, in any chain (a reset is told by it).
+    #[serde(default)]
+    pub seen_seq: u64,
+    /// The latest report clock the device sent, in any chain.
+    #[serde(default)]
+    pub seen_clock: UnixTime,
 }
 
 impl UsageState {
@@ -230,8 +236,19 @@ impl Engine {
         };
         let highest = u.window.max(u.ack());
         let latest = u.reports.values().next_back();
-        let reset =
-            opened_at == 0 && seq <= highest && latest.is_some_and(|l| r.report.clock > l.clock);
+        // A device that lost its record starts again at seq 1, window 0 (PROTOCOL.md §17.3).
+        // While its seq is not above the highest seen, only a clock later than any seen tells
+        // it from a late copy of an old report. Once its seq is above, no clock is needed when
+        // a window has closed: every report naming window 0 went before the device applied
+        // that window's acknowledgement, so at or below the highest seq — a device whose clock
+        // went back (its time mark lost with the record) is recognised then, and loses nothing
+        // it reported since (its unacknowledged counters kept growing meanwhile).
+        let reset = opened_at == 0
+            && ((seq <= highest
+                && latest.is_some_and(|l| r.report.clock > l.clock.max(u.seen_clock)))
+                || (seq > highest.max(u.seen_seq) && u.window > 0));
+        u.seen_seq = u.seen_seq.max(seq);
+        u.seen_clock = u.seen_clock.max(r.report.clock);
         let outcome = if reset {
             // PROTOCOL.md §17.3: the usage the device had not had acknowledged is lost with
             // its record; what was reported stays counted, once.

@@ -339,3 +339,54 @@ fn a_device_that_lost_its_record_starts_a_new_chain_and_nothing_is_counted_twice
     h.take(&mut e);
     assert_eq!(h.grace(), 380);
 }
+
+#[test]
+fn a_device_that_lost_its_record_with_its_clock_set_back_is_recognised_once_its_seq_passes_the_highest(
+) {
+    let mut e = engine();
+    let mut h = History::default();
+    let key = key();
+    let at = |seq, window, grace, clock| {
+        let mut r = ext(seq, window, grace);
+        r.report.clock = clock;
+        r
+    };
+    // Window 0 closes at report 2 (the device applied ack 2); report 3 is in window 2.
+    for r in [
+        at(1, 0, 100, T0),
+        at(2, 0, 300, T0 + 10),
+        at(3, 2, 40, T0 + 20),
+    ] {
+        let _ = e.handle_extended_report(&r, T0).unwrap();
+        h.take(&mut e);
+    }
+    assert_eq!(h.grace(), 340);
+    // Record and time mark lost: seqs restart at 1 with a clock from 1970. Not above the
+    // highest seq (3) and no later clock: indistinguishable from late old reports, ignored —
+    // and not acknowledged, so the device keeps its counters.
+    for (seq, grace) in [(1, 10), (2, 20), (3, 30)] {
+        assert_eq!(
+            e.record_usage(&key, &at(seq, 0, grace, 5), T0),
+            UsageOutcome::ClosedWindow,
+            "seq {seq}"
+        );
+    }
+    assert_eq!(h.grace(), 340);
+    // Seq 4 in window 0 after window 2 opened: only a reset device sends that.
+    let _ = e.handle_extended_report(&at(4, 0, 45, 15), T0).unwrap();
+    h.take(&mut e);
+    assert_eq!(e.state().devices[&key].usage.chain, 1, "a new chain");
+    assert_eq!(
+        h.grace(),
+        300 + 40 + 45,
+        "old chain closed at 340, new one 45, none twice"
+    );
+    // The new chain goes on in its window 0.
+    let _ = e.handle_extended_report(&at(5, 0, 50, 16), T0).unwrap();
+    h.take(&mut e);
+    assert_eq!(h.grace(), 390);
+    // A late copy of the lost chain's report 2 (its clock later than the new chain's, but
+    // not than every clock seen) is not taken for another reset.
+    let _ = e.record_usage(&key, &at(2, 0, 300, T0 + 10), T0);
+    assert_eq!(e.state().devices[&key].usage.chain, 1);
+}

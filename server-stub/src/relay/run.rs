@@ -299,7 +299,16 @@ impl RelayCore {
                 "not a report topic",
             )));
         }
-        let report = open_report(payload).map_err(RelayError::Invalid)?;
+        // An extended report (§17) is read for its report part and answered with a plain
+        // bundle: the device then sends plain reports to this relay (§17.6).
+        let report = match open_report(payload) {
+            Err(licd_protocol::Error::WrongKind { .. }) => {
+                licd_protocol::policy::open_extended_report(payload)
+                    .map_err(RelayError::Invalid)?
+                    .report
+            }
+            other => other.map_err(RelayError::Invalid)?,
+        };
         if report.tenant != t.tenant || report.device != t.device {
             return Err(RelayError::TopicMismatch(format!(
                 "{}/{}",
