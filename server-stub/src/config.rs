@@ -59,6 +59,13 @@ impl std::fmt::Debug for Clock {
 pub enum LedgerLocation {
     /// A SQLite file, created on first start.
     File(PathBuf),
+    /// A PostgreSQL database (created tables on first start), shareable by replicas.
+    Postgres {
+        /// `postgres://user:password@host:port/db`.
+        url: String,
+        /// How long a ledger call retries a lost server before it fails.
+        retry: Duration,
+    },
     /// In memory: lost on exit (tests, throwaway demos).
     InMemory,
 }
@@ -151,6 +158,8 @@ impl StubConfig {
 ///
 /// ```toml
 /// ledger = "/var/lib/licd-stub/ledger.db"   # SQLite file, created on first start
+/// # ledger = "postgres://licd:pw@db.example:5432/licd"  # or PostgreSQL (replicas share it)
+/// # ledger_retry_secs = 30                  # PostgreSQL: retry a lost server this long
 /// key_dir = "/var/lib/licd-stub/keys"       # made by `licd-stub keys init`
 /// lease_secs = 604800                       # 7 days
 /// grace_secs = 2592000                      # 30 days
@@ -171,8 +180,10 @@ impl StubConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Ledger file.
+    /// Ledger: a SQLite file, or a `postgres://` / `postgresql://` URL.
     pub ledger: Option<PathBuf>,
+    /// PostgreSQL ledger: how long a call retries a lost server (default 30 s).
+    pub ledger_retry_secs: Option<u64>,
     /// Key directory.
     pub key_dir: Option<PathBuf>,
     /// Lease length in seconds.
@@ -317,10 +328,25 @@ impl FileConfig {
                 "share_group {group:?} must be non-empty without / + #"
             )));
         }
+        let ledger = self.ledger.unwrap_or_else(|| PathBuf::from("licd-stub.db"));
+        let ledger = match ledger.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                LedgerLocation::Postgres {
+                    url: url.to_string(),
+                    retry: self
+                        .ledger_retry_secs
+                        .map_or(crate::ledger::pg::DEFAULT_RETRY, Duration::from_secs),
+                }
+            }
+            _ if self.ledger_retry_secs.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "ledger_retry_secs applies to a postgres:// ledger only".into(),
+                ))
+            }
+            _ => LedgerLocation::File(ledger),
+        };
         Ok(StubConfig {
-            ledger: LedgerLocation::File(
-                self.ledger.unwrap_or_else(|| PathBuf::from("licd-stub.db")),
-            ),
+            ledger,
             keys: KeySource::Dir(self.key_dir.unwrap_or_else(|| PathBuf::from("keys"))),
             lease,
             broker,

@@ -24,6 +24,7 @@ mod cli;
 ///   licd-stub customers                 # then: subscriptions, auto-license, devices, compliance …
 ///
 /// For fleets and load tests use an external broker (mosquitto): --broker mqtt://host:1883.
+/// For replicas: --ledger postgres://licd@db/licd on each, one shared subscription group.
 #[derive(Debug, Parser)]
 #[command(name = "licd-stub", version, verbatim_doc_comment)]
 struct Cli {
@@ -132,7 +133,8 @@ struct ServeArgs {
     /// Listener of the embedded broker (port 0 = any free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Ledger file (SQLite), created on first start.
+    /// Ledger: a SQLite file, created on first start, or a PostgreSQL database
+    /// (postgres://user:password@host:port/db) that replicas share.
     #[arg(long)]
     ledger: Option<PathBuf>,
     /// Key directory made by `keys init`.

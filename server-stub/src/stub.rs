@@ -61,6 +61,15 @@ impl Stub {
         let ledger = match &config.ledger {
             LedgerLocation::File(p) => Ledger::open(p)?,
             LedgerLocation::InMemory => Ledger::open_in_memory()?,
+            LedgerLocation::Postgres { url, retry } => {
+                // Connecting may wait for the server (up to `retry`): off the runtime's threads.
+                let (url, retry) = (url.clone(), *retry);
+                tokio::task::spawn_blocking(move || Ledger::open_postgres(&url, retry))
+                    .await
+                    .map_err(|e| {
+                        crate::ledger::LedgerError::Postgres(format!("opening the ledger: {e}"))
+                    })??
+            }
         };
         let root = signer.root_public_key();
         let core = Controller::open(ledger, signer, config.lease)?;
