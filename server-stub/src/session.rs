@@ -306,6 +306,17 @@ impl Subscriptions {
     }
 }
 
+/// Runs a controller call that may block for long (a PostgreSQL ledger riding out a server
+/// restart waits up to its retry budget): on a multi-threaded runtime the worker thread is
+/// handed over first, so the MQTT session and the admin API keep running meanwhile. A
+/// current-thread runtime (tests) cannot hand its only thread over; the call runs as is.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Applies queued reports and publishes their bundles, until the queue closes.
 pub(crate) async fn run_worker(
     core: Arc<Mutex<Controller>>,
@@ -332,7 +343,7 @@ pub(crate) async fn run_worker(
             .collect();
         let started = std::time::Instant::now();
         let result = match core.lock() {
-            Ok(mut c) => c.handle_report_batch(&items, now),
+            Ok(mut c) => blocking(|| c.handle_report_batch(&items, now)),
             Err(_) => {
                 tracing::error!("controller state poisoned; stopping the worker");
                 return;

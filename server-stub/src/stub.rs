@@ -208,7 +208,7 @@ impl StubHandle {
         let started = std::time::Instant::now();
         let (value, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-            core.apply(now, op)?
+            session::blocking(|| core.apply(now, op))?
         };
         self.stats
             .instruments
