@@ -166,6 +166,16 @@ enum KeysCommand {
         #[arg(long)]
         key_dir: Option<PathBuf>,
     },
+    /// Make the key directory of one controller replica: a new signing key certified by the
+    /// root in --key-dir, without the root (each replica signs with its own key).
+    Replica {
+        /// Key directory holding the root.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+        /// The replica's new key directory (created with mode 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the root public key (hex) that agents pin.
     ExportRoot {
         /// Key directory.
@@ -289,7 +299,9 @@ new root (pin it in new firmware/config): {}",
             let dir = dir_of(key_dir);
             publish(Some(broker), &dir)
         }
-        KeysCommand::Init { .. } | KeysCommand::ExportRoot { .. } => Ok(()),
+        KeysCommand::Init { .. } | KeysCommand::ExportRoot { .. } | KeysCommand::Replica { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -451,6 +463,25 @@ fn run() -> Result<()> {
             if let Some(f) = cli::admin_token_after_init(&dir, now())? {
                 eprintln!("admin API token written to {}", f.display());
             }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Replica { key_dir, out }) => {
+            let dir = key_dir
+                .or(file.key_dir)
+                .unwrap_or_else(|| PathBuf::from("keys"));
+            let key = licd_stub::keys::init_replica(&dir, &out, now()).with_context(|| {
+                format!(
+                    "making a replica key in {} with the root in {}",
+                    out.display(),
+                    dir.display()
+                )
+            })?;
+            println!("{}", key.id());
+            eprintln!(
+                "copy the admin token store ({}) next to it if this replica serves the admin API",
+                dir.join(licd_stub::admin::token::TOKEN_STORE_FILE)
+                    .display()
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::ExportRoot { key_dir }) => {

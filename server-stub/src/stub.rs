@@ -219,7 +219,9 @@ impl StubHandle {
 
     /// Reads the engine (views, compliance, raw records).
     pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T, StubError> {
-        let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        // Replicas: the same view on every one (a reload when another replica wrote).
+        session::blocking(|| core.refresh())?;
         // A panic while only reading changes nothing, so it must not poison the lock (which
         // would fail every later request): release the lock first, then let the panic go on
         // to the caller (the admin API answers it with a 500).

@@ -175,6 +175,12 @@ impl Ledger {
                         .map_or(0, |r| r.get(0));
                     if found == 0 && i == 0 {
                         tx.execute("INSERT INTO licd_schema (version) VALUES (0)", &[])?;
+                        // Replicas only exist on PostgreSQL, so their generation counter is
+                        // not a migration of both backends: it is made here, once.
+                        tx.batch_execute(
+                            "CREATE TABLE licd_replication (generation BIGINT NOT NULL);
+                             INSERT INTO licd_replication (generation) VALUES (0);",
+                        )?;
                     }
                     if found > MIGRATIONS_LEN as i64 {
                         return Ok(Err(LedgerError::NewerSchema {
@@ -442,6 +448,57 @@ impl Ledger {
         if dirty.is_empty() {
             return Ok(());
         }
+        let out = writes(state, dirty)?;
+        self.write(out)
+    }
+
+    /// Starts a controller turn. On SQLite (one controller per file) there is nothing to
+    /// coordinate: `Ok(None)`. On PostgreSQL the turn holds the database-wide turn lock until
+    /// [`Ledger::end_turn`] or [`Ledger::abort_turn`], so the turns of every replica run one
+    /// at a time, and the answer is the ledger's generation: when it is not the one this
+    /// controller last saw, another replica has written since, and the controller reloads
+    /// before it decides anything.
+    pub fn begin_turn(&mut self) -> Result<Option<i64>, LedgerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(p) => p.begin_turn().map(Some),
+        }
+    }
+
+    /// Ends a turn: writes the records named in `dirty`, moves the generation on (when
+    /// anything was written) and commits; returns the new generation (`None` on SQLite).
+    pub fn end_turn(&mut self, state: &State, dirty: &Dirty) -> Result<Option<i64>, LedgerError> {
+        let out = if dirty.is_empty() {
+            Writes::default()
+        } else {
+            writes(state, dirty)?
+        };
+        match &self.db {
+            Db::Sqlite(_) => self.write(out).map(|()| None),
+            Db::Postgres(p) => p.end_turn(out.0).map(Some),
+        }
+    }
+
+    /// Ends a turn without writing (nothing to store, or the operation was refused).
+    pub fn abort_turn(&mut self) {
+        if let Db::Postgres(p) = &self.db {
+            p.abort_turn();
+        }
+    }
+
+    /// The ledger's generation (`None` on SQLite): a cheap check whether another replica
+    /// wrote since this one last loaded.
+    pub fn generation(&self) -> Result<Option<i64>, LedgerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(p) => p.generation().map(Some),
+        }
+    }
+}
+
+/// The statements that store the records named in `dirty` as they are in `state`.
+fn writes(state: &State, dirty: &Dirty) -> Result<Writes, LedgerError> {
+    {
         let mut out = Writes::default();
         for id in &dirty.customers {
             if let Some(c) = state.customers.get(id) {
@@ -531,9 +588,11 @@ impl Ledger {
                 state.subscription_policies.get(sub),
             )?;
         }
-        self.write(out)
+        Ok(out)
     }
+}
 
+impl Ledger {
     /// Records a refused report (keeps the newest 1000).
     pub fn record_refused(
         &mut self,

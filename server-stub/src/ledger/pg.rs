@@ -93,6 +93,8 @@ impl PgLedger {
             client: None,
             cache: HashMap::new(),
             retry,
+            epoch: 0,
+            turn: None,
         };
         let thread = std::thread::Builder::new()
             .name("licd-ledger-pg".into())
@@ -136,12 +138,21 @@ impl PgLedger {
         self.call(move |s| s.run(|c, cache| query_on(c, cache, sql, &params)))
     }
 
-    /// Runs `stmts` in one transaction.
+    /// Runs `stmts` in one transaction (inside a turn: as part of the turn's).
     pub(crate) fn write(&self, stmts: Vec<Stmt>) -> Result<(), LedgerError> {
         if stmts.is_empty() {
             return Ok(());
         }
         self.call(move |s| {
+            if s.turn.is_some() {
+                let (c, cache) = s.turn_client()?;
+                for st in &stmts {
+                    let prepared = prepare(c, cache, st.sql).map_err(|e| pg_error(&e))?;
+                    c.execute(&prepared, &refs(&st.params))
+                        .map_err(|e| pg_error(&e))?;
+                }
+                return Ok(());
+            }
             s.run(|c, cache| {
                 let mut tx = c.transaction()?;
                 for st in &stmts {
@@ -152,6 +163,88 @@ impl PgLedger {
             })
         })
     }
+}
+
+/// Key of the transaction-scoped advisory lock every controller turn takes ("lturn").
+pub const TURN_LOCK: i64 = 0x006c_7475_726e;
+
+impl PgLedger {
+    /// Starts a turn: opens a transaction, waits for the turn lock (every replica's turns
+    /// on this database run one at a time), and returns the ledger's generation. Waiting for
+    /// a lost server is retried like any call.
+    pub(crate) fn begin_turn(&self) -> Result<i64, LedgerError> {
+        self.call(|s| {
+            if s.turn.is_some() {
+                s.rollback();
+            }
+            let g = s.run(|c, _| {
+                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK})"))?;
+                let g = c.query_one("SELECT generation FROM licd_replication", &[]);
+                if g.is_err() {
+                    let _ = c.batch_execute("ROLLBACK");
+                }
+                Ok(g?.get::<_, i64>(0))
+            })?;
+            s.turn = Some(s.epoch);
+            Ok(g)
+        })
+    }
+
+    /// Ends a turn: runs `stmts`, moves the generation on when anything was written, and
+    /// commits. The turn fails whole when its connection was lost since it began.
+    pub(crate) fn end_turn(&self, stmts: Vec<Stmt>) -> Result<i64, LedgerError> {
+        self.call(move |s| {
+            let r = (|| {
+                let (c, cache) = s.turn_client()?;
+                let step = |e: postgres::Error| pg_error(&e);
+                for st in &stmts {
+                    let prepared = prepare(c, cache, st.sql).map_err(step)?;
+                    c.execute(&prepared, &refs(&st.params)).map_err(step)?;
+                }
+                let g: i64 = if stmts.is_empty() {
+                    c.query_one("SELECT generation FROM licd_replication", &[])
+                        .map_err(step)?
+                        .get(0)
+                } else {
+                    c.query_one(
+                        "UPDATE licd_replication SET generation = generation + 1 RETURNING generation",
+                        &[],
+                    )
+                    .map_err(step)?
+                    .get(0)
+                };
+                c.batch_execute("COMMIT").map_err(step)?;
+                Ok(g)
+            })();
+            if r.is_err() {
+                s.rollback();
+            }
+            s.turn = None;
+            r
+        })
+    }
+
+    /// Ends a turn without writing anything (the engine refused the operation).
+    pub(crate) fn abort_turn(&self) {
+        let _ = self.call(|s| {
+            s.rollback();
+            Ok(())
+        });
+    }
+
+    /// The ledger's generation now (no lock: a read outside any turn).
+    pub(crate) fn generation(&self) -> Result<i64, LedgerError> {
+        self.call(|s| {
+            s.run(|c, _| {
+                Ok(c.query_one("SELECT generation FROM licd_replication", &[])?
+                    .get::<_, i64>(0))
+            })
+        })
+    }
+}
+
+fn pg_error(e: &postgres::Error) -> LedgerError {
+    LedgerError::Postgres(describe(e))
 }
 
 impl Drop for PgLedger {
@@ -175,9 +268,40 @@ pub(crate) struct Session {
     client: Option<Client>,
     cache: Cache,
     retry: Duration,
+    /// Counts connections made: a turn is bound to the one it began on.
+    epoch: u64,
+    /// The epoch of the open turn's connection, while a turn is open.
+    turn: Option<u64>,
 }
 
 impl Session {
+    /// The open turn's connection, if it is still the one the turn began on.
+    fn turn_client(&mut self) -> Result<(&mut Client, &mut Cache), LedgerError> {
+        let lost = || {
+            LedgerError::Postgres(
+                "the connection was lost during the turn; it was rolled back".into(),
+            )
+        };
+        if self.turn != Some(self.epoch) {
+            return Err(lost());
+        }
+        match self.client.as_mut() {
+            Some(c) if !c.is_closed() => Ok((c, &mut self.cache)),
+            _ => Err(lost()),
+        }
+    }
+
+    /// Ends the open turn's transaction without its changes (a no-op when there is none).
+    fn rollback(&mut self) {
+        if self.turn.take() == Some(self.epoch) {
+            if let Some(c) = self.client.as_mut() {
+                if c.batch_execute("ROLLBACK").is_err() {
+                    self.client = None;
+                }
+            }
+        }
+    }
+
     /// Runs `f` on a live connection, reconnecting and running it again when the connection
     /// was lost or the transaction must be retried, until the retry budget is spent.
     pub(crate) fn run<R>(
@@ -192,6 +316,7 @@ impl Session {
                 Some(c) if !c.is_closed() => f(c, &mut self.cache),
                 _ => match self.config.connect(NoTls) {
                     Ok(mut c) => {
+                        self.epoch += 1;
                         self.cache.clear();
                         let r = f(&mut c, &mut self.cache);
                         self.client = Some(c);
