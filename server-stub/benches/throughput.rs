@@ -326,6 +326,9 @@ fn main() {
     }
 }
 
+/// Runs reports through a controller in batches of 64: (reports/s, bundles published).
+type BatchedRun = dyn Fn(&mut Controller, &[(String, Vec<u8>)], u64) -> (f64, usize);
+
 /// PostgreSQL figures (reports/s; µs per empty turn).
 struct PgFigures {
     new: f64,
@@ -338,7 +341,7 @@ fn postgres_cases(
     url: &str,
     n: u32,
     first: &[(String, Vec<u8>)],
-    batched: &dyn Fn(&mut Controller, &[(String, Vec<u8>)], u64) -> (f64, usize),
+    batched: &BatchedRun,
 ) -> PgFigures {
     let fresh = || {
         let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("postgres");

@@ -20,7 +20,7 @@ use licd_stub::engine::{
 };
 use licd_stub::ledger::Ledger;
 use licd_stub::Signer;
-use licd_tests::Postgres;
+use licd_tests::{wait_for, Postgres};
 
 const T0: u64 = 1_800_000_000;
 const REPLICAS: usize = 3;
@@ -242,7 +242,8 @@ fn a_replica_that_dies_mid_turn_leaves_nothing_behind_and_blocks_no_one() {
         || {
             pg.psql(
                 url.rsplit('/').next().unwrap(),
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .is_ok_and(|n| n == "1")
         },
@@ -264,7 +265,8 @@ fn a_replica_that_dies_mid_turn_leaves_nothing_behind_and_blocks_no_one() {
         || {
             pg.psql(
                 url.rsplit('/').next().unwrap(),
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .is_ok_and(|n| n != "0")
         },
@@ -289,4 +291,225 @@ fn a_replica_that_dies_mid_turn_leaves_nothing_behind_and_blocks_no_one() {
         ),
         SEATS
     );
+}
+
+/// The real thing: three `licd-stub serve` processes, each with its own key directory made by
+/// `licd-stub keys replica`, on one PostgreSQL database, splitting reports through mosquitto's
+/// `$share`. One is `kill -9`-ed mid-run; devices whose report it swallowed report again.
+/// Every device ends with a bundle, exactly the seats go out, no seq is issued twice, every
+/// bundle verifies against the one pinned root, and more than one replica signed.
+#[test]
+fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
+    use licd_protocol::envelope::open_bundle;
+    use licd_protocol::trust::TrustStore;
+    use licd_tests::mosquitto::{Mosquitto, MosquittoConfig};
+
+    const N: u32 = 150;
+    const LIMIT: u32 = 120;
+    let stub = licd_tests::stub_bin().unwrap();
+    let pg = Postgres::shared().unwrap();
+    let url = pg.create_database().unwrap();
+    let broker = Mosquitto::start(MosquittoConfig::plain()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root_dir = dir.path().join("root");
+    let now = licd_tests::controller::unix_now();
+    let root = licd_stub::keys::init(&root_dir, now).unwrap();
+
+    // The ledger's records, seeded through a controller of its own.
+    {
+        let mut c = open(&url, licd_stub::keys::load_signer(&root_dir).unwrap());
+        c.apply(now, |e, now| {
+            let _ = e.add_customer(
+                TenantId::new("acme").unwrap(),
+                "Acme",
+                CustomerKind::Tenant,
+                now,
+            )?;
+            e.add_catalog_entry(CatalogEntry {
+                sku: Sku::new("LIC-WIFI").unwrap(),
+                name: "wifi".into(),
+                service: svc("wifi"),
+                product_class: "wireless".into(),
+                vms_per_seat: None,
+            })?;
+            let _ = e.add_subscription(
+                Subscription {
+                    id: LicenseId::new("S1").unwrap(),
+                    name: "s1".into(),
+                    owner: Some(TenantId::new("acme").unwrap()),
+                    claim_key: None,
+                    start: now - 60,
+                    end: now + 1_000_000,
+                    entitlements: vec![Entitlement {
+                        sku: Sku::new("LIC-WIFI").unwrap(),
+                        limit: LIMIT,
+                    }],
+                },
+                now,
+            )?;
+            let r = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, now)?;
+            Ok(((), r.effects))
+        })
+        .unwrap();
+    }
+
+    let mut replicas: Vec<licd_tests::TestProcess> = (0..REPLICAS)
+        .map(|i| {
+            let keys = dir.path().join(format!("replica-{i}"));
+            let out = std::process::Command::new(&stub)
+                .args(["keys", "replica", "--key-dir"])
+                .arg(&root_dir)
+                .arg("--out")
+                .arg(&keys)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let config = dir.path().join(format!("replica-{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "ledger = {url:?}\nkey_dir = {:?}\nbroker = {:?}\nclient_id = \"replica-{i}\"\nshared_subscription = true\n",
+                    keys.display().to_string(),
+                    broker.url()
+                ),
+            )
+            .unwrap();
+            let mut cmd = std::process::Command::new(&stub);
+            cmd.arg("-c").arg(&config).args(["serve", "--no-admin"]);
+            cmd.env("RUST_LOG", "info");
+            licd_tests::TestProcess::spawn(
+                &format!("replica-{i}"),
+                cmd,
+                &dir.path().join(format!("replica-{i}.log")),
+            )
+            .unwrap()
+        })
+        .collect();
+    for r in &replicas {
+        wait_for_log(r, "licd-stub ready");
+    }
+
+    // The devices' side: a client that publishes reports and collects every bundle.
+    let rt = licd_tests::runtime();
+    let trust = TrustStore::new(vec![root]);
+    let seen: Signed = Arc::default();
+    let client = {
+        let mut opts = rumqttc::MqttOptions::new("devices", "127.0.0.1", broker.port());
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 4096);
+        let seen = seen.clone();
+        let subscriber = client.clone();
+        rt.spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = subscriber
+                            .subscribe("licd/v1/+/+/grants", rumqttc::QoS::AtLeastOnce)
+                            .await;
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let (bundle, signer) = open_bundle(&p.payload, &trust, now + 10)
+                            .expect("every bundle verifies against the pinned root");
+                        seen.lock()
+                            .unwrap()
+                            .entry(bundle.device.to_string())
+                            .or_default()
+                            .push((bundle.seq, signer.signer.to_string()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        client
+    };
+    let publish = |n: u32| {
+        let (topic, bytes) = report(n, 0);
+        let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes);
+    };
+    for n in 0..N / 2 {
+        publish(n);
+    }
+    // One replica dies mid-run, then the rest of the fleet reports.
+    wait_for("a first bundle", Duration::from_secs(30), || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .unwrap();
+    let victim = replicas.remove(0);
+    kill_9(&victim);
+    for n in N / 2..N {
+        publish(n);
+    }
+    // Devices without a bundle report again (as agents do on their schedule).
+    let mut last = Instant::now();
+    wait_for(
+        "every device with a bundle",
+        Duration::from_secs(90),
+        || {
+            let missing: Vec<u32> = {
+                let s = seen.lock().unwrap();
+                (0..N)
+                    .filter(|n| !s.contains_key(&format!("ap-{n}")))
+                    .collect()
+            };
+            if !missing.is_empty() && last.elapsed() > Duration::from_secs(2) {
+                missing.iter().for_each(|n| publish(*n));
+                last = Instant::now();
+            }
+            missing.is_empty()
+        },
+    )
+    .unwrap();
+
+    let state = Ledger::open_postgres(&url, Duration::from_secs(10))
+        .unwrap()
+        .load()
+        .unwrap();
+    let licensed = state
+        .devices
+        .values()
+        .filter(|d| d.seats.contains_key(&svc("wifi")))
+        .count();
+    assert_eq!(licensed, LIMIT as usize, "exactly the seats there are");
+    let seen = seen.lock().unwrap();
+    let mut signers = std::collections::BTreeSet::new();
+    for d in state.devices.values() {
+        let got = &seen[d.id.as_str()];
+        let mut seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+        seqs.sort_unstable();
+        let before = seqs.len();
+        seqs.dedup();
+        assert_eq!(before, seqs.len(), "{}: a seq issued twice: {got:?}", d.id);
+        assert_eq!(seqs.last().copied(), Some(d.bundle.seq), "{}", d.id);
+        signers.extend(got.iter().map(|(_, k)| k.clone()));
+    }
+    assert!(
+        signers.len() >= 2,
+        "bundles from several replicas: {signers:?}"
+    );
+    drop(victim);
+    // `serve` stops on ctrl-c (SIGINT).
+    for r in &mut replicas {
+        let pid = rustix::process::Pid::from_raw(r.id().unwrap() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        let _ = r.wait_exit(Duration::from_secs(10));
+    }
+}
+
+/// Every bundle received: device → (seq, signing key id).
+type Signed = Arc<Mutex<BTreeMap<String, Vec<(u64, String)>>>>;
+
+fn wait_for_log(p: &licd_tests::TestProcess, line: &str) {
+    wait_for(
+        &format!("{line:?} in the log"),
+        Duration::from_secs(30),
+        || p.log().contains(line),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
+}
+
+fn kill_9(p: &licd_tests::TestProcess) {
+    let pid = rustix::process::Pid::from_raw(p.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
 }
