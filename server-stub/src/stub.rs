@@ -208,7 +208,8 @@ impl StubHandle {
         let started = std::time::Instant::now();
         let (value, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-            session::blocking(|| core.apply(now, op))?
+            let long = core.ledger().is_postgres();
+            session::blocking(long, || core.apply(now, op))?
         };
         self.stats
             .instruments
@@ -221,7 +222,8 @@ impl StubHandle {
     pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T, StubError> {
         let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
         // Replicas: the same view on every one (a reload when another replica wrote).
-        session::blocking(|| core.refresh())?;
+        let long = core.ledger().is_postgres();
+        session::blocking(long, || core.refresh())?;
         // A panic while only reading changes nothing, so it must not poison the lock (which
         // would fail every later request): release the lock first, then let the panic go on
         // to the caller (the admin API answers it with a 500).

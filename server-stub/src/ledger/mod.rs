@@ -474,6 +474,7 @@ impl Ledger {
             writes(state, dirty)?
         };
         match &self.db {
+            Db::Sqlite(_) if out.0.is_empty() => Ok(None),
             Db::Sqlite(_) => self.write(out).map(|()| None),
             Db::Postgres(p) => p.end_turn(out.0).map(Some),
         }
