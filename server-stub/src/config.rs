@@ -380,6 +380,27 @@ mod tests {
         assert!(bad.into_config().is_err());
     }
 
+    #[test]
+    fn a_postgres_url_picks_the_postgres_ledger_and_a_path_stays_sqlite() {
+        let c: FileConfig =
+            toml::from_str("ledger = \"postgres://licd@db:5432/licd\"\nledger_retry_secs = 5")
+                .unwrap();
+        match c.into_config().unwrap().ledger {
+            LedgerLocation::Postgres { url, retry } => {
+                assert_eq!(url, "postgres://licd@db:5432/licd");
+                assert_eq!(retry, Duration::from_secs(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c: FileConfig = toml::from_str("ledger = \"/var/lib/x.db\"").unwrap();
+        assert!(matches!(
+            c.into_config().unwrap().ledger,
+            LedgerLocation::File(_)
+        ));
+        let c: FileConfig = toml::from_str("ledger = \"x.db\"\nledger_retry_secs = 5").unwrap();
+        assert!(matches!(c.into_config(), Err(ConfigError::Invalid(_))));
+    }
+
     /// A bad file is one line, said once, naming the file, line and column (was: the TOML
     /// crate's multi-line snippet twice, and the OS error twice).
     #[test]
