@@ -20,6 +20,12 @@ if [ "$have_faketime" -eq 0 ]; then
     missing+=(faketime)
 fi
 
+# postgresql: tests/tests/ledger_backends.rs and the replica tests start their own PostgreSQL
+# cluster (initdb in a temp dir, /usr/lib/postgresql/N/bin) for the controller's ledger.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
+
 # chromium + chromium-driver: tests/tests/browser.rs drives the stub's dashboard in headless
 # Chromium through chromedriver (it fails without them unless LICD_SKIP_BROWSER=1).
 if [ "${LICD_SKIP_BROWSER:-0}" != 1 ]; then
@@ -52,6 +58,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # that we installed only for the tests.
     if [[ " ${missing[*]} " == *" mosquitto "* ]] && [ -d /run/systemd/system ]; then
         "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+    fi
+    # Likewise the package's own cluster (port 5432): the tests run their own.
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        if [ -d /run/systemd/system ]; then
+            "${sudo[@]}" systemctl disable --now postgresql >/dev/null 2>&1 || true
+        elif command -v pg_ctlcluster >/dev/null 2>&1; then
+            pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+                "${sudo[@]}" pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+            done
+        fi
     fi
 fi
 

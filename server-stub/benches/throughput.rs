@@ -11,6 +11,12 @@
 //! (verify, floating seats, the seats file written and fsynced, seal with the delegation
 //! chain), one by one against the controller's unbatched rate and batched by 64 against its
 //! batched rate, in the same run.
+//!
+//! With `LICD_BENCH_POSTGRES_URL=postgres://user@host:port/db` (a server where that user may
+//! create databases; the bench makes `licd_bench` afresh) it also runs the new devices on a
+//! PostgreSQL ledger: one by one, batched by 64, and two replicas taking turns batch by batch
+//! (each turn then reloads what the other wrote), plus the cost of an empty turn (BEGIN, turn
+//! lock, generation, COMMIT).
 
 use std::time::{Duration, Instant};
 
@@ -289,6 +295,10 @@ fn main() {
         rate(first.len(), t.elapsed())
     };
 
+    let pg = std::env::var("LICD_BENCH_POSTGRES_URL")
+        .ok()
+        .map(|url| postgres_cases(&url, n, &first, &batched));
+
     println!("devices:                          {n}");
     println!("bare ed25519 sign/s:              {bare:>10.0}");
     println!("bundles sealed/s (controller):    {seal_rate:>10.0}  ({:.2} of bare; envelope {envelope_len} bytes)", seal_rate / bare);
@@ -320,4 +330,105 @@ fn main() {
         "relay reports/s, batched by 64:   {relay_batched:>10.0}  ({:.2} of the controller's batched)",
         relay_batched / new_batched
     );
+    if let Some(pg) = pg {
+        println!(
+            "PostgreSQL reports/s, new, one by one:   {:>10.0}  ({:.2} of bare signing, {:.2} of SQLite)",
+            pg.new, pg.new / bare, pg.new / new_rate
+        );
+        println!(
+            "PostgreSQL reports/s, new, batched by 64: {:>9.0}  ({:.2} of bare signing, {:.2} of SQLite)",
+            pg.batched, pg.batched / bare, pg.batched / new_batched
+        );
+        println!(
+            "PostgreSQL, 2 replicas alternating by 64: {:>9.0}  ({:.2} of one replica; each turn reloads)",
+            pg.two, pg.two / pg.batched
+        );
+        println!(
+            "PostgreSQL empty turn (lock + generation): {:>8.0} us",
+            pg.turn_us
+        );
+    }
+}
+
+/// Runs reports through a controller in batches of 64: (reports/s, bundles published).
+type BatchedRun = dyn Fn(&mut Controller, &[(String, Vec<u8>)], u64) -> (f64, usize);
+
+/// PostgreSQL figures (reports/s; µs per empty turn).
+struct PgFigures {
+    new: f64,
+    batched: f64,
+    two: f64,
+    turn_us: f64,
+}
+
+fn postgres_cases(
+    url: &str,
+    n: u32,
+    first: &[(String, Vec<u8>)],
+    batched: &BatchedRun,
+) -> PgFigures {
+    let fresh = || {
+        let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("postgres");
+        admin
+            .batch_execute("DROP DATABASE IF EXISTS licd_bench")
+            .expect("drop");
+        admin
+            .batch_execute("CREATE DATABASE licd_bench")
+            .expect("create");
+        let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+        format!("{base}/licd_bench")
+    };
+    let open = |db: &str| {
+        Controller::open(
+            Ledger::open_postgres(db, Duration::from_secs(30)).expect("ledger"),
+            Signer::ephemeral(T0).expect("keys"),
+            LeasePolicy::default(),
+        )
+        .expect("controller")
+    };
+
+    let db = fresh();
+    let mut c = open(&db);
+    setup(&mut c, n);
+    let t = Instant::now();
+    for (topic, bytes) in first {
+        let (_, pubs) = c.handle_report_message(topic, bytes, T0).expect("report");
+        assert_eq!(pubs.len(), 1);
+    }
+    let new = rate(first.len(), t.elapsed());
+    let k = 1_000;
+    let t = Instant::now();
+    for _ in 0..k {
+        c.apply(T0 + 1, |_, _| Ok(((), Default::default())))
+            .expect("turn");
+    }
+    let turn_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(k);
+    drop(c);
+
+    let db = fresh();
+    let mut c = open(&db);
+    setup(&mut c, n);
+    let (batched_rate, published) = batched(&mut c, first, T0);
+    assert_eq!(published, n as usize);
+    drop(c);
+
+    let db = fresh();
+    let mut a = open(&db);
+    setup(&mut a, n);
+    let mut b = open(&db);
+    let t = Instant::now();
+    let mut published = 0;
+    for (i, chunk) in first.chunks(64).enumerate() {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        let (_, p) = batched(c, chunk, T0);
+        published += p;
+    }
+    let two = rate(first.len(), t.elapsed());
+    assert_eq!(published, n as usize);
+    PgFigures {
+        new,
+        batched: batched_rate,
+        two,
+        turn_us,
+    }
 }

@@ -59,6 +59,13 @@ impl std::fmt::Debug for Clock {
 pub enum LedgerLocation {
     /// A SQLite file, created on first start.
     File(PathBuf),
+    /// A PostgreSQL database (created tables on first start), shareable by replicas.
+    Postgres {
+        /// `postgres://user:password@host:port/db`.
+        url: String,
+        /// How long a ledger call retries a lost server before it fails.
+        retry: Duration,
+    },
     /// In memory: lost on exit (tests, throwaway demos).
     InMemory,
 }
@@ -156,6 +163,8 @@ impl StubConfig {
 ///
 /// ```toml
 /// ledger = "/var/lib/licd-stub/ledger.db"   # SQLite file, created on first start
+/// # ledger = "postgres://licd:pw@db.example:5432/licd"  # or PostgreSQL (replicas share it)
+/// # ledger_retry_secs = 30                  # PostgreSQL: retry a lost server this long
 /// key_dir = "/var/lib/licd-stub/keys"       # made by `licd-stub keys init`
 /// lease_secs = 604800                       # 7 days
 /// grace_secs = 2592000                      # 30 days
@@ -178,8 +187,10 @@ impl StubConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Ledger file.
+    /// Ledger: a SQLite file, or a `postgres://` / `postgresql://` URL.
     pub ledger: Option<PathBuf>,
+    /// PostgreSQL ledger: how long a call retries a lost server (default 30 s).
+    pub ledger_retry_secs: Option<u64>,
     /// Key directory.
     pub key_dir: Option<PathBuf>,
     /// Lease length in seconds.
@@ -326,10 +337,25 @@ impl FileConfig {
                 "share_group {group:?} must be non-empty without / + #"
             )));
         }
+        let ledger = self.ledger.unwrap_or_else(|| PathBuf::from("licd-stub.db"));
+        let ledger = match ledger.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                LedgerLocation::Postgres {
+                    url: url.to_string(),
+                    retry: self
+                        .ledger_retry_secs
+                        .map_or(crate::ledger::pg::DEFAULT_RETRY, Duration::from_secs),
+                }
+            }
+            _ if self.ledger_retry_secs.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "ledger_retry_secs applies to a postgres:// ledger only".into(),
+                ))
+            }
+            _ => LedgerLocation::File(ledger),
+        };
         Ok(StubConfig {
-            ledger: LedgerLocation::File(
-                self.ledger.unwrap_or_else(|| PathBuf::from("licd-stub.db")),
-            ),
+            ledger,
             keys: KeySource::Dir(self.key_dir.unwrap_or_else(|| PathBuf::from("keys"))),
             lease,
             broker,
@@ -365,6 +391,27 @@ mod tests {
         assert!(!old.into_config().unwrap().policy_kinds);
         let bad: FileConfig = toml::from_str("broker = \"tcp://x:1\"").unwrap();
         assert!(bad.into_config().is_err());
+    }
+
+    #[test]
+    fn a_postgres_url_picks_the_postgres_ledger_and_a_path_stays_sqlite() {
+        let c: FileConfig =
+            toml::from_str("ledger = \"postgres://licd@db:5432/licd\"\nledger_retry_secs = 5")
+                .unwrap();
+        match c.into_config().unwrap().ledger {
+            LedgerLocation::Postgres { url, retry } => {
+                assert_eq!(url, "postgres://licd@db:5432/licd");
+                assert_eq!(retry, Duration::from_secs(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c: FileConfig = toml::from_str("ledger = \"/var/lib/x.db\"").unwrap();
+        assert!(matches!(
+            c.into_config().unwrap().ledger,
+            LedgerLocation::File(_)
+        ));
+        let c: FileConfig = toml::from_str("ledger = \"x.db\"\nledger_retry_secs = 5").unwrap();
+        assert!(matches!(c.into_config(), Err(ConfigError::Invalid(_))));
     }
 
     /// A bad file is one line, said once, naming the file, line and column (was: the TOML

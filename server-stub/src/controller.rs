@@ -2,6 +2,15 @@
 //! the engine, store the changes in the ledger, and seal the resulting bundles into
 //! [`Publication`]s for the MQTT session to send. Operator operations go through
 //! [`Controller::apply`] so they follow the same order: engine, ledger, then signatures.
+//!
+//! Replicas (several controllers on one PostgreSQL ledger): every operation is a *turn* —
+//! the ledger's turn lock is taken, and if the ledger's generation moved since this
+//! controller last saw it (another replica wrote), the engine is reloaded from the ledger
+//! first; then the engine decides, the changes and the next generation are committed, and
+//! only then are bundles sealed and published. Seat allocation is therefore serial across
+//! replicas (assigned ≤ limit under any interleaving), and each device's `seq` comes from
+//! the newest committed state (never reused, never lower). On SQLite a turn is just the
+//! save, as before.
 
 use licd_protocol::envelope::{open_report, Envelope};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
@@ -91,11 +100,16 @@ pub struct Controller {
     signer: Signer,
     /// See [`crate::StubConfig::policy_kinds`].
     policy_kinds: bool,
+    /// The ledger generation the engine's state is from (PostgreSQL; `None`: unknown, reload
+    /// at the next turn, or SQLite).
+    seen: Option<i64>,
 }
 
 impl Controller {
     /// Loads the engine's state from `ledger`.
     pub fn open(ledger: Ledger, signer: Signer, lease: LeasePolicy) -> Result<Self, LedgerError> {
+        // The generation first: a write between the two makes the next turn reload.
+        let seen = ledger.generation()?;
         let state = ledger.load()?;
         tracing::info!(
             customers = state.customers.len(),
@@ -108,6 +122,7 @@ impl Controller {
             ledger,
             signer,
             policy_kinds: true,
+            seen,
         })
     }
 
@@ -122,6 +137,42 @@ impl Controller {
     /// Whether it speaks the policy kinds.
     pub fn policy_kinds(&self) -> bool {
         self.policy_kinds
+    }
+
+    /// Reloads the engine when another replica wrote to the ledger since this one last saw
+    /// it (PostgreSQL; nothing to do on SQLite). Reads (admin API views) call it first, so
+    /// every replica answers with the same view.
+    pub fn refresh(&mut self) -> Result<(), LedgerError> {
+        let now = self.ledger.generation()?;
+        if now.is_some() && now != self.seen {
+            self.reload(now)?;
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self, generation: Option<i64>) -> Result<(), LedgerError> {
+        let state = self.ledger.load()?;
+        tracing::debug!(
+            from = ?self.seen,
+            to = ?generation,
+            devices = state.devices.len(),
+            "ledger moved on (another replica wrote); engine reloaded"
+        );
+        self.engine = Engine::from_state(state, self.engine.lease_policy());
+        self.seen = generation;
+        Ok(())
+    }
+
+    /// Starts a turn: takes the ledger's turn lock and catches up with other replicas.
+    fn begin(&mut self) -> Result<(), LedgerError> {
+        let generation = self.ledger.begin_turn()?;
+        if generation.is_some() && generation != self.seen {
+            if let Err(e) = self.reload(generation) {
+                self.ledger.abort_turn();
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The engine (read-only).
@@ -166,6 +217,7 @@ impl Controller {
         items: &[(&str, &[u8])],
         now: UnixTime,
     ) -> Result<(Vec<Result<DeviceReport, ReportError>>, Vec<Publication>), LedgerError> {
+        self.begin()?;
         let mut effects = Effects::default();
         let results = items
             .iter()
@@ -245,8 +297,18 @@ impl Controller {
         now: UnixTime,
         op: impl FnOnce(&mut Engine, UnixTime) -> Result<(T, Effects), EngineError>,
     ) -> Result<(T, Vec<Publication>), ApplyError> {
-        let (value, effects) = op(&mut self.engine, now)?;
+        let (value, effects) = self.decide(|engine| op(engine, now).map_err(ApplyError::from))?;
         Ok((value, self.commit(effects)?))
+    }
+
+    /// Starts a turn and runs `op` on the caught-up engine; when `op` refuses, the turn ends
+    /// with nothing written. The caller then calls [`Controller::commit`].
+    pub(crate) fn decide<T, E: From<LedgerError>>(
+        &mut self,
+        op: impl FnOnce(&mut Engine) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.begin()?;
+        op(&mut self.engine).inspect_err(|_| self.ledger.abort_turn())
     }
 
     /// Stores what changed, then seals. If storing fails, nothing is published and the engine
@@ -254,9 +316,15 @@ impl Controller {
     /// (Kept in memory, a change the ledger refuses for good — a constraint — was retried by
     /// every later commit and refused them all: one bad request made the ledger read-only.)
     /// Only if the ledger cannot even be read are the changes kept, to be retried.
-    fn commit(&mut self, effects: Effects) -> Result<Vec<Publication>, LedgerError> {
+    pub(crate) fn commit(&mut self, effects: Effects) -> Result<Vec<Publication>, LedgerError> {
         let dirty = self.engine.take_dirty();
-        if let Err(e) = self.ledger.save(self.engine.state(), &dirty) {
+        let ended = self.ledger.end_turn(self.engine.state(), &dirty);
+        if let Ok(generation) = ended {
+            self.seen = generation;
+        }
+        if let Err(e) = ended {
+            // Whatever another replica wrote meanwhile, the next turn reloads.
+            self.seen = None;
             match self.ledger.load() {
                 Ok(state) => {
                     tracing::error!(error = %e, "ledger refused a change; it is undone");

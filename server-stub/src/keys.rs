@@ -92,6 +92,14 @@ impl Signer {
         Ok(Self::new(key, cert))
     }
 
+    /// A fresh signing key certified by `root`: a controller replica's own key (each
+    /// replica signs with its own; agents accept any key the pinned root certified).
+    pub fn issue(root: &SigningKey, now: UnixTime) -> Result<Self, KeyError> {
+        let key = random_key()?;
+        let cert = certify(root, &key, now, DEFAULT_CERT_VALIDITY_SECS);
+        Ok(Self::new(key, cert))
+    }
+
     /// The root public key agents must pin.
     pub fn root_public_key(&self) -> PublicKey {
         self.root
@@ -205,6 +213,26 @@ pub fn init(dir: &Path, now: UnixTime) -> Result<PublicKey, KeyError> {
     write_secret(&dir.join(CERT_FILE), &cert.to_bytes())?;
     let public = PublicKey::from(&root.verifying_key());
     tracing::info!(dir = %dir.display(), root = %public.id(), "keys created");
+    Ok(public)
+}
+
+/// Creates the key directory `out` (mode 0700) of one controller replica: a new signing key
+/// certified by the root in `root_dir`, and not the root itself (it stays where it is).
+/// Refuses to overwrite. Returns the new signing key's public key.
+pub fn init_replica(root_dir: &Path, out: &Path, now: UnixTime) -> Result<PublicKey, KeyError> {
+    let root = read_seed(&root_dir.join(ROOT_FILE))?;
+    create_dir(out)?;
+    for f in [ROOT_FILE, SIGNING_FILE, CERT_FILE] {
+        let p = out.join(f);
+        if p.exists() {
+            return Err(KeyError::Exists(p));
+        }
+    }
+    let signer = Signer::issue(&root, now)?;
+    write_secret(&out.join(SIGNING_FILE), signer.key.as_bytes())?;
+    write_secret(&out.join(CERT_FILE), &signer.cert.to_bytes())?;
+    let public = PublicKey::from(&signer.key.verifying_key());
+    tracing::info!(dir = %out.display(), key = %public.id(), root = %signer.root.id(), "replica signing key created");
     Ok(public)
 }
 

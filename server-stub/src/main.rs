@@ -24,6 +24,7 @@ mod cli;
 ///   licd-stub customers                 # then: subscriptions, auto-license, devices, compliance …
 ///
 /// For fleets and load tests use an external broker (mosquitto): --broker mqtt://host:1883.
+/// For replicas: --ledger postgres://licd@db/licd on each, one shared subscription group.
 #[derive(Debug, Parser)]
 #[command(name = "licd-stub", version, verbatim_doc_comment)]
 struct Cli {
@@ -128,7 +129,8 @@ struct ServeArgs {
     /// Listener of the embedded broker (port 0 = any free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Ledger file (SQLite), created on first start.
+    /// Ledger: a SQLite file, created on first start, or a PostgreSQL database
+    /// (postgres://user:password@host:port/db) that replicas share.
     #[arg(long)]
     ledger: Option<PathBuf>,
     /// Key directory made by `keys init`.
@@ -159,6 +161,16 @@ enum KeysCommand {
         /// Key directory (created with mode 0700).
         #[arg(long)]
         key_dir: Option<PathBuf>,
+    },
+    /// Make the key directory of one controller replica: a new signing key certified by the
+    /// root in --key-dir, without the root (each replica signs with its own key).
+    Replica {
+        /// Key directory holding the root.
+        #[arg(long)]
+        key_dir: Option<PathBuf>,
+        /// The replica's new key directory (created with mode 0700).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the root public key (hex) that agents pin.
     ExportRoot {
@@ -283,7 +295,9 @@ new root (pin it in new firmware/config): {}",
             let dir = dir_of(key_dir);
             publish(Some(broker), &dir)
         }
-        KeysCommand::Init { .. } | KeysCommand::ExportRoot { .. } => Ok(()),
+        KeysCommand::Init { .. } | KeysCommand::ExportRoot { .. } | KeysCommand::Replica { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -404,6 +418,25 @@ fn run() -> Result<()> {
             if let Some(f) = cli::admin_token_after_init(&dir, now())? {
                 eprintln!("admin API token written to {}", f.display());
             }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Replica { key_dir, out }) => {
+            let dir = key_dir
+                .or(file.key_dir)
+                .unwrap_or_else(|| PathBuf::from("keys"));
+            let key = licd_stub::keys::init_replica(&dir, &out, now()).with_context(|| {
+                format!(
+                    "making a replica key in {} with the root in {}",
+                    out.display(),
+                    dir.display()
+                )
+            })?;
+            println!("{}", key.id());
+            eprintln!(
+                "copy the admin token store ({}) next to it if this replica serves the admin API",
+                dir.join(licd_stub::admin::token::TOKEN_STORE_FILE)
+                    .display()
+            );
             Ok(())
         }
         Command::Keys(KeysCommand::ExportRoot { key_dir }) => {

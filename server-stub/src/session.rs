@@ -315,6 +315,19 @@ impl Subscriptions {
     }
 }
 
+/// Runs a controller call that may block for long (a PostgreSQL ledger riding out a server
+/// restart waits up to its retry budget): on a multi-threaded runtime the worker thread is
+/// handed over first, so the MQTT session and the admin API keep running meanwhile. A
+/// current-thread runtime (tests) cannot hand its only thread over; the call runs as is.
+/// Only for a PostgreSQL ledger (`long`): SQLite calls are short, and handing the thread
+/// over on every call grew the process's memory (a new thread, a new malloc arena).
+pub(crate) fn blocking<T>(long: bool, f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) if long => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Applies queued reports and publishes their bundles, until the queue closes.
 pub(crate) async fn run_worker(
     core: Arc<Mutex<Controller>>,
@@ -369,7 +382,10 @@ pub(crate) async fn run_worker(
             .collect();
         let started = std::time::Instant::now();
         let result = match core.lock() {
-            Ok(mut c) => c.handle_report_batch(&items, now),
+            Ok(mut c) => {
+                let long = c.ledger().is_postgres();
+                blocking(long, || c.handle_report_batch(&items, now))
+            }
             Err(_) => {
                 tracing::error!("controller state poisoned; stopping the worker");
                 return;

@@ -67,6 +67,15 @@ impl Stub {
         let ledger = match &config.ledger {
             LedgerLocation::File(p) => Ledger::open(p)?,
             LedgerLocation::InMemory => Ledger::open_in_memory()?,
+            LedgerLocation::Postgres { url, retry } => {
+                // Connecting may wait for the server (up to `retry`): off the runtime's threads.
+                let (url, retry) = (url.clone(), *retry);
+                tokio::task::spawn_blocking(move || Ledger::open_postgres(&url, retry))
+                    .await
+                    .map_err(|e| {
+                        crate::ledger::LedgerError::Postgres(format!("opening the ledger: {e}"))
+                    })??
+            }
         };
         let root = signer.root_public_key();
         let mut core = Controller::open(ledger, signer, config.lease)?;
@@ -210,7 +219,8 @@ impl StubHandle {
         let started = std::time::Instant::now();
         let (value, pubs) = {
             let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
-            core.apply(now, op)?
+            let long = core.ledger().is_postgres();
+            session::blocking(long, || core.apply(now, op))?
         };
         self.stats
             .instruments
@@ -221,7 +231,10 @@ impl StubHandle {
 
     /// Reads the engine (views, compliance, raw records).
     pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T, StubError> {
-        let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        let mut core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        // Replicas: the same view on every one (a reload when another replica wrote).
+        let long = core.ledger().is_postgres();
+        session::blocking(long, || core.refresh())?;
         // A panic while only reading changes nothing, so it must not poison the lock (which
         // would fail every later request): release the lock first, then let the panic go on
         // to the caller (the admin API answers it with a 500).

@@ -48,6 +48,16 @@ pub enum HarnessError {
         /// The broker's log so far.
         log: String,
     },
+    /// PostgreSQL could not be set up, exited, or refused a command.
+    #[error("PostgreSQL on port {port} {problem}; log:\n{log}")]
+    Postgres {
+        /// The server's port.
+        port: u16,
+        /// What went wrong.
+        problem: String,
+        /// The server's log so far.
+        log: String,
+    },
     /// Building or locating the `licd` binary failed.
     #[error("cannot get the licd binary: {0}")]
     Build(String),

@@ -8,6 +8,8 @@
 //!   that trust it — the set-up agent scenarios share;
 //! - [`bundle`]: [`BundleBuilder`], signed grant bundles from defaults a test overrides;
 //! - [`wait`]: waiting on a condition with a timeout (no fixed sleeps);
+//! - [`postgres`]: a real PostgreSQL cluster in a temp dir on a free port, a fresh database
+//!   per test, stoppable and restartable (the controller's PostgreSQL ledger);
 //! - [`net`]: free loopback ports;
 //! - [`relay`]: a TCP relay a test cuts and heals (the controller's broker link alone);
 //! - [`site`]: a site relay with its own embedded broker and a delegation from a test signer;
@@ -27,6 +29,7 @@ pub mod fleet;
 pub mod mosquitto;
 pub mod net;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod relay;
 pub mod scene;
@@ -39,6 +42,7 @@ pub use error::{HarnessError, Result};
 pub use mosquitto::{BrokerSecurity, Mosquitto, MosquittoConfig};
 pub use net::free_port;
 pub use pki::{CertFiles, Pki};
+pub use postgres::Postgres;
 pub use process::{licd_bin, spawn_licd, stub_bin, TestProcess};
 pub use scene::{Scene, SceneBuilder};
 pub use state::TempState;

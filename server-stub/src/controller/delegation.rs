@@ -174,6 +174,8 @@ impl Controller {
         if report.tenant != tenant || report.site != site {
             return Err(RelayReportError::Topic(topic.to_string()));
         }
+        // A delegation made through another replica is in the ledger, maybe not yet here.
+        self.refresh()?;
         let relay = opened.file.delegation.body.subject;
         let chain = opened.file.chain();
         let delegations: Vec<&DelegationRecord> = self

@@ -81,9 +81,11 @@ impl Controller {
                 device: request.report.device.to_string(),
             }));
         }
-        let (bundle, effects) =
-            self.engine
-                .handle_offline_request_with(&request, extended.as_ref(), now)?;
+        let (bundle, effects) = self.decide(|engine| {
+            engine
+                .handle_offline_request_with(&request, extended.as_ref(), now)
+                .map_err(OfflineFileError::from)
+        })?;
         let pubs = self.commit(effects)?;
         let sealed = pubs
             .iter()
@@ -114,7 +116,11 @@ impl Controller {
             what: "release receipt",
             error,
         })?;
-        let (returned, effects) = self.engine.handle_release_of(&raw, tenant, now)?;
+        let (returned, effects) = self.decide(|engine| {
+            engine
+                .handle_release_of(&raw, tenant, now)
+                .map_err(OfflineFileError::from)
+        })?;
         let pubs = self.commit(effects)?;
         tracing::info!(tenant = %returned.receipt.tenant, device = %returned.receipt.device, seq = returned.receipt.bundle_seq, freed = returned.freed.len(), "release receipt applied");
         Ok((returned, pubs))

@@ -1,6 +1,9 @@
-//! The ledger: the engine's records in a SQLite file (bundled SQLite via `rusqlite`).
+//! The ledger: the engine's records in a SQLite file (bundled SQLite via `rusqlite`, the
+//! default) or a PostgreSQL database (`postgres://…`, for replicas and fleets past one
+//! machine: [`pg`]). One set of SQL for both ([`schema`] gives the rules), one API.
 //!
-//! Created and migrated on open ([`schema::MIGRATIONS`], `PRAGMA user_version`). The engine
+//! Created and migrated on open ([`schema::MIGRATIONS`]; the version is SQLite's
+//! `PRAGMA user_version`, or the `licd_schema` row on PostgreSQL). The engine
 //! stays the in-memory authority; after each engine call the shell hands the changed keys
 //! ([`Dirty`]) to [`Ledger::save`], which writes them in one transaction — before any bundle
 //! is published, so a restart never hands out a `seq` twice. WAL journal with
@@ -8,13 +11,18 @@
 //! the last few commits, and a device that then reports a `seq` above the ledger's gets its
 //! next bundle above its own (see `Engine::handle_report`).
 
+pub mod pg;
 pub mod schema;
+pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use licd_protocol::{PublicKey, TenantId, UnixTime};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::Connection;
+
+use self::pg::PgLedger;
+use self::sql::{vals, Row, Stmt, Value};
 
 use crate::engine::delegation::{DelegatedPool, DelegationRecord, DelegationState, Reservation};
 use crate::engine::usage::{UsageCounters, UsageWindow};
@@ -31,6 +39,9 @@ pub enum LedgerError {
     /// SQLite reported an error.
     #[error("ledger database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error (or stayed unreachable past the retry budget).
+    #[error("ledger database (PostgreSQL): {0}")]
+    Postgres(String),
     /// A row does not hold what this version wrote (hand-edited or damaged file).
     #[error("ledger row is invalid: {0}")]
     Corrupt(String),
@@ -94,10 +105,38 @@ pub struct DelegatedLease {
     pub reported_at: UnixTime,
 }
 
-/// An open ledger file.
+/// An open ledger: a SQLite file or a PostgreSQL database.
 #[derive(Debug)]
 pub struct Ledger {
-    conn: Connection,
+    db: Db,
+}
+
+/// The backend under the ledger's SQL.
+#[derive(Debug)]
+enum Db {
+    Sqlite(Connection),
+    Postgres(PgLedger),
+}
+
+/// Runs a read-only query on either backend.
+fn query(db: &Db, sql: &'static str, params: Vec<Value>) -> Result<Vec<Row>, LedgerError> {
+    match db {
+        Db::Sqlite(c) => sql::sqlite_query(c, sql, &params),
+        Db::Postgres(p) => p.query(sql, params),
+    }
+}
+
+/// The statements of one write transaction, collected before any is run (so the
+/// PostgreSQL session can run them again, whole, after a lost connection).
+#[derive(Debug, Default)]
+struct Writes(Vec<Stmt>);
+
+impl Writes {
+    /// Adds one statement. Infallible; the `Result` keeps the callers' `?` shape.
+    fn exec(&mut self, sql: &'static str, params: Vec<Value>) -> Result<(), LedgerError> {
+        self.0.push(Stmt { sql, params });
+        Ok(())
+    }
 }
 
 fn to_i(x: u64) -> i64 {
@@ -136,11 +175,72 @@ impl Ledger {
         Self::init(Connection::open_in_memory()?)
     }
 
+    /// Connects to a PostgreSQL database (`postgres://user:password@host:port/db`) and brings
+    /// its schema up to date. Calls keep retrying a lost server for up to `retry` (see
+    /// [`pg::DEFAULT_RETRY`]) before they fail. Several controllers may open the same
+    /// database at once: migrations run under an advisory lock, each once.
+    pub fn open_postgres(url: &str, retry: std::time::Duration) -> Result<Self, LedgerError> {
+        let pg = PgLedger::connect(url, retry)?;
+        pg.call(|s| {
+            s.run(|c, _| {
+                let mut applied = Vec::new();
+                for (i, sql) in schema::MIGRATIONS.iter().enumerate() {
+                    let version = i as i64 + 1;
+                    let mut tx = c.transaction()?;
+                    tx.batch_execute(&format!(
+                        "SELECT pg_advisory_xact_lock({});
+                         CREATE TABLE IF NOT EXISTS licd_schema (version BIGINT NOT NULL);",
+                        schema::MIGRATION_LOCK
+                    ))?;
+                    let found: i64 = tx
+                        .query_opt("SELECT version FROM licd_schema", &[])?
+                        .map_or(0, |r| r.get(0));
+                    if found == 0 && i == 0 {
+                        tx.execute("INSERT INTO licd_schema (version) VALUES (0)", &[])?;
+                        // Replicas only exist on PostgreSQL, so their generation counter is
+                        // not a migration of both backends: it is made here, once.
+                        tx.batch_execute(
+                            "CREATE TABLE licd_replication (generation BIGINT NOT NULL);
+                             INSERT INTO licd_replication (generation) VALUES (0);",
+                        )?;
+                    }
+                    if found > MIGRATIONS_LEN as i64 {
+                        return Ok(Err(LedgerError::NewerSchema {
+                            found: u32::try_from(found).unwrap_or(u32::MAX),
+                            supported: MIGRATIONS_LEN,
+                        }));
+                    }
+                    if found >= version {
+                        continue;
+                    }
+                    tx.batch_execute(&sql::to_postgres_ddl(sql))?;
+                    for (_, extra) in schema::POSTGRES_AFTER.iter().filter(|(n, _)| *n == i + 1) {
+                        tx.batch_execute(extra)?;
+                    }
+                    tx.execute("UPDATE licd_schema SET version = $1", &[&version])?;
+                    tx.commit()?;
+                    applied.push(version);
+                }
+                Ok(Ok(applied))
+            })
+        })?
+        .map(|applied| {
+            for version in applied {
+                tracing::info!(version, "ledger schema migrated (PostgreSQL)");
+            }
+        })?;
+        Ok(Self {
+            db: Db::Postgres(pg),
+        })
+    }
+
     fn init(mut conn: Connection) -> Result<Self, LedgerError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Room for every statement `save` and `record_refused` run (see `exec`).
+        // Room for every statement `save` and `record_refused` run (the controller writes the
+        // same few statements for every report, and preparing each anew took a quarter of its
+        // CPU in the fleet run, BENCHMARKS.md).
         conn.set_prepared_statement_cache_capacity(32);
         let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let supported = MIGRATIONS_LEN;
@@ -154,26 +254,46 @@ impl Ledger {
             tx.commit()?;
             tracing::info!(version = i + 1, "ledger schema migrated");
         }
-        Ok(Self { conn })
+        Ok(Self {
+            db: Db::Sqlite(conn),
+        })
     }
 
-    /// The schema version of the open file.
+    /// Whether this ledger is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// The schema version of the open ledger.
     pub fn schema_version(&self) -> Result<u32, LedgerError> {
-        Ok(self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+        match &self.db {
+            Db::Sqlite(c) => Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?),
+            Db::Postgres(_) => query(&self.db, "SELECT version FROM licd_schema", vec![])?
+                .first()
+                .map_or(Ok(0), |r| r.get(0)),
+        }
+    }
+
+    /// Runs the collected statements in one transaction.
+    fn write(&mut self, out: Writes) -> Result<(), LedgerError> {
+        match &mut self.db {
+            Db::Sqlite(c) => sql::sqlite_write(c, &out.0),
+            Db::Postgres(p) => p.write(out.0),
+        }
     }
 
     /// Loads every record.
     pub fn load(&self) -> Result<State, LedgerError> {
         let mut state = State::default();
-        let c = &self.conn;
+        let c = &self.db;
 
-        let mut q = c.prepare("SELECT id, name, kind, created_at FROM customers")?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+        for r in query(
+            c,
+            "SELECT id, name, kind, created_at FROM customers",
+            vec![],
+        )? {
             let id: TenantId = id(r.get(0)?)?;
-            let kind = match r.get::<_, String>(2)?.as_str() {
+            let kind = match r.get::<String>(2)?.as_str() {
                 "msp" => CustomerKind::Msp,
                 "tenant" => CustomerKind::Tenant,
                 other => return Err(corrupt(format!("customer kind {other}"))),
@@ -189,10 +309,11 @@ impl Ledger {
             );
         }
 
-        let mut q =
-            c.prepare("SELECT sku, name, service, product_class, vms_per_seat FROM catalog")?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+        for r in query(
+            c,
+            "SELECT sku, name, service, product_class, vms_per_seat FROM catalog",
+            vec![],
+        )? {
             let e = CatalogEntry {
                 sku: id(r.get(0)?)?,
                 name: r.get(1)?,
@@ -203,15 +324,15 @@ impl Ledger {
             state.catalog.insert(e.sku.clone(), e);
         }
 
-        let mut q = c.prepare(
+        for r in query(
+            c,
             "SELECT id, name, owner, claim_key, term_start, term_end FROM subscriptions",
-        )?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+            vec![],
+        )? {
             let s = Subscription {
                 id: id(r.get(0)?)?,
                 name: r.get(1)?,
-                owner: r.get::<_, Option<String>>(2)?.map(id).transpose()?,
+                owner: r.get::<Option<String>>(2)?.map(id).transpose()?,
                 claim_key: r.get(3)?,
                 start: to_u(r.get(4)?),
                 end: to_u(r.get(5)?),
@@ -219,11 +340,11 @@ impl Ledger {
             };
             state.subscriptions.insert(s.id.clone(), s);
         }
-        let mut q = c.prepare(
+        for r in query(
+            c,
             "SELECT subscription, sku, seat_limit FROM entitlements ORDER BY subscription, rowid",
-        )?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+            vec![],
+        )? {
             let sub = id(r.get(0)?)?;
             let e = Entitlement {
                 sku: id(r.get(1)?)?,
@@ -236,18 +357,22 @@ impl Ledger {
                 .entitlements
                 .push(e);
         }
-        let mut q = c.prepare("SELECT subscription, customer FROM subscription_bindings")?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+        for r in query(
+            c,
+            "SELECT subscription, customer FROM subscription_bindings",
+            vec![],
+        )? {
             let sub: licd_protocol::LicenseId = id(r.get(0)?)?;
             let customer: TenantId = id(r.get(1)?)?;
             state.bindings.entry(sub).or_default().insert(customer);
         }
 
-        let mut q = c.prepare("SELECT service, inherit, paused, customers FROM auto_license")?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
-            let customers: BTreeSet<TenantId> = json(&r.get::<_, String>(3)?)?;
+        for r in query(
+            c,
+            "SELECT service, inherit, paused, customers FROM auto_license",
+            vec![],
+        )? {
+            let customers: BTreeSet<TenantId> = json(&r.get::<String>(3)?)?;
             state.policies.insert(
                 id(r.get(0)?)?,
                 AutoLicense {
@@ -258,11 +383,9 @@ impl Ledger {
             );
         }
 
-        let mut q = c.prepare("SELECT scope, id, policy FROM license_policies")?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
-            let policy: crate::engine::policy::Policy = json(&r.get::<_, String>(2)?)?;
-            match r.get::<_, String>(0)?.as_str() {
+        for r in query(c, "SELECT scope, id, policy FROM license_policies", vec![])? {
+            let policy: crate::engine::policy::Policy = json(&r.get::<String>(2)?)?;
+            match r.get::<String>(0)?.as_str() {
                 "sku" => {
                     state.sku_policies.insert(id(r.get(1)?)?, policy);
                 }
@@ -273,15 +396,15 @@ impl Ledger {
             }
         }
 
-        let mut q = c.prepare(
+        for r in query(
+            c,
             "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
                     agent_version, vm_count, services_wanted, first_seen, last_report_at,
                     reported_clock, clock_rollback, reported_seq, bundle_seq, bundle_issued_at,
                     bundle_refresh, bundle_basis, unassigned, violation_since, offline, usage
              FROM devices",
-        )?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+            vec![],
+        )? {
             let key: Vec<u8> = r.get(2)?;
             let key: [u8; 32] = key
                 .try_into()
@@ -297,38 +420,38 @@ impl Ledger {
                 firmware_version: r.get(6)?,
                 agent_version: r.get(7)?,
                 vm_count: r.get(8)?,
-                services_wanted: json(&r.get::<_, String>(9)?)?,
+                services_wanted: json(&r.get::<String>(9)?)?,
                 first_seen: to_u(r.get(10)?),
                 last_report_at: to_u(r.get(11)?),
                 reported_clock: to_u(r.get(12)?),
                 clock_rollback: r.get(13)?,
                 reported_seq: to_u(r.get(14)?),
                 seats: BTreeMap::new(),
-                unassigned: json(&r.get::<_, String>(19)?)?,
-                violation_since: json(&r.get::<_, String>(20)?)?,
+                unassigned: json(&r.get::<String>(19)?)?,
+                violation_since: json(&r.get::<String>(20)?)?,
                 bundle: BundleState {
                     seq: to_u(r.get(15)?),
                     issued_at: to_u(r.get(16)?),
                     refresh_after: to_u(r.get(17)?),
                     basis: basis.as_deref().map(json).transpose()?,
                 },
-                offline: json(&r.get::<_, String>(21)?)?,
+                offline: json(&r.get::<String>(21)?)?,
                 datacenter: None,
-                usage: json(&r.get::<_, String>(22)?)?,
+                usage: json(&r.get::<String>(22)?)?,
             };
             state.devices.insert(d.key(), d);
         }
-        let mut q = c.prepare(
+        for r in query(
+            c,
             "SELECT tenant, device, service, subscription, sku, since, ends_at FROM seats",
-        )?;
-        let mut rows = q.query([])?;
-        while let Some(r) = rows.next()? {
+            vec![],
+        )? {
             let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
             let seat = Seat {
                 subscription: id(r.get(3)?)?,
                 sku: id(r.get(4)?)?,
                 since: to_u(r.get(5)?),
-                ends_at: r.get::<_, Option<i64>>(6)?.map(to_u),
+                ends_at: r.get::<Option<i64>>(6)?.map(to_u),
                 ..Seat::new(id(r.get(3)?)?, id(r.get(4)?)?, 0)
             };
             state
@@ -348,58 +471,116 @@ impl Ledger {
         if dirty.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        let out = writes(state, dirty)?;
+        self.write(out)
+    }
+
+    /// Starts a controller turn. On SQLite (one controller per file) there is nothing to
+    /// coordinate: `Ok(None)`. On PostgreSQL the turn holds the database-wide turn lock until
+    /// [`Ledger::end_turn`] or [`Ledger::abort_turn`], so the turns of every replica run one
+    /// at a time, and the answer is the ledger's generation: when it is not the one this
+    /// controller last saw, another replica has written since, and the controller reloads
+    /// before it decides anything.
+    pub fn begin_turn(&mut self) -> Result<Option<i64>, LedgerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(p) => p.begin_turn().map(Some),
+        }
+    }
+
+    /// Ends a turn: writes the records named in `dirty`, moves the generation on (when
+    /// anything was written) and commits; returns the new generation (`None` on SQLite).
+    pub fn end_turn(&mut self, state: &State, dirty: &Dirty) -> Result<Option<i64>, LedgerError> {
+        let out = if dirty.is_empty() {
+            Writes::default()
+        } else {
+            writes(state, dirty)?
+        };
+        match &self.db {
+            Db::Sqlite(_) if out.0.is_empty() => Ok(None),
+            Db::Sqlite(_) => self.write(out).map(|()| None),
+            Db::Postgres(p) => p.end_turn(out.0).map(Some),
+        }
+    }
+
+    /// Ends a turn without writing (nothing to store, or the operation was refused).
+    pub fn abort_turn(&mut self) {
+        if let Db::Postgres(p) = &self.db {
+            p.abort_turn();
+        }
+    }
+
+    /// The ledger's generation (`None` on SQLite): a cheap check whether another replica
+    /// wrote since this one last loaded.
+    pub fn generation(&self) -> Result<Option<i64>, LedgerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(p) => p.generation().map(Some),
+        }
+    }
+}
+
+/// The statements that store the records named in `dirty` as they are in `state`.
+fn writes(state: &State, dirty: &Dirty) -> Result<Writes, LedgerError> {
+    {
+        let mut out = Writes::default();
         for id in &dirty.customers {
             if let Some(c) = state.customers.get(id) {
                 let kind = match c.kind {
                     CustomerKind::Msp => "msp",
                     CustomerKind::Tenant => "tenant",
                 };
-                exec(&tx,
-                    "INSERT OR REPLACE INTO customers (id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![c.id.as_str(), c.name, kind, to_i(c.created_at)],
+                out.exec(
+                    "INSERT INTO customers (id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+                         created_at = excluded.created_at",
+                    vals![c.id.as_str(), c.name, kind, to_i(c.created_at)],
                 )?;
             } else {
-                exec(
-                    &tx,
-                    "DELETE FROM customers WHERE id = ?1",
-                    params![id.as_str()],
-                )?;
+                out.exec("DELETE FROM customers WHERE id = ?1", vals![id.as_str()])?;
             }
         }
         for sku in &dirty.catalog {
             if let Some(e) = state.catalog.get(sku) {
-                exec(&tx,
-                    "INSERT OR REPLACE INTO catalog (sku, name, service, product_class, vms_per_seat)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![e.sku.as_str(), e.name, e.service.as_str(), e.product_class, e.vms_per_seat],
+                out.exec(
+                    "INSERT INTO catalog (sku, name, service, product_class, vms_per_seat)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (sku) DO UPDATE SET name = excluded.name,
+                         service = excluded.service, product_class = excluded.product_class,
+                         vms_per_seat = excluded.vms_per_seat",
+                    vals![
+                        e.sku.as_str(),
+                        e.name,
+                        e.service.as_str(),
+                        e.product_class,
+                        e.vms_per_seat
+                    ],
                 )?;
             }
         }
         for id in &dirty.subscriptions {
             if let Some(s) = state.subscriptions.get(id) {
-                save_subscription(&tx, s)?;
+                save_subscription(&mut out, s)?;
             }
-            exec(
-                &tx,
+            out.exec(
                 "DELETE FROM subscription_bindings WHERE subscription = ?1",
-                params![id.as_str()],
+                vals![id.as_str()],
             )?;
             for customer in state.bindings.get(id).into_iter().flatten() {
-                exec(
-                    &tx,
+                out.exec(
                     "INSERT INTO subscription_bindings (subscription, customer) VALUES (?1, ?2)",
-                    params![id.as_str(), customer.as_str()],
+                    vals![id.as_str(), customer.as_str()],
                 )?;
             }
         }
         for service in &dirty.policies {
             if let Some(p) = state.policies.get(service) {
-                exec(
-                    &tx,
-                    "INSERT OR REPLACE INTO auto_license (service, inherit, paused, customers)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![
+                out.exec(
+                    "INSERT INTO auto_license (service, inherit, paused, customers)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (service) DO UPDATE SET inherit = excluded.inherit,
+                         paused = excluded.paused, customers = excluded.customers",
+                    vals![
                         service.as_str(),
                         p.inherit_to_new_tenants,
                         p.paused,
@@ -410,38 +591,40 @@ impl Ledger {
         }
         for key in &dirty.devices {
             if let Some(d) = state.devices.get(key) {
-                save_device(&tx, d)?;
+                save_device(&mut out, d)?;
             }
         }
         for key in &dirty.snow {
-            save_snow(&tx, key, state.snow.get(key))?;
+            save_snow(&mut out, key, state.snow.get(key))?;
         }
         // After the devices: a window's row goes with its device's open-window state.
         for w in &dirty.usage_windows {
-            save_usage_window(&tx, w)?;
+            save_usage_window(&mut out, w)?;
         }
         for sku in &dirty.sku_policies {
-            save_policy(&tx, "sku", sku.as_str(), state.sku_policies.get(sku))?;
+            save_policy(&mut out, "sku", sku.as_str(), state.sku_policies.get(sku))?;
         }
         for sub in &dirty.subscription_policies {
             save_policy(
-                &tx,
+                &mut out,
                 "subscription",
                 sub.as_str(),
                 state.subscription_policies.get(sub),
             )?;
         }
         for id in &dirty.delegations {
-            save_delegation(&tx, id, state.delegations.get(id))?;
+            save_delegation(&mut out, id, state.delegations.get(id))?;
         }
-        tx.commit()?;
-        Ok(())
+        Ok(out)
     }
+}
 
+impl Ledger {
     /// Stores the leases of a relay report, each under its delegation, in one transaction;
     /// a lease already stored (same relay key and number: a replay or a resend) is left as it
     /// is. Returns the highest number stored for the relay key — what the acknowledgement
-    /// says.
+    /// says. (Not a controller turn: the rows are the relay's, keyed by its numbers, and
+    /// change no engine state, so replicas may store them concurrently.)
     pub fn store_delegated_leases(
         &mut self,
         relay_key: &PublicKey,
@@ -449,15 +632,14 @@ impl Ledger {
         now: UnixTime,
     ) -> Result<u64, LedgerError> {
         let key = relay_key.to_hex();
-        let tx = self.conn.transaction()?;
+        let mut out = Writes::default();
         for (delegation, l) in leases {
-            exec(
-                &tx,
+            out.exec(
                 "INSERT INTO delegated_leases (relay_key, n, delegation, device, service,
                      bundle_seq, issued_at, lease_until, reported_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (relay_key, n) DO NOTHING",
-                params![
+                vals![
                     key,
                     to_i(l.n),
                     delegation,
@@ -470,23 +652,31 @@ impl Ledger {
                 ],
             )?;
         }
-        let through: Option<i64> = tx.query_row(
+        if !out.0.is_empty() {
+            self.write(out)?;
+        }
+        // Read after the write: the numbers only grow, so this is at least what was stored.
+        let through = query(
+            &self.db,
             "SELECT MAX(n) FROM delegated_leases WHERE relay_key = ?1",
-            params![key],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
+            vals![key],
+        )?
+        .first()
+        .map_or(Ok(None), |r| r.get::<Option<i64>>(0))?;
         Ok(through.map_or(0, to_u))
     }
 
     /// The leases the relay of `delegation` reported issuing under it, in its order.
     pub fn delegated_leases(&self, delegation: &str) -> Result<Vec<DelegatedLease>, LedgerError> {
-        let mut q = self.conn.prepare(
+        query(
+            &self.db,
             "SELECT delegation, n, device, service, bundle_seq, issued_at, lease_until,
                     reported_at
              FROM delegated_leases WHERE delegation = ?1 ORDER BY n",
-        )?;
-        let rows = q.query_map(params![delegation], |r| {
+            vals![delegation],
+        )?
+        .into_iter()
+        .map(|r| {
             Ok(DelegatedLease {
                 delegation: r.get(0)?,
                 n: to_u(r.get(1)?),
@@ -497,8 +687,8 @@ impl Ledger {
                 lease_until: to_u(r.get(6)?),
                 reported_at: to_u(r.get(7)?),
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .collect()
     }
 
     /// Records a refused report (keeps the newest 1000).
@@ -509,56 +699,59 @@ impl Ledger {
         device: &str,
         reason: &str,
     ) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction()?;
-        exec(
-            &tx,
+        let mut out = Writes::default();
+        out.exec(
             "INSERT INTO refused_reports (at, tenant, device, reason) VALUES (?1, ?2, ?3, ?4)",
-            params![to_i(at), tenant, device, reason],
+            vals![to_i(at), tenant, device, reason],
         )?;
-        exec(&tx,
+        out.exec(
             "DELETE FROM refused_reports WHERE rowid <= (SELECT MAX(rowid) FROM refused_reports) - ?1",
-            params![MAX_REFUSED_KEPT],
+            vals![MAX_REFUSED_KEPT],
         )?;
-        tx.commit()?;
-        Ok(())
+        self.write(out)
     }
 
     /// The newest refused reports, newest first.
     pub fn refused_reports(&self, limit: u32) -> Result<Vec<RefusedReport>, LedgerError> {
-        let mut q = self.conn.prepare(
+        query(
+            &self.db,
             "SELECT at, tenant, device, reason FROM refused_reports ORDER BY rowid DESC LIMIT ?1",
-        )?;
-        let rows = q.query_map(params![limit], |r| {
+            vals![limit],
+        )?
+        .iter()
+        .map(|r| {
             Ok(RefusedReport {
                 at: to_u(r.get(0)?),
                 tenant: r.get(1)?,
                 device: r.get(2)?,
                 reason: r.get(3)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .collect()
     }
 
     /// The usage history: every window (closed ones final, open ones at their latest
     /// report) of `tenant`'s devices (all when `None`), optionally one device, whose period
     /// ends between `from` and `to` (inclusive); oldest first.
     pub fn usage_windows(&self, q: &UsageQuery<'_>) -> Result<Vec<UsageWindow>, LedgerError> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = query(
+            &self.db,
             "SELECT tenant, device, window_seq, last_seq, closed, period_start, period_end,
                     peak_vm_count, refusals, grace_seconds, chain
              FROM usage_windows
-             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR device = ?2)
+             WHERE (CAST(?1 AS TEXT) IS NULL OR tenant = ?1)
+               AND (CAST(?2 AS TEXT) IS NULL OR device = ?2)
                AND period_end >= ?3 AND period_end <= ?4
              ORDER BY period_end, tenant, device, chain, window_seq",
+            vals![
+                q.tenant.map(|t| t.as_str()),
+                q.device.map(|d| d.as_str()),
+                to_i(q.from.min(i64::MAX as u64)),
+                to_i(q.to.min(i64::MAX as u64)),
+            ],
         )?;
-        let mut rows = stmt.query(params![
-            q.tenant.map(|t| t.as_str()),
-            q.device.map(|d| d.as_str()),
-            to_i(q.from.min(i64::MAX as u64)),
-            to_i(q.to.min(i64::MAX as u64)),
-        ])?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
+        for r in rows {
             out.push(UsageWindow {
                 device: (id(r.get(0)?)?, id(r.get(1)?)?),
                 chain: to_u(r.get(10)?),
@@ -570,7 +763,7 @@ impl Ledger {
                 counters: UsageCounters {
                     peak_vm_count: r.get(7)?,
                     refusals: r.get(8)?,
-                    grace_seconds: json(&r.get::<_, String>(9)?)?,
+                    grace_seconds: json(&r.get::<String>(9)?)?,
                 },
             });
         }
@@ -579,36 +772,27 @@ impl Ledger {
 
     /// The stored bundle `seq` of a device (tests and diagnostics).
     pub fn device_seq(&self, key: &DeviceKey) -> Result<Option<u64>, LedgerError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT bundle_seq FROM devices WHERE tenant = ?1 AND device = ?2",
-                params![key.0.as_str(), key.1.as_str()],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map(to_u))
+        query(
+            &self.db,
+            "SELECT bundle_seq FROM devices WHERE tenant = ?1 AND device = ?2",
+            vals![key.0.as_str(), key.1.as_str()],
+        )?
+        .first()
+        .map(|r| r.get::<i64>(0).map(to_u))
+        .transpose()
     }
 }
 
 const MIGRATIONS_LEN: u32 = schema::MIGRATIONS.len() as u32;
 
-/// Runs one statement through the connection's statement cache: the controller writes the same
-/// few statements for every report, and preparing each anew took a quarter of its CPU in the
-/// fleet run (BENCHMARKS.md).
-fn exec(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    tx.prepare_cached(sql)?.execute(params)
-}
-
-fn save_subscription(tx: &Transaction<'_>, s: &Subscription) -> Result<(), LedgerError> {
-    exec(
-        tx,
+fn save_subscription(out: &mut Writes, s: &Subscription) -> Result<(), LedgerError> {
+    out.exec(
         "INSERT INTO subscriptions (id, name, owner, claim_key, term_start, term_end)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, owner = excluded.owner,
              claim_key = excluded.claim_key, term_start = excluded.term_start,
              term_end = excluded.term_end",
-        params![
+        vals![
             s.id.as_str(),
             s.name,
             s.owner.as_ref().map(|o| o.as_str()),
@@ -617,16 +801,14 @@ fn save_subscription(tx: &Transaction<'_>, s: &Subscription) -> Result<(), Ledge
             to_i(s.end)
         ],
     )?;
-    exec(
-        tx,
+    out.exec(
         "DELETE FROM entitlements WHERE subscription = ?1",
-        params![s.id.as_str()],
+        vals![s.id.as_str()],
     )?;
     for e in &s.entitlements {
-        exec(
-            tx,
+        out.exec(
             "INSERT INTO entitlements (subscription, sku, seat_limit) VALUES (?1, ?2, ?3)",
-            params![s.id.as_str(), e.sku.as_str(), e.limit],
+            vals![s.id.as_str(), e.sku.as_str(), e.limit],
         )?;
     }
     Ok(())
@@ -634,9 +816,8 @@ fn save_subscription(tx: &Transaction<'_>, s: &Subscription) -> Result<(), Ledge
 
 /// Upserts one usage window by its key: an open window's row follows its latest report, and
 /// the closing report's counters replace it once, for good.
-fn save_usage_window(tx: &Transaction<'_>, w: &UsageWindow) -> Result<(), LedgerError> {
-    exec(
-        tx,
+fn save_usage_window(out: &mut Writes, w: &UsageWindow) -> Result<(), LedgerError> {
+    out.exec(
         "INSERT INTO usage_windows (tenant, device, window_seq, last_seq, closed, period_start,
              period_end, peak_vm_count, refusals, grace_seconds, chain)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -645,7 +826,7 @@ fn save_usage_window(tx: &Transaction<'_>, w: &UsageWindow) -> Result<(), Ledger
              period_end = excluded.period_end, peak_vm_count = excluded.peak_vm_count,
              refusals = excluded.refusals, grace_seconds = excluded.grace_seconds
          WHERE usage_windows.closed = 0",
-        params![
+        vals![
             w.device.0.as_str(),
             w.device.1.as_str(),
             to_i(w.window),
@@ -664,30 +845,28 @@ fn save_usage_window(tx: &Transaction<'_>, w: &UsageWindow) -> Result<(), Ledger
 
 /// Writes one policy row, or deletes it when the policy is gone (everything inherits).
 fn save_policy(
-    tx: &Transaction<'_>,
+    out: &mut Writes,
     scope: &str,
     id: &str,
     policy: Option<&crate::engine::policy::Policy>,
 ) -> Result<(), LedgerError> {
     match policy {
-        Some(p) => exec(
-            tx,
-            "INSERT OR REPLACE INTO license_policies (scope, id, policy) VALUES (?1, ?2, ?3)",
-            params![scope, id, to_json(p)?],
+        Some(p) => out.exec(
+            "INSERT INTO license_policies (scope, id, policy) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, id) DO UPDATE SET policy = excluded.policy",
+            vals![scope, id, to_json(p)?],
         )?,
-        None => exec(
-            tx,
+        None => out.exec(
             "DELETE FROM license_policies WHERE scope = ?1 AND id = ?2",
-            params![scope, id],
+            vals![scope, id],
         )?,
     };
     Ok(())
 }
 
-fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
+fn save_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
     let basis = d.bundle.basis.as_ref().map(to_json).transpose()?;
-    exec(
-        tx,
+    out.exec(
         "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
              firmware_version, agent_version, vm_count, services_wanted, first_seen,
              last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
@@ -706,7 +885,7 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
              bundle_basis = excluded.bundle_basis, unassigned = excluded.unassigned,
              violation_since = excluded.violation_since, offline = excluded.offline,
              usage = excluded.usage",
-        params![
+        vals![
             d.tenant.as_str(),
             d.id.as_str(),
             &d.key.0[..],
@@ -732,18 +911,16 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
             to_json(&d.usage)?,
         ],
     )?;
-    exec(
-        tx,
+    out.exec(
         "DELETE FROM seats WHERE tenant = ?1 AND device = ?2",
-        params![d.tenant.as_str(), d.id.as_str()],
+        vals![d.tenant.as_str(), d.id.as_str()],
     )?;
-    save_snow_device(tx, d)?;
+    save_snow_device(out, d)?;
     for (service, seat) in &d.seats {
-        exec(
-            tx,
+        out.exec(
             "INSERT INTO seats (tenant, device, service, subscription, sku, since, ends_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+            vals![
                 d.tenant.as_str(),
                 d.id.as_str(),
                 service.as_str(),
@@ -758,14 +935,14 @@ fn save_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
 }
 
 /// Loads what migration 5 added: Snow assignments, seat extras, host placements.
-fn load_snow(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
-    let mut q = c.prepare(
+fn load_snow(c: &Db, state: &mut State) -> Result<(), LedgerError> {
+    for r in query(
+        c,
         "SELECT kind, target, subscription, sku, quantity, virtual_machines, created_at
          FROM snow_assignments",
-    )?;
-    let mut rows = q.query([])?;
-    while let Some(r) = rows.next()? {
-        let kind = match r.get::<_, String>(0)?.as_str() {
+        vec![],
+    )? {
+        let kind = match r.get::<String>(0)?.as_str() {
             "datacenter" => AssignmentKind::Datacenter,
             "organization" => AssignmentKind::Organization,
             "site" => AssignmentKind::Site,
@@ -778,17 +955,17 @@ fn load_snow(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
             subscription: id(r.get(2)?)?,
             sku: id(r.get(3)?)?,
             quantity: r.get(4)?,
-            virtual_machines: json(&r.get::<_, String>(5)?)?,
+            virtual_machines: json(&r.get::<String>(5)?)?,
             created_at: to_u(r.get(6)?),
         };
         state.snow.insert(a.key(), a);
     }
-    let mut q = c.prepare(
+    for r in query(
+        c,
         "SELECT tenant, device, service, quantity, virtual_machines, datacenter
          FROM seat_assignments",
-    )?;
-    let mut rows = q.query([])?;
-    while let Some(r) = rows.next()? {
+        vec![],
+    )? {
         let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
         let service: licd_protocol::ServiceName = id(r.get(2)?)?;
         let seat = state
@@ -798,14 +975,16 @@ fn load_snow(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
             .ok_or_else(|| corrupt("seat assignment of an unknown seat"))?;
         seat.quantity = r.get(3)?;
         seat.assigned = r
-            .get::<_, Option<String>>(4)?
+            .get::<Option<String>>(4)?
             .map(|v| json(&v).map(|virtual_machines| ComputerAssignment { virtual_machines }))
             .transpose()?;
         seat.datacenter = r.get(5)?;
     }
-    let mut q = c.prepare("SELECT tenant, device, datacenter FROM device_placement")?;
-    let mut rows = q.query([])?;
-    while let Some(r) = rows.next()? {
+    for r in query(
+        c,
+        "SELECT tenant, device, datacenter FROM device_placement",
+        vec![],
+    )? {
         let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
         state
             .devices
@@ -818,17 +997,15 @@ fn load_snow(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
 
 /// Writes a device's seat extras and placement (migration 5). Seats without extras have no
 /// row: a ledger written before them reads the same.
-fn save_snow_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError> {
-    let key = params![d.tenant.as_str(), d.id.as_str()];
-    exec(
-        tx,
+fn save_snow_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
+    let key = || vals![d.tenant.as_str(), d.id.as_str()];
+    out.exec(
         "DELETE FROM seat_assignments WHERE tenant = ?1 AND device = ?2",
-        key,
+        key(),
     )?;
-    exec(
-        tx,
+    out.exec(
         "DELETE FROM device_placement WHERE tenant = ?1 AND device = ?2",
-        key,
+        key(),
     )?;
     for (service, seat) in &d.seats {
         if seat.quantity == 1 && seat.assigned.is_none() && seat.datacenter.is_none() {
@@ -839,11 +1016,10 @@ fn save_snow_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError>
             .as_ref()
             .map(|a| to_json(&a.virtual_machines))
             .transpose()?;
-        exec(
-            tx,
+        out.exec(
             "INSERT INTO seat_assignments (tenant, device, service, quantity, virtual_machines,
                  datacenter) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            vals![
                 d.tenant.as_str(),
                 d.id.as_str(),
                 service.as_str(),
@@ -854,10 +1030,9 @@ fn save_snow_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError>
         )?;
     }
     if let Some(dc) = &d.datacenter {
-        exec(
-            tx,
+        out.exec(
             "INSERT INTO device_placement (tenant, device, datacenter) VALUES (?1, ?2, ?3)",
-            params![d.tenant.as_str(), d.id.as_str(), dc],
+            vals![d.tenant.as_str(), d.id.as_str(), dc],
         )?;
     }
     Ok(())
@@ -865,21 +1040,19 @@ fn save_snow_device(tx: &Transaction<'_>, d: &Device) -> Result<(), LedgerError>
 
 /// Writes (or deletes) one Snow assignment.
 fn save_snow(
-    tx: &Transaction<'_>,
+    out: &mut Writes,
     key: &SnowKey,
     a: Option<&SnowAssignment>,
 ) -> Result<(), LedgerError> {
-    exec(
-        tx,
+    out.exec(
         "DELETE FROM snow_assignments WHERE license = ?1 AND kind = ?2 AND target = ?3",
-        params![key.0, key.1.as_str(), key.2],
+        vals![key.0, key.1.as_str(), key.2],
     )?;
     if let Some(a) = a {
-        exec(
-            tx,
+        out.exec(
             "INSERT INTO snow_assignments (license, kind, target, subscription, sku, quantity,
                  virtual_machines, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+            vals![
                 key.0,
                 key.1.as_str(),
                 key.2,
@@ -895,20 +1068,20 @@ fn save_snow(
 }
 
 /// Loads the site delegations and their reservations (migration 7).
-fn load_delegations(c: &Connection, state: &mut State) -> Result<(), LedgerError> {
-    let mut q = c.prepare(
+fn load_delegations(c: &Db, state: &mut State) -> Result<(), LedgerError> {
+    for r in query(
+        c,
         "SELECT id, tenant, site, relay_key, max_lease, not_before, not_after, state,
                 created_at, ended_at, signed
          FROM delegations",
-    )?;
-    let mut rows = q.query([])?;
-    while let Some(r) = rows.next()? {
+        vec![],
+    )? {
         let state_word: String = r.get(7)?;
         let d = DelegationRecord {
             id: r.get(0)?,
             tenant: id(r.get(1)?)?,
             site: id(r.get(2)?)?,
-            relay_key: PublicKey::from_hex(&r.get::<_, String>(3)?)
+            relay_key: PublicKey::from_hex(&r.get::<String>(3)?)
                 .map_err(|_| corrupt("a delegation's relay key is not 64 hex digits"))?,
             max_lease: to_u(r.get(4)?),
             not_before: to_u(r.get(5)?),
@@ -920,23 +1093,22 @@ fn load_delegations(c: &Connection, state: &mut State) -> Result<(), LedgerError
                 other => return Err(corrupt(format!("delegation state {other}"))),
             },
             created_at: to_u(r.get(8)?),
-            ended_at: r.get::<_, Option<i64>>(9)?.map(to_u),
-            signed: hex::decode(r.get::<_, String>(10)?)
+            ended_at: r.get::<Option<i64>>(9)?.map(to_u),
+            signed: hex::decode(r.get::<String>(10)?)
                 .map_err(|_| corrupt("a delegation's signed bytes are not hex"))?,
             pools: Vec::new(),
         };
         state.delegations.insert(d.id.clone(), d);
     }
-    let mut q = c.prepare(
+    for r in query(
+        c,
         "SELECT delegation, service, subscription, sku, seats FROM delegation_seats
          ORDER BY delegation, pool, position",
-    )?;
-    let mut rows = q.query([])?;
-    while let Some(r) = rows.next()? {
+        vec![],
+    )? {
         let owner: String = r.get(0)?;
         let service: licd_protocol::ServiceName = id(r.get(1)?)?;
-        let seats = u32::try_from(r.get::<_, i64>(4)?)
-            .map_err(|_| corrupt("a delegation's seats are out of range"))?;
+        let seats: u32 = r.get(4)?;
         let reservation = Reservation {
             subscription: id(r.get(2)?)?,
             sku: id(r.get(3)?)?,
@@ -963,22 +1135,20 @@ fn load_delegations(c: &Connection, state: &mut State) -> Result<(), LedgerError
 
 /// Writes (or deletes) one delegation with its reservations.
 fn save_delegation(
-    tx: &Transaction<'_>,
+    out: &mut Writes,
     key: &str,
     d: Option<&DelegationRecord>,
 ) -> Result<(), LedgerError> {
-    exec(
-        tx,
+    out.exec(
         "DELETE FROM delegation_seats WHERE delegation = ?1",
-        params![key],
+        vals![key],
     )?;
     let Some(d) = d else {
-        exec(tx, "DELETE FROM delegations WHERE id = ?1", params![key])?;
+        out.exec("DELETE FROM delegations WHERE id = ?1", vals![key])?;
         return Ok(());
     };
     // An upsert, not delete + insert: the leases its relay reported reference the row.
-    exec(
-        tx,
+    out.exec(
         "INSERT INTO delegations (id, tenant, site, relay_key, max_lease, not_before, not_after,
              state, created_at, ended_at, signed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -987,7 +1157,7 @@ fn save_delegation(
              not_before = excluded.not_before, not_after = excluded.not_after,
              state = excluded.state, created_at = excluded.created_at,
              ended_at = excluded.ended_at, signed = excluded.signed",
-        params![
+        vals![
             d.id,
             d.tenant.as_str(),
             d.site.as_str(),
@@ -1003,18 +1173,17 @@ fn save_delegation(
     )?;
     for (pool, p) in d.pools.iter().enumerate() {
         for (position, r) in p.reserved.iter().enumerate() {
-            exec(
-                tx,
+            out.exec(
                 "INSERT INTO delegation_seats (delegation, pool, position, service,
                      subscription, sku, seats) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                vals![
                     d.id,
                     to_i(pool as u64),
                     to_i(position as u64),
                     p.service.as_str(),
                     r.subscription.as_str(),
                     r.sku.as_str(),
-                    i64::from(r.seats)
+                    r.seats
                 ],
             )?;
         }

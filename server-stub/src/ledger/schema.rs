@@ -1,6 +1,31 @@
-//! The ledger's SQL schema as an ordered list of migrations. `PRAGMA user_version` holds how
+//! The ledger's SQL schema as an ordered list of migrations, one list for SQLite and
+//! PostgreSQL. SQLite's `PRAGMA user_version` (PostgreSQL: the row of `licd_schema`) holds how
 //! many have been applied; each runs once, in its own transaction, in order. Never edit a
 //! shipped migration: add the next one.
+//!
+//! # Writing SQL that runs on both
+//!
+//! Migrations and the ledger's statements are written once, in SQLite's spelling, and
+//! PostgreSQL gets a mechanical translation ([`super::sql::to_postgres_ddl`],
+//! [`super::sql::to_postgres_params`]):
+//!
+//! - types: `INTEGER` (64-bit in SQLite) becomes `BIGINT`, `BLOB` becomes `BYTEA`; use only
+//!   `INTEGER`, `TEXT`, `BLOB` (booleans are `INTEGER` 0/1, times are unix seconds, JSON is
+//!   `TEXT`). No `REAL`, no `AUTOINCREMENT`, no `DATETIME` defaults.
+//! - placeholders: `?1`, `?2`… become `$1`, `$2`…; never write a `?` anywhere else (not even
+//!   in a comment or a string literal).
+//! - a parameter PostgreSQL cannot type from its use (`?1 IS NULL`) gets a cast:
+//!   `CAST(?1 AS TEXT) IS NULL` (PostgreSQL prepares statements before it sees values).
+//! - upserts: `INSERT … ON CONFLICT (key) DO UPDATE SET c = excluded.c` (both have it); never
+//!   `INSERT OR REPLACE` / `REPLACE INTO` (SQLite only).
+//! - `CREATE TABLE`, `CREATE INDEX`, `ALTER TABLE … ADD COLUMN … DEFAULT …`, `CHECK`,
+//!   `REFERENCES … ON DELETE CASCADE` and `--` comments mean the same on both.
+//! - no `PRAGMA`, no `IF NOT EXISTS` tricks, no `WITHOUT ROWID`; `rowid` only where
+//!   [`POSTGRES_AFTER`] gives the table a real one.
+//! - anything PostgreSQL needs beyond that goes in [`POSTGRES_AFTER`] under the migration's
+//!   number.
+//!
+//! The ledger tests run every migration on both (`tests/tests/ledger_backends.rs`).
 
 /// Migrations, oldest first. Index + 1 = the `user_version` after it ran.
 pub const MIGRATIONS: &[&str] = &[
@@ -202,3 +227,17 @@ CREATE TABLE delegated_leases (
 CREATE INDEX delegated_leases_by_delegation ON delegated_leases (delegation, n);
 "#,
 ];
+
+/// Key of the advisory lock PostgreSQL migrations run under, so replicas starting together
+/// migrate once ("licd" in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x6c69_6364;
+
+/// What PostgreSQL runs after a migration of [`MIGRATIONS`] (by its number), in the same
+/// transaction, where the portable text is not enough. Only one rule needs it so far: a
+/// table whose queries use SQLite's implicit `rowid` (insertion order) gets a real `rowid`
+/// identity column on PostgreSQL, so the same queries work on both.
+pub const POSTGRES_AFTER: &[(usize, &str)] = &[(
+    1,
+    "ALTER TABLE entitlements ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;
+     ALTER TABLE refused_reports ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;",
+)];

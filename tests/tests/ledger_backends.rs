@@ -1,9 +1,11 @@
-//! The ledger keeps everything across a restart: customers, catalogue, subscriptions,
+//! The ledger keeps everything across a restart, on both backends (SQLite file and a real
+//! PostgreSQL server started by the harness): customers, catalogue, subscriptions,
 //! auto-licensing, devices with their pinned keys, seats and bundle `seq` (which must never go
-//! backwards, or agents would refuse the next bundle).
+//! backwards, or agents would refuse the next bundle), bindings, seat limits, policies, usage
+//! history and refused reports. Every scenario runs once per backend; a restart is a new
+//! `Ledger` on the same file or database.
 
-// Test helpers outside #[test] fns unwrap too: a panic is a test failure (see clippy.toml).
-#![allow(clippy::unwrap_used)]
+use std::path::PathBuf;
 
 use ed25519_dalek::SigningKey;
 use licd_protocol::envelope::seal_report;
@@ -17,8 +19,50 @@ use licd_stub::engine::{
 };
 use licd_stub::ledger::{Ledger, LedgerError};
 use licd_stub::Signer;
+use licd_tests::Postgres;
+
+/// Where a scenario's ledger lives; `open` is a (re)start.
+enum Place {
+    // The temp dir lives as long as the place.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir, PathBuf),
+    Postgres(std::sync::Arc<Postgres>, String),
+}
+
+impl Place {
+    fn open(&self) -> Ledger {
+        match self {
+            Place::Sqlite(_, path) => Ledger::open(path).unwrap(),
+            Place::Postgres(_, url) => {
+                Ledger::open_postgres(url, std::time::Duration::from_secs(10)).unwrap()
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Place::Sqlite(..) => "sqlite",
+            Place::Postgres(..) => "postgres",
+        }
+    }
+}
+
+/// Runs `scenario` on a fresh SQLite file, then on a fresh PostgreSQL cluster.
+fn on_both(scenario: impl Fn(&Place)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let places = [Place::Sqlite(dir, path), {
+        let pg = Postgres::shared().unwrap();
+        let url = pg.create_database().unwrap();
+        Place::Postgres(pg, url)
+    }];
+    for place in &places {
+        eprintln!("-- on {}", place.name());
+        scenario(place);
+    }
+}
 
 const T0: u64 = 1_800_000_000;
+const T1: u64 = 1_700_000_000;
 
 fn svc(s: &str) -> ServiceName {
     ServiceName::new(s).unwrap()
@@ -84,17 +128,14 @@ fn populate(c: &mut Controller) {
 
 #[test]
 fn a_restart_loses_nothing_and_seq_keeps_rising() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+    on_both(a_restart_loses_nothing_and_seq_keeps_rising_on);
+}
+
+fn a_restart_loses_nothing_and_seq_keeps_rising_on(place: &Place) {
     let signer = Signer::ephemeral(T0).unwrap();
     let key = SigningKey::from_bytes(&[5; 32]);
 
-    let mut c = Controller::open(
-        Ledger::open(&path).unwrap(),
-        signer.clone(),
-        LeasePolicy::default(),
-    )
-    .unwrap();
+    let mut c = Controller::open(place.open(), signer.clone(), LeasePolicy::default()).unwrap();
     populate(&mut c);
     let (topic, bytes) = report("host-1", &key, &["hv"], 0);
     let (_, pubs) = c.handle_report_message(&topic, &bytes, T0).unwrap();
@@ -113,8 +154,7 @@ fn a_restart_loses_nothing_and_seq_keeps_rising() {
     let state_before = c.engine().state().clone();
     drop(c);
 
-    let mut c =
-        Controller::open(Ledger::open(&path).unwrap(), signer, LeasePolicy::default()).unwrap();
+    let mut c = Controller::open(place.open(), signer, LeasePolicy::default()).unwrap();
     assert_eq!(c.engine().state(), &state_before);
     assert_eq!(
         c.ledger().schema_version().unwrap() as usize,
@@ -151,23 +191,40 @@ fn a_restart_loses_nothing_and_seq_keeps_rising() {
 
 #[test]
 fn a_ledger_from_a_newer_version_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    drop(Ledger::open(&path).unwrap());
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "user_version", 99).unwrap();
-    drop(conn);
-    let supported = licd_stub::ledger::schema::MIGRATIONS.len() as u32;
-    assert!(matches!(
-        Ledger::open(&path),
-        Err(LedgerError::NewerSchema { found: 99, supported: s }) if s == supported
-    ));
+    on_both(|place| {
+        drop(place.open());
+        match place {
+            Place::Sqlite(_, path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.pragma_update(None, "user_version", 99).unwrap();
+            }
+            Place::Postgres(pg, url) => {
+                let db = url.rsplit('/').next().unwrap();
+                pg.psql(db, "UPDATE licd_schema SET version = 99").unwrap();
+            }
+        }
+        let supported = licd_stub::ledger::schema::MIGRATIONS.len() as u32;
+        let opened = match place {
+            Place::Sqlite(_, path) => Ledger::open(path),
+            Place::Postgres(_, url) => {
+                Ledger::open_postgres(url, std::time::Duration::from_secs(10))
+            }
+        };
+        assert!(matches!(
+            opened,
+            Err(LedgerError::NewerSchema { found: 99, supported: s }) if s == supported
+        ));
+    });
 }
 
 #[test]
 fn an_operation_the_engine_refuses_writes_nothing() {
+    on_both(|place| an_operation_the_engine_refuses_writes_nothing_on(place.open()));
+}
+
+fn an_operation_the_engine_refuses_writes_nothing_on(ledger: Ledger) {
     let mut c = Controller::open(
-        Ledger::open_in_memory().unwrap(),
+        ledger,
         Signer::ephemeral(T0).unwrap(),
         LeasePolicy::default(),
     )
@@ -186,23 +243,20 @@ fn an_operation_the_engine_refuses_writes_nothing() {
     assert_eq!(c.ledger().load().unwrap(), before);
 }
 
-fn open(path: &std::path::Path, signer: &Signer) -> Controller {
-    Controller::open(
-        Ledger::open(path).unwrap(),
-        signer.clone(),
-        LeasePolicy::default(),
-    )
-    .unwrap()
+fn open(place: &Place, signer: &Signer) -> Controller {
+    Controller::open(place.open(), signer.clone(), LeasePolicy::default()).unwrap()
 }
 
 /// Issue 21 (co-term move, migration 4): a seat whose license moved away keeps its end
 /// across a restart, so the device stays in grace rather than being licensed again.
 #[test]
 fn a_seat_ended_by_a_license_move_keeps_its_end_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+    on_both(a_seat_ended_by_a_license_move_keeps_its_end_on);
+}
+
+fn a_seat_ended_by_a_license_move_keeps_its_end_on(place: &Place) {
     let signer = Signer::ephemeral(T0).unwrap();
-    let mut c = open(&path, &signer);
+    let mut c = open(place, &signer);
     populate(&mut c);
     let (topic, bytes) = report("host-1", &SigningKey::from_bytes(&[5; 32]), &["hv"], 0);
     let _ = c.handle_report_message(&topic, &bytes, T0).unwrap();
@@ -225,7 +279,7 @@ fn a_seat_ended_by_a_license_move_keeps_its_end_across_a_restart() {
     assert!(!pubs.is_empty(), "host-1 gets a bundle ending at the move");
     let before = c.engine().state().clone();
     drop(c);
-    let c = open(&path, &signer);
+    let c = open(place, &signer);
     assert_eq!(c.engine().state(), &before);
     let d = &c.engine().state().devices[&(
         TenantId::new("acme").unwrap(),
@@ -239,13 +293,15 @@ fn a_seat_ended_by_a_license_move_keeps_its_end_across_a_restart() {
 /// restart, and the seat counts rebuilt from them are the same.
 #[test]
 fn snow_assignments_and_placements_survive_a_restart() {
+    on_both(snow_assignments_and_placements_survive_a_restart_on);
+}
+
+fn snow_assignments_and_placements_survive_a_restart_on(place: &Place) {
     use licd_stub::engine::assign::{AssignmentRequest, LicenseRef, PutMode, Target};
     use licd_stub::engine::AssignmentKind;
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
     let signer = Signer::ephemeral(T0).unwrap();
-    let mut c = open(&path, &signer);
+    let mut c = open(place, &signer);
     populate(&mut c);
     let acme = TenantId::new("acme").unwrap();
     let host = |d: &str| (acme.clone(), DeviceId::new(d).unwrap());
@@ -299,7 +355,7 @@ fn snow_assignments_and_placements_survive_a_restart() {
     let seats = c.engine().assigned_seats(&l.subscription, &l.sku);
     assert_eq!(seats, 3, "host-1's 2 and the datacenter's 1");
     drop(c);
-    let c = open(&path, &signer);
+    let c = open(place, &signer);
     assert_eq!(c.engine().state(), &before);
     assert_eq!(c.engine().assigned_seats(&l.subscription, &l.sku), seats);
     let e = c.engine();
@@ -311,4 +367,163 @@ fn snow_assignments_and_placements_survive_a_restart() {
     assert!(e.state().devices[&h2].seats.is_empty());
     let s = e.assignment_summary(&l, T0 + 2).unwrap();
     assert!(s.computer && s.datacenter && s.organization && s.site && s.user);
+}
+
+/// What the admin API's engine operations change (issue 6): bindings, seat limits, renamed
+/// and removed customers.
+#[test]
+fn bindings_seat_limits_and_customer_changes_survive_a_restart() {
+    on_both(bindings_seat_limits_and_customer_changes_survive_on);
+}
+
+fn bindings_seat_limits_and_customer_changes_survive_on(place: &Place) {
+    let signer = Signer::ephemeral(T1).unwrap();
+    let open = |signer: &Signer| open(place, signer);
+    let mut c = open(&signer);
+    c.apply(T1, |e, now| {
+        let _ = e.add_customer(t("a"), "A", CustomerKind::Tenant, now)?;
+        let _ = e.add_customer(t("b"), "B", CustomerKind::Tenant, now)?;
+        let _ = e.add_customer(t("gone"), "G", CustomerKind::Tenant, now)?;
+        e.add_catalog_entry(CatalogEntry {
+            sku: Sku::new("LIC-AP").unwrap(),
+            name: "ap".into(),
+            service: ServiceName::new("wifi").unwrap(),
+            product_class: "ap".into(),
+            vms_per_seat: None,
+        })?;
+        let fx = e.add_subscription(
+            Subscription {
+                id: LicenseId::new("SA").unwrap(),
+                name: "sa".into(),
+                owner: Some(t("a")),
+                claim_key: None,
+                start: now - 1,
+                end: now + 1000,
+                entitlements: vec![Entitlement {
+                    sku: Sku::new("LIC-AP").unwrap(),
+                    limit: 1,
+                }],
+            },
+            now,
+        )?;
+        Ok(((), fx))
+    })
+    .unwrap();
+    c.apply(T1, |e, now| {
+        let (_, fx) = e.bind_customers(
+            &LicenseId::new("SA").unwrap(),
+            &[t("b"), t("gone")],
+            false,
+            now,
+        )?;
+        let more = e.set_seat_limit(
+            &LicenseId::new("SA").unwrap(),
+            &Sku::new("LIC-AP").unwrap(),
+            7,
+            now,
+        )?;
+        e.rename_customer(&t("b"), "Bee".into())?;
+        e.remove_customer(&t("gone"))?;
+        let mut all = Effects::default();
+        all.publish.extend(fx.publish);
+        all.publish.extend(more.publish);
+        Ok(((), all))
+    })
+    .unwrap();
+    let before = c.engine().state().clone();
+    drop(c);
+    let c = open(&signer);
+    assert_eq!(c.engine().state(), &before);
+    let st = c.engine().state();
+    assert_eq!(st.bindings[&LicenseId::new("SA").unwrap()].len(), 1);
+    assert_eq!(
+        st.subscriptions[&LicenseId::new("SA").unwrap()].entitlements[0].limit,
+        7
+    );
+    assert_eq!(st.customers[&t("b")].name, "Bee");
+    assert!(!st.customers.contains_key(&t("gone")));
+}
+
+/// Policies (migration 6), usage history rows (upserted by key, a closed window final) and
+/// refused reports (newest first, bounded) read back the same on both backends.
+#[test]
+fn policies_usage_history_and_refused_reports_read_back_the_same() {
+    on_both(|place| {
+        use licd_stub::engine::policy::Policy;
+        use licd_stub::engine::usage::{UsageCounters, UsageWindow};
+        use licd_stub::engine::Dirty;
+        use licd_stub::ledger::UsageQuery;
+
+        let mut ledger = place.open();
+        let mut state = licd_stub::engine::State::default();
+        let sku = Sku::new("LIC-HV-4").unwrap();
+        state.sku_policies.insert(
+            sku.clone(),
+            Policy {
+                overage_tolerance_pct: Some(125),
+                warn_before: Some(vec![86_400, 3_600]),
+                ..Policy::default()
+            },
+        );
+        let device = (
+            TenantId::new("acme").unwrap(),
+            DeviceId::new("host-1").unwrap(),
+        );
+        let window = |last_seq, closed, peak| UsageWindow {
+            device: device.clone(),
+            chain: u64::MAX,
+            window: 3,
+            last_seq,
+            closed,
+            start: T0,
+            end: T0 + last_seq,
+            counters: UsageCounters {
+                peak_vm_count: Some(peak),
+                refusals: 1,
+                grace_seconds: [(svc("hv"), 60)].into_iter().collect(),
+            },
+        };
+        let mut dirty = Dirty::default();
+        dirty.sku_policies.insert(sku.clone());
+        dirty.usage_windows = vec![window(4, false, 5), window(5, true, 9), window(6, false, 1)];
+        ledger.save(&state, &dirty).unwrap();
+        for i in 0..3 {
+            ledger
+                .record_refused(T0 + i, "acme", "host-1", &format!("reason {i}"))
+                .unwrap();
+        }
+        drop(ledger);
+
+        let ledger = place.open();
+        assert_eq!(ledger.load().unwrap().sku_policies, state.sku_policies);
+        let q = UsageQuery {
+            tenant: Some(&device.0),
+            device: None,
+            from: 0,
+            to: u64::MAX,
+        };
+        let windows = ledger.usage_windows(&q).unwrap();
+        assert_eq!(
+            windows,
+            vec![window(5, true, 9)],
+            "the closed value is final"
+        );
+        let none = UsageQuery {
+            tenant: Some(&TenantId::new("other").unwrap()),
+            ..q
+        };
+        assert!(ledger.usage_windows(&none).unwrap().is_empty());
+        let refused = ledger.refused_reports(2).unwrap();
+        assert_eq!(
+            refused
+                .iter()
+                .map(|r| r.reason.as_str())
+                .collect::<Vec<_>>(),
+            ["reason 2", "reason 1"]
+        );
+    });
+}
+
+fn t(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
 }
