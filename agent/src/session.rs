@@ -18,6 +18,7 @@ use licd_protocol::topic::TRUST_FILTER;
 use licd_protocol::{DeviceId, TenantId, Topic, TopicKind, TrustTopic};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -328,35 +329,72 @@ async fn drive(
                 Err(_) => tx.send(SessionEvent::Stray(p.topic)).await,
             },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(Event::Incoming(Packet::SubAck(ack)))
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
+            {
+                // A broker that refuses the grants subscription leaves the device deaf while
+                // looking connected. nats-server does so for a few seconds after losing a
+                // node (its JetStream elects new leaders) and always for a topic with `.` in
+                // it (2.9): drop the connection and retry, as after a failure, so it counts as
+                // one (no backoff reset) and the next attempt goes to the next node.
+                eventloop.clean();
+                connected_at = None;
+                let e = format!("the broker refused the subscription to {}", topics.grants);
+                lost(&mut failover, &mut setup, None, e, eventloop, &nodes, &tx).await
+            }
             Ok(_) => Ok(()),
             Err(e) => {
-                // The next ConnAck queues everything again.
-                setup = Setup::default();
                 let held = connected_at.take().map(|t| t.elapsed());
-                let failed = failover.current();
-                let retry = failover.after_disconnect(held, os_random());
-                if let (true, Some(next)) = (retry.switched, nodes.get(retry.node)) {
-                    // The session is clean: nothing of the old node's session is carried over,
-                    // and the next ConnAck subscribes and announces presence afresh.
-                    eventloop.mqtt_options = next.options.clone();
-                    tracing::info!(from = name(failed), to = %next.name, error = %e, retry_in_ms = retry.delay.as_millis() as u64, "failing over to another broker node");
-                }
-                let sent = tx
-                    .send(SessionEvent::Disconnected {
-                        error: e.to_string(),
-                        retry_in: retry.delay,
-                    })
-                    .await;
-                if sent.is_ok() {
-                    tokio::time::sleep(retry.delay).await;
-                }
-                sent
+                lost(
+                    &mut failover,
+                    &mut setup,
+                    held,
+                    e.to_string(),
+                    eventloop,
+                    &nodes,
+                    &tx,
+                )
+                .await
             }
         };
         if sent.is_err() {
             return; // the daemon is gone
         }
     }
+}
+
+/// After a failed attempt or a lost connection (`held`: how long it lasted): moves to the next
+/// node, tells the daemon and waits out the backoff. An error when the daemon is gone.
+async fn lost(
+    failover: &mut Failover,
+    setup: &mut Setup,
+    held: Option<Duration>,
+    error: String,
+    eventloop: &mut EventLoop,
+    nodes: &[Node],
+    tx: &mpsc::Sender<SessionEvent>,
+) -> Result<(), mpsc::error::SendError<SessionEvent>> {
+    let name = |i: usize| nodes.get(i).map_or("none", |n| n.name.as_str());
+    // The next ConnAck queues everything again.
+    *setup = Setup::default();
+    let failed = failover.current();
+    let retry = failover.after_disconnect(held, os_random());
+    if let (true, Some(next)) = (retry.switched, nodes.get(retry.node)) {
+        // The session is clean: nothing of the old node's session is carried over, and the
+        // next ConnAck subscribes and announces presence afresh.
+        eventloop.mqtt_options = next.options.clone();
+        tracing::info!(from = name(failed), to = %next.name, %error, retry_in_ms = retry.delay.as_millis() as u64, "failing over to another broker node");
+    }
+    let sent = tx
+        .send(SessionEvent::Disconnected {
+            error,
+            retry_in: retry.delay,
+        })
+        .await;
+    if sent.is_ok() {
+        tokio::time::sleep(retry.delay).await;
+    }
+    sent
 }
 
 /// What the session queues on every ConnAck — the subscriptions, then presence — kept until
@@ -463,6 +501,8 @@ mod tests {
         /// Serves the client: SUBACK for a SUBSCRIBE, then a message `bundle` on its first
         /// filter; PUBACK for QoS 1 publishes, PINGRESP for pings.
         Serve,
+        /// As `Serve`, but the SUBACK refuses every filter (0x80) and no message follows.
+        Refuse,
     }
 
     /// A scripted broker on 127.0.0.1:0; counts connections.
@@ -479,15 +519,16 @@ mod tests {
                 {
                     continue;
                 }
-                if script == Script::Serve {
-                    tokio::spawn(async move { while serve_one(&mut s).await.is_ok() {} });
+                if script != Script::HangUp {
+                    let refuse = script == Script::Refuse;
+                    tokio::spawn(async move { while serve_one(&mut s, refuse).await.is_ok() {} });
                 }
             }
         });
         (port, connections)
     }
 
-    async fn serve_one(s: &mut TcpStream) -> std::io::Result<()> {
+    async fn serve_one(s: &mut TcpStream, refuse: bool) -> std::io::Result<()> {
         let (first, body) = read_packet(s).await?;
         let short = |at: usize| {
             body.get(at..at + 2)
@@ -504,7 +545,10 @@ mod tests {
                     at += filter.len() + 3;
                 }
                 let mut ack = body[..2].to_vec();
-                ack.resize(2 + filters.len(), 0);
+                ack.resize(2 + filters.len(), if refuse { 0x80 } else { 0 });
+                if refuse {
+                    return s.write_all(&packet(0x90, &ack)).await;
+                }
                 s.write_all(&packet(0x90, &ack)).await?;
                 let topic = filters.first().copied().unwrap_or_default();
                 let len = u16::try_from(topic.len()).expect("short").to_be_bytes();
@@ -584,6 +628,40 @@ mod tests {
         task.abort();
         assert_eq!(grants.ok().flatten().as_deref(), Some(&b"bundle"[..]));
         assert_eq!(connected_to, vec![format!("127.0.0.1:{live}")]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_grants_subscription_drops_the_connection_and_retries() {
+        let (port, connections) = broker(Script::Refuse).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let nodes = vec![Node::new(MqttOptions::new("ap-1", "127.0.0.1", port))];
+        let (_client, task) = start(nodes, Duration::from_secs(30), topics(), tx);
+        let refused = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.recv().await {
+                    Some(SessionEvent::Disconnected { error, .. }) => return Some(error),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        let error = refused
+            .ok()
+            .flatten()
+            .expect("a disconnect after the refusal");
+        assert!(
+            error.contains("refused the subscription to licd/v1/acme/ap-1/grants"),
+            "{error}"
+        );
+        // And it comes back for another try.
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(rx.recv().await, Some(SessionEvent::Connected { .. }) | None) {}
+        })
+        .await;
+        task.abort();
+        assert!(again.is_ok());
+        assert!(connections.load(Ordering::Relaxed) >= 2);
     }
 
     // Real time: the queued publishes are small writes, and Nagle holds them until the broker's
