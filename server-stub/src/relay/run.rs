@@ -184,7 +184,11 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
     let embedded = crate::broker::start_if_embedded(&config.broker, config.connect_timeout)
         .await?
         .map(|b| b.addr);
-    let opts = session::mqtt_options(&config.broker, embedded, &config.client_id)?;
+    let nodes = session::node_options(&config.broker, embedded, &config.client_id)?;
+    let opts = nodes
+        .first()
+        .map(|n| n.options.clone())
+        .ok_or_else(|| StubError::Config("no broker URL".into()))?;
     let filter = format!("licd/v1/{tenant}/+/report");
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let (work_tx, work_rx) = mpsc::channel(1024);
@@ -195,6 +199,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
     let tasks = vec![
         tokio::spawn(session::run_eventloop(
             eventloop,
+            nodes,
             client.clone(),
             filter.clone(),
             work_tx,
