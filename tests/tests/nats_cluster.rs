@@ -4,12 +4,25 @@
 //! docs/STUB.md ("A clustered broker: nats-server"), one row at a time, with plain rumqttc
 //! clients: what licd relies on (QoS 1 across nodes, retained grants that survive a node, wills)
 //! and what it must work around (no `$share`, no `.` in topics on 2.9, wills lost with a node).
+//!
+//! `agents_and_the_controller_fail_over_…` is issue 19's broker invariant, scaled for CI.
+//! `LICD_NATS_LOG=1` prints the nodes' warnings and errors at its end.
 
 use std::time::Duration;
 
-use licd_tests::NatsCluster;
+use std::sync::Arc;
+
+use licd_agent::clock::SystemClock;
+use licd_agent::config::Settings;
+use licd_agent::daemon;
+use licd_agent::enforce::ServiceState;
+use licd_agent::identity::{resolve_identity_blocking, HostRoot};
+use licd_agent::status::Status;
+use licd_protocol::DeviceId;
+use licd_stub::ReportSubscription;
+use licd_tests::{fleet, NatsCluster};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Upper bound for anything a healthy loopback cluster should do (connect, deliver).
 const STEP: Duration = Duration::from_secs(20);
@@ -250,4 +263,356 @@ async fn nats_mqtt_does_what_the_stub_doc_says() {
     dot.publish(dotted, true, b"x".to_vec()).await;
     let closed = dot.next_quietly().await;
     assert!(matches!(closed, Some(Err(_))), "{closed:?}");
+}
+
+/// Simulated devices in the failover test: enough that every node carries several (the
+/// first node is random per device), few enough for CI. After a node loss nats-server 2.9
+/// needs JetStream round trips (session record, one durable consumer per QoS 1 filter) for
+/// every reconnecting client, which time out (4 s) until its streams have new leaders: on
+/// this loaded 2-core machine the failover of 20 clients took 30–50 s.
+const DEVICES: usize = 30;
+
+/// What the test reads from one agent's status.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen1 {
+    connected: bool,
+    broker: String,
+    /// Every service `Licensed` (not grace: the controller stayed reachable).
+    licensed: bool,
+    seq: Option<u64>,
+    refusals: u64,
+}
+
+fn read(rx: &watch::Receiver<Arc<Status>>) -> Seen1 {
+    let s = rx.borrow();
+    let conn = s.connection.as_ref();
+    let e = &s.enforcement;
+    Seen1 {
+        connected: conn.is_some_and(|c| c.connected),
+        broker: conn.map_or_else(String::new, |c| c.broker.clone()),
+        licensed: !e.services.is_empty()
+            && e.services
+                .iter()
+                .all(|x| matches!(x.state, ServiceState::Licensed { .. })),
+        seq: e.bundle.as_ref().map(|b| b.seq),
+        refusals: e.refusals.total,
+    }
+}
+
+/// Waits (polling, bounded) until `pred` holds for every agent; the failure names the first
+/// agent that does not, with what it shows.
+fn wait_all(
+    what: &str,
+    agents: &[watch::Receiver<Arc<Status>>],
+    timeout: Duration,
+    dump: &dyn Fn() -> String,
+    pred: impl Fn(&Seen1) -> bool,
+) {
+    let r = licd_tests::wait_for(what, timeout, || agents.iter().all(|a| pred(&read(a))));
+    if let Err(e) = r {
+        let bad: Vec<(usize, Seen1)> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i, read(a)))
+            .filter(|(_, s)| !pred(s))
+            .take(3)
+            .collect();
+        panic!(
+            "{e}: e.g. {bad:?}\ncluster log (warnings and errors):\n{}",
+            dump()
+        );
+    }
+}
+
+/// Issue 19's broker invariant, scaled for CI: a 3-node cluster, the controller and
+/// [`DEVICES`] agents licensed, the node under the controller and a share of the agents killed.
+/// No license is lost, every agent (and the controller) reconnects to another node; when the
+/// node returns nothing is issued twice and nobody moves back.
+#[test]
+fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_or_duplicated() {
+    let started = std::time::Instant::now();
+    let mut cluster = NatsCluster::start().expect("a 3-node nats-server cluster");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The controller lists node 0 first and starts there; no `$share` on nats-server, so a
+    // plain subscription (one controller; docs/STUB.md for replicas).
+    eprintln!("cluster up in {:?}", started.elapsed());
+    // One seat more than the fleet: a device added after the failover must get one.
+    let (ctl, stub) = fleet::start_controller_with(
+        &cluster.urls().join(","),
+        DEVICES + 1,
+        dir.path(),
+        ReportSubscription::Plain,
+    )
+    .expect("controller on the cluster");
+
+    let urls = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let services = fleet::SERVICES.map(|s| format!("{s:?}")).join(", ");
+    let text = format!(
+        "tenant = {tenant:?}\nservices = [{services}]\nroots = [{root:?}]\n\
+         [broker]\nurls = [{urls}]\nallow_insecure = true\nreconnect_max_secs = 5\n\
+         [api]\nsocket = \"\"\n\
+         [identity]\ndevice_id = \"nats-000\"\nmodel = \"AP\"\nserial = \"SN\"\nproduct_class = {pc:?}\n",
+        tenant = fleet::TENANT,
+        root = stub.root_public_key().to_hex(),
+        pc = fleet::PRODUCT_CLASS,
+    );
+    let settings = Settings::from_toml(&text).expect("agent config");
+    let identity =
+        resolve_identity_blocking(&settings.identity, &HostRoot::system()).expect("identity");
+    let rt = licd_tests::runtime();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (status_tx, status_rx) = std::sync::mpsc::channel();
+    let mut tasks = Vec::new();
+    let spawn = |i: usize| {
+        let name = format!("nats-{i:03}");
+        let mut s = settings.clone();
+        s.state_dir = dir.path().join(&name);
+        s.identity.device_id = Some(name.clone());
+        let mut ident = identity.clone();
+        ident.device.id = DeviceId::new(name).expect("device id");
+        let mut stop = stop_rx.clone();
+        let tx = status_tx.clone();
+        rt.spawn(async move {
+            daemon::run_with(
+                s,
+                Arc::new(SystemClock),
+                ident,
+                move |status| {
+                    let _ = tx.send((i, status));
+                },
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
+            .await
+        })
+    };
+    for i in 0..DEVICES {
+        tasks.push(spawn(i));
+    }
+    let mut agents: Vec<Option<watch::Receiver<Arc<Status>>>> = vec![None; DEVICES];
+    for _ in 0..DEVICES {
+        let (i, rx) = status_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every agent loads its state");
+        agents[i] = Some(rx);
+    }
+    let agents: Vec<_> = agents.into_iter().flatten().collect();
+    wait_all(
+        "every agent licensed",
+        &agents,
+        Duration::from_secs(60),
+        &|| dump_logs(&cluster),
+        |s| s.connected && s.licensed,
+    );
+    wait_settled(&stub, &agents);
+    eprintln!("{DEVICES} agents licensed at {:?}", started.elapsed());
+    let before: Vec<Seen1> = agents.iter().map(read).collect();
+    let stats_before = stub.stats();
+
+    // Kill the node the controller is on (node 0, listed first), with its share of agents.
+    let victim = cluster.node_name(0);
+    let on_victim = before.iter().filter(|s| s.broker == victim).count();
+    assert!(on_victim > 0, "no agent started on node 0: {before:?}");
+    cluster.kill(0).expect("kill node 0");
+    let killed_at = std::time::Instant::now();
+
+    // Every agent connected again, to another node, still licensed, holding the same bundle
+    // (no license lost, none re-issued).
+    wait_all(
+        "every agent on a live node",
+        &agents,
+        Duration::from_secs(60),
+        &|| dump_logs(&cluster),
+        |s| s.connected && s.broker != victim && s.licensed,
+    );
+    let failed_over_in = killed_at.elapsed();
+    // The controller's own backoff is capped at 30 s, and its attempts failed while the
+    // cluster re-elected: up to one more cap.
+    licd_tests::wait_for(
+        "the controller on a live node",
+        Duration::from_secs(90),
+        || stub.is_connected() && stub.stats().connections > stats_before.connections,
+    )
+    .expect("controller reconnects");
+    // No seq goes backwards. A bundle the controller had queued while it was itself failing
+    // over is dropped with its old session; the device then reports a seq older than the
+    // ledger's and is answered with a new one: every bundle answers a report.
+    let after: Vec<Seen1> = agents.iter().map(read).collect();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(
+            a.seq >= b.seq,
+            "agent {i}: seq went back {:?} → {:?}",
+            b.seq,
+            a.seq
+        );
+    }
+    let moved = stub.stats();
+    assert!(
+        moved.bundles_published - stats_before.bundles_published
+            <= moved.reports_applied - stats_before.reports_applied,
+        "more bundles than reports across the failover: {stats_before:?} → {moved:?}"
+    );
+    let reissued = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| a.seq != b.seq)
+        .count();
+    eprintln!("failed over at {:?}", started.elapsed());
+
+    // The controller serves through the cluster after its own failover: a device that starts
+    // now is licensed. (Reports sent while the controller itself was reconnecting are not
+    // kept for it — a clean session — and devices holding a current bundle report again on
+    // their schedule: docs/STUB.md.)
+    tasks.push(spawn(DEVICES));
+    let (i, newcomer) = status_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the new agent loads its state");
+    assert_eq!(i, DEVICES);
+    wait_all(
+        "a device added after the failover licensed",
+        std::slice::from_ref(&newcomer),
+        Duration::from_secs(60),
+        &|| dump_logs(&cluster),
+        |s| s.connected && s.licensed && s.broker != victim,
+    );
+    wait_settled(&stub, &agents);
+    let stats_before = stub.stats();
+    let after: Vec<Seen1> = agents.iter().map(read).collect();
+    eprintln!("newcomer licensed at {:?}", started.elapsed());
+
+    // The node returns: nothing is issued again, nobody has to move.
+    cluster.start_again(0).expect("node 0 back");
+    let settle = stub.stats();
+    // A fresh agent on the returned node sees the retained trust (the node resynced).
+    let mut probe = None;
+    licd_tests::wait_for(
+        "the returned node to serve retained grants",
+        Duration::from_secs(30),
+        || {
+            let fresh = rt.block_on(retained_on(
+                cluster.mqtt_port(0),
+                "licd/v1/fleet/nats-000/grants",
+            ));
+            probe = fresh;
+            probe.is_some()
+        },
+    )
+    .expect("the returned node serves the retained grant");
+    eprintln!("node back at {:?}", started.elapsed());
+    // Agents the returning node bounces (if any) come back; then nothing was issued again.
+    wait_all(
+        "every agent connected after the node returned",
+        &agents,
+        Duration::from_secs(60),
+        &|| dump_logs(&cluster),
+        |s| s.connected && s.licensed,
+    );
+    let end: Vec<Seen1> = agents.iter().map(read).collect();
+    let stats_end = stub.stats();
+    let bounced = end
+        .iter()
+        .zip(&after)
+        .filter(|(e, a)| e.broker != a.broker)
+        .count();
+    for (i, (a, e)) in after.iter().zip(&end).enumerate() {
+        assert_eq!(
+            e.seq, a.seq,
+            "agent {i}: a bundle issued again after the node returned"
+        );
+    }
+    assert_eq!(
+        stats_end.bundles_published, settle.bundles_published,
+        "bundles published after the node returned (none were due)"
+    );
+    eprintln!(
+        "{DEVICES} agents, {on_victim} on the killed node; all on live nodes {failed_over_in:?} \
+         after the kill, {reissued} re-issued a bundle; {bounced} moved when the node returned; \
+         controller connections {} → {}; reports applied {} → {}; bundles {} → {}; \
+         refusals {} → {}; settle reports {}; whole test {:?}",
+        stats_before.connections,
+        stats_end.connections,
+        stats_before.reports_applied,
+        stats_end.reports_applied,
+        stats_before.bundles_published,
+        stats_end.bundles_published,
+        before.iter().map(|s| s.refusals).sum::<u64>(),
+        end.iter().map(|s| s.refusals).sum::<u64>(),
+        settle.reports_applied,
+        started.elapsed()
+    );
+
+    if std::env::var_os("LICD_NATS_LOG").is_some() {
+        eprintln!("{}", dump_logs(&cluster));
+    }
+    stop_tx.send_replace(true);
+    rt.block_on(async {
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    });
+    rt.block_on(stub.shutdown());
+    drop(ctl);
+}
+
+/// Whether a fresh client on `port` gets a retained message on `topic` at subscribe (its
+/// length), within [`STEP`].
+async fn retained_on(port: u16, topic: &str) -> Option<usize> {
+    let run = async {
+        let mut c = Client::connect(port, "probe-retained", None).await;
+        if c.subscribe(topic).await != vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        {
+            return None;
+        }
+        match c
+            .expect("the retained grant", |p| publish_on(p, topic).is_some())
+            .await
+        {
+            Packet::Publish(p) => Some(p.payload.len()),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(STEP, run).await.ok().flatten()
+}
+
+/// Waits until every agent holds the bundle the controller issued last to it (no bundle in
+/// flight), so what comes after is measured from a quiet fleet.
+fn wait_settled(stub: &licd_stub::StubHandle, agents: &[watch::Receiver<Arc<Status>>]) {
+    licd_tests::wait_for(
+        "every agent holding its newest bundle",
+        Duration::from_secs(90),
+        || {
+            let Ok(devices) = stub.devices(None) else {
+                return false;
+            };
+            agents.iter().all(|a| {
+                let s = a.borrow();
+                let held = s.enforcement.bundle.as_ref().map(|b| b.seq);
+                devices
+                    .iter()
+                    .any(|d| d.device.as_str() == s.device && Some(d.bundle_seq) == held)
+            })
+        },
+    )
+    .expect("the fleet settles");
+}
+
+/// The warnings and errors of every node, for a failure message.
+fn dump_logs(cluster: &NatsCluster) -> String {
+    (0..licd_tests::nats::NODES)
+        .flat_map(|i| {
+            cluster
+                .log(i)
+                .lines()
+                .filter(|l| l.contains("[ERR]") || l.contains("[WRN]"))
+                .filter(|l| !l.contains("route (attempt"))
+                .map(|l| format!("n{}: {}\n", i + 1, l.chars().take(300).collect::<String>()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

@@ -41,7 +41,7 @@ mod report;
 mod storm;
 mod workers;
 
-pub use controller::start_controller;
+pub use controller::{start_controller, start_controller_with};
 pub use proc::vm_rss;
 pub use report::{Convergence, FleetReport, Storm};
 pub use workers::{merge, run_worker, run_workers, WorkerResult};
@@ -49,9 +49,9 @@ pub use workers::{merge, run_worker, run_workers, WorkerResult};
 /// The services every simulated device wants (and the ledger licenses).
 pub const SERVICES: [&str; 5] = ["wifi", "vpn", "ids", "guest-portal", "mesh"];
 /// Tenant of the simulated devices.
-const TENANT: &str = "fleet";
+pub const TENANT: &str = "fleet";
 /// Product class of the devices and the catalogue entries (auto-licensing matches on it).
-const PRODUCT_CLASS: &str = "wireless";
+pub const PRODUCT_CLASS: &str = "wireless";
 /// Name of the controller's runtime threads; their CPU is the controller's CPU.
 pub const CONTROLLER_THREAD: &str = "licd-ctl";
 /// Name of the agents' runtime threads.
