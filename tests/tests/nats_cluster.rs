@@ -270,7 +270,15 @@ async fn nats_mqtt_does_what_the_stub_doc_says() {
 /// needs JetStream round trips (session record, one durable consumer per QoS 1 filter) for
 /// every reconnecting client, which time out (4 s) until its streams have new leaders: on
 /// this loaded 2-core machine the failover of 20 clients took 30–50 s.
+/// `LICD_NATS_DEVICES=N` runs it with N devices instead (a figure, not for CI).
 const DEVICES: usize = 30;
+
+fn devices() -> usize {
+    std::env::var("LICD_NATS_DEVICES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEVICES)
+}
 
 /// What the test reads from one agent's status.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +339,7 @@ fn wait_all(
 #[test]
 fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_or_duplicated() {
     let started = std::time::Instant::now();
+    let n = devices();
     let mut cluster = NatsCluster::start().expect("a 3-node nats-server cluster");
     let dir = tempfile::tempdir().expect("temp dir");
     // The controller lists node 0 first and starts there; no `$share` on nats-server, so a
@@ -339,7 +348,7 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
     // One seat more than the fleet: a device added after the failover must get one.
     let (ctl, stub) = fleet::start_controller_with(
         &cluster.urls().join(","),
-        DEVICES + 1,
+        n + 1,
         dir.path(),
         ReportSubscription::Plain,
     )
@@ -392,11 +401,11 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
             .await
         })
     };
-    for i in 0..DEVICES {
+    for i in 0..n {
         tasks.push(spawn(i));
     }
-    let mut agents: Vec<Option<watch::Receiver<Arc<Status>>>> = vec![None; DEVICES];
-    for _ in 0..DEVICES {
+    let mut agents: Vec<Option<watch::Receiver<Arc<Status>>>> = vec![None; n];
+    for _ in 0..n {
         let (i, rx) = status_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("every agent loads its state");
@@ -411,7 +420,7 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
         |s| s.connected && s.licensed,
     );
     wait_settled(&stub, &agents);
-    eprintln!("{DEVICES} agents licensed at {:?}", started.elapsed());
+    eprintln!("{n} agents licensed at {:?}", started.elapsed());
     let before: Vec<Seen1> = agents.iter().map(read).collect();
     let stats_before = stub.stats();
 
@@ -469,11 +478,11 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
     // now is licensed. (Reports sent while the controller itself was reconnecting are not
     // kept for it — a clean session — and devices holding a current bundle report again on
     // their schedule: docs/STUB.md.)
-    tasks.push(spawn(DEVICES));
+    tasks.push(spawn(n));
     let (i, newcomer) = status_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the new agent loads its state");
-    assert_eq!(i, DEVICES);
+    assert_eq!(i, n);
     wait_all(
         "a device added after the failover licensed",
         std::slice::from_ref(&newcomer),
@@ -531,7 +540,7 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
         "bundles published after the node returned (none were due)"
     );
     eprintln!(
-        "{DEVICES} agents, {on_victim} on the killed node; all on live nodes {failed_over_in:?} \
+        "{n} agents, {on_victim} on the killed node; all on live nodes {failed_over_in:?} \
          after the kill, {reissued} re-issued a bundle; {bounced} moved when the node returned; \
          controller connections {} → {}; reports applied {} → {}; bundles {} → {}; \
          refusals {} → {}; settle reports {}; whole test {:?}",

@@ -129,7 +129,11 @@ impl ConfigError {
                 key, message, line, ..
             } => ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line: line.or_else(|| locate::line_of_key(text, key)),
+                // A missing key (`broker.url`): the line of its table.
+                line: line.or_else(|| locate::line_of_key(text, key)).or_else(|| {
+                    key.rsplit_once('.')
+                        .and_then(|(table, _)| locate::line_of_key(text, table))
+                }),
                 key,
                 message,
             },
@@ -625,7 +629,7 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
     if all.is_empty() {
         return Err(invalid(
             "broker.url",
-            "set the broker: url = \"mqtts://host[:port]\" (or urls = [...] for the nodes of a cluster)",
+            "required key is missing: url = \"mqtts://host[:port]\" (or urls = [...] for the nodes of a cluster)",
         ));
     }
     if all.len() > MAX_BROKER_NODES {
@@ -858,8 +862,8 @@ mod tests {
     #[test]
     fn bad_broker_node_lists_are_refused_with_the_key_and_the_reason() {
         let cases = [
-            ("urls = []", "broker.url", "set the broker"),
-            ("", "broker.url", "set the broker"),
+            ("urls = []", "broker.url", "required key is missing"),
+            ("", "broker.url", "required key is missing"),
             (
                 "urls = [\"mqtts://a\", \"mqtts://a:8883\"]",
                 "broker.urls",
