@@ -323,10 +323,11 @@ fn wait_all(
             .enumerate()
             .map(|(i, a)| (i, read(a)))
             .filter(|(_, s)| !pred(s))
-            .take(3)
             .collect();
+        let (n, all) = (bad.len(), agents.len());
+        let bad = &bad[..n.min(3)];
         panic!(
-            "{e}: e.g. {bad:?}\ncluster log (warnings and errors):\n{}",
+            "{e}: {n} of {all} agents not there, e.g. {bad:?}\ncluster log (warnings and errors):\n{}",
             dump()
         );
     }
