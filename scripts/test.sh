@@ -11,6 +11,11 @@ missing=()
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     missing+=(mosquitto)
 fi
+# nats-server: tests/tests/nats_cluster.rs starts its own 3-node cluster (MQTT on clustered
+# JetStream) from /usr/bin/nats-server, the clustered broker of docs/STUB.md.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/bin/nats-server ]; then
+    missing+=(nats-server)
+fi
 # faketime: tests/tests/clock_attacks.rs runs the agent under libfaketime (LD_PRELOAD).
 have_faketime=0
 for lib in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
@@ -68,6 +73,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
                 "${sudo[@]}" pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
             done
         fi
+    fi
+    # The same for nats-server (port 4222).
+    if [[ " ${missing[*]} " == *" nats-server "* ]] && [ -d /run/systemd/system ]; then
+        "${sudo[@]}" systemctl disable --now nats-server >/dev/null 2>&1 || true
     fi
 fi
 

@@ -24,7 +24,9 @@ pub mod session;
 pub mod textfile;
 pub mod tls;
 
-pub use licd_core::{backoff, cache, clock, config, enforce, refusal, status, store, trust};
+pub use licd_core::{
+    backoff, cache, clock, config, enforce, failover, refusal, status, store, trust,
+};
 
 #[cfg(test)]
 mod error_chains;

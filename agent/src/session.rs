@@ -18,12 +18,14 @@ use licd_protocol::topic::TRUST_FILTER;
 use licd_protocol::{DeviceId, TenantId, Topic, TopicKind, TrustTopic};
 use rumqttc::{
     AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::backoff::{os_random, Backoff};
+use crate::backoff::os_random;
 use crate::config::BrokerSettings;
+use crate::failover::Failover;
 use crate::tls::{transport, TlsError};
 
 /// Retained presence payloads.
@@ -135,7 +137,10 @@ impl Outbox {
 #[derive(Debug)]
 pub enum SessionEvent {
     /// Connected (subscribed, presence published).
-    Connected,
+    Connected {
+        /// The broker node, `host:port`.
+        broker: String,
+    },
     /// The connection failed or dropped; the task retries after `retry_in`.
     Disconnected {
         /// The error, as rumqttc words it.
@@ -183,13 +188,52 @@ impl DeviceTopics {
     }
 }
 
-/// rumqttc options for this device: clean session, last will `offline` (retained), TLS.
-pub fn mqtt_options(
+/// One broker node the session may connect to: its name for logs and status, and the rumqttc
+/// options that reach it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `host:port`.
+    pub name: String,
+    /// Options for this node.
+    pub options: MqttOptions,
+}
+
+/// rumqttc options for every node of the broker, the first one first: clean session, last will
+/// `offline` (retained), TLS. The TLS configuration is built once and shared.
+pub fn node_options(
     broker: &BrokerSettings,
     client_id: &str,
     topics: &DeviceTopics,
-) -> Result<MqttOptions, TlsError> {
-    let mut o = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+) -> Result<Vec<Node>, TlsError> {
+    let transport = broker.tls.as_ref().map(transport).transpose()?;
+    Ok(broker
+        .nodes()
+        .into_iter()
+        .map(|node| Node {
+            options: options_for(
+                broker,
+                &node.host,
+                node.port,
+                client_id,
+                topics,
+                transport.clone(),
+            ),
+            name: node.to_string(),
+        })
+        .collect())
+}
+
+/// rumqttc options for this device on one node: clean session, last will `offline`
+/// (retained), TLS.
+fn options_for(
+    broker: &BrokerSettings,
+    host: &str,
+    port: u16,
+    client_id: &str,
+    topics: &DeviceTopics,
+    transport: Option<rumqttc::Transport>,
+) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(broker.keep_alive)
         .set_clean_session(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, 256 * 1024)
@@ -200,38 +244,59 @@ pub fn mqtt_options(
             QoS::AtLeastOnce,
             true,
         ));
-    if let Some(tls) = &broker.tls {
-        o.set_transport(transport(tls)?);
+    if let Some(t) = transport {
+        o.set_transport(t);
     }
     if let Some((user, pass)) = &broker.credentials {
         o.set_credentials(user.clone(), pass.clone());
     }
-    Ok(o)
+    o
 }
 
-/// Starts the connection task. Events go to `tx`; the task ends when the daemon drops the
-/// receiver or after a clean disconnect.
+impl Node {
+    /// A node named after the address in `options`.
+    pub fn new(options: MqttOptions) -> Self {
+        let (host, port) = options.broker_address();
+        let name = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Self { name, options }
+    }
+}
+
+/// Starts the connection task on `nodes` (at least one; an empty list is treated as a broker
+/// that never answers, which the config cannot produce). Events go to `tx`; the task ends when
+/// the daemon drops the receiver or after a clean disconnect. With several nodes it starts at a
+/// random one and moves to the next on every failure (see [`crate::failover`]).
 pub fn start(
-    options: MqttOptions,
+    nodes: Vec<Node>,
     reconnect_max: Duration,
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let failover = Failover::new(nodes.len(), reconnect_max, os_random());
+    let first = nodes
+        .get(failover.current())
+        .map(|n| n.options.clone())
+        // Port 0 on loopback: every attempt fails, and is retried with backoff.
+        .unwrap_or_else(|| MqttOptions::new("licd", "127.0.0.1", 0));
+    let (client, mut eventloop) = AsyncClient::new(first, 16);
     let mut net = eventloop.network_options();
     net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
     eventloop.set_network_options(net);
     let task_client = client.clone();
     let handle = tokio::spawn(async move {
-        let backoff = Backoff::with_cap(reconnect_max);
-        drive(&mut eventloop, backoff, task_client, topics, tx).await
+        drive(&mut eventloop, nodes, failover, task_client, topics, tx).await
     });
     (client, handle)
 }
 
 async fn drive(
     eventloop: &mut EventLoop,
-    mut backoff: Backoff,
+    nodes: Vec<Node>,
+    mut failover: Failover,
     client: AsyncClient,
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
@@ -239,6 +304,7 @@ async fn drive(
     // tokio's clock, so a paused-time test can hold a connection past the reset window.
     let mut connected_at: Option<Instant> = None;
     let mut setup = Setup::default();
+    let name = |i: usize| nodes.get(i).map_or("none", |n| n.name.as_str());
     loop {
         let event = eventloop.poll().await;
         if setup.pending() && event.is_ok() {
@@ -249,7 +315,8 @@ async fn drive(
                 connected_at = Some(Instant::now());
                 setup = Setup::after_connack();
                 setup.queue(&client, &topics);
-                tx.send(SessionEvent::Connected).await
+                let broker = name(failover.current()).to_string();
+                tx.send(SessionEvent::Connected { broker }).await
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics.grants => {
                 tx.send(SessionEvent::Grants(p.payload.to_vec())).await
@@ -262,28 +329,72 @@ async fn drive(
                 Err(_) => tx.send(SessionEvent::Stray(p.topic)).await,
             },
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(Event::Incoming(Packet::SubAck(ack)))
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
+            {
+                // A broker that refuses the grants subscription leaves the device deaf while
+                // looking connected. nats-server does so for a few seconds after losing a
+                // node (its JetStream elects new leaders) and always for a topic with `.` in
+                // it (2.9): drop the connection and retry, as after a failure, so it counts as
+                // one (no backoff reset) and the next attempt goes to the next node.
+                eventloop.clean();
+                connected_at = None;
+                let e = format!("the broker refused the subscription to {}", topics.grants);
+                lost(&mut failover, &mut setup, None, e, eventloop, &nodes, &tx).await
+            }
             Ok(_) => Ok(()),
             Err(e) => {
-                // The next ConnAck queues everything again.
-                setup = Setup::default();
                 let held = connected_at.take().map(|t| t.elapsed());
-                let retry_in = backoff.after_disconnect(held, os_random());
-                let sent = tx
-                    .send(SessionEvent::Disconnected {
-                        error: e.to_string(),
-                        retry_in,
-                    })
-                    .await;
-                if sent.is_ok() {
-                    tokio::time::sleep(retry_in).await;
-                }
-                sent
+                lost(
+                    &mut failover,
+                    &mut setup,
+                    held,
+                    e.to_string(),
+                    eventloop,
+                    &nodes,
+                    &tx,
+                )
+                .await
             }
         };
         if sent.is_err() {
             return; // the daemon is gone
         }
     }
+}
+
+/// After a failed attempt or a lost connection (`held`: how long it lasted): moves to the next
+/// node, tells the daemon and waits out the backoff. An error when the daemon is gone.
+async fn lost(
+    failover: &mut Failover,
+    setup: &mut Setup,
+    held: Option<Duration>,
+    error: String,
+    eventloop: &mut EventLoop,
+    nodes: &[Node],
+    tx: &mpsc::Sender<SessionEvent>,
+) -> Result<(), mpsc::error::SendError<SessionEvent>> {
+    let name = |i: usize| nodes.get(i).map_or("none", |n| n.name.as_str());
+    // The next ConnAck queues everything again.
+    *setup = Setup::default();
+    let failed = failover.current();
+    let retry = failover.after_disconnect(held, os_random());
+    if let (true, Some(next)) = (retry.switched, nodes.get(retry.node)) {
+        // The session is clean: nothing of the old node's session is carried over, and the
+        // next ConnAck subscribes and announces presence afresh.
+        eventloop.mqtt_options = next.options.clone();
+        tracing::info!(from = name(failed), to = %next.name, %error, retry_in_ms = retry.delay.as_millis() as u64, "failing over to another broker node");
+    }
+    let sent = tx
+        .send(SessionEvent::Disconnected {
+            error,
+            retry_in: retry.delay,
+        })
+        .await;
+    if sent.is_ok() {
+        tokio::time::sleep(retry.delay).await;
+    }
+    sent
 }
 
 /// What the session queues on every ConnAck — the subscriptions, then presence — kept until
@@ -390,6 +501,8 @@ mod tests {
         /// Serves the client: SUBACK for a SUBSCRIBE, then a message `bundle` on its first
         /// filter; PUBACK for QoS 1 publishes, PINGRESP for pings.
         Serve,
+        /// As `Serve`, but the SUBACK refuses every filter (0x80) and no message follows.
+        Refuse,
     }
 
     /// A scripted broker on 127.0.0.1:0; counts connections.
@@ -406,15 +519,16 @@ mod tests {
                 {
                     continue;
                 }
-                if script == Script::Serve {
-                    tokio::spawn(async move { while serve_one(&mut s).await.is_ok() {} });
+                if script != Script::HangUp {
+                    let refuse = script == Script::Refuse;
+                    tokio::spawn(async move { while serve_one(&mut s, refuse).await.is_ok() {} });
                 }
             }
         });
         (port, connections)
     }
 
-    async fn serve_one(s: &mut TcpStream) -> std::io::Result<()> {
+    async fn serve_one(s: &mut TcpStream, refuse: bool) -> std::io::Result<()> {
         let (first, body) = read_packet(s).await?;
         let short = |at: usize| {
             body.get(at..at + 2)
@@ -431,7 +545,10 @@ mod tests {
                     at += filter.len() + 3;
                 }
                 let mut ack = body[..2].to_vec();
-                ack.resize(2 + filters.len(), 0);
+                ack.resize(2 + filters.len(), if refuse { 0x80 } else { 0 });
+                if refuse {
+                    return s.write_all(&packet(0x90, &ack)).await;
+                }
                 s.write_all(&packet(0x90, &ack)).await?;
                 let topic = filters.first().copied().unwrap_or_default();
                 let len = u16::try_from(topic.len()).expect("short").to_be_bytes();
@@ -461,7 +578,12 @@ mod tests {
         let (port, connections) = broker(Script::HangUp).await;
         let (tx, mut rx) = mpsc::channel(16);
         let options = MqttOptions::new("ap-1", "127.0.0.1", port);
-        let (_client, task) = start(options, Duration::from_secs(30), topics(), tx);
+        let (_client, task) = start(
+            vec![Node::new(options)],
+            Duration::from_secs(30),
+            topics(),
+            tx,
+        );
 
         // Ten minutes of paused time. Resetting on every ConnAck would retry within 1 s each
         // time (~1,200 connections); the policy grows to a 30 s bound (~45 on average, and
@@ -469,12 +591,77 @@ mod tests {
         let end = Instant::now() + Duration::from_secs(600);
         let mut connected = 0;
         while let Ok(Some(ev)) = tokio::time::timeout_at(end, rx.recv()).await {
-            connected += usize::from(matches!(ev, SessionEvent::Connected));
+            connected += usize::from(matches!(ev, SessionEvent::Connected { .. }));
         }
         task.abort();
         let n = connections.load(Ordering::Relaxed);
         assert!(connected >= 5, "reconnects at all: {connected} connections");
         assert!(n <= 100, "{n} connections in 10 minutes");
+    }
+
+    // Real time, as below. One node refuses connections (nothing listens), the other serves:
+    // wherever the session starts, it ends up on the serving node and gets its grants there.
+    #[tokio::test]
+    async fn a_session_fails_over_from_a_dead_node_to_a_live_one() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let (live, _) = broker(Script::Serve).await;
+        let nodes = [dead, live]
+            .map(|port| Node::new(MqttOptions::new("ap-1", "127.0.0.1", port)))
+            .to_vec();
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_client, task) = start(nodes, Duration::from_secs(30), topics(), tx);
+        let mut connected_to = Vec::new();
+        let grants = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match rx.recv().await {
+                    Some(SessionEvent::Connected { broker }) => connected_to.push(broker),
+                    Some(SessionEvent::Grants(bundle)) => return Some(bundle),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        task.abort();
+        assert_eq!(grants.ok().flatten().as_deref(), Some(&b"bundle"[..]));
+        assert_eq!(connected_to, vec![format!("127.0.0.1:{live}")]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_grants_subscription_drops_the_connection_and_retries() {
+        let (port, connections) = broker(Script::Refuse).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let nodes = vec![Node::new(MqttOptions::new("ap-1", "127.0.0.1", port))];
+        let (_client, task) = start(nodes, Duration::from_secs(30), topics(), tx);
+        let refused = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.recv().await {
+                    Some(SessionEvent::Disconnected { error, .. }) => return Some(error),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        let error = refused
+            .ok()
+            .flatten()
+            .expect("a disconnect after the refusal");
+        assert!(
+            error.contains("refused the subscription to licd/v1/acme/ap-1/grants"),
+            "{error}"
+        );
+        // And it comes back for another try.
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(rx.recv().await, Some(SessionEvent::Connected { .. }) | None) {}
+        })
+        .await;
+        task.abort();
+        assert!(again.is_ok());
+        assert!(connections.load(Ordering::Relaxed) >= 2);
     }
 
     // Real time: the queued publishes are small writes, and Nagle holds them until the broker's
@@ -484,7 +671,12 @@ mod tests {
         let (port, _) = broker(Script::Serve).await;
         let (tx, mut rx) = mpsc::channel(64);
         let options = MqttOptions::new("ap-1", "127.0.0.1", port);
-        let (client, task) = start(options, Duration::from_secs(30), topics(), tx);
+        let (client, task) = start(
+            vec![Node::new(options)],
+            Duration::from_secs(30),
+            topics(),
+            tx,
+        );
         // What the daemon published while the broker was away fills the request queue before
         // the session task first runs (and so before the ConnAck).
         let mut queued = 0;

@@ -17,6 +17,7 @@
 //! - [`cache`]: restoring the state from the state directory, daemon and read-only alike.
 //! - [`offline`]: licensing by file — pending requests, the release record, import rules.
 //! - [`backoff`]: the one retry policy (jittered exponential, with a reset window).
+//! - [`failover`]: that policy spread over the nodes of a clustered broker.
 
 pub mod api;
 pub mod backoff;
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod enforce;
+pub mod failover;
 pub mod offline;
 pub mod refusal;
 pub mod status;

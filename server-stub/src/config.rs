@@ -173,7 +173,8 @@ impl StubConfig {
 /// # tls_listen = "127.0.0.1:8883"           # embedded TLS listener (feature broker-tls)
 /// # tls_cert = "server.pem"
 /// # tls_key = "server.key"
-/// # broker = "mqtt://127.0.0.1:1883"        # use an external broker instead
+/// # broker = "mqtt://127.0.0.1:1883"        # use an external broker instead; the nodes of a
+///                                           # cluster comma-separated, failed over in turn
 /// # ca_file = "/etc/licd-stub/ca.pem"       # for mqtts:// brokers
 /// # username = "licd-stub"
 /// # password = "..."
@@ -297,11 +298,7 @@ impl FileConfig {
         }
         let broker = match self.broker {
             Some(url) => {
-                if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
-                    return Err(ConfigError::Invalid(format!(
-                        "broker {url:?}: expected mqtt://host:port or mqtts://host:port"
-                    )));
-                }
+                crate::session::split_urls(&url).map_err(ConfigError::Invalid)?;
                 BrokerMode::External {
                     url,
                     ca_file: self.ca_file,

@@ -93,7 +93,8 @@ struct RelayRunArgs {
     #[arg(long, default_value = "relay")]
     dir: PathBuf,
     /// Use this external broker (mqtt://host:port or mqtts://host:port) instead of the
-    /// embedded one.
+    /// embedded one. The nodes of a clustered broker comma-separated
+    /// (mqtt://a:1883,mqtt://b:1883): the connection fails over to the next node when one fails.
     #[arg(long)]
     broker: Option<String>,
     /// Listener of the embedded broker (port 0 = any free port).
@@ -123,7 +124,8 @@ struct RelayRunArgs {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Use this external broker (mqtt://host:port or mqtts://host:port) instead of the
-    /// embedded one.
+    /// embedded one. The nodes of a clustered broker comma-separated
+    /// (mqtt://a:1883,mqtt://b:1883): the connection fails over to the next node when one fails.
     #[arg(long)]
     broker: Option<String>,
     /// Listener of the embedded broker (port 0 = any free port).

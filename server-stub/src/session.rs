@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use licd_core::backoff::{os_random, Backoff};
+use licd_core::backoff::os_random;
+use licd_core::failover::Failover;
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -84,14 +87,39 @@ impl Stats {
     }
 }
 
-/// MQTT options for the controller's client.
+/// One broker node the controller may connect to: its name for logs, and the options.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) options: MqttOptions,
+}
+
+/// MQTT options for the controller's client on the broker's first node (see [`node_options`]).
 pub(crate) fn mqtt_options(
     broker: &BrokerMode,
     embedded: Option<std::net::SocketAddr>,
     client_id: &str,
 ) -> Result<MqttOptions, StubError> {
-    let mut opts = match (broker, embedded) {
-        (_, Some(addr)) => MqttOptions::new(client_id, addr.ip().to_string(), addr.port()),
+    let mut nodes = node_options(broker, embedded, client_id)?.into_iter();
+    nodes
+        .next()
+        .map(|n| n.options)
+        .ok_or_else(|| StubError::Config("no broker URL".into()))
+}
+
+/// MQTT options for every node of the broker: the embedded broker, or each URL of an external
+/// broker's comma-separated list (`mqtt://a:1883,mqtt://b:1883`: the nodes of a cluster, one
+/// scheme for all), in order.
+pub(crate) fn node_options(
+    broker: &BrokerMode,
+    embedded: Option<std::net::SocketAddr>,
+    client_id: &str,
+) -> Result<Vec<Node>, StubError> {
+    let nodes = match (broker, embedded) {
+        (_, Some(addr)) => vec![Node {
+            name: addr.to_string(),
+            options: MqttOptions::new(client_id, addr.ip().to_string(), addr.port()),
+        }],
         (
             BrokerMode::External {
                 url,
@@ -100,44 +128,93 @@ pub(crate) fn mqtt_options(
             },
             None,
         ) => {
-            let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-                (true, r)
-            } else if let Some(r) = url.strip_prefix("mqtt://") {
-                (false, r)
-            } else {
-                return Err(StubError::Config(format!("unsupported broker URL {url}")));
-            };
-            let rest = rest.trim_end_matches('/');
-            let (host, port) = match rest.rsplit_once(':') {
-                Some((h, p)) => (
-                    h,
-                    p.parse::<u16>()
-                        .map_err(|_| StubError::Config(format!("bad port in {url}")))?,
-                ),
-                None => (rest, if tls { 8883 } else { 1883 }),
-            };
-            let mut o = MqttOptions::new(client_id, host.trim_matches(['[', ']']), port);
-            if tls {
-                o.set_transport(Transport::tls_with_config(
+            let urls = split_urls(url).map_err(StubError::Config)?;
+            let tls = urls.iter().any(|u| u.starts_with("mqtts://"));
+            // One TLS configuration for every node: the CA file is read once.
+            let transport = if tls {
+                Some(Transport::tls_with_config(
                     rumqttc::TlsConfiguration::Rustls(crate::tls::client_config(
                         ca_file.as_deref(),
                     )?),
-                ));
+                ))
+            } else {
+                None
+            };
+            let mut nodes = Vec::with_capacity(urls.len());
+            for u in urls {
+                let (host, port) = host_port(u)?;
+                let mut o = MqttOptions::new(client_id, host.trim_matches(['[', ']']), port);
+                if let Some(t) = &transport {
+                    o.set_transport(t.clone());
+                }
+                if let Some((u, p)) = credentials {
+                    o.set_credentials(u.clone(), p.clone());
+                }
+                nodes.push(Node {
+                    name: format!("{host}:{port}"),
+                    options: o,
+                });
             }
-            if let Some((u, p)) = credentials {
-                o.set_credentials(u.clone(), p.clone());
-            }
-            o
+            nodes
         }
         (BrokerMode::Embedded { .. }, None) => {
             return Err(StubError::Config("embedded broker not started".into()))
         }
     };
-    opts.set_keep_alive(KEEP_ALIVE)
-        .set_clean_session(true)
-        .set_max_packet_size(MAX_ENVELOPE_LEN + 4096, MAX_ENVELOPE_LEN + 4096)
-        .set_request_channel_capacity(REQUEST_CAPACITY);
-    Ok(opts)
+    Ok(nodes
+        .into_iter()
+        .map(|mut n| {
+            n.options
+                .set_keep_alive(KEEP_ALIVE)
+                .set_clean_session(true)
+                .set_max_packet_size(MAX_ENVELOPE_LEN + 4096, MAX_ENVELOPE_LEN + 4096)
+                .set_request_channel_capacity(REQUEST_CAPACITY);
+            n
+        })
+        .collect())
+}
+
+/// The URLs of a comma-separated broker list, checked: each `mqtt://` or `mqtts://`, all with
+/// the same scheme, none twice.
+pub(crate) fn split_urls(list: &str) -> Result<Vec<&str>, String> {
+    let urls: Vec<&str> = list.split(',').map(str::trim).collect();
+    let mut seen: Vec<&str> = Vec::new();
+    for u in &urls {
+        if !(u.starts_with("mqtt://") || u.starts_with("mqtts://")) {
+            return Err(format!(
+                "broker {u:?}: expected mqtt://host:port or mqtts://host:port (several: comma-separated)"
+            ));
+        }
+        if u.starts_with("mqtts://") != urls[0].starts_with("mqtts://") {
+            return Err(format!(
+                "broker {list:?}: every node needs the same scheme (all mqtts:// or all mqtt://)"
+            ));
+        }
+        if seen.contains(u) {
+            return Err(format!("broker {u:?} is listed twice"));
+        }
+        seen.push(u);
+    }
+    Ok(urls)
+}
+
+/// `host` and port of one `mqtt(s)://host[:port]` URL (default 1883, 8883 with TLS).
+fn host_port(url: &str) -> Result<(&str, u16), StubError> {
+    let (tls, rest) = match url.strip_prefix("mqtts://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("mqtt://").unwrap_or(url)),
+    };
+    let rest = rest.trim_end_matches('/');
+    let bracketed = rest.starts_with('[');
+    match rest.rsplit_once(':') {
+        Some((h, p)) if !bracketed || h.ends_with(']') => Ok((
+            h,
+            p.parse::<u16>()
+                .map_err(|_| StubError::Config(format!("bad port in {url}")))?,
+        )),
+        _ if rest.is_empty() => Err(StubError::Config(format!("no host in {url}"))),
+        _ => Ok((rest, if tls { 8883 } else { 1883 })),
+    }
 }
 
 /// Held from an engine call until its bundles are queued in the MQTT client, so bundles for
@@ -167,6 +244,7 @@ fn link_event(stats: &Stats, text: impl Into<String>) {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_eventloop(
     mut eventloop: EventLoop,
+    nodes: Vec<Node>,
     client: AsyncClient,
     filter: String,
     work_tx: mpsc::Sender<Incoming>,
@@ -175,7 +253,10 @@ pub(crate) async fn run_eventloop(
     stats: Arc<Stats>,
     diag: Arc<crate::diag::DiagWaiters>,
 ) {
-    let mut backoff = Backoff::with_cap(BACKOFF_MAX);
+    // The event loop starts on the first node (one controller: the operator's order is kept);
+    // every failure moves to the next one (see `licd_core::failover`). An empty list: the event
+    // loop's own options, retried in place.
+    let mut failover = Failover::new(nodes.len(), BACKOFF_MAX, 0);
     // tokio's clock, so a paused-time test can hold a connection past the reset window.
     let mut connected_at: Option<Instant> = None;
     let mut subscriptions = Subscriptions::default();
@@ -204,6 +285,26 @@ pub(crate) async fn run_eventloop(
                 }
                 subscriptions = Subscriptions::after_connack(filters);
                 subscriptions.queue(&client);
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack)))
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
+            {
+                // Subscribed to nothing while looking connected: nats-server refuses a QoS 1
+                // subscription for a few seconds after losing a node (JetStream re-elects).
+                // Drop the connection and retry like after a failure (the next node, no
+                // backoff reset).
+                eventloop.clean();
+                connected_at = None;
+                let e = "the broker refused the report subscription";
+                if ready.send_replace(false) {
+                    link_event(&stats, format!("controller lost the broker: {e}"));
+                }
+                subscriptions = Subscriptions::default();
+                let wait = fail_over(&mut failover, &nodes, &mut eventloop, None, e);
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::debug!(?ack.return_codes, "subscribed");
@@ -247,8 +348,7 @@ pub(crate) async fn run_eventloop(
                 // The next ConnAck subscribes again.
                 subscriptions = Subscriptions::default();
                 let held = connected_at.take().map(|t| t.elapsed());
-                let wait = backoff.after_disconnect(held, os_random());
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "broker connection failed");
+                let wait = fail_over(&mut failover, &nodes, &mut eventloop, held, &e.to_string());
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     _ = tokio::time::sleep(wait) => {}
@@ -268,6 +368,28 @@ pub(crate) async fn run_eventloop(
         .await;
     }
     tracing::debug!("MQTT session stopped");
+}
+
+/// After a failed attempt or a lost connection (`held`: how long it lasted): points the event
+/// loop at the next node and says so in one line; returns the backoff delay before the attempt.
+fn fail_over(
+    failover: &mut Failover,
+    nodes: &[Node],
+    eventloop: &mut EventLoop,
+    held: Option<Duration>,
+    error: &str,
+) -> Duration {
+    let failed = failover.current();
+    let retry = failover.after_disconnect(held, os_random());
+    let retry_in_ms = retry.delay.as_millis() as u64;
+    match (retry.switched, nodes.get(failed), nodes.get(retry.node)) {
+        (true, Some(from), Some(to)) => {
+            eventloop.mqtt_options = to.options.clone();
+            tracing::warn!(from = %from.name, to = %to.name, %error, retry_in_ms, "broker node failed; failing over to the next node");
+        }
+        _ => tracing::warn!(%error, retry_in_ms, "broker connection failed"),
+    }
+    retry.delay
 }
 
 /// The subscriptions still to be queued after a ConnAck, kept until rumqttc's request queue
@@ -504,6 +626,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(run_eventloop(
             eventloop,
+            Vec::new(),
             client,
             "licd/v1/+/+/report".into(),
             work_tx,
@@ -522,6 +645,90 @@ mod tests {
         let n = stats.snapshot().connections;
         assert!(n >= 5, "reconnects at all: {n} connections");
         assert!(n <= 100, "{n} connections in 10 minutes");
+    }
+
+    #[test]
+    fn broker_lists_are_split_checked_and_parsed() {
+        assert_eq!(
+            split_urls("mqtt://a:1, mqtt://b").unwrap(),
+            vec!["mqtt://a:1", "mqtt://b"]
+        );
+        for (bad, why) in [
+            ("mqtt://a,mqtts://b", "same scheme"),
+            ("mqtt://a,tcp://b", "expected mqtt://"),
+            ("mqtt://a,mqtt://a", "listed twice"),
+            ("mqtt://a,", "expected mqtt://"),
+        ] {
+            let e = split_urls(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let mode = BrokerMode::External {
+            url: "mqtt://a:1884,mqtt://[::1]:1885,mqtt://c".into(),
+            ca_file: None,
+            credentials: None,
+        };
+        let names: Vec<String> = node_options(&mode, None, "stub")
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, ["a:1884", "[::1]:1885", "c:1883"]);
+        let bad = BrokerMode::External {
+            url: "mqtt://a:x".into(),
+            ca_file: None,
+            credentials: None,
+        };
+        assert!(node_options(&bad, None, "stub").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_controller_fails_over_from_a_dead_node_to_a_live_one() {
+        let broker = tokio::task::spawn_blocking(|| {
+            let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            crate::broker::start(listen, None, Duration::from_secs(10))
+        })
+        .await
+        .expect("join")
+        .expect("embedded broker");
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mode = BrokerMode::External {
+            url: format!("mqtt://127.0.0.1:{dead},mqtt://{}", broker.addr),
+            ca_file: None,
+            credentials: None,
+        };
+        let nodes = node_options(&mode, None, "stub").expect("nodes");
+        let (client, eventloop) = AsyncClient::new(nodes[0].options.clone(), 8);
+        let (work_tx, _work_rx) = mpsc::channel(8);
+        let (ready_tx, mut ready) = watch::channel(false);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run_eventloop(
+            eventloop,
+            nodes,
+            client,
+            licd_protocol::topic::report_filter(),
+            work_tx,
+            ready_tx,
+            shutdown_rx,
+            stats.clone(),
+            Arc::default(),
+        ));
+        let subscribed =
+            tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
+        shutdown_tx.send_replace(true);
+        task.await.expect("session task");
+        assert!(
+            matches!(subscribed, Ok(Ok(_))),
+            "never subscribed on the live node"
+        );
+        assert_eq!(
+            stats.snapshot().connections,
+            1,
+            "one connection: the live node"
+        );
     }
 
     #[tokio::test]
@@ -550,6 +757,7 @@ mod tests {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run_eventloop(
             eventloop,
+            Vec::new(),
             client,
             licd_protocol::topic::report_filter(),
             work_tx,

@@ -90,7 +90,11 @@ impl Stub {
             (_, Some(addr)) => format!("mqtt://{addr}"),
             (_, None) => String::new(),
         };
-        let opts = session::mqtt_options(&config.broker, embedded, &config.client_id)?;
+        let nodes = session::node_options(&config.broker, embedded, &config.client_id)?;
+        let opts = nodes
+            .first()
+            .map(|n| n.options.clone())
+            .ok_or_else(|| StubError::Config("no broker URL".into()))?;
         let filter = match &config.subscription {
             ReportSubscription::Shared(group) => shared_report_filter(group),
             ReportSubscription::Plain => report_filter(),
@@ -106,6 +110,7 @@ impl Stub {
         let tasks = vec![
             tokio::spawn(session::run_eventloop(
                 eventloop,
+                nodes,
                 client.clone(),
                 filter.clone(),
                 work_tx,

@@ -4,6 +4,8 @@
 //! - [`pki`]: a throwaway CA with server and client certificates as PEM files (rcgen);
 //! - [`mosquitto`]: a real mosquitto on a free 127.0.0.1 port, plain, TLS or mutual TLS, that
 //!   can be stopped and restarted on the same port;
+//! - [`nats`]: a real 3-node nats-server cluster (MQTT on clustered JetStream) on loopback,
+//!   whose nodes can be killed and started again;
 //! - [`scene`]: a broker, the controller keys, a [`controller::TestController`] and agents
 //!   that trust it — the set-up agent scenarios share;
 //! - [`bundle`]: [`BundleBuilder`], signed grant bundles from defaults a test overrides;
@@ -27,6 +29,7 @@ pub mod controller;
 pub mod error;
 pub mod fleet;
 pub mod mosquitto;
+pub mod nats;
 pub mod net;
 pub mod pki;
 pub mod postgres;
@@ -40,6 +43,7 @@ pub mod wait;
 pub use bundle::BundleBuilder;
 pub use error::{HarnessError, Result};
 pub use mosquitto::{BrokerSecurity, Mosquitto, MosquittoConfig};
+pub use nats::NatsCluster;
 pub use net::free_port;
 pub use pki::{CertFiles, Pki};
 pub use postgres::Postgres;

@@ -186,6 +186,7 @@ fn the_shipped_uci_file_renders_to_a_config_the_agent_loads() {
         assert!(s.hook.is_empty());
         // Empty options are left to licd's defaults.
         assert!(!toml.contains("device_id"), "{toml}");
+        assert!(!toml.contains("urls"), "no broker_urls, no urls: {toml}");
         assert_eq!(
             s.site, None,
             "an empty site: only the controller licenses it"
@@ -205,6 +206,8 @@ fn uci_values_are_escaped_lists_become_arrays_and_bad_values_are_refused() {
          \tlist root '{root}'\n\
          \tlist root '{root}'\n\
          \toption broker_url 'mqtt://127.0.0.1:1883'\n\
+         \tlist broker_urls 'mqtt://127.0.0.1:1884'\n\
+         \tlist broker_urls 'mqtt://[::1]:1885'\n\
          \toption allow_insecure '1'\n\
          \toption keep_alive_secs '30'\n\
          \toption socket ''\n\
@@ -221,6 +224,12 @@ fn uci_values_are_escaped_lists_become_arrays_and_bad_values_are_refused() {
         assert_eq!(s.site.as_ref().map(|x| x.as_str()), Some("plant-7"));
         assert_eq!(s.roots.len(), 2);
         assert!(s.broker.tls.is_none());
+        let nodes: Vec<String> = s.broker.nodes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            nodes,
+            ["127.0.0.1:1883", "127.0.0.1:1884", "[::1]:1885"],
+            "{toml}"
+        );
         assert_eq!(s.broker.keep_alive.as_secs(), 30);
         assert_eq!(s.socket, None, "an empty socket disables it");
         assert_eq!(

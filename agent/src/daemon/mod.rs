@@ -107,13 +107,13 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let connect = |settings: &Settings, client_id: &str, topics: &DeviceTopics| {
-        let options = session::mqtt_options(&settings.broker, client_id, topics)?;
+        let nodes = session::node_options(&settings.broker, client_id, topics)?;
         if settings.broker.tls.is_none() {
             tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
         }
         let (tx, rx) = mpsc::channel(64);
         let (client, task) =
-            session::start(options, settings.broker.reconnect_max, topics.clone(), tx);
+            session::start(nodes, settings.broker.reconnect_max, topics.clone(), tx);
         Ok(Link {
             events: rx,
             outbox: Outbox::Mqtt(client),
@@ -245,10 +245,15 @@ async fn serve(
     };
     let client = link.outbox;
     let hooks = Hooks::start(core.settings.hook.clone(), core.settings.hook_timeout);
-    let broker = format!(
-        "{}:{}",
-        core.settings.broker.host, core.settings.broker.port
-    );
+    // Until a node answers, every node the session may try; then the one it is on.
+    let broker = core
+        .settings
+        .broker
+        .nodes()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let remote_diag = crate::diag::remote::Responder::new(
         core.settings.clone(),
         core.clock.clone(),

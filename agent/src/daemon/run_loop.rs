@@ -119,8 +119,9 @@ impl Daemon {
     fn on_session(&mut self, ev: SessionEvent) {
         let now = self.core.now();
         match ev {
-            SessionEvent::Connected => {
-                tracing::info!(broker = %self.connection.broker, "connected to broker");
+            SessionEvent::Connected { broker } => {
+                tracing::info!(%broker, "connected to broker");
+                self.connection.broker = broker;
                 self.connection.connected = true;
                 self.connection.since = now;
                 self.connection.last_error = None;

@@ -311,7 +311,10 @@ fn licensed(s: ServiceState) -> bool {
 #[tokio::test(start_paused = true)]
 async fn a_connection_reports_at_once_and_unanswered_reports_back_off_from_five_seconds() {
     let mut a = Agent::start(600).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     let (at, first) = a
         .next_report(Duration::from_secs(1))
         .await
@@ -339,7 +342,10 @@ async fn a_connection_reports_at_once_and_unanswered_reports_back_off_from_five_
 #[tokio::test(start_paused = true)]
 async fn an_answered_report_is_followed_by_the_next_at_refresh_after() {
     let mut a = Agent::start(3_600).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     a.next_report(Duration::from_secs(1))
         .await
         .expect("a report");
@@ -361,7 +367,10 @@ async fn an_answered_report_is_followed_by_the_next_at_refresh_after() {
 #[tokio::test(start_paused = true)]
 async fn nothing_is_reported_while_disconnected_and_a_reconnect_reports_at_once() {
     let mut a = Agent::start(600).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     a.next_report(Duration::from_secs(1))
         .await
         .expect("a report");
@@ -375,7 +384,10 @@ async fn nothing_is_reported_while_disconnected_and_a_reconnect_reports_at_once(
         "a report while disconnected"
     );
     let back = a.elapsed();
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     let (at, _) = a
         .next_report(Duration::from_secs(1))
         .await
@@ -391,7 +403,10 @@ async fn nothing_is_reported_while_disconnected_and_a_reconnect_reports_at_once(
 #[tokio::test(start_paused = true)]
 async fn a_lapsed_lease_gives_grace_with_a_report_then_unlicensed_to_the_second() {
     let mut a = Agent::start(3_600).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     a.next_report(Duration::from_secs(1))
         .await
         .expect("a report");
@@ -439,7 +454,10 @@ async fn a_lapsed_lease_gives_grace_with_a_report_then_unlicensed_to_the_second(
 #[tokio::test(start_paused = true)]
 async fn a_bundle_arriving_mid_grace_licenses_again_and_the_old_grace_end_passes_quietly() {
     let mut a = Agent::start(3_600).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     a.next_report(Duration::from_secs(1))
         .await
         .expect("a report");
@@ -536,7 +554,10 @@ async fn expiring_soon_fires_once_per_threshold_across_a_restart() {
     let (logs, _guard) = capture_logs();
     let warn = ["license term ends soon", "service=wifi"];
     let mut a = Agent::start(3_600).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     a.next_report(Duration::from_secs(1))
         .await
         .expect("a report");
@@ -585,7 +606,10 @@ async fn expiring_soon_fires_once_per_threshold_across_a_restart() {
 async fn usage_survives_a_restart_and_is_cleared_only_by_an_acknowledgement() {
     let ext = "extended_reports = true";
     let mut a = Agent::start_with(tempfile::tempdir().expect("tempdir"), 3_600, 0, ext).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     let r1 = a
         .next_extended_report(Duration::from_secs(1))
         .await
@@ -613,7 +637,10 @@ async fn usage_survives_a_restart_and_is_cleared_only_by_an_acknowledgement() {
     let wall = a.wall();
     let dir = a.stop_keeping_dir().await;
     let mut a = Agent::start_with(dir, 3_600, wall, ext).await;
-    a.send(SessionEvent::Connected).await;
+    a.send(SessionEvent::Connected {
+        broker: "127.0.0.1:1883".into(),
+    })
+    .await;
     let r3 = a
         .next_extended_report(Duration::from_secs(1))
         .await

@@ -131,7 +131,11 @@ impl ConfigError {
                 key, message, line, ..
             } => ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line: line.or_else(|| locate::line_of_key(text, key)),
+                // A missing key (`broker.url`): the line of its table.
+                line: line.or_else(|| locate::line_of_key(text, key)).or_else(|| {
+                    key.rsplit_once('.')
+                        .and_then(|(table, _)| locate::line_of_key(text, table))
+                }),
                 key,
                 message,
             },
@@ -197,7 +201,14 @@ fn default_state_dir() -> PathBuf {
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// `mqtts://host[:port]` (default port 8883) or, with `allow_insecure`, `mqtt://host[:port]`.
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Further nodes of a clustered broker, same form as `url` and the same scheme; with or
+    /// without `url` (then `url` is one more node, listed first). The agent starts at a random
+    /// node and moves to the next one whenever a connection fails or drops (see
+    /// [`crate::failover`]).
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// Allow plain `mqtt://` (no TLS). For labs only.
     #[serde(default)]
     pub allow_insecure: bool,
@@ -358,13 +369,38 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where and how to reach the broker.
+/// Most broker nodes in `[broker]`: a cluster has a handful; more is a mistake in the file.
+pub const MAX_BROKER_NODES: usize = 16;
+
+/// One node of the broker (a cluster has several).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerSettings {
+pub struct BrokerNode {
     /// Host name or address.
     pub host: String,
     /// TCP port.
     pub port: u16,
+}
+
+impl std::fmt::Display for BrokerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where and how to reach the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// Host name or address of the first node.
+    pub host: String,
+    /// TCP port of the first node.
+    pub port: u16,
+    /// The nodes after the first one (`[broker] urls`), in the file's order; all share the
+    /// TLS settings and credentials below.
+    pub more_nodes: Vec<BrokerNode>,
     /// TLS settings; `None` = plain TCP (only with `allow_insecure`).
     pub tls: Option<TlsSettings>,
     /// User name and password.
@@ -373,6 +409,19 @@ pub struct BrokerSettings {
     pub keep_alive: Duration,
     /// Reconnect backoff cap.
     pub reconnect_max: Duration,
+}
+
+impl BrokerSettings {
+    /// Every node, the first one first.
+    pub fn nodes(&self) -> Vec<BrokerNode> {
+        let first = BrokerNode {
+            host: self.host.clone(),
+            port: self.port,
+        };
+        std::iter::once(first)
+            .chain(self.more_nodes.iter().cloned())
+            .collect()
+    }
 }
 
 /// Validated settings.
@@ -574,31 +623,52 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
 }
 
 fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
-    let (scheme, rest) = b.url.split_once("://").ok_or_else(|| {
-        invalid(
-            "broker.url",
-            format!("{:?}: expected mqtts://host[:port]", b.url),
-        )
-    })?;
-    let tls = match scheme {
-        "mqtts" => true,
-        "mqtt" if b.allow_insecure => false,
-        "mqtt" => {
-            return Err(invalid(
-                "broker.url",
-                "plain mqtt:// sends licenses unencrypted; use mqtts:// or set broker.allow_insecure = true (labs only)",
-            ))
-        }
-        other => {
-            return Err(invalid(
-                "broker.url",
-                format!("unknown scheme {other:?}; use mqtts:// (or mqtt:// with allow_insecure)"),
-            ))
-        }
+    let key = if b.url.is_some() || b.urls.is_empty() {
+        "broker.url"
+    } else {
+        "broker.urls"
     };
-    let (host, port) = split_host_port(rest.trim_end_matches('/'))
-        .ok_or_else(|| invalid("broker.url", format!("{:?}: expected host[:port]", b.url)))?;
-    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
+    let all: Vec<&String> = b.url.iter().chain(&b.urls).collect();
+    if all.is_empty() {
+        return Err(invalid(
+            "broker.url",
+            "required key is missing: url = \"mqtts://host[:port]\" (or urls = [...] for the nodes of a cluster)",
+        ));
+    }
+    if all.len() > MAX_BROKER_NODES {
+        return Err(invalid(
+            "broker.urls",
+            format!("{} broker nodes; at most {MAX_BROKER_NODES}", all.len()),
+        ));
+    }
+    let mut nodes: Vec<BrokerNode> = Vec::with_capacity(all.len());
+    let mut scheme_tls = None;
+    for (i, url) in all.into_iter().enumerate() {
+        let key = if i == 0 { key } else { "broker.urls" };
+        let (tls, node) = parse_broker_url(url, b.allow_insecure, key)?;
+        match scheme_tls {
+            Some(first) if first != tls => {
+                return Err(invalid(
+                    key,
+                    format!("{url:?}: every broker node needs the same scheme (all mqtts:// or all mqtt://)"),
+                ))
+            }
+            _ => scheme_tls = Some(tls),
+        }
+        if nodes.contains(&node) {
+            return Err(invalid(
+                key,
+                format!("{url:?}: broker node {node} is listed twice"),
+            ));
+        }
+        nodes.push(node);
+    }
+    let tls = scheme_tls.unwrap_or(true);
+    let mut nodes = nodes.into_iter();
+    let Some(BrokerNode { host, port }) = nodes.next() else {
+        return Err(invalid("broker.url", "no broker node"));
+    };
+    let more_nodes: Vec<BrokerNode> = nodes.collect();
     let credentials = match (&b.username, &b.password_file) {
         (None, None) => None,
         (Some(user), Some(file)) => {
@@ -629,6 +699,7 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
     Ok(BrokerSettings {
         host,
         port,
+        more_nodes,
         tls: tls.then(|| TlsSettings {
             ca_file: b.ca_file.clone(),
             client_cert: b.client_cert.clone(),
@@ -639,6 +710,38 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
         keep_alive: Duration::from_secs(b.keep_alive_secs),
         reconnect_max: Duration::from_secs(b.reconnect_max_secs),
     })
+}
+
+/// One `mqtts://host[:port]` (or `mqtt://` with `allow_insecure`): whether it is TLS, and the
+/// node. Errors name `key`.
+fn parse_broker_url(
+    url: &str,
+    allow_insecure: bool,
+    key: &'static str,
+) -> Result<(bool, BrokerNode), ConfigError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid(key, format!("{url:?}: expected mqtts://host[:port]")))?;
+    let tls = match scheme {
+        "mqtts" => true,
+        "mqtt" if allow_insecure => false,
+        "mqtt" => {
+            return Err(invalid(
+                key,
+                "plain mqtt:// sends licenses unencrypted; use mqtts:// or set broker.allow_insecure = true (labs only)",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                key,
+                format!("unknown scheme {other:?}; use mqtts:// (or mqtt:// with allow_insecure)"),
+            ))
+        }
+    };
+    let (host, port) = split_host_port(rest.trim_end_matches('/'))
+        .ok_or_else(|| invalid(key, format!("{url:?}: expected host[:port]")))?;
+    let port = port.unwrap_or(if tls { 8883 } else { 1883 });
+    Ok((tls, BrokerNode { host, port }))
 }
 
 /// Splits `host[:port]`, `[v6][:port]`.
@@ -761,6 +864,79 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn several_broker_urls_make_nodes_in_order_with_or_without_url() {
+        let s = Settings::from_toml(&minimal(
+            "urls = [\"mqtts://a.example\", \"mqtts://b.example:8884\", \"mqtts://[::1]\"]",
+        ))
+        .unwrap();
+        let nodes: Vec<String> = s.broker.nodes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(nodes, ["a.example:8883", "b.example:8884", "[::1]:8883"]);
+        assert_eq!((s.broker.host.as_str(), s.broker.port), ("a.example", 8883));
+
+        let s = Settings::from_toml(&minimal(
+            "url = \"mqtt://n1:1883\"\nurls = [\"mqtt://n2:1883\"]\nallow_insecure = true",
+        ))
+        .unwrap();
+        let nodes: Vec<String> = s.broker.nodes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(nodes, ["n1:1883", "n2:1883"], "url first, then urls");
+        assert!(s.broker.tls.is_none());
+    }
+
+    #[test]
+    fn bad_broker_node_lists_are_refused_with_the_key_and_the_reason() {
+        let cases = [
+            ("urls = []", "broker.url", "required key is missing"),
+            ("", "broker.url", "required key is missing"),
+            (
+                "urls = [\"mqtts://a\", \"mqtts://a:8883\"]",
+                "broker.urls",
+                "listed twice",
+            ),
+            (
+                "urls = [\"mqtts://a\", \"mqtt://b\"]\nallow_insecure = true",
+                "broker.urls",
+                "same scheme",
+            ),
+            (
+                "urls = [\"mqtts://a\", \"mqtt://b\"]",
+                "broker.urls",
+                "allow_insecure",
+            ),
+            (
+                "urls = [\"mqtts://a\", \"b:1\"]",
+                "broker.urls",
+                "expected mqtts://",
+            ),
+            (
+                "urls = [\"mqtts://a:x\"]",
+                "broker.urls",
+                "expected host[:port]",
+            ),
+            (
+                "url = \"mqtts://a\"\nurls = [\"mqtts://a\"]",
+                "broker.urls",
+                "listed twice",
+            ),
+        ];
+        for (broker, key, why) in cases {
+            match Settings::from_toml(&minimal(broker)) {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    assert_eq!(e.key(), Some(key), "{broker}: {e}");
+                    assert!(e.to_string().contains(why), "{broker}: {e}");
+                }
+                other => panic!("{broker}: {other:?}"),
+            }
+        }
+        let many: Vec<String> = (0..=MAX_BROKER_NODES)
+            .map(|i| format!("\"mqtts://n{i}\""))
+            .collect();
+        let err = Settings::from_toml(&minimal(&format!("urls = [{}]", many.join(","))))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 16"), "{err}");
     }
 
     #[test]

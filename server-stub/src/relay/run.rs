@@ -387,7 +387,11 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
     let embedded = crate::broker::start_if_embedded(&config.broker, config.connect_timeout)
         .await?
         .map(|b| b.addr);
-    let opts = session::mqtt_options(&config.broker, embedded, &config.client_id)?;
+    let nodes = session::node_options(&config.broker, embedded, &config.client_id)?;
+    let opts = nodes
+        .first()
+        .map(|n| n.options.clone())
+        .ok_or_else(|| StubError::Config("no broker URL".into()))?;
     let filter = format!("licd/v1/{tenant}/+/report");
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let (work_tx, work_rx) = mpsc::channel(1024);
@@ -398,6 +402,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
     let tasks = vec![
         tokio::spawn(session::run_eventloop(
             eventloop,
+            nodes,
             client.clone(),
             filter.clone(),
             work_tx,
@@ -416,7 +421,13 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
     ];
     let mut tasks = tasks;
     if let Some(uplink) = &config.uplink {
-        let up_opts = session::mqtt_options(uplink, None, &format!("{}-uplink", config.client_id))?;
+        // The uplink fails over between the controller's broker nodes like the site session.
+        let up_nodes =
+            session::node_options(uplink, None, &format!("{}-uplink", config.client_id))?;
+        let up_opts = up_nodes
+            .first()
+            .map(|n| n.options.clone())
+            .ok_or_else(|| StubError::Config("no uplink broker URL".into()))?;
         // One filter for what the controller sends this site.
         let up_filter = format!("licd/v1/{tenant}/{site_id}/+");
         let (up_client, up_loop) = AsyncClient::new(up_opts, 64);
@@ -424,6 +435,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
         let (up_ready, up_ready_rx) = watch::channel(false);
         tasks.push(tokio::spawn(session::run_eventloop(
             up_loop,
+            up_nodes,
             up_client.clone(),
             up_filter.clone(),
             up_tx,

@@ -2,9 +2,12 @@
 
 use std::path::Path;
 
+use licd_protocol::topic::DEFAULT_SHARE_GROUP;
 use licd_protocol::{LicenseId, Sku, TenantId};
 use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subscription};
-use licd_stub::{BrokerMode, LedgerLocation, Signer, Stub, StubConfig, StubHandle};
+use licd_stub::{
+    BrokerMode, LedgerLocation, ReportSubscription, Signer, Stub, StubConfig, StubHandle,
+};
 use tokio::runtime::Runtime;
 
 use super::{
@@ -20,6 +23,19 @@ pub fn start_controller(
     seats: usize,
     dir: &Path,
 ) -> Result<(Runtime, StubHandle), FleetError> {
+    let shared = ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string());
+    start_controller_with(url, seats, dir, shared)
+}
+
+/// [`start_controller`] with the report subscription given: [`ReportSubscription::Plain`] on a
+/// broker without shared subscriptions (nats-server, docs/STUB.md). `url` may list the nodes
+/// of a cluster, comma-separated.
+pub fn start_controller_with(
+    url: &str,
+    seats: usize,
+    dir: &Path,
+    subscription: ReportSubscription,
+) -> Result<(Runtime, StubHandle), FleetError> {
     let ctl = runtime(1, CONTROLLER_THREAD)?;
     let signer = Signer::ephemeral(unix_now()).map_err(err)?;
     let mut config = StubConfig::for_tests(signer);
@@ -29,6 +45,7 @@ pub fn start_controller(
         credentials: None,
     };
     config.ledger = LedgerLocation::File(dir.join("ledger.db"));
+    config.subscription = subscription;
     // Sized for the fleet: every device reports at once, and a dropped report costs that
     // device a retry (5 s, doubling).
     config.queue_capacity = seats.max(1024);

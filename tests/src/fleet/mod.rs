@@ -43,7 +43,7 @@ mod report;
 mod storm;
 mod workers;
 
-pub use controller::start_controller;
+pub use controller::{start_controller, start_controller_with};
 pub use proc::vm_rss;
 pub use report::{Convergence, FleetReport, Storm};
 pub use workers::{merge, run_worker, run_workers, WorkerResult};
@@ -51,14 +51,14 @@ pub use workers::{merge, run_worker, run_workers, WorkerResult};
 /// The services every simulated device wants (and the ledger licenses).
 pub const SERVICES: [&str; 5] = ["wifi", "vpn", "ids", "guest-portal", "mesh"];
 /// Tenant of the simulated devices.
-const TENANT: &str = "fleet";
+pub const TENANT: &str = "fleet";
 /// Tenant of the devices a site relay licenses (`--relay`): another tenant, so nothing the
 /// controller's run left retained on the broker reaches them.
 const SITE_TENANT: &str = "fleet-site";
 /// Site of the devices a site relay licenses.
 const SITE: &str = "fleet-site-1";
 /// Product class of the devices and the catalogue entries (auto-licensing matches on it).
-const PRODUCT_CLASS: &str = "wireless";
+pub const PRODUCT_CLASS: &str = "wireless";
 /// Name of the controller's runtime threads; their CPU is the controller's CPU.
 pub const CONTROLLER_THREAD: &str = "licd-ctl";
 /// Name of the agents' runtime threads.
