@@ -219,7 +219,10 @@ fn a_real_agent_works_under_the_acl() {
     let logs = || format!("{}\n{}", agent.log(), broker.log());
     let report_topic = topic("acme", "ap-1", TopicKind::Report);
     let raw = first_on(&controller, &report_topic, "the agent's report", logs);
-    let report = open_report(&raw).unwrap();
+    // Plain or extended (the agent negotiates, PROTOCOL.md §17.6): the report part either way.
+    let report = open_report(&raw)
+        .or_else(|_| licd_protocol::policy::open_extended_report(&raw).map(|x| x.report))
+        .unwrap();
     let bundle = seal_bundle(
         &bundle_for(&report, 1, &Policy::default()),
         &keys.signing,

@@ -527,3 +527,81 @@ fn policies_usage_history_and_refused_reports_read_back_the_same() {
 fn t(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
 }
+
+/// Issue 23 (migration 7): a site delegation, the seats it reserves and the leases its relay
+/// reported survive a restart on both backends; storing a relay report again (a replay or a
+/// resend) adds nothing and acknowledges the same number.
+#[test]
+fn delegations_reservations_and_relay_leases_survive_a_restart() {
+    on_both(delegations_reservations_and_relay_leases_survive_on);
+}
+
+fn delegations_reservations_and_relay_leases_survive_on(place: &Place) {
+    use licd_protocol::{IssuedLease, SiteId};
+    use licd_stub::controller::delegation::NewDelegation;
+    let signer = Signer::ephemeral(T0).unwrap();
+    let mut c = open(place, &signer);
+    populate(&mut c);
+    let relay_key = PublicKey::from(&SigningKey::from_bytes(&[9; 32]).verifying_key());
+    let d = c
+        .delegate(
+            NewDelegation {
+                relay_key,
+                tenant: TenantId::new("acme").unwrap(),
+                site: SiteId::new("plant-7").unwrap(),
+                pools: vec![(svc("hv"), 2)],
+                product_class: None,
+                max_lease: 3_600,
+                valid_secs: 86_400,
+            },
+            T0,
+        )
+        .unwrap();
+    let (sub, sku) = (LicenseId::new("S1").unwrap(), Sku::new("LIC-HV-4").unwrap());
+    assert_eq!(c.engine().reserved_seats(&sub, &sku, T0 + 1), 2);
+    let before = c.engine().state().clone();
+    drop(c);
+
+    let leases: Vec<(String, IssuedLease)> = (1..=3)
+        .map(|n| {
+            let lease = IssuedLease {
+                n,
+                device: DeviceId::new(format!("ap-{n}")).unwrap(),
+                service: svc("hv"),
+                bundle_seq: n + 10,
+                issued_at: T0 + n,
+                lease_until: T0 + n + 600,
+            };
+            (d.id.clone(), lease)
+        })
+        .collect();
+    let mut ledger = place.open();
+    assert_eq!(
+        ledger
+            .store_delegated_leases(&relay_key, &leases, T0 + 10)
+            .unwrap(),
+        3
+    );
+    // The same report again, and an older part of it: nothing new, the same acknowledgement.
+    assert_eq!(
+        ledger
+            .store_delegated_leases(&relay_key, &leases[..1], T0 + 20)
+            .unwrap(),
+        3
+    );
+    drop(ledger);
+
+    let c = open(place, &signer);
+    assert_eq!(c.engine().state(), &before, "delegation and reservations");
+    assert_eq!(c.engine().reserved_seats(&sub, &sku, T0 + 1), 2);
+    let stored = c.ledger().delegated_leases(&d.id).unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(
+        stored
+            .iter()
+            .map(|l| (l.n, l.bundle_seq))
+            .collect::<Vec<_>>(),
+        [(1, 11), (2, 12), (3, 13)]
+    );
+    assert!(stored.iter().all(|l| l.reported_at == T0 + 10));
+}
