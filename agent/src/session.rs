@@ -273,6 +273,7 @@ impl Node {
 pub fn start(
     nodes: Vec<Node>,
     reconnect_max: Duration,
+    subscribe_qos: QoS,
     topics: DeviceTopics,
     tx: mpsc::Sender<SessionEvent>,
 ) -> (AsyncClient, tokio::task::JoinHandle<()>) {
@@ -288,9 +289,19 @@ pub fn start(
     eventloop.set_network_options(net);
     let task_client = client.clone();
     let handle = tokio::spawn(async move {
-        drive(&mut eventloop, nodes, failover, task_client, topics, tx).await
+        let sub = Subscriptions {
+            topics,
+            qos: subscribe_qos,
+        };
+        drive(&mut eventloop, nodes, failover, task_client, sub, tx).await
     });
     (client, handle)
+}
+
+/// What the session subscribes to on every ConnAck, and at which QoS.
+struct Subscriptions {
+    topics: DeviceTopics,
+    qos: QoS,
 }
 
 async fn drive(
@@ -298,9 +309,10 @@ async fn drive(
     nodes: Vec<Node>,
     mut failover: Failover,
     client: AsyncClient,
-    topics: DeviceTopics,
+    sub: Subscriptions,
     tx: mpsc::Sender<SessionEvent>,
 ) {
+    let Subscriptions { topics, qos } = sub;
     // tokio's clock, so a paused-time test can hold a connection past the reset window.
     let mut connected_at: Option<Instant> = None;
     let mut setup = Setup::default();
@@ -308,13 +320,13 @@ async fn drive(
     loop {
         let event = eventloop.poll().await;
         if setup.pending() && event.is_ok() {
-            setup.queue(&client, &topics);
+            setup.queue(&client, &topics, qos);
         }
         let sent = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
                 setup = Setup::after_connack();
-                setup.queue(&client, &topics);
+                setup.queue(&client, &topics, qos);
                 let broker = name(failover.current()).to_string();
                 tx.send(SessionEvent::Connected { broker }).await
             }
@@ -426,7 +438,7 @@ impl Setup {
 
     /// Queues what is still missing, without waiting: the session task is the one that drains
     /// the queue, so an awaited send into a full queue would never return.
-    fn queue(&mut self, client: &AsyncClient, topics: &DeviceTopics) {
+    fn queue(&mut self, client: &AsyncClient, topics: &DeviceTopics, qos: QoS) {
         let mut error = None;
         if self.subscribe {
             // One SUBSCRIBE packet, queued before presence so the retained bundle is on its way
@@ -434,7 +446,7 @@ impl Setup {
             // order the broker keeps them: a revocation list signed by a root the agent does
             // not pin yet is kept aside and applied once the rotation arrives (`crate::trust`).
             let filters = [topics.grants.as_str(), TRUST_FILTER, &topics.diag_request]
-                .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                .map(|f| SubscribeFilter::new(f.to_owned(), qos));
             error = client.try_subscribe_many(filters).err();
             self.subscribe = error.is_some();
         }
@@ -581,6 +593,7 @@ mod tests {
         let (_client, task) = start(
             vec![Node::new(options)],
             Duration::from_secs(30),
+            QoS::AtLeastOnce,
             topics(),
             tx,
         );
@@ -612,7 +625,13 @@ mod tests {
             .map(|port| Node::new(MqttOptions::new("ap-1", "127.0.0.1", port)))
             .to_vec();
         let (tx, mut rx) = mpsc::channel(64);
-        let (_client, task) = start(nodes, Duration::from_secs(30), topics(), tx);
+        let (_client, task) = start(
+            nodes,
+            Duration::from_secs(30),
+            QoS::AtLeastOnce,
+            topics(),
+            tx,
+        );
         let mut connected_to = Vec::new();
         let grants = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -635,7 +654,13 @@ mod tests {
         let (port, connections) = broker(Script::Refuse).await;
         let (tx, mut rx) = mpsc::channel(64);
         let nodes = vec![Node::new(MqttOptions::new("ap-1", "127.0.0.1", port))];
-        let (_client, task) = start(nodes, Duration::from_secs(30), topics(), tx);
+        let (_client, task) = start(
+            nodes,
+            Duration::from_secs(30),
+            QoS::AtLeastOnce,
+            topics(),
+            tx,
+        );
         let refused = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match rx.recv().await {
@@ -674,6 +699,7 @@ mod tests {
         let (client, task) = start(
             vec![Node::new(options)],
             Duration::from_secs(30),
+            QoS::AtLeastOnce,
             topics(),
             tx,
         );

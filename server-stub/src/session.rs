@@ -33,6 +33,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub(crate) const MAX_BATCH: usize = 64;
 /// Requests (publishes, subscribes) queued in the rumqttc client.
 const REQUEST_CAPACITY: usize = 256;
+/// QoS 1 publishes (bundles) awaiting the broker's PUBACK. rumqttc's default of 100 caps the
+/// controller at 100 / PUBACK latency: on a nats-server cluster, which acknowledges a retained
+/// publish only once JetStream has replicated it, that was ~180 bundles/s.
+const INFLIGHT: u16 = 1000;
 
 /// Counters of the session, for tests and the admin API.
 #[derive(Debug, Default)]
@@ -168,7 +172,8 @@ pub(crate) fn node_options(
                 .set_keep_alive(KEEP_ALIVE)
                 .set_clean_session(true)
                 .set_max_packet_size(MAX_ENVELOPE_LEN + 4096, MAX_ENVELOPE_LEN + 4096)
-                .set_request_channel_capacity(REQUEST_CAPACITY);
+                .set_request_channel_capacity(REQUEST_CAPACITY)
+                .set_inflight(INFLIGHT);
             n
         })
         .collect())

@@ -34,6 +34,20 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Number of nodes.
 pub const NODES: usize = 3;
 
+/// Where the nodes keep the JetStream consumer behind each MQTT QoS 1 subscription (licd's
+/// agents make three each: grants, trust, diag requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumers {
+    /// nats-server's default: replicated like the streams (R3 on this cluster, each consumer a
+    /// Raft group of its own, on disk). What the tests run.
+    Replicated,
+    /// `consumer_replicas: 1`, `consumer_memory_storage: true`: one copy in memory. licd's
+    /// sessions are clean, so a consumer dies with its connection anyway and nothing is lost
+    /// with a node that a client was not connected to… provided the one copy lives where the
+    /// client is (not verified here; docs/STUB.md). Retained grants and sessions stay R3.
+    Local,
+}
+
 /// Ports of one node.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
@@ -64,16 +78,22 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts three nodes with plain MQTT listeners and waits until each accepts MQTT sessions.
     pub fn start() -> Result<Self> {
-        Self::start_with(None)
+        Self::start_with(None, Consumers::Replicated)
     }
 
     /// Like [`NatsCluster::start`], the MQTT listeners with TLS from `pki` (its server
     /// certificate; clients trust `pki.ca_cert`).
     pub fn start_tls(pki: &Pki) -> Result<Self> {
-        Self::start_with(Some(pki))
+        Self::start_with(Some(pki), Consumers::Replicated)
     }
 
-    fn start_with(pki: Option<&Pki>) -> Result<Self> {
+    /// Like [`NatsCluster::start`], with the MQTT consumers (one per QoS 1 subscription) as
+    /// `consumers` says: [`Consumers::Local`] for a large fleet (see there).
+    pub fn start_with_consumers(consumers: Consumers) -> Result<Self> {
+        Self::start_with(None, consumers)
+    }
+
+    fn start_with(pki: Option<&Pki>, consumers: Consumers) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("licd-nats-")
             .tempdir()
@@ -96,7 +116,7 @@ impl NatsCluster {
         for (i, p) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let config_path = dir.path().join(format!("{name}.conf"));
-            let text = render(&name, *p, &routes, &dir.path().join(&name), pki);
+            let text = render(&name, *p, &routes, &dir.path().join(&name), pki, consumers);
             fs::write(&config_path, text)
                 .map_err(|e| HarnessError::io(format!("write {}", config_path.display()), e))?;
             nodes.push(Node {
@@ -138,6 +158,19 @@ impl NatsCluster {
     /// `127.0.0.1:PORT` of node `i`, as the agent's status names the node it is on.
     pub fn node_name(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.mqtt_port(i))
+    }
+
+    /// Number of nodes.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes
+            .get(i)
+            .and_then(|n| n.child.as_ref())
+            .map(Child::id)
     }
 
     /// The cluster's directory (configs, logs, JetStream stores).
@@ -295,7 +328,14 @@ impl Drop for NatsCluster {
 }
 
 /// The config of one node.
-fn render(name: &str, p: Ports, routes: &[String], store: &Path, pki: Option<&Pki>) -> String {
+fn render(
+    name: &str,
+    p: Ports,
+    routes: &[String],
+    store: &Path,
+    pki: Option<&Pki>,
+    consumers: Consumers,
+) -> String {
     let mut c = String::new();
     // `writeln!` into a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(
@@ -329,6 +369,9 @@ fn render(name: &str, p: Ports, routes: &[String], store: &Path, pki: Option<&Pk
             pki.server.cert.display().to_string(),
             pki.server.key.display().to_string()
         );
+    }
+    if consumers == Consumers::Local {
+        let _ = writeln!(c, "  consumer_replicas: 1\n  consumer_memory_storage: true");
     }
     let _ = writeln!(c, "}}");
     c

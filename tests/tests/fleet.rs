@@ -98,3 +98,25 @@ fn merging_worker_results_sums_counts_and_takes_the_last_worker_s_times() {
     assert_eq!(r.process_rss, 20 << 20);
     assert_eq!(r.workers, vec![(11, 3, 3), (12, 2, 2)]);
 }
+
+/// `licd-fleet --nats`: the same fleet across two workers on a real 3-node nats-server cluster
+/// (every agent lists the three nodes and subscribes at QoS 0, the controller subscribes
+/// without `$share`).
+#[test]
+fn a_small_fleet_on_a_nats_cluster_across_workers_is_licensed() {
+    let mut opts = FleetOptions::new(60);
+    opts.nats = true;
+    // `[broker] subscribe_qos = 0`: what a large fleet on nats-server needs (docs/STUB.md).
+    opts.subscribe_qos1 = false;
+    opts.phase_timeout = Duration::from_secs(120);
+    let report = run_workers(&opts, Path::new(env!("CARGO_BIN_EXE_licd-fleet")), 2)
+        .expect("the fleet run completes");
+    println!("{}", report.table());
+    assert_eq!(report.fleet.done, 60, "every device licensed");
+    assert_eq!(report.broker_name, "nats-server x3");
+    assert_eq!(report.workers.len(), 2, "{:?}", report.workers);
+    assert!(
+        report.broker_rss > 0 && report.fleet.broker_cpu > Duration::ZERO,
+        "the three nodes are measured"
+    );
+}

@@ -112,8 +112,18 @@ pub async fn run_with(
             tracing::warn!("broker connection is NOT encrypted (allow_insecure = true)");
         }
         let (tx, rx) = mpsc::channel(64);
-        let (client, task) =
-            session::start(nodes, settings.broker.reconnect_max, topics.clone(), tx);
+        let qos = if settings.broker.subscribe_qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        let (client, task) = session::start(
+            nodes,
+            settings.broker.reconnect_max,
+            qos,
+            topics.clone(),
+            tx,
+        );
         Ok(Link {
             events: rx,
             outbox: Outbox::Mqtt(client),

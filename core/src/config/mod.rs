@@ -230,6 +230,16 @@ pub struct BrokerConfig {
     /// Upper bound of the reconnect backoff (full jitter below it).
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_secs: u64,
+    /// QoS of the agent's subscriptions (grants, trust, diagnostics): 1 (default) or 0. With
+    /// 0 a message lost while connected waits for the next retained delivery (every reconnect)
+    /// or the next answered report; set it only where a QoS 1 subscription is costly for the
+    /// broker (nats-server: one JetStream consumer each, docs/STUB.md).
+    #[serde(default = "default_subscribe_qos")]
+    pub subscribe_qos: u8,
+}
+
+fn default_subscribe_qos() -> u8 {
+    1
 }
 
 fn default_reconnect_max() -> u64 {
@@ -409,6 +419,8 @@ pub struct BrokerSettings {
     pub keep_alive: Duration,
     /// Reconnect backoff cap.
     pub reconnect_max: Duration,
+    /// Subscriptions at QoS 1 (`false`: QoS 0, `subscribe_qos = 0`).
+    pub subscribe_qos1: bool,
 }
 
 impl BrokerSettings {
@@ -696,6 +708,9 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
     if b.keep_alive_secs < 5 {
         return Err(invalid("broker.keep_alive_secs", "must be at least 5"));
     }
+    if b.subscribe_qos > 1 {
+        return Err(invalid("broker.subscribe_qos", "must be 0 or 1"));
+    }
     Ok(BrokerSettings {
         host,
         port,
@@ -709,6 +724,7 @@ fn broker_settings(b: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
         credentials,
         keep_alive: Duration::from_secs(b.keep_alive_secs),
         reconnect_max: Duration::from_secs(b.reconnect_max_secs),
+        subscribe_qos1: b.subscribe_qos == 1,
     })
 }
 
@@ -864,6 +880,22 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn subscriptions_are_qos_1_unless_the_file_says_0() {
+        let qos1 = |extra: &str| {
+            Settings::from_toml(&minimal(&format!("url = \"mqtts://a.example\"\n{extra}")))
+                .map(|s| s.broker.subscribe_qos1)
+        };
+        assert!(qos1("").unwrap(), "QoS 1 by default");
+        assert!(qos1("subscribe_qos = 1").unwrap());
+        assert!(!qos1("subscribe_qos = 0").unwrap());
+        let e = qos1("subscribe_qos = 2").unwrap_err().to_string();
+        assert!(
+            e.contains("broker.subscribe_qos") && e.contains("0 or 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! cargo run --profile bench -p licd-tests --bin licd-fleet -- --devices 10000
 //! licd-fleet --devices 50000 --workers 4      # past one process's fd limit (fleet phase only)
 //! licd-fleet --devices 1000 --relay           # then as many devices through a site relay
+//! licd-fleet --devices 30000 --workers 3 --nats  # on a 3-node nats-server cluster
 //! ```
 
 use std::process::ExitCode;
@@ -70,6 +71,21 @@ struct Args {
     /// report. The fleet phase only: no baseline, floor or storm.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Run on a real 3-node nats-server cluster (MQTT on clustered JetStream, started from
+    /// /usr/bin/nats-server on loopback) instead of mosquitto: every agent lists the three
+    /// nodes and starts at a random one; the controller subscribes without `$share`. Implies
+    /// the workers' mode (fleet phase only), even with `--workers 1`.
+    #[arg(long)]
+    nats: bool,
+    /// With --nats: MQTT consumers (three per agent) as one in-memory copy
+    /// (`consumer_replicas: 1`, `consumer_memory_storage: true`) instead of a replicated Raft
+    /// group each; retained grants and sessions stay replicated.
+    #[arg(long, requires = "nats")]
+    nats_local_consumers: bool,
+    /// QoS of the agents' subscriptions (`[broker] subscribe_qos`): 1 (their default) or 0.
+    /// On nats-server every QoS 1 subscription is a JetStream consumer (docs/STUB.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    subscribe_qos: u8,
     /// Where the agents' state directories go (default /dev/shm, else the temp dir).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<std::path::PathBuf>,
@@ -98,6 +114,9 @@ fn main() -> ExitCode {
         floor: args.floor,
         storm: !args.no_storm,
         relay: args.relay,
+        nats: args.nats,
+        nats_local_consumers: args.nats_local_consumers,
+        subscribe_qos1: args.subscribe_qos == 1,
         phase_timeout: Duration::from_secs(args.timeout_secs),
         progress: !args.json,
         work_dir: args.work_dir.clone(),
@@ -118,7 +137,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = if args.workers > 1 {
+    let result = if args.workers > 1 || args.nats {
         if opts.baseline || opts.floor || opts.storm || opts.relay {
             eprintln!(
                 "licd-fleet: with --workers, the fleet phase only (no baseline, floor, storm or relay)"

@@ -48,9 +48,16 @@ pub(super) fn agent_settings(
 ) -> Result<Settings, FleetError> {
     let services = SERVICES.map(|s| format!("{s:?}")).join(", ");
     let site = site.map_or(String::new(), |s| format!("site = {s:?}\n"));
+    // Several nodes of a cluster (comma-separated): `urls`, and the agent starts at a random one.
+    let broker = if url.contains(',') {
+        let nodes: Vec<String> = url.split(',').map(|u| format!("{u:?}")).collect();
+        format!("urls = [{}]", nodes.join(", "))
+    } else {
+        format!("url = {url:?}")
+    };
     let text = format!(
         "tenant = {tenant:?}\n{site}services = [{services}]\nstate_dir = {state:?}\nroots = [{root:?}]\n\n\
-         [broker]\nurl = {url:?}\nallow_insecure = true\n\n\
+         [broker]\n{broker}\nallow_insecure = true\n\n\
          [api]\nsocket = \"\"\n\n\
          [identity]\ndevice_id = \"fleet-00000\"\nmodel = \"AP-FLEET\"\nserial = \"SN-00000\"\n\
          product_class = {PRODUCT_CLASS:?}\n",
@@ -175,7 +182,8 @@ pub(super) fn phase(
     let (ctl, stub) = start_controller(url, opts.devices, dir)?;
     let root = stub.root_public_key();
     let issuer = Issuer::Controller(stub);
-    let settings = agent_settings(url, &root, dir, TENANT, None)?;
+    let mut settings = agent_settings(url, &root, dir, TENANT, None)?;
+    settings.broker.subscribe_qos1 = opts.subscribe_qos1;
     let mut running = converge(
         opts,
         broker,
@@ -242,7 +250,9 @@ fn relay_phase(
         .block_on(start_site_relay(&signer, dir, site_opts))
         .map_err(|e| err(format!("site relay: {e}")))?;
     let issuer = Issuer::Relay(relay);
-    let settings = agent_settings(url, &signer.root_public_key(), dir, SITE_TENANT, Some(SITE))?;
+    let mut settings =
+        agent_settings(url, &signer.root_public_key(), dir, SITE_TENANT, Some(SITE))?;
+    settings.broker.subscribe_qos1 = opts.subscribe_qos1;
     let mut conv = Convergence::default();
     let running = converge(opts, broker, &settings, dir, &issuer, "relay", &mut conv);
     let Issuer::Relay(relay) = issuer else {

@@ -94,6 +94,15 @@ pub struct FleetOptions {
     /// relay (a delegation of as many seats) on the same broker: the relay's throughput
     /// against the controller's in one run.
     pub relay: bool,
+    /// With workers ([`run_workers`]): a real 3-node nats-server cluster
+    /// ([`crate::NatsCluster`]) in place of mosquitto; every agent lists the three nodes and
+    /// starts at a random one, the controller subscribes without `$share` (docs/STUB.md).
+    pub nats: bool,
+    /// With [`FleetOptions::nats`]: the nodes keep MQTT consumers as one in-memory copy
+    /// ([`crate::nats::Consumers::Local`]) instead of replicated Raft groups.
+    pub nats_local_consumers: bool,
+    /// The agents subscribe at QoS 1 (their default); `false`: `[broker] subscribe_qos = 0`.
+    pub subscribe_qos1: bool,
     /// Upper bound of every phase.
     pub phase_timeout: Duration,
     /// Draw a progress line on stderr.
@@ -116,6 +125,9 @@ impl FleetOptions {
             floor: false,
             storm: true,
             relay: false,
+            nats: false,
+            nats_local_consumers: false,
+            subscribe_qos1: true,
             phase_timeout: Duration::from_secs(300),
             progress: false,
             timeline: false,

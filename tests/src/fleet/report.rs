@@ -101,8 +101,10 @@ pub struct FleetReport {
     pub reports_dropped: u64,
     /// This process's VmRSS with the fleet licensed (agents + controller), bytes.
     pub process_rss: u64,
-    /// mosquitto's VmRSS with the fleet licensed, bytes.
+    /// The broker's VmRSS with the fleet licensed, bytes (every node's, summed, on a cluster).
     pub broker_rss: u64,
+    /// Which broker ran: empty for mosquitto, else e.g. `nats-server x3`.
+    pub broker_name: String,
     /// With `--workers`: (pid, devices, licensed) of each worker process; empty when the fleet
     /// ran in this process. `process_rss` is then the sum over the workers and the parent.
     pub workers: Vec<(u32, usize, usize)>,
@@ -144,6 +146,7 @@ impl FleetReport {
             "process_rss_bytes": self.process_rss,
             "process_rss_bytes_per_device": self.process_rss / self.devices.max(1) as u64,
             "broker_rss_bytes": self.broker_rss,
+            "broker": if self.broker_name.is_empty() { "mosquitto" } else { &self.broker_name },
             "workers": self.workers.iter().map(|(pid, devices, done)| json!({
                 "pid": pid, "devices": devices, "done": done,
             })).collect::<Vec<_>>(),
@@ -243,11 +246,16 @@ impl FleetReport {
         }
         let _ = writeln!(
             t,
-            "controller CPU {:.0} µs per device; reports dropped {}; RSS process {:.1} MiB ({:.1} KiB/device), mosquitto {:.1} MiB",
+            "controller CPU {:.0} µs per device; reports dropped {}; RSS process {:.1} MiB ({:.1} KiB/device), {} {:.1} MiB",
             self.fleet.controller_cpu.as_secs_f64() * 1e6 / self.devices.max(1) as f64,
             self.reports_dropped,
             self.process_rss as f64 / 1048576.0,
             self.process_rss as f64 / 1024.0 / self.devices.max(1) as f64,
+            if self.broker_name.is_empty() {
+                "mosquitto"
+            } else {
+                &self.broker_name
+            },
             self.broker_rss as f64 / 1048576.0,
         );
         if !self.workers.is_empty() {

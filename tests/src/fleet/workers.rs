@@ -11,6 +11,10 @@
 //! microseconds since the Unix epoch (one machine, one clock), so the parent can place every
 //! worker's events on its own time line.
 //!
+//! With [`FleetOptions::nats`] the broker is a real 3-node nats-server cluster instead
+//! (one process per node, each under its own fd limit): every agent lists the three nodes and
+//! starts at a random one, the controller lists them too and subscribes without `$share`.
+//!
 //! Left out on purpose: the baseline, floor and storm phases (they stay single-process).
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
@@ -23,12 +27,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use licd_agent::clock::SystemClock;
 use licd_agent::daemon;
 use licd_agent::identity::{resolve_identity_blocking, HostRoot};
+use licd_protocol::topic::DEFAULT_SHARE_GROUP;
 use licd_protocol::PublicKey;
+use licd_stub::ReportSubscription;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::mosquitto::Mosquitto;
+use crate::nats::Consumers;
+use crate::NatsCluster;
+
 use super::agents::{agent_settings, device, watch_agent, STOP_TIMEOUT};
-use super::controller::start_controller;
+use super::controller::start_controller_with;
 use super::drive::{drive, percentile, Tracker};
 use super::proc::{process_cpu, threads_cpu, vm_rss};
 use super::report::{Convergence, FleetReport};
@@ -137,7 +147,8 @@ fn converge_slice(
     let work = super::work_dir(opts)?;
     let dir = work.path();
     let agents = runtime(opts.agent_threads, AGENT_THREAD)?;
-    let settings = agent_settings(url, root, dir, TENANT, None)?;
+    let mut settings = agent_settings(url, root, dir, TENANT, None)?;
+    settings.broker.subscribe_qos1 = opts.subscribe_qos1;
     let identity = resolve_identity_blocking(&settings.identity, &HostRoot::system())
         .map_err(|e| err(format!("identity: {e}")))?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -209,8 +220,9 @@ struct Worker {
     line: std_mpsc::Receiver<std::io::Result<String>>,
 }
 
-/// The parent: mosquitto with one listener per worker, the controller, `workers` worker
-/// processes of `exe` (this binary, run as `exe --worker …`), their results merged.
+/// The parent: the broker (mosquitto with one listener per worker, or a nats-server cluster),
+/// the controller, `workers` worker processes of `exe` (this binary, run as `exe --worker …`),
+/// their results merged.
 pub fn run_workers(
     opts: &FleetOptions,
     exe: &Path,
@@ -221,34 +233,36 @@ pub fn run_workers(
     if n == 0 {
         return Err(err("--devices must be at least 1"));
     }
-    // The broker holds every connection: it may need more descriptors than one process is
-    // given by default (a worker never does; see check_fd_limit there).
-    raise_fd_limit(n as u64 + FD_MARGIN)?;
-    let extra: Vec<u16> = (1..workers)
-        .map(|_| crate::free_port().map_err(err))
-        .collect::<Result<_, _>>()?;
-    let broker = start_broker(n, &extra)?;
-    let mut urls = vec![broker.url()];
-    urls.extend(extra.iter().map(|p| format!("mqtt://127.0.0.1:{p}")));
+    let brokers = Brokers::start(opts, n, workers)?;
     let work = super::work_dir(opts)?;
-    let (ctl, stub) = start_controller(&broker.url(), n, work.path())?;
+    let (ctl, stub) = start_controller_with(
+        &brokers.controller_url(),
+        n,
+        work.path(),
+        brokers.subscription(),
+    )?;
     let root = stub.root_public_key().to_hex();
 
     let cpu0 = threads_cpu(CONTROLLER_THREAD);
-    let bcpu0 = process_cpu(broker.pid());
+    let bcpu0 = brokers.cpu();
     let stats0 = stub.stats();
     let (started, started_wall) = (Instant::now(), SystemTime::now());
     let mut running = Vec::with_capacity(workers);
-    for (w, url) in urls.iter().enumerate() {
+    for w in 0..workers {
+        let url = brokers.worker_url(w);
         let first = n * w / workers;
         let count = n * (w + 1) / workers - first;
         let mut cmd = Command::new(exe);
-        cmd.args(["--worker-url", url, "--worker-root", &root])
+        cmd.args(["--worker-url", &url, "--worker-root", &root])
             .args(["--worker-first", &first.to_string()])
             .args(["--devices", &count.to_string()])
             .args(["--agent-threads", &opts.agent_threads.to_string()])
             .args(["--connect-window", &opts.connect_window.to_string()])
             .args(["--timeout-secs", &opts.phase_timeout.as_secs().to_string()])
+            .args([
+                "--subscribe-qos",
+                if opts.subscribe_qos1 { "1" } else { "0" },
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -298,7 +312,7 @@ pub fn run_workers(
                 Convergence {
                     messages_per_sec: 0.0,
                     controller_cpu: threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
-                    broker_cpu: process_cpu(broker.pid()).saturating_sub(bcpu0),
+                    broker_cpu: brokers.cpu().saturating_sub(bcpu0),
                     ..Default::default()
                 },
                 (stats.reports_received - stats0.reports_received)
@@ -323,7 +337,8 @@ pub fn run_workers(
     report.bundle_bytes = samples.bundle.len();
     report.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
     report.process_rss += vm_rss("self");
-    report.broker_rss = broker.pid().map_or(0, |p| vm_rss(&p.to_string()));
+    report.broker_rss = brokers.rss();
+    report.broker_name = brokers.name();
     ctl.block_on(stub.shutdown());
     ctl.shutdown_timeout(Duration::from_secs(5));
     Ok(report)
@@ -381,6 +396,101 @@ pub fn merge(
         process_rss: results.iter().map(|r| r.rss).sum(),
         workers: results.iter().map(|r| (r.pid, r.count, r.done)).collect(),
         ..Default::default()
+    }
+}
+
+/// The broker of a run across workers.
+enum Brokers {
+    /// One mosquitto with a listener per worker (one destination port has ~28,000 ephemeral
+    /// source ports): `urls[w]` is worker w's.
+    Mosquitto {
+        broker: Mosquitto,
+        urls: Vec<String>,
+    },
+    /// A 3-node nats-server cluster: every agent lists the three nodes.
+    Nats(NatsCluster),
+}
+
+impl Brokers {
+    fn start(opts: &FleetOptions, n: usize, workers: usize) -> Result<Self, FleetError> {
+        if opts.nats {
+            // Each node holds about a third of the connections (agents start at a random
+            // node); the nodes inherit this process's limit. 10 % for an uneven spread.
+            let per_node = n / crate::nats::NODES + n / 10;
+            raise_fd_limit(per_node as u64 + FD_MARGIN)?;
+            let consumers = if opts.nats_local_consumers {
+                Consumers::Local
+            } else {
+                Consumers::Replicated
+            };
+            return NatsCluster::start_with_consumers(consumers)
+                .map(Self::Nats)
+                .map_err(|e| err(format!("nats-server cluster: {e}")));
+        }
+        // The broker holds every connection: it may need more descriptors than one process is
+        // given by default (a worker never does; see check_fd_limit there).
+        raise_fd_limit(n as u64 + FD_MARGIN)?;
+        let extra: Vec<u16> = (1..workers)
+            .map(|_| crate::free_port().map_err(err))
+            .collect::<Result<_, _>>()?;
+        let broker = start_broker(n, &extra)?;
+        let mut urls = vec![broker.url()];
+        urls.extend(extra.iter().map(|p| format!("mqtt://127.0.0.1:{p}")));
+        Ok(Self::Mosquitto { broker, urls })
+    }
+
+    /// Where the controller connects: mosquitto's first listener, or every node (it fails
+    /// over between them).
+    fn controller_url(&self) -> String {
+        match self {
+            Self::Mosquitto { broker, .. } => broker.url(),
+            Self::Nats(c) => c.urls().join(","),
+        }
+    }
+
+    /// nats-server delivers nothing to `$share` subscriptions (docs/STUB.md): one controller
+    /// with a plain one there.
+    fn subscription(&self) -> ReportSubscription {
+        match self {
+            Self::Mosquitto { .. } => ReportSubscription::Shared(DEFAULT_SHARE_GROUP.into()),
+            Self::Nats(_) => ReportSubscription::Plain,
+        }
+    }
+
+    /// What worker `w`'s agents connect to (a comma-separated list: every node).
+    fn worker_url(&self, w: usize) -> String {
+        match self {
+            Self::Mosquitto { urls, .. } => urls.get(w).cloned().unwrap_or_default(),
+            Self::Nats(c) => c.urls().join(","),
+        }
+    }
+
+    fn pids(&self) -> Vec<Option<u32>> {
+        match self {
+            Self::Mosquitto { broker, .. } => vec![broker.pid()],
+            Self::Nats(c) => (0..crate::nats::NODES).map(|i| c.pid(i)).collect(),
+        }
+    }
+
+    /// CPU of every broker process so far.
+    fn cpu(&self) -> Duration {
+        self.pids().into_iter().map(process_cpu).sum()
+    }
+
+    /// VmRSS of every broker process, bytes.
+    fn rss(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .flatten()
+            .map(|p| vm_rss(&p.to_string()))
+            .sum()
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Self::Mosquitto { .. } => String::new(),
+            Self::Nats(c) => format!("nats-server x{}", c.nodes()),
+        }
     }
 }
 
