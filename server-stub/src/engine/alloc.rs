@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use licd_protocol::limits::MAX_SERVICES;
-use licd_protocol::{LicenseId, ServiceName, Sku, UnixTime};
+use licd_protocol::{DeviceId, LicenseId, ServiceName, Sku, TenantId, UnixTime};
 
 use super::model::{CustomerKind, Device, DeviceKey, Seat, SubscriptionStatus};
 use super::Engine;
@@ -47,6 +47,20 @@ impl Engine {
             .customers
             .get(&d.tenant)
             .is_some_and(|c| c.kind == CustomerKind::Msp)
+    }
+
+    /// The devices of `tenant`, without walking the others: the device map is ordered by
+    /// (tenant, device id), and `-` is the smallest valid id.
+    pub(super) fn devices_of<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> impl Iterator<Item = &'a Device> + 'a {
+        let first = DeviceId::new("-").ok();
+        first
+            .into_iter()
+            .flat_map(move |first| self.state.devices.range((tenant.clone(), first)..))
+            .take_while(move |((t, _), _)| t == tenant)
+            .map(|(_, d)| d)
     }
 
     /// Whether auto-licensing of `service` covers `d`, `d` wants it and holds no good seat:
@@ -243,11 +257,17 @@ impl Engine {
         let paused = self.state.policies.get(service).is_some_and(|p| p.paused);
         // The quick way (a free seat for this one device) is right only when every other
         // counted device holds its seat, which is never so for the MSP's devices.
+        // Through the MSPs' own devices: a walk over every device here made each report cost
+        // O(fleet) (4.9 ms of controller CPU per device at 10,000 devices, BENCHMARKS.md).
         let msp_counted = self
             .state
-            .devices
-            .values()
-            .any(|x| self.is_msp_device(x) && self.counts_for_pause(x, service, now));
+            .customers
+            .iter()
+            .filter(|(_, c)| c.kind == CustomerKind::Msp)
+            .any(|(t, _)| {
+                self.devices_of(t)
+                    .any(|x| self.counts_for_pause(x, service, now))
+            });
         if !paused && !msp_counted {
             if let Some(plan) = self.plan(service, std::slice::from_ref(key), now) {
                 return self.apply(service, plan, now);

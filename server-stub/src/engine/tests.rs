@@ -670,3 +670,33 @@ fn a_subscription_listing_a_sku_twice_is_refused() {
     );
     assert!(!e.state().subscriptions.contains_key(&lic("SUB-2")));
 }
+
+/// `devices_of` (the MSP check's walk, per report) yields exactly what a scan of every device
+/// filtered by tenant yields, at the edges of the id alphabet and next to neighbouring tenants.
+#[test]
+fn the_devices_of_a_tenant_are_found_without_a_scan_and_exactly() {
+    let mut e = fixture();
+    for (tenant, kind) in [("ms", CustomerKind::Tenant), ("msp-x", CustomerKind::Tenant)] {
+        let _ = e.add_customer(t(tenant), tenant, kind, T0).unwrap();
+    }
+    let ids = ["-", "--", "-.", ".x", "..y", "0", "Z", "_", "z", "m0"];
+    for tenant in ["msp", "ms", "msp-x", "a"] {
+        for id in ids {
+            let _ = e
+                .handle_report(&report(tenant, id, "ap", &["wifi"]), T0)
+                .unwrap();
+        }
+    }
+    for tenant in ["msp", "ms", "msp-x", "a", "b", "mspx"] {
+        let walked: Vec<_> = e.devices_of(&t(tenant)).map(|d| d.id.clone()).collect();
+        let scanned: Vec<_> = e
+            .state()
+            .devices
+            .values()
+            .filter(|d| d.tenant == t(tenant))
+            .map(|d| d.id.clone())
+            .collect();
+        assert_eq!(walked, scanned, "{tenant}");
+    }
+    assert_eq!(e.devices_of(&t("msp")).count(), ids.len());
+}

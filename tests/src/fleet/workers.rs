@@ -415,8 +415,9 @@ impl Brokers {
     fn start(opts: &FleetOptions, n: usize, workers: usize) -> Result<Self, FleetError> {
         if opts.nats {
             // Each node holds about a third of the connections (agents start at a random
-            // node); the nodes inherit this process's limit. 10 % for an uneven spread.
-            let per_node = n / crate::nats::NODES + n / 10;
+            // node); the nodes inherit this process's limit. 2 % of the fleet for an uneven
+            // spread (the spread's standard deviation at 50,000 is ~105).
+            let per_node = n / crate::nats::NODES + n / 50;
             raise_fd_limit(per_node as u64 + FD_MARGIN)?;
             let consumers = if opts.nats_local_consumers {
                 Consumers::Local
