@@ -676,8 +676,10 @@ fn a_subscription_listing_a_sku_twice_is_refused() {
 #[test]
 fn the_devices_of_a_tenant_are_found_without_a_scan_and_exactly() {
     let mut e = fixture();
-    for (tenant, kind) in [("ms", CustomerKind::Tenant), ("msp-x", CustomerKind::Tenant)] {
-        let _ = e.add_customer(t(tenant), tenant, kind, T0).unwrap();
+    for tenant in ["ms", "msp-x"] {
+        let _ = e
+            .add_customer(t(tenant), tenant, CustomerKind::Tenant, T0)
+            .unwrap();
     }
     let ids = ["-", "--", "-.", ".x", "..y", "0", "Z", "_", "z", "m0"];
     for tenant in ["msp", "ms", "msp-x", "a"] {
