@@ -36,7 +36,8 @@ pub use policy::{
     MAX_POLICY_RECORD_LEN, MAX_SENT_REMEMBERED, USAGE_PERSIST_INTERVAL,
 };
 pub use schedule::{
-    ReportPolicy, ReportSchedule, DEFAULT_REPORT_INTERVAL, FIRST_REPORT_RETRY, MIN_REPORT_GAP,
+    ReportPolicy, ReportSchedule, DEFAULT_REPORT_INTERVAL, FIRST_REPORT_RETRY, MAX_REPORT_RETRY,
+    MIN_REPORT_GAP,
 };
 pub use state::{evaluate, min_opt, Evaluation, Reason, ServiceState};
 pub use vm::{OverUse, VmReading, VmRecord, VmStatus, MAX_RECORD_LEN as MAX_VM_RECORD_LEN};
