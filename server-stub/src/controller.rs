@@ -5,8 +5,8 @@
 //!
 //! Replicas (several controllers on one PostgreSQL ledger): every operation is a *turn* —
 //! the ledger's turn lock is taken, and if the ledger's generation moved since this
-//! controller last saw it (another replica wrote), the engine is reloaded from the ledger
-//! first; then the engine decides, the changes and the next generation are committed, and
+//! controller last saw it (another replica wrote), the engine catches up from the ledger
+//! first (the devices the change log names when only devices changed, else everything); then the engine decides, the changes and the next generation are committed, and
 //! only then are bundles sealed and published. Seat allocation is therefore serial across
 //! replicas (assigned ≤ limit under any interleaving), and each device's `seq` comes from
 //! the newest committed state (never reused, never lower). On SQLite a turn is just the
@@ -103,6 +103,18 @@ pub struct Controller {
     /// The ledger generation the engine's state is from (PostgreSQL; `None`: unknown, reload
     /// at the next turn, or SQLite).
     seen: Option<i64>,
+    /// How this replica caught up with the others so far.
+    catch_ups: CatchUps,
+}
+
+/// How often a replica caught up with what the others wrote (PostgreSQL; zero on SQLite).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUps {
+    /// By reloading only the devices the change log named.
+    pub devices: u64,
+    /// By reloading the whole ledger (something besides devices changed, the log did not
+    /// cover the span, or this replica's view was unknown).
+    pub whole: u64,
 }
 
 impl Controller {
@@ -123,6 +135,7 @@ impl Controller {
             signer,
             policy_kinds: true,
             seen,
+            catch_ups: CatchUps::default(),
         })
     }
 
@@ -145,9 +158,30 @@ impl Controller {
     pub fn refresh(&mut self) -> Result<(), LedgerError> {
         let now = self.ledger.generation()?;
         if now.is_some() && now != self.seen {
-            self.reload(now)?;
+            self.catch_up(now)?;
         }
         Ok(())
+    }
+
+    /// Brings the engine to `generation`: by the devices other replicas changed since the one
+    /// it is from, when only devices changed and the change log covers the span (a report's
+    /// turn), else by reloading everything.
+    fn catch_up(&mut self, generation: Option<i64>) -> Result<(), LedgerError> {
+        if let (Some(seen), Some(now)) = (self.seen, generation) {
+            if let Some(changed) = self.ledger.changed_devices(seen, now)? {
+                tracing::debug!(
+                    from = seen,
+                    to = now,
+                    devices = changed.len(),
+                    "ledger moved on (another replica wrote); changed devices reloaded"
+                );
+                self.engine.replace_devices(changed);
+                self.seen = generation;
+                self.catch_ups.devices += 1;
+                return Ok(());
+            }
+        }
+        self.reload(generation)
     }
 
     fn reload(&mut self, generation: Option<i64>) -> Result<(), LedgerError> {
@@ -160,14 +194,20 @@ impl Controller {
         );
         self.engine = Engine::from_state(state, self.engine.lease_policy());
         self.seen = generation;
+        self.catch_ups.whole += 1;
         Ok(())
+    }
+
+    /// How this replica caught up with the others so far.
+    pub fn catch_ups(&self) -> CatchUps {
+        self.catch_ups
     }
 
     /// Starts a turn: takes the ledger's turn lock and catches up with other replicas.
     fn begin(&mut self) -> Result<(), LedgerError> {
         let generation = self.ledger.begin_turn()?;
         if generation.is_some() && generation != self.seen {
-            if let Err(e) = self.reload(generation) {
+            if let Err(e) = self.catch_up(generation) {
                 self.ledger.abort_turn();
                 return Err(e);
             }

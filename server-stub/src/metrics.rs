@@ -203,6 +203,20 @@ pub fn render(stub: &StubHandle) -> Result<String, StubError> {
     for (name, help, value) in counters {
         reg.register(name, help, ConstCounter::new(value));
     }
+    let catch_ups = stub.catch_ups()?;
+    let caught_up = Family::<Labels, Counter>::default();
+    caught_up
+        .get_or_create(&labels([("kind", "devices")]))
+        .inc_by(catch_ups.devices);
+    caught_up
+        .get_or_create(&labels([("kind", "whole")]))
+        .inc_by(catch_ups.whole);
+    reg.register(
+        "replica_catch_ups",
+        "Times this replica caught up with other replicas' writes (PostgreSQL): by the changed \
+         devices alone, or by reloading the whole ledger",
+        caught_up,
+    );
     let instruments = stub.instruments();
     reg.register(
         "reports_refused",

@@ -202,6 +202,12 @@ impl StubHandle {
         self.stats.snapshot()
     }
 
+    /// How this replica caught up with the others' writes (PostgreSQL; zero on SQLite).
+    pub fn catch_ups(&self) -> Result<crate::controller::CatchUps, StubError> {
+        let core = self.core.lock().map_err(|_| StubError::Poisoned)?;
+        Ok(core.catch_ups())
+    }
+
     /// Refusals by code and ledger latency (see [`crate::metrics`]).
     pub fn instruments(&self) -> &crate::metrics::Instruments {
         &self.stats.instruments

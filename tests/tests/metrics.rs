@@ -172,6 +172,13 @@ fn the_stub_s_metrics_and_the_agent_s_textfile_parse_and_say_what_happened() {
     );
     assert_eq!(v("licd_stub_mqtt_connected", &[]), 1.0);
     assert!(v("licd_stub_mqtt_connections_total", &[]) >= 1.0);
+    // One controller on SQLite: nobody else writes, nothing to catch up with.
+    for kind in ["devices", "whole"] {
+        assert_eq!(
+            v("licd_stub_replica_catch_ups_total", &[("kind", kind)]),
+            0.0
+        );
+    }
     assert_eq!(v("licd_stub_devices", &[("tenant", "acme")]), 1.0);
     let wifi = [("tenant", "acme"), ("service", "wifi")];
     assert_eq!(

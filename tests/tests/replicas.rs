@@ -16,7 +16,7 @@ use licd_protocol::{
 };
 use licd_stub::controller::Controller;
 use licd_stub::engine::{
-    CatalogEntry, CustomerKind, Effects, Entitlement, LeasePolicy, Selection, Subscription,
+    CatalogEntry, CustomerKind, Effects, Engine, Entitlement, LeasePolicy, Selection, Subscription,
 };
 use licd_stub::ledger::Ledger;
 use licd_stub::Signer;
@@ -112,7 +112,12 @@ fn report(n: u32, held_seq: u64) -> (String, Vec<u8>) {
 type Published = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
 
 /// Runs one replica over its share of the reports, in batches, recording what it publishes.
-fn run_replica(url: String, signer: Signer, items: Vec<(u32, u32)>, published: Published) {
+fn run_replica(
+    url: String,
+    signer: Signer,
+    items: Vec<(u32, u32)>,
+    published: Published,
+) -> Controller {
     let mut c = open(&url, signer);
     for chunk in items.chunks(BATCH) {
         let reports: Vec<(String, Vec<u8>)> = chunk.iter().map(|(n, _)| report(*n, 0)).collect();
@@ -128,6 +133,25 @@ fn run_replica(url: String, signer: Signer, items: Vec<(u32, u32)>, published: P
             p.entry(device).or_default().push(pub_.seq);
         }
     }
+    c
+}
+
+/// A replica caught up with the ledger holds what a fresh load holds, seat counts included.
+fn check_caught_up(c: &mut Controller, url: &str) {
+    c.refresh().unwrap();
+    let fresh = Engine::from_state(
+        Ledger::open_postgres(url, Duration::from_secs(10))
+            .unwrap()
+            .load()
+            .unwrap(),
+        LeasePolicy::default(),
+    );
+    assert_eq!(c.engine().state(), fresh.state());
+    let (sub, sku) = (LicenseId::new("S1").unwrap(), Sku::new("LIC-WIFI").unwrap());
+    assert_eq!(
+        c.engine().assigned_seats(&sub, &sku),
+        fresh.assigned_seats(&sub, &sku)
+    );
 }
 
 /// Which replica gets device `n`'s report in round `r`: a different one each round, so every
@@ -191,15 +215,77 @@ fn replicas_racing_for_seats_allocate_exactly_the_limit_and_never_reuse_a_seq() 
             std::thread::spawn(move || run_replica(url, signer, items, published))
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    let mut replicas: Vec<Controller> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     eprintln!(
         "{} reports through {REPLICAS} replicas in {:?}",
         DEVICES * ROUNDS,
         started.elapsed()
     );
     check_invariants(&url, &published);
+    // Reports change devices only — bar one: the report that finds the seats gone pauses
+    // auto-licensing (a policy change). So every replica caught up with the others by the
+    // devices they changed, and at most once (the pause, unless it wrote it) by a whole reload.
+    for c in &mut replicas {
+        check_caught_up(c, &url);
+        let caught = c.catch_ups();
+        assert!(caught.devices > 0, "{caught:?}");
+        assert!(caught.whole <= 1, "{caught:?}");
+    }
+}
+
+#[test]
+fn a_replica_catches_up_by_changed_devices_and_reloads_all_after_an_operator_change_or_a_gap() {
+    let pg = Postgres::shared().unwrap();
+    let url = pg.create_database().unwrap();
+    let root = SigningKey::from_bytes(&[42; 32]);
+    let mut a = open(&url, Signer::issue(&root, T0).unwrap());
+    seed(&mut a);
+    let mut b = open(&url, Signer::issue(&root, T0).unwrap());
+    let batch = |c: &mut Controller, devices: std::ops::Range<u32>| {
+        let reports: Vec<(String, Vec<u8>)> = devices.map(|n| report(n, 0)).collect();
+        let refs: Vec<(&str, &[u8])> = reports
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.as_slice()))
+            .collect();
+        let (results, _) = c.handle_report_batch(&refs, T0 + 5).unwrap();
+        assert!(results.iter().all(Result::is_ok));
+    };
+
+    // A licenses ten devices; B's next turn reads just those ten.
+    batch(&mut a, 0..10);
+    batch(&mut b, 10..12);
+    assert_eq!(b.catch_ups().devices, 1);
+    assert_eq!(b.catch_ups().whole, 0);
+    check_caught_up(&mut b, &url);
+    batch(&mut a, 12..14);
+    check_caught_up(&mut a, &url);
+    assert_eq!(a.catch_ups().devices, 1);
+
+    // An operator change (a new customer) is not a device: B reloads everything.
+    a.apply(T0 + 6, |e, now| {
+        let effects = e.add_customer(
+            TenantId::new("beta").unwrap(),
+            "Beta",
+            CustomerKind::Tenant,
+            now,
+        )?;
+        Ok(((), effects))
+    })
+    .unwrap();
+    batch(&mut b, 14..16);
+    assert_eq!(b.catch_ups().whole, 1, "{:?}", b.catch_ups());
+    check_caught_up(&mut b, &url);
+
+    // A generation with no change log (a controller predating it): a gap, so a whole reload.
+    pg.psql(
+        url.rsplit('/').next().unwrap(),
+        "UPDATE licd_replication SET generation = generation + 1",
+    )
+    .unwrap();
+    batch(&mut a, 16..18);
+    assert_eq!(a.catch_ups().whole, 1, "{:?}", a.catch_ups());
+    check_caught_up(&mut a, &url);
+    check_caught_up(&mut b, &url);
 }
 
 #[test]

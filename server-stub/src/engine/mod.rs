@@ -320,6 +320,19 @@ pub struct Dirty {
 }
 
 impl Dirty {
+    /// Whether only devices changed (and usage history, which is not engine state): another
+    /// replica then catches up by reloading these devices alone ([`Engine::replace_devices`]).
+    pub fn only_devices(&self) -> bool {
+        self.customers.is_empty()
+            && self.catalog.is_empty()
+            && self.subscriptions.is_empty()
+            && self.policies.is_empty()
+            && self.snow.is_empty()
+            && self.sku_policies.is_empty()
+            && self.subscription_policies.is_empty()
+            && self.delegations.is_empty()
+    }
+
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
         self.customers.is_empty()
@@ -408,6 +421,35 @@ impl Engine {
             assigned,
             dirty: Dirty::default(),
             answering_file: None,
+        }
+    }
+
+    /// Puts devices another replica changed in place of this engine's copies (`None`: the
+    /// ledger has none), keeping the seat counts derived from them exact: the partial form of
+    /// [`Engine::from_state`], for when only devices changed ([`Dirty::only_devices`]).
+    pub fn replace_devices(
+        &mut self,
+        changed: impl IntoIterator<Item = (DeviceKey, Option<Device>)>,
+    ) {
+        for (key, device) in changed {
+            if let Some(old) = self.state.devices.remove(&key) {
+                for seat in old.seats.values() {
+                    let k = (seat.subscription.clone(), seat.sku.clone());
+                    if let Some(n) = self.assigned.get_mut(&k) {
+                        *n = n.saturating_sub(seat.counted());
+                    }
+                }
+            }
+            if let Some(d) = device {
+                for seat in d.seats.values() {
+                    let n = self
+                        .assigned
+                        .entry((seat.subscription.clone(), seat.sku.clone()))
+                        .or_default();
+                    *n = n.saturating_add(seat.counted());
+                }
+                self.state.devices.insert(key, d);
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use std::path::Path;
 use licd_protocol::{PublicKey, TenantId, UnixTime};
 use rusqlite::Connection;
 
-use self::pg::PgLedger;
+use self::pg::{ChangeLog, PgLedger};
 use self::sql::{vals, Row, Stmt, Value};
 
 use crate::engine::delegation::{DelegatedPool, DelegationRecord, DelegationState, Reservation};
@@ -104,6 +104,9 @@ pub struct DelegatedLease {
     /// When the controller received it.
     pub reported_at: UnixTime,
 }
+
+/// Devices another replica changed, as the ledger holds them (`None`: it has none).
+pub type ChangedDevices = Vec<(DeviceKey, Option<Device>)>;
 
 /// An open ledger: a SQLite file or a PostgreSQL database.
 #[derive(Debug)]
@@ -221,6 +224,19 @@ impl Ledger {
                     tx.commit()?;
                     applied.push(version);
                 }
+                // The replicas' change log (not a migration of both backends, like the
+                // generation counter): made once, under the migration lock, also in a ledger
+                // created before it.
+                let mut tx = c.transaction()?;
+                tx.batch_execute(&format!(
+                    "SELECT pg_advisory_xact_lock({});
+                     CREATE TABLE IF NOT EXISTS licd_changes (generation BIGINT NOT NULL,
+                         kind TEXT NOT NULL, tenant TEXT NOT NULL, device TEXT NOT NULL);
+                     CREATE INDEX IF NOT EXISTS licd_changes_by_generation
+                         ON licd_changes (generation);",
+                    schema::MIGRATION_LOCK
+                ))?;
+                tx.commit()?;
                 Ok(Ok(applied))
             })
         })?
@@ -396,71 +412,7 @@ impl Ledger {
             }
         }
 
-        for r in query(
-            c,
-            "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
-                    agent_version, vm_count, services_wanted, first_seen, last_report_at,
-                    reported_clock, clock_rollback, reported_seq, bundle_seq, bundle_issued_at,
-                    bundle_refresh, bundle_basis, unassigned, violation_since, offline, usage
-             FROM devices",
-            vec![],
-        )? {
-            let key: Vec<u8> = r.get(2)?;
-            let key: [u8; 32] = key
-                .try_into()
-                .map_err(|_| corrupt("device key is not 32 bytes"))?;
-            let basis: Option<String> = r.get(18)?;
-            let d = Device {
-                tenant: id(r.get(0)?)?,
-                id: id(r.get(1)?)?,
-                key: PublicKey(key),
-                model: r.get(3)?,
-                serial: r.get(4)?,
-                product_class: r.get(5)?,
-                firmware_version: r.get(6)?,
-                agent_version: r.get(7)?,
-                vm_count: r.get(8)?,
-                services_wanted: json(&r.get::<String>(9)?)?,
-                first_seen: to_u(r.get(10)?),
-                last_report_at: to_u(r.get(11)?),
-                reported_clock: to_u(r.get(12)?),
-                clock_rollback: r.get(13)?,
-                reported_seq: to_u(r.get(14)?),
-                seats: BTreeMap::new(),
-                unassigned: json(&r.get::<String>(19)?)?,
-                violation_since: json(&r.get::<String>(20)?)?,
-                bundle: BundleState {
-                    seq: to_u(r.get(15)?),
-                    issued_at: to_u(r.get(16)?),
-                    refresh_after: to_u(r.get(17)?),
-                    basis: basis.as_deref().map(json).transpose()?,
-                },
-                offline: json(&r.get::<String>(21)?)?,
-                datacenter: None,
-                usage: json(&r.get::<String>(22)?)?,
-            };
-            state.devices.insert(d.key(), d);
-        }
-        for r in query(
-            c,
-            "SELECT tenant, device, service, subscription, sku, since, ends_at FROM seats",
-            vec![],
-        )? {
-            let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
-            let seat = Seat {
-                subscription: id(r.get(3)?)?,
-                sku: id(r.get(4)?)?,
-                since: to_u(r.get(5)?),
-                ends_at: r.get::<Option<i64>>(6)?.map(to_u),
-                ..Seat::new(id(r.get(3)?)?, id(r.get(4)?)?, 0)
-            };
-            state
-                .devices
-                .get_mut(&key)
-                .ok_or_else(|| corrupt("seat of an unknown device"))?
-                .seats
-                .insert(id(r.get(2)?)?, seat);
-        }
+        state.devices = load_devices(c, DeviceRows::All)?;
         load_snow(c, &mut state)?;
         load_delegations(c, &mut state)?;
         Ok(state)
@@ -499,8 +451,65 @@ impl Ledger {
         match &self.db {
             Db::Sqlite(_) if out.0.is_empty() => Ok(None),
             Db::Sqlite(_) => self.write(out).map(|()| None),
-            Db::Postgres(p) => p.end_turn(out.0).map(Some),
+            Db::Postgres(p) => {
+                let log = if dirty.only_devices() {
+                    ChangeLog::Devices(
+                        dirty
+                            .devices
+                            .iter()
+                            .map(|(t, d)| (t.to_string(), d.to_string()))
+                            .collect(),
+                    )
+                } else {
+                    ChangeLog::All
+                };
+                p.end_turn(out.0, log).map(Some)
+            }
         }
+    }
+
+    /// The devices other replicas changed after generation `since` up to `upto`, as the ledger
+    /// holds them now (`None` for one the ledger no longer has) — or `None` when the change
+    /// log cannot tell: something besides devices changed, or the log does not cover every
+    /// generation (pruned, or written by a controller predating it). The caller then reloads
+    /// everything. Always `None` on SQLite (one controller per file has nothing to catch up).
+    pub fn changed_devices(
+        &self,
+        since: i64,
+        upto: i64,
+    ) -> Result<Option<ChangedDevices>, LedgerError> {
+        if !self.is_postgres() || upto <= since {
+            return Ok(None);
+        }
+        let c = &self.db;
+        let cover = query(
+            c,
+            "SELECT count(DISTINCT generation), count(*) FILTER (WHERE kind = 'all')
+             FROM licd_changes WHERE generation > ?1 AND generation <= ?2",
+            vals![since, upto],
+        )?;
+        let (generations, whole) = match cover.first() {
+            Some(r) => (r.get::<i64>(0)?, r.get::<i64>(1)?),
+            None => return Ok(None),
+        };
+        if generations != upto - since || whole > 0 {
+            return Ok(None);
+        }
+        let keys = query(
+            c,
+            "SELECT DISTINCT tenant, device FROM licd_changes
+             WHERE generation > ?1 AND generation <= ?2 AND kind = 'device'",
+            vals![since, upto],
+        )?;
+        let mut loaded = load_devices(c, DeviceRows::Changed(since, upto))?;
+        keys.iter()
+            .map(|r| {
+                let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+                let device = loaded.remove(&key);
+                Ok((key, device))
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map(Some)
     }
 
     /// Ends a turn without writing (nothing to store, or the operation was refused).
@@ -934,7 +943,144 @@ fn save_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Loads what migration 5 added: Snow assignments, seat extras, host placements.
+/// `(every row, the rows of the devices the change log names)` of a device query: the same
+/// `SELECT … FROM table` with and without the change-log filter (static text, so PostgreSQL's
+/// prepared statements are cached by it).
+macro_rules! device_sql {
+    ($select:literal) => {
+        (
+            $select,
+            concat!(
+                $select,
+                " WHERE (tenant, device) IN (SELECT tenant, device FROM licd_changes
+                   WHERE generation > ?1 AND generation <= ?2 AND kind = 'device')"
+            ),
+        )
+    };
+}
+
+/// Which devices [`load_devices`] reads.
+#[derive(Debug, Clone, Copy)]
+enum DeviceRows {
+    /// Every device.
+    All,
+    /// Those the change log names in the generations after the first and up to the second
+    /// (PostgreSQL only: the log is a replica's table).
+    Changed(i64, i64),
+}
+
+impl DeviceRows {
+    /// Runs the form of `sql` (from [`device_sql!`]) these rows need.
+    fn query(self, c: &Db, sql: (&'static str, &'static str)) -> Result<Vec<Row>, LedgerError> {
+        match self {
+            DeviceRows::All => query(c, sql.0, vec![]),
+            DeviceRows::Changed(since, upto) => query(c, sql.1, vals![since, upto]),
+        }
+    }
+}
+
+/// Loads devices with their seats, seat extras and placements.
+fn load_devices(c: &Db, rows: DeviceRows) -> Result<BTreeMap<DeviceKey, Device>, LedgerError> {
+    let mut devices = BTreeMap::new();
+    for r in rows.query(
+        c,
+        device_sql!(
+            "SELECT tenant, device, device_key, model, serial, product_class, firmware_version,
+                agent_version, vm_count, services_wanted, first_seen, last_report_at,
+                reported_clock, clock_rollback, reported_seq, bundle_seq, bundle_issued_at,
+                bundle_refresh, bundle_basis, unassigned, violation_since, offline, usage
+         FROM devices"
+        ),
+    )? {
+        let key: Vec<u8> = r.get(2)?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| corrupt("device key is not 32 bytes"))?;
+        let basis: Option<String> = r.get(18)?;
+        let d = Device {
+            tenant: id(r.get(0)?)?,
+            id: id(r.get(1)?)?,
+            key: PublicKey(key),
+            model: r.get(3)?,
+            serial: r.get(4)?,
+            product_class: r.get(5)?,
+            firmware_version: r.get(6)?,
+            agent_version: r.get(7)?,
+            vm_count: r.get(8)?,
+            services_wanted: json(&r.get::<String>(9)?)?,
+            first_seen: to_u(r.get(10)?),
+            last_report_at: to_u(r.get(11)?),
+            reported_clock: to_u(r.get(12)?),
+            clock_rollback: r.get(13)?,
+            reported_seq: to_u(r.get(14)?),
+            seats: BTreeMap::new(),
+            unassigned: json(&r.get::<String>(19)?)?,
+            violation_since: json(&r.get::<String>(20)?)?,
+            bundle: BundleState {
+                seq: to_u(r.get(15)?),
+                issued_at: to_u(r.get(16)?),
+                refresh_after: to_u(r.get(17)?),
+                basis: basis.as_deref().map(json).transpose()?,
+            },
+            offline: json(&r.get::<String>(21)?)?,
+            datacenter: None,
+            usage: json(&r.get::<String>(22)?)?,
+        };
+        devices.insert(d.key(), d);
+    }
+    for r in rows.query(
+        c,
+        device_sql!("SELECT tenant, device, service, subscription, sku, since, ends_at FROM seats"),
+    )? {
+        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+        let seat = Seat {
+            subscription: id(r.get(3)?)?,
+            sku: id(r.get(4)?)?,
+            since: to_u(r.get(5)?),
+            ends_at: r.get::<Option<i64>>(6)?.map(to_u),
+            ..Seat::new(id(r.get(3)?)?, id(r.get(4)?)?, 0)
+        };
+        devices
+            .get_mut(&key)
+            .ok_or_else(|| corrupt("seat of an unknown device"))?
+            .seats
+            .insert(id(r.get(2)?)?, seat);
+    }
+    for r in rows.query(
+        c,
+        device_sql!(
+            "SELECT tenant, device, service, quantity, virtual_machines, datacenter
+             FROM seat_assignments"
+        ),
+    )? {
+        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+        let service: licd_protocol::ServiceName = id(r.get(2)?)?;
+        let seat = devices
+            .get_mut(&key)
+            .and_then(|d| d.seats.get_mut(&service))
+            .ok_or_else(|| corrupt("seat assignment of an unknown seat"))?;
+        seat.quantity = r.get(3)?;
+        seat.assigned = r
+            .get::<Option<String>>(4)?
+            .map(|v| json(&v).map(|virtual_machines| ComputerAssignment { virtual_machines }))
+            .transpose()?;
+        seat.datacenter = r.get(5)?;
+    }
+    for r in rows.query(
+        c,
+        device_sql!("SELECT tenant, device, datacenter FROM device_placement"),
+    )? {
+        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
+        devices
+            .get_mut(&key)
+            .ok_or_else(|| corrupt("placement of an unknown device"))?
+            .datacenter = Some(r.get(2)?);
+    }
+    Ok(devices)
+}
+
+/// Loads the Snow assignments (migration 5; seat extras and host placements are the devices',
+/// [`load_devices`]).
 fn load_snow(c: &Db, state: &mut State) -> Result<(), LedgerError> {
     for r in query(
         c,
@@ -959,38 +1105,6 @@ fn load_snow(c: &Db, state: &mut State) -> Result<(), LedgerError> {
             created_at: to_u(r.get(6)?),
         };
         state.snow.insert(a.key(), a);
-    }
-    for r in query(
-        c,
-        "SELECT tenant, device, service, quantity, virtual_machines, datacenter
-         FROM seat_assignments",
-        vec![],
-    )? {
-        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
-        let service: licd_protocol::ServiceName = id(r.get(2)?)?;
-        let seat = state
-            .devices
-            .get_mut(&key)
-            .and_then(|d| d.seats.get_mut(&service))
-            .ok_or_else(|| corrupt("seat assignment of an unknown seat"))?;
-        seat.quantity = r.get(3)?;
-        seat.assigned = r
-            .get::<Option<String>>(4)?
-            .map(|v| json(&v).map(|virtual_machines| ComputerAssignment { virtual_machines }))
-            .transpose()?;
-        seat.datacenter = r.get(5)?;
-    }
-    for r in query(
-        c,
-        "SELECT tenant, device, datacenter FROM device_placement",
-        vec![],
-    )? {
-        let key: DeviceKey = (id(r.get(0)?)?, id(r.get(1)?)?);
-        state
-            .devices
-            .get_mut(&key)
-            .ok_or_else(|| corrupt("placement of an unknown device"))?
-            .datacenter = Some(r.get(2)?);
     }
     Ok(())
 }

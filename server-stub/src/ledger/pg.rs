@@ -168,6 +168,21 @@ impl PgLedger {
 /// Key of the transaction-scoped advisory lock every controller turn takes ("lturn").
 pub const TURN_LOCK: i64 = 0x006c_7475_726e;
 
+/// Generations the change log keeps: a replica further behind reloads everything. Replicas
+/// sharing the reports take turns, so each is a few generations behind at most; one that was
+/// idle longer pays one whole reload.
+pub const CHANGES_KEPT: i64 = 8_192;
+
+/// What a turn tells the other replicas it changed, in the change log (`licd_changes`), so
+/// they catch up by reading those records instead of the whole ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeLog {
+    /// Only these devices (tenant, device id); none: only history (usage windows) changed.
+    Devices(Vec<(String, String)>),
+    /// Anything else: the others reload everything.
+    All,
+}
+
 impl PgLedger {
     /// Starts a turn: opens a transaction, waits for the turn lock (every replica's turns
     /// on this database run one at a time), and returns the ledger's generation. Waiting for
@@ -192,7 +207,7 @@ impl PgLedger {
 
     /// Ends a turn: runs `stmts`, moves the generation on when anything was written, and
     /// commits. The turn fails whole when its connection was lost since it began.
-    pub(crate) fn end_turn(&self, stmts: Vec<Stmt>) -> Result<i64, LedgerError> {
+    pub(crate) fn end_turn(&self, stmts: Vec<Stmt>, log: ChangeLog) -> Result<i64, LedgerError> {
         self.call(move |s| {
             let r = (|| {
                 let (c, cache) = s.turn_client()?;
@@ -206,12 +221,15 @@ impl PgLedger {
                         .map_err(step)?
                         .get(0)
                 } else {
-                    c.query_one(
-                        "UPDATE licd_replication SET generation = generation + 1 RETURNING generation",
-                        &[],
-                    )
-                    .map_err(step)?
-                    .get(0)
+                    let g: i64 = c
+                        .query_one(
+                            "UPDATE licd_replication SET generation = generation + 1 RETURNING generation",
+                            &[],
+                        )
+                        .map_err(step)?
+                        .get(0);
+                    log_changes(c, cache, g, &log).map_err(step)?;
+                    g
                 };
                 c.batch_execute("COMMIT").map_err(step)?;
                 Ok(g)
@@ -241,6 +259,47 @@ impl PgLedger {
             })
         })
     }
+}
+
+/// Writes generation `g`'s entry in the change log (every generation gets at least one row,
+/// so a reader can tell a covered span from a gap) and prunes old ones now and then.
+fn log_changes(
+    c: &mut Client,
+    cache: &mut Cache,
+    g: i64,
+    log: &ChangeLog,
+) -> Result<(), postgres::Error> {
+    match log {
+        ChangeLog::Devices(keys) if !keys.is_empty() => {
+            let (tenants, devices): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|(t, d)| (t.as_str(), d.as_str())).unzip();
+            let st = prepare(
+                c,
+                cache,
+                "INSERT INTO licd_changes (generation, kind, tenant, device)
+                 SELECT $1, 'device', t, d FROM unnest($2::text[], $3::text[]) AS k(t, d)",
+            )?;
+            c.execute(&st, &[&g, &tenants, &devices])?;
+        }
+        other => {
+            let kind = if *other == ChangeLog::All {
+                "all"
+            } else {
+                "none"
+            };
+            let st = prepare(
+                c,
+                cache,
+                "INSERT INTO licd_changes (generation, kind, tenant, device) VALUES ($1, $2, '', '')",
+            )?;
+            c.execute(&st, &[&g, &kind])?;
+        }
+    }
+    if g % 1_024 == 0 {
+        let st = prepare(c, cache, "DELETE FROM licd_changes WHERE generation <= $1")?;
+        c.execute(&st, &[&(g - CHANGES_KEPT)])?;
+    }
+    Ok(())
 }
 
 fn pg_error(e: &postgres::Error) -> LedgerError {
