@@ -8,6 +8,7 @@
 //! licd-fleet --devices 50000 --workers 4      # past one process's fd limit (fleet phase only)
 //! licd-fleet --devices 1000 --relay           # then as many devices through a site relay
 //! licd-fleet --devices 30000 --workers 3 --nats  # on a 3-node nats-server cluster
+//! licd-fleet --devices 20000 --workers 3 --nats --subscribe-qos 0 --floor  # and fleet / floor
 //! ```
 
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use licd_protocol::PublicKey;
 use licd_tests::fleet::{
-    run, run_worker, run_workers, start_controller, FleetOptions, CONNECT_WINDOW,
+    run, run_worker, run_workers, start_controller, FleetOptions, WorkerRole, CONNECT_WINDOW,
 };
 
 /// Fleet simulator: N real licd agents against mosquitto and the stub controller, compared
@@ -68,7 +69,7 @@ struct Args {
     controller_only: Option<String>,
     /// Run the agents in this many worker processes (this binary re-run), each under its own
     /// fd limit, the broker and the controller in this one; the results are merged into one
-    /// report. The fleet phase only: no baseline, floor or storm.
+    /// report. The floor (with --floor) and fleet phases only: no baseline or storm.
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Run on a real 3-node nats-server cluster (MQTT on clustered JetStream, started from
@@ -89,9 +90,17 @@ struct Args {
     /// Where the agents' state directories go (default /dev/shm, else the temp dir).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<std::path::PathBuf>,
-    /// Worker mode (set by `--workers`): the broker to connect to.
-    #[arg(long, hide = true, requires_all = ["worker_root", "worker_first"])]
+    /// Worker mode (set by `--workers`): the broker(s) to connect to.
+    #[arg(long, hide = true, requires = "worker_first")]
     worker_url: Option<String>,
+    /// Worker mode: run floor clients (the floor phase) instead of agents.
+    #[arg(
+        long,
+        hide = true,
+        requires = "worker_url",
+        conflicts_with = "worker_root"
+    )]
+    worker_floor: bool,
     /// Worker mode: the root key the agents pin, hex.
     #[arg(long, hide = true)]
     worker_root: Option<String>,
@@ -121,15 +130,20 @@ fn main() -> ExitCode {
         progress: !args.json,
         work_dir: args.work_dir.clone(),
     };
-    if let (Some(url), Some(root), Some(first)) =
-        (&args.worker_url, &args.worker_root, args.worker_first)
-    {
+    if let (Some(url), Some(first)) = (&args.worker_url, args.worker_first) {
         opts.progress = false;
-        let Ok(root) = PublicKey::from_hex(root) else {
-            eprintln!("licd-fleet worker: --worker-root is not a public key in hex");
-            return ExitCode::FAILURE;
+        let role = if args.worker_floor {
+            WorkerRole::Floor
+        } else {
+            match args.worker_root.as_deref().map(PublicKey::from_hex) {
+                Some(Ok(root)) => WorkerRole::Agents(root),
+                _ => {
+                    eprintln!("licd-fleet worker: --worker-root (a public key in hex) is needed");
+                    return ExitCode::FAILURE;
+                }
+            }
         };
-        return match run_worker(&opts, url, &root, first, args.devices) {
+        return match run_worker(&opts, url, &role, first, args.devices) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -138,9 +152,9 @@ fn main() -> ExitCode {
         };
     }
     let result = if args.workers > 1 || args.nats {
-        if opts.baseline || opts.floor || opts.storm || opts.relay {
+        if opts.baseline || opts.storm || opts.relay {
             eprintln!(
-                "licd-fleet: with --workers, the fleet phase only (no baseline, floor, storm or relay)"
+                "licd-fleet: with --workers, the floor (with --floor) and fleet phases only (no baseline, storm or relay)"
             );
         }
         std::env::current_exe()

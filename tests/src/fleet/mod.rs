@@ -46,7 +46,7 @@ mod workers;
 pub use controller::{start_controller, start_controller_with};
 pub use proc::vm_rss;
 pub use report::{Convergence, FleetReport, Storm};
-pub use workers::{merge, run_worker, run_workers, WorkerResult};
+pub use workers::{merge, run_worker, run_workers, WorkerResult, WorkerRole};
 
 /// The services every simulated device wants (and the ledger licenses).
 pub const SERVICES: [&str; 5] = ["wifi", "vpn", "ids", "guest-portal", "mesh"];

@@ -236,6 +236,13 @@ impl FleetReport {
                 self.fleet.done as f64 / self.fleet.total.as_secs_f64().max(1e-9),
             );
         }
+        if let (Some(f), None) = (&self.floor, self.baseline_total()) {
+            let _ = writeln!(
+                t,
+                "fleet / floor: {:.2}× (goal ≤ 1.15×)",
+                self.fleet.total.as_secs_f64() / f.total.as_secs_f64().max(1e-9),
+            );
+        }
         if let (Some(f), Some(b)) = (&self.floor, self.baseline_total()) {
             let _ = writeln!(
                 t,

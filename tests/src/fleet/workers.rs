@@ -15,7 +15,10 @@
 //! (one process per node, each under its own fd limit): every agent lists the three nodes and
 //! starts at a random one, the controller lists them too and subscribes without `$share`.
 //!
-//! Left out on purpose: the baseline, floor and storm phases (they stay single-process).
+//! With [`FleetOptions::floor`] the floor phase runs across the workers first (the same
+//! brokers; the responder in the parent, the floor clients in the workers, which spread them
+//! over the nodes in turn and subscribe at the agents' QoS), so fleet / floor compares like
+//! with like. Left out on purpose: the baseline and storm phases (they stay single-process).
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::path::Path;
@@ -30,6 +33,7 @@ use licd_agent::identity::{resolve_identity_blocking, HostRoot};
 use licd_protocol::topic::DEFAULT_SHARE_GROUP;
 use licd_protocol::PublicKey;
 use licd_stub::ReportSubscription;
+use rumqttc::QoS;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -38,6 +42,7 @@ use crate::nats::Consumers;
 use crate::NatsCluster;
 
 use super::agents::{agent_settings, device, watch_agent, STOP_TIMEOUT};
+use super::baseline::{sample_messages, spawn_client, start_responder, ClientPlan, Endpoints};
 use super::controller::start_controller_with;
 use super::drive::{drive, percentile, Tracker};
 use super::proc::{process_cpu, threads_cpu, vm_rss};
@@ -81,17 +86,30 @@ fn instant_to_epoch_us(at: Instant, now: Instant, wall_now: SystemTime) -> u64 {
     epoch_us(wall_now.checked_sub(back).unwrap_or(wall_now))
 }
 
-/// A worker: runs devices `first..first + count` against `url` (agents pin `root`), prints one
-/// [`WorkerResult`] line on stdout once all are licensed (or `{"error": …}` and fails), then
-/// keeps them connected until stdin closes.
+/// What a worker process runs.
+#[derive(Debug, Clone)]
+pub enum WorkerRole {
+    /// Real agents pinning this root key (the fleet phase).
+    Agents(PublicKey),
+    /// Floor clients (the echo doing an agent's crypto and fsyncs; see `baseline`).
+    Floor,
+}
+
+/// A worker: runs devices `first..first + count` against `url` (a comma-separated list of
+/// brokers), prints one [`WorkerResult`] line on stdout once all are done (or `{"error": …}`
+/// and fails), then keeps them connected until stdin closes.
 pub fn run_worker(
     opts: &FleetOptions,
     url: &str,
-    root: &PublicKey,
+    role: &WorkerRole,
     first: usize,
     count: usize,
 ) -> Result<(), FleetError> {
-    let result = converge_slice(opts, url, root, first, count);
+    let result = match role {
+        WorkerRole::Agents(root) => converge_slice(opts, url, root, first, count)
+            .map(|(r, running)| (r, Box::new(move || running.stop()) as StopSlice)),
+        WorkerRole::Floor => floor_slice(opts, url, first, count),
+    };
     let line = match &result {
         Ok((r, _)) => serde_json::to_string(r).map_err(err)?,
         Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
@@ -101,12 +119,89 @@ pub fn run_worker(
         .and_then(|()| out.flush())
         .map_err(|e| err(format!("writing the result: {e}")))?;
     drop(out);
-    let (_, running) = result?;
+    let (_, stop) = result?;
     // Stay connected until the parent has every worker's result (it closes our stdin then, or
     // dies, which closes it too).
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    running.stop();
+    stop();
     Ok(())
+}
+
+/// Stops a worker's clients once the parent has every result.
+type StopSlice = Box<dyn FnOnce()>;
+
+/// Topic prefix of the floor phase across workers.
+const FLOOR_PREFIX: &str = "fleetfloor";
+
+/// A floor worker's slice: floor clients `first..first + count`, spread over the brokers in
+/// `urls` in turn, answered by the parent's responder.
+fn floor_slice(
+    opts: &FleetOptions,
+    urls: &str,
+    first: usize,
+    count: usize,
+) -> Result<(WorkerResult, StopSlice), FleetError> {
+    if count == 0 {
+        return Err(err("a worker needs at least one device"));
+    }
+    check_fd_limit(count)?;
+    let at = Endpoints::parse(urls)?;
+    let work = super::work_dir(opts)?;
+    let clients = runtime(opts.agent_threads, AGENT_THREAD)?;
+    let samples = sample_messages();
+    let qos = if opts.subscribe_qos1 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
+    };
+    let plan = ClientPlan::new(FLOOR_PREFIX, &samples, Some(work.path()), qos);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, rx) = std_mpsc::channel();
+    let mut tracker = Tracker::new(count);
+    let acpu0 = threads_cpu(AGENT_THREAD);
+    let spawn = |j: usize| {
+        spawn_client(
+            &clients,
+            &plan,
+            &at,
+            first + j,
+            j,
+            tx.clone(),
+            stop_rx.clone(),
+        )
+    };
+    drive(opts, "floor worker", &rx, &mut tracker, spawn, count, |t| {
+        t.done == count
+    })?;
+    let result = slice_result(&tracker, first, count, acpu0);
+    let stop = move || {
+        stop_tx.send_replace(true);
+        clients.shutdown_timeout(Duration::from_secs(5));
+        drop(work);
+    };
+    Ok((result, Box::new(stop)))
+}
+
+/// A slice's figures from its tracker, times as wall clock (see the module docs).
+fn slice_result(tracker: &Tracker, first: usize, count: usize, acpu0: Duration) -> WorkerResult {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let at = |i: Option<Instant>| i.map_or(0, |i| instant_to_epoch_us(i, now, wall));
+    WorkerResult {
+        pid: std::process::id(),
+        first,
+        count,
+        done: tracker.done,
+        last_connect_us: at(tracker.last_connect()),
+        last_done_us: at(tracker.done_at.iter().flatten().max().copied()),
+        latencies_us: tracker
+            .latencies()
+            .iter()
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .collect(),
+        agents_cpu_us: u64::try_from(threads_cpu(AGENT_THREAD).saturating_sub(acpu0).as_micros())
+            .unwrap_or(u64::MAX),
+        rss: vm_rss("self"),
+    }
 }
 
 /// A worker's agents, kept running after convergence until [`Running::stop`].
@@ -185,24 +280,7 @@ fn converge_slice(
         return Err(e);
     }
     r?;
-    let (now, wall) = (Instant::now(), SystemTime::now());
-    let at = |i: Option<Instant>| i.map_or(0, |i| instant_to_epoch_us(i, now, wall));
-    let result = WorkerResult {
-        pid: std::process::id(),
-        first,
-        count,
-        done: tracker.done,
-        last_connect_us: at(tracker.last_connect()),
-        last_done_us: at(tracker.done_at.iter().flatten().max().copied()),
-        latencies_us: tracker
-            .latencies()
-            .iter()
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .collect(),
-        agents_cpu_us: u64::try_from(threads_cpu(AGENT_THREAD).saturating_sub(acpu0).as_micros())
-            .unwrap_or(u64::MAX),
-        rss: vm_rss("self"),
-    };
+    let result = slice_result(&tracker, first, count, acpu0);
     Ok((
         result,
         Running {
@@ -243,17 +321,115 @@ pub fn run_workers(
     )?;
     let root = stub.root_public_key().to_hex();
 
+    let floor = if opts.floor {
+        Some(floor_phase(opts, exe, &brokers, workers)?)
+    } else {
+        None
+    };
+
     let cpu0 = threads_cpu(CONTROLLER_THREAD);
     let bcpu0 = brokers.cpu();
     let stats0 = stub.stats();
     let (started, started_wall) = (Instant::now(), SystemTime::now());
+    let running = spawn_workers(opts, exe, &brokers, workers, &["--worker-root", &root])?;
+    let (results, failure) = collect(&running, started + opts.phase_timeout);
+    let stats = stub.stats();
+    let merged = failure.map_or_else(
+        || {
+            Ok(merge(
+                n,
+                &results,
+                epoch_us(started_wall),
+                started.elapsed(),
+                Convergence {
+                    messages_per_sec: 0.0,
+                    controller_cpu: threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
+                    broker_cpu: brokers.cpu().saturating_sub(bcpu0),
+                    ..Default::default()
+                },
+                (stats.reports_received - stats0.reports_received)
+                    + (stats.bundles_published - stats0.bundles_published),
+            ))
+        },
+        Err,
+    );
+    // Every worker has answered (or one failed): let them stop their agents and exit.
+    stop_workers(running);
+    let mut report = merged?;
+    report.floor = floor;
+    let samples = super::baseline::sample_messages();
+    report.report_bytes = samples.report.len();
+    report.bundle_bytes = samples.bundle.len();
+    report.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
+    report.process_rss += vm_rss("self");
+    report.broker_rss = brokers.rss();
+    report.broker_name = brokers.name();
+    ctl.block_on(stub.shutdown());
+    ctl.shutdown_timeout(Duration::from_secs(5));
+    Ok(report)
+}
+
+/// The floor phase across workers: the responder here (one client on the first broker, a
+/// signature check and a bundle signed per request), the floor clients in `workers` worker
+/// processes; their results merged like the fleet's.
+fn floor_phase(
+    opts: &FleetOptions,
+    exe: &Path,
+    brokers: &Brokers,
+    workers: usize,
+) -> Result<Convergence, FleetError> {
+    let n = opts.devices;
+    let ctl = runtime(1, CONTROLLER_THREAD)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let at = Endpoints::parse(&brokers.controller_url())?;
+    let samples = sample_messages();
+    start_responder(&ctl, &at, FLOOR_PREFIX, &samples, true, n, &stop_rx)?;
+    let cpu0 = threads_cpu(CONTROLLER_THREAD);
+    let bcpu0 = brokers.cpu();
+    let (started, started_wall) = (Instant::now(), SystemTime::now());
+    let running = spawn_workers(opts, exe, brokers, workers, &["--worker-floor"])?;
+    let (results, failure) = collect(&running, started + opts.phase_timeout);
+    let merged = failure.map_or_else(
+        || {
+            Ok(merge(
+                n,
+                &results,
+                epoch_us(started_wall),
+                started.elapsed(),
+                Convergence {
+                    controller_cpu: threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
+                    broker_cpu: brokers.cpu().saturating_sub(bcpu0),
+                    ..Default::default()
+                },
+                2 * n as u64,
+            ))
+        },
+        Err,
+    );
+    stop_workers(running);
+    stop_tx.send_replace(true);
+    ctl.shutdown_timeout(Duration::from_secs(5));
+    merged.map(|r| r.fleet)
+}
+
+/// Starts `workers` processes of `exe`, each with its slice of the devices, its broker URL(s)
+/// and `role_args`.
+fn spawn_workers(
+    opts: &FleetOptions,
+    exe: &Path,
+    brokers: &Brokers,
+    workers: usize,
+    role_args: &[&str],
+) -> Result<Vec<Worker>, FleetError> {
+    let n = opts.devices;
     let mut running = Vec::with_capacity(workers);
     for w in 0..workers {
         let url = brokers.worker_url(w);
         let first = n * w / workers;
         let count = n * (w + 1) / workers - first;
         let mut cmd = Command::new(exe);
-        cmd.args(["--worker-url", &url, "--worker-root", &root])
+        cmd.args(["--worker-url", &url])
+            .args(role_args)
             .args(["--worker-first", &first.to_string()])
             .args(["--devices", &count.to_string()])
             .args(["--agent-threads", &opts.agent_threads.to_string()])
@@ -283,9 +459,14 @@ pub fn run_workers(
         });
         running.push(Worker { child, line });
     }
-    let deadline = started + opts.phase_timeout + Duration::from_secs(30);
-    let mut results = Vec::with_capacity(workers);
-    let mut failure = None;
+    Ok(running)
+}
+
+/// Every worker's result line, waiting until `bound` (plus slack for the workers' own
+/// bound); stops at the first failure.
+fn collect(running: &[Worker], bound: Instant) -> (Vec<WorkerResult>, Option<FleetError>) {
+    let deadline = bound + Duration::from_secs(30);
+    let mut results = Vec::with_capacity(running.len());
     for (w, worker) in running.iter().enumerate() {
         let wait = deadline.saturating_duration_since(Instant::now());
         let parsed = match worker.line.recv_timeout(wait) {
@@ -295,33 +476,15 @@ pub fn run_workers(
         };
         match parsed {
             Ok(r) => results.push(r),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+            Err(e) => return (results, Some(e)),
         }
     }
-    let stats = stub.stats();
-    let merged = failure.map_or_else(
-        || {
-            Ok(merge(
-                n,
-                &results,
-                epoch_us(started_wall),
-                started.elapsed(),
-                Convergence {
-                    messages_per_sec: 0.0,
-                    controller_cpu: threads_cpu(CONTROLLER_THREAD).saturating_sub(cpu0),
-                    broker_cpu: brokers.cpu().saturating_sub(bcpu0),
-                    ..Default::default()
-                },
-                (stats.reports_received - stats0.reports_received)
-                    + (stats.bundles_published - stats0.bundles_published),
-            ))
-        },
-        Err,
-    );
-    // Every worker has answered (or one failed): let them stop their agents and exit.
+    (results, None)
+}
+
+/// Closes every worker's stdin (it then stops its clients and exits) and reaps it, killing
+/// one that takes too long.
+fn stop_workers(running: Vec<Worker>) {
     for mut w in running {
         drop(w.child.stdin.take());
         let end = Instant::now() + STOP_TIMEOUT + Duration::from_secs(10);
@@ -331,17 +494,6 @@ pub fn run_workers(
         let _ = w.child.kill();
         let _ = w.child.wait();
     }
-    let mut report = merged?;
-    let samples = super::baseline::sample_messages();
-    report.report_bytes = samples.report.len();
-    report.bundle_bytes = samples.bundle.len();
-    report.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
-    report.process_rss += vm_rss("self");
-    report.broker_rss = brokers.rss();
-    report.broker_name = brokers.name();
-    ctl.block_on(stub.shutdown());
-    ctl.shutdown_timeout(Duration::from_secs(5));
-    Ok(report)
 }
 
 fn parse_line(line: &str) -> Result<WorkerResult, String> {
