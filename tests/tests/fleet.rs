@@ -99,13 +99,14 @@ fn merging_worker_results_sums_counts_and_takes_the_last_worker_s_times() {
     assert_eq!(r.workers, vec![(11, 3, 3), (12, 2, 2)]);
 }
 
-/// `licd-fleet --nats`: the same fleet across two workers on a real 3-node nats-server cluster
-/// (every agent lists the three nodes and subscribes at QoS 0, the controller subscribes
-/// without `$share`).
+/// `licd-fleet --nats --floor`: the same fleet across two workers on a real 3-node nats-server
+/// cluster (every agent lists the three nodes and subscribes at QoS 0, the controller
+/// subscribes without `$share`), after the floor phase across the same workers and nodes.
 #[test]
 fn a_small_fleet_on_a_nats_cluster_across_workers_is_licensed() {
     let mut opts = FleetOptions::new(60);
     opts.nats = true;
+    opts.floor = true;
     // `[broker] subscribe_qos = 0`: what a large fleet on nats-server needs (docs/STUB.md).
     opts.subscribe_qos1 = false;
     opts.phase_timeout = Duration::from_secs(120);
@@ -113,6 +114,8 @@ fn a_small_fleet_on_a_nats_cluster_across_workers_is_licensed() {
         .expect("the fleet run completes");
     println!("{}", report.table());
     assert_eq!(report.fleet.done, 60, "every device licensed");
+    let floor = report.floor.as_ref().expect("the floor phase ran");
+    assert_eq!(floor.done, 60, "every floor client answered");
     assert_eq!(report.broker_name, "nats-server x3");
     assert_eq!(report.workers.len(), 2, "{:?}", report.workers);
     assert!(
