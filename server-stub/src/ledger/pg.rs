@@ -24,7 +24,7 @@ use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 
-use super::sql::{to_postgres_params, Row, Stmt, Value};
+use super::sql::{to_postgres_params, Column, Row, Stmt, Value};
 use super::LedgerError;
 
 /// How long a ledger call keeps retrying a lost server before it fails (a PostgreSQL restart
@@ -542,6 +542,9 @@ impl ToSql for Value {
             }
             Value::Text(s) => s.as_str().to_sql(ty, out),
             Value::Blob(b) => b.as_slice().to_sql(ty, out),
+            Value::Array(Column::Int(v)) => v.to_sql(ty, out),
+            Value::Array(Column::Text(v)) => v.to_sql(ty, out),
+            Value::Array(Column::Blob(v)) => v.to_sql(ty, out),
         }
     }
 

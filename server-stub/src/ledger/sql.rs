@@ -22,6 +22,75 @@ pub enum Value {
     Text(String),
     /// Bytes (device keys).
     Blob(Vec<u8>),
+    /// A whole column of values: a PostgreSQL array, for statements that write many rows at
+    /// once (`unnest`). SQLite has no arrays; it refuses one.
+    Array(Column),
+}
+
+/// A column of values, all of one kind (see [`Value::Array`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    /// `bigint[]`.
+    Int(Vec<Option<i64>>),
+    /// `text[]`.
+    Text(Vec<Option<String>>),
+    /// `bytea[]`.
+    Blob(Vec<Vec<u8>>),
+}
+
+/// The kind of a [`Column`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// See [`Column::Int`].
+    Int,
+    /// See [`Column::Text`].
+    Text,
+    /// See [`Column::Blob`].
+    Blob,
+}
+
+/// Turns rows of values into one [`Value::Array`] per column, of the given kinds. A value of
+/// another kind is a bug in the caller, reported as an error, not a panic.
+pub fn columns(rows: &[Vec<Value>], kinds: &[ColumnKind]) -> Result<Vec<Value>, LedgerError> {
+    let mut out = Vec::with_capacity(kinds.len());
+    for (i, kind) in kinds.iter().enumerate() {
+        let cell = |r: &Vec<Value>| {
+            r.get(i)
+                .cloned()
+                .ok_or_else(|| LedgerError::Corrupt(format!("row without column {i}")))
+        };
+        let wrong = |v: &Value| LedgerError::Corrupt(format!("column {i}: {v:?} is not {kind:?}"));
+        let col = match kind {
+            ColumnKind::Int => Column::Int(
+                rows.iter()
+                    .map(|r| match cell(r)? {
+                        Value::Int(x) => Ok(Some(x)),
+                        Value::Null => Ok(None),
+                        v => Err(wrong(&v)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            ColumnKind::Text => Column::Text(
+                rows.iter()
+                    .map(|r| match cell(r)? {
+                        Value::Text(x) => Ok(Some(x)),
+                        Value::Null => Ok(None),
+                        v => Err(wrong(&v)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            ColumnKind::Blob => Column::Blob(
+                rows.iter()
+                    .map(|r| match cell(r)? {
+                        Value::Blob(x) => Ok(x),
+                        v => Err(wrong(&v)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        out.push(Value::Array(col));
+    }
+    Ok(out)
 }
 
 /// A Rust value the ledger stores (by reference: [`vals!`] borrows its arguments).
@@ -167,6 +236,11 @@ impl rusqlite::ToSql for Value {
             Value::Int(i) => ValueRef::Integer(*i),
             Value::Text(s) => ValueRef::Text(s.as_bytes()),
             Value::Blob(b) => ValueRef::Blob(b),
+            Value::Array(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "SQLite has no arrays (a PostgreSQL-only statement)".into(),
+                ))
+            }
         }))
     }
 }
@@ -273,5 +347,38 @@ mod tests {
         assert!(matches!(r.get::<u32>(1), Err(LedgerError::Corrupt(_))));
         assert_eq!(r.get::<Option<u32>>(2).unwrap(), None);
         assert!(matches!(r.get::<i64>(9), Err(LedgerError::Corrupt(_))));
+    }
+
+    #[test]
+    fn rows_become_one_array_per_column_and_a_misfit_is_an_error() {
+        let rows = vec![
+            vec![Value::Text("a".into()), Value::Int(1), Value::Blob(vec![1])],
+            vec![Value::Null, Value::Null, Value::Blob(vec![])],
+        ];
+        let kinds = [ColumnKind::Text, ColumnKind::Int, ColumnKind::Blob];
+        assert_eq!(
+            columns(&rows, &kinds).unwrap(),
+            vec![
+                Value::Array(Column::Text(vec![Some("a".into()), None])),
+                Value::Array(Column::Int(vec![Some(1), None])),
+                Value::Array(Column::Blob(vec![vec![1], vec![]])),
+            ]
+        );
+        assert!(columns(&rows, &[ColumnKind::Int]).is_err(), "text is not int");
+        assert!(columns(&rows, &[ColumnKind::Text; 4]).is_err(), "no fourth column");
+        assert!(columns(&[], &kinds).unwrap().iter().all(|c| match c {
+            Value::Array(Column::Text(v)) => v.is_empty(),
+            Value::Array(Column::Int(v)) => v.is_empty(),
+            Value::Array(Column::Blob(v)) => v.is_empty(),
+            _ => false,
+        }));
+        // SQLite refuses an array instead of storing something else.
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a TEXT)").unwrap();
+        let stmt = Stmt {
+            sql: "INSERT INTO t (a) VALUES (?1)",
+            params: vec![Value::Array(Column::Int(vec![]))],
+        };
+        assert!(sqlite_write(&mut conn, &[stmt]).is_err());
     }
 }
