@@ -364,8 +364,14 @@ mod tests {
                 Value::Array(Column::Blob(vec![vec![1], vec![]])),
             ]
         );
-        assert!(columns(&rows, &[ColumnKind::Int]).is_err(), "text is not int");
-        assert!(columns(&rows, &[ColumnKind::Text; 4]).is_err(), "no fourth column");
+        assert!(
+            columns(&rows, &[ColumnKind::Int]).is_err(),
+            "text is not int"
+        );
+        assert!(
+            columns(&rows, &[ColumnKind::Text; 4]).is_err(),
+            "no fourth column"
+        );
         assert!(columns(&[], &kinds).unwrap().iter().all(|c| match c {
             Value::Array(Column::Text(v)) => v.is_empty(),
             Value::Array(Column::Int(v)) => v.is_empty(),
