@@ -6,15 +6,16 @@
 //! Replicas (several controllers on one PostgreSQL ledger): every operation is a *turn* —
 //! the ledger's turn lock is taken, and if the ledger's generation moved since this
 //! controller last saw it (another replica wrote), the engine catches up from the ledger
-//! first (the devices the change log names when only devices changed, else everything); then the engine decides, the changes and the next generation are committed, and
-//! only then are bundles sealed and published. Seat allocation is therefore serial across
+//! first (the devices the change log names when only devices changed, else everything);
+//! then the engine decides, the changes and the next generation are committed, and only
+//! then are bundles sealed and published. Report signatures are checked before the turn. Seat allocation is therefore serial across
 //! replicas (assigned ≤ limit under any interleaving), and each device's `seq` comes from
 //! the newest committed state (never reused, never lower). On SQLite a turn is just the
 //! save, as before.
 
 use licd_protocol::envelope::{open_report, Envelope};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
-use licd_protocol::policy::{open_extended_report, seal_policy_bundle};
+use licd_protocol::policy::{open_extended_report, seal_policy_bundle, ExtendedReport};
 use licd_protocol::MessageKind;
 use licd_protocol::{DeviceReport, GrantBundle, Topic, TopicKind, UnixTime};
 
@@ -34,6 +35,14 @@ pub struct Publication {
     pub payload: Vec<u8>,
     /// The bundle's `seq` (for logs).
     pub seq: u64,
+}
+
+/// A report whose size, topic, envelope and signature were checked (see
+/// [`Controller::handle_report_batch`]).
+struct Opened {
+    report: DeviceReport,
+    /// The extended report (issue 20) it came in, if it was one.
+    extended: Option<ExtendedReport>,
 }
 
 /// Why a received report was not applied.
@@ -257,12 +266,18 @@ impl Controller {
         items: &[(&str, &[u8])],
         now: UnixTime,
     ) -> Result<(Vec<Result<DeviceReport, ReportError>>, Vec<Publication>), LedgerError> {
+        // Signatures first, outside the turn: they need no ledger, so replicas check theirs
+        // in parallel and the turn lock is held only for the engine and the writes.
+        let opened: Vec<Result<Opened, ReportError>> = items
+            .iter()
+            .map(|(topic, payload)| self.open_report(topic, payload))
+            .collect();
         self.begin()?;
         let mut effects = Effects::default();
-        let results = items
-            .iter()
-            .map(|(topic, payload)| {
-                let (report, fx) = self.apply_report(topic, payload, now)?;
+        let results = opened
+            .into_iter()
+            .map(|opened| {
+                let (report, fx) = self.apply_report(opened?, now)?;
                 effects.publish.extend(fx.publish);
                 Ok(report)
             })
@@ -271,12 +286,9 @@ impl Controller {
         Ok((results, pubs))
     }
 
-    fn apply_report(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        now: UnixTime,
-    ) -> Result<(DeviceReport, Effects), ReportError> {
+    /// Size, topic, envelope and signature, topic/report agreement: everything about a report
+    /// that needs no engine.
+    fn open_report(&self, topic: &str, payload: &[u8]) -> Result<Opened, ReportError> {
         if payload.len() > MAX_ENVELOPE_LEN {
             return Err(ReportError::Oversized(payload.len()));
         }
@@ -310,6 +322,17 @@ impl Controller {
                 device: report.device.to_string(),
             });
         }
+        Ok(Opened { report, extended })
+    }
+
+    /// Applies an opened report to the engine (the pinned key, seats, bundle); a refusal is
+    /// recorded in the ledger.
+    fn apply_report(
+        &mut self,
+        opened: Opened,
+        now: UnixTime,
+    ) -> Result<(DeviceReport, Effects), ReportError> {
+        let Opened { report, extended } = opened;
         let applied = match &extended {
             Some(x) => self.engine.handle_extended_report(x, now),
             None => self.engine.handle_report(&report, now),
