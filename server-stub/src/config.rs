@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use licd_protocol::topic::DEFAULT_SHARE_GROUP;
 use licd_protocol::UnixTime;
+use rumqttc::QoS;
 use serde::Deserialize;
 
 use crate::engine::LeasePolicy;
@@ -122,6 +123,11 @@ pub struct StubConfig {
     pub broker: BrokerMode,
     /// Report subscription.
     pub subscription: ReportSubscription,
+    /// QoS of the controller's subscriptions (reports, relay reports, diagnostics answers):
+    /// 1 by default. 0 on nats-server, where every QoS 1 subscription is a JetStream consumer
+    /// that may not be re-created for minutes after a node is lost (docs/STUB.md); the agents
+    /// publish their reports at QoS 1 either way, and retry one nobody answered.
+    pub subscribe_qos: QoS,
     /// MQTT client id of the controller.
     pub client_id: String,
     /// Reports queued between the MQTT loop and the worker; beyond it reports are dropped
@@ -150,6 +156,7 @@ impl StubConfig {
                 tls: None,
             },
             subscription: ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string()),
+            subscribe_qos: QoS::AtLeastOnce,
             client_id: "licd-stub".to_string(),
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(10),
@@ -180,6 +187,7 @@ impl StubConfig {
 /// # password = "..."
 /// shared_subscription = true                # $share/<share_group>/licd/v1/+/+/report
 /// share_group = "licd-controllers"
+/// subscribe_qos = 1                         # 0 on nats-server (docs/STUB.md)
 /// client_id = "licd-stub"
 /// admin_listen = "127.0.0.1:8180"           # admin HTTP API (loopback by default)
 /// policy_kinds = true                       # false: act as a controller predating policy
@@ -220,6 +228,8 @@ pub struct FileConfig {
     pub shared_subscription: Option<bool>,
     /// Shared-subscription group.
     pub share_group: Option<String>,
+    /// QoS of the controller's subscriptions, 0 or 1 (default 1).
+    pub subscribe_qos: Option<u8>,
     /// MQTT client id.
     pub client_id: Option<String>,
     /// Listener of the admin HTTP API (`licd-stub serve`; default 127.0.0.1:8180).
@@ -361,6 +371,15 @@ impl FileConfig {
             } else {
                 ReportSubscription::Plain
             },
+            subscribe_qos: match self.subscribe_qos {
+                None | Some(1) => QoS::AtLeastOnce,
+                Some(0) => QoS::AtMostOnce,
+                Some(n) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "subscribe_qos = {n}: 0 or 1 (2 is not supported)"
+                    )))
+                }
+            },
             client_id: self.client_id.unwrap_or_else(|| "licd-stub".to_string()),
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(10),
@@ -388,6 +407,23 @@ mod tests {
         assert!(!old.into_config().unwrap().policy_kinds);
         let bad: FileConfig = toml::from_str("broker = \"tcp://x:1\"").unwrap();
         assert!(bad.into_config().is_err());
+    }
+
+    #[test]
+    fn subscriptions_are_qos_1_unless_the_file_says_0() {
+        let qos = |text: &str| {
+            toml::from_str::<FileConfig>(text)
+                .unwrap()
+                .into_config()
+                .map(|c| c.subscribe_qos)
+        };
+        assert_eq!(qos("").unwrap(), QoS::AtLeastOnce);
+        assert_eq!(qos("subscribe_qos = 1").unwrap(), QoS::AtLeastOnce);
+        assert_eq!(qos("subscribe_qos = 0").unwrap(), QoS::AtMostOnce);
+        assert!(matches!(
+            qos("subscribe_qos = 2"),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -29,8 +29,8 @@ mod cli;
 #[command(name = "licd-stub", version, verbatim_doc_comment)]
 struct Cli {
     /// TOML configuration file (keys: ledger, key_dir, lease_secs, grace_secs, listen, broker,
-    /// ca_file, username, password, shared_subscription, share_group, client_id). Command-line
-    /// options override it.
+    /// ca_file, username, password, shared_subscription, share_group, subscribe_qos, client_id;
+    /// docs/STUB.md lists them all). Command-line options override it.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Log format.

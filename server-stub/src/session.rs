@@ -244,6 +244,29 @@ fn link_event(stats: &Stats, text: impl Into<String>) {
     });
 }
 
+/// What the controller subscribes to on every connection: its report filter, and the QoS of
+/// all its subscriptions (see [`crate::StubConfig::subscribe_qos`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ReportFilter {
+    pub(crate) filter: String,
+    pub(crate) qos: QoS,
+}
+
+impl From<String> for ReportFilter {
+    fn from(filter: String) -> Self {
+        Self {
+            filter,
+            qos: QoS::AtLeastOnce,
+        }
+    }
+}
+
+impl From<&str> for ReportFilter {
+    fn from(filter: &str) -> Self {
+        filter.to_string().into()
+    }
+}
+
 /// Polls the event loop until shutdown.
 // Each argument is a channel or shared state the loop uses once; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
@@ -251,7 +274,7 @@ pub(crate) async fn run_eventloop(
     mut eventloop: EventLoop,
     nodes: Vec<Node>,
     client: AsyncClient,
-    filter: String,
+    subscribe: ReportFilter,
     work_tx: mpsc::Sender<Incoming>,
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -277,8 +300,9 @@ pub(crate) async fn run_eventloop(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected_at = Some(Instant::now());
                 let n = stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::info!(connection = n, %filter, "connected to broker, subscribing to reports");
+                tracing::info!(connection = n, filter = %subscribe.filter, "connected to broker, subscribing to reports");
                 let diag_filter = licd_protocol::topic::diag_response_filter();
+                let filter = &subscribe.filter;
                 let mut filters = vec![filter.clone(), diag_filter];
                 // Beside the reports, site relays' reports (same share group: one replica
                 // stores each).
@@ -288,7 +312,7 @@ pub(crate) async fn run_eventloop(
                         licd_protocol::topic::RELAY_REPORT_LEAF
                     ));
                 }
-                subscriptions = Subscriptions::after_connack(filters);
+                subscriptions = Subscriptions::after_connack(filters, subscribe.qos);
                 subscriptions.queue(&client);
             }
             Ok(Event::Incoming(Packet::SubAck(ack)))
@@ -402,18 +426,27 @@ fn fail_over(
 /// was away — and a SUBSCRIBE dropped then would leave the controller deaf to reports until the
 /// next reconnect. Every event of the loop either took a request from the queue or shows the
 /// loop moving (acks, pings), so retrying after each event needs no timer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscriptions {
     /// Filters not queued yet, in order.
     pending: Vec<String>,
+    /// Their QoS.
+    qos: QoS,
     /// Attempts that left something pending, for the log.
     failed: u32,
 }
 
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self::after_connack(Vec::new(), QoS::AtLeastOnce)
+    }
+}
+
 impl Subscriptions {
-    fn after_connack(filters: Vec<String>) -> Self {
+    fn after_connack(filters: Vec<String>, qos: QoS) -> Self {
         Self {
             pending: filters,
+            qos,
             failed: 0,
         }
     }
@@ -426,7 +459,7 @@ impl Subscriptions {
     /// awaited send into a full queue would never return.
     fn queue(&mut self, client: &AsyncClient) {
         while let Some(filter) = self.pending.first() {
-            if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+            if let Err(e) = client.try_subscribe(filter.clone(), self.qos) {
                 if self.failed == 0 {
                     tracing::warn!(error = %e, %filter, "could not queue a subscription; retrying");
                 }
@@ -714,7 +747,7 @@ mod tests {
             eventloop,
             nodes,
             client,
-            licd_protocol::topic::report_filter(),
+            licd_protocol::topic::report_filter().into(),
             work_tx,
             ready_tx,
             shutdown_rx,
@@ -764,7 +797,7 @@ mod tests {
             eventloop,
             Vec::new(),
             client,
-            licd_protocol::topic::report_filter(),
+            licd_protocol::topic::report_filter().into(),
             work_tx,
             ready_tx,
             shutdown_rx,

@@ -112,7 +112,10 @@ impl Stub {
                 eventloop,
                 nodes,
                 client.clone(),
-                filter.clone(),
+                session::ReportFilter {
+                    filter: filter.clone(),
+                    qos: config.subscribe_qos,
+                },
                 work_tx,
                 ready_tx,
                 shutdown_rx,

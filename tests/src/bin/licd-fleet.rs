@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --profile bench -p licd-tests --bin licd-fleet -- --devices 10000
-//! licd-fleet --devices 50000 --workers 4      # past one process's fd limit (fleet phase only)
+//! licd-fleet --devices 50000 --workers 4      # past one process's fd limit (floor, fleet phases)
 //! licd-fleet --devices 1000 --relay           # then as many devices through a site relay
 //! licd-fleet --devices 30000 --workers 3 --nats  # on a 3-node nats-server cluster
 //! licd-fleet --devices 20000 --workers 3 --nats --subscribe-qos 0 --floor  # and fleet / floor
@@ -42,7 +42,8 @@ struct Args {
     /// fsyncs the design requires and nothing else. Clients: device key generated and written
     /// with fsync, time mark written, request signed, the answer (a real sealed bundle) opened
     /// — two signature checks — and written to a cache with fsync, with the agent's own code;
-    /// responder: a report's signature checked and a bundle signed per request.
+    /// responder: a report's signature checked and a bundle signed per request. With
+    /// --workers or --nats it runs across the worker processes, before the fleet phase.
     #[arg(long)]
     floor: bool,
     /// Skip the broker restart.
@@ -75,7 +76,7 @@ struct Args {
     /// Run on a real 3-node nats-server cluster (MQTT on clustered JetStream, started from
     /// /usr/bin/nats-server on loopback) instead of mosquitto: every agent lists the three
     /// nodes and starts at a random one; the controller subscribes without `$share`. Implies
-    /// the workers' mode (fleet phase only), even with `--workers 1`.
+    /// the workers' mode (floor and fleet phases only), even with `--workers 1`.
     #[arg(long)]
     nats: bool,
     /// With --nats: MQTT consumers (three per agent) as one in-memory copy

@@ -8,6 +8,7 @@ use licd_stub::engine::{CatalogEntry, CustomerKind, Entitlement, Selection, Subs
 use licd_stub::{
     BrokerMode, LedgerLocation, ReportSubscription, Signer, Stub, StubConfig, StubHandle,
 };
+use rumqttc::QoS;
 use tokio::runtime::Runtime;
 
 use super::{
@@ -24,17 +25,19 @@ pub fn start_controller(
     dir: &Path,
 ) -> Result<(Runtime, StubHandle), FleetError> {
     let shared = ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string());
-    start_controller_with(url, seats, dir, shared)
+    start_controller_with(url, seats, dir, shared, QoS::AtLeastOnce)
 }
 
 /// [`start_controller`] with the report subscription given: [`ReportSubscription::Plain`] on a
-/// broker without shared subscriptions (nats-server, docs/STUB.md). `url` may list the nodes
-/// of a cluster, comma-separated.
+/// broker without shared subscriptions (nats-server, docs/STUB.md), and the QoS of its
+/// subscriptions (0 on nats-server: no JetStream consumer to re-create after a node loss).
+/// `url` may list the nodes of a cluster, comma-separated.
 pub fn start_controller_with(
     url: &str,
     seats: usize,
     dir: &Path,
     subscription: ReportSubscription,
+    subscribe_qos: QoS,
 ) -> Result<(Runtime, StubHandle), FleetError> {
     let ctl = runtime(1, CONTROLLER_THREAD)?;
     let signer = Signer::ephemeral(unix_now()).map_err(err)?;
@@ -46,6 +49,7 @@ pub fn start_controller_with(
     };
     config.ledger = LedgerLocation::File(dir.join("ledger.db"));
     config.subscription = subscription;
+    config.subscribe_qos = subscribe_qos;
     // Sized for the fleet: every device reports at once, and a dropped report costs that
     // device a retry (5 s, doubling).
     config.queue_capacity = seats.max(1024);

@@ -318,6 +318,7 @@ pub fn run_workers(
         n,
         work.path(),
         brokers.subscription(),
+        brokers.subscribe_qos(),
     )?;
     let root = stub.root_public_key().to_hex();
 
@@ -607,6 +608,15 @@ impl Brokers {
         match self {
             Self::Mosquitto { .. } => ReportSubscription::Shared(DEFAULT_SHARE_GROUP.into()),
             Self::Nats(_) => ReportSubscription::Plain,
+        }
+    }
+
+    /// The QoS of the controller's subscriptions: 0 on nats-server, where each QoS 1
+    /// subscription is a JetStream consumer (docs/STUB.md), else 1.
+    fn subscribe_qos(&self) -> QoS {
+        match self {
+            Self::Mosquitto { .. } => QoS::AtLeastOnce,
+            Self::Nats(_) => QoS::AtMostOnce,
         }
     }
 
