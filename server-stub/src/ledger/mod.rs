@@ -902,6 +902,34 @@ const SEAT_EXTRA_COLUMNS: [ColumnKind; 6] = {
 };
 const PLACEMENT_COLUMNS: [ColumnKind; 3] = [ColumnKind::Text; 3];
 
+/// The upsert of `devices` rows from `$source` (`VALUES …` or a `SELECT`), in the column
+/// order of [`device_row`]: one text for the per-row and the bulk writes.
+macro_rules! upsert_devices {
+    ($source:literal) => {
+        concat!(
+            "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
+                 firmware_version, agent_version, vm_count, services_wanted, first_seen,
+                 last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
+                 bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since,
+                 offline, usage) ",
+            $source,
+            " ON CONFLICT(tenant, device) DO UPDATE SET device_key = excluded.device_key,
+                 model = excluded.model, serial = excluded.serial,
+                 product_class = excluded.product_class,
+                 firmware_version = excluded.firmware_version,
+                 agent_version = excluded.agent_version, vm_count = excluded.vm_count,
+                 services_wanted = excluded.services_wanted,
+                 last_report_at = excluded.last_report_at,
+                 reported_clock = excluded.reported_clock,
+                 clock_rollback = excluded.clock_rollback, reported_seq = excluded.reported_seq,
+                 bundle_seq = excluded.bundle_seq, bundle_issued_at = excluded.bundle_issued_at,
+                 bundle_refresh = excluded.bundle_refresh, bundle_basis = excluded.bundle_basis,
+                 unassigned = excluded.unassigned, violation_since = excluded.violation_since,
+                 offline = excluded.offline, usage = excluded.usage"
+        )
+    };
+}
+
 /// A device's row of `devices`.
 fn device_row(d: &Device) -> Result<Vec<Value>, LedgerError> {
     let basis = d.bundle.basis.as_ref().map(to_json).transpose()?;
@@ -984,24 +1012,10 @@ fn placement_row(d: &Device) -> Option<Vec<Value>> {
 
 fn save_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
     out.exec(
-        "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
-             firmware_version, agent_version, vm_count, services_wanted, first_seen,
-             last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
-             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since, offline,
-             usage)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20, ?21, ?22, ?23)
-         ON CONFLICT(tenant, device) DO UPDATE SET device_key = excluded.device_key,
-             model = excluded.model, serial = excluded.serial,
-             product_class = excluded.product_class, firmware_version = excluded.firmware_version,
-             agent_version = excluded.agent_version, vm_count = excluded.vm_count,
-             services_wanted = excluded.services_wanted, last_report_at = excluded.last_report_at,
-             reported_clock = excluded.reported_clock, clock_rollback = excluded.clock_rollback,
-             reported_seq = excluded.reported_seq, bundle_seq = excluded.bundle_seq,
-             bundle_issued_at = excluded.bundle_issued_at, bundle_refresh = excluded.bundle_refresh,
-             bundle_basis = excluded.bundle_basis, unassigned = excluded.unassigned,
-             violation_since = excluded.violation_since, offline = excluded.offline,
-             usage = excluded.usage",
+        upsert_devices!(
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21, ?22, ?23)"
+        ),
         device_row(d)?,
     )?;
     let key = || vals![d.tenant.as_str(), d.id.as_str()];
@@ -1050,27 +1064,13 @@ fn save_devices_bulk(out: &mut Writes, devices: &[&Device]) -> Result<(), Ledger
         .map(|d| device_row(d))
         .collect::<Result<Vec<_>, _>>()?;
     out.exec(
-        "INSERT INTO devices (tenant, device, device_key, model, serial, product_class,
-             firmware_version, agent_version, vm_count, services_wanted, first_seen,
-             last_report_at, reported_clock, clock_rollback, reported_seq, bundle_seq,
-             bundle_issued_at, bundle_refresh, bundle_basis, unassigned, violation_since, offline,
-             usage)
-         SELECT * FROM unnest(?1::text[], ?2::text[], ?3::bytea[], ?4::text[], ?5::text[],
-             ?6::text[], ?7::text[], ?8::text[], ?9::bigint[], ?10::text[], ?11::bigint[],
-             ?12::bigint[], ?13::bigint[], ?14::bigint[], ?15::bigint[], ?16::bigint[],
-             ?17::bigint[], ?18::bigint[], ?19::text[], ?20::text[], ?21::text[], ?22::text[],
-             ?23::text[])
-         ON CONFLICT(tenant, device) DO UPDATE SET device_key = excluded.device_key,
-             model = excluded.model, serial = excluded.serial,
-             product_class = excluded.product_class, firmware_version = excluded.firmware_version,
-             agent_version = excluded.agent_version, vm_count = excluded.vm_count,
-             services_wanted = excluded.services_wanted, last_report_at = excluded.last_report_at,
-             reported_clock = excluded.reported_clock, clock_rollback = excluded.clock_rollback,
-             reported_seq = excluded.reported_seq, bundle_seq = excluded.bundle_seq,
-             bundle_issued_at = excluded.bundle_issued_at, bundle_refresh = excluded.bundle_refresh,
-             bundle_basis = excluded.bundle_basis, unassigned = excluded.unassigned,
-             violation_since = excluded.violation_since, offline = excluded.offline,
-             usage = excluded.usage",
+        upsert_devices!(
+            "SELECT * FROM unnest(?1::text[], ?2::text[], ?3::bytea[], ?4::text[], ?5::text[],
+                 ?6::text[], ?7::text[], ?8::text[], ?9::bigint[], ?10::text[], ?11::bigint[],
+                 ?12::bigint[], ?13::bigint[], ?14::bigint[], ?15::bigint[], ?16::bigint[],
+                 ?17::bigint[], ?18::bigint[], ?19::text[], ?20::text[], ?21::text[], ?22::text[],
+                 ?23::text[])"
+        ),
         columns(&rows, &DEVICE_COLUMNS)?,
     )?;
     let keys: Vec<Vec<Value>> = devices
