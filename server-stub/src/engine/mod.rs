@@ -335,16 +335,7 @@ impl Dirty {
 
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.customers.is_empty()
-            && self.catalog.is_empty()
-            && self.subscriptions.is_empty()
-            && self.policies.is_empty()
-            && self.devices.is_empty()
-            && self.snow.is_empty()
-            && self.sku_policies.is_empty()
-            && self.subscription_policies.is_empty()
-            && self.usage_windows.is_empty()
-            && self.delegations.is_empty()
+        self.only_devices() && self.devices.is_empty() && self.usage_windows.is_empty()
     }
 }
 
