@@ -54,6 +54,7 @@ pub use model::{
     Customer, CustomerKind, Device, DeviceKey, Entitlement, GrantBasis, Seat, SnowAssignment,
     SnowKey, Subscription, SubscriptionStatus,
 };
+pub use report::ANSWER_IN_FLIGHT_SECS;
 pub use select::Selection;
 
 /// One day in seconds.

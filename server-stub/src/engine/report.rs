@@ -9,10 +9,21 @@ use licd_protocol::{DeviceReport, ExtendedReport, UnixTime};
 use super::model::{BundleState, Device, DeviceKey, SubscriptionStatus};
 use super::{Effects, Engine, ReportRefused};
 
+/// Seconds after a bundle's issue during which a report from a device that does not hold it
+/// yet gets no new one: the bundle saying the same is on its way, and the report is most
+/// likely the agent's retry (5 s, 10 s, 20 s, …) crossing it in a backlogged broker. Issuing
+/// a new bundle for every such retry made the controller sign, store and publish up to five
+/// bundles per device in a 50,000-agent storm, each stored again by the broker (issue 19's
+/// fleet / floor). A device whose bundle really was lost gets a new one from its first report
+/// after the window (a retry at most ~40 s later); a changed entitlement, a due refresh or a
+/// device reporting a seq above the ledger's is answered at once, as before.
+pub const ANSWER_IN_FLIGHT_SECS: u64 = 30;
+
 impl Engine {
     /// Applies a report whose signature the shell has verified (and whose topic matched its
     /// tenant and device). A bundle is issued when the device's entitlements changed, when its
-    /// refresh time has come, or when it does not hold the newest bundle.
+    /// refresh time has come, or when it does not hold the newest bundle and that bundle is
+    /// older than [`ANSWER_IN_FLIGHT_SECS`].
     pub fn handle_report(
         &mut self,
         report: &DeviceReport,
@@ -100,7 +111,9 @@ impl Engine {
             || self.state.devices.get(&key).is_some_and(|d| {
                 d.bundle.basis.as_ref() != Some(&basis)
                     || now >= d.bundle.refresh_after
-                    || d.reported_seq != d.bundle.seq
+                    || d.reported_seq > d.bundle.seq
+                    || (d.reported_seq < d.bundle.seq
+                        && now >= d.bundle.issued_at.saturating_add(ANSWER_IN_FLIGHT_SECS))
             });
         if due {
             publish.extend(self.issue(&key, basis, now));

@@ -702,3 +702,45 @@ fn the_devices_of_a_tenant_are_found_without_a_scan_and_exactly() {
     }
     assert_eq!(e.devices_of(&t("msp")).count(), ids.len());
 }
+
+#[test]
+fn a_retried_report_crossing_its_answer_gets_no_new_bundle_until_the_answer_is_overdue() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let r = report("a", "ap1", "ap", &["wifi"]);
+    let first = e.handle_report(&r, T0).unwrap().publish;
+    assert_eq!(first[0].seq, 1);
+    // The agent's retries at 5 s and 15 s still report seq 0: the answer is on its way.
+    assert!(e.handle_report(&r, T0 + 5).unwrap().publish.is_empty());
+    assert!(e
+        .handle_report(&r, T0 + ANSWER_IN_FLIGHT_SECS - 1)
+        .unwrap()
+        .publish
+        .is_empty());
+    // Past the window the answer counts as lost: a new bundle, above the one issued.
+    let again = e
+        .handle_report(&r, T0 + ANSWER_IN_FLIGHT_SECS)
+        .unwrap()
+        .publish;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].seq, 2);
+    assert_eq!(granted(&again[0]), ["wifi"]);
+}
+
+#[test]
+fn a_retried_report_is_answered_at_once_when_what_it_would_say_changed() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let first = e
+        .handle_report(&report("a", "ap1", "ap", &["wifi"]), T0)
+        .unwrap()
+        .publish;
+    // The device no longer wants the service: the bundle in flight is out of date.
+    let r = report("a", "ap1", "ap", &[]);
+    let b = e.handle_report(&r, T0 + 5).unwrap().publish;
+    assert_eq!(b.len(), 1);
+    assert!(b[0].seq > first[0].seq);
+    assert!(b[0].grants.is_empty());
+}
