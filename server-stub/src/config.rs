@@ -55,6 +55,11 @@ impl std::fmt::Debug for Clock {
     }
 }
 
+/// Devices whose reports may wait for the controller's worker at once: a fleet's start-up
+/// storm fits (a waiting report is ~300 B: 20 MB at most), so a device's first report is not
+/// dropped because others came first.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
 /// Where the ledger lives.
 #[derive(Debug, Clone)]
 pub enum LedgerLocation {
@@ -130,8 +135,9 @@ pub struct StubConfig {
     pub subscribe_qos: QoS,
     /// MQTT client id of the controller.
     pub client_id: String,
-    /// Reports queued between the MQTT loop and the worker; beyond it reports are dropped
-    /// (devices report again).
+    /// Devices whose report may wait between the MQTT loop and the worker (one report each: a
+    /// retry takes its waiting report's place); beyond it reports are dropped (devices report
+    /// again). [`DEFAULT_QUEUE_CAPACITY`] unless a test or a bench says otherwise.
     pub queue_capacity: usize,
     /// How long `start` waits for the broker and the subscription.
     pub connect_timeout: Duration,
@@ -158,7 +164,7 @@ impl StubConfig {
             subscription: ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string()),
             subscribe_qos: QoS::AtLeastOnce,
             client_id: "licd-stub".to_string(),
-            queue_capacity: 1024,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
             connect_timeout: Duration::from_secs(10),
             clock: Clock::System,
             policy_kinds: true,
@@ -170,7 +176,8 @@ impl StubConfig {
 ///
 /// ```toml
 /// ledger = "/var/lib/licd-stub/ledger.db"   # SQLite file, created on first start
-/// # ledger = "postgres://licd:pw@db.example:5432/licd"  # or PostgreSQL (replicas share it)
+/// # ledger = "postgres://licd:pw@db.example:5432/licd"  # or PostgreSQL (replicas share it);
+/// #   add ?sslmode=verify-full&sslrootcert=/etc/licd-stub/db-ca.pem for TLS
 /// # ledger_retry_secs = 30                  # PostgreSQL: retry a lost server this long
 /// key_dir = "/var/lib/licd-stub/keys"       # made by `licd-stub keys init`
 /// lease_secs = 604800                       # 7 days
@@ -196,7 +203,8 @@ impl StubConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Ledger: a SQLite file, or a `postgres://` / `postgresql://` URL.
+    /// Ledger: a SQLite file, or a `postgres://` / `postgresql://` URL (TLS with libpq's
+    /// `sslmode=verify-full` and `sslrootcert=FILE`).
     pub ledger: Option<PathBuf>,
     /// PostgreSQL ledger: how long a call retries a lost server (default 30 s).
     pub ledger_retry_secs: Option<u64>,
@@ -381,7 +389,7 @@ impl FileConfig {
                 }
             },
             client_id: self.client_id.unwrap_or_else(|| "licd-stub".to_string()),
-            queue_capacity: 1024,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
             connect_timeout: Duration::from_secs(10),
             clock: Clock::System,
             policy_kinds: self.policy_kinds.unwrap_or(true),

@@ -27,6 +27,7 @@ pub mod diag;
 pub mod engine;
 pub mod error;
 pub mod events;
+mod intake;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;

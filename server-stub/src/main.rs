@@ -132,7 +132,8 @@ struct ServeArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Ledger: a SQLite file, created on first start, or a PostgreSQL database
-    /// (postgres://user:password@host:port/db) that replicas share.
+    /// (postgres://user:password@host:port/db) that replicas share; TLS with
+    /// ?sslmode=verify-full&sslrootcert=CA.pem (the server's name is checked).
     #[arg(long)]
     ledger: Option<PathBuf>,
     /// Key directory made by `keys init`.

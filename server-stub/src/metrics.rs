@@ -190,6 +190,11 @@ pub fn render(stub: &StubHandle) -> Result<String, StubError> {
             stats.reports_dropped,
         ),
         (
+            "reports_replaced",
+            "Reports that took the place of the same device's report still queued (a retry)",
+            stats.reports_replaced,
+        ),
+        (
             "bundles_published",
             "Signed grant bundles handed to the MQTT client (QoS 1, retained)",
             stats.bundles_published,

@@ -18,7 +18,9 @@ use licd_protocol::limits::MAX_ENVELOPE_LEN;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+
+use crate::intake::Offered;
 use tokio::time::Instant;
 
 use crate::config::{BrokerMode, Clock};
@@ -49,6 +51,9 @@ pub struct Stats {
     pub reports_refused: AtomicU64,
     /// Reports dropped because the worker queue was full.
     pub reports_dropped: AtomicU64,
+    /// Reports that took the place of their device's report still waiting in the queue (a
+    /// retry; the older copy was dropped, see `intake.rs`).
+    pub reports_replaced: AtomicU64,
     /// Bundles handed to the MQTT client.
     pub bundles_published: AtomicU64,
     /// Connections (ConnAcks) to the broker so far.
@@ -70,6 +75,8 @@ pub struct StatsSnapshot {
     pub reports_refused: u64,
     /// See [`Stats::reports_dropped`].
     pub reports_dropped: u64,
+    /// See [`Stats::reports_replaced`].
+    pub reports_replaced: u64,
     /// See [`Stats::bundles_published`].
     pub bundles_published: u64,
     /// See [`Stats::connections`].
@@ -85,6 +92,7 @@ impl Stats {
             reports_applied: g(&self.reports_applied),
             reports_refused: g(&self.reports_refused),
             reports_dropped: g(&self.reports_dropped),
+            reports_replaced: g(&self.reports_replaced),
             bundles_published: g(&self.bundles_published),
             connections: g(&self.connections),
         }
@@ -228,6 +236,7 @@ fn host_port(url: &str) -> Result<(&str, u16), StubError> {
 pub(crate) type PublishOrder = tokio::sync::Mutex<()>;
 
 /// A received report, queued for the worker.
+#[derive(Debug)]
 pub(crate) struct Incoming {
     pub(crate) topic: String,
     pub(crate) payload: Vec<u8>,
@@ -275,7 +284,7 @@ pub(crate) async fn run_eventloop(
     nodes: Vec<Node>,
     client: AsyncClient,
     subscribe: ReportFilter,
-    work_tx: mpsc::Sender<Incoming>,
+    work_tx: crate::intake::Producer,
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
@@ -359,13 +368,19 @@ pub(crate) async fn run_eventloop(
                     topic: p.topic,
                     payload: p.payload.to_vec(),
                 };
-                if work_tx.try_send(item).is_err() {
-                    let n = stats.reports_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(
-                            dropped = n,
-                            "controller overloaded: reports dropped (devices will report again)"
-                        );
+                match work_tx.offer(item) {
+                    Offered::Queued => {}
+                    Offered::Replaced => {
+                        stats.reports_replaced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Offered::Full => {
+                        let n = stats.reports_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            tracing::warn!(
+                                dropped = n,
+                                "controller overloaded: reports dropped (devices will report again)"
+                            );
+                        }
                     }
                 }
             }
@@ -494,18 +509,11 @@ pub(crate) async fn run_worker(
     order: Arc<PublishOrder>,
     client: AsyncClient,
     clock: Clock,
-    mut work_rx: mpsc::Receiver<Incoming>,
+    work_rx: crate::intake::Consumer,
     stats: Arc<Stats>,
 ) {
-    while let Some(first) = work_rx.recv().await {
-        // Take what is queued, up to a batch: one ledger transaction for all of it.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match work_rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
+    // Take what is queued, up to a batch: one ledger transaction for all of it.
+    while let Some(batch) = work_rx.take(MAX_BATCH).await {
         let _turn = order.lock().await;
         let now = clock.now();
         // Site relays' reports are stored and acknowledged one by one, apart from devices'.
@@ -658,7 +666,7 @@ mod tests {
     async fn a_broker_that_accepts_then_drops_is_retried_with_a_growing_backoff() {
         let port = accept_then_drop_broker().await;
         let (client, eventloop) = AsyncClient::new(MqttOptions::new("stub", "127.0.0.1", port), 8);
-        let (work_tx, _work_rx) = mpsc::channel(8);
+        let (work_tx, _work_rx) = crate::intake::channel(8);
         let (ready_tx, _ready) = watch::channel(false);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
@@ -739,7 +747,7 @@ mod tests {
         };
         let nodes = node_options(&mode, None, "stub").expect("nodes");
         let (client, eventloop) = AsyncClient::new(nodes[0].options.clone(), 8);
-        let (work_tx, _work_rx) = mpsc::channel(8);
+        let (work_tx, _work_rx) = crate::intake::channel(8);
         let (ready_tx, mut ready) = watch::channel(false);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());
@@ -790,7 +798,7 @@ mod tests {
             queued += 1;
         }
         assert!(queued > 0);
-        let (work_tx, mut work_rx) = mpsc::channel(8);
+        let (work_tx, work_rx) = crate::intake::channel(8);
         let (ready_tx, mut ready) = watch::channel(false);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run_eventloop(
@@ -815,13 +823,14 @@ mod tests {
             .publish("licd/v1/acme/ap-1/report", QoS::AtLeastOnce, false, vec![7])
             .await
             .expect("queue the report");
-        let report = tokio::time::timeout(Duration::from_secs(10), work_rx.recv()).await;
+        let report = tokio::time::timeout(Duration::from_secs(10), work_rx.take(1)).await;
         shutdown_tx.send_replace(true);
         task.await.expect("session task");
         device_task.abort();
         let report = report
             .ok()
             .flatten()
+            .and_then(|batch| batch.into_iter().next())
             .expect("the report reached the worker queue");
         assert_eq!(report.topic, "licd/v1/acme/ap-1/report");
         assert_eq!(report.payload, vec![7]);

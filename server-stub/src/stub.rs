@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use licd_protocol::topic::{report_filter, shared_report_filter};
 use licd_protocol::{DeviceId, PublicKey, ServiceName, TenantId, UnixTime};
 use rumqttc::AsyncClient;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{BrokerMode, Clock, KeySource, LedgerLocation, ReportSubscription, StubConfig};
@@ -100,7 +100,7 @@ impl Stub {
             ReportSubscription::Plain => report_filter(),
         };
         let (client, eventloop) = AsyncClient::new(opts, 256);
-        let (work_tx, work_rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (work_tx, work_rx) = crate::intake::channel(config.queue_capacity);
         let (ready_tx, mut ready) = watch::channel(false);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Stats::default());

@@ -66,6 +66,17 @@ impl Postgres {
 
     /// Creates a cluster in a temp dir and starts it.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Creates a cluster that takes TLS connections only (`hostssl` in `pg_hba.conf`; a
+    /// plain TCP connection is refused), presenting `server` (certificate and key, PEM), and
+    /// starts it. `psql` and `pg_isready` still get in: they use TLS when offered.
+    pub fn start_tls(server: &crate::pki::CertFiles) -> Result<Self> {
+        Self::start_with(Some(server))
+    }
+
+    fn start_with(tls: Option<&crate::pki::CertFiles>) -> Result<Self> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("licd-pg-")
@@ -109,6 +120,9 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             )));
+        }
+        if let Some(server) = tls {
+            pg.require_tls(server)?;
         }
         for _ in 0..PORT_ATTEMPTS {
             pg.port = free_port()?;
@@ -219,6 +233,38 @@ impl Postgres {
                 }
             }
         }
+    }
+
+    /// Installs `server` in the data dir, turns `ssl` on and lets only TLS in over TCP.
+    fn require_tls(&self, server: &crate::pki::CertFiles) -> Result<()> {
+        let data = self.data_dir();
+        let io = |what: &'static str| move |e| HarnessError::io(what, e);
+        fs::copy(&server.cert, data.join("server.crt"))
+            .map_err(io("copy the server certificate"))?;
+        fs::copy(&server.key, data.join("server.key")).map_err(io("copy the server key"))?;
+        // PostgreSQL refuses a key others may read.
+        fs::set_permissions(
+            data.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(io("restrict the server key"))?;
+        if let Some((uid, gid)) = self.run_as {
+            for f in ["server.crt", "server.key"] {
+                std::os::unix::fs::chown(data.join(f), Some(uid), Some(gid))
+                    .map_err(io("hand the TLS files to the postgres user"))?;
+            }
+        }
+        fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .map_err(io("write pg_hba.conf"))?;
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .map_err(io("open postgresql.conf"))?;
+        conf.write_all(b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+            .map_err(io("write postgresql.conf"))
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -173,17 +173,18 @@ fn a_restart_loses_nothing_and_seq_keeps_rising_on(place: &Place) {
         1
     );
 
-    // The device, still holding an older bundle, reports: the next seq is above every one
-    // issued before the restart.
+    // The device, still holding an older bundle, reports once the newest one counts as lost:
+    // the next seq is above every one issued before the restart.
     let (topic, bytes) = report("host-1", &key, &["hv"], 1);
-    let (_, pubs) = c.handle_report_message(&topic, &bytes, T0 + 2).unwrap();
+    let late = T0 + 2 + licd_stub::engine::ANSWER_IN_FLIGHT_SECS;
+    let (_, pubs) = c.handle_report_message(&topic, &bytes, late).unwrap();
     assert!(pubs[0].seq > seq_before);
 
     // The pinned key survived too.
     let evil = SigningKey::from_bytes(&[6; 32]);
     let (topic, bytes) = report("host-1", &evil, &["hv"], 1);
     assert!(matches!(
-        c.handle_report_message(&topic, &bytes, T0 + 3),
+        c.handle_report_message(&topic, &bytes, late + 1),
         Err(ReportError::Refused(ReportRefused::KeyMismatch { .. }))
     ));
     assert_eq!(c.ledger().refused_reports(5).unwrap().len(), 1);

@@ -8,9 +8,9 @@
 //! `agents_and_the_controller_fail_over_…` is issue 19's broker invariant, scaled for CI.
 //! `LICD_NATS_LOG=1` prints the nodes' warnings and errors at its end.
 
-use std::time::Duration;
-
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use licd_agent::clock::SystemClock;
 use licd_agent::config::Settings;
@@ -20,8 +20,11 @@ use licd_agent::identity::{resolve_identity_blocking, HostRoot};
 use licd_agent::status::Status;
 use licd_protocol::DeviceId;
 use licd_stub::ReportSubscription;
+use licd_tests::pki::Pki;
 use licd_tests::{fleet, NatsCluster};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::{mpsc, watch};
 
 /// Upper bound for anything a healthy loopback cluster should do (connect, deliver).
@@ -47,11 +50,21 @@ impl Drop for Client {
     }
 }
 
+/// A client's options: loopback `port`, over TLS trusting `ca` when given.
+fn options(port: u16, id: &str, ca: Option<&Path>) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+    if let Some(ca) = ca {
+        let tls = licd_stub::tls::client_config(Some(ca)).expect("a TLS client config");
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
+    options
+}
+
 impl Client {
     async fn connect(port: u16, id: &str, will: Option<LastWill>) -> Self {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+        let mut options = options(port, id, None);
         if let Some(w) = will {
             options.set_last_will(w);
         }
@@ -77,13 +90,11 @@ impl Client {
         c
     }
 
-    /// Like [`Client::connect`], but a refused or dropped CONNECT is an `Err` (nats-server
-    /// refuses sessions while its JetStream re-elects after a node loss).
-    async fn try_connect(port: u16, id: &str) -> Result<Self, String> {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
+    /// Like [`Client::connect`] (over TLS trusting `ca` when given), but a refused or dropped
+    /// CONNECT is an `Err` (nats-server refuses sessions while its JetStream re-elects after a
+    /// node loss).
+    async fn try_connect(port: u16, id: &str, ca: Option<&Path>) -> Result<Self, String> {
+        let (client, mut eventloop) = AsyncClient::new(options(port, id, ca), 100);
         let first = tokio::time::timeout(STEP, eventloop.poll()).await;
         match first {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
@@ -283,7 +294,7 @@ async fn nats_mqtt_rows() {
     let deadline = tokio::time::Instant::now() + STEP * 3;
     let mut refusals = 0;
     loop {
-        match retained_on(cluster.mqtt_port(0), grants).await {
+        match retained_on(cluster.mqtt_port(0), grants, None).await {
             Some(len) => {
                 assert_eq!(len, bundle.len());
                 break;
@@ -390,7 +401,10 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
     let _alone = one_cluster();
     let started = std::time::Instant::now();
     let n = devices();
-    let mut cluster = NatsCluster::start().expect("a 3-node nats-server cluster");
+    // Over TLS, as a deployment would run it: the agents and the controller trust the test
+    // CA, and a plain client is turned away.
+    let pki = Pki::generate().expect("a test PKI");
+    let mut cluster = NatsCluster::start_tls(&pki).expect("a 3-node nats-server cluster");
     let dir = tempfile::tempdir().expect("temp dir");
     // The controller lists node 0 first and starts there; no `$share` on nats-server, so a
     // plain subscription (one controller; docs/STUB.md for replicas). The controller
@@ -406,6 +420,7 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
         dir.path(),
         ReportSubscription::Plain,
         QoS::AtMostOnce,
+        Some(&pki.ca_cert),
     )
     .expect("controller on the cluster");
 
@@ -418,17 +433,23 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
     let services = fleet::SERVICES.map(|s| format!("{s:?}")).join(", ");
     let text = format!(
         "tenant = {tenant:?}\nservices = [{services}]\nroots = [{root:?}]\n\
-         [broker]\nurls = [{urls}]\nallow_insecure = true\nreconnect_max_secs = 5\n\
+         [broker]\nurls = [{urls}]\nca_file = {ca:?}\nreconnect_max_secs = 5\n\
          [api]\nsocket = \"\"\n\
          [identity]\ndevice_id = \"nats-000\"\nmodel = \"AP\"\nserial = \"SN\"\nproduct_class = {pc:?}\n",
         tenant = fleet::TENANT,
         root = stub.root_public_key().to_hex(),
         pc = fleet::PRODUCT_CLASS,
+        ca = pki.ca_cert,
     );
     let settings = Settings::from_toml(&text).expect("agent config");
     let identity =
         resolve_identity_blocking(&settings.identity, &HostRoot::system()).expect("identity");
     let rt = licd_tests::runtime();
+    let plain = rt.block_on(Client::try_connect(cluster.mqtt_port(1), "plain", None));
+    assert!(
+        plain.is_err(),
+        "a plain MQTT client got into a TLS listener"
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let (status_tx, status_rx) = std::sync::mpsc::channel();
     let mut tasks = Vec::new();
@@ -566,6 +587,7 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
             let fresh = rt.block_on(retained_on(
                 cluster.mqtt_port(0),
                 "licd/v1/fleet/nats-000/grants",
+                Some(&pki.ca_cert),
             ));
             probe = fresh;
             probe.is_some()
@@ -631,9 +653,9 @@ fn agents_and_the_controller_fail_over_when_their_node_dies_and_nothing_is_lost_
 /// Whether a fresh client on `port` gets a retained message on `topic` at subscribe (its
 /// length), within [`STEP`]. `None` when the session or the subscription is refused, the
 /// connection drops, or nothing comes.
-async fn retained_on(port: u16, topic: &str) -> Option<usize> {
+async fn retained_on(port: u16, topic: &str, ca: Option<&Path>) -> Option<usize> {
     let run = async {
-        let mut c = Client::try_connect(port, "probe-retained").await.ok()?;
+        let mut c = Client::try_connect(port, "probe-retained", ca).await.ok()?;
         c.client.subscribe(topic, QoS::AtLeastOnce).await.ok()?;
         loop {
             match c.seen.recv().await? {

@@ -4,7 +4,7 @@
 //! (retries, then applies every report), nothing is lost or allocated twice.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use licd_protocol::envelope::seal_report;
@@ -18,6 +18,7 @@ use licd_stub::{Signer, Stub, StubConfig, StubHandle};
 use licd_tests::agent::{Agent, AgentOptions};
 use licd_tests::controller::unix_now;
 use licd_tests::mosquitto::{Mosquitto, MosquittoConfig};
+use licd_tests::pki::Pki;
 use licd_tests::{wait_for, Postgres};
 
 const T: Duration = Duration::from_secs(40);
@@ -230,4 +231,58 @@ fn postgres_restarted_under_load_the_controller_retries_and_loses_nothing() {
     if let Ok(stub) = Arc::try_unwrap(stub) {
         rt.block_on(stub.shutdown());
     }
+}
+
+/// TLS to PostgreSQL: on a server that lets only TLS in over TCP, a controller whose ledger
+/// URL says `sslmode=verify-full` with the test CA works (the server lists its sessions as
+/// TLS) and its records read back; the plain URL is refused by the server, and a CA that did
+/// not sign the server's certificate by the controller — at once, not after the retry budget.
+#[test]
+fn a_controller_reaches_a_tls_only_postgres_with_verify_full_and_refuses_an_unverified_server() {
+    let pki = Pki::generate().unwrap();
+    let pg = Postgres::start_tls(&pki.server).unwrap();
+    let url = pg.create_database().unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let with_ca =
+        |ca: &std::path::Path| format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let tls_url = with_ca(&pki.ca_cert);
+    let signer = Signer::ephemeral(unix_now()).unwrap();
+    let rt = licd_tests::runtime();
+    let stub = rt.block_on(async {
+        let stub = Stub::start(config(&signer, &tls_url, None)).await.unwrap();
+        seed(&stub, 3).await;
+        stub
+    });
+    let sessions = pg
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{db}'"
+            ),
+        )
+        .unwrap();
+    assert_eq!(sessions, "1|0", "the controller's session (TLS, plain)");
+    let state = stub.with_engine(|e| e.state().clone()).unwrap();
+    assert!(state.customers.contains_key(&acme()));
+    rt.block_on(stub.shutdown());
+    let stored = Ledger::open_postgres(&tls_url, Duration::from_secs(10))
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(stored, state);
+
+    let budget = Duration::from_secs(60);
+    let plain = Ledger::open_postgres(&url, budget).unwrap_err().to_string();
+    assert!(plain.contains("no encryption"), "{plain}");
+    let other = Pki::generate().unwrap();
+    let started = Instant::now();
+    let unverified = Ledger::open_postgres(&with_ca(&other.ca_cert), budget)
+        .unwrap_err()
+        .to_string();
+    assert!(unverified.contains("certificate"), "{unverified}");
+    assert!(
+        started.elapsed() < budget,
+        "a refused certificate is not retried"
+    );
 }

@@ -26,9 +26,28 @@ const T0: u64 = 1_800_000_000;
 const REPLICAS: usize = 3;
 const DEVICES: u32 = 240;
 const SEATS: u32 = 200;
+/// `LICD_REPLICAS_DEVICES=N` runs the racing tests with N devices for 9/10 as many seats (the
+/// issue's size is 1,000 for 900; a figure run by hand, CI keeps the defaults).
+const SCALE_VAR: &str = "LICD_REPLICAS_DEVICES";
 /// Each device reports this many times, each time to another replica.
 const ROUNDS: u32 = 3;
 const BATCH: usize = 8;
+
+/// (devices, seats): the defaults, or as [`SCALE_VAR`] says.
+fn scaled(devices: u32, seats: u32) -> (u32, u32) {
+    std::env::var(SCALE_VAR)
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or((devices, seats), |n| (n, n / 10 * 9))
+}
+
+fn devices() -> u32 {
+    scaled(DEVICES, SEATS).0
+}
+
+fn seats() -> u32 {
+    scaled(DEVICES, SEATS).1
+}
 
 fn svc(s: &str) -> ServiceName {
     ServiceName::new(s).unwrap()
@@ -69,7 +88,7 @@ fn seed(c: &mut Controller) {
                 end: T0 + 1_000_000,
                 entitlements: vec![Entitlement {
                     sku: Sku::new("LIC-WIFI").unwrap(),
-                    limit: SEATS,
+                    limit: seats(),
                 }],
             },
             now,
@@ -159,7 +178,7 @@ fn check_caught_up(c: &mut Controller, url: &str) {
 fn shares() -> Vec<Vec<(u32, u32)>> {
     let mut shares = vec![Vec::new(); REPLICAS];
     for r in 0..ROUNDS {
-        for n in 0..DEVICES {
+        for n in 0..devices() {
             shares[(n + r) as usize % REPLICAS].push((n, r));
         }
     }
@@ -176,8 +195,8 @@ fn check_invariants(url: &str, published: &Published) {
         .values()
         .filter(|d| d.seats.contains_key(&svc("wifi")))
         .count();
-    assert_eq!(licensed, SEATS as usize, "exactly the seats there are");
-    assert_eq!(state.devices.len(), DEVICES as usize);
+    assert_eq!(licensed, seats() as usize, "exactly the seats there are");
+    assert_eq!(state.devices.len(), devices() as usize);
     let published = published.lock().unwrap();
     for d in state.devices.values() {
         let seqs = &published[d.id.as_str()];
@@ -218,7 +237,7 @@ fn replicas_racing_for_seats_allocate_exactly_the_limit_and_never_reuse_a_seq() 
     let mut replicas: Vec<Controller> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     eprintln!(
         "{} reports through {REPLICAS} replicas in {:?}",
-        DEVICES * ROUNDS,
+        devices() * ROUNDS,
         started.elapsed()
     );
     check_invariants(&url, &published);
@@ -375,7 +394,7 @@ fn a_replica_that_dies_mid_turn_leaves_nothing_behind_and_blocks_no_one() {
             &LicenseId::new("S1").unwrap(),
             &Sku::new("LIC-WIFI").unwrap()
         ),
-        SEATS
+        seats()
     );
 }
 
@@ -390,8 +409,7 @@ fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
     use licd_protocol::trust::TrustStore;
     use licd_tests::mosquitto::{Mosquitto, MosquittoConfig};
 
-    const N: u32 = 150;
-    const LIMIT: u32 = 120;
+    let (n_devices, limit) = scaled(150, 120);
     let stub = licd_tests::stub_bin().unwrap();
     let pg = Postgres::shared().unwrap();
     let url = pg.create_database().unwrap();
@@ -428,7 +446,7 @@ fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
                     end: now + 1_000_000,
                     entitlements: vec![Entitlement {
                         sku: Sku::new("LIC-WIFI").unwrap(),
-                        limit: LIMIT,
+                        limit,
                     }],
                 },
                 now,
@@ -514,7 +532,7 @@ fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
         let (topic, bytes) = report(n, 0);
         let _ = client.try_publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes);
     };
-    for n in 0..N / 2 {
+    for n in 0..n_devices / 2 {
         publish(n);
     }
     // One replica dies mid-run, then the rest of the fleet reports.
@@ -524,18 +542,18 @@ fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
     .unwrap();
     let victim = replicas.remove(0);
     kill_9(&victim);
-    for n in N / 2..N {
+    for n in n_devices / 2..n_devices {
         publish(n);
     }
     // Devices without a bundle report again (as agents do on their schedule).
     let mut last = Instant::now();
     wait_for(
         "every device with a bundle",
-        Duration::from_secs(90),
+        Duration::from_secs(90 + u64::from(n_devices) / 10),
         || {
             let missing: Vec<u32> = {
                 let s = seen.lock().unwrap();
-                (0..N)
+                (0..n_devices)
                     .filter(|n| !s.contains_key(&format!("ap-{n}")))
                     .collect()
             };
@@ -557,7 +575,7 @@ fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
         .values()
         .filter(|d| d.seats.contains_key(&svc("wifi")))
         .count();
-    assert_eq!(licensed, LIMIT as usize, "exactly the seats there are");
+    assert_eq!(licensed, limit as usize, "exactly the seats there are");
     let seen = seen.lock().unwrap();
     let mut signers = std::collections::BTreeSet::new();
     for d in state.devices.values() {

@@ -298,8 +298,16 @@ impl Ledger {
         }
     }
 
-    /// Loads every record.
+    /// Loads every record, as of one moment (on PostgreSQL, one snapshot: see
+    /// [`PgLedger::snapshot`]).
     pub fn load(&self) -> Result<State, LedgerError> {
+        match &self.db {
+            Db::Postgres(p) => p.snapshot(|| self.load_now()),
+            Db::Sqlite(_) => self.load_now(),
+        }
+    }
+
+    fn load_now(&self) -> Result<State, LedgerError> {
         let mut state = State::default();
         let c = &self.db;
 

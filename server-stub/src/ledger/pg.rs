@@ -9,6 +9,13 @@
 //! one plain thread and the ledger sends it jobs over a channel and waits for the answer —
 //! the same blocking the SQLite backend does on its disk.
 //!
+//! TLS: the URL's libpq options `sslmode=verify-full` (or `require`, which here means the
+//! same) and `sslrootcert=FILE` make the connection TLS with rustls, the server's certificate
+//! checked against that CA (or the system's roots) and its name against the URL's host.
+//! libpq's `require` accepts any certificate; a controller sending its ledger password would
+//! then talk to whoever answers, so it is not offered. Without `sslmode` the connection is
+//! plain, as before (`prefer` too: no unverified opportunistic TLS).
+//!
 //! Retries: a lost connection (server restart, failover, network) or a serialization failure
 //! makes the job run again on a fresh connection, with backoff, for up to the retry budget;
 //! each job is a whole transaction of idempotent upserts and deletes, so running one twice
@@ -23,6 +30,7 @@ use std::time::{Duration, Instant};
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::{to_postgres_params, Column, Row, Stmt, Value};
 use super::LedgerError;
@@ -82,13 +90,15 @@ impl PgLedger {
     /// thread. The first connection is tried for up to `retry` too, so replicas may start
     /// before the database.
     pub fn connect(url: &str, retry: Duration) -> Result<Self, LedgerError> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|e| LedgerError::Postgres(format!("bad URL {}: {e}", redact(url))))?;
         let shown = redact(url);
+        let bad =
+            |e: &dyn std::fmt::Display| LedgerError::Postgres(format!("bad URL {shown}: {e}"));
+        let (driver_url, tls) = tls_options(url).map_err(|e| bad(&e))?;
+        let config: postgres::Config = driver_url.parse().map_err(|e| bad(&e))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
             config,
+            tls,
             shown: shown.clone(),
             client: None,
             cache: HashMap::new(),
@@ -109,8 +119,11 @@ impl PgLedger {
             thread: Some(thread),
             shown,
         };
-        pg.call(|s| s.run(|_, _| Ok(())))?;
-        tracing::info!(url = %pg.shown, "ledger on PostgreSQL");
+        let tls = pg.call(|s| {
+            s.run(|_, _| Ok(()))?;
+            Ok(s.tls.is_some())
+        })?;
+        tracing::info!(url = %pg.shown, tls, "ledger on PostgreSQL");
         Ok(pg)
     }
 
@@ -136,6 +149,53 @@ impl PgLedger {
         params: Vec<Value>,
     ) -> Result<Vec<Row>, LedgerError> {
         self.call(move |s| s.run(|c, cache| query_on(c, cache, sql, &params)))
+    }
+
+    /// Runs `read` (queries through this ledger) on one snapshot of the database. Outside a
+    /// turn, in a `REPEATABLE READ READ ONLY` transaction: without it each query saw the
+    /// database as of its own start, so a replica starting while others wrote could read a
+    /// seat whose device it had not read (`seat of an unknown device`, seen in
+    /// `tests/tests/replicas.rs`). Inside a turn, as part of the turn's (its lock keeps every
+    /// writer out). A connection lost meanwhile makes `read` run again on a new snapshot.
+    pub(crate) fn snapshot<R>(
+        &self,
+        mut read: impl FnMut() -> Result<R, LedgerError>,
+    ) -> Result<R, LedgerError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let opened = self.call(|s| {
+                if s.turn.is_some() {
+                    return Ok(false);
+                }
+                s.run(|c, _| c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))?;
+                s.turn = Some(s.epoch);
+                Ok(true)
+            })?;
+            if !opened {
+                return read();
+            }
+            let r = read();
+            // Still the snapshot's connection: the reads were all on it.
+            let closed = self.call(|s| {
+                let done = s
+                    .turn_client()
+                    .and_then(|(c, _)| c.batch_execute("COMMIT").map_err(|e| pg_error(&e)));
+                if done.is_err() {
+                    s.rollback();
+                }
+                s.turn = None;
+                done
+            });
+            match closed {
+                Ok(()) => return r,
+                Err(e) if attempt >= ATTEMPTS => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "PostgreSQL ledger read lost its connection; reading again")
+                }
+            }
+        }
     }
 
     /// Runs `stmts` in one transaction (inside a turn: as part of the turn's).
@@ -323,6 +383,8 @@ pub(crate) type Cache = HashMap<&'static str, Statement>;
 /// The thread's state: the connection (when there is one) and how to make a new one.
 pub(crate) struct Session {
     config: postgres::Config,
+    /// TLS to the server (see the module's doc), or plain.
+    tls: Option<MakeRustlsConnect>,
     shown: String,
     client: Option<Client>,
     cache: Cache,
@@ -373,7 +435,10 @@ impl Session {
         loop {
             let attempt = match self.client.as_mut() {
                 Some(c) if !c.is_closed() => f(c, &mut self.cache),
-                _ => match self.config.connect(NoTls) {
+                _ => match match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone()),
+                    None => self.config.connect(NoTls),
+                } {
                     Ok(mut c) => {
                         self.epoch += 1;
                         self.cache.clear();
@@ -417,7 +482,8 @@ impl Session {
     }
 }
 
-/// The driver's error with the server's message (its `Display` says only "db error").
+/// The driver's error with the server's message (its `Display` says only "db error"), or
+/// with its causes (a TLS handshake's says which certificate check failed).
 pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
@@ -433,7 +499,20 @@ pub(crate) fn describe(e: &postgres::Error) -> String {
             }
             s
         }
-        None => e.to_string(),
+        None => {
+            let mut s = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let text = c.to_string();
+                // io::Error shows its inner error's text and also hands it out as its source.
+                if !s.ends_with(&text) {
+                    s.push_str(": ");
+                    s.push_str(&text);
+                }
+                cause = c.source();
+            }
+            s
+        }
     }
 }
 
@@ -442,10 +521,15 @@ fn is_db_error(e: &postgres::Error) -> bool {
 }
 
 /// Worth running again: the connection is gone (restart, network, an administrator's kill),
-/// the server is not ready yet, or PostgreSQL asks for a retry (serialization, deadlock).
+/// the server is not ready yet or has no connection slot free, or PostgreSQL asks for a retry
+/// (serialization, deadlock).
+/// A certificate the TLS check refused is not: it stays refused.
 fn retriable(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
+    }
+    if refused_by_tls(e) {
+        return false;
     }
     match e.code() {
         Some(code) => {
@@ -454,6 +538,9 @@ fn retriable(e: &postgres::Error) -> bool {
                     SqlState::ADMIN_SHUTDOWN,
                     SqlState::CRASH_SHUTDOWN,
                     SqlState::CANNOT_CONNECT_NOW,
+                    // Every connection slot taken (replicas starting with other clients):
+                    // one frees up soon.
+                    SqlState::TOO_MANY_CONNECTIONS,
                     SqlState::T_R_SERIALIZATION_FAILURE,
                     SqlState::T_R_DEADLOCK_DETECTED,
                 ]
@@ -462,6 +549,75 @@ fn retriable(e: &postgres::Error) -> bool {
         // No SQLSTATE: an I/O error or a failed connect, not the server refusing the SQL.
         None => e.as_db_error().is_none(),
     }
+}
+
+/// Whether rustls refused the handshake (a certificate, a name, a protocol), somewhere in
+/// `e`'s chain of causes. A reset during the handshake (a server restarting) is not this.
+fn refused_by_tls(e: &postgres::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if c.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Takes the TLS options licd handles itself off `url` (libpq's names, see the module's doc):
+/// returns the URL for the driver (`sslmode=require` when TLS is asked for, `sslrootcert`
+/// removed) and the TLS connector, if any. A mode libpq knows but licd does not offer, or a CA
+/// file without TLS, is an error rather than a quietly weaker connection.
+pub(crate) fn tls_options(url: &str) -> Result<(String, Option<MakeRustlsConnect>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut tls = false;
+    let mut root: Option<String> = None;
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match (key.as_ref(), value.as_ref()) {
+            ("sslmode", "require" | "verify-full") => {
+                tls = true;
+                kept.append_pair("sslmode", "require");
+            }
+            ("sslmode", "verify-ca") => {
+                return Err(
+                    "sslmode=verify-ca is not offered: the server's name is always checked \
+                     (use sslmode=verify-full)"
+                        .into(),
+                )
+            }
+            ("sslmode", "allow") => {
+                return Err("sslmode=allow is not offered (use verify-full, or disable)".into())
+            }
+            ("sslrootcert", path) => root = Some(path.to_string()),
+            (k, v) => {
+                kept.append_pair(k, v);
+            }
+        }
+    }
+    let kept = kept.finish();
+    let driver_url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{kept}")
+    };
+    if !tls {
+        return match root {
+            Some(_) => Err("sslrootcert needs sslmode=verify-full".into()),
+            None => Ok((driver_url, None)),
+        };
+    }
+    // libpq's `sslrootcert=system` is the system's roots, as no sslrootcert at all is here.
+    let ca = root.filter(|r| r != "system").map(std::path::PathBuf::from);
+    let config =
+        crate::tls::client_config(ca.as_deref()).map_err(|e| format!("sslrootcert: {e}"))?;
+    Ok((driver_url, Some(MakeRustlsConnect::new((*config).clone()))))
 }
 
 fn prepare(
@@ -568,5 +724,50 @@ mod tests {
         );
         assert_eq!(redact("postgres://licd@db/licd"), "postgres://licd@db/licd");
         assert_eq!(redact("host=/tmp user=x"), "host=/tmp user=x");
+    }
+
+    #[test]
+    fn tls_is_asked_for_by_the_urls_libpq_options_and_never_weaker_than_asked() {
+        let plain = tls_options("postgres://licd@db/licd").unwrap();
+        assert_eq!(plain.0, "postgres://licd@db/licd");
+        assert!(plain.1.is_none());
+        let kept =
+            tls_options("postgres://licd@db/licd?connect_timeout=5&sslmode=disable").unwrap();
+        assert_eq!(
+            kept.0,
+            "postgres://licd@db/licd?connect_timeout=5&sslmode=disable"
+        );
+        assert!(kept.1.is_none());
+        // verify-full and require both become the driver's `require` with a verifying connector.
+        for mode in ["verify-full", "require"] {
+            let (url, tls) = tls_options(&format!(
+                "postgres://licd@db/licd?sslmode={mode}&sslrootcert=system&connect_timeout=5"
+            ))
+            .unwrap();
+            assert_eq!(
+                url,
+                "postgres://licd@db/licd?sslmode=require&connect_timeout=5"
+            );
+            assert!(tls.is_some());
+            assert!(url.parse::<postgres::Config>().is_ok());
+        }
+        for (url, says) in [
+            (
+                "postgres://db/x?sslmode=verify-ca",
+                "verify-ca is not offered",
+            ),
+            ("postgres://db/x?sslmode=allow", "allow is not offered"),
+            (
+                "postgres://db/x?sslrootcert=/etc/ca.pem",
+                "needs sslmode=verify-full",
+            ),
+            (
+                "postgres://db/x?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+                "/nonexistent/ca.pem",
+            ),
+        ] {
+            let err = tls_options(url).map(|_| ()).unwrap_err();
+            assert!(err.contains(says), "{url}: {err}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use licd_protocol::envelope::{open_report, seal_bundle_delegated};
 use licd_protocol::limits::MAX_ENVELOPE_LEN;
 use licd_protocol::{GrantBundle, Topic, TopicKind, UnixTime};
 use rumqttc::AsyncClient;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::pool::{LeaseTerms, Pools, RelayRefused};
@@ -394,7 +394,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
         .ok_or_else(|| StubError::Config("no broker URL".into()))?;
     let filter = format!("licd/v1/{tenant}/+/report");
     let (client, eventloop) = AsyncClient::new(opts, 256);
-    let (work_tx, work_rx) = mpsc::channel(1024);
+    let (work_tx, work_rx) = crate::intake::channel(1024);
     let (ready_tx, mut ready) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
@@ -431,7 +431,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StubError> {
         // One filter for what the controller sends this site.
         let up_filter = format!("licd/v1/{tenant}/{site_id}/+");
         let (up_client, up_loop) = AsyncClient::new(up_opts, 64);
-        let (up_tx, up_rx) = mpsc::channel(64);
+        let (up_tx, up_rx) = crate::intake::channel(64);
         let (up_ready, up_ready_rx) = watch::channel(false);
         tasks.push(tokio::spawn(session::run_eventloop(
             up_loop,
@@ -494,18 +494,11 @@ async fn run_worker(
     core: Arc<Mutex<RelayCore>>,
     client: AsyncClient,
     clock: Clock,
-    mut work_rx: mpsc::Receiver<Incoming>,
+    work_rx: crate::intake::Consumer,
     stats: Arc<Stats>,
 ) {
-    while let Some(first) = work_rx.recv().await {
-        // Take what is queued, up to a batch: one write of the seats file for all of it.
-        let mut batch = vec![first];
-        while batch.len() < session::MAX_BATCH {
-            match work_rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
+    // Take what is queued, up to a batch: one write of the seats file for all of it.
+    while let Some(batch) = work_rx.take(session::MAX_BATCH).await {
         let now = clock.now();
         let items: Vec<(&str, &[u8])> = batch
             .iter()
@@ -547,14 +540,25 @@ async fn run_worker(
 
 /// What the controller sends the site over the uplink: renewed delegations. Anything else on
 /// the site's topics is not for this relay's worker.
-async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, mut rx: mpsc::Receiver<Incoming>) {
+async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, rx: crate::intake::Consumer) {
+    while let Some(batch) = rx.take(session::MAX_BATCH).await {
+        for item in batch {
+            if !take_from_uplink(&core, &clock, &item) {
+                return;
+            }
+        }
+    }
+}
+
+/// Applies one message from the uplink; `false` when the relay's state is poisoned.
+fn take_from_uplink(core: &Mutex<RelayCore>, clock: &Clock, item: &Incoming) -> bool {
     let leaf = format!("/{}", licd_protocol::topic::DELEGATION_LEAF);
     let ack_leaf = format!("/{}", licd_protocol::topic::RELAY_ACK_LEAF);
-    while let Some(item) = rx.recv().await {
+    {
         if item.topic.ends_with(&ack_leaf) {
             let taken = match core.lock() {
                 Ok(mut c) => c.take_ack(&item.payload),
-                Err(_) => return,
+                Err(_) => return false,
             };
             match taken {
                 Ok(left) => tracing::debug!(left, "relay: acknowledgement taken"),
@@ -562,17 +566,17 @@ async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, mut rx: mpsc::Rec
                     tracing::warn!(topic = %item.topic, reason = %e, "relay: acknowledgement refused")
                 }
             }
-            continue;
+            return true;
         }
         if !item.topic.ends_with(&leaf) {
-            continue;
+            return true;
         }
         let now = clock.now();
         let taken = match core.lock() {
             Ok(mut c) => c.take_delegation(&item.payload, now),
             Err(_) => {
                 tracing::error!("relay state poisoned; stopping the uplink worker");
-                return;
+                return false;
             }
         };
         match taken {
@@ -585,6 +589,7 @@ async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, mut rx: mpsc::Rec
             }
         }
     }
+    true
 }
 
 /// Sends what the relay issued over the uplink: at once when it comes up, then every

@@ -154,6 +154,9 @@ struct Running {
     tracker: Tracker,
     /// Reports the issuer dropped (queue full) while the fleet converged.
     tracker_dropped: u64,
+    /// The issuer's reports replaced in its queue and bundles published meanwhile.
+    tracker_replaced: u64,
+    tracker_bundles: u64,
 }
 
 impl Running {
@@ -194,6 +197,8 @@ pub(super) fn phase(
         &mut out.fleet,
     )?;
     out.reports_dropped = running.tracker_dropped;
+    out.reports_replaced = running.tracker_replaced;
+    out.bundles_published = running.tracker_bundles;
     out.process_rss = vm_rss("self");
     out.broker_rss = broker.pid().map_or(0, |p| vm_rss(&p.to_string()));
     let Issuer::Controller(stub) = issuer else {
@@ -353,6 +358,8 @@ fn converge(
         rx,
         tracker,
         tracker_dropped: stats.reports_dropped - stats0.reports_dropped,
+        tracker_replaced: stats.reports_replaced - stats0.reports_replaced,
+        tracker_bundles: stats.bundles_published - stats0.bundles_published,
     };
     if let Some(e) = failures.into_iter().next() {
         running.stop();

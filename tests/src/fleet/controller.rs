@@ -25,26 +25,28 @@ pub fn start_controller(
     dir: &Path,
 ) -> Result<(Runtime, StubHandle), FleetError> {
     let shared = ReportSubscription::Shared(DEFAULT_SHARE_GROUP.to_string());
-    start_controller_with(url, seats, dir, shared, QoS::AtLeastOnce)
+    start_controller_with(url, seats, dir, shared, QoS::AtLeastOnce, None)
 }
 
 /// [`start_controller`] with the report subscription given: [`ReportSubscription::Plain`] on a
 /// broker without shared subscriptions (nats-server, docs/STUB.md), and the QoS of its
 /// subscriptions (0 on nats-server: no JetStream consumer to re-create after a node loss).
-/// `url` may list the nodes of a cluster, comma-separated.
+/// `url` may list the nodes of a cluster, comma-separated; `mqtts://` ones are trusted by
+/// `ca_file` (PEM) when given, else by the system's roots.
 pub fn start_controller_with(
     url: &str,
     seats: usize,
     dir: &Path,
     subscription: ReportSubscription,
     subscribe_qos: QoS,
+    ca_file: Option<&Path>,
 ) -> Result<(Runtime, StubHandle), FleetError> {
     let ctl = runtime(1, CONTROLLER_THREAD)?;
     let signer = Signer::ephemeral(unix_now()).map_err(err)?;
     let mut config = StubConfig::for_tests(signer);
     config.broker = BrokerMode::External {
         url: url.to_string(),
-        ca_file: None,
+        ca_file: ca_file.map(Path::to_path_buf),
         credentials: None,
     };
     config.ledger = LedgerLocation::File(dir.join("ledger.db"));

@@ -99,6 +99,10 @@ pub struct FleetReport {
     pub relay: Option<Convergence>,
     /// Reports the controller dropped while the fleet converged.
     pub reports_dropped: u64,
+    /// Reports that took the place of their device's queued one (retries during a backlog).
+    pub reports_replaced: u64,
+    /// Bundles the controller published while the fleet converged.
+    pub bundles_published: u64,
     /// This process's VmRSS with the fleet licensed (agents + controller), bytes.
     pub process_rss: u64,
     /// The broker's VmRSS with the fleet licensed, bytes (every node's, summed, on a cluster).
@@ -143,6 +147,8 @@ impl FleetReport {
             "controller_cpu_us_per_device": (self.fleet.controller_cpu.as_secs_f64() * 1e6
                 / self.devices.max(1) as f64).round(),
             "reports_dropped": self.reports_dropped,
+            "reports_replaced": self.reports_replaced,
+            "bundles_published": self.bundles_published,
             "process_rss_bytes": self.process_rss,
             "process_rss_bytes_per_device": self.process_rss / self.devices.max(1) as u64,
             "broker_rss_bytes": self.broker_rss,
@@ -253,9 +259,11 @@ impl FleetReport {
         }
         let _ = writeln!(
             t,
-            "controller CPU {:.0} µs per device; reports dropped {}; RSS process {:.1} MiB ({:.1} KiB/device), {} {:.1} MiB",
+            "controller CPU {:.0} µs per device; reports dropped {}, replaced in the queue {}; bundles {}; RSS process {:.1} MiB ({:.1} KiB/device), {} {:.1} MiB",
             self.fleet.controller_cpu.as_secs_f64() * 1e6 / self.devices.max(1) as f64,
             self.reports_dropped,
+            self.reports_replaced,
+            self.bundles_published,
             self.process_rss as f64 / 1048576.0,
             self.process_rss as f64 / 1024.0 / self.devices.max(1) as f64,
             if self.broker_name.is_empty() {

@@ -319,6 +319,7 @@ pub fn run_workers(
         work.path(),
         brokers.subscription(),
         brokers.subscribe_qos(),
+        None,
     )?;
     let root = stub.root_public_key().to_hex();
 
@@ -362,6 +363,8 @@ pub fn run_workers(
     report.report_bytes = samples.report.len();
     report.bundle_bytes = samples.bundle.len();
     report.reports_dropped = stats.reports_dropped - stats0.reports_dropped;
+    report.reports_replaced = stats.reports_replaced - stats0.reports_replaced;
+    report.bundles_published = stats.bundles_published - stats0.bundles_published;
     report.process_rss += vm_rss("self");
     report.broker_rss = brokers.rss();
     report.broker_name = brokers.name();
