@@ -46,7 +46,7 @@ pub const DEVICE_LOG: SegmentConfig = SegmentConfig {
 
 /// In-memory log of the filters the controller subscribes to, which every device publishes
 /// into (reports, diag responses): four segments of 256 KiB, 1 MiB per filter (~3,000 reports
-/// of backlog, three times the controller's own report queue).
+/// of backlog; the controller's own queue holds a report per device behind it).
 pub const FAN_IN_LOG: SegmentConfig = SegmentConfig {
     max_segment_size: 256 * 1024,
     max_segment_count: 4,

@@ -11,6 +11,11 @@
 //! the queue holds one report per device and drops only when more devices than its capacity
 //! wait at once. Site relays' reports are numbered and acknowledged one by one: never replaced.
 //!
+//! Signatures are checked later, by the worker: a forged copy takes a genuine report's place
+//! only on a topic its sender may publish to, and the broker's ACL gives each device its own
+//! (docs/SECURITY.md). Without the ACL a flood of forgeries could drop any device's reports
+//! from a plain channel too — and every other device's along with them.
+//!
 //! [`Queue`] is the logic (no I/O, no async); [`channel`] shares it between the two tasks.
 
 use std::collections::{HashMap, VecDeque};
