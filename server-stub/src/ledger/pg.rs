@@ -105,6 +105,7 @@ impl PgLedger {
             retry,
             epoch: 0,
             turn: None,
+            turn_generation: 0,
         };
         let thread = std::thread::Builder::new()
             .name("licd-ledger-pg".into())
@@ -252,15 +253,28 @@ impl PgLedger {
             if s.turn.is_some() {
                 s.rollback();
             }
+            // One round trip for the three (a turn's fixed cost is round trips: issue 19).
             let g = s.run(|c, _| {
-                c.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK})"))?;
-                let g = c.query_one("SELECT generation FROM licd_replication", &[]);
-                if g.is_err() {
+                let answer = c.simple_query(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({TURN_LOCK}); \
+                     SELECT generation FROM licd_replication"
+                ));
+                let generation = answer.as_ref().ok().and_then(|messages| {
+                    messages.iter().rev().find_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse::<i64>().ok(),
+                        _ => None,
+                    })
+                });
+                if generation.is_none() {
                     let _ = c.batch_execute("ROLLBACK");
                 }
-                Ok(g?.get::<_, i64>(0))
+                answer.map(|_| generation)
+            })?;
+            let g = g.ok_or_else(|| {
+                LedgerError::Corrupt("licd_replication holds no generation".into())
             })?;
             s.turn = Some(s.epoch);
+            s.turn_generation = g;
             Ok(g)
         })
     }
@@ -269,6 +283,7 @@ impl PgLedger {
     /// commits. The turn fails whole when its connection was lost since it began.
     pub(crate) fn end_turn(&self, stmts: Vec<Stmt>, log: ChangeLog) -> Result<i64, LedgerError> {
         self.call(move |s| {
+            let generation = s.turn_generation;
             let r = (|| {
                 let (c, cache) = s.turn_client()?;
                 let step = |e: postgres::Error| pg_error(&e);
@@ -276,20 +291,12 @@ impl PgLedger {
                     let prepared = prepare(c, cache, st.sql).map_err(step)?;
                     c.execute(&prepared, &refs(&st.params)).map_err(step)?;
                 }
-                let g: i64 = if stmts.is_empty() {
-                    c.query_one("SELECT generation FROM licd_replication", &[])
-                        .map_err(step)?
-                        .get(0)
+                // Nothing written: the generation is the one read at the start (the lock
+                // kept every other writer out since).
+                let g = if stmts.is_empty() {
+                    generation
                 } else {
-                    let g: i64 = c
-                        .query_one(
-                            "UPDATE licd_replication SET generation = generation + 1 RETURNING generation",
-                            &[],
-                        )
-                        .map_err(step)?
-                        .get(0);
-                    log_changes(c, cache, g, &log).map_err(step)?;
-                    g
+                    next_generation(c, cache, &log).map_err(step)?
                 };
                 c.batch_execute("COMMIT").map_err(step)?;
                 Ok(g)
@@ -321,45 +328,37 @@ impl PgLedger {
     }
 }
 
-/// Writes generation `g`'s entry in the change log (every generation gets at least one row,
-/// so a reader can tell a covered span from a gap) and prunes old ones now and then.
-fn log_changes(
+/// Moves the generation on and writes the new generation's entry in the change log, in one
+/// statement (every generation gets at least one row, so a reader can tell a covered span
+/// from a gap); prunes old entries now and then. Returns the new generation.
+fn next_generation(
     c: &mut Client,
     cache: &mut Cache,
-    g: i64,
     log: &ChangeLog,
-) -> Result<(), postgres::Error> {
-    match log {
+) -> Result<i64, postgres::Error> {
+    let (kind, tenants, devices): (&str, Vec<&str>, Vec<&str>) = match log {
         ChangeLog::Devices(keys) if !keys.is_empty() => {
-            let (tenants, devices): (Vec<&str>, Vec<&str>) =
-                keys.iter().map(|(t, d)| (t.as_str(), d.as_str())).unzip();
-            let st = prepare(
-                c,
-                cache,
-                "INSERT INTO licd_changes (generation, kind, tenant, device)
-                 SELECT $1, 'device', t, d FROM unnest($2::text[], $3::text[]) AS k(t, d)",
-            )?;
-            c.execute(&st, &[&g, &tenants, &devices])?;
+            let (t, d) = keys.iter().map(|(t, d)| (t.as_str(), d.as_str())).unzip();
+            ("device", t, d)
         }
-        other => {
-            let kind = if *other == ChangeLog::All {
-                "all"
-            } else {
-                "none"
-            };
-            let st = prepare(
-                c,
-                cache,
-                "INSERT INTO licd_changes (generation, kind, tenant, device) VALUES ($1, $2, '', '')",
-            )?;
-            c.execute(&st, &[&g, &kind])?;
-        }
-    }
+        ChangeLog::Devices(_) => ("none", vec![""], vec![""]),
+        ChangeLog::All => ("all", vec![""], vec![""]),
+    };
+    let st = prepare(
+        c,
+        cache,
+        "WITH g AS (UPDATE licd_replication SET generation = generation + 1 RETURNING generation),
+              logged AS (INSERT INTO licd_changes (generation, kind, tenant, device)
+                         SELECT g.generation, $1, k.t, k.d
+                         FROM g, unnest($2::text[], $3::text[]) AS k(t, d))
+         SELECT generation FROM g",
+    )?;
+    let g: i64 = c.query_one(&st, &[&kind, &tenants, &devices])?.get(0);
     if g % 1_024 == 0 {
         let st = prepare(c, cache, "DELETE FROM licd_changes WHERE generation <= $1")?;
         c.execute(&st, &[&(g - CHANGES_KEPT)])?;
     }
-    Ok(())
+    Ok(g)
 }
 
 fn pg_error(e: &postgres::Error) -> LedgerError {
@@ -393,6 +392,8 @@ pub(crate) struct Session {
     epoch: u64,
     /// The epoch of the open turn's connection, while a turn is open.
     turn: Option<u64>,
+    /// The generation the open turn began at.
+    turn_generation: i64,
 }
 
 impl Session {
