@@ -554,39 +554,37 @@ async fn run_uplink(core: Arc<Mutex<RelayCore>>, clock: Clock, rx: crate::intake
 fn take_from_uplink(core: &Mutex<RelayCore>, clock: &Clock, item: &Incoming) -> bool {
     let leaf = format!("/{}", licd_protocol::topic::DELEGATION_LEAF);
     let ack_leaf = format!("/{}", licd_protocol::topic::RELAY_ACK_LEAF);
-    {
-        if item.topic.ends_with(&ack_leaf) {
-            let taken = match core.lock() {
-                Ok(mut c) => c.take_ack(&item.payload),
-                Err(_) => return false,
-            };
-            match taken {
-                Ok(left) => tracing::debug!(left, "relay: acknowledgement taken"),
-                Err(e) => {
-                    tracing::warn!(topic = %item.topic, reason = %e, "relay: acknowledgement refused")
-                }
-            }
-            return true;
-        }
-        if !item.topic.ends_with(&leaf) {
-            return true;
-        }
-        let now = clock.now();
+    if item.topic.ends_with(&ack_leaf) {
         let taken = match core.lock() {
-            Ok(mut c) => c.take_delegation(&item.payload, now),
-            Err(_) => {
-                tracing::error!("relay state poisoned; stopping the uplink worker");
-                return false;
-            }
+            Ok(mut c) => c.take_ack(&item.payload),
+            Err(_) => return false,
         };
         match taken {
-            Ok(true) => tracing::info!(topic = %item.topic, "delegation renewed from the uplink"),
-            Ok(false) => {
-                tracing::debug!(topic = %item.topic, "delegation from the uplink already in force")
-            }
+            Ok(left) => tracing::debug!(left, "relay: acknowledgement taken"),
             Err(e) => {
-                tracing::warn!(topic = %item.topic, reason = %e, "delegation from the uplink refused")
+                tracing::warn!(topic = %item.topic, reason = %e, "relay: acknowledgement refused")
             }
+        }
+        return true;
+    }
+    if !item.topic.ends_with(&leaf) {
+        return true;
+    }
+    let now = clock.now();
+    let taken = match core.lock() {
+        Ok(mut c) => c.take_delegation(&item.payload, now),
+        Err(_) => {
+            tracing::error!("relay state poisoned; stopping the uplink worker");
+            return false;
+        }
+    };
+    match taken {
+        Ok(true) => tracing::info!(topic = %item.topic, "delegation renewed from the uplink"),
+        Ok(false) => {
+            tracing::debug!(topic = %item.topic, "delegation from the uplink already in force")
+        }
+        Err(e) => {
+            tracing::warn!(topic = %item.topic, reason = %e, "delegation from the uplink refused")
         }
     }
     true
