@@ -19,13 +19,12 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, Transport,
 };
 use tokio::sync::watch;
-
-use crate::intake::Offered;
 use tokio::time::Instant;
 
 use crate::config::{BrokerMode, Clock};
 use crate::controller::{Controller, Publication};
 use crate::error::StubError;
+use crate::intake::Offered;
 
 /// Longest reconnect delay: one controller, so a shorter cap than the agents' 5 minutes.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
