@@ -35,20 +35,20 @@ const SCALE_VAR: &str = "LICD_REPLICAS_DEVICES";
 const ROUNDS: u32 = 3;
 const BATCH: usize = 8;
 
-/// (devices, seats): the defaults, or as [`SCALE_VAR`] says.
-fn scaled(devices: u32, seats: u32) -> (u32, u32) {
+/// (devices, seats): [`DEVICES`] and [`SEATS`], or as [`SCALE_VAR`] says.
+fn size() -> (u32, u32) {
     std::env::var(SCALE_VAR)
         .ok()
         .and_then(|n| n.parse::<u32>().ok())
-        .map_or((devices, seats), |n| (n, n / 10 * 9))
+        .map_or((DEVICES, SEATS), |n| (n, n / 10 * 9))
 }
 
 fn devices() -> u32 {
-    scaled(DEVICES, SEATS).0
+    size().0
 }
 
 fn seats() -> u32 {
-    scaled(DEVICES, SEATS).1
+    size().1
 }
 
 fn svc(s: &str) -> ServiceName {
@@ -411,7 +411,7 @@ fn three_serve_processes_one_killed_mid_run_license_exactly_the_seats() {
     use licd_protocol::trust::TrustStore;
     use licd_tests::mosquitto::{Mosquitto, MosquittoConfig};
 
-    let (n_devices, limit) = scaled(DEVICES, SEATS);
+    let (n_devices, limit) = size();
     let stub = licd_tests::stub_bin().unwrap();
     let pg = Postgres::shared().unwrap();
     let url = pg.create_database().unwrap();

@@ -15,8 +15,9 @@ use super::{Effects, Engine, ReportRefused};
 /// a new bundle for every such retry made the controller sign, store and publish up to five
 /// bundles per device in a 50,000-agent storm, each stored again by the broker (issue 19's
 /// fleet / floor). A device whose bundle really was lost gets a new one from its first report
-/// after the window (a retry at most ~40 s later); a changed entitlement, a due refresh or a
-/// device reporting a seq above the ledger's is answered at once, as before.
+/// after the window (its next retry: they back off from 5 s, so within one more retry
+/// interval); a changed entitlement, a due refresh or a device reporting a seq above the
+/// ledger's is answered at once, as before.
 pub const ANSWER_IN_FLIGHT_SECS: u64 = 30;
 
 impl Engine {
