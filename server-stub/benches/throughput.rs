@@ -39,6 +39,51 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// The controller's batch (`session::MAX_BATCH`).
+const BATCH: usize = 64;
+
+/// A larger batch, as the worker takes under load (`session::MAX_BATCH`).
+const BIG_BATCH: usize = 256;
+
+/// CPU time this thread has run (Linux `/proc/thread-self/schedstat`, nanoseconds; zero
+/// elsewhere): the per-core yardstick, which waiting on the database or a disk does not count.
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// What a batched run measured.
+struct Run {
+    /// Reports per second of wall time.
+    rate: f64,
+    /// Reports per second of this thread's CPU time (the controller's share of a core).
+    per_cpu: f64,
+    /// Bundles published.
+    published: usize,
+}
+
+/// Runs reports through a controller in batches of `size`, as the worker does.
+fn batched(c: &mut Controller, reps: &[(String, Vec<u8>)], now: u64, size: usize) -> Run {
+    let (t, cpu) = (Instant::now(), thread_cpu());
+    let mut published = 0;
+    for chunk in reps.chunks(size) {
+        let items: Vec<(&str, &[u8])> = chunk
+            .iter()
+            .map(|(t, b)| (t.as_str(), b.as_slice()))
+            .collect();
+        let (results, pubs) = c.handle_report_batch(&items, now).expect("batch");
+        assert!(results.iter().all(|r| r.is_ok()));
+        published += pubs.len();
+    }
+    Run {
+        rate: rate(reps.len(), t.elapsed()),
+        per_cpu: rate(reps.len(), thread_cpu().saturating_sub(cpu)),
+        published,
+    }
+}
+
 fn svc(s: &str) -> ServiceName {
     ServiceName::new(s).expect("valid")
 }
@@ -192,24 +237,23 @@ fn main() {
     )
     .expect("controller");
     setup(&mut cb, n);
-    let batched = |cb: &mut Controller, reps: &[(String, Vec<u8>)], now: u64| {
-        let t = Instant::now();
-        let mut published = 0;
-        for chunk in reps.chunks(64) {
-            let items: Vec<(&str, &[u8])> = chunk
-                .iter()
-                .map(|(t, b)| (t.as_str(), b.as_slice()))
-                .collect();
-            let (results, pubs) = cb.handle_report_batch(&items, now).expect("batch");
-            assert!(results.iter().all(|r| r.is_ok()));
-            published += pubs.len();
-        }
-        (rate(reps.len(), t.elapsed()), published)
-    };
-    let (new_batched, published) = batched(&mut cb, &first, T0);
-    assert_eq!(published, n as usize);
-    let (steady_batched, published) = batched(&mut cb, &steady, T0 + 60);
-    assert_eq!(published, 0);
+    let run = batched(&mut cb, &first, T0, BATCH);
+    assert_eq!(run.published, n as usize);
+    let (new_batched, new_batched_cpu) = (run.rate, run.per_cpu);
+    let run = batched(&mut cb, &steady, T0 + 60, BATCH);
+    assert_eq!(run.published, 0);
+    let steady_batched = run.rate;
+    drop(cb);
+    let big_dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = Controller::open(
+        Ledger::open(&big_dir.path().join("ledger.db")).expect("ledger"),
+        Signer::ephemeral(T0).expect("keys"),
+        LeasePolicy::default(),
+    )
+    .expect("controller");
+    setup(&mut cb, n);
+    let big = batched(&mut cb, &first, T0, BIG_BATCH);
+    assert_eq!(big.published, n as usize);
     drop(cb);
 
     // Sealing alone: the controller's share of issuing a bundle.
@@ -307,7 +351,7 @@ fn main() {
 
     let pg = std::env::var("LICD_BENCH_POSTGRES_URL")
         .ok()
-        .map(|url| postgres_cases(&url, n, &first, &batched));
+        .map(|url| postgres_cases(&url, n, &first));
 
     println!("devices:                          {n}");
     println!("bare ed25519 sign/s:              {bare:>10.0}");
@@ -325,6 +369,17 @@ fn main() {
         "reports/s, new, batched by 64:    {new_batched:>10.0}  ({:.2} of bare signing, {:.2} of the floor)",
         new_batched / bare,
         new_batched / floor
+    );
+    println!(
+        "  per second of controller CPU:   {new_batched_cpu:>10.0}  ({:.2} of the floor per core)",
+        new_batched_cpu / floor
+    );
+    println!(
+        "reports/s, new, batched by {BIG_BATCH}:   {:>10.0}  ({:.2} of the floor; per CPU second {:.0}, {:.2} of the floor)",
+        big.rate,
+        big.rate / floor,
+        big.per_cpu,
+        big.per_cpu / floor
     );
     println!(
         "reports/s, steady, batched by 64: {steady_batched:>10.0}  ({:.2} of bare signing)",
@@ -352,6 +407,14 @@ fn main() {
             pg.batched, pg.batched / bare, pg.batched / new_batched, pg.batched / floor
         );
         println!(
+            "  per second of controller CPU:          {:>9.0}  ({:.2} of the floor per core; the server's CPU not counted)",
+            pg.batched_cpu, pg.batched_cpu / floor
+        );
+        println!(
+            "PostgreSQL reports/s, new, batched by {BIG_BATCH}: {:>8.0}  ({:.2} of the floor; per CPU second {:.0}, {:.2} of the floor)",
+            pg.big.rate, pg.big.rate / floor, pg.big.per_cpu, pg.big.per_cpu / floor
+        );
+        println!(
             "PostgreSQL, 2 replicas alternating by 64: {:>9.0}  ({:.2} of one replica; one thread, each turn catches up)",
             pg.two, pg.two / pg.batched
         );
@@ -366,24 +429,18 @@ fn main() {
     }
 }
 
-/// Runs reports through a controller in batches of 64: (reports/s, bundles published).
-type BatchedRun = dyn Fn(&mut Controller, &[(String, Vec<u8>)], u64) -> (f64, usize) + Sync;
-
 /// PostgreSQL figures (reports/s; µs per empty turn).
 struct PgFigures {
     new: f64,
     batched: f64,
+    batched_cpu: f64,
+    big: Run,
     two: f64,
     parallel: f64,
     turn_us: f64,
 }
 
-fn postgres_cases(
-    url: &str,
-    n: u32,
-    first: &[(String, Vec<u8>)],
-    batched: &BatchedRun,
-) -> PgFigures {
+fn postgres_cases(url: &str, n: u32, first: &[(String, Vec<u8>)]) -> PgFigures {
     let fresh = || {
         let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("postgres");
         admin
@@ -425,8 +482,15 @@ fn postgres_cases(
     let db = fresh();
     let mut c = open(&db);
     setup(&mut c, n);
-    let (batched_rate, published) = batched(&mut c, first, T0);
-    assert_eq!(published, n as usize);
+    let run = batched(&mut c, first, T0, BATCH);
+    assert_eq!(run.published, n as usize);
+    drop(c);
+
+    let db = fresh();
+    let mut c = open(&db);
+    setup(&mut c, n);
+    let big = batched(&mut c, first, T0, BIG_BATCH);
+    assert_eq!(big.published, n as usize);
     drop(c);
 
     let db = fresh();
@@ -437,8 +501,7 @@ fn postgres_cases(
     let mut published = 0;
     for (i, chunk) in first.chunks(64).enumerate() {
         let c = if i % 2 == 0 { &mut a } else { &mut b };
-        let (_, p) = batched(c, chunk, T0);
-        published += p;
+        published += batched(c, chunk, T0, BATCH).published;
     }
     let two = rate(first.len(), t.elapsed());
     assert_eq!(published, n as usize);
@@ -454,7 +517,7 @@ fn postgres_cases(
     let share = |c: &mut Controller, parity: usize| {
         let mut published = 0;
         for chunk in chunks.iter().skip(parity).step_by(2) {
-            published += batched(c, chunk, T0).1;
+            published += batched(c, chunk, T0, BATCH).published;
         }
         published
     };
@@ -469,7 +532,9 @@ fn postgres_cases(
     assert_eq!(caught.0.whole + caught.1.whole, 0, "{caught:?}");
     PgFigures {
         new,
-        batched: batched_rate,
+        batched: run.rate,
+        batched_cpu: run.per_cpu,
+        big,
         two,
         parallel,
         turn_us,

@@ -190,6 +190,68 @@ fn a_restart_loses_nothing_and_seq_keeps_rising_on(place: &Place) {
     assert_eq!(c.ledger().refused_reports(5).unwrap().len(), 1);
 }
 
+/// New devices are stored without deleting rows they cannot have (`Dirty::new_devices`);
+/// a known device's seats are replaced. Both, in one batch and alone, read back the same.
+#[test]
+fn seats_of_new_and_known_devices_read_back_the_same_after_a_restart() {
+    on_both(seats_of_new_and_known_devices_read_back_the_same_on);
+}
+
+fn seats_of_new_and_known_devices_read_back_the_same_on(place: &Place) {
+    let signer = Signer::ephemeral(T0).unwrap();
+    let keys: Vec<SigningKey> = (0..3)
+        .map(|i| SigningKey::from_bytes(&[20 + i; 32]))
+        .collect();
+    let mut c = Controller::open(place.open(), signer.clone(), LeasePolicy::default()).unwrap();
+    populate(&mut c);
+    let batch = |c: &mut Controller, reports: &[(String, Vec<u8>)]| {
+        let items: Vec<(&str, &[u8])> = reports
+            .iter()
+            .map(|(t, b)| (t.as_str(), b.as_slice()))
+            .collect();
+        let (results, _) = c.handle_report_batch(&items, T0 + 1).unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    };
+    let seats = |c: &Controller| {
+        c.engine().assigned_seats(
+            &LicenseId::new("S1").unwrap(),
+            &Sku::new("LIC-HV-4").unwrap(),
+        )
+    };
+    // Two new devices in one turn (PostgreSQL's bulk path): the first gets the seats.
+    batch(
+        &mut c,
+        &[
+            report("host-1", &keys[0], &["hv"], 0),
+            report("host-2", &keys[1], &["hv"], 0),
+        ],
+    );
+    let held = seats(&c);
+    assert!(held > 0);
+    // A known device giving its seats back next to a new one, in one turn...
+    batch(
+        &mut c,
+        &[
+            report("host-1", &keys[0], &[], 1),
+            report("host-3", &keys[2], &["hv"], 0),
+        ],
+    );
+    // ...and a known device alone (the per-row path).
+    batch(&mut c, &[report("host-2", &keys[1], &[], 1)]);
+    let state_before = c.engine().state().clone();
+    let seats_before = seats(&c);
+    assert!(state_before
+        .devices
+        .values()
+        .filter(|d| d.id.as_str() != "host-3")
+        .all(|d| d.seats.is_empty()));
+    drop(c);
+
+    let c = Controller::open(place.open(), signer, LeasePolicy::default()).unwrap();
+    assert_eq!(c.engine().state(), &state_before);
+    assert_eq!(seats(&c), seats_before);
+}
+
 #[test]
 fn a_ledger_from_a_newer_version_is_refused() {
     on_both(|place| {

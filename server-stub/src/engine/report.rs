@@ -124,7 +124,9 @@ impl Engine {
 
     fn record(&mut self, r: &DeviceReport, now: UnixTime) {
         let key: DeviceKey = (r.tenant.clone(), r.device.clone());
+        let mut new = false;
         let d = self.state.devices.entry(key.clone()).or_insert_with(|| {
+            new = true;
             tracing::info!(tenant = %r.tenant, device = %r.device, key = %r.device_key.id(), "new device, key pinned");
             Device {
                 tenant: r.tenant.clone(),
@@ -162,6 +164,9 @@ impl Engine {
         d.reported_clock = r.clock;
         d.clock_rollback = r.clock_rollback;
         d.reported_seq = r.bundle_seq;
+        if new {
+            self.dirty.new_devices.insert(key.clone());
+        }
         self.dirty.devices.insert(key);
     }
 

@@ -141,6 +141,29 @@ fn a_report_from_a_device_holding_the_newest_bundle_before_refresh_issues_nothin
 }
 
 #[test]
+fn a_device_is_new_to_the_ledger_until_its_first_commit_and_known_after() {
+    let mut e = fixture();
+    let _ = add_sub(&mut e, "S1", "msp", "LIC-AP", 5);
+    let _ = e.enable_auto_licensing(&Selection::all(), &[svc("wifi")], false, T0);
+    let _ = e.take_dirty();
+    let r = report("a", "ap1", "ap", &["wifi"]);
+    let key = (r.tenant.clone(), r.device.clone());
+    let _ = e.handle_report(&r, T0).unwrap();
+    let _ = e.handle_report(&r, T0 + 1).unwrap();
+    let dirty = e.take_dirty();
+    assert!(dirty.devices.contains(&key));
+    assert!(dirty.new_devices.contains(&key), "first seen in this turn");
+    // A commit that failed keeps it new (nothing of it was stored)...
+    e.mark_dirty(dirty);
+    assert!(e.take_dirty().new_devices.contains(&key));
+    // ...and once stored it is a known device: its old rows are replaced.
+    let _ = e.handle_report(&r, T0 + 2).unwrap();
+    let dirty = e.take_dirty();
+    assert!(dirty.devices.contains(&key));
+    assert!(dirty.new_devices.is_empty());
+}
+
+#[test]
 fn a_device_reporting_a_higher_seq_than_the_ledger_gets_a_bundle_above_it() {
     let mut e = fixture();
     let mut r = report("a", "ap1", "ap", &["wifi"]);

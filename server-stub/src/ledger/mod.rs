@@ -615,11 +615,11 @@ fn writes(state: &State, dirty: &Dirty, bulk: bool) -> Result<Writes, LedgerErro
                 .iter()
                 .filter_map(|k| state.devices.get(k))
                 .collect();
-            save_devices_bulk(&mut out, &devices)?;
+            save_devices_bulk(&mut out, &devices, &dirty.new_devices)?;
         } else {
             for key in &dirty.devices {
                 if let Some(d) = state.devices.get(key) {
-                    save_device(&mut out, d)?;
+                    save_device(&mut out, d, dirty.new_devices.contains(key))?;
                 }
             }
         }
@@ -1018,7 +1018,9 @@ fn placement_row(d: &Device) -> Option<Vec<Value>> {
         .map(|dc| vals![d.tenant.as_str(), d.id.as_str(), dc])
 }
 
-fn save_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
+/// Stores a device: its row, and its seat and placement rows in place of the old ones
+/// (`new`: it has none yet, see [`Dirty::new_devices`]).
+fn save_device(out: &mut Writes, d: &Device, new: bool) -> Result<(), LedgerError> {
     out.exec(
         upsert_devices!(
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
@@ -1026,16 +1028,18 @@ fn save_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
         ),
         device_row(d)?,
     )?;
-    let key = || vals![d.tenant.as_str(), d.id.as_str()];
-    out.exec("DELETE FROM seats WHERE tenant = ?1 AND device = ?2", key())?;
-    out.exec(
-        "DELETE FROM seat_assignments WHERE tenant = ?1 AND device = ?2",
-        key(),
-    )?;
-    out.exec(
-        "DELETE FROM device_placement WHERE tenant = ?1 AND device = ?2",
-        key(),
-    )?;
+    if !new {
+        let key = || vals![d.tenant.as_str(), d.id.as_str()];
+        out.exec("DELETE FROM seats WHERE tenant = ?1 AND device = ?2", key())?;
+        out.exec(
+            "DELETE FROM seat_assignments WHERE tenant = ?1 AND device = ?2",
+            key(),
+        )?;
+        out.exec(
+            "DELETE FROM device_placement WHERE tenant = ?1 AND device = ?2",
+            key(),
+        )?;
+    }
     for row in seat_extra_rows(d)? {
         out.exec(
             "INSERT INTO seat_assignments (tenant, device, service, quantity, virtual_machines,
@@ -1062,8 +1066,12 @@ fn save_device(out: &mut Writes, d: &Device) -> Result<(), LedgerError> {
 /// The same as [`save_device`] for many devices at once, in seven statements whatever their
 /// number (PostgreSQL: each column an array, `unnest`ed). A statement is a round trip to the
 /// server, and a turn of 64 reports wrote ~600 of them one by one: this is what the report
-/// batch costs on PostgreSQL.
-fn save_devices_bulk(out: &mut Writes, devices: &[&Device]) -> Result<(), LedgerError> {
+/// batch costs on PostgreSQL. Devices in `new` have no old rows to delete.
+fn save_devices_bulk(
+    out: &mut Writes,
+    devices: &[&Device],
+    new: &BTreeSet<DeviceKey>,
+) -> Result<(), LedgerError> {
     if devices.is_empty() {
         return Ok(());
     }
@@ -1083,24 +1091,27 @@ fn save_devices_bulk(out: &mut Writes, devices: &[&Device]) -> Result<(), Ledger
     )?;
     let keys: Vec<Vec<Value>> = devices
         .iter()
+        .filter(|d| !new.contains(&(d.tenant.clone(), d.id.clone())))
         .map(|d| vals![d.tenant.as_str(), d.id.as_str()])
         .collect();
-    let keys = columns(&keys, &[ColumnKind::Text; 2])?;
-    out.exec(
-        "DELETE FROM seats WHERE (tenant, device) IN
-             (SELECT * FROM unnest(?1::text[], ?2::text[]))",
-        keys.clone(),
-    )?;
-    out.exec(
-        "DELETE FROM seat_assignments WHERE (tenant, device) IN
-             (SELECT * FROM unnest(?1::text[], ?2::text[]))",
-        keys.clone(),
-    )?;
-    out.exec(
-        "DELETE FROM device_placement WHERE (tenant, device) IN
-             (SELECT * FROM unnest(?1::text[], ?2::text[]))",
-        keys,
-    )?;
+    if !keys.is_empty() {
+        let keys = columns(&keys, &[ColumnKind::Text; 2])?;
+        out.exec(
+            "DELETE FROM seats WHERE (tenant, device) IN
+                 (SELECT * FROM unnest(?1::text[], ?2::text[]))",
+            keys.clone(),
+        )?;
+        out.exec(
+            "DELETE FROM seat_assignments WHERE (tenant, device) IN
+                 (SELECT * FROM unnest(?1::text[], ?2::text[]))",
+            keys.clone(),
+        )?;
+        out.exec(
+            "DELETE FROM device_placement WHERE (tenant, device) IN
+                 (SELECT * FROM unnest(?1::text[], ?2::text[]))",
+            keys,
+        )?;
+    }
     let mut extras = Vec::new();
     for d in devices {
         extras.extend(seat_extra_rows(d)?);
