@@ -37,9 +37,10 @@ pub struct Publication {
     pub seq: u64,
 }
 
-/// A report whose size, topic, envelope and signature were checked (see
-/// [`Controller::handle_report_batch`]).
-struct Opened {
+/// A report whose size, topic, envelope and signature were checked ([`Opener::open`]), to be
+/// applied by [`Controller::apply_opened`].
+#[derive(Debug)]
+pub struct Opened {
     report: DeviceReport,
     /// The extended report (issue 20) it came in, if it was one.
     extended: Option<ExtendedReport>,
@@ -101,6 +102,63 @@ pub enum ApplyError {
     Ledger(#[from] LedgerError),
 }
 
+/// What checking a report needs of the controller (whether it speaks the policy kinds): a
+/// copy, so the next batch's signatures are checked on another thread while the controller
+/// applies the last one ([`crate::session`]'s worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opener {
+    policy_kinds: bool,
+}
+
+impl Opener {
+    /// Size, topic, envelope and signature, topic/report agreement: everything about a report
+    /// that needs no engine.
+    pub fn open(&self, topic: &str, payload: &[u8]) -> Result<Opened, ReportError> {
+        if payload.len() > MAX_ENVELOPE_LEN {
+            return Err(ReportError::Oversized(payload.len()));
+        }
+        let t = Topic::parse(topic).map_err(ReportError::Topic)?;
+        if t.kind != TopicKind::Report {
+            return Err(ReportError::Topic(licd_protocol::Error::BadTopic(
+                "not a report topic",
+            )));
+        }
+        // A new agent sends extended reports (issue 20), an older one plain reports: each
+        // opens by its own rules, and the answer is of the matching bundle kind.
+        let extended = match Envelope::parse(payload) {
+            Ok(env) if env.kind == MessageKind::ExtendedReport && !self.policy_kinds => {
+                // What a controller predating §17 answers: nothing it can read.
+                return Err(ReportError::Envelope(licd_protocol::Error::UnknownKind(
+                    MessageKind::ExtendedReport.to_byte(),
+                )));
+            }
+            Ok(env) if env.kind == MessageKind::ExtendedReport => {
+                Some(open_extended_report(payload).map_err(ReportError::Envelope)?)
+            }
+            _ => None,
+        };
+        let report = match &extended {
+            Some(x) => x.report.clone(),
+            None => open_report(payload).map_err(ReportError::Envelope)?,
+        };
+        if report.tenant != t.tenant || report.device != t.device {
+            return Err(ReportError::TopicMismatch {
+                tenant: report.tenant.to_string(),
+                device: report.device.to_string(),
+            });
+        }
+        Ok(Opened { report, extended })
+    }
+
+    /// [`Opener::open`] for each of `items` (topic, payload), in order.
+    pub fn open_batch(&self, items: &[(&str, &[u8])]) -> Vec<Result<Opened, ReportError>> {
+        items
+            .iter()
+            .map(|(topic, payload)| self.open(topic, payload))
+            .collect()
+    }
+}
+
 /// Engine + ledger + signer. Not thread-safe on its own; the runtime keeps it in a mutex.
 #[derive(Debug)]
 pub struct Controller {
@@ -151,7 +209,8 @@ impl Controller {
     /// Speaks the policy kinds (PROTOCOL.md §17, the default) or not: with `false` it behaves
     /// as a controller predating §17 — extended reports and extended activation requests are
     /// refused as an unknown kind (so agents negotiating fall back to plain reports, §17.6),
-    /// and every bundle is plain.
+    /// and every bundle is plain. Set before the report worker starts: it opens reports with
+    /// the [`Opener`] it took then.
     pub fn set_policy_kinds(&mut self, on: bool) {
         self.policy_kinds = on;
     }
@@ -159,6 +218,13 @@ impl Controller {
     /// Whether it speaks the policy kinds.
     pub fn policy_kinds(&self) -> bool {
         self.policy_kinds
+    }
+
+    /// What checks reports for this controller, without it.
+    pub fn opener(&self) -> Opener {
+        Opener {
+            policy_kinds: self.policy_kinds,
+        }
     }
 
     /// Reloads the engine when another replica wrote to the ledger since this one last saw
@@ -268,10 +334,18 @@ impl Controller {
     ) -> Result<(Vec<Result<DeviceReport, ReportError>>, Vec<Publication>), LedgerError> {
         // Signatures first, outside the turn: they need no ledger, so replicas check theirs
         // in parallel and the turn lock is held only for the engine and the writes.
-        let opened: Vec<Result<Opened, ReportError>> = items
-            .iter()
-            .map(|(topic, payload)| self.open_report(topic, payload))
-            .collect();
+        let opened = self.opener().open_batch(items);
+        self.apply_opened(opened, now)
+    }
+
+    /// The second half of [`Controller::handle_report_batch`]: applies reports already
+    /// opened (an error stays that report's outcome) in one turn, and seals their bundles.
+    #[allow(clippy::type_complexity)]
+    pub fn apply_opened(
+        &mut self,
+        opened: Vec<Result<Opened, ReportError>>,
+        now: UnixTime,
+    ) -> Result<(Vec<Result<DeviceReport, ReportError>>, Vec<Publication>), LedgerError> {
         self.begin()?;
         let mut effects = Effects::default();
         let results = opened
@@ -284,45 +358,6 @@ impl Controller {
             .collect();
         let pubs = self.commit(effects)?;
         Ok((results, pubs))
-    }
-
-    /// Size, topic, envelope and signature, topic/report agreement: everything about a report
-    /// that needs no engine.
-    fn open_report(&self, topic: &str, payload: &[u8]) -> Result<Opened, ReportError> {
-        if payload.len() > MAX_ENVELOPE_LEN {
-            return Err(ReportError::Oversized(payload.len()));
-        }
-        let t = Topic::parse(topic).map_err(ReportError::Topic)?;
-        if t.kind != TopicKind::Report {
-            return Err(ReportError::Topic(licd_protocol::Error::BadTopic(
-                "not a report topic",
-            )));
-        }
-        // A new agent sends extended reports (issue 20), an older one plain reports: each
-        // opens by its own rules, and the answer is of the matching bundle kind.
-        let extended = match Envelope::parse(payload) {
-            Ok(env) if env.kind == MessageKind::ExtendedReport && !self.policy_kinds => {
-                // What a controller predating §17 answers: nothing it can read.
-                return Err(ReportError::Envelope(licd_protocol::Error::UnknownKind(
-                    MessageKind::ExtendedReport.to_byte(),
-                )));
-            }
-            Ok(env) if env.kind == MessageKind::ExtendedReport => {
-                Some(open_extended_report(payload).map_err(ReportError::Envelope)?)
-            }
-            _ => None,
-        };
-        let report = match &extended {
-            Some(x) => x.report.clone(),
-            None => open_report(payload).map_err(ReportError::Envelope)?,
-        };
-        if report.tenant != t.tenant || report.device != t.device {
-            return Err(ReportError::TopicMismatch {
-                tenant: report.tenant.to_string(),
-                device: report.device.to_string(),
-            });
-        }
-        Ok(Opened { report, extended })
     }
 
     /// Applies an opened report to the engine (the pinned key, seats, bundle); a refusal is

@@ -502,6 +502,57 @@ pub(crate) fn blocking<T>(long: bool, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A batch taken from the queue: site relays' reports as they came, devices' reports with
+/// their signatures checked.
+struct Checked {
+    relay_reports: Vec<Incoming>,
+    batch: Vec<Incoming>,
+    opened: Vec<Result<crate::controller::Opened, crate::controller::ReportError>>,
+}
+
+/// Takes what is queued, up to a batch, and checks the devices' signatures off the runtime's
+/// threads, one batch ahead of [`run_worker`]'s turns: the next batch is verified while the
+/// ledger writes the last one (`cargo bench -p licd-stub --bench throughput`, "pipelined").
+async fn open_batches(
+    opener: crate::controller::Opener,
+    work_rx: crate::intake::Consumer,
+    out: tokio::sync::mpsc::Sender<Checked>,
+) {
+    // Site relays' reports are stored and acknowledged one by one, apart from devices'.
+    let relay_leaf = format!("/{}", licd_protocol::topic::RELAY_REPORT_LEAF);
+    while let Some(batch) = work_rx.take(MAX_BATCH).await {
+        let (relay_reports, batch): (Vec<Incoming>, Vec<Incoming>) = batch
+            .into_iter()
+            .partition(|i| i.topic.ends_with(&relay_leaf));
+        let empty = batch.is_empty();
+        let check = move || {
+            let items: Vec<(&str, &[u8])> = batch
+                .iter()
+                .map(|i| (i.topic.as_str(), i.payload.as_slice()))
+                .collect();
+            let opened = opener.open_batch(&items);
+            (batch, opened)
+        };
+        let opened = if empty {
+            Ok(check())
+        } else {
+            tokio::task::spawn_blocking(check).await
+        };
+        let Ok((batch, opened)) = opened else {
+            tracing::error!("checking a batch of reports failed; stopping the worker");
+            return;
+        };
+        let next = Checked {
+            relay_reports,
+            batch,
+            opened,
+        };
+        if out.send(next).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Applies queued reports and publishes their bundles, until the queue closes.
 pub(crate) async fn run_worker(
     core: Arc<Mutex<Controller>>,
@@ -511,20 +562,28 @@ pub(crate) async fn run_worker(
     work_rx: crate::intake::Consumer,
     stats: Arc<Stats>,
 ) {
-    // Take what is queued, up to a batch: one ledger transaction for all of it.
-    while let Some(batch) = work_rx.take(MAX_BATCH).await {
+    let Ok(opener) = core.lock().map(|c| c.opener()) else {
+        tracing::error!("controller state poisoned; stopping the worker");
+        return;
+    };
+    // One batch checked ahead, no more: what waits stays in the queue, where a device's
+    // retry replaces its report.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let opening = tokio::spawn(open_batches(opener, work_rx, tx));
+    while let Some(next) = rx.recv().await {
+        let Checked {
+            relay_reports,
+            batch,
+            opened,
+        } = next;
         let _turn = order.lock().await;
         let now = clock.now();
-        // Site relays' reports are stored and acknowledged one by one, apart from devices'.
-        let relay_leaf = format!("/{}", licd_protocol::topic::RELAY_REPORT_LEAF);
-        let (relay_reports, batch): (Vec<Incoming>, Vec<Incoming>) = batch
-            .into_iter()
-            .partition(|i| i.topic.ends_with(&relay_leaf));
         for item in relay_reports {
             let result = match core.lock() {
                 Ok(mut c) => c.handle_relay_report(&item.topic, &item.payload, now),
                 Err(_) => {
                     tracing::error!("controller state poisoned; stopping the worker");
+                    opening.abort();
                     return;
                 }
             };
@@ -543,18 +602,15 @@ pub(crate) async fn run_worker(
         if batch.is_empty() {
             continue;
         }
-        let items: Vec<(&str, &[u8])> = batch
-            .iter()
-            .map(|i| (i.topic.as_str(), i.payload.as_slice()))
-            .collect();
         let started = std::time::Instant::now();
         let result = match core.lock() {
             Ok(mut c) => {
                 let long = c.ledger().is_postgres();
-                blocking(long, || c.handle_report_batch(&items, now))
+                blocking(long, || c.apply_opened(opened, now))
             }
             Err(_) => {
                 tracing::error!("controller state poisoned; stopping the worker");
+                opening.abort();
                 return;
             }
         };
