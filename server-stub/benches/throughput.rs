@@ -64,16 +64,20 @@ struct Run {
     published: usize,
 }
 
+/// A chunk of (topic, payload) as the controller takes it.
+fn items(chunk: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    chunk
+        .iter()
+        .map(|(t, b)| (t.as_str(), b.as_slice()))
+        .collect()
+}
+
 /// Runs reports through a controller in batches of `size`, as the worker does.
 fn batched(c: &mut Controller, reps: &[(String, Vec<u8>)], now: u64, size: usize) -> Run {
     let (t, cpu) = (Instant::now(), thread_cpu());
     let mut published = 0;
     for chunk in reps.chunks(size) {
-        let items: Vec<(&str, &[u8])> = chunk
-            .iter()
-            .map(|(t, b)| (t.as_str(), b.as_slice()))
-            .collect();
-        let (results, pubs) = c.handle_report_batch(&items, now).expect("batch");
+        let (results, pubs) = c.handle_report_batch(&items(chunk), now).expect("batch");
         assert!(results.iter().all(|r| r.is_ok()));
         published += pubs.len();
     }
@@ -94,11 +98,7 @@ fn pipelined(c: &mut Controller, reps: &[(String, Vec<u8>)], now: u64, size: usi
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         s.spawn(move || {
             for chunk in reps.chunks(size) {
-                let items: Vec<(&str, &[u8])> = chunk
-                    .iter()
-                    .map(|(t, b)| (t.as_str(), b.as_slice()))
-                    .collect();
-                if tx.send(opener.open_batch(&items)).is_err() {
+                if tx.send(opener.open_batch(&items(chunk))).is_err() {
                     return;
                 }
             }
@@ -116,6 +116,9 @@ fn pipelined(c: &mut Controller, reps: &[(String, Vec<u8>)], now: u64, size: usi
         published,
     }
 }
+
+/// A way of running reports through a controller: [`batched`] or [`pipelined`].
+type Runner = fn(&mut Controller, &[(String, Vec<u8>)], u64, usize) -> Run;
 
 fn svc(s: &str) -> ServiceName {
     ServiceName::new(s).expect("valid")
@@ -260,45 +263,29 @@ fn main() {
     }
     let steady_rate = rate(steady.len(), t.elapsed());
 
-    // The same with the worker's batching (64 reports per ledger transaction), on a fresh
-    // ledger.
-    let batch_dir = tempfile::tempdir().expect("tempdir");
-    let mut cb = Controller::open(
-        Ledger::open(&batch_dir.path().join("ledger.db")).expect("ledger"),
-        Signer::ephemeral(T0).expect("keys"),
-        LeasePolicy::default(),
-    )
-    .expect("controller");
-    setup(&mut cb, n);
-    let run = batched(&mut cb, &first, T0, BATCH);
-    assert_eq!(run.published, n as usize);
+    // The same with the worker's batching (64 reports per ledger transaction), each on a
+    // fresh ledger.
+    let fresh_run = |runner: Runner, reps: &[(String, Vec<u8>)], size: usize| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Controller::open(
+            Ledger::open(&dir.path().join("ledger.db")).expect("ledger"),
+            Signer::ephemeral(T0).expect("keys"),
+            LeasePolicy::default(),
+        )
+        .expect("controller");
+        setup(&mut c, n);
+        let run = runner(&mut c, reps, T0, size);
+        assert_eq!(run.published, n as usize);
+        (dir, c, run)
+    };
+    let (_batch_dir, mut cb, run) = fresh_run(batched, &first, BATCH);
     let (new_batched, new_batched_cpu) = (run.rate, run.per_cpu);
     let run = batched(&mut cb, &steady, T0 + 60, BATCH);
     assert_eq!(run.published, 0);
     let steady_batched = run.rate;
     drop(cb);
-    let big_dir = tempfile::tempdir().expect("tempdir");
-    let mut cb = Controller::open(
-        Ledger::open(&big_dir.path().join("ledger.db")).expect("ledger"),
-        Signer::ephemeral(T0).expect("keys"),
-        LeasePolicy::default(),
-    )
-    .expect("controller");
-    setup(&mut cb, n);
-    let big = batched(&mut cb, &first, T0, BIG_BATCH);
-    assert_eq!(big.published, n as usize);
-    drop(cb);
-    let piped_dir = tempfile::tempdir().expect("tempdir");
-    let mut cb = Controller::open(
-        Ledger::open(&piped_dir.path().join("ledger.db")).expect("ledger"),
-        Signer::ephemeral(T0).expect("keys"),
-        LeasePolicy::default(),
-    )
-    .expect("controller");
-    setup(&mut cb, n);
-    let piped = pipelined(&mut cb, &first, T0, BATCH);
-    assert_eq!(piped.published, n as usize);
-    drop(cb);
+    let big = fresh_run(batched, &first, BIG_BATCH).2;
+    let piped = fresh_run(pipelined, &first, BATCH).2;
 
     // Sealing alone: the controller's share of issuing a bundle.
     let sample = c
@@ -382,11 +369,7 @@ fn main() {
         let (_dir, mut relay) = open_relay();
         let t = Instant::now();
         for chunk in first.chunks(64) {
-            let items: Vec<(&str, &[u8])> = chunk
-                .iter()
-                .map(|(t, b)| (t.as_str(), b.as_slice()))
-                .collect();
-            for r in relay.handle_batch(&items, T0).expect("relay batch") {
+            for r in relay.handle_batch(&items(chunk), T0).expect("relay batch") {
                 r.expect("relay report");
             }
         }
@@ -533,26 +516,17 @@ fn postgres_cases(url: &str, n: u32, first: &[(String, Vec<u8>)]) -> PgFigures {
     let turn_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(k);
     drop(c);
 
-    let db = fresh();
-    let mut c = open(&db);
-    setup(&mut c, n);
-    let run = batched(&mut c, first, T0, BATCH);
-    assert_eq!(run.published, n as usize);
-    drop(c);
-
-    let db = fresh();
-    let mut c = open(&db);
-    setup(&mut c, n);
-    let big = batched(&mut c, first, T0, BIG_BATCH);
-    assert_eq!(big.published, n as usize);
-    drop(c);
-
-    let db = fresh();
-    let mut c = open(&db);
-    setup(&mut c, n);
-    let piped = pipelined(&mut c, first, T0, BATCH);
-    assert_eq!(piped.published, n as usize);
-    drop(c);
+    let fresh_run = |runner: Runner, size: usize| {
+        let db = fresh();
+        let mut c = open(&db);
+        setup(&mut c, n);
+        let run = runner(&mut c, first, T0, size);
+        assert_eq!(run.published, n as usize);
+        run
+    };
+    let run = fresh_run(batched, BATCH);
+    let big = fresh_run(batched, BIG_BATCH);
+    let piped = fresh_run(pipelined, BATCH);
 
     let db = fresh();
     let mut a = open(&db);
