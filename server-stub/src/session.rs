@@ -524,19 +524,18 @@ async fn open_batches(
         let (relay_reports, batch): (Vec<Incoming>, Vec<Incoming>) = batch
             .into_iter()
             .partition(|i| i.topic.ends_with(&relay_leaf));
-        let empty = batch.is_empty();
-        let check = move || {
-            let items: Vec<(&str, &[u8])> = batch
-                .iter()
-                .map(|i| (i.topic.as_str(), i.payload.as_slice()))
-                .collect();
-            let opened = opener.open_batch(&items);
-            (batch, opened)
-        };
-        let opened = if empty {
-            Ok(check())
+        let opened = if batch.is_empty() {
+            Ok((batch, Vec::new()))
         } else {
-            tokio::task::spawn_blocking(check).await
+            tokio::task::spawn_blocking(move || {
+                let items: Vec<(&str, &[u8])> = batch
+                    .iter()
+                    .map(|i| (i.topic.as_str(), i.payload.as_slice()))
+                    .collect();
+                let opened = opener.open_batch(&items);
+                (batch, opened)
+            })
+            .await
         };
         let Ok((batch, opened)) = opened else {
             tracing::error!("checking a batch of reports failed; stopping the worker");

@@ -610,12 +610,12 @@ fn writes(state: &State, dirty: &Dirty, bulk: bool) -> Result<Writes, LedgerErro
         // One device goes row by row: its bulk form measured slower (`cargo bench -p
         // licd-stub --bench throughput`, one report per turn: 778 vs ~500 reports/s).
         if bulk && dirty.devices.len() > 1 {
-            let devices: Vec<&Device> = dirty
+            let devices: Vec<(&Device, bool)> = dirty
                 .devices
                 .iter()
-                .filter_map(|k| state.devices.get(k))
+                .filter_map(|k| Some((state.devices.get(k)?, dirty.new_devices.contains(k))))
                 .collect();
-            save_devices_bulk(&mut out, &devices, &dirty.new_devices)?;
+            save_devices_bulk(&mut out, &devices)?;
         } else {
             for key in &dirty.devices {
                 if let Some(d) = state.devices.get(key) {
@@ -1066,18 +1066,15 @@ fn save_device(out: &mut Writes, d: &Device, new: bool) -> Result<(), LedgerErro
 /// The same as [`save_device`] for many devices at once, in seven statements whatever their
 /// number (PostgreSQL: each column an array, `unnest`ed). A statement is a round trip to the
 /// server, and a turn of 64 reports wrote ~600 of them one by one: this is what the report
-/// batch costs on PostgreSQL. Devices in `new` have no old rows to delete.
-fn save_devices_bulk(
-    out: &mut Writes,
-    devices: &[&Device],
-    new: &BTreeSet<DeviceKey>,
-) -> Result<(), LedgerError> {
+/// batch costs on PostgreSQL. Each device comes with whether it is new (no old rows to
+/// delete, see [`Dirty::new_devices`]).
+fn save_devices_bulk(out: &mut Writes, devices: &[(&Device, bool)]) -> Result<(), LedgerError> {
     if devices.is_empty() {
         return Ok(());
     }
     let rows = devices
         .iter()
-        .map(|d| device_row(d))
+        .map(|(d, _)| device_row(d))
         .collect::<Result<Vec<_>, _>>()?;
     out.exec(
         upsert_devices!(
@@ -1091,8 +1088,8 @@ fn save_devices_bulk(
     )?;
     let keys: Vec<Vec<Value>> = devices
         .iter()
-        .filter(|d| !new.contains(&(d.tenant.clone(), d.id.clone())))
-        .map(|d| vals![d.tenant.as_str(), d.id.as_str()])
+        .filter(|(_, new)| !new)
+        .map(|(d, _)| vals![d.tenant.as_str(), d.id.as_str()])
         .collect();
     if !keys.is_empty() {
         let keys = columns(&keys, &[ColumnKind::Text; 2])?;
@@ -1113,7 +1110,7 @@ fn save_devices_bulk(
         )?;
     }
     let mut extras = Vec::new();
-    for d in devices {
+    for (d, _) in devices {
         extras.extend(seat_extra_rows(d)?);
     }
     if !extras.is_empty() {
@@ -1125,7 +1122,10 @@ fn save_devices_bulk(
             columns(&extras, &SEAT_EXTRA_COLUMNS)?,
         )?;
     }
-    let placements: Vec<Vec<Value>> = devices.iter().filter_map(|d| placement_row(d)).collect();
+    let placements: Vec<Vec<Value>> = devices
+        .iter()
+        .filter_map(|(d, _)| placement_row(d))
+        .collect();
     if !placements.is_empty() {
         out.exec(
             "INSERT INTO device_placement (tenant, device, datacenter)
@@ -1133,7 +1133,7 @@ fn save_devices_bulk(
             columns(&placements, &PLACEMENT_COLUMNS)?,
         )?;
     }
-    let seats: Vec<Vec<Value>> = devices.iter().flat_map(|d| seat_rows(d)).collect();
+    let seats: Vec<Vec<Value>> = devices.iter().flat_map(|(d, _)| seat_rows(d)).collect();
     if !seats.is_empty() {
         out.exec(
             "INSERT INTO seats (tenant, device, service, subscription, sku, since, ends_at)
